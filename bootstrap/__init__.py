@@ -1,0 +1,1 @@
+"""Bootstrap server: factory identities, regional policies, credential issuance."""

@@ -1,0 +1,1 @@
+"""The ``fleetloop`` command line (click)."""

@@ -1,0 +1,1 @@
+"""Simulated device fleet: sans-IO LwM2M clients, behaviours, network emulation."""
