@@ -1,0 +1,1 @@
+"""Reproducible load runs; results are recorded in docs/BENCHMARKS.md."""
