@@ -56,7 +56,7 @@ def run_load(
     sel = selectors.DefaultSelector()
     state: dict[int, dict[int, float]] = {}
     mids: dict[int, int] = {}
-    for index, (send, _recv, sock) in enumerate(send_factories):
+    for index, (_send, _recv, sock) in enumerate(send_factories):
         sel.register(sock, selectors.EVENT_READ, index)
         state[index] = {}
         mids[index] = (index * 7919) & 0xFFFF
