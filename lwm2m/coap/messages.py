@@ -1,0 +1,88 @@
+"""Small helpers around aiocoap's :class:`~aiocoap.Message` codec.
+
+The core compares message types, codes and option numbers as plain ints (aiocoap's enums are
+``IntEnum`` subclasses, so the comparisons hold, and int constants keep the hot path free of
+enum attribute lookups). All parsing is aiocoap's; this module only builds the few messages the
+core originates itself (empty ACK/RST, 2.31 Continue, 4.xx for broken block-wise transfers).
+"""
+
+from __future__ import annotations
+
+from aiocoap import Message
+from aiocoap.numbers.codes import Code
+from aiocoap.numbers.optionnumbers import OptionNumber
+from aiocoap.numbers.types import Type
+
+CON = int(Type.CON)
+NON = int(Type.NON)
+ACK = int(Type.ACK)
+RST = int(Type.RST)
+
+EMPTY = int(Code.EMPTY)
+GET = int(Code.GET)
+FETCH = int(Code.FETCH)
+CONTINUE = int(Code.CONTINUE)
+
+OBSERVE = int(OptionNumber.OBSERVE)
+BLOCK1 = int(OptionNumber.BLOCK1)
+BLOCK2 = int(OptionNumber.BLOCK2)
+SIZE1 = int(OptionNumber.SIZE1)
+SIZE2 = int(OptionNumber.SIZE2)
+ETAG = int(OptionNumber.ETAG)
+
+#: Observe option numbers wrap at 2**24 (RFC 7641 §4.4).
+OBSERVE_MODULO = 1 << 24
+
+_TYPE_BY_INT = {int(t): t for t in Type}
+
+
+def is_request(code: int) -> bool:
+    return 1 <= code < 32
+
+
+def is_response(code: int) -> bool:
+    """Response classes 2, 4 and 5 (RFC 7252 §12.1.2); 1.xx, 3.xx, 6.xx, 7.xx are not
+    responses over UDP (7.xx is signalling, RFC 8323: reliable transports only)."""
+    return 64 <= code < 192 and code >> 5 != 3
+
+
+def is_success(code: int) -> bool:
+    return 64 <= code < 96
+
+
+def empty(mtype: int, mid: int) -> bytes:
+    """An Empty message (code 0.00, no token): ACK, RST or a CoAP ping."""
+    message = Message(code=Code.EMPTY)
+    message.mtype = _TYPE_BY_INT[mtype]
+    message.mid = mid
+    return bytes(message.encode())
+
+
+def peek_header(data: bytes) -> tuple[int, int] | None:
+    """``(mtype, mid)`` of a datagram whose full decode failed, if its fixed header parses.
+
+    Used to reject a malformed CON with an RST (RFC 7252 §4.2), which needs the Message ID.
+    """
+    if len(data) < 4:
+        return None
+    try:
+        head = Message.decode(data[:4])
+    except Exception:  # aiocoap raises several types for garbage; any means "no header"
+        return None
+    return int(head.mtype), int(head.mid)
+
+
+def set_block(message: Message, number: int, num: int, more: bool, szx: int) -> None:
+    """Set a Block1/Block2 option (replaces one already present)."""
+    if number == BLOCK1:
+        message.opt.block1 = (num, more, szx)
+    else:
+        message.opt.block2 = (num, more, szx)
+
+
+def response_with(code: Code, **options: object) -> Message:
+    """A bare response the core sends on its own (2.31, 4.08, 4.13, 4.00)."""
+    message = Message(code=code)
+    for name, value in options.items():
+        setattr(message.opt, name, value)
+    return message
