@@ -1,0 +1,168 @@
+"""The shared :class:`~lwm2m.codec.api.MultiNodeCodec` behaviour of the four leaf formats.
+
+Each format only says how its bytes map to wire leaves (:meth:`LeafCodec._read`) and back
+(:meth:`LeafCodec._write`); typing values with the object model, grouping leaves into nodes,
+relative times and every encode-side check live here, so SenML JSON, SenML CBOR, LwM2M JSON and
+LwM2M CBOR agree on all of it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from lwm2m.codec.api import TimestampedNodes
+from lwm2m.codec.errors import DecodeError, UnsupportedContentFormat
+from lwm2m.codec.multi_nodes import (
+    Leaf,
+    by_requested,
+    group_by_time,
+    leaves_of,
+    leaves_of_all,
+    newest_per_path,
+    node_at,
+    per_resource,
+)
+from lwm2m.codec.multi_values import (
+    RELATIVE_TIME_LIMIT,
+    SENML,
+    Quirks,
+    RawValue,
+    raw_value,
+    typed_value,
+)
+from lwm2m.model import ModelError, Node, ObjectModel, Path, Value, resource_definition
+
+MAX_LEAVES = 65_536
+"""More records than any real device sends; bounds the work a hostile payload can cause."""
+
+
+@dataclass(frozen=True, slots=True)
+class WireLeaf:
+    """A leaf as read off the wire: resolved path, untyped value, resolved time, and ``where``
+    (e.g. ``"record 3"``) for error messages."""
+
+    path: Path
+    raw: RawValue
+    time: float | None
+    where: str
+
+
+TimedLeaves = tuple[float | None, list[tuple[Path, RawValue]]]
+"""One instant's leaves, as handed to :meth:`LeafCodec._write`."""
+
+
+class LeafCodec(ABC):
+    """Base of the SenML JSON/CBOR, LwM2M JSON and LwM2M CBOR codecs."""
+
+    content_format: int
+    quirks: Quirks = SENML
+
+    # -- what a format implements ----------------------------------------------------------
+    @abstractmethod
+    def _read(self, payload: bytes) -> list[WireLeaf]:
+        """The payload's leaves; raises DecodeError on malformed bytes or a record with no
+        value."""
+
+    @abstractmethod
+    def _write(self, groups: Sequence[TimedLeaves]) -> bytes:
+        """Bytes for ``groups`` (each leaf path unique across all groups)."""
+
+    def _read_paths(self, payload: bytes) -> list[Path]:
+        raise UnsupportedContentFormat(self.content_format, "no path-only request form")
+
+    def _write_paths(self, paths: Sequence[Path]) -> bytes:
+        raise UnsupportedContentFormat(self.content_format, "no path-only request form")
+
+    # -- decoding ----------------------------------------------------------------------------
+    def _leaves(self, payload: bytes, model: ObjectModel, now: float | None) -> list[Leaf]:
+        wire = self._read(bytes(payload))
+        if len(wire) > MAX_LEAVES:
+            raise DecodeError(
+                f"{len(wire)} values exceed the limit of {MAX_LEAVES}",
+                content_format=self.content_format,
+            )
+        leaves = []
+        for item in wire:
+            definition = resource_definition(model, item.path.object_id, item.path.resource_id)
+            value = typed_value(
+                item.raw,
+                definition,
+                where=f"{item.where} ({item.path})",
+                content_format=self.content_format,
+                quirks=self.quirks,
+            )
+            leaves.append(Leaf(item.path, value, absolute_time(item.time, now)))
+        return leaves
+
+    def decode(self, payload: bytes, path: Path, model: ObjectModel) -> Node:
+        """The node at ``path``; when the payload reports history, each leaf's newest value."""
+        leaves = newest_per_path(self._leaves(payload, model, None), self.content_format)
+        return node_at(path, leaves, model, self.content_format)
+
+    def decode_nodes(
+        self, payload: bytes, model: ObjectModel, paths: Sequence[Path] | None = None
+    ) -> dict[Path, Node]:
+        leaves = newest_per_path(self._leaves(payload, model, None), self.content_format)
+        if paths is None:
+            return per_resource(leaves, model, self.content_format)
+        return by_requested(leaves, paths, model, self.content_format)
+
+    def decode_timestamped(
+        self, payload: bytes, model: ObjectModel, *, now: float | None = None
+    ) -> list[TimestampedNodes]:
+        """Nodes per instant. Relative SenML times (below 2**28) become ``now + t`` when ``now``
+        is given; without it they are returned as they are (negative seconds before the
+        receiver's now), except 0, which means "now" and is reported as None."""
+        leaves = self._leaves(payload, model, now)
+        return [
+            TimestampedNodes(time, per_resource(group, model, self.content_format))
+            for time, group in group_by_time(leaves)
+        ]
+
+    def decode_paths(self, payload: bytes) -> list[Path]:
+        return self._read_paths(bytes(payload))
+
+    # -- encoding ----------------------------------------------------------------------------
+    def _raw(self, leaves: Sequence[tuple[Path, Value]]) -> list[tuple[Path, RawValue]]:
+        return [
+            (p, raw_value(v, where=str(p), content_format=self.content_format, quirks=self.quirks))
+            for p, v in leaves
+        ]
+
+    def encode(self, node: Node, path: Path, model: ObjectModel) -> bytes:
+        leaves = leaves_of(path, node, model, self.content_format)
+        return self._write([(None, self._raw(leaves))])
+
+    def encode_nodes(self, nodes: Mapping[Path, Node], model: ObjectModel) -> bytes:
+        return self._write([(None, self._raw(leaves_of_all(nodes, model, self.content_format)))])
+
+    def encode_timestamped(self, data: Sequence[TimestampedNodes], model: ObjectModel) -> bytes:
+        # one leaf may appear at several instants (history), but not twice at one instant
+        return self._write(
+            [
+                (item.timestamp, self._raw(leaves_of_all(item.nodes, model, self.content_format)))
+                for item in data
+            ]
+        )
+
+    def encode_paths(self, paths: Sequence[Path]) -> bytes:
+        return self._write_paths(paths)
+
+
+def absolute_time(time: float | None, now: float | None) -> float | None:
+    """Apply RFC 8428 §4.5.3: a time below 2**28 is relative to the receiver's now."""
+    if time is None or time >= RELATIVE_TIME_LIMIT:
+        return time
+    if now is not None:
+        return now + time
+    return None if time == 0 else time
+
+
+def parse_path(text: str, *, where: str, content_format: int) -> Path:
+    """A path from a record name, as a DecodeError naming the record when it is not one."""
+    try:
+        return Path.parse(text)
+    except ModelError as exc:
+        raise DecodeError(str(exc), content_format=content_format, field=where) from None
