@@ -66,11 +66,15 @@ class ResponseReceived:
 
 @dataclass(frozen=True, slots=True)
 class NotificationReceived:
-    """A fresh notification for an observation we hold (stale, reordered ones are dropped)."""
+    """A fresh notification for an observation we hold (stale, reordered ones are dropped).
+
+    ``sequence`` is its Observe value; None for a final notification (no Observe option or an
+    error code), which is followed by :class:`ObservationCancelled`.
+    """
 
     request: RequestHandle
     message: Message
-    sequence: int
+    sequence: int | None
 
 
 @dataclass(frozen=True, slots=True)

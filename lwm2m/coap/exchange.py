@@ -56,7 +56,7 @@ class IncomingRequest(Received):
         "block1",
         "block2",
         "confirmable",
-        "key",
+        "message",
         "observe",
         "peer",
         "responded",
@@ -77,8 +77,9 @@ class IncomingRequest(Received):
         self.block2: tuple[int, int] | None = None
         #: Observe option value of a GET/FETCH (0 register, 1 deregister), else None.
         self.observe: int | None = None
-        #: Block-wise key (method and options other than block/size/observe); set on demand.
-        self.key: tuple[object, ...] | None = None
+        #: The request as received, kept until answered (block-wise keys are computed from it
+        #: only when needed); dropped on respond so a dedup record stays small.
+        self.message: Message | None = None
 
     def __repr__(self) -> str:
         return f"<IncomingRequest mid={self.mid} token={self.token.hex()} peer={self.peer!r}>"
@@ -94,13 +95,13 @@ class Transmission:
     __slots__ = (
         "confirmable",
         "data",
-        "deadline",
         "mid",
         "owner",
         "peer_state",
         "retries",
         "timeout",
         "timer_seq",
+        "token",
     )
 
     def __init__(
@@ -110,15 +111,17 @@ class Transmission:
         data: bytes,
         owner: RequestHandle | Observation | None,
         confirmable: bool,
+        token: bytes,
     ) -> None:
         self.peer_state = peer_state
         self.mid = mid
         self.data = data
         self.owner = owner
         self.confirmable = confirmable
+        #: The token the message carries: a piggybacked response must match it (§5.3.2).
+        self.token = token
         self.timeout = 0.0
         self.retries = 0
-        self.deadline = 0.0
         self.timer_seq = 0
 
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 class PeerState:
     __slots__ = (
+        "alive",
         "block1",
         "block2",
         "dedup",
@@ -53,6 +54,9 @@ class PeerState:
         self.block1: dict[tuple[object, ...], Block1Assembly] = {}
         self.block2: dict[tuple[object, ...], Block2Cache] = {}
         self.last_active = now
+        #: False once the endpoint dropped this state (forgotten or evicted); handles that still
+        #: point here must not re-insert it.
+        self.alive = True
 
     def allocate_mid(self) -> int:
         mid = self.next_mid
