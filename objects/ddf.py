@@ -407,7 +407,9 @@ def dump_ddf(definitions: Iterable[ObjectDefinition]) -> bytes:
     """DDF XML (LWM2M-v1_1.xsd element order) for ``definitions``.
 
     This is how fleetloop's own object reaches device teams and other LwM2M servers, and it
-    lets the tests check that loading what we write gives back the same definitions.
+    lets the tests check that loading what we write gives back the same definitions. Text XML
+    cannot carry (control characters, lone surrogates) raises :class:`DdfError` rather than
+    producing a file no parser would read.
     """
     root = ET.Element("LWM2M")
     for definition in definitions:
@@ -437,7 +439,17 @@ def dump_ddf(definitions: Iterable[ObjectDefinition]) -> bytes:
     return data + b"\n"
 
 
+_NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
 def _sub(parent: ET.Element, tag: str, text: str) -> None:
+    bad = _NOT_XML_CHAR.search(text)
+    if bad is not None:
+        raise DdfError(
+            f"character {bad[0]!r} cannot be written in XML ({text!r})",
+            source="<dump_ddf>",
+            element=f"<{tag}>",
+        )
     ET.SubElement(parent, tag).text = text
 
 

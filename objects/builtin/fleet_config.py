@@ -85,7 +85,7 @@ class FleetConfigResult(IntEnum):
     REJECTED_DIGEST_MISMATCH = 4
     """SHA-256 of Bundle differs from Bundle Digest (or no digest); nothing changed."""
     FAILED_APPLY = 5
-    """Applying failed part-way; the device restored Previous Version."""
+    """Applying failed part-way; the device restored the configuration it was running."""
     ROLLED_BACK = 6
     """Applied, then reverted: health-check window expired or Rollback was executed."""
     VALIDATED = 7
