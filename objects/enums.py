@@ -463,6 +463,11 @@ class ESimIoTState(IntEnum):
     BUSY = 1
     """Not able to receive one; a Write to resource 2 is refused until State is 0 again."""
 
+    @staticmethod
+    def accepts_messages(state: int) -> bool:
+        """Whether the eIM may write /3443/0/2 now; any state above 0 means "not able"."""
+        return state == ESimIoTState.READY
+
 
 __all__ = [
     "ApnAuthenticationType",

@@ -207,6 +207,12 @@ def test_bearers_know_their_category_and_signal_measure() -> None:
     assert NetworkBearer.NR_FDD.signal_measure is None  # object 4 names none for 5G
 
 
+def test_esim_state_gates_eim_writes() -> None:
+    assert ESimIoTState.accepts_messages(0)
+    assert not ESimIoTState.accepts_messages(ESimIoTState.BUSY)
+    assert not ESimIoTState.accepts_messages(7)  # the object says "in case value is >0"
+
+
 def test_power_saving_modes_are_a_bit_mask() -> None:
     both = PowerSavingMode(3)
     assert PowerSavingMode.PSM in both and PowerSavingMode.EDRX in both
