@@ -104,13 +104,13 @@ class LwM2MCborCodec(LeafCodec):
                     "LwM2M CBOR carries no timestamps; use SenML JSON or CBOR",
                     content_format=self.content_format,
                 )
-            for path, raw in leaves:
+            for leaf in leaves:
                 node = tree
-                for ident in path.ids[:-1]:
+                for ident in leaf.path.ids[:-1]:
                     child = node.setdefault(ident, {})
                     assert isinstance(child, dict)  # overlapping leaves were refused upstream
                     node = child
-                node[path.ids[-1]] = raw
+                node[leaf.path.ids[-1]] = leaf.raw
         return dump_cbor(_compress(tree), self.content_format)
 
     def _read_paths(self, payload: bytes) -> list[Path]:

@@ -78,7 +78,7 @@ class LwM2MJsonCodec(SenmlCodec):
         """One base name for the whole document (LwM2M JSON has no per-record ``bn``): the
         longest common prefix of the leaf paths. Times are written absolute, per entry, so
         they read back exactly."""
-        leaves = [(time, path, raw) for time, items in groups for path, raw in items]
+        leaves = [(time, leaf.path, leaf.raw) for time, items in groups for leaf in items]
         document: dict[str, object] = {}
         prefix: tuple[int, ...] = ()
         if leaves:

@@ -49,7 +49,17 @@ class WireLeaf:
     where: str
 
 
-TimedLeaves = tuple[float | None, list[tuple[Path, RawValue]]]
+@dataclass(frozen=True, slots=True)
+class OutLeaf:
+    """A leaf to write: the path of the node it belongs to (SenML factors its base name from
+    it), its own path and its wire value."""
+
+    node: Path
+    path: Path
+    raw: RawValue
+
+
+TimedLeaves = tuple[float | None, list[OutLeaf]]
 """One instant's leaves, as handed to :meth:`LeafCodec._write`."""
 
 
@@ -125,24 +135,25 @@ class LeafCodec(ABC):
         return self._read_paths(bytes(payload))
 
     # -- encoding ----------------------------------------------------------------------------
-    def _raw(self, leaves: Sequence[tuple[Path, Value]]) -> list[tuple[Path, RawValue]]:
+    def _out(self, leaves: Sequence[tuple[Path, Path, Value]]) -> list[OutLeaf]:
+        cf, quirks = self.content_format, self.quirks
         return [
-            (p, raw_value(v, where=str(p), content_format=self.content_format, quirks=self.quirks))
-            for p, v in leaves
+            OutLeaf(node, p, raw_value(v, where=str(p), content_format=cf, quirks=quirks))
+            for node, p, v in leaves
         ]
 
     def encode(self, node: Node, path: Path, model: ObjectModel) -> bytes:
         leaves = leaves_of(path, node, model, self.content_format)
-        return self._write([(None, self._raw(leaves))])
+        return self._write([(None, self._out([(path, p, v) for p, v in leaves]))])
 
     def encode_nodes(self, nodes: Mapping[Path, Node], model: ObjectModel) -> bytes:
-        return self._write([(None, self._raw(leaves_of_all(nodes, model, self.content_format)))])
+        return self._write([(None, self._out(leaves_of_all(nodes, model, self.content_format)))])
 
     def encode_timestamped(self, data: Sequence[TimestampedNodes], model: ObjectModel) -> bytes:
         # one leaf may appear at several instants (history), but not twice at one instant
         return self._write(
             [
-                (item.timestamp, self._raw(leaves_of_all(item.nodes, model, self.content_format)))
+                (item.timestamp, self._out(leaves_of_all(item.nodes, model, self.content_format)))
                 for item in data
             ]
         )

@@ -188,12 +188,15 @@ def leaves_of(
 
 def leaves_of_all(
     nodes: Mapping[Path, Node], model: ObjectModel, content_format: int
-) -> list[tuple[Path, Value]]:
-    """The leaves of several nodes; overlapping nodes would repeat a leaf, so they are refused."""
-    leaves: list[tuple[Path, Value]] = []
-    for path, node in nodes.items():
-        leaves.extend(leaves_of(path, node, model, content_format))
-    refuse_overlaps([p for p, _ in leaves], content_format)
+) -> list[tuple[Path, Path, Value]]:
+    """``(node path, leaf path, value)`` for every leaf of several nodes; overlapping nodes
+    would repeat a leaf, so they are refused."""
+    leaves = [
+        (path, leaf_path, value)
+        for path, node in nodes.items()
+        for leaf_path, value in leaves_of(path, node, model, content_format)
+    ]
+    refuse_overlaps([leaf_path for _, leaf_path, _ in leaves], content_format)
     return leaves
 
 

@@ -175,20 +175,29 @@ def compact(number: float) -> Number:
 
 
 def records_for(groups: Sequence[TimedLeaves]) -> list[Record]:
-    """Records for timed leaves, factoring ``bn`` per object instance and ``bt`` per instant.
+    """Records for timed leaves, with base names as Leshan and wakaama write them.
 
-    ``bn`` is ``/O/I/`` and changes only when the instance does, so a whole-instance read is
-    wakaama's familiar ``{"bn":"/3/0/","n":"0"}, {"n":"1"}, ...``. Each instant's first record
-    carries its time as ``bt``; a timeless instant after a timed one resets ``bt`` to 0 (SenML's
-    "now").
+    A leaf of an object, instance or multiple resource is named relative to that node
+    (``{"bn":"/3/0/","n":"0"}, {"n":"7/1"}``); a lone single-resource or resource-instance
+    node carries its full path as base name (``{"bn":"/3/0/0","v":..}``, Anjay writes that
+    too); leaves of several single-resource
+    nodes share their parent (``{"bn":"/3/0/","n":"0"}, {"n":"9"}`` in a Send). ``bn`` is
+    repeated only when it changes. Each instant's first record carries its time as ``bt``; a
+    timeless instant after a timed one resets ``bt`` to 0 (SenML's "now").
     """
+    lone = sum(len(leaves) for _, leaves in groups) == 1
     records: list[Record] = []
     current_bn: str | None = None
     current_bt: float | None = None
     for time, leaves in groups:
         first = True
-        for path, raw in leaves:
-            base = f"/{path.ids[0]}/{path.ids[1]}/"
+        for leaf in leaves:
+            if lone and leaf.node == leaf.path:
+                base, name = str(leaf.path), None
+            else:
+                parent = leaf.node if leaf.node != leaf.path else leaf.path.parent
+                base = "/" + "".join(f"{i}/" for i in parent.ids)
+                name = "/".join(str(i) for i in leaf.path.relative_to(parent))
             bt: Number | None = None
             if first and time is not None and time != current_bt:
                 bt = compact(time)
@@ -198,12 +207,7 @@ def records_for(groups: Sequence[TimedLeaves]) -> list[Record]:
                 current_bt = float(bt)
             first = False
             records.append(
-                Record(
-                    bn=base if base != current_bn else None,
-                    bt=bt,
-                    n="/".join(str(i) for i in path.ids[2:]),
-                    value=raw,
-                )
+                Record(bn=base if base != current_bn else None, bt=bt, n=name, value=leaf.raw)
             )
             current_bn = base
     return records
