@@ -229,7 +229,7 @@ def mutated(draw: st.DrawFn) -> bytes:
 
 
 @given(st.sampled_from(_FUZZ_PATHS), st.binary(max_size=40) | mutated())
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 def test_any_bytes_decode_or_raise_a_codec_error(path: Path, wire: bytes) -> None:
     try:
         node = CODEC.decode(wire, path, TEST_MODEL)

@@ -154,7 +154,7 @@ def test_formatted_links_parse_back_unchanged(links: list[Link], quoted: set[str
 
 
 @given(st.text(max_size=80) | st.binary(max_size=80))
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 def test_any_input_parses_or_raises_a_link_format_error(text: str | bytes) -> None:
     try:
         links = parse_links(text)
@@ -167,7 +167,7 @@ _LINKISH = st.text('</>;,="\\ 0123abc.:', max_size=60)
 
 
 @given(_LINKISH)
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 def test_link_shaped_noise_parses_or_raises_a_link_format_error(text: str) -> None:
     try:
         links = parse_links(text)
