@@ -77,7 +77,7 @@ class ObjLink:
     def parse(cls, text: str) -> ObjLink:
         """Parse the text form ``"3:0"``."""
         left, sep, right = text.partition(":")
-        if not sep or not left.isdigit() or not right.isdigit():
+        if not sep or not _is_decimal(left) or not _is_decimal(right):
             raise InvalidValue(f"invalid object link {text!r}; expected 'OID:IID'")
         return cls(int(left), int(right))
 
@@ -90,6 +90,11 @@ class ObjLink:
 
 
 ValueType = str | int | float | bool | bytes | ObjLink | None
+
+
+def _is_decimal(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also accepts '³' and Arabic-Indic digits."""
+    return text.isascii() and text.isdigit()
 
 
 def _check(data_type: DataType, value: Any) -> Any:

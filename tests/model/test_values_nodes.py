@@ -67,7 +67,7 @@ def test_time_accepts_datetime_and_converts_back() -> None:
 def test_objlink_parse_and_null() -> None:
     assert ObjLink.parse("3:0") == ObjLink(3, 0)
     assert ObjLink(65535, 65535).is_null
-    for text in ("3", "a:b", "3:70000"):
+    for text in ("3", "a:b", "3:70000", "\u0663:0", "\u00b3:0"):
         with pytest.raises(InvalidValue):
             ObjLink.parse(text)
 
