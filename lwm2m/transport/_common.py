@@ -1,0 +1,211 @@
+"""Pieces shared by the UDP and DTLS transports: socket binding, rate-limited logging, and the
+glue around python-mbedtls's ``TLSWrappedBuffer`` (handshake stepping, output splitting, error
+classification).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import time
+from typing import Any, Final
+
+from lwm2m.transport.errors import ConfigurationError
+from lwm2m.transport.peer import Address
+
+# --- binding -------------------------------------------------------------------------------
+
+
+def bind_plan(host: str | None, port: int) -> tuple[socket.AddressFamily, Address, bool]:
+    """Decide how to bind: ``(family, sockaddr, dual_stack)``.
+
+    ``None`` (the default) means every address of both families through one IPv6 socket with
+    ``IPV6_V6ONLY`` off, so one socket (one receive path, one session table) serves IPv4 and
+    IPv6 devices. A literal address binds that family only; a name is resolved.
+    """
+    if port < 0 or port > 65535:
+        raise ConfigurationError(f"port {port} out of range")
+    if host is None or host == "":
+        return socket.AF_INET6, ("::", port, 0, 0), True
+    try:
+        socket.inet_pton(socket.AF_INET, host)
+    except OSError:
+        pass
+    else:
+        return socket.AF_INET, (host, port), False
+    try:
+        socket.inet_pton(socket.AF_INET6, host.split("%", 1)[0])
+    except OSError:
+        pass
+    else:
+        return socket.AF_INET6, (host, port, 0, 0), False
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot resolve {host!r}: {exc}") from exc
+    family, _, _, _, sockaddr = infos[0]
+    return family, sockaddr, False  # type: ignore[return-value]
+
+
+def open_socket(host: str | None, port: int) -> socket.socket:
+    """A bound, non-blocking UDP socket per :func:`bind_plan` (IPv4 fallback without IPv6)."""
+    family, sockaddr, dual = bind_plan(host, port)
+    try:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+    except OSError as exc:
+        if dual and exc.errno in (errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT):
+            family, sockaddr, dual = socket.AF_INET, ("0.0.0.0", port), False
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+        else:
+            raise
+    try:
+        if dual:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(sockaddr)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+# --- logging ---------------------------------------------------------------------------------
+
+
+class RateLimitedLog:
+    """Log a recurring problem at most once per ``interval`` seconds, with a suppressed count.
+
+    The receive path can fail once per datagram under attack or with a broken sink; one line a
+    second says so without turning the log into the bottleneck.
+    """
+
+    __slots__ = ("_interval", "_level", "_logger", "_next", "_suppressed")
+
+    def __init__(self, logger: logging.Logger, level: int = logging.WARNING, interval: float = 1.0):
+        self._logger = logger
+        self._level = level
+        self._interval = interval
+        self._next = 0.0
+        self._suppressed = 0
+
+    def __call__(self, msg: str, *args: object, exc_info: bool = False) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._suppressed += 1
+            return
+        self._next = now + self._interval
+        if self._suppressed:
+            msg += " (%d similar suppressed)"
+            args = (*args, self._suppressed)
+            self._suppressed = 0
+        self._logger.log(self._level, msg, *args, exc_info=exc_info)
+
+
+# --- python-mbedtls glue ---------------------------------------------------------------------
+
+# Mbed TLS 2.28 error codes (python-mbedtls's TLSError.err carries them positive).
+ERR_SSL_TIMEOUT: Final = 0x6800
+ERR_SSL_CLIENT_RECONNECT: Final = 0x6780
+ERR_SSL_UNKNOWN_IDENTITY: Final = 0x6C80
+ERR_SSL_PEER_CLOSE_NOTIFY: Final = 0x7880
+ERR_SSL_FATAL_ALERT_MESSAGE: Final = 0x7780
+ERR_SSL_INVALID_MAC: Final = 0x7180
+ERR_SSL_BAD_HS_FINISHED: Final = 0x7E80
+ERR_SSL_BAD_HS_CERTIFICATE: Final = 0x7A00
+ERR_SSL_NO_CLIENT_CERTIFICATE: Final = 0x7480
+ERR_SSL_PEER_VERIFY_FAILED: Final = 0x6E00
+ERR_X509_CERT_VERIFY_FAILED: Final = 0x2700
+
+#: Largest datagram handed to Mbed TLS: its input buffer holds one 16 KiB record plus overhead.
+MAX_DATAGRAM: Final = 16384 + 512
+#: Default path MTU for DTLS datagrams (the IPv6 minimum link MTU; fits NB-IoT deployments).
+DEFAULT_MTU: Final = 1280
+
+
+def tls_error_code(exc: BaseException) -> int:
+    """The Mbed TLS error code of a python-mbedtls ``TLSError`` (0 if it has none)."""
+    code = getattr(exc, "err", None)
+    return abs(code) if isinstance(code, int) else 0
+
+
+def describe(code: int) -> str:
+    """A short name for the Mbed TLS errors operators meet; hex for the rest."""
+    return _NAMES.get(code, f"mbedtls error -0x{code:04X}")
+
+
+_NAMES: Final = {
+    ERR_SSL_TIMEOUT: "handshake timed out",
+    ERR_SSL_CLIENT_RECONNECT: "client reconnected",
+    ERR_SSL_UNKNOWN_IDENTITY: "unknown PSK identity",
+    ERR_SSL_PEER_CLOSE_NOTIFY: "peer sent close_notify",
+    ERR_SSL_FATAL_ALERT_MESSAGE: "peer sent a fatal alert",
+    ERR_SSL_INVALID_MAC: "record MAC did not verify (wrong key?)",
+    ERR_SSL_BAD_HS_FINISHED: "Finished did not verify (wrong key?)",
+    ERR_SSL_BAD_HS_CERTIFICATE: "bad certificate message",
+    ERR_SSL_NO_CLIENT_CERTIFICATE: "client sent no certificate",
+    ERR_SSL_PEER_VERIFY_FAILED: "peer verification failed",
+    ERR_X509_CERT_VERIFY_FAILED: "certificate verification failed",
+}
+
+
+def is_client_hello(data: bytes) -> bool:
+    """Whether a datagram starts with an epoch-0 DTLS handshake record carrying a ClientHello.
+
+    Cheap pre-filter for datagrams from addresses without a session: anything else is dropped
+    before Mbed TLS sees it.
+    """
+    return (
+        len(data) >= 25
+        and data[0] == 22  # handshake
+        and data[1] == 0xFE  # DTLS major version
+        and data[3] == 0
+        and data[4] == 0  # epoch 0
+        and data[13] == 1  # client_hello
+    )
+
+
+def cookie_param(addr: Address) -> bytes:
+    """The transport-level client id Mbed TLS binds cookies to: address bytes + port."""
+    host = addr[0]
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.inet_pton(family, host.split("%", 1)[0]) + addr[1].to_bytes(2, "big")
+
+
+def split_records(out: bytes, mtu: int) -> list[bytes]:
+    """Split concatenated DTLS records into datagrams of at most ``mtu`` bytes.
+
+    python-mbedtls collects everything Mbed TLS sends into one ring buffer, losing the datagram
+    boundaries Mbed TLS chose; a whole handshake flight (certificates included) would otherwise
+    leave as one IP-fragmented datagram. Records are never split; one larger than the MTU
+    travels alone.
+    """
+    n = len(out)
+    datagrams: list[bytes] = []
+    start = pos = 0
+    while pos + 13 <= n:
+        end = pos + 13 + ((out[pos + 11] << 8) | out[pos + 12])
+        if end - start > mtu and pos > start:
+            datagrams.append(out[start:pos])
+            start = pos
+        pos = end
+    if start < n:
+        datagrams.append(out[start:])
+    return datagrams
+
+
+def take_output(buf: Any) -> bytes:
+    """Everything Mbed TLS wrote since the last call (empty bytes if nothing)."""
+    n = len(buf._output_buffer)
+    if not n:
+        return b""
+    out: bytes = buf.peek_outgoing(n)
+    buf.consume_outgoing(n)
+    return out
+
+
+def scrub(buf: Any) -> None:
+    """Return a buffer to its pristine state: fresh Mbed TLS session, empty ring buffers."""
+    buf._reset()
+    buf._input_buffer.clear()
+    buf._output_buffer.clear()

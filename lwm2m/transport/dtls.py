@@ -1,0 +1,763 @@
+"""DTLS 1.2 server: one UDP socket, one python-mbedtls ``TLSWrappedBuffer`` per device.
+
+Design (the *why*; numbers and counters are in docs/TRANSPORT.md):
+
+* **Stateless cookie exchange.** A ClientHello from an unknown address is run through one spare
+  buffer: without a valid cookie Mbed TLS answers HelloVerifyRequest and resets, so a flood of
+  (possibly spoofed) ClientHellos costs no memory. Only a ClientHello with a valid cookie (the
+  sender proved it receives at its address) takes the spare buffer as a new session, and only
+  after the per-source and global handshake limits agree.
+* **Two tables.** Handshakes in progress and established sessions live apart, each an
+  ``OrderedDict`` keyed by address: handshakes are capped globally (oldest evicted) and per source
+  IP, established sessions are capped with least-recently-used eviction. Handshakes therefore
+  never push out established devices, and all bookkeeping is O(1) per datagram.
+* **Identity.** The PSK identity is captured during the handshake through the store adapter;
+  the certificate identity is read from the verified peer certificate. The ``Peer`` built once
+  at the end of the handshake goes with every message of the session.
+* **Retransmission.** Mbed TLS keeps its own handshake timer; an asyncio timer per handshake
+  steps the handshake when the current timeout should have expired, which makes Mbed TLS resend
+  (or give up after ``handshake_timeout_max``).
+* **Steady state** is ``receive_from_network`` + ``readinto`` into one preallocated buffer, and
+  ``write`` + ``peek_outgoing`` for sending: no logging, no scans, one ``bytes`` per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, cast
+
+from mbedtls import tls
+from mbedtls.exceptions import TLSError
+from mbedtls.tls import HelloVerifyRequest, RaggedEOF, WantReadError, WantWriteError
+
+from lwm2m.transport._common import (
+    DEFAULT_MTU,
+    ERR_SSL_BAD_HS_CERTIFICATE,
+    ERR_SSL_BAD_HS_FINISHED,
+    ERR_SSL_CLIENT_RECONNECT,
+    ERR_SSL_FATAL_ALERT_MESSAGE,
+    ERR_SSL_INVALID_MAC,
+    ERR_SSL_NO_CLIENT_CERTIFICATE,
+    ERR_SSL_PEER_CLOSE_NOTIFY,
+    ERR_SSL_PEER_VERIFY_FAILED,
+    ERR_SSL_TIMEOUT,
+    ERR_SSL_UNKNOWN_IDENTITY,
+    ERR_X509_CERT_VERIFY_FAILED,
+    MAX_DATAGRAM,
+    RateLimitedLog,
+    cookie_param,
+    describe,
+    is_client_hello,
+    open_socket,
+    split_records,
+    take_output,
+    tls_error_code,
+)
+from lwm2m.transport._engine import (
+    PRE_ADMISSION,
+    KeyLog,
+    export_secrets,
+    record_overhead,
+    scrub,
+    step_handshake,
+)
+from lwm2m.transport.credentials import (
+    CERTIFICATE_CIPHERS,
+    PSK_CIPHERS,
+    PskLookup,
+    PskStore,
+    X509Credentials,
+)
+from lwm2m.transport.errors import (
+    ConfigurationError,
+    MessageTooLarge,
+    NoSession,
+    SendFailed,
+    TransportClosed,
+    WrongTransport,
+)
+from lwm2m.transport.interface import DatagramSink
+from lwm2m.transport.peer import Address, CertificateIdentity, Identity, Peer, PskIdentity
+from lwm2m.transport.stats import TransportStats
+
+logger = logging.getLogger("lwm2m.transport.dtls")
+
+#: Largest plaintext one record can carry (Mbed TLS's default content length).
+MAX_PLAINTEXT = 16384
+#: Slack added to Mbed TLS's retransmission timeout before we step it, so its timer has expired.
+TIMER_SLACK = 0.01
+
+
+@dataclass(frozen=True, slots=True)
+class DtlsServerConfig:
+    """Credentials and limits of a :class:`DtlsServer` (defaults in docs/TRANSPORT.md).
+
+    At least one of ``psk_store`` and ``x509`` is required; with both, one socket serves PSK
+    and certificate devices (the cipher suite the device offers decides). In certificate mode
+    the client certificate is mandatory and must chain to ``x509.trust_anchors``.
+    """
+
+    psk_store: PskStore | None = None
+    x509: X509Credentials | None = None
+    psk_ciphers: tuple[str, ...] = PSK_CIPHERS
+    certificate_ciphers: tuple[str, ...] = CERTIFICATE_CIPHERS
+    #: Established sessions kept (≈ 50 KiB each); the least recently used is evicted beyond.
+    max_sessions: int = 10_000
+    #: Handshakes in progress, all sources together; the oldest is dropped beyond.
+    max_handshakes: int = 1_000
+    #: Handshakes in progress from one source IP; further ClientHellos from it are ignored
+    #: (the device retransmits and gets in once a slot frees). Devices behind one carrier NAT
+    #: share an IP: raise this for fleets that reboot together behind CGNAT.
+    max_handshakes_per_source: int = 16
+    #: Seconds without a datagram from the device after which its session is closed.
+    idle_timeout: float = 3600.0
+    #: Mbed TLS's initial and maximum handshake retransmission timeouts (seconds); the
+    #: handshake fails once doubling would exceed the maximum (about 2 x max after the start).
+    handshake_timeout_min: float = 1.0
+    handshake_timeout_max: float = 16.0
+    #: Largest datagram sent: handshake flights are split at record boundaries to fit, and a
+    #: message that does not fit one record is refused (use block-wise transfer).
+    mtu: int = DEFAULT_MTU
+    #: Append NSS key-log lines (``CLIENT_RANDOM ...``) for Wireshark here. Debugging only.
+    key_log: str | os.PathLike[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.psk_store is None and self.x509 is None:
+            raise ConfigurationError("a DTLS server needs a PSK store, X.509 credentials, or both")
+        if self.psk_store is not None and not isinstance(self.psk_store, PskStore):
+            raise ConfigurationError("psk_store must have lookup(identity: bytes) -> bytes | None")
+        for name in ("max_sessions", "max_handshakes", "max_handshakes_per_source"):
+            if getattr(self, name) < 1:
+                raise ConfigurationError(f"{name} must be at least 1")
+        if self.idle_timeout <= 0:
+            raise ConfigurationError("idle_timeout must be positive")
+        if not 0 < self.handshake_timeout_min <= self.handshake_timeout_max:
+            raise ConfigurationError("need 0 < handshake_timeout_min <= handshake_timeout_max")
+        if not 256 <= self.mtu <= 65507:
+            raise ConfigurationError("mtu must be between 256 and 65507")
+
+    def ciphers(self) -> tuple[str, ...]:
+        return (self.psk_ciphers if self.psk_store is not None else ()) + (
+            self.certificate_ciphers if self.x509 is not None else ()
+        )
+
+
+class _Session:
+    """One device: its buffer and bookkeeping. Lives in exactly one of the server's tables."""
+
+    __slots__ = (
+        "address",
+        "buffer",
+        "fresh",
+        "keylog_tries",
+        "last_seen",
+        "max_payload",
+        "peer",
+        "psk_identity",
+        "rto",
+        "source",
+        "started",
+        "timer",
+    )
+
+    def __init__(self, address: Address, buffer: Any, now: float, rto: float) -> None:
+        self.address = address
+        self.buffer = buffer
+        self.source: str = address[0]
+        self.peer: Peer | None = None
+        self.psk_identity: bytes | None = None
+        self.last_seen = now
+        self.started = now
+        self.rto = rto
+        self.timer: asyncio.TimerHandle | None = None
+        #: True from handshake end until the first application record (Mbed TLS may still owe a
+        #: retransmission of its last flight; the key log waits for this too).
+        self.fresh = True
+        self.keylog_tries = 0
+        self.max_payload = 0
+
+
+class DtlsServer(asyncio.DatagramProtocol):
+    """DTLS 1.2 server transport (PSK and/or X.509) on one socket. Create with :meth:`create`."""
+
+    def __init__(self, sink: DatagramSink, config: DtlsServerConfig) -> None:
+        self._sink = sink
+        self._config = config
+        self.stats = TransportStats()
+        self._psk = PskLookup(config.psk_store) if config.psk_store is not None else None
+        self._context = tls.ServerContext(self._mbedtls_configuration())
+        self._keylog = KeyLog(config.key_log) if config.key_log is not None else None
+        self._established: OrderedDict[Address, _Session] = OrderedDict()
+        self._handshaking: OrderedDict[Address, _Session] = OrderedDict()
+        self._per_source: dict[str, int] = {}
+        self._spare: Any = None
+        self._rbuf = bytearray(MAX_PLAINTEXT)
+        self._rview = memoryview(self._rbuf)
+        self._transport: asyncio.DatagramTransport | None = None
+        # Created by ``create()`` on the running loop; all timers and clocks come from it.
+        self._loop = asyncio.get_running_loop()
+        self._local: Address = ("", 0)
+        self._closed = False
+        self._closed_waiter: asyncio.Future[None] | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._sweep_interval = max(0.05, min(config.idle_timeout / 4, 5.0))
+        self._handshake_deadline = 2 * config.handshake_timeout_max + 1.0
+        self._log_internal = RateLimitedLog(logger, logging.ERROR)
+        self._log_sink = RateLimitedLog(logger, logging.ERROR)
+        self._log_refused = RateLimitedLog(logger, logging.WARNING)
+        self._log_failed = RateLimitedLog(logger, logging.WARNING, interval=0.1)
+        self._log_socket = RateLimitedLog(logger, logging.INFO)
+
+    def _mbedtls_configuration(self) -> Any:
+        config = self._config
+        kwargs: dict[str, Any] = {
+            "ciphers": config.ciphers(),
+            "lowest_supported_version": tls.DTLSVersion.DTLSv1_2,
+            "highest_supported_version": tls.DTLSVersion.DTLSv1_2,
+            "handshake_timeout_min": config.handshake_timeout_min,
+            "handshake_timeout_max": config.handshake_timeout_max,
+            "anti_replay": True,
+            "validate_certificates": config.x509 is not None,
+        }
+        if self._psk is not None:
+            kwargs["pre_shared_key_store"] = self._psk
+        if config.x509 is not None:
+            chain, trust = config.x509.to_mbedtls()
+            kwargs["certificate_chain"] = chain
+            kwargs["trust_store"] = trust
+        try:
+            return tls.DTLSConfiguration(**kwargs)
+        except (TLSError, NotImplementedError, TypeError, ValueError) as exc:
+            raise ConfigurationError(f"python-mbedtls refused the configuration: {exc}") from exc
+
+    @classmethod
+    async def create(
+        cls,
+        sink: DatagramSink,
+        config: DtlsServerConfig,
+        host: str | None = None,
+        port: int = 0,
+    ) -> DtlsServer:
+        """Bind ``host``:``port`` (``None``: dual-stack on all addresses; port 0: ephemeral)."""
+        self = cls(sink, config)
+        loop = self._loop
+        sock = open_socket(host, port)
+        self._closed_waiter = loop.create_future()
+        try:
+            await loop.create_datagram_endpoint(lambda: self, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+        self._sweeper = loop.call_later(self._sweep_interval, self._sweep)
+        return self
+
+    # -- introspection ------------------------------------------------------------------------
+
+    @property
+    def local_address(self) -> Address:
+        return self._local
+
+    @property
+    def session_count(self) -> int:
+        """Established sessions."""
+        return len(self._established)
+
+    @property
+    def handshake_count(self) -> int:
+        """Handshakes in progress."""
+        return len(self._handshaking)
+
+    def peers(self) -> list[Peer]:
+        """The peers of all established sessions, least recently active first."""
+        return [s.peer for s in self._established.values() if s.peer is not None]
+
+    # -- asyncio.DatagramProtocol -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.DatagramTransport, transport)
+        self._local = transport.get_extra_info("sockname")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._shutdown_tables(notify=False)
+        if self._closed_waiter is not None and not self._closed_waiter.done():
+            self._closed_waiter.set_result(None)
+
+    def error_received(self, exc: Exception) -> None:
+        self.stats.socket_errors += 1
+        self._log_socket("DTLS socket error: %s", exc)
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self.stats.datagrams_received += 1
+        try:
+            session = self._established.get(addr)
+            if session is not None:
+                self._on_established(session, data)
+                return
+            session = self._handshaking.get(addr)
+            if session is not None:
+                self._on_handshaking(session, data)
+            else:
+                self._on_unknown(data, addr)
+        except Exception:
+            self.stats.internal_errors += 1
+            self._log_internal("DTLS receive failed (datagram from %s)", addr, exc_info=True)
+
+    # -- receive paths ------------------------------------------------------------------------
+
+    def _on_established(self, s: _Session, data: bytes) -> None:
+        n_data = len(data)
+        if n_data > MAX_DATAGRAM:
+            self.stats.dropped_oversized += 1
+            return
+        s.last_seen = self._loop.time()
+        self._established.move_to_end(s.address)
+        buf = s.buffer
+        # A datagram holding exactly one record yields at most one message: skip the extra
+        # readinto (and its WantReadError) that would only confirm that.
+        single = n_data >= 13 and ((data[11] << 8) | data[12]) + 13 == n_data
+        delivered = 0
+        try:
+            buf.receive_from_network(data)
+            while True:
+                n = buf.readinto(self._rbuf, MAX_PLAINTEXT)
+                delivered += 1
+                self.stats.messages_received += 1
+                try:
+                    self._sink.datagram_received(bytes(self._rview[:n]), s.peer)  # type: ignore[arg-type]
+                except Exception:
+                    self.stats.sink_errors += 1
+                    self._log_sink("sink failed on a message from %s", s.peer, exc_info=True)
+                if single:
+                    break
+        except WantReadError:
+            pass
+        except RaggedEOF:
+            pass  # an empty application record: nothing to deliver
+        except TLSError as exc:
+            self._session_error(s, exc)
+            return
+        if s.fresh or not delivered:
+            self._flush(s.buffer, s.address)
+            if delivered and s.fresh:
+                self._session_settled(s)
+
+    def _on_handshaking(self, s: _Session, data: bytes) -> None:
+        if len(data) > MAX_DATAGRAM:
+            self.stats.dropped_oversized += 1
+            return
+        s.buffer.receive_from_network(data)
+        self._advance(s, from_timer=False)
+
+    def _on_unknown(self, data: bytes, addr: Address) -> None:
+        stats = self.stats
+        if not is_client_hello(data):
+            stats.dropped_no_session += 1
+            return
+        if len(data) > MAX_DATAGRAM:
+            stats.dropped_oversized += 1
+            return
+        buf = self._spare
+        if buf is None:
+            buf = self._spare = self._new_buffer()
+        cookie = cookie_param(addr)
+        buf.setcookieparam(cookie)
+        buf.receive_from_network(data)
+        try:
+            # Step up to the first message that depends on the cookie check: Mbed TLS parses
+            # the ClientHello, then writes either HelloVerifyRequest (and raises at the next
+            # step) or ServerHello (cheap: no key exchange yet).
+            for _ in range(6):
+                if buf._handshake_state not in PRE_ADMISSION:
+                    break
+                with contextlib.suppress(WantWriteError):
+                    buf.do_handshake()
+        except HelloVerifyRequest:
+            # No (valid) cookie: Mbed TLS wrote HelloVerifyRequest and reset the buffer.
+            out = take_output(buf)
+            if out:
+                self._sendto(out, addr)
+            stats.hello_verify_sent += 1
+            return
+        except TLSError:  # includes WantReadError: a truncated ClientHello
+            stats.bad_client_hello += 1
+            scrub(buf)
+            return
+        if buf._handshake_state in PRE_ADMISSION:
+            stats.bad_client_hello += 1
+            scrub(buf)
+            return
+        # The cookie was valid: the sender really receives at ``addr``. Admit it?
+        source = addr[0]
+        if self._per_source.get(source, 0) >= self._config.max_handshakes_per_source:
+            stats.handshakes_refused_per_source += 1
+            self._log_refused("too many handshakes from %s in progress; ignored", source)
+            scrub(buf)
+            return
+        self._spare = None
+        s = _Session(addr, buf, self._loop.time(), self._config.handshake_timeout_min)
+        self._admit_handshake(s)
+        self._advance(s, from_timer=False)
+
+    def _admit_handshake(self, s: _Session) -> None:
+        if len(self._handshaking) >= self._config.max_handshakes:
+            _, oldest = self._handshaking.popitem(last=False)
+            self._forget_handshake(oldest)
+            self.stats.handshakes_evicted += 1
+            self._log_refused("handshake table full; dropped the oldest handshake")
+        self._handshaking[s.address] = s
+        self._per_source[s.source] = self._per_source.get(s.source, 0) + 1
+        self.stats.handshakes_started += 1
+
+    def _new_buffer(self) -> Any:
+        buf = self._context.wrap_buffers()
+        buf.setmtu(self._config.mtu)
+        return buf
+
+    # -- handshakes ---------------------------------------------------------------------------
+
+    def _advance(self, s: _Session, *, from_timer: bool) -> None:
+        """Step a handshake with whatever input arrived, flush output, promote or re-arm."""
+        buf = s.buffer
+        psk = self._psk
+        if psk is not None:
+            psk.found = psk.missing = None
+            store_errors = psk.errors
+        try:
+            over = step_handshake(buf)
+        except HelloVerifyRequest:
+            # The device restarted its handshake without a cookie; answer and forget this
+            # attempt: its next ClientHello (with the cookie) opens a fresh one.
+            self._flush(buf, s.address)
+            self.stats.hello_verify_sent += 1
+            self._drop_handshake(s)
+            return
+        except TLSError as exc:
+            self._handshake_failed(s, exc)
+            return
+        finally:
+            if psk is not None:
+                if psk.found is not None:
+                    s.psk_identity = psk.found
+                if psk.errors != store_errors:
+                    self.stats.psk_store_errors += psk.errors - store_errors
+        if self._flush(buf, s.address):
+            # New flight (the peer's flight completed) or a retransmission (our timer fired):
+            # Mbed TLS restarted its timer at rto, or at twice the previous one.
+            cfg = self._config
+            if from_timer:
+                s.rto = min(s.rto * 2, cfg.handshake_timeout_max)
+            else:
+                s.rto = cfg.handshake_timeout_min
+            self._arm(s, s.rto + TIMER_SLACK)
+        elif from_timer:
+            # Mbed TLS's timer had not expired yet (our estimate ran early): look again soon.
+            self._arm(s, min(s.rto, 0.25))
+        if over:
+            self._promote(s)
+
+    def _arm(self, s: _Session, delay: float) -> None:
+        if s.timer is not None:
+            s.timer.cancel()
+        s.timer = self._loop.call_later(delay, self._on_timer, s)
+
+    def _on_timer(self, s: _Session) -> None:
+        s.timer = None
+        if self._handshaking.get(s.address) is not s:
+            return
+        try:
+            self._advance(s, from_timer=True)
+        except Exception:
+            self.stats.internal_errors += 1
+            self._log_internal("DTLS handshake timer failed for %s", s.address, exc_info=True)
+            self._drop_handshake(s)
+
+    def _handshake_failed(self, s: _Session, exc: BaseException) -> None:
+        code = tls_error_code(exc)
+        self._flush(s.buffer, s.address)  # the alert Mbed TLS wrote, if any
+        self._drop_handshake(s)
+        stats = self.stats
+        stats.handshakes_failed += 1
+        detail = ""
+        if code == ERR_SSL_TIMEOUT:
+            stats.handshake_timeouts += 1
+        elif code == ERR_SSL_UNKNOWN_IDENTITY:
+            stats.unknown_identity += 1
+            missing = self._psk.missing if self._psk is not None else None
+            if missing is not None:
+                detail = f" (identity {missing[:64]!r})"
+        elif code in (ERR_SSL_INVALID_MAC, ERR_SSL_BAD_HS_FINISHED):
+            stats.bad_finished += 1
+            if s.psk_identity is not None:
+                detail = f" (identity {s.psk_identity[:64]!r}: wrong key?)"
+        elif code in (
+            ERR_X509_CERT_VERIFY_FAILED,
+            ERR_SSL_BAD_HS_CERTIFICATE,
+            ERR_SSL_NO_CLIENT_CERTIFICATE,
+            ERR_SSL_PEER_VERIFY_FAILED,
+        ):
+            stats.certificate_rejected += 1
+        elif code == ERR_SSL_FATAL_ALERT_MESSAGE:
+            stats.fatal_alerts_received += 1
+        self._log_failed("DTLS handshake with %s failed: %s%s", s.address, describe(code), detail)
+
+    def _drop_handshake(self, s: _Session) -> None:
+        if self._handshaking.get(s.address) is s:
+            del self._handshaking[s.address]
+            self._forget_handshake(s)
+
+    def _forget_handshake(self, s: _Session) -> None:
+        """Release a session already removed from the handshake table."""
+        if s.timer is not None:
+            s.timer.cancel()
+            s.timer = None
+        left = self._per_source.get(s.source, 1) - 1
+        if left > 0:
+            self._per_source[s.source] = left
+        else:
+            self._per_source.pop(s.source, None)
+
+    def _promote(self, s: _Session) -> None:
+        del self._handshaking[s.address]
+        self._forget_handshake(s)
+        buf = s.buffer
+        identity: Identity | None = None
+        if s.psk_identity is not None:
+            identity = PskIdentity(s.psk_identity)
+        else:
+            der = buf.getpeercert(binary_form=True)
+            if der:
+                if not buf._verified:
+                    self.stats.handshakes_failed += 1
+                    self.stats.certificate_rejected += 1
+                    self._log_failed("DTLS peer %s: certificate not verified", s.address)
+                    self._close_buffer(buf, s.address)
+                    return
+                identity = CertificateIdentity.from_der(der)
+        s.peer = Peer(s.address, identity, True)
+        cipher = buf.cipher()
+        s.max_payload = self._config.mtu - record_overhead(cipher)
+        s.last_seen = self._loop.time()
+        s.fresh = True
+        established = self._established
+        if len(established) >= self._config.max_sessions:
+            _, lru = established.popitem(last=False)
+            self.stats.sessions_evicted += 1
+            self._close_buffer(lru.buffer, lru.address)
+            self._log_refused("session table full; evicted the least recently used session")
+        established[s.address] = s
+        self.stats.handshakes_completed += 1
+        logger.info("DTLS session with %s established (%s)", s.peer, cipher)
+
+    def _session_settled(self, s: _Session) -> None:
+        """First application record after the handshake: Mbed TLS has wrapped it up."""
+        s.fresh = False
+        if self._keylog is None:
+            return
+        exported = export_secrets(s.buffer)
+        if exported is None:
+            s.keylog_tries += 1
+            if s.keylog_tries < 3:
+                s.fresh = True  # try again on the next record
+            else:
+                self.stats.keylog_failures += 1
+                logger.warning("key log: Mbed TLS cannot export %s (%s)", s.peer, s.buffer.cipher())
+            return
+        replacement, client_random, master = exported
+        if replacement is None:
+            self.stats.keylog_failures += 1
+            self._remove_established(s)
+            return
+        replacement.setmtu(self._config.mtu)
+        replacement.setcookieparam(cookie_param(s.address))
+        s.buffer = replacement
+        if master:
+            self._keylog.write(client_random, master)
+        else:
+            self.stats.keylog_failures += 1
+
+    # -- established sessions -----------------------------------------------------------------
+
+    def _session_error(self, s: _Session, exc: BaseException) -> None:
+        code = tls_error_code(exc)
+        if code == ERR_SSL_CLIENT_RECONNECT:
+            self._reconnect(s)
+            return
+        self._flush(s.buffer, s.address)
+        self._remove_established(s)
+        stats = self.stats
+        if code == ERR_SSL_PEER_CLOSE_NOTIFY:
+            stats.sessions_closed_by_peer += 1
+            logger.info("DTLS peer %s closed its session", s.peer)
+        elif code == ERR_SSL_FATAL_ALERT_MESSAGE:
+            stats.fatal_alerts_received += 1
+            self._log_failed("DTLS peer %s sent a fatal alert; session dropped", s.peer)
+        else:
+            stats.session_errors += 1
+            self._log_failed("DTLS session with %s failed: %s", s.peer, describe(code))
+
+    def _reconnect(self, s: _Session) -> None:
+        """The device handshook again from the same address (it rebooted, or the NAT reused
+        the port): Mbed TLS verified the new ClientHello's cookie and partially reset the
+        context. The old ``Peer`` is now stale; the new handshake decides the identity."""
+        del self._established[s.address]
+        self.stats.reconnects += 1
+        logger.info("DTLS peer %s started a new handshake", s.peer)
+        if self._per_source.get(s.source, 0) >= self._config.max_handshakes_per_source:
+            self.stats.handshakes_refused_per_source += 1
+            return
+        now = self._loop.time()
+        s.peer = None
+        s.psk_identity = None
+        s.started = s.last_seen = now
+        s.rto = self._config.handshake_timeout_min
+        s.fresh = True
+        s.keylog_tries = 0
+        self._admit_handshake(s)
+        self._advance(s, from_timer=False)
+
+    def _remove_established(self, s: _Session) -> None:
+        if self._established.get(s.address) is s:
+            del self._established[s.address]
+
+    def close_session(self, peer: Peer) -> bool:
+        """Close the session of ``peer`` (close_notify sent); ``False`` if there was none."""
+        s = self._established.get(peer.address)
+        if s is None or s.peer != peer:
+            return False
+        del self._established[peer.address]
+        self._close_buffer(s.buffer, s.address)
+        return True
+
+    def _close_buffer(self, buf: Any, addr: Address) -> None:
+        """Best-effort close_notify; the buffer is discarded afterwards."""
+        try:
+            buf.shutdown()
+        except TLSError:
+            return
+        self._flush(buf, addr)
+
+    def _sweep(self) -> None:
+        """Expire idle sessions and overdue handshakes. Both tables are ordered by the
+        timestamp tested, so each sweep stops at the first entry still alive."""
+        loop = self._loop
+        if self._closed:
+            return
+        try:
+            now = loop.time()
+            cutoff = now - self._config.idle_timeout
+            expired = []
+            for s in self._established.values():
+                if s.last_seen > cutoff:
+                    break
+                expired.append(s)
+            for s in expired:
+                del self._established[s.address]
+                self._close_buffer(s.buffer, s.address)
+                self.stats.sessions_expired += 1
+            if expired:
+                logger.info("expired %d idle DTLS session(s)", len(expired))
+            overdue = []
+            hs_cutoff = now - self._handshake_deadline
+            for s in self._handshaking.values():
+                if s.started > hs_cutoff:
+                    break
+                overdue.append(s)
+            for s in overdue:
+                self._drop_handshake(s)
+                self.stats.handshakes_failed += 1
+                self.stats.handshake_timeouts += 1
+        except Exception:
+            self.stats.internal_errors += 1
+            self._log_internal("DTLS session sweep failed", exc_info=True)
+        self._sweeper = loop.call_later(self._sweep_interval, self._sweep)
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def _flush(self, buf: Any, addr: Address) -> int:
+        out = take_output(buf)
+        if not out:
+            return 0
+        if len(out) <= self._config.mtu:
+            self._sendto(out, addr)
+            return 1
+        datagrams = split_records(out, self._config.mtu)
+        for d in datagrams:
+            self._sendto(d, addr)
+        return len(datagrams)
+
+    def _sendto(self, data: bytes, addr: Address) -> None:
+        transport = self._transport
+        if transport is not None and not self._closed:
+            transport.sendto(data, addr)
+            self.stats.datagrams_sent += 1
+
+    def send(self, data: bytes, peer: Peer) -> None:
+        """Encrypt ``data`` as one record to ``peer``'s session.
+
+        Raises :class:`NoSession` unless ``peer`` is exactly the peer of the live session at
+        its address (so a message meant for one identity never reaches another device that
+        took over the address), :class:`MessageTooLarge` if it does not fit one record in the
+        MTU, :class:`SendFailed` if Mbed TLS fails (the session is then dropped).
+        """
+        s = self._established.get(peer.address)
+        if s is None or (s.peer is not peer and s.peer != peer):
+            if self._closed:
+                raise TransportClosed("DTLS server is closed")
+            if not peer.secure:
+                raise WrongTransport(f"{peer} is not a DTLS peer")
+            raise NoSession(peer)
+        if len(data) > s.max_payload:
+            raise MessageTooLarge(
+                f"{len(data)} bytes do not fit one DTLS record (at most {s.max_payload} with "
+                f"MTU {self._config.mtu}); use block-wise transfer"
+            )
+        buf = s.buffer
+        try:
+            n = buf.write(data)
+            out = buf.peek_outgoing(n)
+            buf.consume_outgoing(n)
+        except TLSError as exc:
+            self._remove_established(s)
+            self.stats.session_errors += 1
+            reason = describe(tls_error_code(exc))
+            raise SendFailed(f"DTLS write to {peer} failed: {reason}") from exc
+        self._transport.sendto(out, s.address)  # type: ignore[union-attr]  # set while open
+        stats = self.stats
+        stats.messages_sent += 1
+        stats.datagrams_sent += 1
+
+    # -- closing ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Send close_notify to every established device, drop handshakes, release the socket."""
+        if self._closed:
+            return
+        self._shutdown_tables(notify=True)
+        self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        if self._transport is not None:
+            self._transport.close()
+        if self._keylog is not None:
+            self._keylog.close()
+            self._keylog = None
+
+    def _shutdown_tables(self, *, notify: bool) -> None:
+        for s in list(self._handshaking.values()):
+            self._drop_handshake(s)
+        sessions = list(self._established.values())
+        self._established.clear()
+        if notify:
+            for s in sessions:
+                self._close_buffer(s.buffer, s.address)
+
+    async def wait_closed(self) -> None:
+        """Wait until the socket is released (after :meth:`close`)."""
+        if self._closed_waiter is not None:
+            await self._closed_waiter
