@@ -40,7 +40,7 @@ def _datagrams(count: int, peers: int) -> list[tuple[bytes, tuple[str, int]]]:
         message.mtype = Type.CON
         message.mid = (i // peers) & 0xFFFF
         message.token = (i & 0xFFFFFFFF).to_bytes(4, "big")
-        out.append((message.encode(), ("10.0.%d.%d" % (i % peers // 250, i % 250), 5683)))
+        out.append((message.encode(), (f"10.0.{i % peers // 250}.{i % 250}", 5683)))
     return out
 
 
@@ -93,7 +93,7 @@ def bench_server(datagrams: list[tuple[bytes, tuple[str, int]]]) -> float:
 
 def bench_client(count: int, peers: int) -> float:
     endpoint = CoapEndpoint(rng=random.Random(2), config=EndpointConfig())
-    addresses = [("10.1.%d.%d" % (i // 250, i % 250), 5683) for i in range(peers)]
+    addresses = [(f"10.1.{i // 250}.{i % 250}", 5683) for i in range(peers)]
     template = Message(code=Code.CONTENT, payload=PAYLOAD)
 
     def run() -> None:

@@ -12,6 +12,7 @@ import heapq
 import random
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from aiocoap import Message
 
@@ -32,6 +33,7 @@ class LinkModel:
 
 
 Handler = Callable[["Node", Event], None]
+E = TypeVar("E")
 
 
 @dataclass
@@ -53,7 +55,7 @@ class Node:
             self.sent.append((self.net.now, peer, data))
             self.net.transmit(self.address, peer, data)
 
-    def of_type(self, kind: type) -> list[Event]:
+    def of_type(self, kind: type[E]) -> list[E]:
         return [e for e in self.events if isinstance(e, kind)]
 
 
@@ -67,6 +69,12 @@ class Network:
         self._seq = 0
         #: When set, datagrams are dropped while this returns True for (src, dst, data).
         self.blackhole: Callable[[str, Hashable, bytes], bool] | None = None
+        self._calls: list[tuple[float, int, Callable[[], None]]] = []
+
+    def at(self, when: float, call: Callable[[], None]) -> None:
+        """Run ``call`` (an application action) at simulated time ``when``."""
+        self._seq += 1
+        heapq.heappush(self._calls, (when, self._seq, call))
 
     def add(
         self,
@@ -100,6 +108,8 @@ class Network:
         times = [t for n in self.nodes.values() if (t := n.endpoint.get_timer()) is not None]
         if self._transit:
             times.append(self._transit[0][0])
+        if self._calls:
+            times.append(self._calls[0][0])
         return min(times) if times else None
 
     def step(self) -> bool:
@@ -107,6 +117,8 @@ class Network:
         if when is None:
             return False
         self.now = max(self.now, when)
+        while self._calls and self._calls[0][0] <= self.now:
+            heapq.heappop(self._calls)[2]()
         while self._transit and self._transit[0][0] <= self.now:
             _, _, src, dst, data = heapq.heappop(self._transit)
             node = self.nodes[dst]
@@ -137,6 +149,13 @@ class Network:
                 self.now = end
                 return
             self.step()
+
+    def idle(self) -> bool:
+        """True when no endpoint holds any state or timer and nothing is in flight."""
+        return not self._transit and all(
+            n.endpoint.get_timer() is None and n.endpoint.peer_count == 0
+            for n in self.nodes.values()
+        )
 
 
 def echo_handler(node: Node, event: Event) -> None:
