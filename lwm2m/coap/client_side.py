@@ -237,8 +237,16 @@ class ClientSide(EndpointState):
     def _start_block2(
         self, handle: RequestHandle, message: Message, now: float, sequence: int | None
     ) -> bool:
-        """If ``message`` is block 0 of several, start fetching the rest (True)."""
+        """If ``message`` is block 0 of several, start fetching the rest (True).
+
+        A request that itself asked for a later block (the application fetching blocks by
+        hand) gets that block as its response, untouched.
+        """
         if not message.opt.get_option(BLOCK2):
+            return False
+        base = handle.message
+        asked = base.opt.block2 if base is not None and handle.state is ACTIVE else None
+        if asked is not None and asked.block_number > 0:
             return False
         try:
             block2 = read_block(message, BLOCK2)

@@ -257,3 +257,16 @@ def test_a_block1_upload_with_a_block2_response_works_both_ways() -> None:
 
 def con_block2_get(mid: int, *, num: int, szx: int) -> bytes:
     return datagram(Type.CON, Code.GET, mid, b"b", uri_path=("big",), block2=(num, False, szx))
+
+
+def test_a_request_for_a_later_block_gets_that_block_untouched() -> None:
+    ep = endpoint()
+    handle = ep.send_request(PEER, get("f", block2=(3, False, 4)), 0.0)
+    (req,) = sent(ep)
+    reply = datagram(
+        Type.ACK, Code.CONTENT, req.mid, req.token, BODY[768:1024], block2=(3, True, 4)
+    )
+    ep.receive_datagram(reply, PEER, 0.1)
+    event = ep.next_event()
+    assert isinstance(event, ResponseReceived) and event.request is handle
+    assert event.message.payload == BODY[768:1024] and ep.datagrams_to_send(0.1) == []
