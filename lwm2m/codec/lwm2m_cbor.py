@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from lwm2m.codec.api import TimestampedNodes
-from lwm2m.codec.errors import DecodeError, EncodeError, UnsupportedContentFormat
+from lwm2m.codec.errors import DecodeError, EncodeError
 from lwm2m.codec.formats import ContentFormat
 from lwm2m.codec.multi_codec import LeafCodec, TimedLeaves, WireLeaf
 from lwm2m.codec.multi_nodes import per_resource
@@ -28,7 +28,6 @@ from lwm2m.codec.multi_values import Quirks, RawValue
 from lwm2m.codec.multi_wire import dump_cbor, load_cbor
 from lwm2m.model import MAX_ID, ObjectModel, Path
 
-_NO_PATHS = "Read-/Observe-Composite requests are SenML JSON or CBOR only"
 Tree = dict[int, "Tree | RawValue"]
 
 
@@ -112,12 +111,6 @@ class LwM2MCborCodec(LeafCodec):
                     node = child
                 node[leaf.path.ids[-1]] = leaf.raw
         return dump_cbor(_compress(tree), self.content_format)
-
-    def _read_paths(self, payload: bytes) -> list[Path]:
-        raise UnsupportedContentFormat(self.content_format, _NO_PATHS)
-
-    def _write_paths(self, paths: Sequence[Path]) -> bytes:
-        raise UnsupportedContentFormat(self.content_format, _NO_PATHS)
 
 
 def _compress(tree: Tree) -> dict[object, object]:

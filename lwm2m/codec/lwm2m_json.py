@@ -19,13 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lwm2m.codec.errors import DecodeError, UnsupportedContentFormat
+from lwm2m.codec.errors import DecodeError
 from lwm2m.codec.formats import ContentFormat
-from lwm2m.codec.multi_codec import TimedLeaves
+from lwm2m.codec.multi_codec import LeafCodec, TimedLeaves
 from lwm2m.codec.multi_values import Quirks
 from lwm2m.codec.multi_wire import dump_json, load_json
 from lwm2m.codec.senml import Record, SenmlCodec, check_count, compact, record_from_fields
-from lwm2m.model import Path
 
 _TO_SENML = {"n": "n", "t": "t", "v": "v", "bv": "vb", "sv": "vs", "ov": "vlo", "vlo": "vlo"}
 _FROM_SENML = {"v": "v", "vb": "bv", "vs": "sv", "vlo": "ov"}
@@ -44,9 +43,8 @@ class LwM2MJsonCodec(SenmlCodec):
             )
         entries: list[object] = document["e"]
         check_count(len(entries), cf)
-        base = record_from_fields(
-            -1, {k: document[k] for k in ("bn", "bt") if k in document}, cf, vd_text=False
-        )
+        top = {k: document[k] for k in ("bn", "bt") if k in document}
+        base = record_from_fields("document", top, cf, vd_text=False)
         records = []
         for index, entry in enumerate(entries):
             if not isinstance(entry, dict):
@@ -65,11 +63,15 @@ class LwM2MJsonCodec(SenmlCodec):
                         f"'{key}' repeats another label", content_format=cf, field=f"record {index}"
                     )
                 fields[label] = item
-            record = record_from_fields(index, fields, cf, vd_text=False)
+            record = record_from_fields(f"record {index}", fields, cf, vd_text=False)
             if index == 0:
                 record = Record(base.bn, base.bt, None, record.n, record.t, record.value)
             records.append(record)
         return records
+
+    # no path-only body: refuse as LeafCodec does, not as SenML accepts
+    _read_paths = LeafCodec._read_paths
+    _write_paths = LeafCodec._write_paths
 
     def _serialize(self, records: Sequence[Record]) -> bytes:  # pragma: no cover
         raise NotImplementedError("LwM2M JSON is written from leaves (_write), not records")
@@ -98,13 +100,3 @@ class LwM2MJsonCodec(SenmlCodec):
             entries.append(entry)
         document["e"] = entries
         return dump_json(document, self.content_format)
-
-    def _read_paths(self, payload: bytes) -> list[Path]:
-        raise UnsupportedContentFormat(
-            self.content_format, "Read-/Observe-Composite requests are SenML JSON or CBOR only"
-        )
-
-    def _write_paths(self, paths: Sequence[Path]) -> bytes:
-        raise UnsupportedContentFormat(
-            self.content_format, "Read-/Observe-Composite requests are SenML JSON or CBOR only"
-        )

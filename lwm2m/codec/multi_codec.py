@@ -34,6 +34,7 @@ from lwm2m.codec.multi_values import (
 )
 from lwm2m.model import ModelError, Node, ObjectModel, Path, Value, resource_definition
 
+_NO_PATH_REQUESTS = "Read-/Observe-Composite requests are SenML JSON or CBOR only"
 MAX_LEAVES = 65_536
 """More records than any real device sends; bounds the work a hostile payload can cause."""
 
@@ -80,10 +81,12 @@ class LeafCodec(ABC):
         """Bytes for ``groups`` (each leaf path unique across all groups)."""
 
     def _read_paths(self, payload: bytes) -> list[Path]:
-        raise UnsupportedContentFormat(self.content_format, "no path-only request form")
+        """Formats without a path-only body refuse; LwM2M 1.1/1.2 define Read-/Observe-Composite
+        request bodies for SenML only."""
+        raise UnsupportedContentFormat(self.content_format, _NO_PATH_REQUESTS)
 
     def _write_paths(self, paths: Sequence[Path]) -> bytes:
-        raise UnsupportedContentFormat(self.content_format, "no path-only request form")
+        raise UnsupportedContentFormat(self.content_format, _NO_PATH_REQUESTS)
 
     # -- decoding ----------------------------------------------------------------------------
     def _leaves(self, payload: bytes, model: ObjectModel, now: float | None) -> list[Leaf]:

@@ -119,8 +119,6 @@ def _typed(raw: RawValue, definition: ResourceDefinition, quirks: Quirks, fail: 
     dtype, value, kind = definition.type, raw.raw, raw.kind
     if dtype is DataType.NONE:
         raise fail(f"{_describe(definition)} is executable and holds no value")
-    if isinstance(value, bool) and kind != "vb":
-        raise fail(f"{_describe(definition)} cannot hold a boolean")
     if dtype in (DataType.STRING, DataType.CORELNK) and kind == "vs":
         return Value(dtype, value)
     if dtype in _NUMERIC and kind == "v":

@@ -61,13 +61,13 @@ def check_count(count: int, content_format: int) -> None:
 
 
 def record_from_fields(
-    index: int, fields: Mapping[str, object], content_format: int, *, vd_text: bool
+    where: str, fields: Mapping[str, object], content_format: int, *, vd_text: bool
 ) -> Record:
     """A :class:`Record` from label → item pairs, checking every known label's type.
 
-    ``vd_text``: the JSON representation carries ``vd`` as base64 text, CBOR as bytes.
+    ``where`` names the record in errors (``"record 3"``); ``vd_text``: the JSON
+    representation carries ``vd`` as base64 text, CBOR as bytes.
     """
-    where = f"record {index}"
 
     def fail(label: str, message: str) -> DecodeError:
         return DecodeError(message, content_format=content_format, field=f"{where} '{label}'")

@@ -52,7 +52,9 @@ class SenmlCborCodec(SenmlCodec):
                 label = _label(key)
                 if label is not None:
                     fields[label] = value
-            records.append(record_from_fields(index, fields, self.content_format, vd_text=False))
+            records.append(
+                record_from_fields(f"record {index}", fields, self.content_format, vd_text=False)
+            )
         return records
 
     def _serialize(self, records: Sequence[Record]) -> bytes:

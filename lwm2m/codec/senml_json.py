@@ -33,7 +33,9 @@ class SenmlJsonCodec(SenmlCodec):
                     content_format=self.content_format,
                     field=f"record {index}",
                 )
-            records.append(record_from_fields(index, item, self.content_format, vd_text=True))
+            records.append(
+                record_from_fields(f"record {index}", item, self.content_format, vd_text=True)
+            )
         return records
 
     def _serialize(self, records: Sequence[Record]) -> bytes:

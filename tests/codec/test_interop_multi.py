@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from lwm2m.codec import multi_codec_for
 from lwm2m.codec.api import MultiNodeCodec
 from lwm2m.codec.lwm2m_cbor import LwM2MCborCodec
 from lwm2m.codec.lwm2m_json import LwM2MJsonCodec
@@ -189,3 +190,19 @@ def test_fixture_is_current_with_the_shared_capture(shared_dir: FsPath) -> None:
     assert extractor.render(extractor.extract(vectors)) == FIXTURE.read_text(encoding="utf-8"), (
         "run: python tests/fixtures/extract_interop_multi.py"
     )
+
+
+@pytest.mark.parametrize(
+    ("content_format", "codec_type"),
+    [
+        (110, SenmlJsonCodec),
+        (112, SenmlCborCodec),
+        (11543, LwM2MJsonCodec),
+        (1543, LwM2MJsonCodec),
+        (11544, LwM2MCborCodec),
+    ],
+)
+def test_registry_dispatches_every_multi_path_number(content_format: int, codec_type: type) -> None:
+    codec = multi_codec_for(content_format)
+    assert isinstance(codec, codec_type)
+    assert isinstance(codec, MultiNodeCodec)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from lwm2m.codec.api import TimestampedNodes
 from lwm2m.codec.errors import DecodeError, EncodeError, UnsupportedContentFormat
 from lwm2m.codec.lwm2m_cbor import LwM2MCborCodec
+from lwm2m.codec.multi_codec import MAX_LEAVES
 from lwm2m.model import (
     DataType,
     LwM2MObject,
@@ -163,6 +164,18 @@ def test_path_only_requests_are_not_part_of_this_format() -> None:
 def test_malformed_documents_raise_decode_error(document: object, match: str) -> None:
     with pytest.raises(DecodeError, match=match):
         CODEC.decode_nodes(cbor2.dumps(document), TEST_MODEL)
+
+
+def test_more_leaves_than_the_limit_are_refused() -> None:
+    document = {(3, i // 50000, i % 50000): 0 for i in range(MAX_LEAVES + 1)}
+    with pytest.raises(DecodeError, match="limit"):
+        CODEC.decode_nodes(cbor2.dumps(document), TEST_MODEL)
+
+
+def test_decimal_fraction_beyond_binary64_is_refused() -> None:
+    # {[30000, 0, 3]: 4([400, 1])}: 1e400 for a Float
+    with pytest.raises(DecodeError, match="decimal fraction"):
+        CODEC.decode_nodes(bytes.fromhex("a1831975300003c48219019001"), TEST_MODEL)
 
 
 @settings(max_examples=40, deadline=None)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lwm2m.codec.api import TimestampedNodes
-from lwm2m.codec.errors import DecodeError
+from lwm2m.codec.errors import DecodeError, EncodeError
 from lwm2m.codec.senml_cbor import SenmlCborCodec
 from lwm2m.model import MultipleResource, Node, ObjectInstance, Path, SingleResource, Value
 from tests.codec.models import TEST_MODEL
@@ -144,9 +144,14 @@ def test_malformed_cbor_raises_decode_error(wire: str, match: str) -> None:
         CODEC.decode_nodes(bytes.fromhex(wire), TEST_MODEL)
 
 
-def test_unknown_integer_labels_are_ignored() -> None:
-    wire = cbor2.dumps([{N: "/3/0/9", 1: "%", 5: 3.0, V: 7}])  # unit and sum
+def test_unknown_labels_are_ignored() -> None:
+    wire = cbor2.dumps([{N: "/3/0/9", 1: "%", 5: 3.0, b"k": 1, "bn": "/x", V: 7}])
     assert CODEC.decode(wire, P("/3/0/9"), TEST_MODEL) == SingleResource(9, Value.integer(7))
+
+
+def test_text_that_is_not_unicode_cannot_be_encoded() -> None:
+    with pytest.raises(EncodeError, match="CBOR"):
+        CODEC.encode(SingleResource(0, Value.string("\ud800")), P("/3/0/0"), TEST_MODEL)
 
 
 @settings(max_examples=40, deadline=None)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from lwm2m.codec.api import TimestampedNodes
 from lwm2m.codec.errors import DecodeError, EncodeError
+from lwm2m.codec.multi_codec import MAX_LEAVES
 from lwm2m.codec.senml_json import SenmlJsonCodec
 from lwm2m.model import (
     LwM2MObject,
@@ -303,6 +304,47 @@ def test_encoding_refuses_what_senml_cannot_carry() -> None:
     with pytest.raises(EncodeError, match="twice"):
         inst = ObjectInstance.of(0, [SingleResource(9, Value.integer(1))])
         CODEC.encode_nodes({P("/3/0"): inst, P("/3/0/9"): inst.resources[9]}, TEST_MODEL)
+
+
+def test_base_value_is_added_to_numbers() -> None:
+    text = b'[{"bn":"/3/0/","bv":100,"n":"9","v":-5},{"n":"10","v":2},{"n":"0","vs":"x"}]'
+    nodes = CODEC.decode_nodes(text, TEST_MODEL)
+    assert nodes[P("/3/0/9")] == SingleResource(9, Value.integer(95))
+    assert nodes[P("/3/0/10")] == SingleResource(10, Value.integer(102))
+    assert nodes[P("/3/0/0")] == SingleResource(0, Value.string("x"))
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        (b'[{"n":"/9/0/1","v":18446744073709551616}]', "64 bits"),
+        (b'[{"n":"/30000/0/3","v":1' + b"0" * 400 + b"}]", "too large"),
+        (b'[{"n":"/3/0/9","v":1e999}]', "finite"),
+        (b'[{"bn":"/3/0/","bv":1e308,"n":"9","v":1' + b"0" * 400 + b"}]", "overflows"),
+        (b'[{"n":"/9/0/4/0","v":1},{"n":"/9/0/4/1","vs":"x"}]', "mixed types"),
+    ],
+)
+def test_numbers_and_types_out_of_reach_raise_decode_error(text: bytes, match: str) -> None:
+    with pytest.raises(DecodeError, match=match):
+        CODEC.decode_nodes(text, TEST_MODEL)
+
+
+def test_more_records_than_the_limit_are_refused() -> None:
+    with pytest.raises(DecodeError, match="limit"):
+        CODEC.decode_nodes(b"[" + b"{}," * MAX_LEAVES + b"{}]", TEST_MODEL)
+
+
+def test_decode_at_the_root_path_is_refused() -> None:
+    with pytest.raises(DecodeError, match="not '/'"):
+        CODEC.decode(b'[{"n":"/3/0/9","v":1}]', P("/"), TEST_MODEL)
+
+
+def test_encoding_checks_multiplicity_and_unicode() -> None:
+    multi = MultipleResource(9, Value.integer(0).type, {0: Value.integer(1)})
+    with pytest.raises(EncodeError, match="single resource"):
+        CODEC.encode(multi, P("/3/0/9"), TEST_MODEL)
+    with pytest.raises(EncodeError, match="JSON"):
+        CODEC.encode(SingleResource(0, Value.string("\ud800")), P("/3/0/0"), TEST_MODEL)
 
 
 @settings(max_examples=40, deadline=None)
