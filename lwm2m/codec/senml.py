@@ -88,7 +88,7 @@ def record_from_fields(
         elif label in VALUE_LABELS:
             if value is not None:
                 raise fail(label, f"a record holds one value, but has '{value.kind}' too")
-            value = _value(VALUE_LABELS[VALUE_LABELS.index(label)], item, vd_text, failing(label))
+            value = _value(label, item, vd_text, failing(label))
         elif label.endswith("_"):
             raise fail(label, "unknown must-understand label (RFC 8428 §4.4)")
         # other labels (units, sums, extensions) carry nothing LwM2M reads
@@ -180,9 +180,9 @@ def records_for(groups: Sequence[TimedLeaves]) -> list[Record]:
     A leaf of an object, instance or multiple resource is named relative to that node
     (``{"bn":"/3/0/","n":"0"}, {"n":"7/1"}``); a lone single-resource or resource-instance
     node carries its full path as base name (``{"bn":"/3/0/0","v":..}``, Anjay writes that
-    too); leaves of several single-resource
-    nodes share their parent (``{"bn":"/3/0/","n":"0"}, {"n":"9"}`` in a Send). ``bn`` is
-    repeated only when it changes. Each instant's first record carries its time as ``bt``; a
+    too); leaves of several single-resource nodes share their parent
+    (``{"bn":"/3/0/","n":"0"}, {"n":"9"}`` in a Send). ``bn`` is repeated only when it
+    changes. Each instant's first record carries its time as ``bt``; a
     timeless instant after a timed one resets ``bt`` to 0 (SenML's "now").
     """
     lone = sum(len(leaves) for _, leaves in groups) == 1
