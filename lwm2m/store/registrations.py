@@ -1,0 +1,267 @@
+"""Registrations: the device's Register / Update / De-register state, durable across restarts.
+
+After a restart the server answers a device's Update from this table (registration id to
+registration), so a device does not have to register again just because the server did.
+Replacing a registration by endpoint (a device registering again) returns the old one so the
+server can cancel what it had in flight for it; its observations are deleted in the same
+transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from sqlalchemy import Row, bindparam, delete, func, select, update
+
+from lwm2m.store.domain import (
+    Address,
+    Identity,
+    IdentityKind,
+    NewRegistration,
+    Page,
+    Registration,
+    RegistrationUpdate,
+    new_registration_id,
+)
+from lwm2m.store.engine import Tx
+from lwm2m.store.errors import CorruptRecord, NotFound
+from lwm2m.store.tables import OBSERVATION, REGISTRATION
+
+_R = REGISTRATION.c
+_BY_ID = select(REGISTRATION).where(_R.id == bindparam("id"))
+_BY_ENDPOINT = select(REGISTRATION).where(_R.endpoint == bindparam("endpoint"))
+_DELETE_BY_ID = delete(REGISTRATION).where(_R.id == bindparam("id"))
+_DELETE_OBSERVATIONS = delete(OBSERVATION).where(OBSERVATION.c.registration_id == bindparam("id"))
+_INSERT = REGISTRATION.insert()
+
+
+def _formats_text(formats: Iterable[int]) -> str:
+    return ",".join(str(int(f)) for f in formats)
+
+
+def _formats(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part)
+    except ValueError as err:
+        raise CorruptRecord(f"stored supported formats {text!r} are not integers") from err
+
+
+def _to_row(reg: Registration) -> dict[str, Any]:
+    return {
+        "id": reg.id,
+        "endpoint": reg.endpoint,
+        "lwm2m_version": reg.lwm2m_version,
+        "lifetime": reg.lifetime,
+        "binding": reg.binding,
+        "queue_mode": reg.queue_mode,
+        "sms_number": reg.sms_number,
+        "host": reg.address.host,
+        "port": reg.address.port,
+        "root_path": reg.root_path,
+        "object_links": reg.object_links,
+        "supported_formats": _formats_text(reg.supported_formats),
+        "registered_at": reg.registered_at,
+        "updated_at": reg.updated_at,
+        "expires_at": reg.expires_at,
+        "identity_kind": reg.identity.kind.value,
+        "identity_value": reg.identity.value,
+    }
+
+
+def registration_from_row(row: Row[Any]) -> Registration:
+    """Turn a ``registration`` row into the domain object."""
+    m = row._mapping
+    try:
+        kind = IdentityKind(m["identity_kind"])
+    except ValueError as err:
+        raise CorruptRecord(f"registration {m['id']}: unknown identity kind") from err
+    return Registration(
+        id=m["id"],
+        endpoint=m["endpoint"],
+        lwm2m_version=m["lwm2m_version"],
+        lifetime=int(m["lifetime"]),
+        binding=m["binding"],
+        queue_mode=bool(m["queue_mode"]),
+        sms_number=m["sms_number"],
+        address=Address(m["host"], int(m["port"])),
+        root_path=m["root_path"],
+        object_links=m["object_links"],
+        supported_formats=_formats(m["supported_formats"]),
+        registered_at=float(m["registered_at"]),
+        updated_at=float(m["updated_at"]),
+        expires_at=float(m["expires_at"]),
+        identity=Identity(kind, m["identity_value"]),
+    )
+
+
+class RegistrationRepository:
+    """Registrations by id and by endpoint; at most one registration per endpoint.
+
+    ``id_factory`` makes registration ids (injected so tests are deterministic); the default
+    draws 60 random bits. A collision with a live id fails the insert with
+    :class:`~lwm2m.store.errors.Conflict` -- the device retries its Register and gets another.
+    """
+
+    def __init__(self, id_factory: Callable[[], str] = new_registration_id) -> None:
+        self._new_id = id_factory
+
+    def register(
+        self, tx: Tx, new: NewRegistration, now: float
+    ) -> tuple[Registration, Registration | None]:
+        """Add a registration, replacing the endpoint's previous one.
+
+        Returns ``(registration, replaced)``; ``replaced`` is the endpoint's previous
+        registration (its observations are gone with it), for the server to clean up after.
+        """
+        if new.lifetime <= 0:
+            raise ValueError(f"lifetime must be positive, got {new.lifetime}")
+        old_row = tx.execute(_BY_ENDPOINT, {"endpoint": new.endpoint}).first()
+        old = registration_from_row(old_row) if old_row is not None else None
+        if old is not None:
+            tx.execute(_DELETE_OBSERVATIONS, {"id": old.id})
+            tx.execute(_DELETE_BY_ID, {"id": old.id})
+        reg = Registration(
+            id=self._new_id(),
+            endpoint=new.endpoint,
+            lwm2m_version=new.lwm2m_version,
+            lifetime=new.lifetime,
+            binding=new.binding,
+            queue_mode=new.queue_mode,
+            sms_number=new.sms_number,
+            address=new.address,
+            root_path=new.root_path,
+            object_links=new.object_links,
+            supported_formats=tuple(new.supported_formats),
+            registered_at=now,
+            updated_at=now,
+            expires_at=now + new.lifetime,
+            identity=new.identity,
+        )
+        tx.execute(_INSERT, _to_row(reg))
+        return reg, old
+
+    def update(
+        self, tx: Tx, registration_id: str, changes: RegistrationUpdate, now: float
+    ) -> Registration:
+        """Apply an Update: refreshes ``updated_at`` and ``expires_at`` (``now + lifetime``).
+
+        Raises :class:`NotFound` when the registration does not exist or has expired (the
+        device must register again; the expiry sweep removes the row).
+        """
+        current = self.get(tx, registration_id)
+        if current is None or current.is_expired(now):
+            state = "expired" if current is not None else "unknown"
+            raise NotFound(f"registration {registration_id!r} is {state}; register again")
+        lifetime = changes.lifetime if changes.lifetime is not None else current.lifetime
+        if lifetime <= 0:
+            raise ValueError(f"lifetime must be positive, got {lifetime}")
+        values: dict[str, Any] = {
+            "lifetime": lifetime,
+            "updated_at": now,
+            "expires_at": now + lifetime,
+        }
+        if changes.binding is not None:
+            values["binding"] = changes.binding
+        if changes.queue_mode is not None:
+            values["queue_mode"] = changes.queue_mode
+        if changes.sms_number is not None:
+            values["sms_number"] = changes.sms_number
+        if changes.object_links is not None:
+            values["object_links"] = changes.object_links
+        if changes.supported_formats is not None:
+            values["supported_formats"] = _formats_text(changes.supported_formats)
+        if changes.address is not None:
+            values["host"] = changes.address.host
+            values["port"] = changes.address.port
+        tx.execute(update(REGISTRATION).where(_R.id == registration_id).values(**values))
+        merged = {**_to_row(current), **values}
+        return Registration(
+            id=current.id,
+            endpoint=current.endpoint,
+            lwm2m_version=current.lwm2m_version,
+            lifetime=lifetime,
+            binding=merged["binding"],
+            queue_mode=merged["queue_mode"],
+            sms_number=merged["sms_number"],
+            address=Address(merged["host"], merged["port"]),
+            root_path=current.root_path,
+            object_links=merged["object_links"],
+            supported_formats=_formats(merged["supported_formats"]),
+            registered_at=current.registered_at,
+            updated_at=now,
+            expires_at=now + lifetime,
+            identity=current.identity,
+        )
+
+    def remove(self, tx: Tx, registration_id: str) -> Registration:
+        """De-register: delete the registration and its observations; return what was deleted."""
+        current = self.get(tx, registration_id)
+        if current is None:
+            raise NotFound(f"registration {registration_id!r} is unknown")
+        tx.execute(_DELETE_OBSERVATIONS, {"id": registration_id})
+        tx.execute(_DELETE_BY_ID, {"id": registration_id})
+        return current
+
+    def get(self, tx: Tx, registration_id: str) -> Registration | None:
+        """The registration with this id, expired or not (compare ``expires_at`` yourself)."""
+        row = tx.execute(_BY_ID, {"id": registration_id}).first()
+        return registration_from_row(row) if row is not None else None
+
+    def get_by_endpoint(self, tx: Tx, endpoint: str) -> Registration | None:
+        row = tx.execute(_BY_ENDPOINT, {"endpoint": endpoint}).first()
+        return registration_from_row(row) if row is not None else None
+
+    def list_page(
+        self,
+        tx: Tx,
+        *,
+        after: str | None = None,
+        limit: int = 100,
+        endpoint_prefix: str | None = None,
+        queue_mode: bool | None = None,
+        expires_before: float | None = None,
+    ) -> Page[Registration]:
+        """Registrations in endpoint order, ``limit`` at a time, after endpoint ``after``.
+
+        Keyset paging (by endpoint name) rather than offsets, so pages stay consistent while
+        devices register and leave, and the cost of page N does not grow with N.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be positive, got {limit}")
+        query = select(REGISTRATION).order_by(_R.endpoint).limit(limit + 1)
+        if after is not None:
+            query = query.where(_R.endpoint > after)
+        if endpoint_prefix:
+            escaped = endpoint_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            query = query.where(_R.endpoint.like(escaped + "%", escape="\\"))
+        if queue_mode is not None:
+            query = query.where(_R.queue_mode == queue_mode)
+        if expires_before is not None:
+            query = query.where(_R.expires_at < expires_before)
+        rows = [registration_from_row(r) for r in tx.execute(query)]
+        more = len(rows) > limit
+        items = tuple(rows[:limit])
+        return Page(items, items[-1].endpoint if more else None)
+
+    def count(self, tx: Tx) -> int:
+        return int(tx.execute(select(func.count()).select_from(REGISTRATION)).scalar_one())
+
+    def expire(self, tx: Tx, now: float, *, limit: int = 1000) -> list[Registration]:
+        """Delete up to ``limit`` registrations whose lifetime ended at or before ``now``.
+
+        Returns them (oldest expiry first) so the server can drop their in-memory state; call
+        again while it returns a full page.
+        """
+        rows = tx.execute(
+            select(REGISTRATION)
+            .where(_R.expires_at <= now)
+            .order_by(_R.expires_at, _R.id)
+            .limit(limit)
+        ).all()
+        expired = [registration_from_row(r) for r in rows]
+        if expired:
+            params = [{"id": reg.id} for reg in expired]
+            tx.execute(_DELETE_OBSERVATIONS, params)
+            tx.execute(_DELETE_BY_ID, params)
+        return expired

@@ -1,0 +1,270 @@
+"""Endpoint security: PSK and certificate credentials, and the per-endpoint NoSec grant.
+
+The DTLS handshake asks "which key belongs to PSK identity X?" synchronously, on the event
+loop, from inside Mbed TLS (a ``Mapping[str, bytes]`` lookup). A database round trip there
+would stall every other device, so :class:`SecurityCache` answers from memory: entries are
+loaded on first use, invalidated after a local write commits, and expire after a TTL so that
+credentials written by another process (the bootstrap server, a second DM server on the same
+PostgreSQL) are picked up within ``ttl`` (``negative_ttl`` for identities not found).
+
+Keys are stored as given. Encryption at rest is not done here: protect the database (file
+permissions for SQLite, roles and TLS for PostgreSQL) -- see ``docs/STORE.md``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Row, bindparam, delete, select
+
+from lwm2m.store.domain import EndpointSecurity, Page, PskCredential, X509Credential
+from lwm2m.store.engine import Tx
+from lwm2m.store.errors import Conflict, NotFound
+from lwm2m.store.tables import ENDPOINT_SECURITY
+
+_S = ENDPOINT_SECURITY.c
+_BY_ENDPOINT = select(ENDPOINT_SECURITY).where(_S.endpoint == bindparam("endpoint"))
+_BY_PSK = select(ENDPOINT_SECURITY).where(_S.psk_identity == bindparam("identity"))
+
+
+def _from_row(row: Row[Any]) -> EndpointSecurity:
+    m = row._mapping
+    psk = None
+    if m["psk_identity"] is not None and m["psk_key"] is not None:
+        psk = PskCredential(m["psk_identity"], bytes(m["psk_key"]))
+    x509 = None
+    if m["x509_subject"] is not None:
+        x509 = X509Credential(m["x509_subject"], m["x509_fingerprint"])
+    return EndpointSecurity(
+        endpoint=m["endpoint"],
+        psk=psk,
+        x509=x509,
+        allow_nosec=bool(m["allow_nosec"]),
+        updated_at=float(m["updated_at"]),
+    )
+
+
+def _normalise_fingerprint(fingerprint: str | None) -> str | None:
+    if fingerprint is None:
+        return None
+    text = fingerprint.replace(":", "").strip().lower()
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise ValueError(f"SHA-256 fingerprint must be 64 hex digits, got {fingerprint!r}")
+    return text
+
+
+class SecurityCache:
+    """Endpoint security by PSK identity, in memory, bounded (LRU) and time-limited.
+
+    ``loader`` reads one identity from the database (the store runs it in a short read
+    transaction). Safe to call from any thread; invalidations that race with a load win (a
+    generation counter stops a load that started before an invalidation from caching stale
+    data).
+    """
+
+    def __init__(
+        self,
+        loader: Callable[[str], EndpointSecurity | None],
+        *,
+        max_entries: int = 100_000,
+        ttl: float = 300.0,
+        negative_ttl: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._loader = loader
+        self._max = max_entries
+        self._ttl = ttl
+        self._negative_ttl = negative_ttl
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, tuple[float, EndpointSecurity | None]] = OrderedDict()
+        self._generation = 0
+        self.hits = 0
+        self.misses = 0
+
+    def lookup(self, identity: str) -> EndpointSecurity | None:
+        """The security record holding PSK ``identity``, or ``None``."""
+        now = self._clock()
+        with self._lock:
+            entry = self._entries.get(identity)
+            if entry is not None and entry[0] > now:
+                self._entries.move_to_end(identity)
+                self.hits += 1
+                return entry[1]
+            self.misses += 1
+            generation = self._generation
+        found = self._loader(identity)
+        with self._lock:
+            if generation == self._generation:
+                expiry = now + (self._ttl if found is not None else self._negative_ttl)
+                self._entries[identity] = (expiry, found)
+                self._entries.move_to_end(identity)
+                while len(self._entries) > self._max:
+                    self._entries.popitem(last=False)
+        return found
+
+    def invalidate(self, *identities: str | None) -> None:
+        """Forget these identities (``None`` entries are ignored); no argument forgets all."""
+        with self._lock:
+            self._generation += 1
+            if not identities:
+                self._entries.clear()
+                return
+            for identity in identities:
+                if identity is not None:
+                    self._entries.pop(identity, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def psk_store(self) -> PskKeyStore:
+        """A ``Mapping[str, bytes]`` for python-mbedtls' ``pre_shared_key_store``."""
+        return PskKeyStore(self)
+
+
+class PskKeyStore(Mapping[str, bytes]):
+    """PSK identity to key, backed by :class:`SecurityCache` (lookups only).
+
+    Iteration is empty on purpose: Mbed TLS only looks identities up, and listing every key of
+    the fleet into memory is what the cache exists to avoid.
+    """
+
+    def __init__(self, cache: SecurityCache) -> None:
+        self._cache = cache
+
+    def __getitem__(self, identity: str) -> bytes:
+        found = self._cache.lookup(identity)
+        if found is None or found.psk is None:
+            raise KeyError(identity)
+        return found.psk.key
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    def __contains__(self, identity: object) -> bool:
+        return isinstance(identity, str) and self._cache.lookup(identity) is not None
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+@dataclass(frozen=True, slots=True)
+class _Keys:
+    psk_identity: str | None
+    x509_subject: str | None
+    x509_fingerprint: str | None
+
+
+class SecurityRepository:
+    """Credentials per endpoint. Writes invalidate ``cache`` after they commit."""
+
+    def __init__(self, cache: SecurityCache | None = None) -> None:
+        self.cache = cache
+
+    def set(self, tx: Tx, security: EndpointSecurity, now: float) -> EndpointSecurity | None:
+        """Create or replace the endpoint's security; returns the previous record, if any.
+
+        Raises :class:`Conflict` when the PSK identity, certificate subject or fingerprint
+        already belongs to another endpoint (the handshake must map to exactly one endpoint).
+        """
+        keys = _Keys(
+            security.psk.identity if security.psk else None,
+            security.x509.subject if security.x509 else None,
+            _normalise_fingerprint(security.x509.fingerprint_sha256 if security.x509 else None),
+        )
+        for column, value, what in (
+            (_S.psk_identity, keys.psk_identity, "PSK identity"),
+            (_S.x509_subject, keys.x509_subject, "certificate subject"),
+            (_S.x509_fingerprint, keys.x509_fingerprint, "certificate fingerprint"),
+        ):
+            if value is None:
+                continue
+            other = tx.execute(
+                select(_S.endpoint).where(column == value, _S.endpoint != security.endpoint)
+            ).scalar()
+            if other is not None:
+                raise Conflict(
+                    f"{what} {value!r} already belongs to endpoint {other!r}; remove or change "
+                    f"that endpoint's security before giving it to {security.endpoint!r}"
+                )
+        previous = self.get(tx, security.endpoint)
+        row = {
+            "endpoint": security.endpoint,
+            "psk_identity": keys.psk_identity,
+            "psk_key": security.psk.key if security.psk else None,
+            "x509_subject": keys.x509_subject,
+            "x509_fingerprint": keys.x509_fingerprint,
+            "allow_nosec": security.allow_nosec,
+            "updated_at": now,
+        }
+        if previous is not None:
+            tx.execute(ENDPOINT_SECURITY.update().where(_S.endpoint == security.endpoint), row)
+        else:
+            tx.execute(ENDPOINT_SECURITY.insert(), row)
+        self._invalidate_after_commit(tx, previous, keys.psk_identity)
+        return previous
+
+    def get(self, tx: Tx, endpoint: str) -> EndpointSecurity | None:
+        row = tx.execute(_BY_ENDPOINT, {"endpoint": endpoint}).first()
+        return _from_row(row) if row is not None else None
+
+    def remove(self, tx: Tx, endpoint: str) -> EndpointSecurity:
+        """Delete the endpoint's security; returns what was deleted."""
+        previous = self.get(tx, endpoint)
+        if previous is None:
+            raise NotFound(f"endpoint {endpoint!r} has no security record")
+        tx.execute(delete(ENDPOINT_SECURITY).where(_S.endpoint == endpoint))
+        self._invalidate_after_commit(tx, previous, None)
+        return previous
+
+    def list_page(
+        self, tx: Tx, *, after: str | None = None, limit: int = 100
+    ) -> Page[EndpointSecurity]:
+        """Security records in endpoint order (keyset paging, like registrations)."""
+        if limit < 1:
+            raise ValueError(f"limit must be positive, got {limit}")
+        query = select(ENDPOINT_SECURITY).order_by(_S.endpoint).limit(limit + 1)
+        if after is not None:
+            query = query.where(_S.endpoint > after)
+        rows = [_from_row(r) for r in tx.execute(query)]
+        items = tuple(rows[:limit])
+        return Page(items, items[-1].endpoint if len(rows) > limit else None)
+
+    def find_by_psk_identity(self, tx: Tx, identity: str) -> EndpointSecurity | None:
+        """Database lookup by PSK identity (the cache's loader; use the cache on hot paths)."""
+        row = tx.execute(_BY_PSK, {"identity": identity}).first()
+        return _from_row(row) if row is not None else None
+
+    def find_by_certificate(
+        self, tx: Tx, *, subject: str | None = None, fingerprint_sha256: str | None = None
+    ) -> EndpointSecurity | None:
+        """Lookup by certificate subject or by SHA-256 fingerprint (exactly one of the two)."""
+        if (subject is None) == (fingerprint_sha256 is None):
+            raise ValueError("give exactly one of subject and fingerprint_sha256")
+        if subject is not None:
+            query = select(ENDPOINT_SECURITY).where(_S.x509_subject == subject)
+        else:
+            fp = _normalise_fingerprint(fingerprint_sha256)
+            query = select(ENDPOINT_SECURITY).where(_S.x509_fingerprint == fp)
+        row = tx.execute(query).first()
+        return _from_row(row) if row is not None else None
+
+    def _invalidate_after_commit(
+        self, tx: Tx, previous: EndpointSecurity | None, new_identity: str | None
+    ) -> None:
+        cache = self.cache
+        if cache is None:
+            return
+        old_identity = previous.psk.identity if previous and previous.psk else None
+        tx.after_commit(lambda: cache.invalidate(old_identity, new_identity))

@@ -1,0 +1,223 @@
+"""Registrations: register / replace by endpoint / update / remove / list / expire / restart."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from lwm2m.model import Path
+from lwm2m.store import (
+    Address,
+    Identity,
+    NewRegistration,
+    NotFound,
+    Observation,
+    Registration,
+    RegistrationUpdate,
+    Store,
+    new_registration_id,
+)
+from tests.store.conftest import StoreTarget
+
+
+def new(endpoint: str = "ep-1", lifetime: int = 300, **changes: Any) -> NewRegistration:
+    base = NewRegistration(
+        endpoint=endpoint,
+        lifetime=lifetime,
+        address=Address("10.0.0.1", 5684),
+        identity=Identity.psk(f"id-{endpoint}"),
+    )
+    return replace(base, **changes)
+
+
+def register(store: Store, reg: NewRegistration, now: float) -> Registration:
+    with store.transaction() as tx:
+        created, _ = store.registrations.register(tx, reg, now)
+    return created
+
+
+def test_register_stores_every_field_and_computes_the_expiry(det_store: Store) -> None:
+    reg = new(
+        "ep-1",
+        lifetime=86400,
+        lwm2m_version="1.2",
+        binding="UQ",
+        queue_mode=True,
+        sms_number="+491701234567",
+        root_path="/lwm2m",
+        object_links="</1/0>,</3/0>,</5>",
+        supported_formats=(112, 11543),
+        address=Address("2001:db8::1", 61000),
+        identity=Identity.x509("CN=ep-1"),
+    )
+    created = register(det_store, reg, now=1000.5)
+    assert created.id == "r0001"
+    assert (created.registered_at, created.updated_at, created.expires_at) == (
+        1000.5,
+        1000.5,
+        87400.5,
+    )
+    assert created.secure
+    stored = det_store.read_sync(lambda tx: det_store.registrations.get(tx, "r0001"))
+    assert stored == created
+    assert stored.address == Address("2001:db8::1", 61000)
+    assert str(stored.address) == "[2001:db8::1]:61000"
+    assert stored.supported_formats == (112, 11543)
+    assert stored.sms_number == "+491701234567"
+    by_ep = det_store.read_sync(lambda tx: det_store.registrations.get_by_endpoint(tx, "ep-1"))
+    assert by_ep == created
+
+
+def test_nosec_registration_is_not_secure(det_store: Store) -> None:
+    created = register(det_store, new(identity=Identity.nosec()), now=0)
+    assert not created.secure
+    assert det_store.read_sync(lambda tx: det_store.registrations.get(tx, created.id)) == created
+
+
+def test_registering_again_replaces_and_returns_the_old_registration(det_store: Store) -> None:
+    regs = det_store.registrations
+    first = register(det_store, new("ep-1"), now=10)
+    with det_store.transaction() as tx:
+        det_store.observations.add(
+            tx, Observation(b"\x01", first.id, "ep-1", (Path.of(3, 0),), created_at=11)
+        )
+    with det_store.transaction() as tx:
+        second, replaced = regs.register(tx, new("ep-1", lifetime=60), now=20)
+    assert replaced == first
+    assert second.id != first.id
+    with det_store.transaction() as tx:
+        assert regs.get(tx, first.id) is None
+        assert regs.get_by_endpoint(tx, "ep-1") == second
+        assert regs.count(tx) == 1
+        assert det_store.observations.for_endpoint(tx, "ep-1") == []
+
+
+def test_first_registration_replaces_nothing(det_store: Store) -> None:
+    with det_store.transaction() as tx:
+        _, replaced = det_store.registrations.register(tx, new("ep-1"), now=0)
+    assert replaced is None
+
+
+def test_update_refreshes_the_lifetime_and_keeps_what_is_absent(det_store: Store) -> None:
+    regs = det_store.registrations
+    created = register(
+        det_store, new("ep-1", lifetime=100, binding="U", sms_number="+1", object_links="</3/0>"), 0
+    )
+    with det_store.transaction() as tx:
+        updated = regs.update(tx, created.id, RegistrationUpdate(), now=50)
+    assert (updated.updated_at, updated.expires_at, updated.lifetime) == (50, 150, 100)
+    assert updated.binding == "U" and updated.sms_number == "+1"
+    assert updated.object_links == "</3/0>"
+    change = RegistrationUpdate(
+        lifetime=30,
+        binding="UQ",
+        queue_mode=True,
+        object_links="</3/0>,</5/0>",
+        supported_formats=(60,),
+        address=Address("10.9.9.9", 1234),
+    )
+    with det_store.transaction() as tx:
+        updated = regs.update(tx, created.id, change, now=60)
+    assert updated.expires_at == 90
+    assert (updated.binding, updated.queue_mode) == ("UQ", True)
+    assert updated.address == Address("10.9.9.9", 1234)
+    assert updated.registered_at == 0 and updated.identity == created.identity
+    assert det_store.read_sync(lambda tx: regs.get(tx, created.id)) == updated
+
+
+def test_update_of_an_unknown_or_expired_registration_is_not_found(det_store: Store) -> None:
+    regs = det_store.registrations
+    created = register(det_store, new("ep-1", lifetime=100), now=0)
+    with pytest.raises(NotFound, match="unknown"), det_store.transaction() as tx:
+        regs.update(tx, "nope", RegistrationUpdate(), now=1)
+    with pytest.raises(NotFound, match="expired"), det_store.transaction() as tx:
+        regs.update(tx, created.id, RegistrationUpdate(), now=100)
+    # just before expiry it still works
+    with det_store.transaction() as tx:
+        assert regs.update(tx, created.id, RegistrationUpdate(), now=99.9).expires_at == 199.9
+
+
+def test_remove_deletes_the_registration_and_its_observations(det_store: Store) -> None:
+    regs = det_store.registrations
+    created = register(det_store, new("ep-1"), now=0)
+    with det_store.transaction() as tx:
+        det_store.observations.add(tx, Observation(b"\x07", created.id, "ep-1", (Path.of(3),)))
+        assert regs.remove(tx, created.id) == created
+    with det_store.transaction() as tx:
+        assert regs.get(tx, created.id) is None
+        assert det_store.observations.get(tx, b"\x07") is None
+    with pytest.raises(NotFound), det_store.transaction() as tx:
+        regs.remove(tx, created.id)
+
+
+def test_list_pages_in_endpoint_order_with_filters(det_store: Store) -> None:
+    regs = det_store.registrations
+    names = ["b_1", "a%1", "a_1", "ab1", "c1", "a_2"]
+    for i, name in enumerate(names):
+        register(det_store, new(name, lifetime=100 + i, queue_mode=name.startswith("a")), now=0)
+    seen: list[str] = []
+    after: str | None = None
+    with det_store.transaction() as tx:
+        while True:
+            page = regs.list_page(tx, after=after, limit=4)
+            seen += [r.endpoint for r in page.items]
+            if page.next_after is None:
+                break
+            after = page.next_after
+        assert seen == sorted(names)
+        prefixed = regs.list_page(tx, endpoint_prefix="a_")
+        assert [r.endpoint for r in prefixed.items] == ["a_1", "a_2"]  # '_' is literal
+        assert [r.endpoint for r in regs.list_page(tx, endpoint_prefix="a%").items] == ["a%1"]
+        assert len(regs.list_page(tx, queue_mode=True).items) == 4
+        assert [r.endpoint for r in regs.list_page(tx, expires_before=102).items] == ["a%1", "b_1"]
+        with pytest.raises(ValueError):
+            regs.list_page(tx, limit=0)
+
+
+def test_expire_removes_exactly_the_lapsed_registrations(det_store: Store) -> None:
+    regs = det_store.registrations
+    for i in range(5):
+        register(det_store, new(f"ep-{i}", lifetime=10 * (i + 1)), now=0)  # expire at 10..50
+    with det_store.transaction() as tx:
+        assert regs.expire(tx, now=9.99) == []
+        gone = regs.expire(tx, now=30, limit=2)
+        assert [r.endpoint for r in gone] == ["ep-0", "ep-1"]
+        gone = regs.expire(tx, now=30, limit=2)
+        assert [r.endpoint for r in gone] == ["ep-2"]
+        assert regs.expire(tx, now=30) == []
+        assert sorted(r.endpoint for r in regs.list_page(tx).items) == ["ep-3", "ep-4"]
+
+
+def test_registrations_survive_a_restart_and_can_be_updated(target: StoreTarget) -> None:
+    first = target.open()
+    first.create_schema(now=0)
+    created = register(first, new("ep-restart", lifetime=600), now=100)
+    first.close()
+
+    second = target.open()
+    try:
+        second.create_schema(now=200)  # idempotent on an existing database
+        regs = second.registrations
+        assert second.read_sync(lambda tx: regs.get(tx, created.id)) == created
+        with second.transaction() as tx:
+            updated = regs.update(tx, created.id, RegistrationUpdate(lifetime=60), now=300)
+        assert updated.expires_at == 360 and updated.id == created.id
+    finally:
+        second.close()
+
+
+def test_invalid_lifetimes_are_rejected(det_store: Store) -> None:
+    with pytest.raises(ValueError), det_store.transaction() as tx:
+        det_store.registrations.register(tx, new(lifetime=0), now=0)
+    created = register(det_store, new(), now=0)
+    with pytest.raises(ValueError), det_store.transaction() as tx:
+        det_store.registrations.update(tx, created.id, RegistrationUpdate(lifetime=-1), now=1)
+
+
+def test_default_registration_ids_are_short_random_and_distinct() -> None:
+    drawn = {new_registration_id() for _ in range(2000)}
+    assert len(drawn) == 2000
+    assert all(len(i) == 12 and i.isalnum() and i.islower() for i in drawn)
+    assert not any(set(i) & set("lo01") for i in drawn)
