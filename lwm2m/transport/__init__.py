@@ -59,7 +59,7 @@ from lwm2m.transport.errors import (
     TransportError,
     WrongTransport,
 )
-from lwm2m.transport.interface import DatagramSink, Transport
+from lwm2m.transport.interface import DatagramSink, SessionClosed, Transport
 from lwm2m.transport.peer import Address, CertificateIdentity, Identity, Peer, PskIdentity
 from lwm2m.transport.stats import TransportStats
 from lwm2m.transport.udp import UdpTransport
@@ -85,6 +85,7 @@ __all__ = [
     "PskIdentity",
     "PskStore",
     "SendFailed",
+    "SessionClosed",
     "Transport",
     "TransportClosed",
     "TransportError",

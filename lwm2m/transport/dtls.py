@@ -29,6 +29,7 @@ import logging
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
+from time import monotonic as _monotonic
 from typing import Any, cast
 
 from mbedtls import tls
@@ -81,7 +82,7 @@ from lwm2m.transport.errors import (
     TransportClosed,
     WrongTransport,
 )
-from lwm2m.transport.interface import DatagramSink
+from lwm2m.transport.interface import DatagramSink, SessionClosed
 from lwm2m.transport.peer import Address, CertificateIdentity, Identity, Peer, PskIdentity
 from lwm2m.transport.stats import TransportStats
 
@@ -89,6 +90,9 @@ logger = logging.getLogger("lwm2m.transport.dtls")
 
 #: Largest plaintext one record can carry (Mbed TLS's default content length).
 MAX_PLAINTEXT = 16384
+# Session timestamps use time.monotonic directly (the default loop's clock, minus two Python
+# calls per datagram); they are only compared with each other.
+
 #: Slack added to Mbed TLS's retransmission timeout before we step it, so its timer has expired.
 TIMER_SLACK = 0.01
 
@@ -185,8 +189,14 @@ class _Session:
 class DtlsServer(asyncio.DatagramProtocol):
     """DTLS 1.2 server transport (PSK and/or X.509) on one socket. Create with :meth:`create`."""
 
-    def __init__(self, sink: DatagramSink, config: DtlsServerConfig) -> None:
+    def __init__(
+        self,
+        sink: DatagramSink,
+        config: DtlsServerConfig,
+        on_session_closed: SessionClosed | None = None,
+    ) -> None:
         self._sink = sink
+        self._on_session_closed = on_session_closed
         self._config = config
         self.stats = TransportStats()
         self._psk = PskLookup(config.psk_store) if config.psk_store is not None else None
@@ -242,9 +252,17 @@ class DtlsServer(asyncio.DatagramProtocol):
         config: DtlsServerConfig,
         host: str | None = None,
         port: int = 0,
+        *,
+        on_session_closed: SessionClosed | None = None,
     ) -> DtlsServer:
-        """Bind ``host``:``port`` (``None``: dual-stack on all addresses; port 0: ephemeral)."""
-        self = cls(sink, config)
+        """Bind ``host``:``port`` (``None``: dual-stack on all addresses; port 0: ephemeral).
+
+        ``on_session_closed(peer, reason)`` is called when an established session ends
+        (``"evicted"``, ``"expired"``, ``"closed by peer"``, ``"fatal alert"``, ``"error"``,
+        ``"replaced"`` by a new handshake from the address, ``"closed"`` by
+        :meth:`close_session`), so the CoAP core can forget the peer at once.
+        """
+        self = cls(sink, config, on_session_closed)
         loop = self._loop
         sock = open_socket(host, port)
         self._closed_waiter = loop.create_future()
@@ -314,7 +332,7 @@ class DtlsServer(asyncio.DatagramProtocol):
         if n_data > MAX_DATAGRAM:
             self.stats.dropped_oversized += 1
             return
-        s.last_seen = self._loop.time()
+        s.last_seen = _monotonic()
         self._established.move_to_end(s.address)
         buf = s.buffer
         # A datagram holding exactly one record yields at most one message: skip the extra
@@ -399,7 +417,7 @@ class DtlsServer(asyncio.DatagramProtocol):
             scrub(buf)
             return
         self._spare = None
-        s = _Session(addr, buf, self._loop.time(), self._config.handshake_timeout_min)
+        s = _Session(addr, buf, _monotonic(), self._config.handshake_timeout_min)
         self._admit_handshake(s)
         self._advance(s, from_timer=False)
 
@@ -541,7 +559,7 @@ class DtlsServer(asyncio.DatagramProtocol):
         s.peer = Peer(s.address, identity, True)
         cipher = buf.cipher()
         s.max_payload = self._config.mtu - record_overhead(cipher)
-        s.last_seen = self._loop.time()
+        s.last_seen = _monotonic()
         s.fresh = True
         established = self._established
         if len(established) >= self._config.max_sessions:
@@ -549,6 +567,7 @@ class DtlsServer(asyncio.DatagramProtocol):
             self.stats.sessions_evicted += 1
             self._close_buffer(lru.buffer, lru.address)
             self._log_refused("session table full; evicted the least recently used session")
+            self._ended(lru, "evicted")
         established[s.address] = s
         self.stats.handshakes_completed += 1
         logger.info("DTLS session with %s established (%s)", s.peer, cipher)
@@ -571,6 +590,7 @@ class DtlsServer(asyncio.DatagramProtocol):
         if replacement is None:
             self.stats.keylog_failures += 1
             self._remove_established(s)
+            self._ended(s, "error")
             return
         replacement.setmtu(self._config.mtu)
         replacement.setcookieparam(cookie_param(s.address))
@@ -599,6 +619,14 @@ class DtlsServer(asyncio.DatagramProtocol):
         else:
             stats.session_errors += 1
             self._log_failed("DTLS session with %s failed: %s", s.peer, describe(code))
+        self._ended(
+            s,
+            "closed by peer"
+            if code == ERR_SSL_PEER_CLOSE_NOTIFY
+            else "fatal alert"
+            if code == ERR_SSL_FATAL_ALERT_MESSAGE
+            else "error",
+        )
 
     def _reconnect(self, s: _Session) -> None:
         """The device handshook again from the same address (it rebooted, or the NAT reused
@@ -607,10 +635,11 @@ class DtlsServer(asyncio.DatagramProtocol):
         del self._established[s.address]
         self.stats.reconnects += 1
         logger.info("DTLS peer %s started a new handshake", s.peer)
+        self._ended(s, "replaced")
         if self._per_source.get(s.source, 0) >= self._config.max_handshakes_per_source:
             self.stats.handshakes_refused_per_source += 1
             return
-        now = self._loop.time()
+        now = _monotonic()
         s.peer = None
         s.psk_identity = None
         s.started = s.last_seen = now
@@ -619,6 +648,17 @@ class DtlsServer(asyncio.DatagramProtocol):
         s.keylog_tries = 0
         self._admit_handshake(s)
         self._advance(s, from_timer=False)
+
+    def _ended(self, s: _Session, reason: str) -> None:
+        """Tell the owner a session's ``Peer`` is gone for good (not on ``close()``)."""
+        callback = self._on_session_closed
+        if callback is None or s.peer is None:
+            return
+        try:
+            callback(s.peer, reason)
+        except Exception:
+            self.stats.sink_errors += 1
+            self._log_sink("session-closed callback failed for %s", s.peer, exc_info=True)
 
     def _remove_established(self, s: _Session) -> None:
         if self._established.get(s.address) is s:
@@ -631,6 +671,7 @@ class DtlsServer(asyncio.DatagramProtocol):
             return False
         del self._established[peer.address]
         self._close_buffer(s.buffer, s.address)
+        self._ended(s, "closed")
         return True
 
     def _close_buffer(self, buf: Any, addr: Address) -> None:
@@ -648,7 +689,7 @@ class DtlsServer(asyncio.DatagramProtocol):
         if self._closed:
             return
         try:
-            now = loop.time()
+            now = _monotonic()
             cutoff = now - self._config.idle_timeout
             expired = []
             for s in self._established.values():
@@ -659,6 +700,7 @@ class DtlsServer(asyncio.DatagramProtocol):
                 del self._established[s.address]
                 self._close_buffer(s.buffer, s.address)
                 self.stats.sessions_expired += 1
+                self._ended(s, "expired")
             if expired:
                 logger.info("expired %d idle DTLS session(s)", len(expired))
             overdue = []
@@ -724,6 +766,7 @@ class DtlsServer(asyncio.DatagramProtocol):
         except TLSError as exc:
             self._remove_established(s)
             self.stats.session_errors += 1
+            self._ended(s, "error")
             reason = describe(tls_error_code(exc))
             raise SendFailed(f"DTLS write to {peer} failed: {reason}") from exc
         self._transport.sendto(out, s.address)  # type: ignore[union-attr]  # set while open

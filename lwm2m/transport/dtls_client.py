@@ -44,7 +44,7 @@ from lwm2m.transport.errors import (
     SendFailed,
     TransportClosed,
 )
-from lwm2m.transport.interface import DatagramSink
+from lwm2m.transport.interface import DatagramSink, SessionClosed
 from lwm2m.transport.peer import Address, CertificateIdentity, Identity, Peer, PskIdentity
 from lwm2m.transport.stats import TransportStats
 
@@ -127,8 +127,14 @@ class _State(enum.Enum):
 class DtlsClient(asyncio.DatagramProtocol):
     """One DTLS session to one server. Create with :meth:`connect`."""
 
-    def __init__(self, sink: DatagramSink, config: DtlsClientConfig) -> None:
+    def __init__(
+        self,
+        sink: DatagramSink,
+        config: DtlsClientConfig,
+        on_session_closed: SessionClosed | None = None,
+    ) -> None:
         self._sink = sink
+        self._on_session_closed = on_session_closed
         self._config = config
         self.stats = TransportStats()
         self._loop = asyncio.get_running_loop()
@@ -161,11 +167,14 @@ class DtlsClient(asyncio.DatagramProtocol):
         *,
         local_addr: tuple[str, int] | None = None,
         timeout: float | None = None,
+        on_session_closed: SessionClosed | None = None,
     ) -> DtlsClient:
         """Open a socket to ``host``:``port`` and complete the handshake.
 
         ``local_addr`` binds the client socket first (a device keeping its port across a
         reconnect, as NATs often preserve it); by default the OS picks.
+        ``on_session_closed(peer, reason)`` is called if the server ends the session (close_notify,
+        fatal alert) or it fails; not on a local :meth:`close`.
 
         Raises :class:`HandshakeFailed` (:class:`HandshakeTimeout` when the server never
         answered within the retransmission budget, or ``timeout`` seconds).
@@ -186,7 +195,7 @@ class DtlsClient(asyncio.DatagramProtocol):
         except BaseException:
             sock.close()
             raise
-        self = cls(sink, config)
+        self = cls(sink, config, on_session_closed)
         try:
             await loop.create_datagram_endpoint(lambda: self, sock=sock)
         except BaseException:
@@ -376,6 +385,14 @@ class DtlsClient(asyncio.DatagramProtocol):
             self._set_closed(TransportClosed(describe(code)))
             if self._transport is not None:
                 self._transport.close()
+            callback = self._on_session_closed
+            if callback is not None and self._peer is not None:
+                reason = "closed by peer" if code == ERR_SSL_PEER_CLOSE_NOTIFY else "error"
+                try:
+                    callback(self._peer, reason)
+                except Exception:
+                    self.stats.sink_errors += 1
+                    self._log_sink("session-closed callback failed", exc_info=True)
             return
         if self._fresh or not delivered:
             self._flush()

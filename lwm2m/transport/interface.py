@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Protocol, TypeAlias, runtime_checkable
 
 from lwm2m.transport.peer import Address, Peer
 from lwm2m.transport.stats import TransportStats
@@ -18,6 +19,11 @@ class DatagramSink(Protocol):
     """
 
     def datagram_received(self, data: bytes, peer: Peer) -> None: ...
+
+
+#: ``on_session_closed(peer, reason)``: a DTLS session ended and ``peer`` will never be
+#: delivered again (its device must handshake anew, arriving as a new ``Peer``).
+SessionClosed: TypeAlias = Callable[[Peer, str], None]
 
 
 @runtime_checkable

@@ -242,9 +242,16 @@ def psk_server_config(**overrides: Any) -> DtlsServerConfig:
     return DtlsServerConfig(psk_store=MappingPskStore(keys), **overrides)
 
 
-async def dtls_echo_server(config: DtlsServerConfig) -> tuple[DtlsServer, CoapResponder]:
+async def dtls_echo_server(
+    config: DtlsServerConfig, ended: list[tuple[Peer, str]] | None = None
+) -> tuple[DtlsServer, CoapResponder]:
+    """A DTLS server on 127.0.0.1:0 answering with :class:`CoapResponder`; session ends are
+    appended to ``ended`` as ``(peer, reason)``."""
     responder = CoapResponder()
-    server = await DtlsServer.create(responder, config, host="127.0.0.1", port=0)
+    on_closed = None if ended is None else (lambda peer, reason: ended.append((peer, reason)))
+    server = await DtlsServer.create(
+        responder, config, host="127.0.0.1", port=0, on_session_closed=on_closed
+    )
     responder.transport = server
     return server, responder
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from lwm2m.transport import DtlsClient
+from lwm2m.transport import DtlsClient, Peer
 from tests.transport.helpers import (
     PSK_IDENTITY,
     Collector,
@@ -34,7 +34,8 @@ def without_record_numbers(datagram: bytes) -> bytes:
 
 def test_the_session_cap_evicts_the_least_recently_used_session() -> None:
     async def scenario() -> None:
-        server, _ = await dtls_echo_server(psk_server_config(max_sessions=3))
+        ended: list[tuple[Peer, str]] = []
+        server, _ = await dtls_echo_server(psk_server_config(max_sessions=3), ended)
         clients: list[tuple[DtlsClient, Collector]] = []
         try:
             port = server.local_address[1]
@@ -49,6 +50,9 @@ def test_the_session_cap_evicts_the_least_recently_used_session() -> None:
             for mid, (client, sink) in enumerate((first, third, clients[3]), start=10):
                 assert await echo_roundtrip(client, sink, mid) == ECHO
             assert second[0].closed and not first[0].closed
+            assert [(p.address, reason) for p, reason in ended] == [
+                (second[0].local_address, "evicted")
+            ]
         finally:
             for client, _ in clients:
                 client.close()
@@ -139,7 +143,8 @@ def test_the_server_retransmits_its_flight_and_gives_up_on_a_silent_client() -> 
 
 def test_idle_sessions_expire_and_active_ones_stay() -> None:
     async def scenario() -> None:
-        server, _ = await dtls_echo_server(psk_server_config(idle_timeout=0.3))
+        ended: list[tuple[Peer, str]] = []
+        server, _ = await dtls_echo_server(psk_server_config(idle_timeout=0.3), ended)
         port = server.local_address[1]
         idle, _ = await psk_client(port)
         active, sink = await psk_client(port)
@@ -155,6 +160,7 @@ def test_idle_sessions_expire_and_active_ones_stay() -> None:
             assert server.session_count == 1
             assert server.stats.sessions_expired == 1
             assert not active.closed
+            assert [(p.address, reason) for p, reason in ended] == [(idle.local_address, "expired")]
         finally:
             idle.close()
             active.close()

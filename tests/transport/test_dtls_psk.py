@@ -239,7 +239,8 @@ def test_a_message_too_large_for_one_record_is_refused_without_killing_the_sessi
 def test_a_device_reconnecting_from_the_same_address_gets_a_new_session_and_identity() -> None:
     async def scenario() -> None:
         keys = {b"device-a": b"key-a", b"device-b": b"key-b"}
-        server, responder = await dtls_echo_server(psk_server_config(keys=keys))
+        ended: list[tuple[Peer, str]] = []
+        server, responder = await dtls_echo_server(psk_server_config(keys=keys), ended)
         try:
             port = server.local_address[1]
             first, sink1 = await psk_client(port, b"device-a", b"key-a")
@@ -258,7 +259,10 @@ def test_a_device_reconnecting_from_the_same_address_gets_a_new_session_and_iden
             with pytest.raises(NoSession):
                 server.send(b"\x40\x01\x00\x03", old_peer)
             assert server.session_count == 1
+            assert ended == [(old_peer, "replaced")]
             second.close()
+            await eventually(lambda: len(ended) == 2)
+            assert ended[1] == (new_peer, "closed by peer")
         finally:
             server.close()
         assert server.stats.reconnects == 1
