@@ -158,6 +158,8 @@ class ClientSide(EndpointState):
             handle.body = None
         observing = handle.observe and is_success(code) and message.opt.observe is not None
         sequence = message.opt.observe if observing else None
+        if handle.b2_buffer is not None:
+            self._end_block2(handle)  # a newer response overtook the one being fetched
         if self._start_block2(handle, message, now, sequence):
             return
         self._deliver(handle, message, now, observing, sequence)
@@ -174,6 +176,8 @@ class ClientSide(EndpointState):
             return
         handle.obs_seq = sequence
         handle.obs_time = now
+        if handle.b2_buffer is not None:
+            self._end_block2(handle)  # the notification being completed is outdated now
         if self._start_block2(handle, message, now, sequence):
             return
         self._events.append(NotificationReceived(handle, message, sequence))

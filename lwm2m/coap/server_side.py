@@ -320,13 +320,7 @@ class ServerSide(EndpointState):
         self, observation: Observation, message: Message, now: float, confirmable: bool | None
     ) -> None:
         ps = observation.peer_state
-        final = not is_success(message.code)
-        if final:
-            message.opt.observe = None
-            self._drop_observer(observation)
-        else:
-            observation.sequence = next_sequence(observation.sequence)
-            message.opt.observe = observation.sequence
+        final = self._prepare_notification(observation, message, now)
         if confirmable is None:
             cfg = self.config
             confirmable = final or must_confirm(
@@ -336,22 +330,12 @@ class ServerSide(EndpointState):
                 cfg.notification_con_every,
                 cfg.notification_con_interval,
             )
-        message.token = observation.token
-        szx = observation.szx if observation.szx is not None else self._max_szx
-        payload = message.payload
-        if len(payload) > block_size(szx):
-            cache = Block2Cache(ps, observation.key, message, payload)
-            self._blockwise.add(cache, now)
-            message.payload = payload[: block_size(szx)]
-            message.opt.block2 = (0, True, szx)
-            message.opt.size2 = len(payload)
         mid = ps.allocate_mid()
         message.mid = mid
         if confirmable:
             message.mtype = T_CON
-            tx = Transmission(
-                ps, mid, message.encode(), None if final else observation, True, observation.token
-            )
+            owner = None if final else observation
+            tx = Transmission(ps, mid, message.encode(), owner, True, observation.token)
             observation.tx = None if final else tx
             observation.since_con = 0
             observation.last_con = now
@@ -369,28 +353,37 @@ class ServerSide(EndpointState):
     def _renew_notification(
         self, observation: Observation, tx: Transmission, message: Message, now: float
     ) -> None:
+        """Put a newer notification into a CON transmission in place of the old one."""
         ps = tx.peer_state
         del ps.in_flight[tx.mid]
-        if not is_success(message.code):
-            message.opt.observe = None
-            self._drop_observer(observation)
-        else:
-            observation.sequence = next_sequence(observation.sequence)
-            message.opt.observe = observation.sequence
-        szx = observation.szx if observation.szx is not None else self._max_szx
-        payload = message.payload
-        if len(payload) > block_size(szx):
-            cache = Block2Cache(ps, observation.key, message, payload)
-            self._blockwise.add(cache, now)
-            message.payload = payload[: block_size(szx)]
-            message.opt.block2 = (0, True, szx)
-            message.opt.size2 = len(payload)
-        message.token = observation.token
+        self._prepare_notification(observation, message, now)
         message.mtype = T_CON
         tx.mid = message.mid = ps.allocate_mid()
         tx.data = message.encode()
         ps.in_flight[tx.mid] = tx
         observation.last_con = now
+
+    def _prepare_notification(self, observation: Observation, message: Message, now: float) -> bool:
+        """Token, Observe value and block 0 of a notification; True if it is the final one
+        (an error code: no Observe option, and the observer is removed)."""
+        final = not is_success(message.code)
+        if final:
+            message.opt.observe = None
+            self._drop_observer(observation)
+        else:
+            observation.sequence = next_sequence(observation.sequence)
+            message.opt.observe = observation.sequence
+        message.token = observation.token
+        szx = observation.szx if observation.szx is not None else self._max_szx
+        payload = message.payload
+        if len(payload) > block_size(szx):
+            # The observer fetches the rest with GETs that the cache answers (RFC 7959 §2.6).
+            cache = Block2Cache(observation.peer_state, observation.key, message, payload)
+            self._blockwise.add(cache, now)
+            message.payload = payload[: block_size(szx)]
+            message.opt.block2 = (0, True, szx)
+            message.opt.size2 = len(payload)
+        return final
 
     def _drop_observer(self, observation: Observation) -> None:
         observation.active = False

@@ -30,12 +30,17 @@ CAPS = EndpointConfig(max_dedup_entries=50, max_peers=8, max_blockwise_states=5)
 PEERS = st.sampled_from([f"p{i}" for i in range(12)])
 
 
-def _answering(endpoint: CoapEndpoint, now: float) -> None:
+def _answering(
+    endpoint: CoapEndpoint, now: float, observers: list[Observation] | None = None
+) -> None:
     """Drain events, answering requests (large bodies too) and accepting observations."""
     while (event := endpoint.next_event()) is not None:
         if isinstance(event, RequestReceived):
             size = len(event.message.payload) % 3000
-            endpoint.respond(event.request, Message(code=Code.CONTENT, payload=b"r" * size), now)
+            reply = Message(code=Code.CONTENT, payload=b"r" * size)
+            observation = endpoint.respond(event.request, reply, now)
+            if observation is not None and observers is not None:
+                observers.append(observation)
     endpoint.datagrams_to_send(now)
 
 
@@ -91,18 +96,22 @@ def test_well_formed_but_arbitrary_messages_never_raise(data: st.DataObject) -> 
         endpoint.send_request("p1", get("big"), 0.0, confirmable=False),
     ]
     tokens = [h.token for h in handles]
+    observers: list[Observation] = []
     now = 0.0
     for _ in range(data.draw(st.integers(1, 30))):
         now += data.draw(st.sampled_from([0.0, 0.3, 2.5, 40.0, 130.0]))
         raw = data.draw(coap_datagrams(tokens))
         endpoint.receive_datagram(raw, data.draw(st.sampled_from(["p0", "p1"])), now)
-        _answering(endpoint, now)
+        _answering(endpoint, now, observers)
         timer = endpoint.get_timer()
         if timer is not None and timer <= now:
             endpoint.handle_timer(now)
         _bounded(endpoint)
-    # Whatever happened, the clock alone eventually drains every piece of state.
-    for _ in range(10_000):
+    # Whatever happened, once the application lets go of its observations on both sides, the
+    # clock alone drains every piece of state.
+    for observation in observers:
+        endpoint.remove_observer(observation, now)
+    for _ in range(2_000):
         timer = endpoint.get_timer()
         if timer is None:
             break
