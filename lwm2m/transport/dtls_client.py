@@ -188,7 +188,8 @@ class DtlsClient(asyncio.DatagramProtocol):
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             if local_addr is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                # No SO_REUSEADDR: on Linux it lets an ephemeral bind land on a port another
+                # live socket holds, and UDP needs it for nothing else.
                 sock.bind(local_addr)
             sock.connect(sockaddr)
             sock.setblocking(False)

@@ -25,7 +25,7 @@ from tests.transport.helpers import (
 class Relay(asyncio.DatagramProtocol):
     """A UDP relay on 127.0.0.1 that records every datagram: our packet capture."""
 
-    def __init__(self, server: tuple[str, int]) -> None:
+    def __init__(self, server: Any) -> None:
         self.server = server
         self.client: Any = None
         self.transport: Any = None
