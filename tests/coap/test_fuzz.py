@@ -228,4 +228,4 @@ class LossyPair(RuleBasedStateMachine):
 
 
 TestLossyPair = LossyPair.TestCase
-TestLossyPair.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
+TestLossyPair.settings = settings(max_examples=80, stateful_step_count=30, deadline=None)
