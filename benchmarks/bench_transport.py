@@ -28,6 +28,7 @@ HERE = Path(__file__).resolve().parent
 
 def _spawn_server(mode: str, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
     port_file = tmp / f"{mode}.port"
+    port_file.unlink(missing_ok=True)  # (d) and (e) share a server mode: never read a stale port
     proc = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.bench_transport", "serve", mode, str(port_file)],
         cwd=HERE.parent,

@@ -69,3 +69,58 @@ async def aiocoap_stack(port_file: Path) -> None:
 
 def run(name: str, port_file: Path) -> None:
     asyncio.run(SERVERS[name](port_file))
+
+
+BENCH_PSK_KEY = bytes.fromhex("000102030405060708090a0b0c0d0e0f")
+"""Every benchmark device shares this key; identities are ``bench-N``."""
+
+
+class _BenchPsk:
+    """Any ``bench-*`` identity gets the benchmark key (a PskStore; no table to fill)."""
+
+    def lookup(self, identity: bytes) -> bytes | None:
+        return BENCH_PSK_KEY if identity.startswith(b"bench-") else None
+
+
+async def _fleetloop(port_file: Path, dtls: bool) -> None:
+    """fleetloop's CoAP core on its UDP or DTLS transport, answering GET /bench with 2.05."""
+    import random
+
+    from aiocoap import Message
+    from aiocoap.numbers.codes import Code
+
+    from lwm2m.coap import CoapEndpoint, Event, RequestReceived
+    from lwm2m.transport import DtlsServer, DtlsServerConfig, UdpTransport
+    from lwm2m.transport.coap_shell import CoapShell
+
+    core = CoapEndpoint(rng=random.Random(1))
+    shell: CoapShell[Event]
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, RequestReceived):
+            response = Message(code=Code.CONTENT, payload=b"ok")
+            core.respond(event.request, response, shell.now())
+
+    shell = CoapShell(core, on_event)
+    if dtls:
+        config = DtlsServerConfig(psk_store=_BenchPsk(), max_handshakes_per_source=64)
+        transport: Any = await DtlsServer.create(
+            shell, config, "127.0.0.1", 0, on_session_closed=shell.session_closed
+        )
+    else:
+        transport = await UdpTransport.create(shell, "127.0.0.1", 0)
+    shell.attach(transport)
+    port_file.write_text(str(transport.local_address[1]))
+    await _forever()
+
+
+@server("fleetloop-udp")
+async def fleetloop_udp(port_file: Path) -> None:
+    """(c) fleetloop's exchange layer over its UDP transport."""
+    await _fleetloop(port_file, dtls=False)
+
+
+@server("fleetloop-dtls")
+async def fleetloop_dtls(port_file: Path) -> None:
+    """(d)/(e) fleetloop's exchange layer over DTLS 1.2 PSK."""
+    await _fleetloop(port_file, dtls=True)
