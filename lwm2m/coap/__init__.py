@@ -31,6 +31,9 @@ Application API (the server's DM logic, a simulated device)::
     endpoint.remove_observer(observation, now) -> None
     endpoint.forget_peer(peer, now) -> None
 
+``endpoint.stats`` counts what was dropped, replayed and retried (nothing is logged above
+DEBUG). The core is not thread-safe: one endpoint belongs to one event loop.
+
 Messages passed in are owned by the core from then on (it sets type, Message ID, token and
 block options on them). Events (frozen dataclasses, see :mod:`lwm2m.coap.events`):
 :class:`RequestReceived`, :class:`ResponseReceived`, :class:`NotificationReceived`,
@@ -38,7 +41,7 @@ block options on them). Events (frozen dataclasses, see :mod:`lwm2m.coap.events`
 Design notes: ``docs/COAP.md``.
 """
 
-from lwm2m.coap.endpoint import CoapEndpoint
+from lwm2m.coap.endpoint import CoapEndpoint, Stats
 from lwm2m.coap.errors import (
     BadRequest,
     CoapError,
@@ -83,5 +86,6 @@ __all__ = [
     "RequestReceived",
     "RequestState",
     "ResponseReceived",
+    "Stats",
     "TransmissionParameters",
 ]

@@ -21,7 +21,18 @@ from lwm2m.coap.events import (
     ResponseReceived,
 )
 from lwm2m.coap.exchange import Received, RequestHandle, Transmission
-from lwm2m.coap.messages import ACK, BLOCK1, BLOCK2, CON, CONTINUE, FETCH, GET, empty, is_success
+from lwm2m.coap.messages import (
+    ACK,
+    BLOCK1,
+    BLOCK2,
+    CON,
+    CONTINUE,
+    FETCH,
+    GET,
+    REQUEST_ENTITY_TOO_LARGE,
+    empty,
+    is_success,
+)
 from lwm2m.coap.observe import is_fresh
 from lwm2m.coap.peer import PeerState
 from lwm2m.coap.state import ACTIVE, DONE, OBSERVING, QUEUED, T_CON, T_NON, EndpointState
@@ -152,6 +163,8 @@ class ClientSide(EndpointState):
             return
         self._timers.cancel(handle)
         code = message.code
+        if code == REQUEST_ENTITY_TOO_LARGE and self._retry_smaller(handle, message, now):
+            return
         if handle.body is not None:
             if code == CONTINUE and self._continue_upload(handle, message, now):
                 return
@@ -219,6 +232,27 @@ class ClientSide(EndpointState):
         szx = min(handle.body_szx, block1[2])
         handle.body_szx = szx
         handle.body_offset = sent_end
+        self._send_block1(handle, now)
+        return True
+
+    def _retry_smaller(self, handle: RequestHandle, message: Message, now: float) -> bool:
+        """4.13 with a Block1 option to the first block (or to a whole body): the server says
+        which block size it can take, so start the upload over in that size (RFC 7959 §2.9.3).
+        The size only ever shrinks, so this cannot loop."""
+        base = handle.message
+        if base is None or handle.body_offset != 0:
+            return False
+        try:
+            block1 = read_block(message, BLOCK1)
+        except BadRequest:
+            return False
+        body = handle.body if handle.body is not None else base.payload
+        if block1 is None or len(body) <= block_size(block1[2]):
+            return False
+        if handle.body is not None and block1[2] >= handle.body_szx:
+            return False
+        handle.body = body
+        handle.body_szx = block1[2]
         self._send_block1(handle, now)
         return True
 

@@ -22,6 +22,7 @@ EMPTY = int(Code.EMPTY)
 GET = int(Code.GET)
 FETCH = int(Code.FETCH)
 CONTINUE = int(Code.CONTINUE)
+REQUEST_ENTITY_TOO_LARGE = int(Code.REQUEST_ENTITY_TOO_LARGE)
 
 OBSERVE = int(OptionNumber.OBSERVE)
 BLOCK1 = int(OptionNumber.BLOCK1)

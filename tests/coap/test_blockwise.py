@@ -270,3 +270,25 @@ def test_a_request_for_a_later_block_gets_that_block_untouched() -> None:
     event = ep.next_event()
     assert isinstance(event, ResponseReceived) and event.request is handle
     assert event.message.payload == BODY[768:1024] and ep.datagrams_to_send(0.1) == []
+
+
+def test_a_4_13_naming_a_smaller_block_size_restarts_the_upload_in_that_size() -> None:
+    ep = endpoint()
+    handle = ep.send_request(PEER, Message(code=Code.PUT, uri_path=("f",), payload=BODY[:900]), 0.0)
+    (whole,) = sent(ep)
+    assert whole.opt.block1 is None and len(whole.payload) == 900
+    too_large = datagram(
+        Type.ACK, Code.REQUEST_ENTITY_TOO_LARGE, whole.mid, whole.token, block1=(0, False, 4)
+    )
+    ep.receive_datagram(too_large, PEER, 0.1)
+    (first,) = sent(ep, 0.1)
+    assert tuple(first.opt.block1) == (0, True, 4) and first.payload == BODY[:256]
+    assert first.opt.size1 == 900 and ep.next_event() is None
+    # A second 4.13 asking for the same size is the server's final word.
+    again = datagram(
+        Type.ACK, Code.REQUEST_ENTITY_TOO_LARGE, first.mid, first.token, block1=(0, False, 4)
+    )
+    ep.receive_datagram(again, PEER, 0.2)
+    event = ep.next_event()
+    assert isinstance(event, ResponseReceived) and event.request is handle
+    assert event.message.code == Code.REQUEST_ENTITY_TOO_LARGE
