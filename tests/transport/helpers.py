@@ -265,12 +265,14 @@ async def psk_client(
 ) -> tuple[DtlsClient, Collector]:
     sink = sink or Collector()
     local_addr = config.pop("local_addr", ("127.0.0.1", 0))
+    on_session_closed = config.pop("on_session_closed", None)
     client = await DtlsClient.connect(
         sink,
         "127.0.0.1",
         port,
         DtlsClientConfig(psk=(identity, key), **config),
         local_addr=local_addr,
+        on_session_closed=on_session_closed,
     )
     return client, sink
 
@@ -330,3 +332,45 @@ class HalfHandshake:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class Relay(asyncio.DatagramProtocol):
+    """A UDP relay on 127.0.0.1 between one client and a server: our packet capture, and a
+    lossy link when ``drop(direction, datagram)`` says so (direction "c2s" or "s2c")."""
+
+    def __init__(self, server: Any, drop: Callable[[str, bytes], bool] | None = None) -> None:
+        self.server = server
+        self.drop = drop
+        self.client: Any = None
+        self.transport: Any = None
+        self.captured: list[tuple[str, bytes]] = []
+        self.dropped: list[tuple[str, bytes]] = []
+
+    @classmethod
+    async def start(
+        cls, server: Any, drop: Callable[[str, bytes], bool] | None = None
+    ) -> tuple[Relay, int]:
+        loop = asyncio.get_running_loop()
+        relay = cls(server, drop)
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: relay, local_addr=("127.0.0.1", 0)
+        )
+        return relay, transport.get_extra_info("sockname")[1]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if addr == self.server:
+            direction, target = "s2c", self.client
+        else:
+            self.client = addr
+            direction, target = "c2s", self.server
+        if self.drop is not None and self.drop(direction, data):
+            self.dropped.append((direction, data))
+            return
+        self.captured.append((direction, data))
+        self.transport.sendto(data, target)
+
+    def close(self) -> None:
+        self.transport.close()

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 from pathlib import Path
-from typing import Any
 
 from aiocoap import Message
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
 from tests.transport.helpers import (
     PSK_IDENTITY,
+    Relay,
     coap_get,
     dtls_echo_server,
     echo_roundtrip,
@@ -20,28 +19,6 @@ from tests.transport.helpers import (
     psk_server_config,
     run,
 )
-
-
-class Relay(asyncio.DatagramProtocol):
-    """A UDP relay on 127.0.0.1 that records every datagram: our packet capture."""
-
-    def __init__(self, server: Any) -> None:
-        self.server = server
-        self.client: Any = None
-        self.transport: Any = None
-        self.captured: list[tuple[str, bytes]] = []
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        if addr == self.server:
-            self.captured.append(("s2c", data))
-            self.transport.sendto(data, self.client)
-        else:
-            self.client = addr
-            self.captured.append(("c2s", data))
-            self.transport.sendto(data, self.server)
 
 
 def prf_sha256(secret: bytes, label: bytes, seed: bytes, length: int) -> bytes:
@@ -75,20 +52,15 @@ def test_key_log_lines_decrypt_the_captured_session_which_keeps_working(tmp_path
 
     async def scenario() -> Relay:
         server, _ = await dtls_echo_server(psk_server_config(key_log=server_log))
-        loop = asyncio.get_running_loop()
-        relay = Relay(server.local_address)
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: relay, local_addr=("127.0.0.1", 0)
-        )
+        relay, relay_port = await Relay.start(server.local_address)
         try:
-            relay_port = transport.get_extra_info("sockname")[1]
             client, sink = await psk_client(relay_port, key_log=client_log)
             assert await echo_roundtrip(client, sink, 0x1234) == b"echo psk:" + PSK_IDENTITY
             assert await echo_roundtrip(client, sink, 0x1235) == b"echo psk:" + PSK_IDENTITY
             client.close()
         finally:
             server.close()
-            transport.close()
+            relay.close()
         assert server.stats.keylog_failures == 0
         return relay
 

@@ -146,7 +146,10 @@ def test_idle_sessions_expire_and_active_ones_stay() -> None:
         ended: list[tuple[Peer, str]] = []
         server, _ = await dtls_echo_server(psk_server_config(idle_timeout=0.3), ended)
         port = server.local_address[1]
-        idle, _ = await psk_client(port)
+        client_saw: list[tuple[Peer, str]] = []
+        idle, _ = await psk_client(
+            port, on_session_closed=lambda peer, reason: client_saw.append((peer, reason))
+        )
         active, sink = await psk_client(port)
         try:
             loop = asyncio.get_running_loop()
@@ -161,6 +164,9 @@ def test_idle_sessions_expire_and_active_ones_stay() -> None:
             assert server.stats.sessions_expired == 1
             assert not active.closed
             assert [(p.address, reason) for p, reason in ended] == [(idle.local_address, "expired")]
+            assert [(p.address, reason) for p, reason in client_saw] == [
+                (server.local_address, "closed by peer")
+            ]
         finally:
             idle.close()
             active.close()

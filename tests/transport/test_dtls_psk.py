@@ -22,6 +22,7 @@ from tests.transport.helpers import (
     PSK_IDENTITY,
     PSK_KEY,
     Collector,
+    Relay,
     dtls_echo_server,
     echo_roundtrip,
     eventually,
@@ -304,5 +305,67 @@ def test_coap_over_the_session_survives_a_non_coap_payload() -> None:
             server.close()
         assert server.stats.sink_errors == 1
         assert isinstance(responder.requests[0][0], Message)
+
+    run(scenario())
+
+
+def test_a_lost_final_flight_is_resent_by_the_established_server() -> None:
+    """The server's ChangeCipherSpec + Finished is lost once: the device retransmits its own
+    last flight, and the server, which already counts the session as established, must answer
+    it again (Mbed TLS keeps the flight until the first application record)."""
+
+    def drop_first_final_flight(direction: str, datagram: bytes) -> bool:
+        if direction == "s2c" and datagram[0] == 20 and not state["dropped"]:
+            state["dropped"] = True
+            return True
+        return False
+
+    state = {"dropped": False}
+
+    async def scenario() -> None:
+        server, _ = await dtls_echo_server(psk_server_config())
+        relay, relay_port = await Relay.start(server.local_address, drop_first_final_flight)
+        try:
+            client, sink = await psk_client(
+                relay_port, handshake_timeout_min=0.1, handshake_timeout_max=1.0
+            )
+            assert await echo_roundtrip(client, sink, 1) == b"echo psk:" + PSK_IDENTITY
+            client.close()
+        finally:
+            server.close()
+            relay.close()
+        assert len(relay.dropped) == 1
+        assert server.stats.handshakes_completed == 1 and server.stats.handshakes_failed == 0
+
+    run(scenario())
+
+
+def test_a_lost_hello_verify_request_and_server_flight_are_recovered() -> None:
+    """Drop the first HelloVerifyRequest and the first ServerHello flight: the client's and
+    the server's retransmission timers recover both."""
+    seen: dict[int, int] = {}
+
+    def drop_first_of_each(direction: str, datagram: bytes) -> bool:
+        if direction != "s2c" or datagram[0] != 22 or len(datagram) < 14:
+            return False
+        kind = datagram[13]  # 3: HelloVerifyRequest, 2: ServerHello
+        seen[kind] = seen.get(kind, 0) + 1
+        return kind in (2, 3) and seen[kind] == 1
+
+    async def scenario() -> None:
+        config = psk_server_config(handshake_timeout_min=0.1, handshake_timeout_max=1.0)
+        server, _ = await dtls_echo_server(config)
+        relay, relay_port = await Relay.start(server.local_address, drop_first_of_each)
+        try:
+            client, sink = await psk_client(
+                relay_port, handshake_timeout_min=0.1, handshake_timeout_max=1.0
+            )
+            assert await echo_roundtrip(client, sink, 1) == b"echo psk:" + PSK_IDENTITY
+            client.close()
+        finally:
+            server.close()
+            relay.close()
+        assert [d[13] for _, d in relay.dropped] == [3, 2]
+        assert server.stats.handshakes_completed == 1
 
     run(scenario())
