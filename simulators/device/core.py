@@ -1,0 +1,95 @@
+"""One simulated device as a single sans-IO object: its object store, its LwM2M client and a
+CoAP endpoint of its own, behind the same transport contract as the CoAP core.
+
+::
+
+    device = DeviceCore(template, "sim-0001", server_peer, config=ClientConfig(), rng=rng)
+    device.start(now)
+    device.receive_datagram(data, peer, now)
+    device.datagrams_to_send(now) -> [(bytes, peer)]
+    device.get_timer() / device.handle_timer(now)
+    device.next_event() -> ClientEvent | None
+
+In queue mode a sleeping device drops what it receives (``dropped_while_asleep`` counts it),
+which is what the server's queue-mode logic exists for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+from lwm2m.coap import CoapEndpoint, EndpointConfig, RandomSource
+from simulators.device.client import LwM2MClient
+from simulators.device.config import ClientConfig
+from simulators.device.events import ClientEvent
+from simulators.device.objects import ObjectStore
+from simulators.device.template import DeviceTemplate
+
+
+class DeviceCore:
+    """A device = store + client + its own CoAP endpoint (see the module docstring)."""
+
+    __slots__ = ("client", "coap", "dropped_while_asleep", "store")
+
+    def __init__(
+        self,
+        template: DeviceTemplate,
+        endpoint_name: str,
+        server: Hashable,
+        *,
+        config: ClientConfig,
+        rng: RandomSource,
+        coap_config: EndpointConfig | None = None,
+        clock_offset: float = 0.0,
+    ) -> None:
+        self.store = ObjectStore(template, endpoint_name, clock_offset=clock_offset)
+        self.coap = CoapEndpoint(rng=rng, config=coap_config)
+        self.client = LwM2MClient(self.store, self.coap, server, config=config, rng=rng)
+        self.dropped_while_asleep = 0
+
+    # -- transport contract ------------------------------------------------------------------
+    def receive_datagram(self, data: bytes, peer: Hashable, now: float) -> None:
+        if self.client.asleep:
+            self.dropped_while_asleep += 1
+            return
+        self.coap.receive_datagram(data, peer, now)
+        self._pump(now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Hashable]]:
+        return self.coap.datagrams_to_send(now)
+
+    def get_timer(self) -> float | None:
+        coap, client = self.coap.get_timer(), self.client.get_timer()
+        if coap is None:
+            return client
+        return coap if client is None else min(coap, client)
+
+    def handle_timer(self, now: float) -> None:
+        coap = self.coap.get_timer()
+        if coap is not None and coap <= now:
+            self.coap.handle_timer(now)
+            self._pump(now)
+        client = self.client.get_timer()
+        if client is not None and client <= now:
+            self.client.handle_timer(now)
+            self._pump(now)
+
+    def next_event(self) -> ClientEvent | None:
+        return self.client.next_event()
+
+    def _pump(self, now: float) -> None:
+        coap, client = self.coap, self.client
+        while (event := coap.next_event()) is not None:
+            client.handle_coap_event(event, now)
+
+    # -- application shortcuts ---------------------------------------------------------------
+    def start(self, now: float) -> None:
+        self.client.start(now)
+        self._pump(now)
+
+    def stop(self, now: float) -> None:
+        self.client.stop(now)
+        self._pump(now)
+
+
+__all__ = ["DeviceCore"]
