@@ -69,6 +69,11 @@ def _server(ssid: int, lifetime: int, binding: str) -> ObjectTemplate:
             6: True,
             7: binding,
             8: None,
+            # Communication Retry resources, at their TS 1.1 defaults
+            17: 5,
+            18: 60,
+            19: 86_400,
+            20: 1,
             23: False,
         }
     )

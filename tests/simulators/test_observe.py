@@ -250,7 +250,7 @@ def test_discover_lists_resources_with_dim_like_anjay(pair: Pair) -> None:
     reply = pair.ask(request(Code.GET, "/1/0", accept=CF.LINK))
     assert reply.payload == (
         b"</1/0>,</1/0/0>,</1/0/1>,</1/0/2>,</1/0/3>,</1/0/4>,</1/0/5>,</1/0/6>,</1/0/7>,"
-        b"</1/0/8>,</1/0/23>"
+        b"</1/0/8>,</1/0/17>,</1/0/18>,</1/0/19>,</1/0/20>,</1/0/23>"
     )
 
 
