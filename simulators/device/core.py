@@ -77,6 +77,12 @@ class DeviceCore:
     def next_event(self) -> ClientEvent | None:
         return self.client.next_event()
 
+    def forget_peer(self, peer: Hashable, now: float) -> None:
+        """The transport lost the session (DTLS closed by the server): pending exchanges fail
+        now; a lost registration makes the client register again."""
+        self.coap.forget_peer(peer, now)
+        self._pump(now)
+
     def _pump(self, now: float) -> None:
         coap, client = self.coap, self.client
         while (event := coap.next_event()) is not None:
