@@ -388,7 +388,8 @@ class LwM2MClient:
             query.append(f"lt={account.lifetime}")
             flags |= 1
         if account.binding != self._reg_binding:
-            query.append(f"b={binding_param(account.binding, self.lwm2m_version, False)}")
+            binding = binding_param(account.binding, self.lwm2m_version, self.config.queue_mode)
+            query.append(f"b={binding}")
             flags |= 2
         links = object_links(self.store, self.profile)
         message = Message(code=Code.POST, uri_path=self.location, uri_query=tuple(query))

@@ -26,16 +26,17 @@ def check_dm_access(path: Path) -> None:
 
 
 def read_format(
-    profile: FormatProfile, node: Node, accept: int | None, version: str
+    profile: FormatProfile, node: Node, accept: int | None, version: str, *, observe: bool = False
 ) -> tuple[int, int]:
-    """``(canonical format, format number to answer with)`` for a read of ``node``."""
+    """``(canonical format, format number to answer with)`` for a read of ``node`` (or an
+    Observe, which some clients answer in another default format)."""
     if accept is not None:
         if accept not in profile.readable or accept == ContentFormat.LINK:
             raise NotAcceptable(f"content format {accept} is not supported")
         return canonical(accept), accept
     single = isinstance(node, SingleResource | ResourceInstance)
     opaque = single and node.value.type is DataType.OPAQUE  # type: ignore[union-attr]
-    chosen = profile.default_for(single, opaque, version)
+    chosen = profile.default_for(single, opaque, version, observe=observe)
     return canonical(chosen), chosen
 
 

@@ -29,10 +29,13 @@ class FormatProfile:
     (``legacy_multi_default`` when registered as LwM2M 1.0). ``readable``: Accept values
     answered (anything else is 4.06; a legacy number is echoed back as given). ``writable``:
     request Content-Formats decoded for Write, Create and Execute (anything else is 4.15).
-    ``composite``: formats of Read-/Write-/Observe-Composite requests. ``register_formats``:
+    ``composite``: formats of Read-/Write-/Observe-Composite requests and their answers (the
+    codecs name paths without values in SenML only, so a Read-Composite request in LwM2M
+    JSON/CBOR still gets 4.15). ``register_formats``:
     the ``ct`` of the root link in Register (empty: no ``ct``); ``root_link``: whether the
     Register payload starts with ``</>;rt="oma.lwm2m"``; ``binding_in_query``: whether Register
-    carries ``b=``.
+    carries ``b=``; ``observe_single_default``: format of a single-value Observe without
+    Accept when it differs from a Read's (wakaama observes in text, reads in TLV).
     """
 
     name: str
@@ -47,9 +50,14 @@ class FormatProfile:
     register_formats: tuple[int, ...]
     root_link: bool = True
     binding_in_query: bool = True
+    observe_single_default: int | None = None
 
-    def default_for(self, single: bool, opaque: bool, lwm2m_version: str) -> int:
-        """The format of a read without Accept."""
+    def default_for(
+        self, single: bool, opaque: bool, lwm2m_version: str, *, observe: bool = False
+    ) -> int:
+        """The format of a read (or Observe, with ``observe``) without Accept."""
+        if single and observe and self.observe_single_default is not None:
+            return self.observe_single_default
         if single:
             if opaque:
                 return self.opaque_default
@@ -103,6 +111,7 @@ WAKAAMA = FormatProfile(
     composite=frozenset({CF.SENML_JSON}),
     send_format=CF.SENML_JSON,
     register_formats=(CF.SENML_JSON,),
+    observe_single_default=CF.TEXT,
 )
 """wakaama ``lwm2mclient`` (SenML CBOR off): TLV everywhere, legacy 1542/1543 accepted."""
 

@@ -203,10 +203,9 @@ def _read(ctx: DmContext, message: Message, path: Path, now: float) -> Outcome:
     if path.is_root:
         raise MethodNotAllowed("Read on / is a Bootstrap operation")
     node = ctx.store.read(path, now)
-    accept = message.opt.accept
-    cf, reply = read_format(
-        ctx.profile, node, None if accept is None else int(accept), ctx.lwm2m_version
-    )
+    accept = None if message.opt.accept is None else int(message.opt.accept)
+    observe = message.opt.observe is not None
+    cf, reply = read_format(ctx.profile, node, accept, ctx.lwm2m_version, observe=observe)
     payload = encode_node(ctx.store, node, path, cf)
     outcome = Outcome(_content(Code.CONTENT, reply, payload))
     if message.opt.observe == 0:

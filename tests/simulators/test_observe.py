@@ -261,3 +261,25 @@ def test_discover_refusals(pair: Pair, path: str, expected: str) -> None:
 
 def test_unknown_methods_are_not_allowed(pair: Pair) -> None:
     assert code(pair.ask(Message(code=Code.PATCH, uri_path=("3", "0")))) == "4.05"
+
+
+@pytest.mark.parametrize(
+    "accept", [CF.TLV, CF.SENML_JSON, CF.SENML_CBOR, CF.LWM2M_JSON, CF.LWM2M_CBOR]
+)
+def test_notifications_come_in_the_format_the_observe_asked_for(pair: Pair, accept: int) -> None:
+    handle = observe(pair, "/3/0/7", accept=accept)
+    set_at(pair, 1, "/3/0/7", {0: 3700, 1: 5000})
+    pair.advance(1)
+    [(_, message)] = pair.notifications[handle]
+    assert int(message.opt.content_format) == accept
+    node = decode(accept, message.payload, p("/3/0/7"), BUILTIN_MODEL)
+    assert node == pair.store.read(p("/3/0/7"), pair.now)
+
+
+@pytest.mark.parametrize("accept", [CF.TEXT, CF.CBOR, CF.TLV, CF.SENML_CBOR])
+def test_single_value_notifications_in_single_value_formats(pair: Pair, accept: int) -> None:
+    handle = observe(pair, "/3/0/9", accept=accept)
+    set_at(pair, 1, "/3/0/9", 12)
+    pair.advance(1)
+    assert values(pair, handle) == [12]
+    assert int(pair.notifications[handle][0][1].opt.content_format) == accept
