@@ -245,3 +245,15 @@ def test_reset_error_code_clears_the_error_list(pair: Pair) -> None:
     pair.store.set("/3/0/11", {0: 1, 1: 4}, pair.now)
     assert code(pair.ask(request(Code.POST, "/3/0/12"))) == "2.04"
     assert pair.store.get("/3/0/11") == {0: 0}
+
+
+def test_large_writes_and_reads_go_block_wise(pair: Pair) -> None:
+    """A bundle bigger than one block arrives Block1; a large value leaves Block2 (the CoAP
+    core reassembles and slices; the device sees whole payloads)."""
+    bundle = bytes(range(256)) * 20  # 5120 bytes
+    reply = pair.ask(request(Code.PUT, "/32001/0/1", content_format=CF.OPAQUE, payload=bundle))
+    assert code(reply) == "2.04"
+    assert pair.store.get("/32001/0/1") == bundle
+    pair.store.set("/3443/0/3", bundle, pair.now)
+    reply = pair.ask(request(Code.GET, "/3443/0/3", accept=CF.OPAQUE))
+    assert (code(reply), reply.payload) == ("2.05", bundle)
