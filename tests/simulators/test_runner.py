@@ -14,6 +14,7 @@ from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import Type
 
 from lwm2m.transport import (
+    CertificateIdentity,
     DtlsServer,
     DtlsServerConfig,
     MappingPskStore,
@@ -23,6 +24,7 @@ from lwm2m.transport import (
 )
 from simulators.device.events import Notified, Registered
 from simulators.runner import Fleet, RegistrationError, ServerUri, SimulatedDevice
+from tests.transport.helpers import Pki
 
 
 class Registrar:
@@ -170,6 +172,34 @@ def test_devices_register_over_dtls_with_psk() -> None:
         finally:
             assert registrar.transport is not None
             registrar.transport.close()
+
+    run(scenario)
+
+
+def test_a_device_registers_over_dtls_with_a_certificate() -> None:
+    pki = Pki.create()
+    server_credentials = pki.credentials("dm.test", pki.ca_pem, dns=("dm.test",))
+    device_credentials = pki.credentials("sim-x509", pki.ca_pem)
+
+    async def scenario() -> None:
+        registrar = Registrar()
+        server = await DtlsServer.create(
+            registrar, DtlsServerConfig(x509=server_credentials), host="127.0.0.1", port=0
+        )
+        registrar.transport = server
+        uri = f"coaps://127.0.0.1:{server.local_address[1]}"
+        try:
+            device = SimulatedDevice(
+                "sim-x509", uri, x509=device_credentials, server_hostname="dm.test"
+            )
+            async with device:
+                await device.wait_registered(timeout=5)
+                identity = registrar.registered["sim-x509"].identity
+                assert isinstance(identity, CertificateIdentity)
+                assert identity.common_name == "sim-x509"
+                assert device.read("/0/0/2") == 2  # security mode: certificate
+        finally:
+            server.close()
 
     run(scenario)
 
