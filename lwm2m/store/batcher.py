@@ -6,9 +6,11 @@ bounded by the disk's flush rate and would block its event loop on each. Instead
 
 * The event loop calls :meth:`GroupCommitBatcher.submit` (or ``submit_nowait`` /
   ``submit_bulk``); that only appends to a queue -- it never touches the database.
-* One writer thread takes everything queued (up to ``max_batch``; after the first item it
-  lingers ``max_delay`` for more), runs the operations in submission order inside ONE
-  transaction and commits it.
+* One writer thread takes everything queued (up to ``max_batch``; optionally lingering
+  ``max_delay`` after the first item for more), runs the operations in submission order inside
+  ONE transaction and commits it. Whatever arrives during that commit is the next batch, so
+  under load batches grow by themselves and the commit rate, not the write rate, is bounded
+  by the disk.
 * Only after the commit returns are the submitters' futures resolved (on their loop, with one
   ``call_soon_threadsafe`` per batch). So ``await batcher.submit(op)`` returning means the write
   is durable, and the server may acknowledge the device. Fire-and-forget writes skip the

@@ -145,7 +145,8 @@ def new_registration_id() -> str:
     because knowing one device's id must not let anyone guess another's and update or
     deregister it (the server still checks the transport identity).
     """
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
+    bits = int.from_bytes(secrets.token_bytes(8), "big") >> 4  # 60 bits, 5 per character
+    return "".join(_ID_ALPHABET[(bits >> shift) & 31] for shift in range(0, 60, 5))
 
 
 # -- security -----------------------------------------------------------------------------------

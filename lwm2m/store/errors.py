@@ -84,9 +84,12 @@ def translate(err: Exception, url: str) -> StoreError:
     if isinstance(err, StoreError):
         return err
     text = _one_line(err)
-    if isinstance(err, sa_exc.OperationalError | sa_exc.ProgrammingError) and (
-        "no such table" in text or "does not exist" in text
-    ):
+    missing_table = (isinstance(err, sa_exc.OperationalError) and "no such table" in text) or (
+        isinstance(err, sa_exc.ProgrammingError)
+        and text.startswith("relation")
+        and "does not exist" in text
+    )
+    if missing_table:
         return SchemaMismatch(
             f"database {redact_url(url)} lacks the store's tables ({text}); "
             "call Store.create_schema() (fleetloop serve does this on start)"

@@ -126,8 +126,28 @@ def value_from_obj(obj: object) -> Value:
         raise CorruptRecord(f"stored {t.value} value {obj.get('v')!r} is invalid: {err}") from err
 
 
+_NUMBER_PREFIX = {
+    t: f'{{"t":"{t.value}","v":'
+    for t in (DataType.INTEGER, DataType.UNSIGNED_INTEGER, DataType.TIME, DataType.FLOAT)
+}
+
+
 def value_to_json(value: Value) -> str:
-    """Compact JSON text for ``value``; strict JSON (no bare NaN/Infinity tokens)."""
+    """Compact JSON text for ``value``; strict JSON (no bare NaN/Infinity tokens).
+
+    Numbers take a fast path (telemetry is mostly numbers, and ``json.dumps`` is a third of the
+    cost of storing one); it writes exactly what ``json.dumps`` would: ``int.__repr__`` and
+    ``float.__repr__`` are the forms the ``json`` module itself emits.
+    """
+    v = value.value
+    prefix = _NUMBER_PREFIX.get(value.type)
+    if prefix is not None:
+        if isinstance(v, int):
+            return f"{prefix}{int.__repr__(v)}}}"
+        if isinstance(v, float) and math.isfinite(v):
+            return f"{prefix}{float.__repr__(v)}}}"
+    elif value.type is DataType.BOOLEAN:
+        return '{"t":"Boolean","v":true}' if v else '{"t":"Boolean","v":false}'
     return json.dumps(
         value_to_obj(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False
     )

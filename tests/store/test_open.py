@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import Engine, text, update
+from sqlalchemy.engine import make_url
 
 from lwm2m.store import (
     SchemaMismatch,
@@ -16,7 +17,7 @@ from lwm2m.store import (
 )
 from lwm2m.store.engine import resolve_url
 from lwm2m.store.tables import SCHEMA_COMPONENT, SCHEMA_VERSION, SCHEMA_VERSION_TABLE
-from tests.store.conftest import StoreTarget
+from tests.store.conftest import StoreTarget, pg_base_url
 
 
 def _pragma(store: Store, name: str) -> object:
@@ -81,6 +82,14 @@ def test_an_unreachable_postgresql_names_the_url_without_its_password() -> None:
     assert "s3cret" not in message
     assert "postgresql+psycopg://fleet:***@127.0.0.1:1/fleet" in message
     assert "check that PostgreSQL is running" in message
+
+
+def test_a_missing_postgresql_database_is_unavailable_not_a_schema_problem(
+    pg_admin: Engine,
+) -> None:
+    url = make_url(pg_base_url()).set(database="fleetloop_no_such_db")
+    with pytest.raises(StoreUnavailable, match="fleetloop_no_such_db"):
+        Store.open(url.render_as_string(hide_password=False))
 
 
 def test_an_unusable_data_directory_is_reported_as_unavailable(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from lwm2m.model import DataType, Value
 from lwm2m.store import CorruptRecord, value_from_json, value_to_json
+from lwm2m.store.jsonvalue import value_to_obj
 
 
 def _bits(x: float) -> int:
@@ -129,3 +130,11 @@ def test_anything_else_is_reported_as_a_corrupt_record(text: str) -> None:
 def test_the_documented_encodings_cover_every_data_type() -> None:
     """If the model grows a data type, the encoding (and this table) must grow with it."""
     assert {value.type for value, _ in DOCUMENTED} == set(DataType)
+
+
+@given(values)
+def test_the_fast_path_writes_what_json_dumps_writes(value: Value) -> None:
+    reference = json.dumps(
+        value_to_obj(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+    assert value_to_json(value) == reference
