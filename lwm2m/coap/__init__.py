@@ -43,9 +43,11 @@ Design notes: ``docs/COAP.md``.
 
 from lwm2m.coap.endpoint import CoapEndpoint, Stats
 from lwm2m.coap.errors import (
+    BadOption,
     BadRequest,
     CoapError,
     LocalProtocolError,
+    ProxyingNotSupported,
     RemoteProtocolError,
     RequestEntityIncomplete,
     RequestEntityTooLarge,
@@ -65,6 +67,7 @@ from lwm2m.coap.params import EndpointConfig, TransmissionParameters
 from lwm2m.coap.rng import RandomSource
 
 __all__ = [
+    "BadOption",
     "BadRequest",
     "CloseReason",
     "CoapEndpoint",
@@ -77,6 +80,7 @@ __all__ = [
     "Observation",
     "ObservationCancelled",
     "ObserverRemoved",
+    "ProxyingNotSupported",
     "RandomSource",
     "RemoteProtocolError",
     "RequestEntityIncomplete",

@@ -37,6 +37,18 @@ class BadRequest(RemoteProtocolError):
     code = Code.BAD_REQUEST
 
 
+class BadOption(RemoteProtocolError):
+    """4.02: a critical option we do not recognise (RFC 7252 §5.4.1)."""
+
+    code = Code.BAD_OPTION
+
+
+class ProxyingNotSupported(RemoteProtocolError):
+    """5.05: Proxy-Uri or Proxy-Scheme; we are no forward-proxy (RFC 7252 §5.7.2)."""
+
+    code = Code.PROXYING_NOT_SUPPORTED
+
+
 class RequestEntityIncomplete(RemoteProtocolError):
     """4.08: a Block1 block arrived that does not continue a transfer we hold."""
 

@@ -13,6 +13,8 @@ from aiocoap.numbers.codes import Code
 from aiocoap.numbers.optionnumbers import OptionNumber
 from aiocoap.numbers.types import Type
 
+from lwm2m.coap.errors import BadOption, ProxyingNotSupported
+
 CON = int(Type.CON)
 NON = int(Type.NON)
 ACK = int(Type.ACK)
@@ -31,10 +33,48 @@ SIZE1 = int(OptionNumber.SIZE1)
 SIZE2 = int(OptionNumber.SIZE2)
 ETAG = int(OptionNumber.ETAG)
 
+#: Critical options the exchange layer or LwM2M understands; any other critical option in a
+#: request is answered 4.02 (RFC 7252 §5.4.1). OSCORE, Q-Block, EDHOC, Uri-Path-Abbrev are not.
+KNOWN_CRITICAL = frozenset(
+    int(n)
+    for n in (
+        OptionNumber.IF_MATCH,
+        OptionNumber.URI_HOST,
+        OptionNumber.IF_NONE_MATCH,
+        OptionNumber.URI_PORT,
+        OptionNumber.URI_PATH,
+        OptionNumber.URI_QUERY,
+        OptionNumber.ACCEPT,
+        OptionNumber.BLOCK2,
+        OptionNumber.BLOCK1,
+    )
+)
+_PROXY = frozenset({int(OptionNumber.PROXY_URI), int(OptionNumber.PROXY_SCHEME)})
+_SPECIAL = frozenset({OBSERVE, BLOCK1, BLOCK2})
+
 #: Observe option numbers wrap at 2**24 (RFC 7641 §4.4).
 OBSERVE_MODULO = 1 << 24
 
 _TYPE_BY_INT = {int(t): t for t in Type}
+
+
+def scan_request_options(message: Message) -> bool:
+    """One pass over a request's option numbers: True if it carries Block1, Block2 or Observe
+    (the endpoint's slow path); raises :class:`BadOption` for an unrecognised critical option
+    and :class:`ProxyingNotSupported` for the proxy options.
+
+    Reads aiocoap's option map directly (``Options._options``, stable across 0.4.x) because
+    the public accessors sort or build tuples, and this runs for every request.
+    """
+    special = False
+    for number in message.opt._options:
+        if number in _SPECIAL:
+            special = True
+        elif number & 1 and number not in KNOWN_CRITICAL:
+            if number in _PROXY:
+                raise ProxyingNotSupported("this endpoint is not a proxy")
+            raise BadOption(f"critical option {int(number)} not recognised")
+    return special
 
 
 def is_request(code: int) -> bool:

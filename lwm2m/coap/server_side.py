@@ -29,7 +29,15 @@ from lwm2m.coap.errors import (
 )
 from lwm2m.coap.events import CloseReason, ObserverRemoved, RequestReceived
 from lwm2m.coap.exchange import IncomingRequest, Observation, Transmission
-from lwm2m.coap.messages import BLOCK1, BLOCK2, FETCH, GET, OBSERVE, is_response, is_success
+from lwm2m.coap.messages import (
+    BLOCK1,
+    BLOCK2,
+    FETCH,
+    GET,
+    is_response,
+    is_success,
+    scan_request_options,
+)
 from lwm2m.coap.observe import must_confirm, next_sequence
 from lwm2m.coap.peer import PeerState
 from lwm2m.coap.state import T_ACK, T_CON, T_NON, EndpointState
@@ -108,14 +116,14 @@ class ServerSide(EndpointState):
         request = IncomingRequest(ps, mid, message.token, confirmable)
         self._dedup.add(request, confirmable, now)
         request.message = message
-        opt = message.opt
-        if opt.get_option(BLOCK1) or opt.get_option(BLOCK2) or opt.get_option(OBSERVE):
-            try:
-                if not self._prepare_special_request(ps, request, message, now):
-                    return
-            except RemoteProtocolError as exc:
-                self._reject_request(request, exc, now)
+        try:
+            if scan_request_options(message) and not self._prepare_special_request(
+                ps, request, message, now
+            ):
                 return
+        except RemoteProtocolError as exc:
+            self._reject_request(request, exc, now)
+            return
         self._events.append(RequestReceived(ps.peer, request, message))
         if confirmable:
             request.ack_deadline = now + self._empty_ack_delay

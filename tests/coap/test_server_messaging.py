@@ -208,3 +208,31 @@ def test_the_global_dedup_cap_evicts_the_oldest_records() -> None:
     assert ep.next_event() is None
     ep.receive_datagram(con_get(0), PEER, 1.0)  # evicted: processed again
     assert isinstance(ep.next_event(), RequestReceived)
+
+
+def test_an_unrecognised_critical_option_in_a_request_gets_4_02() -> None:
+    ep = endpoint()
+    raw = con_get(5)
+    # Append option 2049 (critical: odd): delta 2049-11 = 2038 -> extended 14 (2038 - 269).
+    ext = (2038 - 269).to_bytes(2, "big")
+    ep.receive_datagram(raw + bytes([0xE0]) + ext, PEER, 0.0)
+    assert ep.next_event() is None
+    (reply,) = sent(ep)
+    assert (reply.mtype, reply.mid, reply.code) == (Type.ACK, 5, Code.BAD_OPTION)
+
+
+def test_an_unrecognised_elective_option_is_ignored() -> None:
+    ep = endpoint()
+    ext = (2038 - 269 - 1).to_bytes(2, "big")  # option 2048: elective
+    ep.receive_datagram(con_get(5) + bytes([0xE0]) + ext, PEER, 0.0)
+    assert isinstance(ep.next_event(), RequestReceived)
+
+
+def test_a_proxy_request_gets_5_05() -> None:
+    ep = endpoint()
+    ep.receive_datagram(
+        datagram(Type.CON, Code.GET, 6, b"p", proxy_uri="coap://elsewhere/x"), PEER, 0.0
+    )
+    assert ep.next_event() is None
+    (reply,) = sent(ep)
+    assert reply.code == Code.PROXYING_NOT_SUPPORTED
