@@ -1,11 +1,11 @@
 """Endpoint security: PSK and certificate credentials, and the per-endpoint NoSec grant.
 
 The DTLS handshake asks "which key belongs to PSK identity X?" synchronously, on the event
-loop, from inside Mbed TLS (a ``Mapping[str, bytes]`` lookup). A database round trip there
-would stall every other device, so :class:`SecurityCache` answers from memory: entries are
-loaded on first use, invalidated after a local write commits, and expire after a TTL so that
-credentials written by another process (the bootstrap server, a second DM server on the same
-PostgreSQL) are picked up within ``ttl`` (``negative_ttl`` for identities not found).
+loop, from inside Mbed TLS. A database round trip there would stall every other device, so
+:class:`SecurityCache` answers from memory: after :meth:`Store.refresh_security_cache` it holds
+every PSK record (local writes patch it after they commit; a periodic refresh picks up other
+processes' writes), and for fleets too large to hold it falls back to an LRU with TTLs that
+reads single identities from the database on a miss.
 
 Keys are stored as given. Encryption at rest is not done here: protect the database (file
 permissions for SQLite, roles and TLS for PostgreSQL) -- see ``docs/STORE.md``.
@@ -59,48 +59,70 @@ def _normalise_fingerprint(fingerprint: str | None) -> str | None:
 
 
 class SecurityCache:
-    """Endpoint security by PSK identity, in memory, bounded (LRU) and time-limited.
+    """Endpoint security by PSK identity, in memory.
 
-    ``loader`` reads one identity from the database (the store runs it in a short read
-    transaction). Safe to call from any thread; invalidations that race with a load win (a
-    generation counter stops a load that started before an invalidation from caching stale
-    data).
+    Two modes:
+
+    * **Snapshot** (after :meth:`refresh`, when the fleet's PSK records fit in ``max_entries``):
+      every record is in memory and a lookup never touches the database -- an unknown
+      identity is answered ``None`` at once, so a flood of handshakes with made-up identities
+      costs no queries. Local writes update the snapshot after they commit; writes by other
+      processes appear at the next :meth:`refresh` (the server runs it every ``ttl``).
+    * **Lazy** (before a refresh, or for fleets too big to hold): an LRU of ``max_entries``;
+      a miss reads the one identity from the database (``loader``, a short read transaction
+      on the calling thread), entries expire after ``ttl`` (``negative_ttl`` for unknown
+      identities) so other processes' writes are picked up.
+
+    Thread-safe. A load that started before an invalidation of the same identity never
+    overwrites what the invalidation put there (version counters).
     """
 
     def __init__(
         self,
         loader: Callable[[str], EndpointSecurity | None],
         *,
+        load_all: Callable[[], list[EndpointSecurity]] | None = None,
         max_entries: int = 100_000,
         ttl: float = 300.0,
         negative_ttl: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._loader = loader
+        self._load_all = load_all
         self._max = max_entries
         self._ttl = ttl
         self._negative_ttl = negative_ttl
         self._clock = clock
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, tuple[float, EndpointSecurity | None]] = OrderedDict()
+        self._snapshot: dict[str, EndpointSecurity] | None = None
+        self._versions: dict[str, int] = {}
         self._generation = 0
         self.hits = 0
         self.misses = 0
+
+    @property
+    def complete(self) -> bool:
+        """True in snapshot mode: lookups are answered from memory alone."""
+        return self._snapshot is not None
 
     def lookup(self, identity: str) -> EndpointSecurity | None:
         """The security record holding PSK ``identity``, or ``None``."""
         now = self._clock()
         with self._lock:
+            if self._snapshot is not None:
+                self.hits += 1
+                return self._snapshot.get(identity)
             entry = self._entries.get(identity)
             if entry is not None and entry[0] > now:
                 self._entries.move_to_end(identity)
                 self.hits += 1
                 return entry[1]
             self.misses += 1
-            generation = self._generation
+            version = self._version(identity)
         found = self._loader(identity)
         with self._lock:
-            if generation == self._generation:
+            if version == self._version(identity) and self._snapshot is None:
                 expiry = now + (self._ttl if found is not None else self._negative_ttl)
                 self._entries[identity] = (expiry, found)
                 self._entries.move_to_end(identity)
@@ -108,34 +130,91 @@ class SecurityCache:
                     self._entries.popitem(last=False)
         return found
 
+    def refresh(self) -> bool:
+        """Reload every PSK record; returns whether the cache is now in snapshot mode.
+
+        Blocking (one query over the table): run it off the event loop, e.g. through
+        :meth:`lwm2m.store.Store.refresh_security_cache`.
+        """
+        if self._load_all is None:
+            raise ValueError("this cache has no load_all function; it can only run lazily")
+        with self._lock:
+            before = dict(self._versions)
+        everything = self._load_all()
+        with self._lock:
+            if len(everything) > self._max:
+                self._snapshot = None
+                return False
+            self._snapshot = {s.psk.identity: s for s in everything if s.psk is not None}
+            self._entries.clear()
+            changed = [i for i, v in self._versions.items() if before.get(i) != v]
+        if changed:  # written while we were loading: our copy may predate the commit
+            self.invalidate(*changed)
+        return True
+
     def invalidate(self, *identities: str | None) -> None:
-        """Forget these identities (``None`` entries are ignored); no argument forgets all."""
+        """Local writes changed these identities (``None`` entries are ignored).
+
+        Lazy mode forgets them; snapshot mode reloads them from the database (this runs
+        after the commit, on the writer's thread, never on the event loop). Without
+        arguments: drop everything and go back to lazy mode until the next refresh.
+        """
         with self._lock:
             self._generation += 1
             if not identities:
                 self._entries.clear()
+                self._snapshot = None
+                self._versions.clear()
                 return
-            for identity in identities:
-                if identity is not None:
-                    self._entries.pop(identity, None)
+            wanted = [i for i in identities if i is not None]
+            versions = {}
+            for identity in wanted:
+                self._entries.pop(identity, None)
+                versions[identity] = self._versions[identity] = self._version(identity) + 1
+            if self._snapshot is None:
+                return
+        for identity in wanted:
+            found = self._loader(identity)
+            with self._lock:
+                if self._snapshot is None or self._version(identity) != versions[identity]:
+                    continue  # a later invalidation owns this identity now
+                if found is not None and found.psk is not None:
+                    self._snapshot[identity] = found
+                else:
+                    self._snapshot.pop(identity, None)
+
+    def _version(self, identity: str) -> int:
+        return self._versions.get(identity, 0)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        snapshot = self._snapshot
+        return len(snapshot) if snapshot is not None else len(self._entries)
 
     def psk_store(self) -> PskKeyStore:
-        """A ``Mapping[str, bytes]`` for python-mbedtls' ``pre_shared_key_store``."""
+        """The key store for the DTLS transport (and, as a Mapping, for python-mbedtls)."""
         return PskKeyStore(self)
 
 
 class PskKeyStore(Mapping[str, bytes]):
     """PSK identity to key, backed by :class:`SecurityCache` (lookups only).
 
-    Iteration is empty on purpose: Mbed TLS only looks identities up, and listing every key of
-    the fleet into memory is what the cache exists to avoid.
+    Satisfies the DTLS transport's ``PskStore`` protocol (``lookup(identity: bytes)``) and is
+    a ``Mapping[str, bytes]`` for python-mbedtls' ``pre_shared_key_store``. Identities are
+    stored as text: an identity that is not UTF-8 is unknown. Iteration is empty on purpose:
+    the handshake only looks identities up.
     """
 
     def __init__(self, cache: SecurityCache) -> None:
         self._cache = cache
+
+    def lookup(self, identity: bytes) -> bytes | None:
+        """The key for the identity a device presented in its handshake, or ``None``."""
+        try:
+            text = identity.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        found = self._cache.lookup(text)
+        return found.psk.key if found is not None and found.psk is not None else None
 
     def __getitem__(self, identity: str) -> bytes:
         found = self._cache.lookup(identity)
@@ -245,6 +324,11 @@ class SecurityRepository:
         """Database lookup by PSK identity (the cache's loader; use the cache on hot paths)."""
         row = tx.execute(_BY_PSK, {"identity": identity}).first()
         return _from_row(row) if row is not None else None
+
+    def all_with_psk(self, tx: Tx) -> list[EndpointSecurity]:
+        """Every record that has a PSK (what the cache's snapshot holds)."""
+        rows = tx.execute(select(ENDPOINT_SECURITY).where(_S.psk_identity.is_not(None)))
+        return [_from_row(r) for r in rows]
 
     def find_by_certificate(
         self, tx: Tx, *, subject: str | None = None, fingerprint_sha256: str | None = None

@@ -75,6 +75,7 @@ class Store:
         self.queue = QueueRepository()
         self.security_cache = SecurityCache(
             self._load_psk,
+            load_all=self._load_all_psk,
             max_entries=settings.psk_cache_size,
             ttl=settings.psk_cache_ttl,
             negative_ttl=settings.psk_cache_negative_ttl,
@@ -230,11 +231,26 @@ class Store:
 
     # -- security fast path ---------------------------------------------------------------------
     def psk_store(self) -> PskKeyStore:
-        """``Mapping[str, bytes]`` of PSK identity to key for the DTLS transport (cached)."""
+        """The PSK key store for the DTLS transport (``lookup(identity: bytes)``), cached."""
         return self.security_cache.psk_store()
+
+    async def refresh_security_cache(self) -> bool:
+        """Load all PSK records into memory (on a reader thread); see :class:`SecurityCache`.
+
+        Call once at start-up, before accepting handshakes, and then every
+        ``settings.psk_cache_ttl`` seconds to pick up other processes' changes. Returns
+        whether the cache now answers from memory alone (False: the fleet has more PSK
+        records than ``settings.psk_cache_size``; lookups then fall back to the database).
+        """
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self.security_cache.refresh)
 
     def _load_psk(self, identity: str) -> EndpointSecurity | None:
         return self._read_sync(lambda tx: self.security.find_by_psk_identity(tx, identity))
+
+    def _load_all_psk(self) -> list[EndpointSecurity]:
+        return self._read_sync(self.security.all_with_psk)
 
     # -- closing --------------------------------------------------------------------------------
     def close(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from lwm2m.store import (
@@ -11,6 +13,7 @@ from lwm2m.store import (
     PskCredential,
     SecurityCache,
     Store,
+    StoreSettings,
     X509Credential,
 )
 from tests.store.conftest import StoreTarget
@@ -168,3 +171,67 @@ def test_the_cache_is_bounded_and_evicts_the_least_recently_used() -> None:
     assert len(cache) == 2
     cache.invalidate()
     assert len(cache) == 0
+
+
+def test_after_a_refresh_lookups_never_touch_the_database(target: StoreTarget) -> None:
+    with target.open() as server, target.open() as other:
+        server.create_schema(now=0)
+        put(server, psk("ep-1", "id-1", key=b"v1"))
+        put(server, EndpointSecurity("cert-only", x509=X509Credential("CN=c")))
+        assert asyncio.run(server.refresh_security_cache())
+        cache = server.security_cache
+        keys = server.psk_store()
+        assert cache.complete and len(cache) == 1
+        misses = cache.misses
+        assert keys.lookup(b"id-1") == b"v1"
+        assert keys.lookup(b"made-up") is None
+        assert keys.lookup(b"\xff\xfe") is None  # not UTF-8: unknown
+        assert cache.misses == misses  # answered from memory, known or not
+
+        # local writes are visible as soon as they commit
+        put(server, psk("ep-1", "id-1b", key=b"v2"))  # identity rotated
+        put(server, psk("ep-2", "id-2", key=b"w"))
+        assert keys.lookup(b"id-1") is None
+        assert (keys.lookup(b"id-1b"), keys.lookup(b"id-2")) == (b"v2", b"w")
+        with server.transaction() as tx:
+            server.security.remove(tx, "ep-2")
+        assert keys.lookup(b"id-2") is None
+
+        # another process's writes appear at the next refresh
+        put(other, psk("ep-3", "id-3", key=b"x"))
+        assert keys.lookup(b"id-3") is None
+        assert asyncio.run(server.refresh_security_cache())
+        assert keys.lookup(b"id-3") == b"x"
+        assert cache.misses == misses
+
+
+def test_a_fleet_too_big_for_the_cache_stays_lazy(target: StoreTarget) -> None:
+    with target.open(settings=StoreSettings(psk_cache_size=2)) as store:
+        store.create_schema(now=0)
+        for i in range(3):
+            put(store, psk(f"ep-{i}", f"id-{i}", key=bytes([i])))
+        assert not asyncio.run(store.refresh_security_cache())
+        assert not store.security_cache.complete
+        keys = store.psk_store()
+        assert [keys.lookup(f"id-{i}".encode()) for i in range(3)] == [b"\x00", b"\x01", b"\x02"]
+
+
+def test_the_key_store_is_what_the_dtls_transport_accepts(store: Store) -> None:
+    from lwm2m.transport.credentials import PskStore
+
+    assert isinstance(store.psk_store(), PskStore)
+
+
+def test_a_write_committed_during_a_refresh_is_not_lost() -> None:
+    db = {"id-1": psk("ep-1", "id-1", key=b"old")}
+
+    def load_all() -> list[EndpointSecurity]:
+        copy = list(db.values())  # the refresh's query sees the old row...
+        db["id-1"] = psk("ep-1", "id-1", key=b"new")  # ...then a write commits
+        cache.invalidate("id-1")  # and its after-commit hook runs
+        return copy
+
+    cache = SecurityCache(db.get, load_all=load_all)
+    assert cache.refresh()
+    found = cache.lookup("id-1")
+    assert found is not None and found.psk == PskCredential("id-1", b"new")
