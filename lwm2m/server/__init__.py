@@ -1,0 +1,121 @@
+"""The LwM2M device-management server: registration, DM operations, observe, Send, queue mode.
+
+Start one per process on a store; everything above (fleet logic, the HTTP API, the CLI)
+talks to devices only through this API, never through CoAP::
+
+    server = await LwM2MServer.start(ServerConfig(), store)           # model: BUILTIN_MODEL
+    server.coap_address, server.coaps_address                        # bound (host, port) | None
+    server.registrations() -> list[Registration]                     # in memory, no I/O
+    server.registration("dev-1") -> Registration | None
+
+    result = await server.read("dev-1", "/3/0")                      # ReadResult
+    if result.ok: print(result.content, result.content_format)
+    else:         print(result.status, result.code, result.reason)   # never raises for device
+                                                                     # errors or timeouts
+    await server.write(ep, "/1/0/1", SingleResource(1, Value.integer(120)))   # replace (PUT)
+    await server.write(ep, "/3/0", instance, replace=False)          # partial update (POST)
+    await server.write_value(ep, "/1/0/1", "120")                    # text parsed by the model
+    await server.write_attributes(ep, "/3/0/9", AttributeUpdate(Attributes(pmin=5, pmax=10)))
+    await server.discover(ep, "/3")                                  # DiscoverResult.links
+    await server.execute(ep, "/3/0/4", arguments=None)
+    await server.create(ep, "/1", ObjectInstance(...) | [resources]) # CreateResult.location
+    await server.delete(ep, "/1/5")
+    await server.read_composite(ep, ["/3/0/0", "/1/0/1"])            # CompositeReadResult.content
+    await server.write_composite(ep, {Path.parse("/1/0/1"): node})
+    obs = await server.observe(ep, "/3/0/9")                         # ObserveResult.observation_id
+    obs = await server.observe_composite(ep, ["/3/0/9", "/3/0/13"])
+    await server.cancel_observation(obs.observation_id, active=True) # active: GET Observe=1;
+                                                                     # passive: forget, RST later
+    server.observations(ep) -> list[ObservationInfo]
+    await server.queued_requests(ep) -> list[QueuedRequest]          # queue-mode backlog (store)
+    await server.cancel_queued(request_id) -> bool
+    await server.last_values(ep) -> dict[Path, ReportedValue]        # latest telemetry (store)
+    async for event in server.subscribe(): ...                       # Registered, Updated,
+                                                                     # Deregistered, Expired,
+                                                                     # RegistrationRefused,
+                                                                     # Notification, SendReceived,
+                                                                     # QueueStateChanged,
+                                                                     # ObservationEnded
+    await server.stop()
+
+Every operation takes ``format`` (a content format number overriding
+:func:`~lwm2m.server.formats.choose_format`), ``timeout`` (seconds to wait for the answer once
+sent; default ``ServerConfig.request_timeout``) and ``queue_deadline`` (seconds a request may
+wait for a sleeping queue-mode device; default ``ServerConfig.queue_deadline``). Paths are
+:class:`~lwm2m.model.Path` or text (``"/3/0/1"``).
+
+Results (:mod:`lwm2m.server.results`) carry ``status`` (:class:`OperationStatus`), ``code``
+(the device's CoAP code as text), ``reason`` and ``ok``. Errors raised *before* anything is
+sent (:mod:`lwm2m.server.errors`): :class:`UnknownEndpoint`, :class:`InvalidRequest`,
+:class:`UnknownObservation`, :class:`ServerNotRunning`, all :class:`ServerError`.
+
+Rules (registration, format choice, queue mode, security check, durability): ``docs/SERVER.md``.
+"""
+
+from lwm2m.server.config import SUPPORTED_VERSIONS, ServerConfig
+from lwm2m.server.errors import (
+    InvalidRequest,
+    ServerError,
+    ServerNotRunning,
+    UnknownEndpoint,
+    UnknownObservation,
+)
+from lwm2m.server.events import (
+    Deregistered,
+    Expired,
+    Notification,
+    ObservationEnded,
+    QueueStateChanged,
+    Registered,
+    RegistrationRefused,
+    SendReceived,
+    ServerEvent,
+    Updated,
+)
+from lwm2m.server.results import (
+    CompositeReadResult,
+    CreateResult,
+    DiscoverResult,
+    ObservationInfo,
+    ObserveResult,
+    OperationResult,
+    OperationStatus,
+    ReadResult,
+)
+from lwm2m.server.server import LwM2MServer
+from lwm2m.server.subscription import EventSubscription
+from lwm2m.store import QueuedRequest, QueueState, Registration, ReportedValue
+
+__all__ = [
+    "SUPPORTED_VERSIONS",
+    "CompositeReadResult",
+    "CreateResult",
+    "Deregistered",
+    "DiscoverResult",
+    "EventSubscription",
+    "Expired",
+    "InvalidRequest",
+    "LwM2MServer",
+    "Notification",
+    "ObservationEnded",
+    "ObservationInfo",
+    "ObserveResult",
+    "OperationResult",
+    "OperationStatus",
+    "QueueState",
+    "QueueStateChanged",
+    "QueuedRequest",
+    "ReadResult",
+    "Registered",
+    "Registration",
+    "RegistrationRefused",
+    "ReportedValue",
+    "SendReceived",
+    "ServerConfig",
+    "ServerError",
+    "ServerEvent",
+    "ServerNotRunning",
+    "UnknownEndpoint",
+    "UnknownObservation",
+    "Updated",
+]
