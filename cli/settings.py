@@ -1,0 +1,279 @@
+"""Settings of ``fleetloop serve``: flag > environment (``FLEETLOOP_*``) > TOML file > default.
+
+Every setting is declared once in :data:`SETTINGS` with its flag, environment variable, TOML
+key, default and parser; ``docs/CONFIG.md`` is the table of the same. Resolution is a pure
+function of three mappings (:func:`resolve`), so the precedence is tested without a process.
+
+Click's own ``envvar`` is not used on purpose: it ranks the environment above the default but
+knows nothing of the TOML file, which must sit between the two.
+
+Every error is a :class:`SettingsError` naming where the bad value came from (the flag, the
+variable, or ``file:key``) and what a good one looks like.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+ENV_PREFIX = "FLEETLOOP_"
+LOG_FORMATS = ("kv", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class SettingsError(ValueError):
+    """A setting has an invalid value, or the config file cannot be read."""
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    """A socket address to bind: ``host`` ``None`` means the component's default interface."""
+
+    host: str | None
+    port: int
+
+    def __str__(self) -> str:
+        host = self.host or "*"
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ServeSettings:
+    """Everything ``fleetloop serve`` needs, resolved and validated."""
+
+    data_dir: Path
+    coap: Listen = Listen(None, 5683)
+    coaps: Listen | None = Listen(None, 5684)
+    bs_coap: Listen | None = Listen(None, 5783)
+    bs_coaps: Listen | None = Listen(None, 5784)
+    api: Listen = Listen("127.0.0.1", 8080)
+    database_url: str | None = None
+    secure_only: bool = False
+    objects: tuple[Path, ...] = ()
+    log_format: Literal["kv", "json"] = "kv"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    config_file: Path | None = None
+    sources: Mapping[str, str] = field(default_factory=dict)
+    """For each setting, where its value came from: ``flag``, ``env``, ``file`` or ``default``."""
+
+
+def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
+    """``FLEETLOOP_DATA_DIR``, else ``$XDG_DATA_HOME/fleetloop``, else ``~/.local/share/fleetloop``.
+
+    Per user and not the working directory, so that ``serve`` and the CLI commands find the same
+    directory from wherever they are run.
+    """
+    env = os.environ if env is None else env
+    explicit = env.get(ENV_PREFIX + "DATA_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = env.get("XDG_DATA_HOME")
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg) / "fleetloop"
+    return Path.home() / ".local" / "share" / "fleetloop"
+
+
+# -- parsers: (raw value, where it came from) -> typed value ------------------------------------
+
+
+def _port(text: str, where: str) -> int:
+    if not text.isascii() or not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise SettingsError(f"{where}: {text!r} is not a port; give a number 0-65535")
+    return int(text)
+
+
+def parse_listen(raw: object, where: str, *, default_host: str | None = None) -> Listen:
+    """``PORT``, ``HOST:PORT`` or ``[IPv6]:PORT``; port 0 binds an ephemeral port."""
+    if isinstance(raw, bool):
+        raise SettingsError(f"{where}: expected a port or HOST:PORT, got {raw!r}")
+    if isinstance(raw, int):
+        return Listen(default_host, _port(str(raw), where))
+    if not isinstance(raw, str) or not raw.strip():
+        raise SettingsError(f"{where}: expected a port or HOST:PORT, got {raw!r}")
+    text = raw.strip()
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        if not sep or not host:
+            raise SettingsError(f"{where}: {text!r} is not [IPv6]:PORT (e.g. [::1]:5683)")
+        return Listen(host, _port(port, where))
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        return Listen(host or default_host, _port(port, where))
+    if ":" in text:
+        raise SettingsError(f"{where}: write an IPv6 address in brackets: [{text}]:PORT")
+    return Listen(default_host, _port(text, where))
+
+
+_OFF = {"off", "none", "disabled", "false", "no"}
+
+
+def _optional_listen(raw: object, where: str) -> Listen | None:
+    if raw is False or (isinstance(raw, str) and raw.strip().lower() in _OFF):
+        return None
+    return parse_listen(raw, where)
+
+
+def _api(raw: object, where: str) -> Listen:
+    listen = parse_listen(raw, where, default_host="127.0.0.1")
+    return listen
+
+
+def _bool(raw: object, where: str) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str):
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off", ""):
+            return False
+    raise SettingsError(f"{where}: {raw!r} is not a boolean; use true or false")
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[object, str], str]:
+    def parse(raw: object, where: str) -> str:
+        if isinstance(raw, str) and raw.strip().lower() in options:
+            return raw.strip().lower()
+        raise SettingsError(f"{where}: {raw!r} is not one of {', '.join(options)}")
+
+    return parse
+
+
+def _text(raw: object, where: str) -> str:
+    if not isinstance(raw, str) or not raw.strip():
+        raise SettingsError(f"{where}: expected non-empty text, got {raw!r}")
+    return raw.strip()
+
+
+def _path(raw: object, where: str) -> Path:
+    return Path(_text(raw, where)).expanduser()
+
+
+def _paths(raw: object, where: str) -> tuple[Path, ...]:
+    if isinstance(raw, str):
+        items: list[object] = [p for p in raw.split(os.pathsep) if p]
+    elif isinstance(raw, list | tuple):
+        items = list(raw)
+    else:
+        raise SettingsError(f"{where}: expected a list of directories, got {raw!r}")
+    return tuple(_path(item, where) for item in items)
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One setting: its names in the three sources, its default and its parser."""
+
+    name: str
+    flag: str
+    parse: Callable[[object, str], Any]
+    default: Any
+    help: str
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("data_dir", "--data-dir", _path, None, "data directory (database, token, api.json)"),
+    Setting("coap", "--coap", parse_listen, Listen(None, 5683), "DM server CoAP (UDP) port"),
+    Setting("coaps", "--coaps", _optional_listen, Listen(None, 5684), "DM server CoAPs port"),
+    Setting("bs_coap", "--bs-coap", _optional_listen, Listen(None, 5783), "bootstrap CoAP (later)"),
+    Setting(
+        "bs_coaps", "--bs-coaps", _optional_listen, Listen(None, 5784), "bootstrap CoAPs (later)"
+    ),
+    Setting("api", "--api", _api, Listen("127.0.0.1", 8080), "management API HOST:PORT"),
+    Setting("database_url", "--database-url", _text, None, "PostgreSQL URL (default: SQLite)"),
+    Setting("secure_only", "--secure-only", _bool, False, "refuse NoSec without a grant"),
+    Setting("objects", "--objects", _paths, (), "extra OMA DDF XML folders"),
+    Setting("log_format", "--log-format", _choice(LOG_FORMATS), "kv", "kv or json"),
+    Setting("log_level", "--log-level", _choice(LOG_LEVELS), "info", "log level"),
+)
+BY_NAME = {s.name: s for s in SETTINGS}
+CONFIG_ENV = ENV_PREFIX + "CONFIG"
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """The settings table of a TOML file: top-level keys, or a ``[serve]`` table.
+
+    Unknown keys are an error rather than ignored: a misspelt ``secure_onyl = true`` silently
+    ignored would leave a server open that its operator believes closed.
+    """
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SettingsError(f"config file {path} does not exist; check --config") from None
+    except OSError as err:
+        raise SettingsError(f"config file {path} cannot be read: {err.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise SettingsError(f"config file {path} is not valid TOML: {err}") from None
+    table = data.get("serve", data) if isinstance(data.get("serve"), dict) else data
+    unknown = sorted(set(table) - set(BY_NAME) - {"serve"})
+    if unknown:
+        known = ", ".join(BY_NAME)
+        raise SettingsError(f"{path}: unknown key(s) {', '.join(unknown)}; known keys: {known}")
+    return dict(table)
+
+
+def resolve(
+    flags: Mapping[str, object | None],
+    env: Mapping[str, str],
+    toml: Mapping[str, object] | None = None,
+    *,
+    config_file: Path | None = None,
+) -> ServeSettings:
+    """Merge the three sources (flag > env > TOML > default) and validate every value."""
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    toml = toml or {}
+    label = str(config_file) if config_file is not None else "config"
+    for setting in SETTINGS:
+        flag_value = flags.get(setting.name)
+        if flag_value is not None and flag_value != ():
+            values[setting.name] = setting.parse(flag_value, setting.flag)
+            sources[setting.name] = "flag"
+        elif env.get(setting.env, "") != "":
+            values[setting.name] = setting.parse(env[setting.env], setting.env)
+            sources[setting.name] = "env"
+        elif setting.name in toml:
+            values[setting.name] = setting.parse(toml[setting.name], f"{label}:{setting.name}")
+            sources[setting.name] = "file"
+        else:
+            values[setting.name] = setting.default
+            sources[setting.name] = "default"
+    if values["data_dir"] is None:
+        values["data_dir"] = default_data_dir(env)
+    _check_ports(values)
+    return ServeSettings(**values, config_file=config_file, sources=sources)
+
+
+def _check_ports(values: Mapping[str, Any]) -> None:
+    """Two sockets of this process on one fixed UDP port would fail late and obscurely."""
+    seen: dict[int, str] = {}
+    for name in ("coap", "coaps", "bs_coap", "bs_coaps"):
+        listen: Listen | None = values[name]
+        if listen is None or listen.port == 0:
+            continue
+        if listen.port in seen:
+            raise SettingsError(
+                f"{name} and {seen[listen.port]} both use UDP port {listen.port}; give each its "
+                "own port (or 0 for an ephemeral one)"
+            )
+        seen[listen.port] = name
+
+
+def load(
+    flags: Mapping[str, object | None],
+    env: Mapping[str, str] | None = None,
+    config_file: Path | str | None = None,
+) -> ServeSettings:
+    """Resolve from the flags, the process environment and ``--config``/``FLEETLOOP_CONFIG``."""
+    env = os.environ if env is None else env
+    chosen = config_file or env.get(CONFIG_ENV) or None
+    path = Path(chosen).expanduser() if chosen else None
+    toml = load_toml(path) if path is not None else None
+    return resolve(flags, env, toml, config_file=path)

@@ -1,0 +1,165 @@
+"""The FastAPI application: authentication, error handling, and the routers put together.
+
+``create_app(context)`` returns an ASGI app; ``fleetloop serve`` runs it with uvicorn in the
+same event loop as the LwM2M server, so routes call the server's coroutines directly (no
+thread hop, no second loop). Every route except ``GET /health`` requires
+``Authorization: Bearer <token>``; the token is compared in constant time.
+
+Error responses all have the shape of :class:`lwm2m.api.errors.ApiError` -- including
+FastAPI's own validation errors and unknown routes -- so a client needs one error parser.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from lwm2m.api.context import ApiContext
+from lwm2m.api.deps import require_token
+from lwm2m.api.errors import ApiError, unknown_endpoint
+from lwm2m.api.parse import InputError
+from lwm2m.server import InvalidRequest, ServerError, UnknownEndpoint, UnknownObservation
+from lwm2m.store import Conflict, NotFound, StoreError, StoreOverloaded, StoreUnavailable
+
+log = logging.getLogger("fleetloop.api")
+
+TAGS = [
+    {"name": "health", "description": "Liveness; the only route without a token."},
+    {"name": "devices", "description": "Registered devices, their objects and last values."},
+    {"name": "operations", "description": "LwM2M device-management operations on one device."},
+    {"name": "composite", "description": "Read-, Write- and Observe-Composite (LwM2M 1.1)."},
+    {"name": "observations", "description": "Active observations and their cancellation."},
+    {"name": "queue", "description": "Requests queued for sleeping (queue-mode) devices."},
+    {"name": "security", "description": "Per-endpoint DTLS credentials and NoSec grants."},
+    {"name": "events", "description": "Server-sent events: registrations, notifications."},
+]
+
+
+def _error_response(error: ApiError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if error.http_status == 401 else None
+    return JSONResponse(error.body(), status_code=error.http_status, headers=headers)
+
+
+def _field_of(location: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for part in location:
+        if isinstance(part, int):
+            parts[-1:] = [f"{parts[-1]}[{part}]"] if parts else [f"[{part}]"]
+        else:
+            parts.append(str(part))
+    return ".".join(parts)
+
+
+def _install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return _error_response(exc)
+
+    @app.exception_handler(InputError)
+    async def input_error(_: Request, exc: InputError) -> JSONResponse:
+        return _error_response(ApiError(422, "invalid_input", exc.message, field=exc.field))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        field = _field_of(tuple(first.get("loc", ())))
+        message = f"{field}: {first.get('msg', 'invalid')}"
+        if first.get("type") == "extra_forbidden":
+            message = f"{field}: unknown field; see GET /openapi.json for the accepted fields"
+        elif first.get("type") == "missing":
+            message = f"{field}: required field is missing"
+        details = [
+            {"field": _field_of(tuple(e.get("loc", ()))), "message": e["msg"]} for e in errors
+        ]
+        return _error_response(ApiError(422, "invalid_input", message, field=field, errors=details))
+
+    @app.exception_handler(UnknownEndpoint)
+    async def unknown(_: Request, exc: UnknownEndpoint) -> JSONResponse:
+        return _error_response(unknown_endpoint(exc.endpoint))
+
+    @app.exception_handler(UnknownObservation)
+    async def unknown_observation(_: Request, exc: UnknownObservation) -> JSONResponse:
+        return _error_response(
+            ApiError(
+                404,
+                "not_found",
+                f"no active observation {exc.observation_id!r}; list them with GET "
+                "/observations (`fleetloop observations`)",
+                observation_id=exc.observation_id,
+            )
+        )
+
+    @app.exception_handler(InvalidRequest)
+    async def invalid_request(_: Request, exc: InvalidRequest) -> JSONResponse:
+        return _error_response(ApiError(400, "invalid_request", str(exc)))
+
+    @app.exception_handler(ServerError)
+    async def server_error(_: Request, exc: ServerError) -> JSONResponse:
+        return _error_response(ApiError(503, "server_stopped", str(exc)))
+
+    @app.exception_handler(Conflict)
+    async def conflict(_: Request, exc: Conflict) -> JSONResponse:
+        return _error_response(ApiError(409, "conflict", str(exc)))
+
+    @app.exception_handler(NotFound)
+    async def not_found(_: Request, exc: NotFound) -> JSONResponse:
+        return _error_response(ApiError(404, "not_found", str(exc)))
+
+    @app.exception_handler(StoreError)
+    async def store_error(_: Request, exc: StoreError) -> JSONResponse:
+        if isinstance(exc, StoreUnavailable | StoreOverloaded):
+            return _error_response(ApiError(503, "store_unavailable", f"{exc}; retry in a moment"))
+        log.error("store error: %s", exc)
+        return _error_response(ApiError(500, "store_error", str(exc)))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            message = (
+                f"no route {request.method} {request.url.path}; the routes are listed at "
+                "GET /openapi.json"
+            )
+            return _error_response(ApiError(404, "no_route", message))
+        if exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}"
+            return _error_response(ApiError(405, "method_not_allowed", message))
+        return _error_response(ApiError(exc.status_code, "http_error", str(exc.detail)))
+
+
+def create_app(context: ApiContext) -> FastAPI:
+    """The management API over ``context`` (its server, store, model and token)."""
+    from lwm2m.api import routes, security_routes, stream
+
+    app = FastAPI(
+        title="fleetloop management API",
+        version=context.version,
+        description=(
+            "Northbound HTTP/JSON API of the fleetloop LwM2M device-management server. "
+            "Authenticate with `Authorization: Bearer <token>` (the token `fleetloop serve` "
+            "writes to its data directory). Node JSON, error shapes and the event stream are "
+            "described in docs/API.md."
+        ),
+        openapi_tags=TAGS,
+        openapi_url=None,  # served below, behind the token like every route but /health
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.context = context
+    _install_handlers(app)
+    app.include_router(routes.health)
+    protected = [Depends(require_token)]
+    app.include_router(routes.router, dependencies=protected)
+    app.include_router(security_routes.router, dependencies=protected)
+    app.include_router(stream.router, dependencies=protected)
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=protected)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    return app

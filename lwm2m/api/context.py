@@ -1,0 +1,44 @@
+"""What the API's routes work with: the running server, the store, the object model, the token.
+
+One :class:`ApiContext` per application (``app.state.context``). It also tracks the open event
+streams, because a graceful shutdown must end them first: an open ``text/event-stream``
+response would otherwise keep uvicorn waiting for its connection to close.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+
+from lwm2m.model import ObjectModel
+from lwm2m.server import EventSubscription, LwM2MServer
+from lwm2m.store import Store
+
+
+def _version() -> str:
+    try:
+        return metadata.version("fleetloop")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0+unknown"
+
+
+@dataclass(eq=False)
+class ApiContext:
+    """The dependencies of every route (module docstring)."""
+
+    server: LwM2MServer
+    store: Store
+    model: ObjectModel
+    token: str
+    version: str = field(default_factory=_version)
+    started_at: float = field(default_factory=time.time)
+    keepalive_interval: float = 15.0
+    streams: set[EventSubscription] = field(default_factory=set)
+    closing: bool = False
+
+    def close_streams(self) -> None:
+        """End every open event stream (each finishes its response and unsubscribes)."""
+        self.closing = True
+        for subscription in list(self.streams):
+            subscription.close()

@@ -1,0 +1,535 @@
+"""Routes for devices, DM operations, composite operations, observations and the queue.
+
+URL scheme: a device is ``/devices/{endpoint}``; its data tree is ``/devices/{endpoint}/data/
+{path}`` with one HTTP method per LwM2M operation on it (GET Read, PUT Write-replace, PATCH
+Write-partial-update, POST Create, DELETE Delete); operations that are not about the data
+itself have their own segment (``execute``, ``discover``, ``attributes``, ``observe``,
+``composite/...``). The LwM2M path is written without its leading slash: ``.../data/3/0/1``.
+
+Every operation route answers 200 (201 for Create) with ``"status": "success"`` and the
+device's CoAP code, or an error shaped as :mod:`lwm2m.api.errors` describes. Query parameters
+common to operations: ``format`` (content format name or number), ``timeout`` (seconds to wait
+for the device once the request is sent) and ``queue_deadline`` (seconds a request may wait for
+a sleeping queue-mode device).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from lwm2m.api.context import ApiContext
+from lwm2m.api.deps import context_of
+from lwm2m.api.errors import ApiError, result_error, unknown_endpoint
+from lwm2m.api.parse import (
+    InputError,
+    composite_from_json,
+    new_instance_from_json,
+    node_from_json,
+    parse_path,
+)
+from lwm2m.api.render import JsonObject, node_to_json, nodes_to_json, timestamp_fields
+from lwm2m.api.views import (
+    FORMAT_NAMES,
+    format_name,
+    last_values_json,
+    link_json,
+    objects_json,
+    observation_json,
+    queued_request_json,
+    registration_json,
+    security_json,
+)
+from lwm2m.codec.link import Attributes, AttributeUpdate, LinkFormatError
+from lwm2m.model import Path, resource_definition
+from lwm2m.server import OperationResult
+
+health = APIRouter()
+router = APIRouter()
+
+Context = Annotated[ApiContext, Depends(context_of)]
+PathParam = Annotated[str, "LwM2M path without the leading slash, e.g. 3/0/1"]
+
+
+def parse_format(text: str | None) -> int | None:
+    """A content format from its name (``senml-json``) or number (``110``)."""
+    if text is None or text == "":
+        return None
+    key = text.strip().lower()
+    if key in FORMAT_NAMES:
+        return FORMAT_NAMES[key]
+    if key.isascii() and key.isdigit() and int(key) < 65536:
+        return int(key)
+    names = ", ".join(FORMAT_NAMES)
+    raise InputError("query.format", f"unknown content format {text!r}; use one of {names}")
+
+
+class OpOptions:
+    """The query parameters every operation takes."""
+
+    def __init__(
+        self,
+        format: Annotated[
+            str | None,
+            Query(description="content format: " + ", ".join(FORMAT_NAMES) + ", or a number"),
+        ] = None,
+        timeout: Annotated[
+            float | None,
+            Query(gt=0, le=86_400, description="seconds to wait for the device's answer"),
+        ] = None,
+        queue_deadline: Annotated[
+            float | None,
+            Query(gt=0, le=30 * 86_400, description="seconds to wait for a sleeping device"),
+        ] = None,
+    ) -> None:
+        self.format = parse_format(format)
+        self.timeout = timeout
+        self.queue_deadline = queue_deadline
+
+    def kwargs(self, *, with_format: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {"timeout": self.timeout, "queue_deadline": self.queue_deadline}
+        if with_format:
+            out["format"] = self.format
+        return out
+
+
+Options = Annotated[OpOptions, Depends(OpOptions)]
+
+
+def _check(
+    result: OperationResult, endpoint: str, operation: str, path: Path | str | None
+) -> JsonObject:
+    """The success body for ``result``, or raise its error response."""
+    where = str(path) if path is not None else None
+    if not result.ok:
+        raise result_error(result, endpoint=endpoint, operation=operation, path=where)
+    return {
+        "status": "success",
+        "endpoint": endpoint,
+        "operation": operation,
+        "path": where,
+        "coap_code": result.code,
+        "queued": result.queued,
+        "queued_request_id": result.queued_request_id,
+    }
+
+
+# -- health ---------------------------------------------------------------------------------------
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+    version: str
+    devices: int
+    coap: str | None
+    coaps: str | None
+    started_at: str
+
+
+def _address(address: tuple[Any, ...] | None) -> str | None:
+    if address is None:
+        return None
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@health.get("/health", tags=["health"], response_model=Health, summary="Liveness (no token)")
+async def get_health(ctx: Context) -> Health:
+    """Whether the server runs; how many devices are registered. Needs no token."""
+    server = ctx.server
+    return Health(
+        status="stopping" if ctx.closing else "ok",
+        version=ctx.version,
+        devices=len(server.registrations()),
+        coap=_address(server.coap_address),
+        coaps=_address(server.coaps_address),
+        started_at=timestamp_fields("t", ctx.started_at)["t"],
+    )
+
+
+# -- devices --------------------------------------------------------------------------------------
+
+
+@router.get("/devices", tags=["devices"], summary="List registered devices")
+async def list_devices(
+    ctx: Context,
+    prefix: Annotated[str | None, Query(description="only endpoints starting with this")] = None,
+) -> list[JsonObject]:
+    """Every current registration, ordered by endpoint name (a JSON list)."""
+    registrations = sorted(ctx.server.registrations(), key=lambda r: r.endpoint)
+    return [
+        registration_json(r)
+        for r in registrations
+        if prefix is None or r.endpoint.startswith(prefix)
+    ]
+
+
+@router.get("/devices/{endpoint}", tags=["devices"], summary="Show one device")
+async def show_device(ctx: Context, endpoint: str) -> JsonObject:
+    """Registration, objects (with model names), last reported values, observations and the
+    security mode (never the key)."""
+    reg = ctx.server.registration(endpoint)
+    if reg is None:
+        raise unknown_endpoint(endpoint)
+    values = await ctx.server.last_values(endpoint)
+    security = await ctx.store.read(lambda tx: ctx.store.security.get(tx, endpoint))
+    return {
+        **registration_json(reg),
+        "objects": objects_json(reg, ctx.model),
+        "last_values": last_values_json(values, ctx.model),
+        "observations": [observation_json(o, ctx.model) for o in ctx.server.observations(endpoint)],
+        "security": security_json(security) if security is not None else None,
+    }
+
+
+# -- single-path operations -----------------------------------------------------------------------
+
+NODE_EXAMPLES: dict[str, Any] = {
+    "value": {"summary": "one resource", "value": {"value": "+02:00"}},
+    "instance": {
+        "summary": "an object instance",
+        "value": {"resources": [{"id": 1, "value": 300}, {"id": 3, "value": 60}]},
+    },
+    "multiple": {
+        "summary": "a multiple resource",
+        "value": {"instances": [{"id": 0, "value": 1}, {"id": 1, "value": 5}]},
+    },
+}
+NodeBody = Annotated[
+    dict[str, Any],
+    Body(
+        description="the node in the shape Read returns (docs/API.md); `path` optional",
+        openapi_examples=NODE_EXAMPLES,
+    ),
+]
+
+
+@router.get("/devices/{endpoint}/data/{path:path}", tags=["operations"], summary="Read")
+async def read(ctx: Context, endpoint: str, path: PathParam, options: Options) -> JsonObject:
+    """Read an object, instance, resource or resource instance."""
+    target = parse_path(path)
+    result = await ctx.server.read(endpoint, target, **options.kwargs())
+    body = _check(result, endpoint, "read", target)
+    body["content_format"] = format_name(result.content_format)
+    body["content"] = (
+        node_to_json(result.content, target, ctx.model) if result.content is not None else None
+    )
+    return body
+
+
+async def _write(
+    ctx: ApiContext,
+    endpoint: str,
+    path: str,
+    data: dict[str, Any],
+    options: OpOptions,
+    *,
+    replace: bool,
+) -> JsonObject:
+    target = parse_path(path)
+    operation = "write" if replace else "write-update"
+    if target.is_root:
+        raise InputError("path", "cannot write the root path; name an object or below")
+    definition = resource_definition(ctx.model, target.object_id, target.resource_id)
+    text = data.get("value")
+    if (
+        target.level >= 3
+        and definition is None
+        and data.get("type") is None
+        and isinstance(text, str)
+        and "instances" not in data
+    ):
+        # A resource the model does not know, given as text: let the server encode the text
+        # as it is (text/plain), which is what a device without a DDF here expects.
+        result = await ctx.server.write_value(endpoint, target, text, **options.kwargs())
+    else:
+        node = node_from_json(data, target, ctx.model)
+        result = await ctx.server.write(endpoint, target, node, replace=replace, **options.kwargs())
+    return _check(result, endpoint, operation, target)
+
+
+@router.put("/devices/{endpoint}/data/{path:path}", tags=["operations"], summary="Write (replace)")
+async def write(
+    ctx: Context, endpoint: str, path: PathParam, data: NodeBody, options: Options
+) -> JsonObject:
+    """Write (CoAP PUT): replace the node at the path with the body."""
+    return await _write(ctx, endpoint, path, data, options, replace=True)
+
+
+@router.patch(
+    "/devices/{endpoint}/data/{path:path}", tags=["operations"], summary="Write (partial update)"
+)
+async def write_update(
+    ctx: Context, endpoint: str, path: PathParam, data: NodeBody, options: Options
+) -> JsonObject:
+    """Write (CoAP POST): update the resources given, keep the others."""
+    return await _write(ctx, endpoint, path, data, options, replace=False)
+
+
+CreateBody = Annotated[
+    dict[str, Any],
+    Body(
+        description='`{"id": optional instance id, "resources": [...]}`; without an id the '
+        "device chooses one",
+        openapi_examples={
+            "apn": {
+                "summary": "an APN profile",
+                "value": {"resources": [{"id": 0, "value": "iot-apn"}, {"id": 1, "value": "iot"}]},
+            }
+        },
+    ),
+]
+
+
+@router.post(
+    "/devices/{endpoint}/data/{path:path}",
+    tags=["operations"],
+    summary="Create",
+    status_code=201,
+)
+async def create(
+    ctx: Context, endpoint: str, path: PathParam, data: CreateBody, options: Options
+) -> JsonObject:
+    """Create an object instance under an object path (``.../data/11``)."""
+    target = parse_path(path)
+    parsed = new_instance_from_json(data, target, ctx.model)
+    instance = parsed[1] if isinstance(parsed, tuple) else parsed
+    result = await ctx.server.create(endpoint, target, instance, **options.kwargs())
+    body = _check(result, endpoint, "create", target)
+    body["location"] = str(result.location) if result.location is not None else None
+    return body
+
+
+@router.delete("/devices/{endpoint}/data/{path:path}", tags=["operations"], summary="Delete")
+async def delete(ctx: Context, endpoint: str, path: PathParam, options: Options) -> JsonObject:
+    """Delete an object instance."""
+    target = parse_path(path)
+    result = await ctx.server.delete(endpoint, target, **options.kwargs(with_format=False))
+    return _check(result, endpoint, "delete", target)
+
+
+class ExecuteBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    arguments: str | None = Field(
+        default=None, description="LwM2M execute arguments, e.g. 0='v1',1", examples=["0='5'"]
+    )
+
+
+@router.post("/devices/{endpoint}/execute/{path:path}", tags=["operations"], summary="Execute")
+async def execute(
+    ctx: Context,
+    endpoint: str,
+    path: PathParam,
+    options: Options,
+    data: Annotated[ExecuteBody | None, Body()] = None,
+) -> JsonObject:
+    """Execute a resource (reboot /3/0/4, firmware update /5/0/2, ...)."""
+    target = parse_path(path)
+    arguments = data.arguments if data is not None else None
+    result = await ctx.server.execute(
+        endpoint, target, arguments, **options.kwargs(with_format=False)
+    )
+    return _check(result, endpoint, "execute", target)
+
+
+@router.get("/devices/{endpoint}/discover/{path:path}", tags=["operations"], summary="Discover")
+async def discover(ctx: Context, endpoint: str, path: PathParam, options: Options) -> JsonObject:
+    """Discover: the resources under a path and their attributes."""
+    target = parse_path(path)
+    result = await ctx.server.discover(endpoint, target, **options.kwargs(with_format=False))
+    body = _check(result, endpoint, "discover", target)
+    body["links"] = [link_json(link, ctx.model) for link in result.links]
+    return body
+
+
+class AttributesBody(BaseModel):
+    """Notification attributes to set; names in ``unset`` are removed."""
+
+    model_config = ConfigDict(extra="forbid")
+    pmin: int | None = Field(default=None, ge=0, description="minimum period, seconds")
+    pmax: int | None = Field(default=None, ge=0, description="maximum period, seconds")
+    gt: float | None = Field(default=None, description="notify when rising above")
+    lt: float | None = Field(default=None, description="notify when falling below")
+    st: float | None = Field(default=None, ge=0, description="notify on a change of at least")
+    epmin: int | None = Field(default=None, ge=0, description="minimum evaluation period")
+    epmax: int | None = Field(default=None, ge=0, description="maximum evaluation period")
+    unset: list[str] = Field(default_factory=list, description="attribute names to remove")
+
+
+_WRITABLE_ATTRIBUTES = ("pmin", "pmax", "gt", "lt", "st", "epmin", "epmax")
+
+
+@router.put(
+    "/devices/{endpoint}/attributes/{path:path}", tags=["operations"], summary="Write-Attributes"
+)
+async def write_attributes(
+    ctx: Context, endpoint: str, path: PathParam, data: AttributesBody, options: Options
+) -> JsonObject:
+    """Write-Attributes: set or unset the notification attributes of a path."""
+    target = parse_path(path)
+    for n, name in enumerate(data.unset):
+        if name not in _WRITABLE_ATTRIBUTES:
+            raise InputError(
+                f"body.unset[{n}]", f"{name!r} is not one of {', '.join(_WRITABLE_ATTRIBUTES)}"
+            )
+    given = {k: v for k, v in data.model_dump(exclude={"unset"}).items() if v is not None}
+    clash = sorted(set(given) & set(data.unset))
+    if clash:
+        raise InputError("body.unset", f"{', '.join(clash)} both set and unset; choose one")
+    if not given and not data.unset:
+        raise InputError("body", "give at least one attribute to set (pmin, pmax, ...) or unset")
+    try:
+        update = AttributeUpdate(Attributes(**given), frozenset(data.unset))
+    except (LinkFormatError, TypeError) as err:
+        raise InputError("body", str(err)) from err
+    result = await ctx.server.write_attributes(
+        endpoint, target, update, **options.kwargs(with_format=False)
+    )
+    body = _check(result, endpoint, "write-attributes", target)
+    body["attributes"] = {**given, "unset": sorted(data.unset)}
+    return body
+
+
+@router.post("/devices/{endpoint}/observe/{path:path}", tags=["operations"], summary="Observe")
+async def observe(ctx: Context, endpoint: str, path: PathParam, options: Options) -> JsonObject:
+    """Observe a path: the current content now, notifications on ``GET /events``."""
+    target = parse_path(path)
+    result = await ctx.server.observe(endpoint, target, **options.kwargs())
+    body = _check(result, endpoint, "observe", target)
+    body.update(
+        observation_id=result.observation_id,
+        paths=[str(p) for p in result.paths],
+        content_format=format_name(result.content_format),
+        content=nodes_to_json(result.content, ctx.model),
+    )
+    return body
+
+
+# -- composite ------------------------------------------------------------------------------------
+
+
+class PathsBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    paths: list[str] = Field(min_length=1, examples=[["/3/0/0", "/3/0/9", "/1/0/1"]])
+
+
+class CompositeWriteBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    content: list[dict[str, Any]] = Field(
+        min_length=1,
+        description="nodes, each with its `path`, in the shape Read returns",
+        examples=[[{"path": "/1/0/1", "value": 300}, {"path": "/3/0/14", "value": "+01"}]],
+    )
+
+
+def _paths(raw: list[str]) -> list[Path]:
+    return [parse_path(p, f"body.paths[{n}]") for n, p in enumerate(raw)]
+
+
+@router.post("/devices/{endpoint}/composite/read", tags=["composite"], summary="Read-Composite")
+async def read_composite(
+    ctx: Context, endpoint: str, data: PathsBody, options: Options
+) -> JsonObject:
+    """Read several paths in one request; paths the device lacks are left out."""
+    paths = _paths(data.paths)
+    result = await ctx.server.read_composite(endpoint, paths, **options.kwargs())
+    body = _check(result, endpoint, "read-composite", None)
+    body.update(
+        paths=[str(p) for p in paths],
+        content_format=format_name(result.content_format),
+        content=nodes_to_json(result.content, ctx.model),
+    )
+    return body
+
+
+@router.post("/devices/{endpoint}/composite/write", tags=["composite"], summary="Write-Composite")
+async def write_composite(
+    ctx: Context, endpoint: str, data: CompositeWriteBody, options: Options
+) -> JsonObject:
+    """Write several paths atomically."""
+    content = composite_from_json(data.content, ctx.model)
+    result = await ctx.server.write_composite(endpoint, content, **options.kwargs())
+    body = _check(result, endpoint, "write-composite", None)
+    body["paths"] = [str(p) for p in sorted(content)]
+    return body
+
+
+@router.post(
+    "/devices/{endpoint}/composite/observe", tags=["composite"], summary="Observe-Composite"
+)
+async def observe_composite(
+    ctx: Context, endpoint: str, data: PathsBody, options: Options
+) -> JsonObject:
+    """Observe several paths as one observation."""
+    paths = _paths(data.paths)
+    result = await ctx.server.observe_composite(endpoint, paths, **options.kwargs())
+    body = _check(result, endpoint, "observe-composite", None)
+    body.update(
+        observation_id=result.observation_id,
+        paths=[str(p) for p in result.paths],
+        content_format=format_name(result.content_format),
+        content=nodes_to_json(result.content, ctx.model),
+    )
+    return body
+
+
+# -- observations and queue -----------------------------------------------------------------------
+
+
+@router.get("/observations", tags=["observations"], summary="List active observations")
+async def list_observations(
+    ctx: Context,
+    endpoint: Annotated[str | None, Query(description="only this device's")] = None,
+) -> list[JsonObject]:
+    return [observation_json(o, ctx.model) for o in ctx.server.observations(endpoint)]
+
+
+@router.get(
+    "/devices/{endpoint}/observations", tags=["observations"], summary="A device's observations"
+)
+async def device_observations(ctx: Context, endpoint: str) -> list[JsonObject]:
+    if ctx.server.registration(endpoint) is None:
+        raise unknown_endpoint(endpoint)
+    return [observation_json(o, ctx.model) for o in ctx.server.observations(endpoint)]
+
+
+@router.delete(
+    "/observations/{observation_id}", tags=["observations"], summary="Cancel an observation"
+)
+async def cancel_observation(
+    ctx: Context,
+    observation_id: str,
+    active: Annotated[
+        bool,
+        Query(description="tell the device (GET Observe=1); false: forget it, RST the next"),
+    ] = True,
+    timeout: Annotated[float | None, Query(gt=0, le=86_400)] = None,
+) -> JsonObject:
+    known = {o.observation_id: o for o in ctx.server.observations()}
+    info = known.get(observation_id)
+    endpoint = info.endpoint if info is not None else ""
+    result = await ctx.server.cancel_observation(observation_id, active=active, timeout=timeout)
+    body = _check(result, endpoint, "cancel-observation", None)
+    body["observation_id"] = observation_id
+    return body
+
+
+@router.get("/devices/{endpoint}/queue", tags=["queue"], summary="Queued requests of a device")
+async def queued_requests(ctx: Context, endpoint: str) -> list[JsonObject]:
+    """Requests waiting for (or recently delivered to) a sleeping queue-mode device."""
+    return [queued_request_json(r) for r in await ctx.server.queued_requests(endpoint)]
+
+
+@router.delete("/queue/{request_id}", tags=["queue"], summary="Cancel a queued request")
+async def cancel_queued(ctx: Context, request_id: int) -> JsonObject:
+    if not await ctx.server.cancel_queued(request_id):
+        raise ApiError(
+            404,
+            "not_found",
+            f"no pending queued request {request_id}; it was delivered, expired or cancelled "
+            "already (see GET /devices/{endpoint}/queue)",
+            request_id=request_id,
+        )
+    return {"status": "success", "request_id": request_id}

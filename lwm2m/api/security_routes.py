@@ -1,0 +1,176 @@
+"""Per-endpoint security: which DTLS credentials an endpoint must present, or a NoSec grant.
+
+``PUT /security/{endpoint}`` replaces the endpoint's record as a whole -- what the request
+says is exactly what is configured afterwards, which is the least surprising rule for
+credentials. Keys go in as hex and never come out: responses show a PSK's length and the
+first 8 hex digits of its SHA-256 (:func:`lwm2m.api.views.security_json`).
+
+A certificate is given as PEM; its subject (RFC 4514) and SHA-256 fingerprint are stored, so
+the device must present that exact certificate (pinning) or one with that subject.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Annotated
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from lwm2m.api.context import ApiContext
+from lwm2m.api.deps import context_of
+from lwm2m.api.errors import ApiError
+from lwm2m.api.parse import InputError
+from lwm2m.api.render import JsonObject
+from lwm2m.api.views import security_json
+from lwm2m.store import EndpointSecurity, PskCredential, X509Credential
+
+router = APIRouter()
+Context = Annotated[ApiContext, Depends(context_of)]
+
+MAX_PSK_BYTES = 64
+
+
+class SecurityBody(BaseModel):
+    """The endpoint's credentials; give a PSK, a certificate, a NoSec grant, or a mix."""
+
+    model_config = ConfigDict(extra="forbid")
+    psk_identity: str | None = Field(default=None, min_length=1, max_length=256)
+    psk_key: str | None = Field(
+        default=None,
+        description="the pre-shared key as hex",
+        examples=["000102030405060708090a0b0c0d0e0f"],
+    )
+    certificate: str | None = Field(
+        default=None,
+        description="the device's certificate, PEM; its subject and SHA-256 are pinned",
+    )
+    x509_subject: str | None = Field(
+        default=None, description="certificate subject (RFC 4514) if no certificate is given"
+    )
+    x509_fingerprint: str | None = Field(
+        default=None, description="SHA-256 of the device certificate (DER), 64 hex digits"
+    )
+    allow_nosec: bool = Field(
+        default=False, description="allow this endpoint to register over plain CoAP"
+    )
+
+
+def _psk(body: SecurityBody) -> PskCredential | None:
+    if body.psk_identity is None and body.psk_key is None:
+        return None
+    if body.psk_identity is None:
+        raise InputError("body.psk_identity", "a PSK key needs its identity (psk_identity)")
+    if body.psk_key is None:
+        raise InputError("body.psk_key", "a PSK identity needs its key (psk_key, hex)")
+    text = body.psk_key.strip().replace(":", "")
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise InputError(
+            "body.psk_key", "the key must be hex, two digits per byte (e.g. 0011aabb...)"
+        ) from None
+    if not 1 <= len(key) <= MAX_PSK_BYTES:
+        raise InputError("body.psk_key", f"the key must be 1..{MAX_PSK_BYTES} bytes (16 is usual)")
+    return PskCredential(body.psk_identity, key)
+
+
+def _x509(body: SecurityBody) -> X509Credential | None:
+    subject = body.x509_subject
+    fingerprint = body.x509_fingerprint
+    if body.certificate is not None:
+        try:
+            cert = x509.load_pem_x509_certificate(body.certificate.encode("utf-8"))
+        except (ValueError, UnicodeEncodeError):
+            raise InputError(
+                "body.certificate",
+                "not a PEM certificate (-----BEGIN CERTIFICATE----- ...); convert DER with "
+                "`openssl x509 -inform der -in cert.der`",
+            ) from None
+        cert_subject = cert.subject.rfc4514_string()
+        cert_fingerprint = hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
+        if subject is not None and subject != cert_subject:
+            raise InputError(
+                "body.x509_subject", f"does not match the certificate's subject {cert_subject!r}"
+            )
+        if fingerprint is not None and fingerprint.replace(":", "").lower() != cert_fingerprint:
+            raise InputError("body.x509_fingerprint", "does not match the certificate's SHA-256")
+        subject, fingerprint = cert_subject, cert_fingerprint
+    if subject is None and fingerprint is None:
+        return None
+    if subject is None:
+        raise InputError(
+            "body.x509_subject", "a fingerprint needs the certificate subject (or the certificate)"
+        )
+    if not subject.strip():
+        raise InputError("body.x509_subject", "must not be empty")
+    return X509Credential(subject, fingerprint)
+
+
+@router.get("/security", tags=["security"], summary="List endpoint security records")
+async def list_security(
+    ctx: Context,
+    after: Annotated[str | None, Query(description="page after this endpoint name")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+) -> JsonObject:
+    """Security records in endpoint order; ``next_after`` pages on (keys are never shown)."""
+    page = await ctx.store.read(
+        lambda tx: ctx.store.security.list_page(tx, after=after, limit=limit)
+    )
+    return {"items": [security_json(s) for s in page.items], "next_after": page.next_after}
+
+
+@router.get("/security/{endpoint}", tags=["security"], summary="Show an endpoint's security")
+async def get_security(ctx: Context, endpoint: str) -> JsonObject:
+    found = await ctx.store.read(lambda tx: ctx.store.security.get(tx, endpoint))
+    if found is None:
+        raise _no_record(endpoint)
+    return security_json(found)
+
+
+@router.put("/security/{endpoint}", tags=["security"], summary="Set an endpoint's security")
+async def set_security(ctx: Context, endpoint: str, body: SecurityBody) -> JsonObject:
+    """Replace the endpoint's credentials. A device already registered keeps its registration
+    until it registers again; the new credentials apply from its next DTLS handshake."""
+    if not endpoint.strip():
+        raise InputError("endpoint", "the endpoint name must not be empty")
+    psk = _psk(body)
+    cert = _x509(body)
+    if psk is None and cert is None and not body.allow_nosec:
+        raise InputError(
+            "body",
+            "give psk_identity + psk_key, a certificate, or allow_nosec: true (to remove the "
+            "record use DELETE /security/{endpoint})",
+        )
+    record = EndpointSecurity(endpoint, psk=psk, x509=cert, allow_nosec=body.allow_nosec)
+    now = time.time()
+    try:
+        previous = await ctx.store.write(lambda tx: ctx.store.security.set(tx, record, now))
+    except ValueError as err:  # the store's own fingerprint check
+        raise InputError("body.x509_fingerprint", str(err)) from err
+    stored = await ctx.store.read(lambda tx: ctx.store.security.get(tx, endpoint))
+    assert stored is not None
+    return {**security_json(stored), "replaced": previous is not None}
+
+
+@router.delete("/security/{endpoint}", tags=["security"], summary="Remove an endpoint's security")
+async def remove_security(ctx: Context, endpoint: str) -> JsonObject:
+    """Delete the record: the endpoint then registers as the server's default allows."""
+    found = await ctx.store.read(lambda tx: ctx.store.security.get(tx, endpoint))
+    if found is None:
+        raise _no_record(endpoint)
+    removed = await ctx.store.write(lambda tx: ctx.store.security.remove(tx, endpoint))
+    return {**security_json(removed), "removed": True}
+
+
+def _no_record(endpoint: str) -> ApiError:
+    return ApiError(
+        404,
+        "not_found",
+        f"endpoint {endpoint!r} has no security record; set one with PUT /security/{endpoint} "
+        "(`fleetloop security set`)",
+        endpoint=endpoint,
+    )
