@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,7 +178,9 @@ class ApiClient:
             return None
         return _body(response)
 
-    def events(self, params: Mapping[str, Any] | None = None) -> Iterator[tuple[str, Any]]:
+    def events(
+        self, params: Mapping[str, Any] | None = None
+    ) -> Generator[tuple[str, Any], None, None]:
         """Server-sent events from ``/events`` as ``(event, data)``; ends when the server does."""
         query = {k: v for k, v in (params or {}).items() if v is not None}
         try:

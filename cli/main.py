@@ -2,17 +2,134 @@
 
 Every operator command lives under this group; commands that act on a running server talk to
 its HTTP management API (found from ``FLEETLOOP_URL``/``FLEETLOOP_TOKEN`` or the data dir).
+
+Failures print one line on stderr (``error: ...``) and exit non-zero -- 1 when the request
+failed, 2 for usage errors, 3 when no server could be reached (see :mod:`cli.client`). A
+traceback is never shown to an operator; ``FLEETLOOP_DEBUG=1`` shows it for bug reports.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
 import click
 
+from cli.client import CliFailure
+from cli.commands import ALL_COMMANDS
+from cli.datadir import DataDirError
+from cli.settings import LOG_FORMATS, LOG_LEVELS, SettingsError
+from lwm2m.store import StoreError
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug, not an operator mistake
+
+
+class FleetloopGroup(click.Group):
+    """A click group that turns every failure into one line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CliFailure as failure:
+            click.echo(f"error: {failure.message}", err=True)
+            ctx.exit(failure.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            ctx.exit(130)
+        except Exception as err:
+            if os.environ.get("FLEETLOOP_DEBUG"):
+                raise
+            click.echo(
+                f"error: internal error ({type(err).__name__}: {err}); rerun with "
+                "FLEETLOOP_DEBUG=1 for the traceback and report it",
+                err=True,
+            )
+            ctx.exit(EXIT_INTERNAL)
+
+
+@click.group(cls=FleetloopGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="fleetloop", prog_name="fleetloop")
 def main() -> None:
-    """fleetloop — LwM2M bootstrap + device management for cellular IoT fleets."""
+    """fleetloop — LwM2M bootstrap + device management for cellular IoT fleets.
+
+    Start the server with `fleetloop serve`; the other commands talk to it, finding it through
+    FLEETLOOP_URL + FLEETLOOP_TOKEN or the data directory (FLEETLOOP_DATA_DIR, default
+    ~/.local/share/fleetloop) where `serve` records its address and token.
+    """
+
+
+def _listen_option(flag: str, help_text: str) -> Callable[[F], F]:
+    return click.option(flag, metavar="[HOST:]PORT", help=help_text)
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML settings file (env FLEETLOOP_CONFIG); flags and env override it",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="database, token and api.json (default: $XDG_DATA_HOME/fleetloop)",
+)
+@_listen_option("--coap", "DM server CoAP port (default 5683; 0: any free port)")
+@_listen_option("--coaps", "DM server CoAPs/DTLS port (default 5684; off: disabled)")
+@_listen_option("--bs-coap", "bootstrap CoAP port (default 5783; not served in this build)")
+@_listen_option("--bs-coaps", "bootstrap CoAPs port (default 5784; not served in this build)")
+@_listen_option("--api", "management API address (default 127.0.0.1:8080)")
+@click.option("--database-url", metavar="URL", help="postgresql+psycopg://... (default: SQLite)")
+@click.option(
+    "--secure-only/--no-secure-only",
+    default=None,
+    help="refuse plain-CoAP registration without a per-endpoint NoSec grant",
+)
+@click.option(
+    "--objects",
+    multiple=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="folder of OMA DDF XML object definitions (repeatable)",
+)
+@click.option(
+    "--x509-cert", type=click.Path(dir_okay=False, path_type=Path), help="server cert chain (PEM)"
+)
+@click.option(
+    "--x509-key", type=click.Path(dir_okay=False, path_type=Path), help="server key (PEM)"
+)
+@click.option("--x509-ca", type=click.Path(dir_okay=False, path_type=Path), help="device CA (PEM)")
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), help="kv (default) or json lines")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), help="default: info")
+def serve(config_file: Path | None, **flags: Any) -> None:
+    """Run the LwM2M DM server (CoAP + CoAPs) and the management API until SIGINT/SIGTERM.
+
+    Every setting is also an environment variable (FLEETLOOP_COAP, ...) and a TOML key;
+    precedence: flag > environment > --config file > default (docs/CONFIG.md).
+    """
+    from cli import logs
+    from cli import serve as serving
+    from cli import settings as settings_mod
+
+    try:
+        settings = settings_mod.load(flags, config_file=config_file)
+    except SettingsError as err:
+        raise CliFailure(str(err), 2) from None
+    logs.configure(settings.log_format, settings.log_level)
+    try:
+        asyncio.run(serving.serve(settings))
+    except (serving.ServeError, DataDirError, StoreError) as err:
+        raise CliFailure(str(err)) from None
+    sys.exit(0)
+
+
+for _command in ALL_COMMANDS:
+    main.add_command(_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

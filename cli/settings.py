@@ -54,6 +54,9 @@ class ServeSettings:
     database_url: str | None = None
     secure_only: bool = False
     objects: tuple[Path, ...] = ()
+    x509_cert: Path | None = None
+    x509_key: Path | None = None
+    x509_ca: Path | None = None
     log_format: Literal["kv", "json"] = "kv"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     config_file: Path | None = None
@@ -190,6 +193,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("database_url", "--database-url", _text, None, "PostgreSQL URL (default: SQLite)"),
     Setting("secure_only", "--secure-only", _bool, False, "refuse NoSec without a grant"),
     Setting("objects", "--objects", _paths, (), "extra OMA DDF XML folders"),
+    Setting("x509_cert", "--x509-cert", _path, None, "server certificate chain (PEM) for CoAPs"),
+    Setting("x509_key", "--x509-key", _path, None, "server private key (PEM, EC P-256)"),
+    Setting("x509_ca", "--x509-ca", _path, None, "CA certificate(s) device certificates chain to"),
     Setting("log_format", "--log-format", _choice(LOG_FORMATS), "kv", "kv or json"),
     Setting("log_level", "--log-level", _choice(LOG_LEVELS), "info", "log level"),
 )
@@ -245,6 +251,12 @@ def resolve(
         else:
             values[setting.name] = setting.default
             sources[setting.name] = "default"
+    x509 = [values[k] is not None for k in ("x509_cert", "x509_key", "x509_ca")]
+    if any(x509) and not all(x509):
+        raise SettingsError(
+            "certificate mode needs all three of --x509-cert, --x509-key and --x509-ca "
+            "(server chain, its key, the CA that signs device certificates)"
+        )
     if values["data_dir"] is None:
         values["data_dir"] = default_data_dir(env)
     _check_ports(values)

@@ -1,0 +1,351 @@
+"""``fleetloop serve``: the DM server (CoAP + CoAPs) and the management API in one event loop.
+
+Start-up order, each step failing with one line that says what to change:
+
+1. settings (flag > env > TOML > default, :mod:`cli.settings`) and logging;
+2. the data directory: created 0700, locked (one server per directory), API token created on
+   first start (0600);
+3. the object model (built-ins + ``--objects`` folders), the store (SQLite under the data
+   directory, or ``--database-url``) and its schema;
+4. the LwM2M server (:class:`lwm2m.server.LwM2MServer`) on the CoAP/CoAPs ports;
+5. the API: the socket is bound here (so port 0 works and a busy port fails early), then
+   ``uvicorn.Server.serve()`` runs as a task of this same loop -- the routes await the
+   server's coroutines directly;
+6. ``api.json`` (URL, token, the ports actually bound) for the CLI, then the ``ready`` line.
+
+SIGINT/SIGTERM start a graceful shutdown in the reverse order: event streams end, uvicorn
+finishes in-flight requests (5 s at most), the LwM2M server stops, the store commits what is
+queued and closes, ``api.json`` is removed and the lock released. A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import signal
+import socket
+import time
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+import objects
+from cli.datadir import (
+    ApiInfo,
+    ServeLock,
+    ensure_token,
+    prepare,
+    remove_api_info,
+    write_api_info,
+)
+from cli.settings import Listen, ServeSettings
+from lwm2m.api import ApiContext, create_app
+from lwm2m.api.render import iso8601
+from lwm2m.server import LwM2MServer, ServerConfig
+from lwm2m.store import Store
+from lwm2m.transport import X509Credentials
+
+log = logging.getLogger("fleetloop.serve")
+
+GRACEFUL_SECONDS = 5.0
+
+
+class ServeError(RuntimeError):
+    """Start-up failed; the message is the one line to show the operator."""
+
+
+class _EmbeddedUvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling: ``serve`` owns SIGINT/SIGTERM for the whole
+    process, and uvicorn re-raising a captured signal after shutdown would kill the process
+    before the LwM2M server and the store have closed."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    host: str
+    port: int
+
+    def json(self) -> dict[str, object]:
+        return {"host": self.host, "port": self.port}
+
+
+def _bound(address: tuple[object, ...] | None) -> Bound | None:
+    if address is None:
+        return None
+    return Bound(str(address[0]), int(str(address[1])))
+
+
+def bind_api_socket(listen: Listen) -> socket.socket:
+    """A listening-ready TCP socket for the API (``port`` 0: ephemeral)."""
+    host = listen.host or "127.0.0.1"
+    try:
+        infos = socket.getaddrinfo(
+            host, listen.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as err:
+        raise ServeError(f"--api host {host!r} does not resolve: {err.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError as err:
+        sock.close()
+        raise ServeError(
+            f"cannot listen for the API on {listen}: {err.strerror}; choose another with "
+            "--api HOST:PORT (port 0 picks a free one)"
+        ) from None
+    return sock
+
+
+def api_url(host: str, port: int) -> str:
+    """The URL a local CLI uses: a wildcard bind is reached through loopback."""
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise ServeError(f"cannot read the {what} {path}: {err.strerror}") from None
+
+
+def load_x509(settings: ServeSettings) -> X509Credentials | None:
+    """The DTLS certificate material from ``--x509-cert/--x509-key/--x509-ca`` (PEM files)."""
+    if settings.x509_cert is None or settings.x509_key is None or settings.x509_ca is None:
+        return None
+    chain_pem = _read(settings.x509_cert, "server certificate")
+    chain = tuple(_PEM_CERT.findall(chain_pem)) or (chain_pem,)
+    anchors_pem = _read(settings.x509_ca, "CA certificate file")
+    anchors = tuple(_PEM_CERT.findall(anchors_pem)) or (anchors_pem,)
+    return X509Credentials(chain, _read(settings.x509_key, "server private key"), anchors)
+
+
+def server_config(settings: ServeSettings) -> ServerConfig:
+    """The LwM2M server's configuration from the serve settings."""
+    try:
+        return ServerConfig(
+            coap_host=settings.coap.host,
+            coap_port=settings.coap.port,
+            coaps_host=settings.coaps.host if settings.coaps else None,
+            coaps_port=settings.coaps.port if settings.coaps else None,
+            secure_only=settings.secure_only,
+            x509=load_x509(settings),
+        )
+    except ValueError as err:
+        raise ServeError(f"invalid server settings: {err}") from None
+
+
+def _log_bootstrap_notice(settings: ServeSettings) -> None:
+    if settings.bs_coap is None and settings.bs_coaps is None:
+        return
+    log.warning(
+        "the bootstrap server is not part of this build yet: nothing listens on the bootstrap "
+        "ports; devices must be provisioned with the DM server's address directly",
+        extra={
+            "bs_coap": str(settings.bs_coap) if settings.bs_coap else "off",
+            "bs_coaps": str(settings.bs_coaps) if settings.bs_coaps else "off",
+        },
+    )
+
+
+def _log_security_posture(settings: ServeSettings) -> None:
+    if settings.secure_only:
+        if settings.coaps is None:
+            log.warning(
+                "secure-only with CoAPs off: only endpoints with an explicit NoSec grant "
+                "(`fleetloop security set EP --allow-nosec`) can register"
+            )
+        else:
+            log.info("secure-only: plain-CoAP registration needs a per-endpoint NoSec grant")
+    else:
+        log.warning(
+            "NoSec registration is open: any endpoint without a security record may register "
+            "over plain CoAP; set credentials with `fleetloop security set` and restart with "
+            "--secure-only (or secure_only = true) to close it"
+        )
+
+
+def _log_api_exposure(listen_host: str) -> None:
+    if listen_host not in ("127.0.0.1", "::1", "localhost"):
+        log.warning(
+            "the management API listens beyond loopback over plain HTTP: the bearer token "
+            "travels in clear; put a TLS reverse proxy in front of it",
+            extra={"api_host": listen_host},
+        )
+
+
+class Service:
+    """The running pieces, so that shutdown can undo exactly what start-up did."""
+
+    def __init__(self, settings: ServeSettings) -> None:
+        self.settings = settings
+        self.data_dir = settings.data_dir
+        self.lock: ServeLock | None = None
+        self.store: Store | None = None
+        self.server: LwM2MServer | None = None
+        self.context: ApiContext | None = None
+        self.uvicorn: _EmbeddedUvicorn | None = None
+        self.api_task: asyncio.Task[None] | None = None
+        self.info: ApiInfo | None = None
+
+    async def start(self) -> ApiInfo:
+        settings = self.settings
+        self.data_dir = prepare(settings.data_dir)
+        self.lock = ServeLock(self.data_dir)
+        self.lock.acquire()
+        token, created = ensure_token(self.data_dir)
+        if created:
+            log.info(
+                "generated the API token",
+                extra={"token_file": str(self.data_dir / "api-token")},
+            )
+        try:
+            loaded = objects.load_model(settings.objects)
+        except objects.ObjectsError as err:
+            raise ServeError(f"cannot load the object definitions: {err}") from None
+        for override in loaded.overrides:
+            log.info(
+                "object definition replaced",
+                extra={"object": override.object_id, "origin": override.origin},
+            )
+        for path, reason in loaded.skipped:
+            log.warning("DDF file skipped", extra={"file": str(path), "reason": reason})
+        config = server_config(settings)
+        self.store = await asyncio.to_thread(Store.open, settings.database_url, self.data_dir)
+        await asyncio.to_thread(self.store.create_schema)
+        log.info("store open", extra={"database": self.store.url})
+        _log_bootstrap_notice(settings)
+        try:
+            self.server = await LwM2MServer.start(config, self.store, loaded)
+        except OSError as err:
+            raise ServeError(
+                f"cannot open the CoAP sockets ({settings.coap}, coaps {settings.coaps}): "
+                f"{err.strerror or err}; choose other ports with --coap/--coaps (0: any free)"
+            ) from None
+        _log_security_posture(settings)
+        sock = bind_api_socket(settings.api)
+        host, port = sock.getsockname()[:2]
+        _log_api_exposure(host)
+        self.context = ApiContext(self.server, self.store, loaded, token)
+        app = create_app(self.context)
+        config_uv = uvicorn.Config(
+            app,
+            log_config=None,
+            access_log=True,
+            lifespan="off",
+            timeout_graceful_shutdown=int(GRACEFUL_SECONDS),
+            server_header=False,
+        )
+        self.uvicorn = _EmbeddedUvicorn(config_uv)
+        self.api_task = asyncio.create_task(self.uvicorn.serve(sockets=[sock]), name="api")
+        while not self.uvicorn.started:
+            if self.api_task.done():
+                self.api_task.result()
+                raise ServeError("the management API stopped during start-up (see the log)")
+            await asyncio.sleep(0.01)
+        coap = _bound(self.server.coap_address)
+        coaps = _bound(self.server.coaps_address)
+        url = api_url(host, port)
+        self.info = ApiInfo(
+            url=url,
+            token=token,
+            pid=os.getpid(),
+            api={"host": host, "port": port},
+            coap=coap.json() if coap else None,
+            coaps=coaps.json() if coaps else None,
+            database=self.store.url,
+            version=self.context.version,
+            started_at=iso8601(time.time()),
+        )
+        write_api_info(self.data_dir, self.info)
+        log.info(
+            "ready",
+            extra={
+                "api": url,
+                "coap": f"{coap.host}:{coap.port}" if coap else "off",
+                "coaps": f"{coaps.host}:{coaps.port}" if coaps else "off",
+                "data_dir": str(self.data_dir),
+                "secure_only": settings.secure_only,
+            },
+        )
+        return self.info
+
+    async def stop(self) -> None:
+        """Undo :meth:`start` in reverse; safe after a partial start."""
+        log.info("stopping")
+        if self.context is not None:
+            self.context.close_streams()
+        if self.uvicorn is not None and self.api_task is not None:
+            self.uvicorn.should_exit = True
+            try:
+                await asyncio.wait_for(asyncio.shield(self.api_task), GRACEFUL_SECONDS + 2)
+            except (TimeoutError, Exception):
+                self.uvicorn.force_exit = True
+                self.api_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await self.api_task
+        if self.server is not None:
+            try:
+                await self.server.stop()
+            except Exception:
+                log.exception("the LwM2M server did not stop cleanly")
+        if self.store is not None:
+            await self.store.aclose()
+        if self.info is not None:
+            remove_api_info(self.data_dir, os.getpid())
+        if self.lock is not None:
+            self.lock.release()
+        log.info("stopped")
+
+
+async def serve(settings: ServeSettings) -> None:
+    """Run until SIGINT/SIGTERM (or until the API task dies), then shut down gracefully."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals_seen = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen > 1:
+            log.warning("second signal: exiting now")
+            os._exit(130)
+        log.info("signal received", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    service = Service(settings)
+    try:
+        await service.start()
+        assert service.api_task is not None
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({stopper, service.api_task}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if service.api_task.done() and not stop.is_set():
+            log.error("the management API stopped unexpectedly; shutting down")
+    finally:
+        await service.stop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
