@@ -1,12 +1,130 @@
-"""The asyncio runtime of the LwM2M server (skeleton; the implementation follows)."""
+"""The asyncio runtime: sockets, CoAP cores, the store and the pure LwM2M logic glued together.
+
+Shape (docs/SERVER.md has the rules):
+
+* One :class:`~lwm2m.coap.CoapEndpoint` per socket (plain UDP, DTLS), each driven by a
+  :class:`~lwm2m.transport.coap_shell.CoapShell`; every CoAP event of every device arrives in
+  :meth:`LwM2MServer._on_coap_event`. There is no task per device: a Register/Update/
+  De-register runs as one short task (it awaits the store's group commit before answering),
+  everything else is handled inline.
+* Registrations live in memory (dicts by endpoint, by id and by transport peer), written
+  through the store's group-commit batcher, and are loaded back at start, so devices that
+  Update after a restart are still known. The 2.01 to a Register goes out only once its batch
+  committed: nothing acknowledged is lost.
+* One wall-clock timer heap for lifetime expiry and queue deadlines, one asyncio timer armed
+  at its head.
+* Operations are :mod:`lwm2m.server.operations` objects; an outgoing request waits on a future
+  keyed by the core's request handle, resolved by the response event or failure event, with
+  one loop timer for the caller's timeout.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import replace
+from typing import Any, cast
 
-from lwm2m.codec.link import AttributeUpdate
-from lwm2m.model import Node, ObjectInstance, ObjectModel, Path, Resource
+from aiocoap import Message
+from aiocoap.numbers.codes import Code
+from sqlalchemy import delete, select
+
+from lwm2m.coap import (
+    CloseReason,
+    CoapEndpoint,
+    Event,
+    NotificationReceived,
+    ObservationCancelled,
+    RequestFailed,
+    RequestHandle,
+    RequestReceived,
+    ResponseReceived,
+)
+from lwm2m.codec import CodecError
+from lwm2m.codec.link import AttributeUpdate, format_write_attributes
+from lwm2m.codec.text import parse_text_value
+from lwm2m.model import (
+    ModelError,
+    Node,
+    ObjectInstance,
+    ObjectModel,
+    Path,
+    Resource,
+    ResourceInstance,
+    SingleResource,
+    resource_definition,
+)
 from lwm2m.server.config import ServerConfig
+from lwm2m.server.errors import (
+    InvalidRequest,
+    ServerNotRunning,
+    UnknownEndpoint,
+    UnknownObservation,
+)
+from lwm2m.server.events import (
+    Deregistered,
+    Expired,
+    Notification,
+    ObservationEnded,
+    QueueStateChanged,
+    Registered,
+    RegistrationRefused,
+    SendReceived,
+    ServerEvent,
+    Updated,
+)
+from lwm2m.server.formats import (
+    FormatOperation,
+    choose_format,
+    composite_format,
+    format_problem,
+)
+from lwm2m.server.observations import (
+    ObservationState,
+    leaf_values,
+    newest_content,
+    report_values,
+    timestamped_values,
+)
+from lwm2m.server.operations import (
+    AnyOperation,
+    Create,
+    Delete,
+    Discover,
+    Execute,
+    Observe,
+    ObserveComposite,
+    QueuedRequestUnreadable,
+    Read,
+    ReadComposite,
+    Response,
+    Write,
+    WriteAttributes,
+    WriteComposite,
+    decode_content,
+    decode_report,
+    from_queued,
+    is_multi_format,
+)
+from lwm2m.server.queue import QueuedEntry, is_awake, outcome_state
+from lwm2m.server.registration import (
+    DeregisterRequest,
+    LifetimeRules,
+    Refusal,
+    RegisterRequest,
+    SendRequest,
+    UpdateRequest,
+    code_text,
+    parse_request,
+    registration_root,
+)
 from lwm2m.server.results import (
     CompositeReadResult,
     CreateResult,
@@ -14,38 +132,1306 @@ from lwm2m.server.results import (
     ObservationInfo,
     ObserveResult,
     OperationResult,
+    OperationStatus,
     ReadResult,
 )
+from lwm2m.server.security import (
+    IdentityRefused,
+    audit_line,
+    check_certificate,
+    check_nosec,
+    check_psk,
+    describe,
+    psk_text,
+    stored_identity,
+)
 from lwm2m.server.subscription import EventSubscription
-from lwm2m.store import QueuedRequest, Registration, ReportedValue, Store
-from lwm2m.transport import Address
+from lwm2m.store import Address as StoreAddress
+from lwm2m.store import (
+    EndpointSecurity,
+    NewRegistration,
+    NotFound,
+    QueuedRequest,
+    QueueState,
+    Registration,
+    RegistrationUpdate,
+    ReportedValue,
+    Source,
+    Store,
+    StoreError,
+    Tx,
+)
+from lwm2m.store import Observation as StoredObservation
+from lwm2m.store.tables import OBSERVATION, QUEUED_REQUEST
+from lwm2m.transport import (
+    Address,
+    CertificateIdentity,
+    DtlsServer,
+    DtlsServerConfig,
+    Peer,
+    PskIdentity,
+    Transport,
+    UdpTransport,
+)
+from lwm2m.transport.coap_shell import CoapShell
+
+logger = logging.getLogger("lwm2m.server")
+audit = logging.getLogger("lwm2m.server.audit")
+
+#: How often the server refreshes the PSK snapshot and expires stale queued requests.
+HOUSEKEEPING_INTERVAL = 60.0
+
+_FAILURE_STATUS = {
+    CloseReason.TIMEOUT: OperationStatus.TIMEOUT,
+    CloseReason.RESET: OperationStatus.UNREACHABLE,
+    CloseReason.TOO_LARGE: OperationStatus.BAD_RESPONSE,
+    CloseReason.BLOCKWISE: OperationStatus.BAD_RESPONSE,
+    CloseReason.PEER_FORGOTTEN: OperationStatus.UNREACHABLE,
+    CloseReason.ENDED_BY_PEER: OperationStatus.BAD_RESPONSE,
+    CloseReason.DEREGISTERED: OperationStatus.CANCELLED,
+    CloseReason.REPLACED: OperationStatus.CANCELLED,
+}
+
+
+class _Failure:
+    """Why a request ended without a response."""
+
+    __slots__ = ("reason", "status")
+
+    def __init__(self, status: OperationStatus, reason: str) -> None:
+        self.status = status
+        self.reason = reason
+
+
+_Outcome = tuple[Response, bool] | _Failure
+
+
+class _Channel:
+    """One socket: its transport, its CoAP core and the shell running the core on it."""
+
+    __slots__ = ("core", "dispatching", "secure", "server", "shell", "transport")
+
+    def __init__(self, server: LwM2MServer, secure: bool, config: ServerConfig) -> None:
+        self.server = server
+        self.secure = secure
+        self.core = CoapEndpoint(rng=random.SystemRandom(), config=config.coap)
+        self.shell: CoapShell[Event] = CoapShell(self.core, self.on_event)
+        self.transport: Transport | None = None
+        self.dispatching = False
+
+    def on_event(self, event: Event) -> None:
+        self.dispatching = True
+        try:
+            self.server._on_coap_event(self, event)
+        finally:
+            self.dispatching = False
+
+    def now(self) -> float:
+        return self.shell.now()
+
+    def flush(self) -> None:
+        """Send what the core has queued -- unless we are inside the shell's event drain,
+        which flushes by itself when the handler returns."""
+        if not self.dispatching:
+            self.shell.flush()
+
+
+class _Device:
+    """Everything the server keeps in memory about one registration."""
+
+    __slots__ = (
+        "channel",
+        "check_store_queue",
+        "draining",
+        "inflight",
+        "last_seen",
+        "observations",
+        "peer",
+        "queue",
+        "registration",
+        "root",
+    )
+
+    def __init__(
+        self,
+        registration: Registration,
+        channel: _Channel | None,
+        peer: Peer | None,
+        last_seen: float,
+    ) -> None:
+        self.registration = registration
+        self.channel = channel
+        self.peer = peer
+        self.root = registration_root(registration.root_path)
+        self.last_seen = last_seen
+        self.queue: deque[QueuedEntry] = deque()
+        self.inflight: set[RequestHandle] = set()
+        self.observations: dict[str, ObservationState] = {}
+        #: The store may hold queued requests this process has not loaded (after a restart).
+        self.check_store_queue = False
+        self.draining = False
+
+    @property
+    def endpoint(self) -> str:
+        return self.registration.endpoint
+
+
+class _Pending:
+    """An operation on the wire, waiting for its response."""
+
+    __slots__ = ("device", "future", "timer")
+
+    def __init__(self, device: _Device, future: asyncio.Future[_Outcome]) -> None:
+        self.device = device
+        self.future = future
+        self.timer: asyncio.TimerHandle | None = None
+
+
+def _store_address(peer: Peer) -> StoreAddress:
+    return StoreAddress(str(peer.address[0]), int(peer.address[1]))
+
+
+def _udp_peer(address: StoreAddress) -> Peer:
+    """The Peer a UDP transport would report for a stored address (IPv6 sockets report
+    4-tuples, IPv4 ones 2-tuples)."""
+    if ":" in address.host:
+        return Peer((address.host, address.port, 0, 0))
+    return Peer((address.host, address.port))
+
+
+def _path(path: Path | str) -> Path:
+    try:
+        return path if isinstance(path, Path) else Path.parse(path)
+    except ModelError as exc:
+        raise InvalidRequest(str(exc)) from None
 
 
 class LwM2MServer:
     """The device-management server: see the :mod:`lwm2m.server` docstring for the API."""
 
+    def __init__(self, config: ServerConfig, store: Store, model: ObjectModel) -> None:
+        """Use :meth:`start`."""
+        self.config = config
+        self.store = store
+        self.model = model
+        self._loop = asyncio.get_running_loop()
+        self._wall: Callable[[], float] = time.time
+        self._lifetimes = LifetimeRules(
+            config.min_lifetime, config.max_lifetime, config.default_lifetime
+        )
+        self._channels: list[_Channel] = []
+        self._udp: _Channel | None = None
+        self._dtls: _Channel | None = None
+        self._by_endpoint: dict[str, _Device] = {}
+        self._by_id: dict[str, _Device] = {}
+        self._by_peer: dict[Peer, _Device] = {}
+        self._pending: dict[RequestHandle, _Pending] = {}
+        self._observations: dict[str, ObservationState] = {}
+        self._obs_by_handle: dict[RequestHandle, ObservationState] = {}
+        self._subscribers: set[EventSubscription] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._heap: list[tuple[float, int, str, Any]] = []
+        self._seq = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._housekeeping: asyncio.TimerHandle | None = None
+        self._running = False
+        #: Counters for operators and tests (never reset).
+        self.stats: dict[str, int] = {
+            "registrations": 0,
+            "updates": 0,
+            "refused": 0,
+            "notifications": 0,
+            "undecodable_notifications": 0,
+            "sends": 0,
+        }
+
+    # -- lifecycle ------------------------------------------------------------------------------
     @classmethod
     async def start(
         cls, config: ServerConfig, store: Store, model: ObjectModel | None = None
     ) -> LwM2MServer:
-        raise NotImplementedError
+        """Load registrations from ``store``, bind the sockets and start serving.
+
+        ``model`` defaults to ``objects.BUILTIN_MODEL``. The store stays the caller's: stop
+        the server before closing it.
+        """
+        if model is None:
+            from objects import BUILTIN_MODEL
+
+            model = BUILTIN_MODEL
+        self = cls(config, store, model)
+        if config.nosec_by_default:
+            logger.warning(
+                "plain CoAP registrations are accepted from every endpoint without a security "
+                "record (allow_nosec_globally); use secure_only=True in production"
+            )
+        await store.refresh_security_cache()
+        await self._load()
+        try:
+            if config.coap_port is not None:
+                channel = _Channel(self, False, config)
+                udp = await UdpTransport.create(channel.shell, config.coap_host, config.coap_port)
+                channel.transport = udp
+                channel.shell.attach(udp)
+                self._udp = channel
+                self._channels.append(channel)
+            if config.coaps_port is not None:
+                channel = _Channel(self, True, config)
+                dtls = await DtlsServer.create(
+                    channel.shell,
+                    DtlsServerConfig(psk_store=store.psk_store(), x509=config.x509),
+                    config.coaps_host,
+                    config.coaps_port,
+                    on_session_closed=channel.shell.session_closed,
+                )
+                channel.transport = dtls
+                channel.shell.attach(dtls)
+                self._dtls = channel
+                self._channels.append(channel)
+        except BaseException:
+            for channel in self._channels:
+                channel.shell.close()
+            raise
+        if self._udp is not None:
+            for device in self._by_endpoint.values():
+                if device.channel is None and not device.registration.secure:
+                    device.channel = self._udp
+                    device.peer = _udp_peer(device.registration.address)
+                    self._by_peer[device.peer] = device
+        self._running = True
+        self._arm_timer()
+        self._housekeeping = self._loop.call_later(HOUSEKEEPING_INTERVAL, self._on_housekeeping)
+        logger.info(
+            "LwM2M server on coap %s, coaps %s; %d registrations loaded",
+            self.coap_address,
+            self.coaps_address,
+            len(self._by_endpoint),
+        )
+        return self
+
+    async def _load(self) -> None:
+        """Registrations back into memory; forget what cannot survive a restart."""
+        store = self.store
+        now = self._wall()
+
+        def load(tx: Tx) -> tuple[list[Registration], set[str]]:
+            found: list[Registration] = []
+            after: str | None = None
+            while True:
+                page = store.registrations.list_page(tx, after=after, limit=1000)
+                found.extend(page.items)
+                if page.next_after is None:
+                    break
+                after = page.next_after
+            pending = {
+                str(row[0])
+                for row in tx.execute(
+                    select(QUEUED_REQUEST.c.endpoint)
+                    .where(QUEUED_REQUEST.c.state == QueueState.PENDING.value)
+                    .distinct()
+                )
+            }
+            return found, pending
+
+        def cleanup(tx: Tx) -> list[Registration]:
+            # Observations cannot survive: the CoAP core that knew their tokens is gone, and
+            # their next notification is answered RST (which ends them on the device too).
+            tx.execute(delete(OBSERVATION))
+            store.queue.abandon_sent(tx, now)
+            expired: list[Registration] = []
+            while batch := store.registrations.expire(tx, now):
+                expired.extend(batch)
+            return expired
+
+        expired = await store.write(cleanup)
+        registrations, pending = await store.read(load)
+        loop_now = self._loop.time()
+        for reg in registrations:
+            device = _Device(reg, None, None, loop_now - self.config.queue_awake_time)
+            device.check_store_queue = reg.endpoint in pending
+            self._index(device)
+            self._push(reg.expires_at, "reg", reg.id)
+        if expired:
+            logger.info("%d registrations expired while the server was down", len(expired))
 
     async def stop(self) -> None:
-        raise NotImplementedError
+        """Stop serving: waiting operations end ``SERVER_STOPPED``, sockets close,
+        subscriptions end, queued writes are committed. The store stays open."""
+        if not self._running:
+            return
+        self._running = False
+        for handle in (self._timer, self._housekeeping):
+            if handle is not None:
+                handle.cancel()
+        self._timer = self._housekeeping = None
+        for pending in list(self._pending.values()):
+            if not pending.future.done():
+                pending.future.set_result(
+                    _Failure(OperationStatus.SERVER_STOPPED, "the server stopped")
+                )
+        self._pending.clear()
+        for device in self._by_endpoint.values():
+            for entry in device.queue:
+                entry.resolve(
+                    OperationResult(OperationStatus.SERVER_STOPPED, None, "the server stopped")
+                )
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for channel in self._channels:
+            channel.shell.close()
+        for channel in self._channels:
+            transport = channel.transport
+            wait = getattr(transport, "wait_closed", None)
+            if wait is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(wait(), 2.0)
+        for subscription in list(self._subscribers):
+            subscription.end()
+        self._subscribers.clear()
+        with contextlib.suppress(StoreError):
+            await self.store.flush()
+
+    def _check_running(self) -> None:
+        if not self._running:
+            raise ServerNotRunning("the LwM2M server is stopped; start it with LwM2MServer.start")
 
     @property
     def coap_address(self) -> Address | None:
-        raise NotImplementedError
+        """The bound plain-CoAP address (the real port when configured with 0)."""
+        channel = self._udp
+        return channel.transport.local_address if channel and channel.transport else None
 
     @property
     def coaps_address(self) -> Address | None:
-        raise NotImplementedError
+        """The bound DTLS address, or None when DTLS is disabled."""
+        channel = self._dtls
+        return channel.transport.local_address if channel and channel.transport else None
 
+    # -- registrations --------------------------------------------------------------------------
     def registrations(self) -> list[Registration]:
-        raise NotImplementedError
+        """Every current registration (from memory), in endpoint order."""
+        return [self._by_endpoint[ep].registration for ep in sorted(self._by_endpoint)]
 
     def registration(self, endpoint: str) -> Registration | None:
-        raise NotImplementedError
+        device = self._by_endpoint.get(endpoint)
+        return device.registration if device is not None else None
+
+    def is_awake(self, endpoint: str) -> bool:
+        """Whether a request to ``endpoint`` would go out now (not wait in its queue)."""
+        device = self._device(endpoint)
+        return self._awake(device)
+
+    def _awake(self, device: _Device) -> bool:
+        return is_awake(
+            device.registration.queue_mode,
+            device.last_seen,
+            self._loop.time(),
+            self.config.queue_awake_time,
+        )
+
+    def _device(self, endpoint: str) -> _Device:
+        self._check_running()
+        device = self._by_endpoint.get(endpoint)
+        if device is None:
+            raise UnknownEndpoint(endpoint)
+        return device
+
+    def _index(self, device: _Device) -> None:
+        self._by_endpoint[device.endpoint] = device
+        self._by_id[device.registration.id] = device
+        if device.peer is not None:
+            self._by_peer[device.peer] = device
+
+    def _unindex(self, device: _Device) -> None:
+        if self._by_endpoint.get(device.endpoint) is device:
+            del self._by_endpoint[device.endpoint]
+        if self._by_id.get(device.registration.id) is device:
+            del self._by_id[device.registration.id]
+        if device.peer is not None and self._by_peer.get(device.peer) is device:
+            del self._by_peer[device.peer]
+
+    def _drop(self, device: _Device, reason: str, *, keep_queue: bool) -> None:
+        """Forget a registration's runtime state: observations end (passively: the device's
+        next notification gets RST), requests on the wire end ``DEREGISTERED``, and queued
+        requests are cancelled unless the endpoint registered again (``keep_queue``)."""
+        self._unindex(device)
+        channel = device.channel
+        for obs in list(device.observations.values()):
+            self._end_observation(obs, reason, forget=True)
+        for handle in list(device.inflight):
+            pending = self._pending.pop(handle, None)
+            if channel is not None:
+                channel.core.cancel_request(handle, channel.now())
+            if pending is not None and not pending.future.done():
+                pending.future.set_result(
+                    _Failure(OperationStatus.DEREGISTERED, f"registration ended: {reason}")
+                )
+        device.inflight.clear()
+        if not keep_queue and device.queue:
+            now = self._wall()
+            entries = list(device.queue)
+            device.queue.clear()
+
+            def cancel_all(tx: Tx) -> None:
+                for entry in entries:
+                    self._cancel_row(tx, entry.request_id, now)
+
+            self._store_nowait(cancel_all)
+            for entry in entries:
+                entry.resolve(
+                    OperationResult(
+                        OperationStatus.DEREGISTERED,
+                        None,
+                        f"registration ended ({reason}) before the device woke up",
+                        queued=True,
+                        queued_request_id=entry.request_id,
+                    )
+                )
+                self._emit(
+                    QueueStateChanged(
+                        device.endpoint,
+                        entry.request_id,
+                        entry.operation.name,
+                        QueueState.CANCELLED,
+                    )
+                )
+        if channel is not None:
+            channel.flush()
+
+    def _cancel_row(self, tx: Tx, request_id: int, now: float) -> None:
+        row = self.store.queue.get(tx, request_id)
+        if row is not None and not row.state.final:
+            self.store.queue.cancel(tx, request_id, now)
+
+    # -- CoAP events ----------------------------------------------------------------------------
+    def _on_coap_event(self, channel: _Channel, event: Event) -> None:
+        if isinstance(event, RequestReceived):
+            self._on_device_request(channel, event)
+        elif isinstance(event, ResponseReceived):
+            pending = self._pending.pop(event.request, None)
+            if pending is None:
+                return
+            device = pending.device
+            device.last_seen = self._loop.time()
+            device.inflight.discard(event.request)
+            if not pending.future.done():
+                pending.future.set_result((Response.from_message(event.message), event.observing))
+            elif event.observing:  # the caller gave up meanwhile: do not leave it observing
+                channel.core.cancel_request(event.request, channel.now())
+        elif isinstance(event, NotificationReceived):
+            self._on_notification(event)
+        elif isinstance(event, RequestFailed):
+            pending = self._pending.pop(event.request, None)
+            if pending is None:
+                return
+            pending.device.inflight.discard(event.request)
+            status = _FAILURE_STATUS.get(event.reason, OperationStatus.UNREACHABLE)
+            detail = event.detail or event.reason.value
+            if not pending.future.done():
+                pending.future.set_result(_Failure(status, f"request failed: {detail}"))
+        elif isinstance(event, ObservationCancelled):
+            obs = self._obs_by_handle.get(event.request)
+            if obs is not None:
+                self._end_observation(obs, f"ended: {event.reason.value}", forget=False)
+
+    def _on_device_request(self, channel: _Channel, event: RequestReceived) -> None:
+        message = event.message
+        peer = cast(Peer, event.peer)
+        known = self._by_peer.get(peer)
+        if known is not None:
+            known.last_seen = self._loop.time()
+        parsed = parse_request(
+            message, allowed_versions=self.config.allowed_versions, lifetimes=self._lifetimes
+        )
+        if isinstance(parsed, Refusal):
+            path = tuple(message.opt.uri_path)
+            if path[:1] == ("rd",):
+                endpoint = next((q[3:] for q in message.opt.uri_query if q.startswith("ep=")), None)
+                self._refused(endpoint, peer, parsed.reason, parsed.code, audited=False)
+            self._respond(channel, event, parsed.code, parsed.reason)
+        elif isinstance(parsed, RegisterRequest):
+            self._spawn(self._register(channel, event, parsed))
+        elif isinstance(parsed, UpdateRequest):
+            self._spawn(self._update(channel, event, parsed))
+        elif isinstance(parsed, DeregisterRequest):
+            self._spawn(self._deregister(channel, event, parsed))
+        elif isinstance(parsed, SendRequest):
+            self._on_send(channel, event, parsed, known)
+
+    def _respond(
+        self,
+        channel: _Channel,
+        event: RequestReceived,
+        code: Code,
+        reason: str = "",
+        location: tuple[str, ...] = (),
+    ) -> None:
+        if event.request.responded:
+            return
+        response = Message(code=code, payload=reason.encode("utf-8") if reason else b"")
+        if location:
+            response.opt.location_path = location
+        channel.core.respond(event.request, response, channel.now())
+        channel.flush()
+
+    def _refused(
+        self, endpoint: str | None, peer: Peer, reason: str, code: Code, *, audited: bool
+    ) -> None:
+        self.stats["refused"] += 1
+        text = code_text(code)
+        if audited:
+            audit.warning(audit_line("registration_refused", endpoint, peer, reason, text))
+        else:
+            logger.info("refused %s from %s: %s %s", endpoint, peer, text, reason)
+        self._emit(
+            RegistrationRefused(
+                endpoint=endpoint,
+                reason=reason,
+                identity=describe(peer),
+                code=text,
+                address=str(peer).split(" ")[0],
+            )
+        )
+
+    # -- security -------------------------------------------------------------------------------
+    async def _check_identity(self, endpoint: str, peer: Peer) -> IdentityRefused | None:
+        identity = peer.identity
+        store = self.store
+        if isinstance(identity, PskIdentity):
+            text = psk_text(identity)
+            cache = store.security_cache
+            if cache.complete:
+                owner = cache.lookup(text)
+            else:
+                owner = await store.read(lambda tx: store.security.find_by_psk_identity(tx, text))
+            return check_psk(endpoint, text, owner)
+        record: EndpointSecurity | None = await store.read(
+            lambda tx: store.security.get(tx, endpoint)
+        )
+        if isinstance(identity, CertificateIdentity):
+            return check_certificate(endpoint, identity, record)
+        return check_nosec(endpoint, record, nosec_by_default=self.config.nosec_by_default)
+
+    async def _identity_ok(
+        self, channel: _Channel, event: RequestReceived, endpoint: str, peer: Peer
+    ) -> bool:
+        try:
+            refused = await self._check_identity(endpoint, peer)
+        except StoreError as exc:
+            self._respond(channel, event, Code.SERVICE_UNAVAILABLE, f"store unavailable: {exc}")
+            return False
+        if refused is None:
+            return True
+        self._refused(endpoint, peer, refused.reason, Code.FORBIDDEN, audited=True)
+        self._respond(channel, event, Code.FORBIDDEN, refused.reason)
+        return False
+
+    # -- Register / Update / De-register --------------------------------------------------------
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("server task failed", exc_info=task.exception())
+
+    async def _register(
+        self, channel: _Channel, event: RequestReceived, request: RegisterRequest
+    ) -> None:
+        peer = cast(Peer, event.peer)
+        if not await self._identity_ok(channel, event, request.endpoint, peer):
+            return
+        new = NewRegistration(
+            endpoint=request.endpoint,
+            lifetime=request.lifetime,
+            address=_store_address(peer),
+            identity=stored_identity(peer),
+            lwm2m_version=request.lwm2m_version,
+            binding=request.binding,
+            queue_mode=request.queue_mode,
+            sms_number=request.sms_number,
+            root_path=request.objects.root,
+            object_links=request.object_links,
+            supported_formats=request.objects.content_formats,
+        )
+        now = self._wall()
+        store = self.store
+        try:
+            reg, replaced = await store.write(lambda tx: store.registrations.register(tx, new, now))
+        except StoreError as exc:
+            logger.warning("Register of %s not stored: %s", request.endpoint, exc)
+            self._respond(channel, event, Code.SERVICE_UNAVAILABLE, "store unavailable; retry")
+            return
+        old = self._by_endpoint.get(request.endpoint)
+        queue: deque[QueuedEntry] = deque()
+        check_store = False
+        if old is not None:
+            queue, old.queue = old.queue, deque()
+            check_store = old.check_store_queue
+            self._drop(old, "replaced by a new Register", keep_queue=True)
+        device = _Device(reg, channel, peer, self._loop.time())
+        device.queue = queue
+        device.check_store_queue = check_store or (old is None and replaced is not None)
+        self._index(device)
+        self._push(reg.expires_at, "reg", reg.id)
+        self.stats["registrations"] += 1
+        self._respond(channel, event, Code.CREATED, location=("rd", reg.id))
+        self._emit(Registered(reg.endpoint, reg, replaced))
+        if old is None and replaced is None:
+            device.check_store_queue = True  # a request may have been queued while unknown
+        self._wake(device)
+
+    async def _update(
+        self, channel: _Channel, event: RequestReceived, request: UpdateRequest
+    ) -> None:
+        peer = cast(Peer, event.peer)
+        device = self._by_id.get(request.registration_id)
+        if device is None:
+            self._respond(channel, event, Code.NOT_FOUND, "unknown registration; register again")
+            return
+        endpoint = device.endpoint
+        if stored_identity(peer) != device.registration.identity and not await self._identity_ok(
+            channel, event, endpoint, peer
+        ):
+            return
+        previous = device.registration
+        changes = RegistrationUpdate(
+            lifetime=request.lifetime,
+            binding=request.binding,
+            queue_mode=request.queue_mode(previous.lwm2m_version),
+            sms_number=request.sms_number,
+            object_links=request.object_links,
+            supported_formats=(
+                request.objects.content_formats
+                if request.objects is not None and request.objects.content_formats
+                else None
+            ),
+            address=_store_address(peer) if peer != device.peer else None,
+        )
+        now = self._wall()
+        store = self.store
+        try:
+            reg = await store.write(
+                lambda tx: store.registrations.update(tx, request.registration_id, changes, now)
+            )
+        except NotFound as exc:
+            if self._by_id.get(request.registration_id) is device:
+                self._drop(device, "expired", keep_queue=False)
+            self._respond(channel, event, Code.NOT_FOUND, str(exc))
+            return
+        except StoreError as exc:
+            logger.warning("Update of %s not stored: %s", endpoint, exc)
+            self._respond(channel, event, Code.SERVICE_UNAVAILABLE, "store unavailable; retry")
+            return
+        if self._by_id.get(request.registration_id) is not device:
+            self._respond(channel, event, Code.NOT_FOUND, "registration replaced; register again")
+            return
+        device.registration = reg
+        if peer != device.peer:  # NAT rebinding, a new DTLS session, or the first contact
+            if device.peer is not None and self._by_peer.get(device.peer) is device:
+                del self._by_peer[device.peer]
+            device.peer = peer
+            self._by_peer[peer] = device
+        device.channel = channel
+        device.last_seen = self._loop.time()
+        self._push(reg.expires_at, "reg", reg.id)
+        self.stats["updates"] += 1
+        self._respond(channel, event, Code.CHANGED)
+        self._emit(Updated(endpoint, reg, previous))
+        self._wake(device)
+
+    async def _deregister(
+        self, channel: _Channel, event: RequestReceived, request: DeregisterRequest
+    ) -> None:
+        peer = cast(Peer, event.peer)
+        device = self._by_id.get(request.registration_id)
+        if device is None:
+            self._respond(channel, event, Code.NOT_FOUND, "unknown registration")
+            return
+        if stored_identity(peer) != device.registration.identity and not await self._identity_ok(
+            channel, event, device.endpoint, peer
+        ):
+            return
+        store = self.store
+        try:
+            await store.write(lambda tx: self._remove_row(tx, request.registration_id))
+        except StoreError as exc:
+            logger.warning("De-register of %s not stored: %s", device.endpoint, exc)
+            self._respond(channel, event, Code.SERVICE_UNAVAILABLE, "store unavailable; retry")
+            return
+        if self._by_id.get(request.registration_id) is device:
+            self._drop(device, "de-registered", keep_queue=False)
+        self._respond(channel, event, Code.DELETED)
+        self._emit(Deregistered(device.endpoint, device.registration))
+
+    def _remove_row(self, tx: Tx, registration_id: str) -> None:
+        if self.store.registrations.get(tx, registration_id) is not None:
+            self.store.registrations.remove(tx, registration_id)
+
+    # -- Send -----------------------------------------------------------------------------------
+    def _on_send(
+        self,
+        channel: _Channel,
+        event: RequestReceived,
+        request: SendRequest,
+        device: _Device | None,
+    ) -> None:
+        if device is None:
+            self._respond(
+                channel, event, Code.NOT_FOUND, "no registration from this address; register"
+            )
+            return
+        reg = device.registration
+        if reg.lwm2m_version == "1.0":
+            self._respond(channel, event, Code.METHOD_NOT_ALLOWED, "Send needs LwM2M 1.1 or later")
+            return
+        fmt = request.content_format
+        if fmt is None or not is_multi_format(fmt):
+            self._respond(
+                channel,
+                event,
+                Code.UNSUPPORTED_CONTENT_FORMAT,
+                "Send needs SenML JSON/CBOR or LwM2M JSON/CBOR",
+            )
+            return
+        now = self._wall()
+        try:
+            groups = decode_report(fmt, request.payload, self.model, now)
+        except (CodecError, ModelError) as exc:
+            self._respond(channel, event, Code.BAD_REQUEST, f"undecodable Send: {exc}")
+            return
+        self.stats["sends"] += 1
+        self._respond(channel, event, Code.CHANGED)
+        self._record(timestamped_values(reg.endpoint, groups, now, Source.SEND))
+        self._emit(SendReceived(reg.endpoint, newest_content(groups), tuple(groups)))
+        self._wake(device)
+
+    # -- notifications and observations ---------------------------------------------------------
+    def _on_notification(self, event: NotificationReceived) -> None:
+        obs = self._obs_by_handle.get(event.request)
+        if obs is None:
+            return
+        device: _Device = obs.device
+        device.last_seen = self._loop.time()
+        response = Response.from_message(event.message)
+        if not response.success:
+            return  # a final error notification; ObservationCancelled follows
+        try:
+            content, fmt = decode_content(
+                response,
+                obs.paths,
+                self.model,
+                composite=obs.composite,
+                accept=obs.content_format,
+            )
+        except (CodecError, ModelError) as exc:
+            self.stats["undecodable_notifications"] += 1
+            logger.debug("undecodable notification from %s: %s", device.endpoint, exc)
+            return
+        obs.notifications += 1
+        self.stats["notifications"] += 1
+        now = self._wall()
+        values, at = report_values(
+            device.endpoint, response, content, fmt, self.model, now, Source.NOTIFY
+        )
+        self._record(values)
+        self._emit(Notification(device.endpoint, obs.id, obs.paths, content, at))
+
+    def _add_observation(
+        self,
+        device: _Device,
+        handle: RequestHandle,
+        op: Observe | ObserveComposite,
+        content_format: int | None,
+    ) -> ObservationState:
+        obs = ObservationState(
+            handle.token.hex(),
+            device,
+            handle,
+            op.paths,
+            op.composite,
+            content_format,
+            self._wall(),
+        )
+        self._observations[obs.id] = obs
+        self._obs_by_handle[handle] = obs
+        device.observations[obs.id] = obs
+        stored = StoredObservation(
+            token=handle.token,
+            registration_id=device.registration.id,
+            endpoint=device.endpoint,
+            paths=op.paths,
+            composite=op.composite,
+            content_format=content_format,
+            created_at=obs.created_at,
+        )
+        self._store_nowait(lambda tx: self.store.observations.add(tx, stored))
+        return obs
+
+    def _end_observation(self, obs: ObservationState, reason: str, *, forget: bool) -> None:
+        if self._observations.pop(obs.id, None) is None:
+            return
+        self._obs_by_handle.pop(obs.handle, None)
+        device: _Device = obs.device
+        device.observations.pop(obs.id, None)
+        if forget and device.channel is not None:
+            device.channel.core.cancel_request(obs.handle, device.channel.now())
+        token = obs.handle.token
+        self._store_nowait(lambda tx: self._remove_observation_row(tx, token))
+        self._emit(ObservationEnded(device.endpoint, obs.id, reason))
+
+    def _remove_observation_row(self, tx: Tx, token: bytes) -> None:
+        if self.store.observations.get(tx, token) is not None:
+            self.store.observations.remove(tx, token)
+
+    def observations(self, endpoint: str | None = None) -> list[ObservationInfo]:
+        """Active observations (of one endpoint, or all)."""
+        if endpoint is not None:
+            device = self._by_endpoint.get(endpoint)
+            found = list(device.observations.values()) if device is not None else []
+        else:
+            found = list(self._observations.values())
+        return [obs.info(obs.device.endpoint) for obs in found]
+
+    async def cancel_observation(
+        self, observation_id: str, *, active: bool = True, timeout: float | None = None
+    ) -> OperationResult:
+        """End an observation. ``active``: send GET Observe=1 (RFC 7641 §3.6) and report the
+        device's answer; passive: forget it now, the device's next notification gets RST."""
+        self._check_running()
+        obs = self._observations.get(observation_id)
+        if obs is None:
+            raise UnknownObservation(observation_id)
+        device: _Device = obs.device
+        channel = device.channel
+        handle = obs.handle
+        self._end_observation(obs, "cancelled", forget=not active)
+        if not active or channel is None:
+            if channel is not None:
+                channel.flush()
+            return OperationResult(OperationStatus.SUCCESS, None, "forgotten; RST follows")
+        cancel = channel.core.cancel_observation(handle, channel.now(), deregister=True)
+        if cancel is None:
+            channel.flush()
+            return OperationResult(OperationStatus.SUCCESS, None, "forgotten; RST follows")
+        outcome = await self._await_handle(device, channel, cancel, timeout)
+        if isinstance(outcome, _Failure):
+            return OperationResult(outcome.status, None, outcome.reason)
+        response = outcome[0]
+        if response.success:
+            return OperationResult(OperationStatus.SUCCESS, response.code_text)
+        return OperationResult(OperationStatus.DEVICE_ERROR, response.code_text, response.reason())
+
+    # -- sending operations ---------------------------------------------------------------------
+    async def _await_handle(
+        self,
+        device: _Device,
+        channel: _Channel,
+        handle: RequestHandle,
+        timeout: float | None,
+    ) -> _Outcome:
+        future: asyncio.Future[_Outcome] = self._loop.create_future()
+        pending = _Pending(device, future)
+        self._pending[handle] = pending
+        device.inflight.add(handle)
+        channel.flush()
+        wait = timeout if timeout is not None else self.config.request_timeout
+        pending.timer = self._loop.call_later(wait, self._on_request_timeout, handle, wait)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            self._pending.pop(handle, None)
+            device.inflight.discard(handle)
+            channel.core.cancel_request(handle, channel.now())
+            channel.flush()
+            raise
+        finally:
+            pending.timer.cancel()
+
+    def _on_request_timeout(self, handle: RequestHandle, waited: float) -> None:
+        pending = self._pending.pop(handle, None)
+        if pending is None:
+            return
+        device = pending.device
+        device.inflight.discard(handle)
+        channel = device.channel
+        if channel is not None:
+            channel.core.cancel_request(handle, channel.now())
+            channel.flush()
+        if not pending.future.done():
+            pending.future.set_result(
+                _Failure(OperationStatus.TIMEOUT, f"no answer within {waited:g} s")
+            )
+
+    async def _transmit(
+        self, device: _Device, op: AnyOperation, timeout: float | None
+    ) -> tuple[OperationResult, Response | None]:
+        """Send ``op`` now and interpret the outcome."""
+        channel, peer = device.channel, device.peer
+        if channel is None or peer is None:
+            return (
+                op.failed(
+                    OperationStatus.UNREACHABLE,
+                    "no session with the device since the server restarted; it must "
+                    "reconnect (DTLS) and Update first",
+                ),
+                None,
+            )
+        message = op.request().to_message(device.root)
+        handle = channel.core.send_request(peer, message, channel.now())
+        outcome = await self._await_handle(device, channel, handle, timeout)
+        if isinstance(outcome, _Failure):
+            return op.failed(outcome.status, outcome.reason), None
+        response, observing = outcome
+        result = op.interpret(response, self.model)
+        if isinstance(op, Observe | ObserveComposite) and isinstance(result, ObserveResult):
+            if result.ok and observing and self._by_endpoint.get(device.endpoint) is device:
+                obs = self._add_observation(device, handle, op, result.content_format)
+                result = replace(result, observation_id=obs.id)
+            elif observing:
+                channel.core.cancel_request(handle, channel.now())
+                channel.flush()
+            elif result.ok:
+                result = replace(result, reason="the device answered without observing")
+        if result.ok and self.config.record_reads:
+            self._record_read(device, op, result)
+        return result, response
+
+    def _record_read(self, device: _Device, op: AnyOperation, result: OperationResult) -> None:
+        content: Mapping[Path, Node] = {}
+        if isinstance(result, ReadResult) and result.content is not None and isinstance(op, Read):
+            content = {op.path: result.content}
+        elif isinstance(result, CompositeReadResult | ObserveResult):
+            content = result.content
+        if content:
+            now = self._wall()
+            source = Source.NOTIFY if isinstance(result, ObserveResult) else Source.READ
+            self._record(leaf_values(device.endpoint, content, now, source))
+
+    async def _run(
+        self,
+        endpoint: str,
+        op: AnyOperation,
+        timeout: float | None,
+        queue_deadline: float | None,
+    ) -> OperationResult:
+        device = self._device(endpoint)
+        if self._awake(device):
+            result, _ = await self._transmit(device, op, timeout)
+            return result
+        return await self._enqueue(device, op, timeout, queue_deadline)
+
+    # -- queue mode -----------------------------------------------------------------------------
+    async def _enqueue(
+        self,
+        device: _Device,
+        op: AnyOperation,
+        timeout: float | None,
+        queue_deadline: float | None,
+    ) -> OperationResult:
+        if len(device.queue) >= self.config.max_queued_per_device:
+            raise InvalidRequest(
+                f"{device.endpoint} already has {len(device.queue)} requests queued while "
+                "asleep; wait for it to wake up or cancel some"
+            )
+        now = self._wall()
+        deadline = now + (
+            queue_deadline if queue_deadline is not None else self.config.queue_deadline
+        )
+        store = self.store
+        row = await store.write(
+            lambda tx: store.queue.enqueue(tx, op.to_queued(device.endpoint, deadline), now)
+        )
+        future: asyncio.Future[OperationResult] = self._loop.create_future()
+        entry = QueuedEntry(
+            row.id,
+            op,
+            deadline,
+            timeout if timeout is not None else self.config.request_timeout,
+            future,
+        )
+        current = self._by_endpoint.get(device.endpoint)
+        if current is None:
+            await store.write(lambda tx: self._cancel_row(tx, row.id, now))
+            return op.failed(
+                OperationStatus.DEREGISTERED,
+                "the registration ended while the request was being queued",
+            )
+        current.queue.append(entry)
+        self._push(deadline, "queue", (device.endpoint, entry))
+        self._emit(QueueStateChanged(device.endpoint, row.id, op.name, QueueState.PENDING))
+        if self._awake(current):  # woke up while the enqueue committed
+            self._wake(current)
+        try:
+            result = await future
+        except asyncio.CancelledError:
+            self._cancel_entry(device.endpoint, entry)
+            raise
+        return result
+
+    def _cancel_entry(self, endpoint: str, entry: QueuedEntry) -> bool:
+        device = self._by_endpoint.get(endpoint)
+        if device is None or entry not in device.queue:
+            return False
+        device.queue.remove(entry)
+        now = self._wall()
+        self._store_nowait(lambda tx: self._cancel_row(tx, entry.request_id, now))
+        entry.resolve(
+            entry.operation.failed(
+                OperationStatus.CANCELLED,
+                "cancelled while queued",
+                queued=True,
+                queued_request_id=entry.request_id,
+            )
+        )
+        self._emit(
+            QueueStateChanged(
+                endpoint, entry.request_id, entry.operation.name, QueueState.CANCELLED
+            )
+        )
+        return True
+
+    def _wake(self, device: _Device) -> None:
+        """The device just talked to us: send what waits for it (after our answer went out)."""
+        if device.draining or not (device.queue or device.check_store_queue):
+            return
+        device.draining = True
+        self._spawn(self._drain(device))
+
+    async def _drain(self, device: _Device) -> None:
+        try:
+            if device.check_store_queue:
+                device.check_store_queue = False
+                await self._load_queue(device)
+            while device.queue and self._by_endpoint.get(device.endpoint) is device:
+                if not self._awake(device):
+                    break
+                entry = device.queue.popleft()
+                now = self._wall()
+                if entry.deadline <= now:
+                    self._expire_entry(device.endpoint, entry, now)
+                    continue
+                await self._deliver(device, entry)
+        finally:
+            device.draining = False
+
+    async def _load_queue(self, device: _Device) -> None:
+        """Queued rows this process does not hold (written before a restart)."""
+        store = self.store
+        now = self._wall()
+        try:
+            rows = await store.read(lambda tx: store.queue.pending(tx, device.endpoint, now))
+        except StoreError as exc:
+            logger.warning("could not load the queue of %s: %s", device.endpoint, exc)
+            return
+        known = {entry.request_id for entry in device.queue}
+        loaded: list[QueuedEntry] = []
+        for row in rows:
+            if row.id in known:
+                continue
+            try:
+                op = from_queued(row)
+            except (QueuedRequestUnreadable, ModelError, UnicodeDecodeError) as exc:
+                logger.warning("dropping queued request %d: %s", row.id, exc)
+                row_id = row.id
+                self._store_nowait(lambda tx, i=row_id: self._cancel_row(tx, i, now))  # type: ignore[misc]
+                continue
+            deadline = row.deadline if row.deadline is not None else now + 1e9
+            entry = QueuedEntry(row.id, op, deadline, self.config.request_timeout, None)
+            loaded.append(entry)
+            self._push(deadline, "queue", (device.endpoint, entry))
+        merged = sorted([*loaded, *device.queue], key=lambda e: e.request_id)
+        device.queue = deque(merged)
+
+    async def _deliver(self, device: _Device, entry: QueuedEntry) -> None:
+        endpoint, op, request_id = device.endpoint, entry.operation, entry.request_id
+        sent_at = self._wall()
+        store = self.store
+        self._store_nowait(lambda tx: store.queue.mark_sent(tx, request_id, sent_at))
+        self._emit(QueueStateChanged(endpoint, request_id, op.name, QueueState.SENT))
+        result, response = await self._transmit(device, op, entry.timeout)
+        state = outcome_state(result)
+        done_at = self._wall()
+        if state is QueueState.ANSWERED and response is not None:
+            code, payload = response.code_text, response.payload or None
+            self._store_nowait(
+                lambda tx: store.queue.mark_answered(
+                    tx, request_id, done_at, code=code, payload=payload
+                )
+            )
+        else:
+            self._store_nowait(lambda tx: store.queue.mark_timeout(tx, request_id, done_at))
+        self._emit(QueueStateChanged(endpoint, request_id, op.name, state, result.code))
+        entry.resolve(replace(result, queued=True, queued_request_id=request_id))
+
+    def _expire_entry(self, endpoint: str, entry: QueuedEntry, now: float) -> None:
+        store = self.store
+        request_id = entry.request_id
+
+        def expire(tx: Tx) -> None:
+            row = store.queue.get(tx, request_id)
+            if row is not None and row.state is QueueState.PENDING:
+                store.queue.expire(tx, now)
+
+        self._store_nowait(expire)
+        entry.resolve(
+            entry.operation.failed(
+                OperationStatus.QUEUED_EXPIRED,
+                "the device did not wake up before the request's deadline",
+                queued=True,
+                queued_request_id=request_id,
+            )
+        )
+        self._emit(
+            QueueStateChanged(endpoint, request_id, entry.operation.name, QueueState.EXPIRED)
+        )
+
+    async def queued_requests(
+        self, endpoint: str, *, include_finished: bool = False
+    ) -> list[QueuedRequest]:
+        """The endpoint's queued requests from the store (pending and sent, or all)."""
+        self._check_running()
+        store = self.store
+        states = None if include_finished else (QueueState.PENDING, QueueState.SENT)
+        return await store.read(lambda tx: store.queue.for_endpoint(tx, endpoint, states=states))
+
+    async def cancel_queued(self, request_id: int) -> bool:
+        """Cancel a pending queued request; False when it is no longer pending."""
+        self._check_running()
+        for device in self._by_endpoint.values():
+            for entry in device.queue:
+                if entry.request_id == request_id:
+                    return self._cancel_entry(device.endpoint, entry)
+        store = self.store
+        now = self._wall()
+
+        def cancel(tx: Tx) -> bool:
+            row = store.queue.get(tx, request_id)
+            if row is None or row.state is not QueueState.PENDING:
+                return False
+            store.queue.cancel(tx, request_id, now)
+            return True
+
+        return await store.write(cancel)
+
+    # -- timers ---------------------------------------------------------------------------------
+    def _push(self, when: float, kind: str, key: Any) -> None:
+        heapq.heappush(self._heap, (when, next(self._seq), kind, key))
+        if self._running:
+            self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        if not self._heap or not self._running:
+            return
+        when = self._heap[0][0]
+        if self._timer_at is not None and self._timer_at <= when:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        delay = max(0.0, when - self._wall())
+        self._timer = self._loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        now = self._wall()
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, _, kind, key = heapq.heappop(heap)
+            if kind == "reg":
+                device = self._by_id.get(key)
+                if device is not None and device.registration.expires_at <= now:
+                    self._expire(device, now)
+            else:
+                endpoint, entry = key
+                device = self._by_endpoint.get(endpoint)
+                if device is not None and entry in device.queue:
+                    device.queue.remove(entry)
+                    self._expire_entry(endpoint, entry, now)
+        self._arm_timer()
+
+    def _expire(self, device: _Device, now: float) -> None:
+        reg = device.registration
+        self._drop(device, "lifetime expired", keep_queue=False)
+        store = self.store
+
+        def remove(tx: Tx) -> None:
+            current = store.registrations.get(tx, reg.id)
+            if current is not None and current.is_expired(now):
+                store.registrations.remove(tx, reg.id)
+
+        self._store_nowait(remove)
+        self._emit(Expired(reg.endpoint, reg))
+
+    def _on_housekeeping(self) -> None:
+        if not self._running:
+            return
+        self._spawn(self._housekeep())
+        self._housekeeping = self._loop.call_later(HOUSEKEEPING_INTERVAL, self._on_housekeeping)
+
+    async def _housekeep(self) -> None:
+        store = self.store
+        now = self._wall()
+        try:
+            await store.refresh_security_cache()
+            await store.write(lambda tx: store.queue.expire(tx, now))
+        except StoreError as exc:
+            logger.warning("housekeeping failed: %s", exc)
+
+    # -- store helpers --------------------------------------------------------------------------
+    def _store_nowait(self, op: Callable[[Tx], Any]) -> None:
+        try:
+            self.store.write_nowait(op)
+        except StoreError as exc:
+            logger.warning("store write dropped: %s", exc)
+
+    def _record(self, values: list[ReportedValue]) -> None:
+        if not values:
+            return
+        try:
+            self.store.record(values)
+        except StoreError as exc:
+            logger.warning("telemetry dropped (%d values): %s", len(values), exc)
+
+    # -- events ---------------------------------------------------------------------------------
+    def subscribe(self) -> EventSubscription:
+        """A new event stream; close it with ``aclose()``."""
+        subscription = EventSubscription(self.config.subscriber_buffer, self._subscribers.discard)
+        self._subscribers.add(subscription)
+        return subscription
+
+    def _emit(self, event: ServerEvent) -> None:
+        for subscription in self._subscribers:
+            subscription.publish(event)
+
+    async def last_values(self, endpoint: str) -> dict[Path, ReportedValue]:
+        """The latest reported value of every path of ``endpoint`` (from the store)."""
+        self._check_running()
+        store = self.store
+        values = await store.read(lambda tx: store.telemetry.latest(tx, endpoint))
+        return {v.path: v for v in values}
+
+    # -- the DM operations ----------------------------------------------------------------------
+    def _format(
+        self,
+        device: _Device,
+        operation: FormatOperation,
+        path: Path,
+        requested: int | None,
+        value_type: Any = None,
+    ) -> int | None:
+        if requested is None:
+            return choose_format(device.registration, operation, path, self.model, value_type)
+        problem = format_problem(requested, operation, path)
+        if problem is not None:
+            raise InvalidRequest(problem)
+        return requested
 
     async def read(
         self,
@@ -56,7 +1442,14 @@ class LwM2MServer:
         timeout: float | None = None,
         queue_deadline: float | None = None,
     ) -> ReadResult:
-        raise NotImplementedError
+        """Read the object, instance, resource or resource instance at ``path``."""
+        target = _path(path)
+        if target.is_root:
+            raise InvalidRequest("Read needs an object, instance or resource path, not /")
+        device = self._device(endpoint)
+        accept = self._format(device, FormatOperation.READ, target, format)
+        op = Read(target, accept)
+        return cast(ReadResult, await self._run(endpoint, op, timeout, queue_deadline))
 
     async def write(
         self,
@@ -69,7 +1462,22 @@ class LwM2MServer:
         timeout: float | None = None,
         queue_deadline: float | None = None,
     ) -> OperationResult:
-        raise NotImplementedError
+        """Write ``content`` at ``path``: replace (PUT) or, with ``replace=False``, partial
+        update (POST) of an instance or multiple resource."""
+        target = _path(path)
+        if target.level < 2:
+            raise InvalidRequest(f"Write needs an instance or resource path, not {target}")
+        device = self._device(endpoint)
+        value_type = getattr(content, "type", None)
+        if isinstance(content, ResourceInstance):
+            value_type = content.value.type
+        fmt = self._format(device, FormatOperation.WRITE, target, format, value_type)
+        assert fmt is not None  # writes always have a format
+        try:
+            op = Write.of(target, content, fmt, self.model, replace=replace)
+        except (CodecError, ModelError) as exc:
+            raise InvalidRequest(f"cannot encode the content for {target}: {exc}") from None
+        return await self._run(endpoint, op, timeout, queue_deadline)
 
     async def write_value(
         self,
@@ -81,7 +1489,41 @@ class LwM2MServer:
         timeout: float | None = None,
         queue_deadline: float | None = None,
     ) -> OperationResult:
-        raise NotImplementedError
+        """Write one value given as text (``"120"``, ``"true"``, ``"3:0"``), typed by the
+        object model's definition of the resource (the CLI's ``fleetloop write EP PATH V``)."""
+        target = _path(path)
+        if not (target.is_resource or target.is_resource_instance):
+            raise InvalidRequest(f"write_value needs a resource path, not {target}")
+        definition = resource_definition(self.model, target.object_id, target.resource_id)
+        if definition is None:
+            raise InvalidRequest(
+                f"the object model does not know {target}; load its DDF or use write() "
+                "with a typed value"
+            )
+        if target.is_resource and definition.multiple:
+            raise InvalidRequest(
+                f"{target} ({definition.name}) is a multiple resource; write an instance "
+                f"path such as {target}/0"
+            )
+        try:
+            value = parse_text_value(definition.type, text.encode("utf-8"))
+        except CodecError as exc:
+            raise InvalidRequest(
+                f"{text!r} is not a {definition.type.value} for {target} ({definition.name}): {exc}"
+            ) from None
+        node: Node
+        if target.is_resource_instance:
+            node = ResourceInstance(target.ids[3], value)
+        else:
+            node = SingleResource(target.ids[2], value)
+        return await self.write(
+            endpoint,
+            target,
+            node,
+            format=format,
+            timeout=timeout,
+            queue_deadline=queue_deadline,
+        )
 
     async def write_attributes(
         self,
@@ -92,7 +1534,18 @@ class LwM2MServer:
         timeout: float | None = None,
         queue_deadline: float | None = None,
     ) -> OperationResult:
-        raise NotImplementedError
+        """Write-Attributes (PUT with the attributes as query; a name alone unsets it)."""
+        target = _path(path)
+        if target.is_root:
+            raise InvalidRequest("Write-Attributes needs an object, instance or resource path")
+        try:
+            query = tuple(format_write_attributes(attributes))
+        except CodecError as exc:
+            raise InvalidRequest(str(exc)) from None
+        if not query:
+            raise InvalidRequest("no attribute to set or unset")
+        self._device(endpoint)
+        return await self._run(endpoint, WriteAttributes(target, query), timeout, queue_deadline)
 
     async def discover(
         self,
@@ -102,7 +1555,13 @@ class LwM2MServer:
         timeout: float | None = None,
         queue_deadline: float | None = None,
     ) -> DiscoverResult:
-        raise NotImplementedError
+        """Discover (GET Accept: link format): the links and attributes under ``path``."""
+        target = _path(path)
+        if target.is_root:
+            raise InvalidRequest("Discover needs an object, instance or resource path")
+        self._device(endpoint)
+        result = await self._run(endpoint, Discover(target), timeout, queue_deadline)
+        return cast(DiscoverResult, result)
 
     async def execute(
         self,
@@ -113,7 +1572,12 @@ class LwM2MServer:
         timeout: float | None = None,
         queue_deadline: float | None = None,
     ) -> OperationResult:
-        raise NotImplementedError
+        """Execute the resource at ``path`` with optional text arguments (``0='v',1``)."""
+        target = _path(path)
+        if not target.is_resource:
+            raise InvalidRequest(f"Execute needs a resource path, not {target}")
+        self._device(endpoint)
+        return await self._run(endpoint, Execute(target, arguments), timeout, queue_deadline)
 
     async def create(
         self,
@@ -125,7 +1589,19 @@ class LwM2MServer:
         timeout: float | None = None,
         queue_deadline: float | None = None,
     ) -> CreateResult:
-        raise NotImplementedError
+        """Create an instance of the object at ``object_path``: an :class:`ObjectInstance`
+        (its id is the one to create) or a list of resources (the device picks the id)."""
+        target = _path(object_path)
+        if not target.is_object:
+            raise InvalidRequest(f"Create needs an object path such as /1, not {target}")
+        device = self._device(endpoint)
+        fmt = self._format(device, FormatOperation.CREATE, target, format)
+        assert fmt is not None
+        try:
+            op = Create.of(target, instance, fmt, self.model)
+        except (CodecError, ModelError) as exc:
+            raise InvalidRequest(f"cannot encode the new instance: {exc}") from None
+        return cast(CreateResult, await self._run(endpoint, op, timeout, queue_deadline))
 
     async def delete(
         self,
@@ -135,7 +1611,27 @@ class LwM2MServer:
         timeout: float | None = None,
         queue_deadline: float | None = None,
     ) -> OperationResult:
-        raise NotImplementedError
+        """Delete the object instance (or, LwM2M 1.2, resource instance) at ``path``."""
+        target = _path(path)
+        if not (target.is_object_instance or target.is_resource_instance):
+            raise InvalidRequest(f"Delete needs an object instance path, not {target}")
+        self._device(endpoint)
+        return await self._run(endpoint, Delete(target), timeout, queue_deadline)
+
+    def _composite(
+        self, device: _Device, paths: Sequence[Path | str], format: int | None, what: str
+    ) -> tuple[tuple[Path, ...], int]:
+        if device.registration.lwm2m_version == "1.0":
+            raise InvalidRequest(f"{what} needs LwM2M 1.1; {device.endpoint} registered as 1.0")
+        targets = tuple(_path(p) for p in paths)
+        if not targets:
+            raise InvalidRequest(f"{what} needs at least one path")
+        if format is None:
+            return targets, composite_format(device.registration)
+        problem = format_problem(format, FormatOperation.READ_COMPOSITE, targets[0])
+        if problem is not None:
+            raise InvalidRequest(problem)
+        return targets, format
 
     async def read_composite(
         self,
@@ -146,7 +1642,11 @@ class LwM2MServer:
         timeout: float | None = None,
         queue_deadline: float | None = None,
     ) -> CompositeReadResult:
-        raise NotImplementedError
+        """Read-Composite (FETCH): several paths in one request (LwM2M 1.1+)."""
+        device = self._device(endpoint)
+        targets, fmt = self._composite(device, paths, format, "Read-Composite")
+        op = ReadComposite(targets, fmt)
+        return cast(CompositeReadResult, await self._run(endpoint, op, timeout, queue_deadline))
 
     async def write_composite(
         self,
@@ -157,7 +1657,14 @@ class LwM2MServer:
         timeout: float | None = None,
         queue_deadline: float | None = None,
     ) -> OperationResult:
-        raise NotImplementedError
+        """Write-Composite (iPATCH): resources and resource instances of several objects."""
+        device = self._device(endpoint)
+        targets, fmt = self._composite(device, list(content), format, "Write-Composite")
+        try:
+            op = WriteComposite.of(dict(zip(targets, content.values())), fmt, self.model)
+        except (CodecError, ModelError) as exc:
+            raise InvalidRequest(f"cannot encode the composite content: {exc}") from None
+        return await self._run(endpoint, op, timeout, queue_deadline)
 
     async def observe(
         self,
@@ -168,7 +1675,14 @@ class LwM2MServer:
         timeout: float | None = None,
         queue_deadline: float | None = None,
     ) -> ObserveResult:
-        raise NotImplementedError
+        """Observe ``path``: the initial content now, :class:`Notification` events after."""
+        target = _path(path)
+        if target.is_root:
+            raise InvalidRequest("Observe needs an object, instance or resource path")
+        device = self._device(endpoint)
+        accept = self._format(device, FormatOperation.OBSERVE, target, format)
+        result = await self._run(endpoint, Observe(target, accept), timeout, queue_deadline)
+        return cast(ObserveResult, result)
 
     async def observe_composite(
         self,
@@ -179,24 +1693,11 @@ class LwM2MServer:
         timeout: float | None = None,
         queue_deadline: float | None = None,
     ) -> ObserveResult:
-        raise NotImplementedError
+        """Observe-Composite (FETCH Observe=0) on several paths (LwM2M 1.1+)."""
+        device = self._device(endpoint)
+        targets, fmt = self._composite(device, paths, format, "Observe-Composite")
+        op = ObserveComposite(targets, fmt)
+        return cast(ObserveResult, await self._run(endpoint, op, timeout, queue_deadline))
 
-    async def cancel_observation(
-        self, observation_id: str, *, active: bool = True, timeout: float | None = None
-    ) -> OperationResult:
-        raise NotImplementedError
 
-    def observations(self, endpoint: str | None = None) -> list[ObservationInfo]:
-        raise NotImplementedError
-
-    async def queued_requests(self, endpoint: str) -> list[QueuedRequest]:
-        raise NotImplementedError
-
-    async def cancel_queued(self, request_id: int) -> bool:
-        raise NotImplementedError
-
-    def subscribe(self) -> EventSubscription:
-        raise NotImplementedError
-
-    async def last_values(self, endpoint: str) -> dict[Path, ReportedValue]:
-        raise NotImplementedError
+__all__ = ["LwM2MServer"]
