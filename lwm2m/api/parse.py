@@ -225,6 +225,17 @@ def _check_path(data: Mapping[str, Any], path: Path, field: str) -> None:
 def _resource(data: Mapping[str, Any], path: Path, model: ObjectModel, field: str) -> Node:
     definition = _definition(model, path)
     data_type = _resolve_type(data, definition, path, field)
+    if path.is_resource_instance:
+        if definition is not None and not definition.multiple:
+            raise InputError(
+                "path",
+                f"{path.parent} ({definition.name}) is a single resource; write {path.parent}",
+            )
+        if "value" not in data:
+            raise InputError(f"{field}.value", f'a value is required for {path}: {{"value": ...}}')
+        return ResourceInstance(
+            path.ids[3], parse_value(data["value"], data_type, f"{field}.value")
+        )
     multiple = "instances" in data or bool(data.get("multiple"))
     if definition is not None and definition.multiple != multiple:
         if definition.multiple:
@@ -248,10 +259,7 @@ def _resource(data: Mapping[str, Any], path: Path, model: ObjectModel, field: st
         return MultipleResource(path.ids[2], data_type, values)
     if "value" not in data:
         raise InputError(f"{field}.value", f'a value is required for {path}: {{"value": ...}}')
-    value = parse_value(data["value"], data_type, f"{field}.value")
-    if path.is_resource_instance:
-        return ResourceInstance(path.ids[3], value)
-    return SingleResource(path.ids[2], value)
+    return SingleResource(path.ids[2], parse_value(data["value"], data_type, f"{field}.value"))
 
 
 def _instance(data: Mapping[str, Any], path: Path, model: ObjectModel, field: str) -> Node:
