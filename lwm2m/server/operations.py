@@ -198,6 +198,16 @@ def _response_format(response: Response, fallback: int | None, path: Path) -> in
     return int(ContentFormat.TLV)
 
 
+def paths_format(content_format: int) -> int:
+    """The format of a Read-/Observe-Composite request body (a list of paths) for answers in
+    ``content_format``: the SenML flavour of the same encoding. Clients parse path lists in
+    SenML (TS 1.1 §5.4.4), also when asked to answer in LwM2M CBOR or JSON."""
+    fmt = canonical(content_format)
+    if fmt in (ContentFormat.SENML_JSON, ContentFormat.LWM2M_JSON):
+        return int(ContentFormat.SENML_JSON)
+    return int(ContentFormat.SENML_CBOR)
+
+
 def decode_content(
     response: Response,
     paths: Sequence[Path],
@@ -311,9 +321,9 @@ class ObserveComposite(Operation):
         return RequestSpec(
             int(Code.FETCH),
             Path(()),
-            content_format=self.content_format,
+            content_format=paths_format(self.content_format),
             accept=self.content_format,
-            payload=encode_paths(self.content_format, list(self.targets)),
+            payload=encode_paths(paths_format(self.content_format), list(self.targets)),
             observe=0,
         )
 
@@ -539,9 +549,9 @@ class ReadComposite(Operation):
         return RequestSpec(
             int(Code.FETCH),
             Path(()),
-            content_format=self.content_format,
+            content_format=paths_format(self.content_format),
             accept=self.content_format,
-            payload=encode_paths(self.content_format, list(self.targets)),
+            payload=encode_paths(paths_format(self.content_format), list(self.targets)),
         )
 
     def interpret(self, response: Response, model: ObjectModel) -> OperationResult:
@@ -673,4 +683,5 @@ __all__ = [
     "decode_report",
     "from_queued",
     "is_multi_format",
+    "paths_format",
 ]
