@@ -11,7 +11,6 @@ import httpx
 from lwm2m.model import ObjLink
 from tests.api.harness import (
     TOKEN,
-    Api,
     MuteDevice,
     apn_template,
     run,
@@ -27,29 +26,28 @@ def leaf(node: dict[str, Any], rid: int) -> dict[str, Any]:
 
 def test_health_needs_no_token_and_everything_else_does(tmp_path: Path) -> None:
     async def scenario() -> None:
-        async with running_api(tmp_path) as api:
-            async with httpx.AsyncClient(base_url=api.url) as anonymous:
-                health = await anonymous.get("/health")
-                assert health.status_code == 200
-                assert health.json()["status"] == "ok"
-                assert health.json()["coap"].startswith("127.0.0.1:")
-                for method, url in [
-                    ("GET", "/devices"),
-                    ("GET", "/devices/x/data/3/0"),
-                    ("PUT", "/security/x"),
-                    ("GET", "/events"),
-                    ("GET", "/openapi.json"),
-                ]:
-                    missing = await anonymous.request(method, url)
-                    assert missing.status_code == 401, url
-                    assert missing.headers["www-authenticate"] == "Bearer"
-                    assert missing.json()["status"] == "unauthorized"
-                    assert "missing bearer token" in missing.json()["message"]
-                    wrong = await anonymous.request(
-                        method, url, headers={"Authorization": f"Bearer {TOKEN}x"}
-                    )
-                    assert wrong.status_code == 401
-                    assert "wrong bearer token" in wrong.json()["message"]
+        async with running_api(tmp_path) as api, httpx.AsyncClient(base_url=api.url) as anonymous:
+            health = await anonymous.get("/health")
+            assert health.status_code == 200
+            assert health.json()["status"] == "ok"
+            assert health.json()["coap"].startswith("127.0.0.1:")
+            for method, url in [
+                ("GET", "/devices"),
+                ("GET", "/devices/x/data/3/0"),
+                ("PUT", "/security/x"),
+                ("GET", "/events"),
+                ("GET", "/openapi.json"),
+            ]:
+                missing = await anonymous.request(method, url)
+                assert missing.status_code == 401, url
+                assert missing.headers["www-authenticate"] == "Bearer"
+                assert missing.json()["status"] == "unauthorized"
+                assert "missing bearer token" in missing.json()["message"]
+                wrong = await anonymous.request(
+                    method, url, headers={"Authorization": f"Bearer {TOKEN}x"}
+                )
+                assert wrong.status_code == 401
+                assert "wrong bearer token" in wrong.json()["message"]
 
     run(scenario)
 
@@ -332,7 +330,7 @@ def test_observe_streams_notifications_as_server_sent_events(tmp_path: Path) -> 
             assert [o["observation_id"] for o in listed] == [observation_id]
             device.set("/3/0/9", 42)
             await wait_until(lambda: any(name == "notification" for name, _ in events))
-            name, notification = next(e for e in events if e[0] == "notification")
+            _, notification = next(e for e in events if e[0] == "notification")
             assert notification["observation_id"] == observation_id
             assert notification["content"][0]["name"] == "Battery Level"
             assert notification["content"][0]["value"] == 42
