@@ -30,7 +30,14 @@ from lwm2m.coap import (
 )
 from lwm2m.server import LwM2MServer, ServerConfig, ServerEvent
 from lwm2m.store import EndpointSecurity, PskCredential, Store
-from lwm2m.transport import DtlsClient, DtlsClientConfig, Peer, Transport, UdpTransport
+from lwm2m.transport import (
+    DtlsClient,
+    DtlsClientConfig,
+    Peer,
+    Transport,
+    UdpTransport,
+    X509Credentials,
+)
 from lwm2m.transport.coap_shell import CoapShell
 from tests.store.conftest import StoreTarget, pg_admin, target  # noqa: F401  (fixtures)
 
@@ -179,17 +186,18 @@ class RawClient:
         address: Any,
         *,
         psk: tuple[bytes, bytes] | None = None,
+        x509: X509Credentials | None = None,
         local_port: int = 0,
     ) -> RawClient:
         host, port = address[0], address[1]
         self.core = CoapEndpoint(rng=random.Random(7))
         self.shell = CoapShell(self.core, self._on_event)
-        if psk is not None:
+        if psk is not None or x509 is not None:
             dtls = await DtlsClient.connect(
                 self.shell,
                 host,
                 port,
-                DtlsClientConfig(psk=psk),
+                DtlsClientConfig(psk=psk, x509=x509),
                 local_addr=("127.0.0.1", local_port),
                 on_session_closed=self.shell.session_closed,
             )
