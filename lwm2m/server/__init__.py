@@ -40,7 +40,8 @@ talks to devices only through this API, never through CoAP::
 
 Every operation takes ``format`` (a content format number overriding
 :func:`~lwm2m.server.formats.choose_format`), ``timeout`` (seconds to wait for the answer once
-sent; default ``ServerConfig.request_timeout``) and ``queue_deadline`` (seconds a request may
+sent; default ``ServerConfig.request_timeout``; ``CLIENT_CHOICE`` on Read/Observe sends no
+Accept) and ``queue_deadline`` (seconds a request may
 wait for a sleeping queue-mode device; default ``ServerConfig.queue_deadline``). Paths are
 :class:`~lwm2m.model.Path` or text (``"/3/0/1"``).
 
@@ -72,6 +73,7 @@ from lwm2m.server.events import (
     ServerEvent,
     Updated,
 )
+from lwm2m.server.formats import CLIENT_CHOICE, choose_format
 from lwm2m.server.results import (
     CompositeReadResult,
     CreateResult,
@@ -87,6 +89,7 @@ from lwm2m.server.subscription import EventSubscription
 from lwm2m.store import QueuedRequest, QueueState, Registration, ReportedValue
 
 __all__ = [
+    "CLIENT_CHOICE",
     "SUPPORTED_VERSIONS",
     "CompositeReadResult",
     "CreateResult",
@@ -118,4 +121,5 @@ __all__ = [
     "UnknownEndpoint",
     "UnknownObservation",
     "Updated",
+    "choose_format",
 ]

@@ -37,6 +37,10 @@ from lwm2m.model import DataType, ObjectModel, Path, resource_definition
 
 CF = ContentFormat
 
+CLIENT_CHOICE = -1
+"""``format=CLIENT_CHOICE`` on a Read or Observe sends no Accept option: the client answers
+in its own default (ETS int-237) and the result says which format that was."""
+
 
 class FormatOperation(Enum):
     """What the format is for."""
@@ -161,6 +165,10 @@ def choose_format(
 
 def format_problem(content_format: int, operation: FormatOperation, path: Path) -> str | None:
     """Why ``content_format`` cannot serve ``operation`` at ``path``, or None when it can."""
+    if content_format == CLIENT_CHOICE:
+        if operation in (FormatOperation.READ, FormatOperation.OBSERVE):
+            return None
+        return "only Read and Observe can leave the content format to the client"
     fmt = canonical(content_format)
     if fmt not in NODE_FORMATS:
         return f"content format {content_format} is not an LwM2M data format"
@@ -176,6 +184,7 @@ def format_problem(content_format: int, operation: FormatOperation, path: Path) 
 
 
 __all__ = [
+    "CLIENT_CHOICE",
     "SINGLE_VALUE_FORMATS",
     "ClientFormats",
     "FormatOperation",

@@ -92,7 +92,8 @@ class CreateResult(OperationResult):
 @dataclass(frozen=True, slots=True)
 class CompositeReadResult(OperationResult):
     """A Read-Composite: requested path to node; a path the device did not report is absent
-    (partial presence, ETS int-236)."""
+    (partial presence, ETS int-236). The root path ``/`` is not a node: what it returned is
+    keyed per object (``/1``, ``/3``, ...)."""
 
     content: Mapping[Path, Node] = field(default_factory=lambda: _EMPTY)
     content_format: int | None = None

@@ -81,6 +81,7 @@ from lwm2m.server.events import (
     Updated,
 )
 from lwm2m.server.formats import (
+    CLIENT_CHOICE,
     FormatOperation,
     choose_format,
     composite_format,
@@ -1431,7 +1432,7 @@ class LwM2MServer:
         problem = format_problem(requested, operation, path)
         if problem is not None:
             raise InvalidRequest(problem)
-        return requested
+        return None if requested == CLIENT_CHOICE else requested
 
     async def read(
         self,
