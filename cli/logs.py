@@ -57,6 +57,24 @@ class KeyValueFormatter(logging.Formatter):
         return " ".join(f"{k}={_kv_value(v)}" for k, v in _fields(record).items())
 
 
+class AccessFields(logging.Filter):
+    """Give uvicorn's access lines fields instead of prose: ``client``, ``method``, ``path``,
+    ``status`` (its record args are ``(client, method, path, http_version, status)``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5:
+            client, method, path, _, status = args
+            record.msg, record.args = "http request", ()
+            record.client, record.method, record.path, record.status = (
+                client,
+                method,
+                path,
+                status,
+            )
+        return True
+
+
 def configure(log_format: str, level: str, stream: TextIO | None = None) -> None:
     """Route every logger to one stderr handler with the chosen format and level."""
     handler = logging.StreamHandler(stream or sys.stderr)
@@ -70,3 +88,6 @@ def configure(log_format: str, level: str, stream: TextIO | None = None) -> None
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, AccessFields) for f in access.filters):
+        access.addFilter(AccessFields())

@@ -108,7 +108,9 @@ def _from_text(text: str, data_type: DataType, field: str) -> Any:
         return text
     if data_type in (DataType.INTEGER, DataType.UNSIGNED_INTEGER):
         if not _INTEGER.fullmatch(stripped):
-            raise InputError(field, f"{text!r} is not an integer ({data_type.value})")
+            raise InputError(
+                field, f"{text!r} is not an integer ({data_type.value}); give digits like 300"
+            )
         return int(stripped)
     if data_type is DataType.TIME:
         return _parse_time_text(stripped, field)
@@ -119,7 +121,9 @@ def _from_text(text: str, data_type: DataType, field: str) -> Any:
         try:
             return float(stripped)
         except ValueError:
-            raise InputError(field, f"{text!r} is not a number (Float)") from None
+            raise InputError(
+                field, f"{text!r} is not a number (Float); write it like 1.5"
+            ) from None
     if data_type is DataType.BOOLEAN:
         lowered = stripped.lower()
         if lowered in _TRUE:
