@@ -93,7 +93,10 @@ class ClientSide(EndpointState):
             self._finish(request, now)
         if not deregister or base is None:
             return None
-        message = base.copy(payload=b"", observe=1, block1=None, block2=None, size1=None)
+        # A FETCH is identified by its body too (RFC 8132 §2.3.1): its deregistration repeats
+        # it, or the observed server cannot tell which observation (Observe-Composite) ends.
+        payload = base.payload if base.code == FETCH else b""
+        message = base.copy(payload=payload, observe=1, block1=None, block2=None, size1=None)
         handle = RequestHandle(ps, message, token, confirmable)
         ps.tokens[token] = handle
         if confirmable and ps.nstart_used >= self._nstart:
