@@ -51,6 +51,7 @@ from lwm2m.codec import CodecError
 from lwm2m.codec.link import AttributeUpdate, format_write_attributes
 from lwm2m.codec.text import parse_text_value
 from lwm2m.model import (
+    DataType,
     ModelError,
     Node,
     ObjectInstance,
@@ -1506,8 +1507,11 @@ class LwM2MServer:
                 f"{target} ({definition.name}) is a multiple resource; write an instance "
                 f"path such as {target}/0"
             )
+        raw = text
+        if definition.type is DataType.BOOLEAN:  # the CLI takes true/false as well as 1/0
+            raw = {"true": "1", "false": "0"}.get(text.strip().lower(), text)
         try:
-            value = parse_text_value(definition.type, text.encode("utf-8"))
+            value = parse_text_value(definition.type, raw.encode("utf-8"))
         except CodecError as exc:
             raise InvalidRequest(
                 f"{text!r} is not a {definition.type.value} for {target} ({definition.name}): {exc}"
