@@ -77,6 +77,9 @@ class Bound:
     def json(self) -> dict[str, object]:
         return {"host": self.host, "port": self.port}
 
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
 
 def _bound(address: tuple[object, ...] | None) -> Bound | None:
     if address is None:
@@ -283,8 +286,8 @@ class Service:
             "ready",
             extra={
                 "api": url,
-                "coap": f"{coap.host}:{coap.port}" if coap else "off",
-                "coaps": f"{coaps.host}:{coaps.port}" if coaps else "off",
+                "coap": str(coap) if coap else "off",
+                "coaps": str(coaps) if coaps else "off",
                 "data_dir": str(self.data_dir),
                 "secure_only": settings.secure_only,
             },
