@@ -289,6 +289,8 @@ class LwM2MClient:
             self._cancel_reg(now)
             self._send_reg(_DEREGISTER, Message(code=Code.DELETE, uri_path=self.location), now)
             self.state = State.DEREGISTERING
+            if self.asleep:  # listen for the answer (no Update: we are de-registering)
+                self._wake(now, "deregister")
             return
         self._cancel_reg(now)
         self.state = State.STOPPED
