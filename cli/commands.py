@@ -498,6 +498,12 @@ def _stream_notifications(
                 print_nodes(data.get("content", []))
             if count is not None and seen >= count:
                 break
+        else:
+            observation_id = None  # the server is going away; nothing left to cancel
+            raise CliFailure(
+                f"the server ended the event stream while observing {endpoint!r} (did it shut "
+                "down?); check `fleetloop devices show` and observe again"
+            )
     except KeyboardInterrupt:
         pass
     finally:

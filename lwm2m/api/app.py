@@ -118,6 +118,18 @@ def _install_handlers(app: FastAPI) -> None:
         log.error("store error: %s", exc)
         return _error_response(ApiError(500, "store_error", str(exc)))
 
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error in %s %s", request.method, request.url.path)
+        return _error_response(
+            ApiError(
+                500,
+                "internal_error",
+                f"internal error ({type(exc).__name__}) in {request.method} "
+                f"{request.url.path}; the server log has the details; please report it",
+            )
+        )
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:

@@ -68,6 +68,7 @@ async def running_api(
     secure_only: bool = False,
     model: ObjectModel = BUILTIN_MODEL,
     request_timeout: float = 5.0,
+    queue_awake_time: float = 93.0,
     keepalive_interval: float = 15.0,
 ) -> AsyncIterator[Api]:
     store = Store.open(database_url, data_dir)
@@ -80,6 +81,7 @@ async def running_api(
             coaps_port=0,
             secure_only=secure_only,
             request_timeout=request_timeout,
+            queue_awake_time=queue_awake_time,
         ),
         store,
         model,

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from lwm2m.model import ObjLink
+from simulators.device.config import ClientConfig
 from tests.api.harness import (
     TOKEN,
     MuteDevice,
@@ -365,13 +365,63 @@ def test_registrations_appear_on_the_event_stream(tmp_path: Path) -> None:
     run(scenario)
 
 
-def test_queue_and_objlink_shapes(tmp_path: Path) -> None:
+def test_observe_composite_notifies_for_any_of_its_paths(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with running_api(tmp_path) as api, api.device("dev-1") as device:
             await device.wait_registered()
-            assert (await api.http.get("/devices/dev-1/queue")).json() == []
+            events: list[tuple[str, Any]] = []
+            ready = asyncio.Event()
+            reader = asyncio.create_task(
+                sse_events(api, {"type": "notification,observation_ended"}, events, ready)
+            )
+            await asyncio.wait_for(ready.wait(), 5)
+            observed = await api.http.post(
+                "/devices/dev-1/composite/observe", json={"paths": ["/3/0/9", "/1/0/1"]}
+            )
+            assert observed.status_code == 200, observed.text
+            body = observed.json()
+            assert body["paths"] == ["/3/0/9", "/1/0/1"]
+            assert {n["path"] for n in body["content"]} == {"/3/0/9", "/1/0/1"}
+            device.set("/1/0/1", 444)
+            await wait_until(lambda: any(name == "notification" for name, _ in events))
+            notification = next(data for name, data in events if name == "notification")
+            assert notification["observation_id"] == body["observation_id"]
+            values = {n["path"]: n.get("value") for n in notification["content"]}
+            assert values["/1/0/1"] == 444
+            reader.cancel()
+
+    run(scenario)
+
+
+def test_a_request_for_a_sleeping_device_waits_in_the_queue(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        config = ClientConfig(queue_mode=True, awake_time=0.2)
+        async with (
+            running_api(tmp_path, queue_awake_time=0.2) as api,
+            api.device("sleepy", config=config) as device,
+        ):
+            await device.wait_registered()
+            assert (await api.http.get("/devices")).json()[0]["queue_mode"] is True
+            await asyncio.sleep(0.5)  # both sides now consider the device asleep
+            read = asyncio.create_task(api.http.get("/devices/sleepy/data/3/0/9"))
+            queued: list[Any] = []
+
+            async def poll() -> None:
+                while not queued:
+                    queued.extend((await api.http.get("/devices/sleepy/queue")).json())
+                    await asyncio.sleep(0.02)
+
+            await asyncio.wait_for(poll(), 5)
+            assert queued[0]["operation"] == "read"
+            assert queued[0]["paths"] == ["/3/0/9"]
+            assert queued[0]["state"] == "pending"
+            assert not read.done()
+            device.trigger_update()  # the device wakes up and the queue is flushed
+            response = await asyncio.wait_for(read, 5)
+            assert response.status_code == 200, response.text
+            assert response.json()["queued"] is True
+            assert response.json()["content"]["value"] == 95
             missing = await api.http.delete("/queue/12345")
             assert missing.status_code == 404
-            assert ObjLink(3, 0)  # objlink rendering is covered in test_render_parse
 
     run(scenario)
