@@ -501,6 +501,11 @@ class LwM2MServer:
             raise ServerNotRunning("the LwM2M server is stopped; start it with LwM2MServer.start")
 
     @property
+    def handler_errors(self) -> int:
+        """Exceptions the server's own event handling raised (logged; should stay 0)."""
+        return sum(channel.shell.handler_errors for channel in self._channels)
+
+    @property
     def coap_address(self) -> Address | None:
         """The bound plain-CoAP address (the real port when configured with 0)."""
         channel = self._udp

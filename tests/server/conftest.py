@@ -24,6 +24,7 @@ from aiocoap.numbers.codes import Code
 from lwm2m.coap import (
     CoapEndpoint,
     Event,
+    Observation,
     RequestFailed,
     RequestReceived,
     ResponseReceived,
@@ -175,6 +176,7 @@ class RawClient:
     def __init__(self, handler: Handler | None = None) -> None:
         self.handler: Handler = handler or (lambda _m: Message(code=Code.NOT_FOUND))
         self.requests: list[Message] = []
+        self.observations: list[Observation] = []
         self._futures: dict[Any, asyncio.Future[Message]] = {}
         self.core: CoapEndpoint | None = None
         self.shell: CoapShell[Event] | None = None
@@ -219,7 +221,9 @@ class RawClient:
             self.requests.append(event.message)
             reply = self.handler(event.message)
             if reply is not None:
-                self.core.respond(event.request, reply, self.shell.now())
+                observation = self.core.respond(event.request, reply, self.shell.now())
+                if observation is not None:
+                    self.observations.append(observation)
         elif isinstance(event, ResponseReceived | RequestFailed):
             future = self._futures.pop(event.request, None)
             if future is not None and not future.done():
@@ -274,6 +278,11 @@ class RawClient:
             payload=payload,
             content_format=40,
         )
+
+    def notify(self, observation: Observation, message: Message) -> None:
+        assert self.core is not None and self.shell is not None
+        self.core.send_notification(observation, message, self.shell.now())
+        self.shell.flush()
 
     def close(self) -> None:
         if self.shell is not None:
