@@ -48,7 +48,7 @@ from lwm2m.api import ApiContext, create_app
 from lwm2m.api.render import iso8601
 from lwm2m.server import LwM2MServer, ServerConfig
 from lwm2m.store import Store
-from lwm2m.transport import X509Credentials
+from lwm2m.transport import ConfigurationError, X509Credentials
 
 log = logging.getLogger("fleetloop.serve")
 
@@ -241,6 +241,11 @@ class Service:
         _log_bootstrap_notice(settings)
         try:
             self.server = await LwM2MServer.start(config, self.store, loaded)
+        except ConfigurationError as err:
+            raise ServeError(
+                f"cannot set up CoAPs: {err}; check --x509-cert, --x509-key and --x509-ca "
+                "(PEM; the key must be EC P-256)"
+            ) from None
         except OSError as err:
             raise ServeError(
                 f"cannot open the CoAP sockets ({settings.coap}, coaps {settings.coaps}): "

@@ -153,6 +153,8 @@ def _text(raw: object, where: str) -> str:
 
 
 def _path(raw: object, where: str) -> Path:
+    if isinstance(raw, os.PathLike):
+        raw = os.fspath(raw)
     return Path(_text(raw, where)).expanduser()
 
 

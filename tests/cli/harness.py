@@ -57,8 +57,20 @@ class Background:
         assert self.info is not None and self.info.coap is not None
         return f"coap://127.0.0.1:{self.info.coap['port']}"
 
-    def add_device(self, endpoint: str, template: DeviceTemplate | None = None) -> SimulatedDevice:
-        device = SimulatedDevice(endpoint, self.coap_uri, template=template)
+    @property
+    def coaps_uri(self) -> str:
+        assert self.info is not None and self.info.coaps is not None
+        return f"coaps://127.0.0.1:{self.info.coaps['port']}"
+
+    def add_device(
+        self,
+        endpoint: str,
+        template: DeviceTemplate | None = None,
+        *,
+        uri: str | None = None,
+        **kwargs: Any,
+    ) -> SimulatedDevice:
+        device = SimulatedDevice(endpoint, uri or self.coap_uri, template=template, **kwargs)
 
         async def start() -> None:
             await device.start()
@@ -78,7 +90,7 @@ class Background:
 
 
 @contextmanager
-def background_service(data_dir: Path) -> Iterator[Background]:
+def background_service(data_dir: Path, **overrides: Any) -> Iterator[Background]:
     settings = ServeSettings(
         data_dir=data_dir,
         coap=Listen("127.0.0.1", 0),
@@ -86,6 +98,7 @@ def background_service(data_dir: Path) -> Iterator[Background]:
         bs_coap=None,
         bs_coaps=None,
         api=Listen("127.0.0.1", 0),
+        **overrides,
     )
     background = Background(settings)
     background.start()

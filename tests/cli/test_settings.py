@@ -146,3 +146,13 @@ def test_toml_errors_name_the_file_and_the_key(tmp_path: Path) -> None:
     config.write_text('coap = "x"\n')
     with pytest.raises(SettingsError, match=f"{config}:coap"):
         load({}, env={}, config_file=config)
+
+
+def test_flags_may_be_paths_as_click_passes_them() -> None:
+    settings = resolve(
+        {"data_dir": Path("/srv/x"), "objects": (Path("/a"), Path("/b")), "x509_cert": None},
+        {},
+    )
+    assert settings.data_dir == Path("/srv/x")
+    assert settings.objects == (Path("/a"), Path("/b"))
+    assert settings.sources["data_dir"] == "flag"
