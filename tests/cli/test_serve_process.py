@@ -55,6 +55,8 @@ def test_serve_on_ephemeral_ports_and_devices_list_against_it(tmp_path: Path) ->
     command = [
         *fleetloop(),
         "serve",
+        "--data-dir",
+        str(data_dir),
         "--coap",
         "127.0.0.1:0",
         "--coaps",
@@ -66,7 +68,8 @@ def test_serve_on_ephemeral_ports_and_devices_list_against_it(tmp_path: Path) ->
         "--log-format",
         "json",
     ]
-    env = clean_env(data_dir, FLEETLOOP_BS_COAPS="0")
+    # the flag beats the environment: nothing may be written to the env's data dir
+    env = clean_env(tmp_path / "not-this-one", FLEETLOOP_BS_COAPS="0")
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     try:
         info = wait_for_api_json(data_dir, process, 20)
@@ -123,6 +126,7 @@ def test_serve_on_ephemeral_ports_and_devices_list_against_it(tmp_path: Path) ->
     ready = next(entry for entry in logs if entry["msg"] == "ready")
     assert ready["api"] == info["url"]
     assert not (data_dir / "api.json").exists()
+    assert not (tmp_path / "not-this-one").exists()
     gone = subprocess.run(
         [*fleetloop(), "devices", "list"],
         env=clean_env(data_dir),
