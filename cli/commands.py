@@ -22,6 +22,9 @@ from cli.output import print_json, print_nodes, show_value, table
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+VALUES_MAY_BE_NEGATIVE = {"ignore_unknown_options": True}
+"""``fleetloop write dev /3/0/14 -5``: a value starting with '-' is a value, not an option."""
+
 
 @contextmanager
 def api(timeout: float | None = None) -> Iterator[ApiClient]:
@@ -226,7 +229,7 @@ def read(
     print_nodes([content] if content else [])
 
 
-@click.command()
+@click.command(context_settings=VALUES_MAY_BE_NEGATIVE)
 @click.argument("endpoint")
 @click.argument("path")
 @click.argument("value", required=False)
@@ -343,7 +346,7 @@ def _assignments(items: Sequence[str], what: str) -> list[tuple[str, str]]:
     return pairs
 
 
-@click.command()
+@click.command(context_settings=VALUES_MAY_BE_NEGATIVE)
 @click.argument("endpoint")
 @click.argument("object_path")
 @click.argument("resources", nargs=-1, metavar="[RID=VALUE]...")
@@ -673,7 +676,7 @@ def composite_read(
     print_nodes(result.get("content", []))
 
 
-@composite.command("write")
+@composite.command("write", context_settings=VALUES_MAY_BE_NEGATIVE)
 @click.argument("endpoint")
 @click.argument("assignments", nargs=-1, metavar="PATH=VALUE...")
 @click.option("--node", "node_json", metavar="JSON|@FILE", help="a JSON list of nodes with paths")

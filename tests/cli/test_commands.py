@@ -90,6 +90,8 @@ def test_write_one_resource_then_read_it_back(served: Background) -> None:
     )
     device = served.devices[0]
     assert served.on_loop(device.read, "/1/0/3") == 7
+    ok(served, "write", "dev-1", "/3/0/14", "-05:00")  # a value, not an option
+    assert served.on_loop(device.read, "/3/0/14") == "-05:00"
 
 
 def test_errors_are_one_line_naming_the_device_and_the_fix(served: Background) -> None:
