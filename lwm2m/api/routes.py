@@ -30,7 +30,7 @@ from lwm2m.api.parse import (
     node_from_json,
     parse_path,
 )
-from lwm2m.api.render import JsonObject, node_to_json, nodes_to_json, timestamp_fields
+from lwm2m.api.render import JsonObject, iso8601, node_to_json, nodes_to_json
 from lwm2m.api.views import (
     FORMAT_NAMES,
     format_name,
@@ -145,7 +145,7 @@ async def get_health(ctx: Context) -> Health:
         devices=len(server.registrations()),
         coap=_address(server.coap_address),
         coaps=_address(server.coaps_address),
-        started_at=timestamp_fields("t", ctx.started_at)["t"],
+        started_at=iso8601(ctx.started_at),
     )
 
 
