@@ -168,7 +168,8 @@ class Operation:
     def to_queued(self, endpoint: str, deadline: float | None) -> NewQueuedRequest:
         """The store row that lets the request wait for a sleeping device."""
         spec = self.request()
-        fmt = spec.content_format if spec.content_format is not None else spec.accept
+        # what the answer is asked in; for requests without one, the body's format
+        fmt = spec.accept if spec.accept is not None else spec.content_format
         return NewQueuedRequest(
             endpoint=endpoint,
             operation=self.name,
