@@ -25,20 +25,16 @@ import contextlib
 import heapq
 import itertools
 import logging
-import random
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import replace
-from typing import Any, cast
+from typing import Any
 
-from aiocoap import Message
-from aiocoap.numbers.codes import Code
 from sqlalchemy import delete, select
 
 from lwm2m.coap import (
     CloseReason,
-    CoapEndpoint,
     Event,
     NotificationReceived,
     ObservationCancelled,
@@ -48,20 +44,13 @@ from lwm2m.coap import (
     ResponseReceived,
 )
 from lwm2m.codec import CodecError
-from lwm2m.codec.link import AttributeUpdate, format_write_attributes
-from lwm2m.codec.text import parse_text_value
 from lwm2m.model import (
-    DataType,
     ModelError,
     Node,
-    ObjectInstance,
     ObjectModel,
     Path,
-    Resource,
-    ResourceInstance,
-    SingleResource,
-    resource_definition,
 )
+from lwm2m.server.api import DeviceManagementApi
 from lwm2m.server.config import ServerConfig
 from lwm2m.server.errors import (
     InvalidRequest,
@@ -70,115 +59,70 @@ from lwm2m.server.errors import (
     UnknownObservation,
 )
 from lwm2m.server.events import (
-    Deregistered,
     Expired,
     Notification,
     ObservationEnded,
     QueueStateChanged,
-    Registered,
-    RegistrationRefused,
-    SendReceived,
     ServerEvent,
-    Updated,
-)
-from lwm2m.server.formats import (
-    CLIENT_CHOICE,
-    FormatOperation,
-    choose_format,
-    composite_format,
-    format_problem,
 )
 from lwm2m.server.observations import (
     ObservationState,
     leaf_values,
-    newest_content,
     report_values,
-    timestamped_values,
 )
 from lwm2m.server.operations import (
     AnyOperation,
-    Create,
-    Delete,
-    Discover,
-    Execute,
     Observe,
     ObserveComposite,
     QueuedRequestUnreadable,
     Read,
-    ReadComposite,
     Response,
-    Write,
-    WriteAttributes,
-    WriteComposite,
     decode_content,
-    decode_report,
     from_queued,
-    is_multi_format,
 )
 from lwm2m.server.queue import QueuedEntry, is_awake, outcome_state
+from lwm2m.server.registrar import RegistrationInterface
 from lwm2m.server.registration import (
-    DeregisterRequest,
     LifetimeRules,
-    Refusal,
-    RegisterRequest,
-    SendRequest,
-    UpdateRequest,
-    code_text,
-    parse_request,
-    registration_root,
 )
 from lwm2m.server.results import (
     CompositeReadResult,
-    CreateResult,
-    DiscoverResult,
     ObservationInfo,
     ObserveResult,
     OperationResult,
     OperationStatus,
     ReadResult,
 )
-from lwm2m.server.security import (
-    IdentityRefused,
-    audit_line,
-    check_certificate,
-    check_nosec,
-    check_psk,
-    describe,
-    psk_text,
-    stored_identity,
+from lwm2m.server.state import (
+    Channel,
+    Device,
+    Failure,
+    Outcome,
+    Pending,
+    udp_peer,
 )
 from lwm2m.server.subscription import EventSubscription
-from lwm2m.store import Address as StoreAddress
+from lwm2m.store import Observation as StoredObservation
 from lwm2m.store import (
-    EndpointSecurity,
-    NewRegistration,
-    NotFound,
     QueuedRequest,
     QueueState,
     Registration,
-    RegistrationUpdate,
     ReportedValue,
     Source,
     Store,
     StoreError,
     Tx,
 )
-from lwm2m.store import Observation as StoredObservation
 from lwm2m.store.tables import OBSERVATION, QUEUED_REQUEST
 from lwm2m.transport import (
     Address,
-    CertificateIdentity,
     DtlsServer,
     DtlsServerConfig,
     Peer,
-    PskIdentity,
-    Transport,
     UdpTransport,
 )
-from lwm2m.transport.coap_shell import CoapShell
 
 logger = logging.getLogger("lwm2m.server")
-audit = logging.getLogger("lwm2m.server.audit")
 
 #: How often the server refreshes the PSK snapshot and expires stale queued requests.
 HOUSEKEEPING_INTERVAL = 60.0
@@ -195,120 +139,7 @@ _FAILURE_STATUS = {
 }
 
 
-class _Failure:
-    """Why a request ended without a response."""
-
-    __slots__ = ("reason", "status")
-
-    def __init__(self, status: OperationStatus, reason: str) -> None:
-        self.status = status
-        self.reason = reason
-
-
-_Outcome = tuple[Response, bool] | _Failure
-
-
-class _Channel:
-    """One socket: its transport, its CoAP core and the shell running the core on it."""
-
-    __slots__ = ("core", "dispatching", "secure", "server", "shell", "transport")
-
-    def __init__(self, server: LwM2MServer, secure: bool, config: ServerConfig) -> None:
-        self.server = server
-        self.secure = secure
-        self.core = CoapEndpoint(rng=random.SystemRandom(), config=config.coap)
-        self.shell: CoapShell[Event] = CoapShell(self.core, self.on_event)
-        self.transport: Transport | None = None
-        self.dispatching = False
-
-    def on_event(self, event: Event) -> None:
-        self.dispatching = True
-        try:
-            self.server._on_coap_event(self, event)
-        finally:
-            self.dispatching = False
-
-    def now(self) -> float:
-        return self.shell.now()
-
-    def flush(self) -> None:
-        """Send what the core has queued -- unless we are inside the shell's event drain,
-        which flushes by itself when the handler returns."""
-        if not self.dispatching:
-            self.shell.flush()
-
-
-class _Device:
-    """Everything the server keeps in memory about one registration."""
-
-    __slots__ = (
-        "channel",
-        "check_store_queue",
-        "draining",
-        "inflight",
-        "last_seen",
-        "observations",
-        "peer",
-        "queue",
-        "registration",
-        "root",
-    )
-
-    def __init__(
-        self,
-        registration: Registration,
-        channel: _Channel | None,
-        peer: Peer | None,
-        last_seen: float,
-    ) -> None:
-        self.registration = registration
-        self.channel = channel
-        self.peer = peer
-        self.root = registration_root(registration.root_path)
-        self.last_seen = last_seen
-        self.queue: deque[QueuedEntry] = deque()
-        self.inflight: set[RequestHandle] = set()
-        self.observations: dict[str, ObservationState] = {}
-        #: The store may hold queued requests this process has not loaded (after a restart).
-        self.check_store_queue = False
-        self.draining = False
-
-    @property
-    def endpoint(self) -> str:
-        return self.registration.endpoint
-
-
-class _Pending:
-    """An operation on the wire, waiting for its response."""
-
-    __slots__ = ("device", "future", "timer")
-
-    def __init__(self, device: _Device, future: asyncio.Future[_Outcome]) -> None:
-        self.device = device
-        self.future = future
-        self.timer: asyncio.TimerHandle | None = None
-
-
-def _store_address(peer: Peer) -> StoreAddress:
-    return StoreAddress(str(peer.address[0]), int(peer.address[1]))
-
-
-def _udp_peer(address: StoreAddress) -> Peer:
-    """The Peer a UDP transport would report for a stored address (IPv6 sockets report
-    4-tuples, IPv4 ones 2-tuples)."""
-    if ":" in address.host:
-        return Peer((address.host, address.port, 0, 0))
-    return Peer((address.host, address.port))
-
-
-def _path(path: Path | str) -> Path:
-    try:
-        return path if isinstance(path, Path) else Path.parse(path)
-    except ModelError as exc:
-        raise InvalidRequest(str(exc)) from None
-
-
-class LwM2MServer:
+class LwM2MServer(RegistrationInterface, DeviceManagementApi):
     """The device-management server: see the :mod:`lwm2m.server` docstring for the API."""
 
     def __init__(self, config: ServerConfig, store: Store, model: ObjectModel) -> None:
@@ -321,13 +152,13 @@ class LwM2MServer:
         self._lifetimes = LifetimeRules(
             config.min_lifetime, config.max_lifetime, config.default_lifetime
         )
-        self._channels: list[_Channel] = []
-        self._udp: _Channel | None = None
-        self._dtls: _Channel | None = None
-        self._by_endpoint: dict[str, _Device] = {}
-        self._by_id: dict[str, _Device] = {}
-        self._by_peer: dict[Peer, _Device] = {}
-        self._pending: dict[RequestHandle, _Pending] = {}
+        self._channels: list[Channel] = []
+        self._udp: Channel | None = None
+        self._dtls: Channel | None = None
+        self._by_endpoint: dict[str, Device] = {}
+        self._by_id: dict[str, Device] = {}
+        self._by_peer: dict[Peer, Device] = {}
+        self._pending: dict[RequestHandle, Pending] = {}
         self._observations: dict[str, ObservationState] = {}
         self._obs_by_handle: dict[RequestHandle, ObservationState] = {}
         self._subscribers: set[EventSubscription] = set()
@@ -372,14 +203,14 @@ class LwM2MServer:
         await self._load()
         try:
             if config.coap_port is not None:
-                channel = _Channel(self, False, config)
+                channel = Channel(self._on_coap_event, False, config)
                 udp = await UdpTransport.create(channel.shell, config.coap_host, config.coap_port)
                 channel.transport = udp
                 channel.shell.attach(udp)
                 self._udp = channel
                 self._channels.append(channel)
             if config.coaps_port is not None:
-                channel = _Channel(self, True, config)
+                channel = Channel(self._on_coap_event, True, config)
                 dtls = await DtlsServer.create(
                     channel.shell,
                     DtlsServerConfig(psk_store=store.psk_store(), x509=config.x509),
@@ -399,7 +230,7 @@ class LwM2MServer:
             for device in self._by_endpoint.values():
                 if device.channel is None and not device.registration.secure:
                     device.channel = self._udp
-                    device.peer = _udp_peer(device.registration.address)
+                    device.peer = udp_peer(device.registration.address)
                     self._by_peer[device.peer] = device
         self._running = True
         self._arm_timer()
@@ -450,7 +281,7 @@ class LwM2MServer:
         registrations, pending = await store.read(load)
         loop_now = self._loop.time()
         for reg in registrations:
-            device = _Device(reg, None, None, loop_now - self.config.queue_awake_time)
+            device = Device(reg, None, None, loop_now - self.config.queue_awake_time)
             device.check_store_queue = reg.endpoint in pending
             self._index(device)
             self._push(reg.expires_at, "reg", reg.id)
@@ -470,7 +301,7 @@ class LwM2MServer:
         for pending in list(self._pending.values()):
             if not pending.future.done():
                 pending.future.set_result(
-                    _Failure(OperationStatus.SERVER_STOPPED, "the server stopped")
+                    Failure(OperationStatus.SERVER_STOPPED, "the server stopped")
                 )
         self._pending.clear()
         for device in self._by_endpoint.values():
@@ -531,7 +362,7 @@ class LwM2MServer:
         device = self._device(endpoint)
         return self._awake(device)
 
-    def _awake(self, device: _Device) -> bool:
+    def _awake(self, device: Device) -> bool:
         return is_awake(
             device.registration.queue_mode,
             device.last_seen,
@@ -539,20 +370,20 @@ class LwM2MServer:
             self.config.queue_awake_time,
         )
 
-    def _device(self, endpoint: str) -> _Device:
+    def _device(self, endpoint: str) -> Device:
         self._check_running()
         device = self._by_endpoint.get(endpoint)
         if device is None:
             raise UnknownEndpoint(endpoint)
         return device
 
-    def _index(self, device: _Device) -> None:
+    def _index(self, device: Device) -> None:
         self._by_endpoint[device.endpoint] = device
         self._by_id[device.registration.id] = device
         if device.peer is not None:
             self._by_peer[device.peer] = device
 
-    def _unindex(self, device: _Device) -> None:
+    def _unindex(self, device: Device) -> None:
         if self._by_endpoint.get(device.endpoint) is device:
             del self._by_endpoint[device.endpoint]
         if self._by_id.get(device.registration.id) is device:
@@ -560,7 +391,7 @@ class LwM2MServer:
         if device.peer is not None and self._by_peer.get(device.peer) is device:
             del self._by_peer[device.peer]
 
-    def _drop(self, device: _Device, reason: str, *, keep_queue: bool) -> None:
+    def _drop(self, device: Device, reason: str, *, keep_queue: bool) -> None:
         """Forget a registration's runtime state: observations end (passively: the device's
         next notification gets RST), requests on the wire end ``DEREGISTERED``, and queued
         requests are cancelled unless the endpoint registered again (``keep_queue``)."""
@@ -574,7 +405,7 @@ class LwM2MServer:
                 channel.core.cancel_request(handle, channel.now())
             if pending is not None and not pending.future.done():
                 pending.future.set_result(
-                    _Failure(OperationStatus.DEREGISTERED, f"registration ended: {reason}")
+                    Failure(OperationStatus.DEREGISTERED, f"registration ended: {reason}")
                 )
         device.inflight.clear()
         if not keep_queue and device.queue:
@@ -614,7 +445,7 @@ class LwM2MServer:
             self.store.queue.cancel(tx, request_id, now)
 
     # -- CoAP events ----------------------------------------------------------------------------
-    def _on_coap_event(self, channel: _Channel, event: Event) -> None:
+    def _on_coap_event(self, channel: Channel, event: Event) -> None:
         if isinstance(event, RequestReceived):
             self._on_device_request(channel, event)
         elif isinstance(event, ResponseReceived):
@@ -638,103 +469,11 @@ class LwM2MServer:
             status = _FAILURE_STATUS.get(event.reason, OperationStatus.UNREACHABLE)
             detail = event.detail or event.reason.value
             if not pending.future.done():
-                pending.future.set_result(_Failure(status, f"request failed: {detail}"))
+                pending.future.set_result(Failure(status, f"request failed: {detail}"))
         elif isinstance(event, ObservationCancelled):
             obs = self._obs_by_handle.get(event.request)
             if obs is not None:
                 self._end_observation(obs, f"ended: {event.reason.value}", forget=False)
-
-    def _on_device_request(self, channel: _Channel, event: RequestReceived) -> None:
-        message = event.message
-        peer = cast(Peer, event.peer)
-        known = self._by_peer.get(peer)
-        if known is not None:
-            known.last_seen = self._loop.time()
-        parsed = parse_request(
-            message, allowed_versions=self.config.allowed_versions, lifetimes=self._lifetimes
-        )
-        if isinstance(parsed, Refusal):
-            path = tuple(message.opt.uri_path)
-            if path[:1] == ("rd",):
-                endpoint = next((q[3:] for q in message.opt.uri_query if q.startswith("ep=")), None)
-                self._refused(endpoint, peer, parsed.reason, parsed.code, audited=False)
-            self._respond(channel, event, parsed.code, parsed.reason)
-        elif isinstance(parsed, RegisterRequest):
-            self._spawn(self._register(channel, event, parsed))
-        elif isinstance(parsed, UpdateRequest):
-            self._spawn(self._update(channel, event, parsed))
-        elif isinstance(parsed, DeregisterRequest):
-            self._spawn(self._deregister(channel, event, parsed))
-        elif isinstance(parsed, SendRequest):
-            self._on_send(channel, event, parsed, known)
-
-    def _respond(
-        self,
-        channel: _Channel,
-        event: RequestReceived,
-        code: Code,
-        reason: str = "",
-        location: tuple[str, ...] = (),
-    ) -> None:
-        if event.request.responded:
-            return
-        response = Message(code=code, payload=reason.encode("utf-8") if reason else b"")
-        if location:
-            response.opt.location_path = location
-        channel.core.respond(event.request, response, channel.now())
-        channel.flush()
-
-    def _refused(
-        self, endpoint: str | None, peer: Peer, reason: str, code: Code, *, audited: bool
-    ) -> None:
-        self.stats["refused"] += 1
-        text = code_text(code)
-        if audited:
-            audit.warning(audit_line("registration_refused", endpoint, peer, reason, text))
-        else:
-            logger.info("refused %s from %s: %s %s", endpoint, peer, text, reason)
-        self._emit(
-            RegistrationRefused(
-                endpoint=endpoint,
-                reason=reason,
-                identity=describe(peer),
-                code=text,
-                address=str(peer).split(" ")[0],
-            )
-        )
-
-    # -- security -------------------------------------------------------------------------------
-    async def _check_identity(self, endpoint: str, peer: Peer) -> IdentityRefused | None:
-        identity = peer.identity
-        store = self.store
-        if isinstance(identity, PskIdentity):
-            text = psk_text(identity)
-            cache = store.security_cache
-            if cache.complete:
-                owner = cache.lookup(text)
-            else:
-                owner = await store.read(lambda tx: store.security.find_by_psk_identity(tx, text))
-            return check_psk(endpoint, text, owner)
-        record: EndpointSecurity | None = await store.read(
-            lambda tx: store.security.get(tx, endpoint)
-        )
-        if isinstance(identity, CertificateIdentity):
-            return check_certificate(endpoint, identity, record)
-        return check_nosec(endpoint, record, nosec_by_default=self.config.nosec_by_default)
-
-    async def _identity_ok(
-        self, channel: _Channel, event: RequestReceived, endpoint: str, peer: Peer
-    ) -> bool:
-        try:
-            refused = await self._check_identity(endpoint, peer)
-        except StoreError as exc:
-            self._respond(channel, event, Code.SERVICE_UNAVAILABLE, f"store unavailable: {exc}")
-            return False
-        if refused is None:
-            return True
-        self._refused(endpoint, peer, refused.reason, Code.FORBIDDEN, audited=True)
-        self._respond(channel, event, Code.FORBIDDEN, refused.reason)
-        return False
 
     # -- Register / Update / De-register --------------------------------------------------------
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -747,183 +486,12 @@ class LwM2MServer:
         if not task.cancelled() and task.exception() is not None:
             logger.error("server task failed", exc_info=task.exception())
 
-    async def _register(
-        self, channel: _Channel, event: RequestReceived, request: RegisterRequest
-    ) -> None:
-        peer = cast(Peer, event.peer)
-        if not await self._identity_ok(channel, event, request.endpoint, peer):
-            return
-        new = NewRegistration(
-            endpoint=request.endpoint,
-            lifetime=request.lifetime,
-            address=_store_address(peer),
-            identity=stored_identity(peer),
-            lwm2m_version=request.lwm2m_version,
-            binding=request.binding,
-            queue_mode=request.queue_mode,
-            sms_number=request.sms_number,
-            root_path=request.objects.root,
-            object_links=request.object_links,
-            supported_formats=request.objects.content_formats,
-        )
-        now = self._wall()
-        store = self.store
-        try:
-            reg, replaced = await store.write(lambda tx: store.registrations.register(tx, new, now))
-        except StoreError as exc:
-            logger.warning("Register of %s not stored: %s", request.endpoint, exc)
-            self._respond(channel, event, Code.SERVICE_UNAVAILABLE, "store unavailable; retry")
-            return
-        old = self._by_endpoint.get(request.endpoint)
-        queue: deque[QueuedEntry] = deque()
-        check_store = False
-        if old is not None:
-            queue, old.queue = old.queue, deque()
-            check_store = old.check_store_queue
-            self._drop(old, "replaced by a new Register", keep_queue=True)
-        device = _Device(reg, channel, peer, self._loop.time())
-        device.queue = queue
-        device.check_store_queue = check_store or (old is None and replaced is not None)
-        self._index(device)
-        self._push(reg.expires_at, "reg", reg.id)
-        self.stats["registrations"] += 1
-        self._respond(channel, event, Code.CREATED, location=("rd", reg.id))
-        self._emit(Registered(reg.endpoint, reg, replaced))
-        if old is None and replaced is None:
-            device.check_store_queue = True  # a request may have been queued while unknown
-        self._wake(device)
-
-    async def _update(
-        self, channel: _Channel, event: RequestReceived, request: UpdateRequest
-    ) -> None:
-        peer = cast(Peer, event.peer)
-        device = self._by_id.get(request.registration_id)
-        if device is None:
-            self._respond(channel, event, Code.NOT_FOUND, "unknown registration; register again")
-            return
-        endpoint = device.endpoint
-        if stored_identity(peer) != device.registration.identity and not await self._identity_ok(
-            channel, event, endpoint, peer
-        ):
-            return
-        previous = device.registration
-        changes = RegistrationUpdate(
-            lifetime=request.lifetime,
-            binding=request.binding,
-            queue_mode=request.queue_mode(previous.lwm2m_version),
-            sms_number=request.sms_number,
-            object_links=request.object_links,
-            supported_formats=(
-                request.objects.content_formats
-                if request.objects is not None and request.objects.content_formats
-                else None
-            ),
-            address=_store_address(peer) if peer != device.peer else None,
-        )
-        now = self._wall()
-        store = self.store
-        try:
-            reg = await store.write(
-                lambda tx: store.registrations.update(tx, request.registration_id, changes, now)
-            )
-        except NotFound as exc:
-            if self._by_id.get(request.registration_id) is device:
-                self._drop(device, "expired", keep_queue=False)
-            self._respond(channel, event, Code.NOT_FOUND, str(exc))
-            return
-        except StoreError as exc:
-            logger.warning("Update of %s not stored: %s", endpoint, exc)
-            self._respond(channel, event, Code.SERVICE_UNAVAILABLE, "store unavailable; retry")
-            return
-        if self._by_id.get(request.registration_id) is not device:
-            self._respond(channel, event, Code.NOT_FOUND, "registration replaced; register again")
-            return
-        device.registration = reg
-        if peer != device.peer:  # NAT rebinding, a new DTLS session, or the first contact
-            if device.peer is not None and self._by_peer.get(device.peer) is device:
-                del self._by_peer[device.peer]
-            device.peer = peer
-            self._by_peer[peer] = device
-        device.channel = channel
-        device.last_seen = self._loop.time()
-        self._push(reg.expires_at, "reg", reg.id)
-        self.stats["updates"] += 1
-        self._respond(channel, event, Code.CHANGED)
-        self._emit(Updated(endpoint, reg, previous))
-        self._wake(device)
-
-    async def _deregister(
-        self, channel: _Channel, event: RequestReceived, request: DeregisterRequest
-    ) -> None:
-        peer = cast(Peer, event.peer)
-        device = self._by_id.get(request.registration_id)
-        if device is None:
-            self._respond(channel, event, Code.NOT_FOUND, "unknown registration")
-            return
-        if stored_identity(peer) != device.registration.identity and not await self._identity_ok(
-            channel, event, device.endpoint, peer
-        ):
-            return
-        store = self.store
-        try:
-            await store.write(lambda tx: self._remove_row(tx, request.registration_id))
-        except StoreError as exc:
-            logger.warning("De-register of %s not stored: %s", device.endpoint, exc)
-            self._respond(channel, event, Code.SERVICE_UNAVAILABLE, "store unavailable; retry")
-            return
-        if self._by_id.get(request.registration_id) is device:
-            self._drop(device, "de-registered", keep_queue=False)
-        self._respond(channel, event, Code.DELETED)
-        self._emit(Deregistered(device.endpoint, device.registration))
-
-    def _remove_row(self, tx: Tx, registration_id: str) -> None:
-        if self.store.registrations.get(tx, registration_id) is not None:
-            self.store.registrations.remove(tx, registration_id)
-
-    # -- Send -----------------------------------------------------------------------------------
-    def _on_send(
-        self,
-        channel: _Channel,
-        event: RequestReceived,
-        request: SendRequest,
-        device: _Device | None,
-    ) -> None:
-        if device is None:
-            self._respond(
-                channel, event, Code.NOT_FOUND, "no registration from this address; register"
-            )
-            return
-        reg = device.registration
-        if reg.lwm2m_version == "1.0":
-            self._respond(channel, event, Code.METHOD_NOT_ALLOWED, "Send needs LwM2M 1.1 or later")
-            return
-        fmt = request.content_format
-        if fmt is None or not is_multi_format(fmt):
-            self._respond(
-                channel,
-                event,
-                Code.UNSUPPORTED_CONTENT_FORMAT,
-                "Send needs SenML JSON/CBOR or LwM2M JSON/CBOR",
-            )
-            return
-        now = self._wall()
-        try:
-            groups = decode_report(fmt, request.payload, self.model, now)
-        except (CodecError, ModelError) as exc:
-            self._respond(channel, event, Code.BAD_REQUEST, f"undecodable Send: {exc}")
-            return
-        self.stats["sends"] += 1
-        self._respond(channel, event, Code.CHANGED)
-        self._record(timestamped_values(reg.endpoint, groups, now, Source.SEND))
-        self._emit(SendReceived(reg.endpoint, newest_content(groups), tuple(groups)))
-        self._wake(device)
-
     # -- notifications and observations ---------------------------------------------------------
     def _on_notification(self, event: NotificationReceived) -> None:
         obs = self._obs_by_handle.get(event.request)
         if obs is None:
             return
-        device: _Device = obs.device
+        device: Device = obs.device
         device.last_seen = self._loop.time()
         response = Response.from_message(event.message)
         if not response.success:
@@ -951,7 +519,7 @@ class LwM2MServer:
 
     def _add_observation(
         self,
-        device: _Device,
+        device: Device,
         handle: RequestHandle,
         op: Observe | ObserveComposite,
         content_format: int | None,
@@ -984,7 +552,7 @@ class LwM2MServer:
         if self._observations.pop(obs.id, None) is None:
             return
         self._obs_by_handle.pop(obs.handle, None)
-        device: _Device = obs.device
+        device: Device = obs.device
         device.observations.pop(obs.id, None)
         if forget and device.channel is not None:
             device.channel.core.cancel_request(obs.handle, device.channel.now())
@@ -1014,7 +582,7 @@ class LwM2MServer:
         obs = self._observations.get(observation_id)
         if obs is None:
             raise UnknownObservation(observation_id)
-        device: _Device = obs.device
+        device: Device = obs.device
         channel = device.channel
         handle = obs.handle
         self._end_observation(obs, "cancelled", forget=not active)
@@ -1027,7 +595,7 @@ class LwM2MServer:
             channel.flush()
             return OperationResult(OperationStatus.SUCCESS, None, "forgotten; RST follows")
         outcome = await self._await_handle(device, channel, cancel, timeout)
-        if isinstance(outcome, _Failure):
+        if isinstance(outcome, Failure):
             return OperationResult(outcome.status, None, outcome.reason)
         response = outcome[0]
         if response.success:
@@ -1037,13 +605,13 @@ class LwM2MServer:
     # -- sending operations ---------------------------------------------------------------------
     async def _await_handle(
         self,
-        device: _Device,
-        channel: _Channel,
+        device: Device,
+        channel: Channel,
         handle: RequestHandle,
         timeout: float | None,
-    ) -> _Outcome:
-        future: asyncio.Future[_Outcome] = self._loop.create_future()
-        pending = _Pending(device, future)
+    ) -> Outcome:
+        future: asyncio.Future[Outcome] = self._loop.create_future()
+        pending = Pending(device, future)
         self._pending[handle] = pending
         device.inflight.add(handle)
         channel.flush()
@@ -1072,11 +640,11 @@ class LwM2MServer:
             channel.flush()
         if not pending.future.done():
             pending.future.set_result(
-                _Failure(OperationStatus.TIMEOUT, f"no answer within {waited:g} s")
+                Failure(OperationStatus.TIMEOUT, f"no answer within {waited:g} s")
             )
 
     async def _transmit(
-        self, device: _Device, op: AnyOperation, timeout: float | None
+        self, device: Device, op: AnyOperation, timeout: float | None
     ) -> tuple[OperationResult, Response | None]:
         """Send ``op`` now and interpret the outcome."""
         channel, peer = device.channel, device.peer
@@ -1092,7 +660,7 @@ class LwM2MServer:
         message = op.request().to_message(device.root)
         handle = channel.core.send_request(peer, message, channel.now())
         outcome = await self._await_handle(device, channel, handle, timeout)
-        if isinstance(outcome, _Failure):
+        if isinstance(outcome, Failure):
             return op.failed(outcome.status, outcome.reason), None
         response, observing = outcome
         result = op.interpret(response, self.model)
@@ -1109,7 +677,7 @@ class LwM2MServer:
             self._record_read(device, op, result)
         return result, response
 
-    def _record_read(self, device: _Device, op: AnyOperation, result: OperationResult) -> None:
+    def _record_read(self, device: Device, op: AnyOperation, result: OperationResult) -> None:
         content: Mapping[Path, Node] = {}
         if isinstance(result, ReadResult) and result.content is not None and isinstance(op, Read):
             content = {op.path: result.content}
@@ -1136,7 +704,7 @@ class LwM2MServer:
     # -- queue mode -----------------------------------------------------------------------------
     async def _enqueue(
         self,
-        device: _Device,
+        device: Device,
         op: AnyOperation,
         timeout: float | None,
         queue_deadline: float | None,
@@ -1203,14 +771,14 @@ class LwM2MServer:
         )
         return True
 
-    def _wake(self, device: _Device) -> None:
+    def _wake(self, device: Device) -> None:
         """The device just talked to us: send what waits for it (after our answer went out)."""
         if device.draining or not (device.queue or device.check_store_queue):
             return
         device.draining = True
         self._spawn(self._drain(device))
 
-    async def _drain(self, device: _Device) -> None:
+    async def _drain(self, device: Device) -> None:
         try:
             if device.check_store_queue:
                 device.check_store_queue = False
@@ -1227,7 +795,7 @@ class LwM2MServer:
         finally:
             device.draining = False
 
-    async def _load_queue(self, device: _Device) -> None:
+    async def _load_queue(self, device: Device) -> None:
         """Queued rows this process does not hold (written before a restart)."""
         store = self.store
         now = self._wall()
@@ -1255,7 +823,7 @@ class LwM2MServer:
         merged = sorted([*loaded, *device.queue], key=lambda e: e.request_id)
         device.queue = deque(merged)
 
-    async def _deliver(self, device: _Device, entry: QueuedEntry) -> None:
+    async def _deliver(self, device: Device, entry: QueuedEntry) -> None:
         endpoint, op, request_id = device.endpoint, entry.operation, entry.request_id
         sent_at = self._wall()
         store = self.store
@@ -1363,7 +931,7 @@ class LwM2MServer:
                     self._expire_entry(endpoint, entry, now)
         self._arm_timer()
 
-    def _expire(self, device: _Device, now: float) -> None:
+    def _expire(self, device: Device, now: float) -> None:
         reg = device.registration
         self._drop(device, "lifetime expired", keep_queue=False)
         store = self.store
@@ -1423,291 +991,3 @@ class LwM2MServer:
         store = self.store
         values = await store.read(lambda tx: store.telemetry.latest(tx, endpoint))
         return {v.path: v for v in values}
-
-    # -- the DM operations ----------------------------------------------------------------------
-    def _format(
-        self,
-        device: _Device,
-        operation: FormatOperation,
-        path: Path,
-        requested: int | None,
-        value_type: Any = None,
-    ) -> int | None:
-        if requested is None:
-            return choose_format(device.registration, operation, path, self.model, value_type)
-        problem = format_problem(requested, operation, path)
-        if problem is not None:
-            raise InvalidRequest(problem)
-        return None if requested == CLIENT_CHOICE else requested
-
-    async def read(
-        self,
-        endpoint: str,
-        path: Path | str,
-        *,
-        format: int | None = None,
-        timeout: float | None = None,
-        queue_deadline: float | None = None,
-    ) -> ReadResult:
-        """Read the object, instance, resource or resource instance at ``path``."""
-        target = _path(path)
-        if target.is_root:
-            raise InvalidRequest("Read needs an object, instance or resource path, not /")
-        device = self._device(endpoint)
-        accept = self._format(device, FormatOperation.READ, target, format)
-        op = Read(target, accept)
-        return cast(ReadResult, await self._run(endpoint, op, timeout, queue_deadline))
-
-    async def write(
-        self,
-        endpoint: str,
-        path: Path | str,
-        content: Node,
-        *,
-        replace: bool = True,
-        format: int | None = None,
-        timeout: float | None = None,
-        queue_deadline: float | None = None,
-    ) -> OperationResult:
-        """Write ``content`` at ``path``: replace (PUT) or, with ``replace=False``, partial
-        update (POST) of an instance or multiple resource."""
-        target = _path(path)
-        if target.level < 2:
-            raise InvalidRequest(f"Write needs an instance or resource path, not {target}")
-        device = self._device(endpoint)
-        value_type = getattr(content, "type", None)
-        if isinstance(content, ResourceInstance):
-            value_type = content.value.type
-        fmt = self._format(device, FormatOperation.WRITE, target, format, value_type)
-        assert fmt is not None  # writes always have a format
-        try:
-            op = Write.of(target, content, fmt, self.model, replace=replace)
-        except (CodecError, ModelError) as exc:
-            raise InvalidRequest(f"cannot encode the content for {target}: {exc}") from None
-        return await self._run(endpoint, op, timeout, queue_deadline)
-
-    async def write_value(
-        self,
-        endpoint: str,
-        path: Path | str,
-        text: str,
-        *,
-        format: int | None = None,
-        timeout: float | None = None,
-        queue_deadline: float | None = None,
-    ) -> OperationResult:
-        """Write one value given as text (``"120"``, ``"true"``, ``"3:0"``), typed by the
-        object model's definition of the resource (the CLI's ``fleetloop write EP PATH V``)."""
-        target = _path(path)
-        if not (target.is_resource or target.is_resource_instance):
-            raise InvalidRequest(f"write_value needs a resource path, not {target}")
-        definition = resource_definition(self.model, target.object_id, target.resource_id)
-        if definition is None:
-            raise InvalidRequest(
-                f"the object model does not know {target}; load its DDF or use write() "
-                "with a typed value"
-            )
-        if target.is_resource and definition.multiple:
-            raise InvalidRequest(
-                f"{target} ({definition.name}) is a multiple resource; write an instance "
-                f"path such as {target}/0"
-            )
-        raw = text
-        if definition.type is DataType.BOOLEAN:  # the CLI takes true/false as well as 1/0
-            raw = {"true": "1", "false": "0"}.get(text.strip().lower(), text)
-        try:
-            value = parse_text_value(definition.type, raw.encode("utf-8"))
-        except CodecError as exc:
-            raise InvalidRequest(
-                f"{text!r} is not a {definition.type.value} for {target} ({definition.name}): {exc}"
-            ) from None
-        node: Node
-        if target.is_resource_instance:
-            node = ResourceInstance(target.ids[3], value)
-        else:
-            node = SingleResource(target.ids[2], value)
-        return await self.write(
-            endpoint,
-            target,
-            node,
-            format=format,
-            timeout=timeout,
-            queue_deadline=queue_deadline,
-        )
-
-    async def write_attributes(
-        self,
-        endpoint: str,
-        path: Path | str,
-        attributes: AttributeUpdate,
-        *,
-        timeout: float | None = None,
-        queue_deadline: float | None = None,
-    ) -> OperationResult:
-        """Write-Attributes (PUT with the attributes as query; a name alone unsets it)."""
-        target = _path(path)
-        if target.is_root:
-            raise InvalidRequest("Write-Attributes needs an object, instance or resource path")
-        try:
-            query = tuple(format_write_attributes(attributes))
-        except CodecError as exc:
-            raise InvalidRequest(str(exc)) from None
-        if not query:
-            raise InvalidRequest("no attribute to set or unset")
-        self._device(endpoint)
-        return await self._run(endpoint, WriteAttributes(target, query), timeout, queue_deadline)
-
-    async def discover(
-        self,
-        endpoint: str,
-        path: Path | str,
-        *,
-        timeout: float | None = None,
-        queue_deadline: float | None = None,
-    ) -> DiscoverResult:
-        """Discover (GET Accept: link format): the links and attributes under ``path``."""
-        target = _path(path)
-        if target.is_root:
-            raise InvalidRequest("Discover needs an object, instance or resource path")
-        self._device(endpoint)
-        result = await self._run(endpoint, Discover(target), timeout, queue_deadline)
-        return cast(DiscoverResult, result)
-
-    async def execute(
-        self,
-        endpoint: str,
-        path: Path | str,
-        arguments: str | None = None,
-        *,
-        timeout: float | None = None,
-        queue_deadline: float | None = None,
-    ) -> OperationResult:
-        """Execute the resource at ``path`` with optional text arguments (``0='v',1``)."""
-        target = _path(path)
-        if not target.is_resource:
-            raise InvalidRequest(f"Execute needs a resource path, not {target}")
-        self._device(endpoint)
-        return await self._run(endpoint, Execute(target, arguments), timeout, queue_deadline)
-
-    async def create(
-        self,
-        endpoint: str,
-        object_path: Path | str,
-        instance: ObjectInstance | Sequence[Resource],
-        *,
-        format: int | None = None,
-        timeout: float | None = None,
-        queue_deadline: float | None = None,
-    ) -> CreateResult:
-        """Create an instance of the object at ``object_path``: an :class:`ObjectInstance`
-        (its id is the one to create) or a list of resources (the device picks the id)."""
-        target = _path(object_path)
-        if not target.is_object:
-            raise InvalidRequest(f"Create needs an object path such as /1, not {target}")
-        device = self._device(endpoint)
-        fmt = self._format(device, FormatOperation.CREATE, target, format)
-        assert fmt is not None
-        try:
-            op = Create.of(target, instance, fmt, self.model)
-        except (CodecError, ModelError) as exc:
-            raise InvalidRequest(f"cannot encode the new instance: {exc}") from None
-        return cast(CreateResult, await self._run(endpoint, op, timeout, queue_deadline))
-
-    async def delete(
-        self,
-        endpoint: str,
-        path: Path | str,
-        *,
-        timeout: float | None = None,
-        queue_deadline: float | None = None,
-    ) -> OperationResult:
-        """Delete the object instance (or, LwM2M 1.2, resource instance) at ``path``."""
-        target = _path(path)
-        if not (target.is_object_instance or target.is_resource_instance):
-            raise InvalidRequest(f"Delete needs an object instance path, not {target}")
-        self._device(endpoint)
-        return await self._run(endpoint, Delete(target), timeout, queue_deadline)
-
-    def _composite(
-        self, device: _Device, paths: Sequence[Path | str], format: int | None, what: str
-    ) -> tuple[tuple[Path, ...], int]:
-        if device.registration.lwm2m_version == "1.0":
-            raise InvalidRequest(f"{what} needs LwM2M 1.1; {device.endpoint} registered as 1.0")
-        targets = tuple(_path(p) for p in paths)
-        if not targets:
-            raise InvalidRequest(f"{what} needs at least one path")
-        if format is None:
-            return targets, composite_format(device.registration)
-        problem = format_problem(format, FormatOperation.READ_COMPOSITE, targets[0])
-        if problem is not None:
-            raise InvalidRequest(problem)
-        return targets, format
-
-    async def read_composite(
-        self,
-        endpoint: str,
-        paths: Sequence[Path | str],
-        *,
-        format: int | None = None,
-        timeout: float | None = None,
-        queue_deadline: float | None = None,
-    ) -> CompositeReadResult:
-        """Read-Composite (FETCH): several paths in one request (LwM2M 1.1+)."""
-        device = self._device(endpoint)
-        targets, fmt = self._composite(device, paths, format, "Read-Composite")
-        op = ReadComposite(targets, fmt)
-        return cast(CompositeReadResult, await self._run(endpoint, op, timeout, queue_deadline))
-
-    async def write_composite(
-        self,
-        endpoint: str,
-        content: Mapping[Path, Node],
-        *,
-        format: int | None = None,
-        timeout: float | None = None,
-        queue_deadline: float | None = None,
-    ) -> OperationResult:
-        """Write-Composite (iPATCH): resources and resource instances of several objects."""
-        device = self._device(endpoint)
-        targets, fmt = self._composite(device, list(content), format, "Write-Composite")
-        try:
-            op = WriteComposite.of(dict(zip(targets, content.values())), fmt, self.model)
-        except (CodecError, ModelError) as exc:
-            raise InvalidRequest(f"cannot encode the composite content: {exc}") from None
-        return await self._run(endpoint, op, timeout, queue_deadline)
-
-    async def observe(
-        self,
-        endpoint: str,
-        path: Path | str,
-        *,
-        format: int | None = None,
-        timeout: float | None = None,
-        queue_deadline: float | None = None,
-    ) -> ObserveResult:
-        """Observe ``path``: the initial content now, :class:`Notification` events after."""
-        target = _path(path)
-        if target.is_root:
-            raise InvalidRequest("Observe needs an object, instance or resource path")
-        device = self._device(endpoint)
-        accept = self._format(device, FormatOperation.OBSERVE, target, format)
-        result = await self._run(endpoint, Observe(target, accept), timeout, queue_deadline)
-        return cast(ObserveResult, result)
-
-    async def observe_composite(
-        self,
-        endpoint: str,
-        paths: Sequence[Path | str],
-        *,
-        format: int | None = None,
-        timeout: float | None = None,
-        queue_deadline: float | None = None,
-    ) -> ObserveResult:
-        """Observe-Composite (FETCH Observe=0) on several paths (LwM2M 1.1+)."""
-        device = self._device(endpoint)
-        targets, fmt = self._composite(device, paths, format, "Observe-Composite")
-        op = ObserveComposite(targets, fmt)
-        return cast(ObserveResult, await self._run(endpoint, op, timeout, queue_deadline))
-
-
-__all__ = ["LwM2MServer"]

@@ -1,0 +1,368 @@
+"""The registration interface and Send, as a mixin of :class:`~lwm2m.server.LwM2MServer`.
+
+What a device sends the server: Register, Update, De-register (``/rd``) and Send (``/dp``).
+Parsing is pure (:mod:`lwm2m.server.registration`), the identity check too
+(:mod:`lwm2m.server.security`); this module runs them, writes through the store and answers.
+Register, Update and De-register run as one short task each because they wait for the store:
+the answer goes out only once the change is committed, so nothing acknowledged is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, cast
+
+from aiocoap import Message
+from aiocoap.numbers.codes import Code
+
+from lwm2m.coap import RequestReceived
+from lwm2m.codec import CodecError
+from lwm2m.model import ModelError, ObjectModel
+from lwm2m.server.config import ServerConfig
+from lwm2m.server.events import (
+    Deregistered,
+    Registered,
+    RegistrationRefused,
+    SendReceived,
+    ServerEvent,
+    Updated,
+)
+from lwm2m.server.observations import newest_content, timestamped_values
+from lwm2m.server.operations import decode_report, is_multi_format
+from lwm2m.server.queue import QueuedEntry
+from lwm2m.server.registration import (
+    DeregisterRequest,
+    LifetimeRules,
+    Refusal,
+    RegisterRequest,
+    SendRequest,
+    UpdateRequest,
+    code_text,
+    parse_request,
+)
+from lwm2m.server.security import (
+    IdentityRefused,
+    audit_line,
+    check_certificate,
+    check_nosec,
+    check_psk,
+    describe,
+    psk_text,
+    stored_identity,
+)
+from lwm2m.server.state import Channel, Device, store_address
+from lwm2m.store import (
+    EndpointSecurity,
+    NewRegistration,
+    NotFound,
+    RegistrationUpdate,
+    ReportedValue,
+    Source,
+    Store,
+    StoreError,
+    Tx,
+)
+from lwm2m.transport import CertificateIdentity, Peer, PskIdentity
+
+logger = logging.getLogger("lwm2m.server")
+audit = logging.getLogger("lwm2m.server.audit")
+
+
+class RegistrationInterface:
+    """Handles requests devices send; the runtime provides the state and helpers below."""
+
+    config: ServerConfig
+    store: Store
+    model: ObjectModel
+    stats: dict[str, int]
+    _loop: asyncio.AbstractEventLoop
+    _wall: Callable[[], float]
+    _lifetimes: LifetimeRules
+    _by_endpoint: dict[str, Device]
+    _by_id: dict[str, Device]
+    _by_peer: dict[Peer, Device]
+
+    if TYPE_CHECKING:
+
+        def _spawn(self, coro: Coroutine[Any, Any, None]) -> None: ...
+
+        def _index(self, device: Device) -> None: ...
+
+        def _drop(self, device: Device, reason: str, *, keep_queue: bool) -> None: ...
+
+        def _push(self, when: float, kind: str, key: Any) -> None: ...
+
+        def _emit(self, event: ServerEvent) -> None: ...
+
+        def _wake(self, device: Device) -> None: ...
+
+        def _record(self, values: list[ReportedValue]) -> None: ...
+
+    def _on_device_request(self, channel: Channel, event: RequestReceived) -> None:
+        message = event.message
+        peer = cast(Peer, event.peer)
+        known = self._by_peer.get(peer)
+        if known is not None:
+            known.last_seen = self._loop.time()
+        parsed = parse_request(
+            message, allowed_versions=self.config.allowed_versions, lifetimes=self._lifetimes
+        )
+        if isinstance(parsed, Refusal):
+            path = tuple(message.opt.uri_path)
+            if path[:1] == ("rd",):
+                endpoint = next((q[3:] for q in message.opt.uri_query if q.startswith("ep=")), None)
+                self._refused(endpoint, peer, parsed.reason, parsed.code, audited=False)
+            self._respond(channel, event, parsed.code, parsed.reason)
+        elif isinstance(parsed, RegisterRequest):
+            self._spawn(self._register(channel, event, parsed))
+        elif isinstance(parsed, UpdateRequest):
+            self._spawn(self._update(channel, event, parsed))
+        elif isinstance(parsed, DeregisterRequest):
+            self._spawn(self._deregister(channel, event, parsed))
+        elif isinstance(parsed, SendRequest):
+            self._on_send(channel, event, parsed, known)
+
+    def _respond(
+        self,
+        channel: Channel,
+        event: RequestReceived,
+        code: Code,
+        reason: str = "",
+        location: tuple[str, ...] = (),
+    ) -> None:
+        if event.request.responded:
+            return
+        response = Message(code=code, payload=reason.encode("utf-8") if reason else b"")
+        if location:
+            response.opt.location_path = location
+        channel.core.respond(event.request, response, channel.now())
+        channel.flush()
+
+    def _refused(
+        self, endpoint: str | None, peer: Peer, reason: str, code: Code, *, audited: bool
+    ) -> None:
+        self.stats["refused"] += 1
+        text = code_text(code)
+        if audited:
+            audit.warning(audit_line("registration_refused", endpoint, peer, reason, text))
+        else:
+            logger.info("refused %s from %s: %s %s", endpoint, peer, text, reason)
+        self._emit(
+            RegistrationRefused(
+                endpoint=endpoint,
+                reason=reason,
+                identity=describe(peer),
+                code=text,
+                address=str(peer).split(" ")[0],
+            )
+        )
+
+    # -- security -------------------------------------------------------------------------------
+    async def _check_identity(self, endpoint: str, peer: Peer) -> IdentityRefused | None:
+        identity = peer.identity
+        store = self.store
+        if isinstance(identity, PskIdentity):
+            text = psk_text(identity)
+            cache = store.security_cache
+            if cache.complete:
+                owner = cache.lookup(text)
+            else:
+                owner = await store.read(lambda tx: store.security.find_by_psk_identity(tx, text))
+            return check_psk(endpoint, text, owner)
+        record: EndpointSecurity | None = await store.read(
+            lambda tx: store.security.get(tx, endpoint)
+        )
+        if isinstance(identity, CertificateIdentity):
+            return check_certificate(endpoint, identity, record)
+        return check_nosec(endpoint, record, nosec_by_default=self.config.nosec_by_default)
+
+    async def _identity_ok(
+        self, channel: Channel, event: RequestReceived, endpoint: str, peer: Peer
+    ) -> bool:
+        try:
+            refused = await self._check_identity(endpoint, peer)
+        except StoreError as exc:
+            self._respond(channel, event, Code.SERVICE_UNAVAILABLE, f"store unavailable: {exc}")
+            return False
+        if refused is None:
+            return True
+        self._refused(endpoint, peer, refused.reason, Code.FORBIDDEN, audited=True)
+        self._respond(channel, event, Code.FORBIDDEN, refused.reason)
+        return False
+
+    async def _register(
+        self, channel: Channel, event: RequestReceived, request: RegisterRequest
+    ) -> None:
+        peer = cast(Peer, event.peer)
+        if not await self._identity_ok(channel, event, request.endpoint, peer):
+            return
+        new = NewRegistration(
+            endpoint=request.endpoint,
+            lifetime=request.lifetime,
+            address=store_address(peer),
+            identity=stored_identity(peer),
+            lwm2m_version=request.lwm2m_version,
+            binding=request.binding,
+            queue_mode=request.queue_mode,
+            sms_number=request.sms_number,
+            root_path=request.objects.root,
+            object_links=request.object_links,
+            supported_formats=request.objects.content_formats,
+        )
+        now = self._wall()
+        store = self.store
+        try:
+            reg, replaced = await store.write(lambda tx: store.registrations.register(tx, new, now))
+        except StoreError as exc:
+            logger.warning("Register of %s not stored: %s", request.endpoint, exc)
+            self._respond(channel, event, Code.SERVICE_UNAVAILABLE, "store unavailable; retry")
+            return
+        old = self._by_endpoint.get(request.endpoint)
+        queue: deque[QueuedEntry] = deque()
+        check_store = False
+        if old is not None:
+            queue, old.queue = old.queue, deque()
+            check_store = old.check_store_queue
+            self._drop(old, "replaced by a new Register", keep_queue=True)
+        device = Device(reg, channel, peer, self._loop.time())
+        device.queue = queue
+        device.check_store_queue = check_store or (old is None and replaced is not None)
+        self._index(device)
+        self._push(reg.expires_at, "reg", reg.id)
+        self.stats["registrations"] += 1
+        self._respond(channel, event, Code.CREATED, location=("rd", reg.id))
+        self._emit(Registered(reg.endpoint, reg, replaced))
+        if old is None and replaced is None:
+            device.check_store_queue = True  # a request may have been queued while unknown
+        self._wake(device)
+
+    async def _update(
+        self, channel: Channel, event: RequestReceived, request: UpdateRequest
+    ) -> None:
+        peer = cast(Peer, event.peer)
+        device = self._by_id.get(request.registration_id)
+        if device is None:
+            self._respond(channel, event, Code.NOT_FOUND, "unknown registration; register again")
+            return
+        endpoint = device.endpoint
+        if stored_identity(peer) != device.registration.identity and not await self._identity_ok(
+            channel, event, endpoint, peer
+        ):
+            return
+        previous = device.registration
+        changes = RegistrationUpdate(
+            lifetime=request.lifetime,
+            binding=request.binding,
+            queue_mode=request.queue_mode(previous.lwm2m_version),
+            sms_number=request.sms_number,
+            object_links=request.object_links,
+            supported_formats=(
+                request.objects.content_formats
+                if request.objects is not None and request.objects.content_formats
+                else None
+            ),
+            address=store_address(peer) if peer != device.peer else None,
+        )
+        now = self._wall()
+        store = self.store
+        try:
+            reg = await store.write(
+                lambda tx: store.registrations.update(tx, request.registration_id, changes, now)
+            )
+        except NotFound as exc:
+            if self._by_id.get(request.registration_id) is device:
+                self._drop(device, "expired", keep_queue=False)
+            self._respond(channel, event, Code.NOT_FOUND, str(exc))
+            return
+        except StoreError as exc:
+            logger.warning("Update of %s not stored: %s", endpoint, exc)
+            self._respond(channel, event, Code.SERVICE_UNAVAILABLE, "store unavailable; retry")
+            return
+        if self._by_id.get(request.registration_id) is not device:
+            self._respond(channel, event, Code.NOT_FOUND, "registration replaced; register again")
+            return
+        device.registration = reg
+        if peer != device.peer:  # NAT rebinding, a new DTLS session, or the first contact
+            if device.peer is not None and self._by_peer.get(device.peer) is device:
+                del self._by_peer[device.peer]
+            device.peer = peer
+            self._by_peer[peer] = device
+        device.channel = channel
+        device.last_seen = self._loop.time()
+        self._push(reg.expires_at, "reg", reg.id)
+        self.stats["updates"] += 1
+        self._respond(channel, event, Code.CHANGED)
+        self._emit(Updated(endpoint, reg, previous))
+        self._wake(device)
+
+    async def _deregister(
+        self, channel: Channel, event: RequestReceived, request: DeregisterRequest
+    ) -> None:
+        peer = cast(Peer, event.peer)
+        device = self._by_id.get(request.registration_id)
+        if device is None:
+            self._respond(channel, event, Code.NOT_FOUND, "unknown registration")
+            return
+        if stored_identity(peer) != device.registration.identity and not await self._identity_ok(
+            channel, event, device.endpoint, peer
+        ):
+            return
+        store = self.store
+        try:
+            await store.write(lambda tx: self._remove_row(tx, request.registration_id))
+        except StoreError as exc:
+            logger.warning("De-register of %s not stored: %s", device.endpoint, exc)
+            self._respond(channel, event, Code.SERVICE_UNAVAILABLE, "store unavailable; retry")
+            return
+        if self._by_id.get(request.registration_id) is device:
+            self._drop(device, "de-registered", keep_queue=False)
+        self._respond(channel, event, Code.DELETED)
+        self._emit(Deregistered(device.endpoint, device.registration))
+
+    def _remove_row(self, tx: Tx, registration_id: str) -> None:
+        if self.store.registrations.get(tx, registration_id) is not None:
+            self.store.registrations.remove(tx, registration_id)
+
+    # -- Send -----------------------------------------------------------------------------------
+    def _on_send(
+        self,
+        channel: Channel,
+        event: RequestReceived,
+        request: SendRequest,
+        device: Device | None,
+    ) -> None:
+        if device is None:
+            self._respond(
+                channel, event, Code.NOT_FOUND, "no registration from this address; register"
+            )
+            return
+        reg = device.registration
+        if reg.lwm2m_version == "1.0":
+            self._respond(channel, event, Code.METHOD_NOT_ALLOWED, "Send needs LwM2M 1.1 or later")
+            return
+        fmt = request.content_format
+        if fmt is None or not is_multi_format(fmt):
+            self._respond(
+                channel,
+                event,
+                Code.UNSUPPORTED_CONTENT_FORMAT,
+                "Send needs SenML JSON/CBOR or LwM2M JSON/CBOR",
+            )
+            return
+        now = self._wall()
+        try:
+            groups = decode_report(fmt, request.payload, self.model, now)
+        except (CodecError, ModelError) as exc:
+            self._respond(channel, event, Code.BAD_REQUEST, f"undecodable Send: {exc}")
+            return
+        self.stats["sends"] += 1
+        self._respond(channel, event, Code.CHANGED)
+        self._record(timestamped_values(reg.endpoint, groups, now, Source.SEND))
+        self._emit(SendReceived(reg.endpoint, newest_content(groups), tuple(groups)))
+        self._wake(device)
+
+
+__all__ = ["RegistrationInterface"]
