@@ -124,7 +124,8 @@ from lwm2m.transport import (
 
 logger = logging.getLogger("lwm2m.server")
 
-#: How often the server refreshes the PSK snapshot and expires stale queued requests.
+#: How often the server expires stale queued requests (the PSK snapshot is refreshed every
+#: ``StoreSettings.psk_cache_ttl``, to pick up credentials other processes wrote).
 HOUSEKEEPING_INTERVAL = 60.0
 
 _FAILURE_STATUS = {
@@ -168,6 +169,7 @@ class LwM2MServer(RegistrationInterface, DeviceManagementApi):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._housekeeping: asyncio.TimerHandle | None = None
+        self._psk_refreshed = self._wall()
         self._running = False
         #: Counters for operators and tests (never reset).
         self.stats: dict[str, int] = {
@@ -954,7 +956,9 @@ class LwM2MServer(RegistrationInterface, DeviceManagementApi):
         store = self.store
         now = self._wall()
         try:
-            await store.refresh_security_cache()
+            if now - self._psk_refreshed >= store.settings.psk_cache_ttl:
+                self._psk_refreshed = now
+                await store.refresh_security_cache()
             await store.write(lambda tx: store.queue.expire(tx, now))
         except StoreError as exc:
             logger.warning("housekeeping failed: %s", exc)

@@ -51,7 +51,12 @@ from tests.fixtures.extract_interop_server import TARGET, extract, render
 
 ENTRIES: list[dict[str, Any]] = json.loads(TARGET.read_text("utf-8"))
 DEVICE = [e for e in ENTRIES if e["kind"] == "device"]
-DM = [e for e in ENTRIES if e["kind"] == "dm"]
+# an observation's cancellation (GET Observe=1) is built by the CoAP core, not an operation
+DM = [
+    e
+    for e in ENTRIES
+    if e["kind"] == "dm" and Message.decode(bytes.fromhex(e["request_hex"])).opt.observe != 1
+]
 
 
 def test_fixture_is_in_the_repository() -> None:
@@ -146,8 +151,6 @@ def test_operations_build_the_captured_request_and_read_the_real_answer(
     entry: dict[str, Any],
 ) -> None:
     captured = _message(entry["request_hex"])
-    if captured.opt.observe == 1:
-        pytest.skip("an observation's cancellation is built by the CoAP core, not an operation")
     op = operation_for(captured)
     built = op.request().to_message()
     assert built.code == captured.code

@@ -200,3 +200,26 @@ def test_requests_queued_for_an_endpoint_that_deregisters_are_cancelled(store: S
             assert result.status is OperationStatus.DEREGISTERED
 
     run(scenario())
+
+
+def test_housekeeping_expires_queued_rows_nobody_holds(store: Store) -> None:
+    """Rows left by a stopped server for a device that never came back end ``expired``."""
+
+    async def scenario() -> None:
+        async with running_server(store) as server:
+            op = Write.of(
+                Path.parse("/1/0/1"),
+                SingleResource(1, Value.integer(5)),
+                0,
+                BUILTIN_MODEL,
+                replace=True,
+            )
+            now = time.time()
+            with store.transaction() as tx:
+                row = store.queue.enqueue(tx, op.to_queued("never-back", now + 0.1), now)
+            await asyncio.sleep(0.15)
+            await server._housekeep()
+            stored = store.read_sync(lambda tx: store.queue.get(tx, row.id))
+            assert stored is not None and stored.state is QueueState.EXPIRED
+
+    run(scenario())
