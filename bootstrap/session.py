@@ -113,6 +113,8 @@ class StepRecord:
     note: str = ""
 
     def __str__(self) -> str:
+        if self.code is None and self.step in ("commit", "plan"):
+            return f"{self.step}: {self.note}"
         text = f"{self.step}: {self.code or 'no answer'}"
         return f"{text} ({self.note})" if self.note else text
 

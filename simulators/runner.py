@@ -15,6 +15,16 @@ tests::
 
 ``coaps://`` URIs use DTLS with ``psk=(identity, key)`` or ``x509=X509Credentials(...)``.
 Profiles, network emulation and the CLI belong to the later fleet work.
+
+Bootstrap: ``SimulatedDevice(endpoint, bootstrap_uri="coaps://bs:5784", bootstrap_psk=...)``
+leaves the factory with only a bootstrap account. ``start`` bootstraps over that transport,
+closes it, then connects to the DM server the bootstrap wrote into objects 0 and 1 (PSK or
+certificate from the Security instance) and registers. Execute /1/x/9, or a registration
+that fails for good (a refused handshake counts), makes it de-register, bootstrap again and
+register with what it got::
+
+    async with SimulatedDevice("sim-1", bootstrap_uri=bs_uri, bootstrap_psk=(b"sim-1", key)) as d:
+        await d.wait_registered()
 """
 
 from __future__ import annotations
@@ -41,11 +51,27 @@ from lwm2m.transport import (
 )
 from lwm2m.transport.coap_shell import CoapShell
 from objects.enums import SecurityMode
+from simulators.device.bootstrap import (
+    ServerCredentials,
+    bootstrap_account,
+    bootstrap_template,
+    dm_account,
+    has_bootstrap_account,
+    put_instance,
+)
 from simulators.device.client import LwM2MClient, State
 from simulators.device.config import ClientConfig
 from simulators.device.core import DeviceCore
 from simulators.device.defaults import default_template
-from simulators.device.events import ClientEvent, Deregistered, Registered, RegistrationFailed
+from simulators.device.events import (
+    BootstrapFailed,
+    BootstrapFinished,
+    BootstrapRequested,
+    ClientEvent,
+    Deregistered,
+    Registered,
+    RegistrationFailed,
+)
 from simulators.device.objects import ObjectStore
 from simulators.device.template import DeviceTemplate
 
@@ -81,13 +107,23 @@ class RegistrationError(Exception):
     """The device gave up registering (its retry policy is exhausted)."""
 
 
+class BootstrapError(Exception):
+    """The device could not bootstrap (refused, or no configuration in time)."""
+
+
 class SimulatedDevice:
-    """One simulated device on its own socket. ``start`` it, then use the helpers."""
+    """One simulated device on its own socket. ``start`` it, then use the helpers.
+
+    With ``bootstrap_uri`` the device bootstraps first (see the module docstring);
+    ``bootstrap_psk`` / ``bootstrap_x509`` are its factory credentials for a ``coaps://``
+    bootstrap server. Giving ``server_uri`` as well pre-provisions that DM account next to the
+    bootstrap account (a device that falls back to bootstrap when its DM server refuses it).
+    """
 
     def __init__(
         self,
         endpoint: str,
-        server_uri: str,
+        server_uri: str | None = None,
         *,
         config: ClientConfig | None = None,
         lifetime: int = 300,
@@ -96,52 +132,76 @@ class SimulatedDevice:
         server_hostname: str | None = None,
         template: DeviceTemplate | None = None,
         rng: random.Random | None = None,
+        bootstrap_uri: str | None = None,
+        bootstrap_psk: tuple[bytes, bytes] | None = None,
+        bootstrap_x509: X509Credentials | None = None,
+        bootstrap_wait: float = 30.0,
     ) -> None:
+        if server_uri is None and bootstrap_uri is None:
+            raise ValueError("a device needs a server_uri, a bootstrap_uri, or both")
         self.endpoint = endpoint
-        self.server_uri = ServerUri.parse(server_uri)
-        if self.server_uri.secure and (psk is None) == (x509 is None):
+        self.server_uri = ServerUri.parse(server_uri) if server_uri is not None else None
+        if (
+            self.server_uri is not None
+            and self.server_uri.secure
+            and (psk is None) == (x509 is None)
+        ):
             raise ValueError("a coaps:// device needs exactly one of psk and x509")
+        self.bootstrap_uri = ServerUri.parse(bootstrap_uri) if bootstrap_uri is not None else None
+        if (
+            self.bootstrap_uri is not None
+            and self.bootstrap_uri.secure
+            and ((bootstrap_psk is None) == (bootstrap_x509 is None))
+        ):
+            raise ValueError("a coaps:// bootstrap server needs one of bootstrap_psk/_x509")
         self.config = config or ClientConfig()
         self.events: list[ClientEvent] = []
         self._psk = psk
         self._x509 = x509
+        self._bootstrap_psk = bootstrap_psk
+        self._bootstrap_x509 = bootstrap_x509
+        self._bootstrap_wait = bootstrap_wait
         self._server_hostname = server_hostname
         self._rng = rng or random.SystemRandom()
-        mode = (
-            SecurityMode.NO_SEC
-            if not self.server_uri.secure
-            else SecurityMode.PSK
-            if psk is not None
-            else SecurityMode.CERTIFICATE
-        )
-        self._template = template or default_template(
-            server_uri=str(self.server_uri), lifetime=lifetime, security_mode=mode
-        )
+        self._lifetime = lifetime
+        if self.bootstrap_uri is not None:
+            bs_mode = self._mode(self.bootstrap_uri, bootstrap_psk)
+            self._template = template or bootstrap_template(
+                bootstrap_uri=str(self.bootstrap_uri), security_mode=bs_mode, lifetime=lifetime
+            )
+        else:
+            assert self.server_uri is not None
+            self._template = template or default_template(
+                server_uri=str(self.server_uri),
+                lifetime=lifetime,
+                security_mode=self._mode(self.server_uri, psk),
+            )
         self._core: DeviceCore | None = None
         self._shell: CoapShell[ClientEvent] | None = None
         self._changed: asyncio.Event | None = None
+        self._cycle: asyncio.Task[None] | None = None
+        #: Bootstraps completed (client-initiated, server-initiated and fallback).
+        self.bootstraps = 0
+
+    @staticmethod
+    def _mode(uri: ServerUri, psk: tuple[bytes, bytes] | None) -> SecurityMode:
+        if not uri.secure:
+            return SecurityMode.NO_SEC
+        return SecurityMode.PSK if psk is not None else SecurityMode.CERTIFICATE
 
     # -- lifecycle ----------------------------------------------------------------------------
-    async def start(self) -> None:
-        """Open the socket (completing the DTLS handshake for coaps) and start registering."""
-        if self._core is not None:
-            raise RuntimeError(f"{self.endpoint} is already started")
+    async def _open(
+        self,
+        core: DeviceCore,
+        uri: ServerUri,
+        *,
+        psk: tuple[bytes, bytes] | None,
+        x509: X509Credentials | None,
+    ) -> tuple[CoapShell[ClientEvent], Peer]:
+        """A transport to ``uri`` (DTLS handshake done for coaps) with a shell on ``core``."""
         loop = asyncio.get_running_loop()
-        self._changed = asyncio.Event()
-        uri = self.server_uri
         infos = await loop.getaddrinfo(uri.host, uri.port, type=socket.SOCK_DGRAM)
         family, _, _, _, sockaddr = infos[0]
-        core = DeviceCore(
-            self._template,
-            self.endpoint,
-            None,
-            config=self.config,
-            rng=self._rng,
-            clock_offset=time.time() - loop.time(),
-        )
-        if self._psk is not None:
-            core.store.set(Path.of(0, 0, 3), self._psk[0])
-            core.store.set(Path.of(0, 0, 5), self._psk[1])
         shell: CoapShell[ClientEvent] = CoapShell(core, self._on_event)
         transport: Transport
         if uri.secure:
@@ -149,9 +209,7 @@ class SimulatedDevice:
                 shell,
                 uri.host,
                 uri.port,
-                DtlsClientConfig(
-                    psk=self._psk, x509=self._x509, server_hostname=self._server_hostname
-                ),
+                DtlsClientConfig(psk=psk, x509=x509, server_hostname=self._server_hostname),
                 on_session_closed=shell.session_closed,
             )
             server = dtls.peer
@@ -160,16 +218,165 @@ class SimulatedDevice:
             bind = "0.0.0.0" if family == socket.AF_INET else "::"
             transport = await UdpTransport.create(shell, host=bind, port=0)
             server = Peer(tuple(sockaddr[:2]) if family == socket.AF_INET else tuple(sockaddr))  # type: ignore[arg-type]
-        core.client.server = server
-        self._core, self._shell = core, shell
         shell.attach(transport)
+        return shell, server
+
+    async def start(self) -> None:
+        """Open the socket (completing the DTLS handshake for coaps) and start registering;
+        a bootstrap-capable device without a DM account bootstraps first."""
+        if self._core is not None:
+            raise RuntimeError(f"{self.endpoint} is already started")
+        loop = asyncio.get_running_loop()
+        self._changed = asyncio.Event()
+        core = DeviceCore(
+            self._template,
+            self.endpoint,
+            None,
+            config=self.config,
+            rng=self._rng,
+            clock_offset=time.time() - loop.time(),
+        )
+        if self.bootstrap_uri is None:
+            if self._psk is not None:
+                core.store.set(Path.of(0, 0, 3), self._psk[0])
+                core.store.set(Path.of(0, 0, 5), self._psk[1])
+            assert self.server_uri is not None
+            shell, server = await self._open(core, self.server_uri, psk=self._psk, x509=self._x509)
+            core.client.server = server
+            self._core, self._shell = core, shell
+            core.start(shell.now())
+            shell.flush()
+            return
+        if self._bootstrap_psk is not None:
+            core.store.set(Path.of(0, 0, 3), self._bootstrap_psk[0])
+            core.store.set(Path.of(0, 0, 5), self._bootstrap_psk[1])
+        if self.server_uri is not None:
+            self._provision_dm(core)
+        self._core = core
+        await self._connect(bootstrap_first=dm_account(core.store) is None)
+
+    def _provision_dm(self, core: DeviceCore) -> None:
+        """Pre-provisioned DM account next to the bootstrap account: /0/1 and /1/0."""
+        assert self.server_uri is not None
+        mode = self._mode(self.server_uri, self._psk)
+        identity, secret = self._psk if self._psk is not None else (b"", b"")
+        put_instance(
+            core.store,
+            0,
+            1,
+            {
+                0: str(self.server_uri),
+                1: False,
+                2: int(mode),
+                3: identity,
+                4: b"",
+                5: secret,
+                10: 1,
+            },
+            0.0,
+        )
+        put_instance(core.store, 1, 0, {0: 1, 1: self._lifetime, 7: "U"}, 0.0)
+
+    async def _connect(self, *, bootstrap_first: bool) -> None:
+        """Bootstrap (when asked or needed), then connect to the DM account and register. A
+        DM handshake that fails on a device with a bootstrap account falls back to bootstrap
+        once per cycle."""
+        core = self._core
+        assert core is not None
+        if bootstrap_first:
+            await self._bootstrap()
+        try:
+            await self._connect_dm()
+        except Exception:
+            if bootstrap_first or not has_bootstrap_account(core.store):
+                raise
+            await self._bootstrap()
+            await self._connect_dm()
+
+    async def _bootstrap(self) -> None:
+        core = self._core
+        assert core is not None
+        account = bootstrap_account(core.store)
+        if account is None or self.bootstrap_uri is None:
+            raise BootstrapError(f"{self.endpoint} has no bootstrap account")
+        uri = ServerUri.parse(account.uri) if account.uri else self.bootstrap_uri
+        psk = (account.identity, account.secret) if account.mode is SecurityMode.PSK else None
+        x509 = self._bootstrap_x509 if account.mode.uses_certificates else None
+        shell, server = await self._open(core, uri, psk=psk, x509=x509)
+        try:
+            mark = len(self.events)
+            core.start_bootstrap(server, shell.now())
+            shell.flush()
+
+            def done(event: ClientEvent) -> bool:
+                if isinstance(event, BootstrapFailed):
+                    return event.retry_at is None
+                return isinstance(event, BootstrapFinished)
+
+            try:
+                event = await self.wait_for(done, self._bootstrap_wait, since=mark)
+            except TimeoutError:
+                raise BootstrapError(f"{self.endpoint}: no bootstrap within the wait") from None
+            if isinstance(event, BootstrapFailed):
+                raise BootstrapError(f"{self.endpoint}: {event.code or ''} {event.reason}")
+            self.bootstraps += 1
+        finally:
+            core.coap.forget_peer(server, shell.now())
+            shell.close()
+
+    def _dm_credentials(
+        self, account: ServerCredentials
+    ) -> tuple[tuple[bytes, bytes] | None, X509Credentials | None]:
+        if account.mode is SecurityMode.PSK:
+            return (account.identity, account.secret), None
+        if account.mode.uses_certificates:
+            chain = (account.identity,)
+            return None, X509Credentials(chain, account.secret, (account.server_key,))
+        return None, None
+
+    async def _connect_dm(self) -> None:
+        core = self._core
+        assert core is not None
+        account = dm_account(core.store)
+        if account is None:
+            raise BootstrapError(f"{self.endpoint} has no DM server account")
+        psk, x509 = self._dm_credentials(account)
+        shell, server = await self._open(core, ServerUri.parse(account.uri), psk=psk, x509=x509)
+        core.client.server = server
+        self._shell = shell
         core.start(shell.now())
         shell.flush()
 
+    async def _rebootstrap(self, reason: str) -> None:
+        """Execute /1/x/9 or a failed registration sequence: de-register, bootstrap, register."""
+        core, shell = self._core, self._shell
+        if core is None:
+            return
+        if shell is not None:
+            if core.client.state not in (State.STOPPED, State.IDLE):
+                mark = len(self.events)
+                core.stop(shell.now())
+                shell.flush()
+                if core.client.state is State.DEREGISTERING:
+                    with contextlib.suppress(TimeoutError):
+                        await self.wait_for(lambda e: isinstance(e, Deregistered), 5.0, since=mark)
+            core.coap.forget_peer(core.client.server, shell.now())
+            shell.close()
+            self._shell = None
+        await self._connect(bootstrap_first=True)
+
     async def stop(self, timeout: float = 5.0) -> None:
         """De-register (waiting up to ``timeout`` for the answer) and close the socket."""
+        cycle, self._cycle = self._cycle, None
+        if cycle is not None and not cycle.done():
+            cycle.cancel()
+            with contextlib.suppress(BaseException):
+                await cycle
         core, shell = self._core, self._shell
-        if core is None or shell is None:
+        if core is None:
+            return
+        if shell is None:
+            self._core = None
             return
         if core.client.state is not State.STOPPED:
             mark = len(self.events)
@@ -198,6 +405,18 @@ class SimulatedDevice:
         self.events.append(event)
         if self._changed is not None:
             self._changed.set()
+        if (
+            isinstance(event, BootstrapRequested)
+            and self.bootstrap_uri is not None
+            and (self._cycle is None or self._cycle.done())
+        ):
+            self._cycle = asyncio.get_running_loop().create_task(self._rebootstrap(event.reason))
+
+    async def wait_bootstrapped(
+        self, timeout: float = 10.0, *, since: int = 0
+    ) -> BootstrapFinished:
+        """Wait for a finished bootstrap (from event index ``since`` on)."""
+        return await self.wait_event(BootstrapFinished, timeout, since=since)
 
     async def wait_for(
         self,

@@ -16,8 +16,10 @@ Driver contract (aioquic style, like the CoAP core)::
 
 Registration states: ``IDLE`` (not started, or waiting to retry), ``REGISTERING`` (Register in
 flight), ``REGISTERED`` (an Update may be in flight), ``DEREGISTERING``, ``STOPPED``. Bootstrap
-is a later addition: it will run before ``start`` registers, writing the Security and Server
-instances through the store's local API, which is all registration reads.
+runs beside the client (:mod:`simulators.device.bootstrap`): it writes the Security and Server
+instances through the store's local API, which is all registration reads. The client only asks
+for it, with a ``BootstrapRequested`` event (Execute /1/x/9, or a registration sequence that
+failed for good on a device with a bootstrap account).
 """
 
 from __future__ import annotations
@@ -43,10 +45,12 @@ from lwm2m.coap import (
 )
 from lwm2m.codec import TimestampedNodes, encode_timestamped
 from lwm2m.model import Path
+from simulators.device.bootstrap import bootstrap_on_failure
 from simulators.device.config import ClientConfig
 from simulators.device.content import composite_nodes, encode_composite, encode_node
 from simulators.device.errors import DeviceError, MethodNotAllowed, NotFound
 from simulators.device.events import (
+    BootstrapRequested,
     ClientEvent,
     Deregistered,
     Notified,
@@ -301,6 +305,10 @@ class LwM2MClient:
         if self.state is State.REGISTERED:
             self._update_at = min(self._update_at, now)
 
+    def request_bootstrap(self, now: float, reason: str) -> None:
+        """Ask the driver for a bootstrap (after the current response went out)."""
+        self._emit(BootstrapRequested(reason))
+
     def reboot(self, now: float, *, factory_reset: bool = False) -> None:
         """Restart after ``config.reboot_delay`` (the Execute's 2.04 goes out first)."""
         self._reboot_at = now + self.config.reboot_delay
@@ -494,6 +502,8 @@ class LwM2MClient:
         self._emit(RegistrationFailed(code, reason, retry))
         if retry is None:
             self.state = State.STOPPED
+            if bootstrap_on_failure(self.store):
+                self._emit(BootstrapRequested("registration failed"))
 
     def _next_retry(self, now: float) -> float | None:
         """TS 1.1 §6.2.1.1: Communication Retry Count attempts per sequence, the delay

@@ -12,6 +12,11 @@ CoAP endpoint of its own, behind the same transport contract as the CoAP core.
 
 In queue mode a sleeping device drops what it receives (``dropped_while_asleep`` counts it),
 which is what the server's queue-mode logic exists for.
+
+Bootstrap: ``device.start_bootstrap(bootstrap_peer, now)`` runs a
+:class:`~simulators.device.bootstrap.BootstrapClient` on the same CoAP endpoint; events from and
+for the bootstrap peer go to it, everything else to the DM client. ``BootstrapFinished`` (or
+``BootstrapFailed``) comes out of ``next_event`` like every other event.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 
 from lwm2m.coap import CoapEndpoint, EndpointConfig, RandomSource
+from simulators.device.bootstrap import BootstrapClient
 from simulators.device.client import LwM2MClient
 from simulators.device.config import ClientConfig
 from simulators.device.events import ClientEvent
@@ -29,7 +35,7 @@ from simulators.device.template import DeviceTemplate
 class DeviceCore:
     """A device = store + client + its own CoAP endpoint (see the module docstring)."""
 
-    __slots__ = ("client", "coap", "dropped_while_asleep", "store")
+    __slots__ = ("bootstrap", "client", "coap", "dropped_while_asleep", "store")
 
     def __init__(
         self,
@@ -46,6 +52,7 @@ class DeviceCore:
         self.coap = CoapEndpoint(rng=rng, config=coap_config)
         self.client = LwM2MClient(self.store, self.coap, server, config=config, rng=rng)
         self.dropped_while_asleep = 0
+        self.bootstrap: BootstrapClient | None = None
 
     # -- transport contract ------------------------------------------------------------------
     def receive_datagram(self, data: bytes, peer: Hashable, now: float) -> None:
@@ -59,10 +66,11 @@ class DeviceCore:
         return self.coap.datagrams_to_send(now)
 
     def get_timer(self) -> float | None:
-        coap, client = self.coap.get_timer(), self.client.get_timer()
-        if coap is None:
-            return client
-        return coap if client is None else min(coap, client)
+        timers = [self.coap.get_timer(), self.client.get_timer()]
+        if self.bootstrap is not None:
+            timers.append(self.bootstrap.get_timer())
+        due = [t for t in timers if t is not None]
+        return min(due) if due else None
 
     def handle_timer(self, now: float) -> None:
         coap = self.coap.get_timer()
@@ -73,6 +81,12 @@ class DeviceCore:
         if client is not None and client <= now:
             self.client.handle_timer(now)
             self._pump(now)
+        bootstrap = self.bootstrap
+        if bootstrap is not None:
+            due = bootstrap.get_timer()
+            if due is not None and due <= now:
+                bootstrap.handle_timer(now)
+                self._pump(now)
 
     def next_event(self) -> ClientEvent | None:
         return self.client.next_event()
@@ -84,9 +98,12 @@ class DeviceCore:
         self._pump(now)
 
     def _pump(self, now: float) -> None:
-        coap, client = self.coap, self.client
+        coap, client, bootstrap = self.coap, self.client, self.bootstrap
         while (event := coap.next_event()) is not None:
-            client.handle_coap_event(event, now)
+            if bootstrap is not None and bootstrap.owns(event):
+                bootstrap.handle_coap_event(event, now)
+            else:
+                client.handle_coap_event(event, now)
 
     # -- application shortcuts ---------------------------------------------------------------
     def start(self, now: float) -> None:
@@ -96,6 +113,19 @@ class DeviceCore:
     def stop(self, now: float) -> None:
         self.client.stop(now)
         self._pump(now)
+
+    def start_bootstrap(self, server: Hashable, now: float) -> BootstrapClient:
+        """Bootstrap from the server at ``server`` (a peer of this device's endpoint)."""
+        bootstrap = self.bootstrap
+        if bootstrap is None or bootstrap.server != server:
+            bootstrap = BootstrapClient(
+                self.store, self.coap, server, config=self.client.config, emit=self.client._emit
+            )
+            bootstrap.version = self.client.lwm2m_version
+            self.bootstrap = bootstrap
+        bootstrap.start(now)
+        self._pump(now)
+        return bootstrap
 
 
 __all__ = ["DeviceCore"]

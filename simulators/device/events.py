@@ -154,6 +154,40 @@ class Woke:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class BootstrapRequested:
+    """The device wants to bootstrap: ``reason`` is ``server-initiated`` (Execute /1/x/9) or
+    ``registration failed`` (the retry policy is exhausted and /1/x/16 allows the fallback).
+    The driver connects to the bootstrap server and calls ``DeviceCore.start_bootstrap``."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapStarted:
+    """A Bootstrap-Request (or, with ``pack``, a Bootstrap-Pack-Request) went out."""
+
+    pack: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapFinished:
+    """Bootstrap-Finish was answered 2.04 (or a Bootstrap-Pack applied); ``servers`` are the
+    URIs of the DM accounts now configured."""
+
+    servers: tuple[str, ...]
+    pack: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapFailed:
+    """The bootstrap failed; ``retry_at`` is when the device asks again (None: gave up)."""
+
+    code: str | None
+    reason: str
+    retry_at: float | None
+
+
 ClientEvent = (
     Registered
     | RegistrationFailed
@@ -174,10 +208,18 @@ ClientEvent = (
     | SendFailed
     | Sleeping
     | Woke
+    | BootstrapRequested
+    | BootstrapStarted
+    | BootstrapFinished
+    | BootstrapFailed
 )
 
 __all__ = [
     "AttributesWritten",
+    "BootstrapFailed",
+    "BootstrapFinished",
+    "BootstrapRequested",
+    "BootstrapStarted",
     "ClientEvent",
     "Created",
     "Deleted",

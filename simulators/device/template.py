@@ -45,6 +45,9 @@ class DeviceActions(Protocol):
     def trigger_update(self, now: float) -> None:
         """Send a Registration Update now (Execute /1/x/8)."""
 
+    def request_bootstrap(self, now: float, reason: str) -> None:
+        """Bootstrap again once the current response went out (Execute /1/x/9)."""
+
     def schedule(self, when: float, action: Callable[[float], None]) -> None:
         """Run ``action(now)`` at ``when`` (a download finishing, a health window ending)."""
 
