@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
@@ -221,10 +220,10 @@ class RegistrationInterface:
             self._respond(channel, event, Code.SERVICE_UNAVAILABLE, "store unavailable; retry")
             return
         old = self._by_endpoint.get(request.endpoint)
-        queue: deque[QueuedEntry] = deque()
+        queue: list[QueuedEntry] = []
         check_store = False
         if old is not None:
-            queue, old.queue = old.queue, deque()
+            queue, old.queue = old.queue, []
             check_store = old.check_store_queue
             self._drop(old, "replaced by a new Register", keep_queue=True)
         device = Device(reg, channel, peer, self._loop.time())

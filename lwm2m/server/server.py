@@ -26,7 +26,6 @@ import heapq
 import itertools
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import replace
 from typing import Any
@@ -456,7 +455,7 @@ class LwM2MServer(RegistrationInterface, DeviceManagementApi):
                 return
             device = pending.device
             device.last_seen = self._loop.time()
-            device.inflight.discard(event.request)
+            device.inflight.pop(event.request, None)
             if not pending.future.done():
                 pending.future.set_result((Response.from_message(event.message), event.observing))
             elif event.observing:  # the caller gave up meanwhile: do not leave it observing
@@ -467,7 +466,7 @@ class LwM2MServer(RegistrationInterface, DeviceManagementApi):
             pending = self._pending.pop(event.request, None)
             if pending is None:
                 return
-            pending.device.inflight.discard(event.request)
+            pending.device.inflight.pop(event.request, None)
             status = _FAILURE_STATUS.get(event.reason, OperationStatus.UNREACHABLE)
             detail = event.detail or event.reason.value
             if not pending.future.done():
@@ -615,7 +614,7 @@ class LwM2MServer(RegistrationInterface, DeviceManagementApi):
         future: asyncio.Future[Outcome] = self._loop.create_future()
         pending = Pending(device, future)
         self._pending[handle] = pending
-        device.inflight.add(handle)
+        device.inflight[handle] = None
         channel.flush()
         wait = timeout if timeout is not None else self.config.request_timeout
         pending.timer = self._loop.call_later(wait, self._on_request_timeout, handle, wait)
@@ -623,7 +622,7 @@ class LwM2MServer(RegistrationInterface, DeviceManagementApi):
             return await future
         except asyncio.CancelledError:
             self._pending.pop(handle, None)
-            device.inflight.discard(handle)
+            device.inflight.pop(handle, None)
             channel.core.cancel_request(handle, channel.now())
             channel.flush()
             raise
@@ -635,7 +634,7 @@ class LwM2MServer(RegistrationInterface, DeviceManagementApi):
         if pending is None:
             return
         device = pending.device
-        device.inflight.discard(handle)
+        device.inflight.pop(handle, None)
         channel = device.channel
         if channel is not None:
             channel.core.cancel_request(handle, channel.now())
@@ -788,7 +787,7 @@ class LwM2MServer(RegistrationInterface, DeviceManagementApi):
             while device.queue and self._by_endpoint.get(device.endpoint) is device:
                 if not self._awake(device):
                     break
-                entry = device.queue.popleft()
+                entry = device.queue.pop(0)
                 now = self._wall()
                 if entry.deadline <= now:
                     self._expire_entry(device.endpoint, entry, now)
@@ -823,7 +822,7 @@ class LwM2MServer(RegistrationInterface, DeviceManagementApi):
             loaded.append(entry)
             self._push(deadline, "queue", (device.endpoint, entry))
         merged = sorted([*loaded, *device.queue], key=lambda e: e.request_id)
-        device.queue = deque(merged)
+        device.queue = merged
 
     async def _deliver(self, device: Device, entry: QueuedEntry) -> None:
         endpoint, op, request_id = device.endpoint, entry.operation, entry.request_id

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections import deque
 from collections.abc import Callable
 
 from lwm2m.coap import CoapEndpoint, Event, RequestHandle
@@ -100,8 +99,10 @@ class Device:
         self.peer = peer
         self.root = registration_root(registration.root_path)
         self.last_seen = last_seen
-        self.queue: deque[QueuedEntry] = deque()
-        self.inflight: set[RequestHandle] = set()
+        # Lists and dicts, not deque and set: an empty deque costs 600 bytes, an empty set 200,
+        # and most devices never have anything queued (the queue is capped at 100 anyway).
+        self.queue: list[QueuedEntry] = []
+        self.inflight: dict[RequestHandle, None] = {}
         self.observations: dict[str, ObservationState] = {}
         #: The store may hold queued requests this process has not loaded (after a restart).
         self.check_store_queue = False
