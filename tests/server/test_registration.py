@@ -410,3 +410,17 @@ def test_alternate_root_path_prefixes_requests(store: Store) -> None:
             client.close()
 
     run(scenario())
+
+
+def test_a_failing_store_answers_5_03_and_acknowledges_nothing(sqlite_store: Store) -> None:
+    async def scenario() -> None:
+        async with running_server(sqlite_store) as server:
+            client = await RawClient().connect(server.coap_address)
+            assert (await client.register("before")).code == Code.CREATED
+            await sqlite_store.aclose()  # the database goes away
+            response = await client.register("after")
+            assert response.code == Code.SERVICE_UNAVAILABLE
+            assert server.registration("after") is None
+            client.close()
+
+    run(scenario())
