@@ -240,6 +240,13 @@ class BootstrapManager:
         self._changed()
         return result
 
+    def _resolve(self, tx: Tx, text: str) -> str:
+        """The endpoint name of the identity ``text`` names (endpoint, serial, IMEI, ...)."""
+        found = self.identities.find(tx, text)
+        if found is None:
+            raise UnknownIdentity(f"no factory identity {text!r}")
+        return found.endpoint
+
     async def identity(self, endpoint: str) -> FactoryIdentity:
         found = await self.store.read(lambda tx: self.identities.find(tx, endpoint))
         if found is None:
@@ -285,13 +292,14 @@ class BootstrapManager:
         now = self.clock()
 
         def op(tx: Tx) -> FactoryIdentity:
-            revoked = self.identities.revoke(tx, endpoint, reason, now)
-            serials = self.certificates.revoke_endpoint(tx, endpoint, reason, now)
+            name = self._resolve(tx, endpoint)
+            revoked = self.identities.revoke(tx, name, reason, now)
+            serials = self.certificates.revoke_endpoint(tx, name, reason, now)
             self.audit_log.append(
                 tx,
                 actor=actor,
                 action="identity.revoke",
-                subject=endpoint,
+                subject=name,
                 detail={"reason": reason, "certificates": serials},
                 now=now,
             )
@@ -308,12 +316,13 @@ class BootstrapManager:
         now = self.clock()
 
         def op(tx: Tx) -> FactoryIdentity:
-            old, new = self.identities.update_attributes(tx, endpoint, dict(changes), now)
+            name = self._resolve(tx, endpoint)
+            old, new = self.identities.update_attributes(tx, name, dict(changes), now)
             self.audit_log.append(
                 tx,
                 actor=actor,
                 action="identity.update",
-                subject=endpoint,
+                subject=name,
                 detail={k: {"from": getattr(old, k), "to": getattr(new, k)} for k in changes},
                 now=now,
             )
