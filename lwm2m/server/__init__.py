@@ -7,6 +7,8 @@ talks to devices only through this API, never through CoAP::
     server.coap_address, server.coaps_address                        # bound (host, port) | None
     server.registrations() -> list[Registration]                     # in memory, no I/O
     server.registration("dev-1") -> Registration | None
+    server.is_awake("dev-1") -> bool                                 # queue mode: sent now?
+    server.stats, server.handler_errors                              # counters for operators
 
     result = await server.read("dev-1", "/3/0")                      # ReadResult
     if result.ok: print(result.content, result.content_format)
@@ -27,7 +29,7 @@ talks to devices only through this API, never through CoAP::
     await server.cancel_observation(obs.observation_id, active=True) # active: GET Observe=1;
                                                                      # passive: forget, RST later
     server.observations(ep) -> list[ObservationInfo]
-    await server.queued_requests(ep) -> list[QueuedRequest]          # queue-mode backlog (store)
+    await server.queued_requests(ep, include_finished=False)         # queue-mode backlog (store)
     await server.cancel_queued(request_id) -> bool
     await server.last_values(ep) -> dict[Path, ReportedValue]        # latest telemetry (store)
     async for event in server.subscribe(): ...                       # Registered, Updated,
