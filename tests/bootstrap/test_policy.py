@@ -23,7 +23,7 @@ from bootstrap.policy import (
 )
 from bootstrap.protocol import parse_discover
 from lwm2m.codec import ContentFormat, decode_nodes
-from lwm2m.model import ObjLink, ObjectInstance, Path, SingleResource
+from lwm2m.model import ObjectInstance, ObjLink, Path, SingleResource
 from lwm2m.store import Store
 from objects import BUILTIN_MODEL
 from tests.bootstrap.conftest import run
