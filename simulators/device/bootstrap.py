@@ -20,7 +20,7 @@ Bootstrap-Delete ``/`` removes the instances of the account objects (0 except th
 account, 1, 2, 11, 21) and keeps those the device model defines itself (Device, Firmware,
 Connectivity, eSIM, Config) -- as Anjay keeps instances it cannot remove; a Bootstrap-Write to an
 existing instance replaces it; Bootstrap-Read is answered for the Server object (and ACL) only,
-4.05 otherwise (Anjay's answer).
+4.05 otherwise, and in 1.0 mode as well (Anjay's answers).
 
 The DM client (:class:`~simulators.device.client.LwM2MClient`) asks for a bootstrap with a
 :class:`~simulators.device.events.BootstrapRequested` event -- Execute ``/1/x/9``, or a
@@ -307,8 +307,7 @@ def _discover(store: ObjectStore, path: Path, version: str) -> Message:
 
 
 def _read(store: ObjectStore, message: Message, path: Path, version: str, now: float) -> Message:
-    if version == "1.0":
-        raise MethodNotAllowed("Bootstrap-Read is LwM2M 1.1")
+    """Bootstrap-Read (LwM2M 1.1), answered in 1.0 mode too, as Anjay does."""
     if path.is_root or path.ids[0] not in (SERVER, ACL):
         raise MethodNotAllowed("Bootstrap-Read reads the Server and ACL objects only")
     node = store.read(path, now)
