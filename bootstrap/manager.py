@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -115,7 +115,7 @@ class BootstrapManager:
         dm_coap_uri: str | None = None,
         dm_coaps_uri: str | None = None,
         clock: Callable[[], float] = time.time,
-        on_identities_changed: Callable[[], None] | None = None,
+        on_identities_changed: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.ca = ca
@@ -133,9 +133,11 @@ class BootstrapManager:
     def default_policy(self) -> Policy | None:
         return default_policy(self.dm_coap_uri, self.dm_coaps_uri)
 
-    def _changed(self) -> None:
+    async def _changed(self) -> None:
+        """Tell the bootstrap server (its PSK map) before the caller hears of the change, so a
+        device imported a moment ago can handshake at once."""
         if self.on_identities_changed is not None:
-            self.on_identities_changed()
+            await self.on_identities_changed()
 
     # -- identities -----------------------------------------------------------------------------
     async def import_identities(
@@ -237,7 +239,7 @@ class BootstrapManager:
         if issued and key_dir is not None:
             kept = {e: c for e, c in issued.items() if e in set(result.accepted)}
             result = replace(result, issued=write_issued_keys(kept, key_dir))
-        self._changed()
+        await self._changed()
         return result
 
     def _resolve(self, tx: Tx, text: str) -> str:
@@ -306,7 +308,7 @@ class BootstrapManager:
             return revoked
 
         result = await self.store.write(op)
-        self._changed()
+        await self._changed()
         return result
 
     async def update_identity(

@@ -332,7 +332,7 @@ class BootstrapServer:
             token_bytes=token_bytes,
             clock=clock,
         )
-        manager.on_identities_changed = self._schedule_psk_refresh
+        manager.on_identities_changed = self.refresh_psk
         await self.refresh_psk()
         try:
             await self._open()
@@ -437,10 +437,6 @@ class BootstrapServer:
         fresh = {identity.encode("utf-8"): key for identity, key in pairs}
         self._psk_keys.clear()
         self._psk_keys.update(fresh)
-
-    def _schedule_psk_refresh(self) -> None:
-        if not self._stopped:
-            self._spawn(self.refresh_psk())
 
     async def _refresh_loop(self) -> None:
         while True:

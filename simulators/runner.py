@@ -117,7 +117,9 @@ class SimulatedDevice:
     With ``bootstrap_uri`` the device bootstraps first (see the module docstring);
     ``bootstrap_psk`` / ``bootstrap_x509`` are its factory credentials for a ``coaps://``
     bootstrap server. Giving ``server_uri`` as well pre-provisions that DM account next to the
-    bootstrap account (a device that falls back to bootstrap when its DM server refuses it).
+    bootstrap account (a device that falls back to bootstrap when its DM server refuses it);
+    ``registration_retry`` sets that account's Communication Retry resources /1/x/17-20
+    (count, timer, sequence delay, sequence count).
     """
 
     def __init__(
@@ -136,6 +138,7 @@ class SimulatedDevice:
         bootstrap_psk: tuple[bytes, bytes] | None = None,
         bootstrap_x509: X509Credentials | None = None,
         bootstrap_wait: float = 30.0,
+        registration_retry: tuple[int, int, int, int] | None = None,
     ) -> None:
         if server_uri is None and bootstrap_uri is None:
             raise ValueError("a device needs a server_uri, a bootstrap_uri, or both")
@@ -161,6 +164,7 @@ class SimulatedDevice:
         self._bootstrap_psk = bootstrap_psk
         self._bootstrap_x509 = bootstrap_x509
         self._bootstrap_wait = bootstrap_wait
+        self._registration_retry = registration_retry
         self._server_hostname = server_hostname
         self._rng = rng or random.SystemRandom()
         self._lifetime = lifetime
@@ -275,7 +279,10 @@ class SimulatedDevice:
             },
             0.0,
         )
-        put_instance(core.store, 1, 0, {0: 1, 1: self._lifetime, 7: "U"}, 0.0)
+        server: dict[int, object] = {0: 1, 1: self._lifetime, 7: "U"}
+        if self._registration_retry is not None:
+            server.update(zip((17, 18, 19, 20), self._registration_retry, strict=True))
+        put_instance(core.store, 1, 0, server, 0.0)
 
     async def _connect(self, *, bootstrap_first: bool) -> None:
         """Bootstrap (when asked or needed), then connect to the DM account and register. A
