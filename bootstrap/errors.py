@@ -72,17 +72,12 @@ class BadBootstrapRequest(BootstrapError):
     coap_code = "4.00"
 
 
-class AuditChainBroken(BootstrapError):
-    """The audit trail's hash chain does not verify: a record was changed or removed."""
-
-
 class RebootstrapFailed(BootstrapError):
     """A server-initiated re-bootstrap could not be triggered (device not registered, no DM
     server handle, the Execute failed)."""
 
 
 __all__ = [
-    "AuditChainBroken",
     "BadBootstrapRequest",
     "BootstrapError",
     "CaError",

@@ -103,6 +103,28 @@ if TYPE_CHECKING:
 log = logging.getLogger("fleetloop.bootstrap")
 
 
+class _RateLimitedWarning:
+    """At most one refusal line per second, with how many were suppressed: a flood of
+    made-up endpoints must not become a flood of log lines (the counters keep the total)."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self._interval = interval
+        self._next = 0.0
+        self._suppressed = 0
+
+    def __call__(self, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._suppressed += 1
+            return
+        self._next = now + self._interval
+        if self._suppressed:
+            msg += " (%d similar suppressed)"
+            args = (*args, self._suppressed)
+            self._suppressed = 0
+        log.warning(msg, *args)
+
+
 @dataclass(frozen=True, slots=True)
 class BootstrapConfig:
     """Every knob of :class:`BootstrapServer`; ``BootstrapConfig()`` is the embedded default.
@@ -290,6 +312,7 @@ class BootstrapServer:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refusals: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._refresh_task: asyncio.Task[None] | None = None
+        self._log_refusal = _RateLimitedWarning()
         self._stopped = False
         #: Counters for operators and tests.
         self.stats: dict[str, int] = {
@@ -573,7 +596,7 @@ class BootstrapServer:
     ) -> None:
         self.stats["refused"] += 1
         self._respond(listener, incoming, Message(code=Code.FORBIDDEN))
-        log.warning(
+        self._log_refusal(
             "bootstrap refused: endpoint=%s channel=%s reason=%s",
             endpoint,
             channel.describe(),

@@ -337,3 +337,27 @@ def test_policy_match_rank_orders_group_over_sku_over_region_over_tenant() -> No
         PolicyMatch(**{name: "x"}).rank for name in ("policy_group", "sku", "region", "tenant")
     ]
     assert ranks == sorted(ranks, reverse=True)
+
+
+def test_an_oscore_account_gets_a_fresh_context_linked_from_its_security_instance() -> None:
+    from bootstrap.plan import OscoreSecret
+
+    oscore = Policy.from_document(
+        {
+            "name": "p",
+            "servers": [{"uri": "coap://dm:5683", "credentials": "nosec", "oscore": True}],
+        }
+    )
+    secret = OscoreSecret(b"\x07" * 16, b"\x01", b"\x02")
+    creds = DmCredentials(oscore=(secret,))
+    plan = build_plan(device(), oscore, None, creds, lwm2m_version="1.1", secure_channel=True)
+    assert [str(w.path) for w in plan.writes] == ["/0/2", "/21/0", "/1/0"]
+    assert value(instance(plan.writes, "/0/2"), 17) == ObjLink(21, 0)
+    assert value(instance(plan.writes, "/21/0"), 0) == b"\x07" * 16
+    assert Path.parse("/21") in plan.deletes
+    with pytest.raises(NotProvisionable, match="OSCORE"):
+        build_plan(
+            device(), oscore, None, DmCredentials(), lwm2m_version="1.1", secure_channel=True
+        )
+    with pytest.raises(InvalidPolicy, match="oscore"):
+        Policy.from_document({"name": "p", "servers": [{"uri": DM, "oscore": True}]})
