@@ -17,11 +17,11 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bootstrap.audit import AuditRecord, AuditRepository, ChainVerdict
 from bootstrap.ca import CertificateAuthority, IssuedCertificate
-from bootstrap.errors import ImportFailed, UnknownIdentity
+from bootstrap.errors import ImportFailed, RebootstrapFailed, UnknownIdentity
 from bootstrap.identities import FactoryIdentity, IdentityStatus, SecurityMode
 from bootstrap.importer import (
     ImportReport,
@@ -52,10 +52,41 @@ from bootstrap.repository import (
     PolicyRepository,
     StateRepository,
 )
-from bootstrap.state import BootstrapState
-from lwm2m.store import Page, Store, Tx
+from bootstrap.state import BootstrapState, Phase
+from lwm2m.server.results import OperationResult
+from lwm2m.store import Page, Registration, Store, Tx
 
 DEFAULT_ACTOR = "operator"
+
+
+class DmServer(Protocol):
+    """What a re-bootstrap needs of the DM server (``lwm2m.server.LwM2MServer`` has it)."""
+
+    def registration(self, endpoint: str) -> Registration | None: ...
+
+    async def execute(
+        self, endpoint: str, path: str, arguments: str | None = None
+    ) -> OperationResult: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RebootstrapResult:
+    """What :meth:`BootstrapManager.rebootstrap` did."""
+
+    endpoint: str
+    server_iid: int
+    code: str | None
+    queued: bool
+    state: BootstrapState
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "endpoint": self.endpoint,
+            "server_iid": self.server_iid,
+            "code": self.code,
+            "queued": self.queued,
+            "state": self.state.as_dict(),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -472,6 +503,64 @@ class BootstrapManager:
         found = await self.store.read(lambda tx: self.states.get(tx, identity.endpoint))
         return found if found is not None else BootstrapState(identity.endpoint)
 
+    # -- server-initiated bootstrap -------------------------------------------------------------
+    async def rebootstrap(
+        self,
+        endpoint: str,
+        *,
+        dm_server: DmServer,
+        actor: str = DEFAULT_ACTOR,
+        move: Mapping[str, str | None] | None = None,
+    ) -> RebootstrapResult:
+        """Make the device bootstrap again: Execute ``/1/<iid>/9`` through the DM server.
+
+        ``move`` first changes the identity's tenant/region/sku/policy_group (audited), so the
+        device comes back under another policy -- e.g. ``{"region": "eu-2"}`` moves it to that
+        region's server. Its credentials rotate either way: every bootstrap provisions fresh
+        ones, and they replace the old ones in the DM store atomically with the bootstrap's
+        commit. Needs the device registered with ``dm_server`` (a device that is not can only
+        be reached by its own fallback to bootstrap).
+        """
+        identity = await self.identity(endpoint)
+        endpoint = identity.endpoint
+        if dm_server.registration(endpoint) is None:
+            raise RebootstrapFailed(
+                f"{endpoint} is not registered with the DM server; it cannot be told to "
+                "bootstrap (it bootstraps by itself when its registration fails for good)"
+            )
+        state = await self.store.read(lambda tx: self.states.get(tx, endpoint))
+        server_iid = state.server_iids[0] if state is not None and state.server_iids else 0
+        if move:
+            await self.update_identity(endpoint, move, actor=actor)
+        result = await dm_server.execute(endpoint, f"/1/{server_iid}/9")
+        if not result.ok:
+            raise RebootstrapFailed(
+                f"Execute /1/{server_iid}/9 on {endpoint} failed: "
+                f"{result.code or result.status.value} {result.reason}".strip()
+            )
+        now = self.clock()
+        requested = replace(
+            state or BootstrapState(endpoint),
+            phase=Phase.REBOOTSTRAP_REQUESTED,
+            detail=f"requested by {actor}",
+            rebootstrap_requested_at=now,
+            updated_at=now,
+        )
+
+        def op(tx: Tx) -> None:
+            self.states.put(tx, requested)
+            self.audit_log.append(
+                tx,
+                actor=actor,
+                action="bootstrap.rebootstrap",
+                subject=endpoint,
+                detail={"server_iid": server_iid, "move": dict(move or {}), "code": result.code},
+                now=now,
+            )
+
+        await self.store.write(op)
+        return RebootstrapResult(endpoint, server_iid, result.code, result.queued, requested)
+
     # -- audit and certificates -----------------------------------------------------------------
     async def audit(
         self,
@@ -522,4 +611,11 @@ def _digest(policy: Policy) -> str:
     return hashlib.sha256(policy.canonical().encode()).hexdigest()
 
 
-__all__ = ["DEFAULT_ACTOR", "BootstrapManager", "Explanation", "identity_dict"]
+__all__ = [
+    "DEFAULT_ACTOR",
+    "BootstrapManager",
+    "DmServer",
+    "Explanation",
+    "RebootstrapResult",
+    "identity_dict",
+]

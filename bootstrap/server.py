@@ -53,7 +53,7 @@ from bootstrap.errors import (
 )
 from bootstrap.identities import FactoryIdentity, SecurityMode
 from bootstrap.importer import ImportReport
-from bootstrap.manager import DEFAULT_ACTOR, BootstrapManager, Explanation
+from bootstrap.manager import DEFAULT_ACTOR, BootstrapManager, Explanation, RebootstrapResult
 from bootstrap.plan import ProvisioningPlan, build_plan, check_provisionable
 from bootstrap.policy import Policy, select_policy
 from bootstrap.protocol import (
@@ -242,26 +242,6 @@ class _Listener:
     core: CoapEndpoint
     shell: CoapShell[Event]
     transport: Transport | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RebootstrapResult:
-    """What :meth:`BootstrapServer.rebootstrap` did."""
-
-    endpoint: str
-    server_iid: int
-    code: str | None
-    queued: bool
-    state: BootstrapState
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "endpoint": self.endpoint,
-            "server_iid": self.server_iid,
-            "code": self.code,
-            "queued": self.queued,
-            "state": self.state.as_dict(),
-        }
 
 
 @dataclass(slots=True)
@@ -955,60 +935,14 @@ class BootstrapServer:
         move: dict[str, str | None] | None = None,
         dm_server: LwM2MServer | None = None,
     ) -> RebootstrapResult:
-        """Make the device bootstrap again: Execute ``/1/<iid>/9`` through the DM server.
-
-        ``move`` first changes the identity's tenant/region/sku/policy_group (audited), so the
-        device comes back under another policy -- e.g. ``{"region": "eu-2"}`` moves it to that
-        region's server. Its credentials rotate either way: every bootstrap provisions fresh
-        ones, and they replace the old ones in the DM store atomically with the bootstrap's
-        commit.
-        """
+        """Make the device bootstrap again (see :meth:`BootstrapManager.rebootstrap`)."""
         dm = dm_server or self.dm_server
         if dm is None:
             raise RebootstrapFailed(
                 f"re-bootstrap of {endpoint} needs the DM server (start the bootstrap server "
                 "with dm_server=...)"
             )
-        identity = await self.manager.identity(endpoint)
-        endpoint = identity.endpoint
-        state = await self.store.read(lambda tx: self._states.get(tx, endpoint))
-        server_iid = state.server_iids[0] if state is not None and state.server_iids else 0
-        if move:
-            await self.manager.update_identity(endpoint, move, actor=actor)
-        if dm.registration(endpoint) is None:
-            raise RebootstrapFailed(
-                f"{endpoint} is not registered with the DM server; it cannot be told to "
-                "bootstrap (it will bootstrap by itself when its registration fails)"
-            )
-        result = await dm.execute(endpoint, f"/1/{server_iid}/9")
-        if not result.ok:
-            raise RebootstrapFailed(
-                f"Execute /1/{server_iid}/9 on {endpoint} failed: "
-                f"{result.code or result.status.value} {result.reason}".strip()
-            )
-        now = self._clock()
-        current = state or BootstrapState(endpoint)
-        requested = replace(
-            current,
-            phase=Phase.REBOOTSTRAP_REQUESTED,
-            detail=f"requested by {actor}",
-            rebootstrap_requested_at=now,
-            updated_at=now,
-        )
-
-        def op(tx: Tx) -> None:
-            self._states.put(tx, requested)
-            self._audit.append(
-                tx,
-                actor=actor,
-                action="bootstrap.rebootstrap",
-                subject=endpoint,
-                detail={"server_iid": server_iid, "move": move or {}, "code": result.code},
-                now=now,
-            )
-
-        await self.store.write(op)
-        return RebootstrapResult(endpoint, server_iid, result.code, result.queued, requested)
+        return await self.manager.rebootstrap(endpoint, dm_server=dm, actor=actor, move=move)
 
 
 __all__ = [
