@@ -104,7 +104,7 @@ class Explanation:
         doc["provisions"] = list(self.provisions)
         doc["problems"] = list(self.problems)
         if self.selection.policy is not None:
-            doc["policy"]["document"] = self.selection.policy.document()
+            doc["policy"]["document"] = self.selection.policy.document(redact=True)
         return doc
 
 
@@ -388,7 +388,9 @@ class BootstrapManager:
                         "previous": None if previous is None else previous.version,
                         "sha256": _digest(stored),
                         "comment": comment,
-                        "diff": "" if previous is None else diff_policies(previous, stored),
+                        "diff": ""
+                        if previous is None
+                        else diff_policies(previous, stored, redact=True),
                     },
                     now=now,
                 )
@@ -424,8 +426,11 @@ class BootstrapManager:
     async def policy_versions(self, name: str) -> list[dict[str, Any]]:
         return await self.store.read(lambda tx: self.policies.versions(tx, name))
 
-    async def diff_policy(self, name: str, old: int | None = None, new: int | None = None) -> str:
-        """Diff two versions (default: the newest against the one before it)."""
+    async def diff_policy(
+        self, name: str, old: int | None = None, new: int | None = None, *, redact: bool = True
+    ) -> str:
+        """Diff two versions (default: the newest against the one before it); APN passwords
+        are hidden unless ``redact`` is off."""
 
         def op(tx: Tx) -> str:
             newest = (
@@ -439,10 +444,13 @@ class BootstrapManager:
             if before < 1:  # the first version: everything is new
                 return "".join(
                     difflib.unified_diff(
-                        [], newest.pretty().splitlines(keepends=True), "(none)", newest.label
+                        [],
+                        newest.pretty(redact=redact).splitlines(keepends=True),
+                        "(none)",
+                        newest.label,
                     )
                 )
-            return diff_policies(self.policies.get(tx, name, before), newest)
+            return diff_policies(self.policies.get(tx, name, before), newest, redact=redact)
 
         return await self.store.read(op)
 

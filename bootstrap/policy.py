@@ -40,6 +40,7 @@ CRITERIA: tuple[str, ...] = ("policy_group", "sku", "region", "tenant")
 _WEIGHT = {"policy_group": 8, "sku": 4, "region": 2, "tenant": 1}
 
 BUILTIN_NAME = "builtin-default"
+REDACTED = "***"
 CONFIG_OBJECT = 32001
 _DEFAULT_PORTS = {"coap": 5683, "coaps": 5684}
 
@@ -146,14 +147,14 @@ class ApnProfile:
                     f"apn_profiles.{self.name}: validity {item!r} is not MCC-MNC (e.g. 262-01)"
                 )
 
-    def document(self) -> dict[str, Any]:
+    def document(self, *, redact: bool = False) -> dict[str, Any]:
         doc: dict[str, Any] = {"name": self.name, "apn": self.apn}
         if self.auth_type is not ApnAuthenticationType.NONE:
             doc["auth_type"] = self.auth_type.name.lower()
         if self.user is not None:
             doc["user"] = self.user
         if self.secret is not None:
-            doc["secret"] = self.secret
+            doc["secret"] = REDACTED if redact else self.secret
         if self.pdn_type is not None:
             doc["pdn_type"] = self.pdn_type.name.lower()
         if self.validity:
@@ -387,15 +388,16 @@ class Policy:
                 raise InvalidPolicy(f"policy {self.name}: delete target {target!r} is not a path")
 
     # -- documents ------------------------------------------------------------------------------
-    def document(self) -> dict[str, Any]:
-        """The policy as the JSON document an operator writes (without version metadata)."""
+    def document(self, *, redact: bool = False) -> dict[str, Any]:
+        """The policy as the JSON document an operator writes (without version metadata);
+        ``redact`` replaces APN passwords by ``***`` (for the audit trail and listings)."""
         doc: dict[str, Any] = {
             "name": self.name,
             "match": self.match.criteria,
             "servers": [s.document() for s in self.servers],
         }
         if self.apn_profiles:
-            doc["apn_profiles"] = [p.document() for p in self.apn_profiles]
+            doc["apn_profiles"] = [p.document(redact=redact) for p in self.apn_profiles]
         if self.config:
             doc["config"] = {
                 str(rid): list(v)
@@ -415,8 +417,8 @@ class Policy:
         """Canonical JSON of :meth:`document` (what versions are compared and hashed by)."""
         return json.dumps(self.document(), sort_keys=True, separators=(",", ":"))
 
-    def pretty(self) -> str:
-        return json.dumps(self.document(), sort_keys=True, indent=2) + "\n"
+    def pretty(self, *, redact: bool = False) -> str:
+        return json.dumps(self.document(redact=redact), sort_keys=True, indent=2) + "\n"
 
     @classmethod
     def from_document(cls, doc: Mapping[str, Any], *, name: str | None = None) -> Policy:
@@ -662,12 +664,12 @@ def check_no_conflict(new: Policy, existing: Sequence[Policy]) -> None:
             )
 
 
-def diff_policies(old: Policy, new: Policy) -> str:
-    """A unified diff of two policy versions' documents."""
+def diff_policies(old: Policy, new: Policy, *, redact: bool = False) -> str:
+    """A unified diff of two policy versions' documents (``redact``: APN passwords hidden)."""
     return "".join(
         difflib.unified_diff(
-            old.pretty().splitlines(keepends=True),
-            new.pretty().splitlines(keepends=True),
+            old.pretty(redact=redact).splitlines(keepends=True),
+            new.pretty(redact=redact).splitlines(keepends=True),
             fromfile=old.label,
             tofile=new.label,
         )

@@ -19,9 +19,11 @@ from typing import Any, TypeVar
 
 import click
 
+from cli.bootstrap_cmd import bootstrap, rebootstrap
 from cli.client import CliFailure
 from cli.commands import ALL_COMMANDS
 from cli.datadir import DataDirError
+from cli.identities_cmd import identities
 from cli.settings import LOG_FORMATS, LOG_LEVELS, SettingsError
 from lwm2m.store import StoreError
 
@@ -82,8 +84,8 @@ def _listen_option(flag: str, help_text: str) -> Callable[[F], F]:
 )
 @_listen_option("--coap", "DM server CoAP port (default 5683; 0: any free port)")
 @_listen_option("--coaps", "DM server CoAPs/DTLS port (default 5684; off: disabled)")
-@_listen_option("--bs-coap", "bootstrap CoAP port (default 5783; not served in this build)")
-@_listen_option("--bs-coaps", "bootstrap CoAPs port (default 5784; not served in this build)")
+@_listen_option("--bs-coap", "bootstrap CoAP port (default 5783; off: disabled)")
+@_listen_option("--bs-coaps", "bootstrap CoAPs port (default 5784; off: disabled)")
 @_listen_option("--api", "management API address (default 127.0.0.1:8080)")
 @click.option("--database-url", metavar="URL", help="postgresql+psycopg://... (default: SQLite)")
 @click.option(
@@ -129,6 +131,8 @@ def serve(config_file: Path | None, **flags: Any) -> None:
 
 
 for _command in ALL_COMMANDS:
+    main.add_command(_command)
+for _command in (identities, bootstrap, rebootstrap):
     main.add_command(_command)
 
 

@@ -7,7 +7,9 @@ Start-up order, each step failing with one line that says what to change:
    first start (0600);
 3. the object model (built-ins + ``--objects`` folders), the store (SQLite under the data
    directory, or ``--database-url``) and its schema;
-4. the LwM2M server (:class:`lwm2m.server.LwM2MServer`) on the CoAP/CoAPs ports;
+4. the LwM2M server (:class:`lwm2m.server.LwM2MServer`) on the CoAP/CoAPs ports, then the
+   bootstrap server on the bootstrap ports (:func:`cli.bootstrap_cmd.start_in_serve`; the CA
+   in ``<data-dir>/ca`` also certifies the DM server when no ``--x509-*`` is given);
 5. the API: the socket is bound here (so port 0 works and a busy port fails early), then
    ``uvicorn.Server.serve()`` runs as a task of this same loop -- the routes await the
    server's coroutines directly;
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -35,6 +38,7 @@ from pathlib import Path
 import uvicorn
 
 import objects
+from cli import bootstrap_cmd
 from cli.datadir import (
     ApiInfo,
     ServeLock,
@@ -45,6 +49,7 @@ from cli.datadir import (
 )
 from cli.settings import Listen, ServeSettings
 from lwm2m.api import ApiContext, create_app
+from lwm2m.api.bootstrap_routes import BootstrapApi
 from lwm2m.api.render import iso8601
 from lwm2m.server import LwM2MServer, ServerConfig
 from lwm2m.store import Store
@@ -159,19 +164,6 @@ def server_config(settings: ServeSettings) -> ServerConfig:
         raise ServeError(f"invalid server settings: {err}") from None
 
 
-def _log_bootstrap_notice(settings: ServeSettings) -> None:
-    if settings.bs_coap is None and settings.bs_coaps is None:
-        return
-    log.warning(
-        "the bootstrap server is not part of this build yet: nothing listens on the bootstrap "
-        "ports; devices must be provisioned with the DM server's address directly",
-        extra={
-            "bs_coap": str(settings.bs_coap) if settings.bs_coap else "off",
-            "bs_coaps": str(settings.bs_coaps) if settings.bs_coaps else "off",
-        },
-    )
-
-
 def _log_security_posture(settings: ServeSettings) -> None:
     if settings.secure_only:
         if settings.coaps is None:
@@ -211,6 +203,7 @@ class Service:
         self.uvicorn: _EmbeddedUvicorn | None = None
         self.api_task: asyncio.Task[None] | None = None
         self.info: ApiInfo | None = None
+        self.bootstrap: BootstrapApi | None = None
 
     async def start(self) -> ApiInfo:
         settings = self.settings
@@ -235,10 +228,12 @@ class Service:
         for path, reason in loaded.skipped:
             log.warning("DDF file skipped", extra={"file": str(path), "reason": reason})
         config = server_config(settings)
+        if config.x509 is None and config.coaps_port is not None:
+            ca = await asyncio.to_thread(bootstrap_cmd.open_ca, self.data_dir)
+            config = dataclasses.replace(config, x509=bootstrap_cmd.dm_certificate(ca, settings))
         self.store = await asyncio.to_thread(Store.open, settings.database_url, self.data_dir)
         await asyncio.to_thread(self.store.create_schema)
         log.info("store open", extra={"database": self.store.url})
-        _log_bootstrap_notice(settings)
         try:
             self.server = await LwM2MServer.start(config, self.store, loaded)
         except ConfigurationError as err:
@@ -252,11 +247,22 @@ class Service:
                 f"{err.strerror or err}; choose other ports with --coap/--coaps (0: any free)"
             ) from None
         _log_security_posture(settings)
+        try:
+            self.bootstrap = await bootstrap_cmd.start_in_serve(
+                settings, self.store, self.server, self.data_dir
+            )
+        except OSError as err:
+            raise ServeError(
+                f"cannot open the bootstrap sockets ({settings.bs_coap}, coaps "
+                f"{settings.bs_coaps}): {err.strerror or err}; choose other ports with "
+                "--bs-coap/--bs-coaps (off: disabled)"
+            ) from None
         sock = bind_api_socket(settings.api)
         host, port = sock.getsockname()[:2]
         _log_api_exposure(host)
         self.context = ApiContext(self.server, self.store, loaded, token)
         app = create_app(self.context)
+        app.state.bootstrap = self.bootstrap
         config_uv = uvicorn.Config(
             app,
             log_config=None,
@@ -285,6 +291,7 @@ class Service:
             database=self.store.url,
             version=self.context.version,
             started_at=iso8601(time.time()),
+            extra=bootstrap_cmd.api_info_extra(self.bootstrap),
         )
         write_api_info(self.data_dir, self.info)
         log.info(
@@ -313,6 +320,11 @@ class Service:
                 self.api_task.cancel()
                 with contextlib.suppress(BaseException):
                     await self.api_task
+        if self.bootstrap is not None and self.bootstrap.server is not None:
+            try:
+                await self.bootstrap.server.stop()
+            except Exception:
+                log.exception("the bootstrap server did not stop cleanly")
         if self.server is not None:
             try:
                 await self.server.stop()

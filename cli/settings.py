@@ -187,10 +187,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("data_dir", "--data-dir", _path, None, "data directory (database, token, api.json)"),
     Setting("coap", "--coap", parse_listen, Listen(None, 5683), "DM server CoAP (UDP) port"),
     Setting("coaps", "--coaps", _optional_listen, Listen(None, 5684), "DM server CoAPs port"),
-    Setting("bs_coap", "--bs-coap", _optional_listen, Listen(None, 5783), "bootstrap CoAP (later)"),
-    Setting(
-        "bs_coaps", "--bs-coaps", _optional_listen, Listen(None, 5784), "bootstrap CoAPs (later)"
-    ),
+    Setting("bs_coap", "--bs-coap", _optional_listen, Listen(None, 5783), "bootstrap CoAP"),
+    Setting("bs_coaps", "--bs-coaps", _optional_listen, Listen(None, 5784), "bootstrap CoAPs"),
     Setting("api", "--api", _api, Listen("127.0.0.1", 8080), "management API HOST:PORT"),
     Setting("database_url", "--database-url", _text, None, "PostgreSQL URL (default: SQLite)"),
     Setting("secure_only", "--secure-only", _bool, False, "refuse NoSec without a grant"),

@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from lwm2m.api.bootstrap_routes import TAGS as BOOTSTRAP_TAGS
 from lwm2m.api.context import ApiContext
 from lwm2m.api.deps import require_token
 from lwm2m.api.errors import ApiError, unknown_endpoint
@@ -37,6 +38,7 @@ TAGS = [
     {"name": "queue", "description": "Requests queued for sleeping (queue-mode) devices."},
     {"name": "security", "description": "Per-endpoint DTLS credentials and NoSec grants."},
     {"name": "events", "description": "Server-sent events: registrations, notifications."},
+    *BOOTSTRAP_TAGS,
 ]
 
 
@@ -146,7 +148,7 @@ def _install_handlers(app: FastAPI) -> None:
 
 def create_app(context: ApiContext) -> FastAPI:
     """The management API over ``context`` (its server, store, model and token)."""
-    from lwm2m.api import routes, security_routes, stream
+    from lwm2m.api import bootstrap_routes, routes, security_routes, stream
 
     app = FastAPI(
         title="fleetloop management API",
@@ -169,6 +171,7 @@ def create_app(context: ApiContext) -> FastAPI:
     app.include_router(routes.router, dependencies=protected)
     app.include_router(security_routes.router, dependencies=protected)
     app.include_router(stream.router, dependencies=protected)
+    app.include_router(bootstrap_routes.router, dependencies=protected)
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=protected)
     async def openapi() -> JSONResponse:
