@@ -1,0 +1,197 @@
+"""Server benchmark: Register rate (each acknowledged after its group commit), server-initiated
+Read rate, and Send rate, with the server's CPU per operation.
+
+The server runs in this process on a fresh SQLite store. A separate load process holds N
+devices, one UDP socket each, speaking raw CoAP with aiocoap's Message codec and nothing else:
+the devices must cost less than the server they measure. The devices register, then answer
+every GET with a text value while the server reads each of them, then each sends SenML-CBOR
+Sends.
+
+    .venv/bin/python -m benchmarks.bench_server --devices 2000
+
+Prints one JSON line of results. CPU is the server process's ``time.process_time`` (the store's
+writer thread included) divided by the operations completed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import platform
+import tempfile
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+from aiocoap import Message
+from aiocoap.numbers.codes import Code
+from aiocoap.numbers.types import Type
+
+from lwm2m.codec import ContentFormat, encode_timestamped
+from lwm2m.codec.api import TimestampedNodes
+from lwm2m.model import Path, SingleResource, Value
+from lwm2m.server import LwM2MServer, ServerConfig
+from lwm2m.store import Store
+from objects import BUILTIN_MODEL
+
+PAYLOAD = b'</>;rt="oma.lwm2m";ct=112,</1/0>,</3/0>,</4/0>,</5/0>'
+
+
+# -- load process ---------------------------------------------------------------------------
+class _Device(asyncio.DatagramProtocol):
+    def __init__(self, index: int, waiters: dict[tuple[int, int], asyncio.Future[Message]]):
+        self.index = index
+        self.waiters = waiters
+        self.transport: asyncio.DatagramTransport | None = None
+        self.mid = index * 7 % 65536
+        self.answered = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    async def request(self, message: Message) -> Message:
+        """A CON request, retransmitted like RFC 7252 says (loopback drops under load too)."""
+        self.mid = (self.mid + 1) % 65536
+        message.mtype, message.mid = Type.CON, self.mid
+        message.token = self.mid.to_bytes(2, "big")
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self.waiters[(self.index, self.mid)] = future
+        assert self.transport is not None
+        data = message.encode()
+        timeout = 2.0
+        for _ in range(5):
+            self.transport.sendto(data)
+            try:
+                return await asyncio.wait_for(asyncio.shield(future), timeout)
+            except TimeoutError:
+                timeout *= 2
+        raise TimeoutError(f"device {self.index}: no answer to {message.code}")
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        message = Message.decode(data)
+        if message.code.is_request():
+            reply = Message(code=Code.CONTENT, payload=b"42")
+            reply.opt.content_format = 0
+            reply.mtype, reply.mid, reply.token = Type.ACK, message.mid, message.token
+            assert self.transport is not None
+            self.transport.sendto(reply.encode(), addr)
+            self.answered += 1
+            return
+        future = self.waiters.pop((self.index, message.mid), None)
+        if future is not None and not future.done():
+            future.set_result(message)
+
+
+async def _load(port: int, devices: int, sends: int, window: int, conn: Connection) -> None:
+    loop = asyncio.get_running_loop()
+    waiters: dict[tuple[int, int], asyncio.Future[Message]] = {}
+    fleet: list[_Device] = []
+    for i in range(devices):
+        _, proto = await loop.create_datagram_endpoint(
+            lambda i=i: _Device(i, waiters), remote_addr=("127.0.0.1", port)
+        )
+        fleet.append(proto)
+    gate = asyncio.Semaphore(window)
+    locations: list[tuple[str, ...]] = [()] * devices
+
+    async def register(device: _Device) -> None:
+        async with gate:
+            message = Message(code=Code.POST, payload=PAYLOAD)
+            message.opt.uri_path = ("rd",)
+            message.opt.uri_query = (f"ep=bench-{device.index}", "lt=86400", "lwm2m=1.1")
+            message.opt.content_format = 40
+            answer = await device.request(message)
+            assert answer.code == Code.CREATED, answer
+            locations[device.index] = tuple(answer.opt.location_path)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(register(d) for d in fleet))
+    conn.send(("registered", time.perf_counter() - start))
+    await loop.run_in_executor(None, conn.recv)  # the server has read every device
+    nodes = {Path.parse("/3/0/9"): SingleResource(9, Value.integer(42))}
+    body = encode_timestamped(
+        ContentFormat.SENML_CBOR, [TimestampedNodes(None, nodes)], BUILTIN_MODEL
+    )
+
+    async def send(device: _Device) -> None:
+        for _ in range(sends):
+            async with gate:
+                message = Message(code=Code.POST, payload=body)
+                message.opt.uri_path = ("dp",)
+                message.opt.content_format = ContentFormat.SENML_CBOR
+                answer = await device.request(message)
+                assert answer.code == Code.CHANGED, answer
+
+    start = time.perf_counter()
+    await asyncio.gather(*(send(d) for d in fleet))
+    conn.send(("sent", time.perf_counter() - start))
+
+
+def _load_main(port: int, devices: int, sends: int, window: int, conn: Connection) -> None:
+    asyncio.run(_load(port, devices, sends, window, conn))
+
+
+# -- server process -------------------------------------------------------------------------
+async def _bench(devices: int, sends: int, window: int) -> dict[str, Any]:
+    data_dir = tempfile.mkdtemp(prefix="fleetloop-bench-")
+    store = Store.open(None, data_dir)
+    store.create_schema()
+    config = ServerConfig(coap_host="127.0.0.1", coap_port=0, coaps_port=None)
+    server = await LwM2MServer.start(config, store)
+    assert server.coap_address is not None
+    parent, child = mp.Pipe()
+    process = mp.Process(
+        target=_load_main, args=(server.coap_address[1], devices, sends, window, child)
+    )
+    loop = asyncio.get_running_loop()
+    cpu0 = time.process_time()
+    process.start()
+    _, register_s = await loop.run_in_executor(None, parent.recv)
+    cpu_register = time.process_time() - cpu0
+    assert len(server.registrations()) == devices
+
+    gate = asyncio.Semaphore(window)
+
+    async def read(ep: str) -> None:
+        async with gate:
+            result = await server.read(ep, "/3/0/9")
+            assert result.ok, result
+
+    cpu1, start = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(read(f"bench-{i}") for i in range(devices)))
+    read_s, cpu_read = time.perf_counter() - start, time.process_time() - cpu1
+    parent.send("go")
+    cpu2 = time.process_time()
+    _, send_s = await loop.run_in_executor(None, parent.recv)
+    cpu_send = time.process_time() - cpu2
+    process.join(30)
+    await server.stop()
+    await store.aclose()
+    total_sends = devices * sends
+    return {
+        "devices": devices,
+        "register_per_s": round(devices / register_s),
+        "register_cpu_us": round(cpu_register / devices * 1e6),
+        "read_per_s": round(devices / read_s),
+        "read_cpu_us": round(cpu_read / devices * 1e6),
+        "send_per_s": round(total_sends / send_s),
+        "send_cpu_us": round(cpu_send / total_sends * 1e6),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
+        f"Python {platform.python_version()}",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=1000)
+    parser.add_argument("--sends", type=int, default=5, help="Sends per device")
+    parser.add_argument("--window", type=int, default=200, help="operations in flight")
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(_bench(args.devices, args.sends, args.window))))
+
+
+if __name__ == "__main__":
+    main()
