@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import multiprocessing as mp
 import os
@@ -85,15 +86,20 @@ class _Device(asyncio.DatagramProtocol):
             future.set_result(message)
 
 
+def _same(device: _Device) -> _Device:
+    return device
+
+
 async def _load(port: int, devices: int, sends: int, window: int, conn: Connection) -> None:
     loop = asyncio.get_running_loop()
     waiters: dict[tuple[int, int], asyncio.Future[Message]] = {}
     fleet: list[_Device] = []
     for i in range(devices):
-        _, proto = await loop.create_datagram_endpoint(
-            lambda i=i: _Device(i, waiters), remote_addr=("127.0.0.1", port)
+        device = _Device(i, waiters)
+        await loop.create_datagram_endpoint(
+            functools.partial(_same, device), remote_addr=("127.0.0.1", port)
         )
-        fleet.append(proto)
+        fleet.append(device)
     gate = asyncio.Semaphore(window)
     locations: list[tuple[str, ...]] = [()] * devices
 
