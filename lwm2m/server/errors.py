@@ -27,7 +27,7 @@ class UnknownObservation(ServerError):
     def __init__(self, observation_id: str) -> None:
         super().__init__(
             f"no active observation {observation_id!r}; list them with "
-            "`fleetloop observe --list` (LwM2MServer.observations())"
+            "`fleetloop observations` (LwM2MServer.observations())"
         )
         self.observation_id = observation_id
 

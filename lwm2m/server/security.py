@@ -111,7 +111,7 @@ def check_nosec(
         return None
     return IdentityRefused(
         f"plain CoAP is not allowed for endpoint {endpoint!r}; use DTLS or grant NoSec "
-        "(`fleetloop devices security --allow-nosec`)"
+        f"(`fleetloop security set {endpoint} --allow-nosec`)"
     )
 
 
