@@ -67,6 +67,7 @@ from lwm2m.transport._engine import (
     scrub,
     step_handshake,
 )
+from lwm2m.transport._socket import open_datagram_socket
 from lwm2m.transport.credentials import (
     CERTIFICATE_CIPHERS,
     PSK_CIPHERS,
@@ -267,7 +268,7 @@ class DtlsServer(asyncio.DatagramProtocol):
         sock = open_socket(host, port)
         self._closed_waiter = loop.create_future()
         try:
-            await loop.create_datagram_endpoint(lambda: self, sock=sock)
+            open_datagram_socket(loop, self, sock)
         except BaseException:
             sock.close()
             raise

@@ -34,6 +34,7 @@ from lwm2m.transport._common import (
     tls_error_code,
 )
 from lwm2m.transport._engine import KeyLog, export_secrets, record_overhead, step_handshake
+from lwm2m.transport._socket import open_datagram_socket
 from lwm2m.transport.credentials import CERTIFICATE_CIPHERS, PSK_CIPHERS, X509Credentials
 from lwm2m.transport.errors import (
     ConfigurationError,
@@ -198,7 +199,7 @@ class DtlsClient(asyncio.DatagramProtocol):
             raise
         self = cls(sink, config, on_session_closed)
         try:
-            await loop.create_datagram_endpoint(lambda: self, sock=sock)
+            open_datagram_socket(loop, self, sock)
         except BaseException:
             sock.close()
             raise

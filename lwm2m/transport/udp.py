@@ -1,8 +1,10 @@
-"""Plain CoAP over UDP: one asyncio datagram endpoint feeding a sink.
+"""Plain CoAP over UDP: one socket feeding a sink.
 
 Deliberately nothing but the socket: every datagram goes up unchanged with a ``Peer`` (cached
 per address, so a busy device costs one dict lookup, not an allocation), and ``send`` is one
-``sendto``. All protocol work happens in the sans-IO core above.
+``sendto``. All protocol work happens in the sans-IO core above. The socket is driven by
+:mod:`lwm2m.transport._socket` rather than asyncio's datagram endpoint, which allocates 256 KiB
+per received datagram and reads one datagram per trip through the event loop.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 from typing import Any, cast
 
 from lwm2m.transport._common import RateLimitedLog, open_socket
+from lwm2m.transport._socket import open_datagram_socket
 from lwm2m.transport.errors import TransportClosed, WrongTransport
 from lwm2m.transport.interface import DatagramSink
 from lwm2m.transport.peer import Address, Peer
@@ -52,7 +55,7 @@ class UdpTransport(asyncio.DatagramProtocol):
         self = cls(sink)
         self._closed_waiter = loop.create_future()
         try:
-            await loop.create_datagram_endpoint(lambda: self, sock=sock)
+            open_datagram_socket(loop, self, sock)
         except BaseException:
             sock.close()
             raise
