@@ -114,18 +114,23 @@ class BlockwiseRegistry:
     it reaches the head still alive and touched, it is re-queued at the tail. Replaced or
     removed states are skipped when they reach the head. So the head always bounds the next
     expiry, and each state costs O(1) amortised. Under the cap the head is evicted.
+
+    The FIFO exists only while it holds states (an empty ``deque`` costs ~760 bytes; most
+    endpoints never serve a block-wise transfer). ``started`` is set when it goes from empty to
+    non-empty — the only way the next expiry can move earlier.
     """
 
-    __slots__ = ("_fifo", "cap", "evicted", "lifetime")
+    __slots__ = ("_fifo", "cap", "evicted", "lifetime", "started")
 
     def __init__(self, lifetime: float, cap: int) -> None:
-        self._fifo: deque[Block1Assembly | Block2Cache] = deque()
+        self._fifo: deque[Block1Assembly | Block2Cache] | None = None
         self.lifetime = lifetime
         self.cap = cap
         self.evicted = 0
+        self.started = False
 
     def __len__(self) -> int:
-        return len(self._fifo)
+        return len(self._fifo) if self._fifo else 0
 
     def add(self, state: Block1Assembly | Block2Cache, now: float) -> None:
         """Register a new state (replacing any with the same key at the same peer)."""
@@ -134,9 +139,14 @@ class BlockwiseRegistry:
             state.peer_state.block1[state.key] = state
         else:
             state.peer_state.block2[state.key] = state
-        self._fifo.append(state)
-        while len(self._fifo) > self.cap:
-            head = self._fifo.popleft()
+        fifo = self._fifo
+        if fifo is None:
+            fifo = self._fifo = deque()
+        if not fifo:
+            self.started = True
+        fifo.append(state)
+        while len(fifo) > self.cap:
+            head = fifo.popleft()
             if _is_live(head):
                 _drop(head)
                 self.evicted += 1
@@ -149,10 +159,15 @@ class BlockwiseRegistry:
         _drop(state)
 
     def next_expiry(self) -> float | None:
-        return self._fifo[0].queued if self._fifo else None
+        """When the head may expire (clears ``started``)."""
+        self.started = False
+        fifo = self._fifo
+        return fifo[0].queued if fifo else None
 
     def expire(self, now: float) -> None:
         fifo = self._fifo
+        if fifo is None:
+            return
         while fifo:
             head = fifo[0]
             if not _is_live(head):
@@ -165,7 +180,9 @@ class BlockwiseRegistry:
                 head.queued = head.expires
                 fifo.append(head)
             else:
-                return
+                break
+        if not fifo:
+            self._fifo = None
 
 
 def _is_live(state: Block1Assembly | Block2Cache) -> bool:

@@ -62,7 +62,7 @@ class ClientSide(EndpointState):
             handle.observe = True
         ps.tokens[handle.token] = handle
         if confirmable and ps.nstart_used >= self._nstart:
-            ps.queue.append(handle)
+            ps.enqueue(handle)
         else:
             self._start_request(handle, now)
         return handle
@@ -100,7 +100,7 @@ class ClientSide(EndpointState):
         handle = RequestHandle(ps, message, token, confirmable)
         ps.tokens[token] = handle
         if confirmable and ps.nstart_used >= self._nstart:
-            ps.queue.append(handle)
+            ps.enqueue(handle)
         else:
             self._start_request(handle, now)
         return handle
@@ -183,9 +183,9 @@ class ClientSide(EndpointState):
     def _on_notification(self, handle: RequestHandle, message: Message, now: float) -> None:
         sequence = message.opt.observe
         if sequence is None or not is_success(message.code):
-            self._events.append(NotificationReceived(handle, message, None))
+            self._emit(NotificationReceived(handle, message, None))
             self._finish(handle, now)
-            self._events.append(ObservationCancelled(handle, CloseReason.ENDED_BY_PEER))
+            self._emit(ObservationCancelled(handle, CloseReason.ENDED_BY_PEER))
             return
         if not is_fresh(handle.obs_seq, handle.obs_time, sequence, now):
             self.stats.stale_notifications += 1
@@ -196,7 +196,7 @@ class ClientSide(EndpointState):
             self._end_block2(handle)  # the notification being completed is outdated now
         if self._start_block2(handle, message, now, sequence):
             return
-        self._events.append(NotificationReceived(handle, message, sequence))
+        self._emit(NotificationReceived(handle, message, sequence))
 
     def _deliver(
         self,
@@ -208,17 +208,17 @@ class ClientSide(EndpointState):
     ) -> None:
         """Hand a complete response or notification to the application."""
         if handle.state is OBSERVING:
-            self._events.append(NotificationReceived(handle, message, sequence))
+            self._emit(NotificationReceived(handle, message, sequence))
         elif observing:
             assert sequence is not None
             handle.state = OBSERVING
             handle.obs_seq = sequence
             handle.obs_time = now
             self._release_slot(handle, now)
-            self._events.append(ResponseReceived(handle, message, True))
+            self._emit(ResponseReceived(handle, message, True))
         else:
             self._finish(handle, now)
-            self._events.append(ResponseReceived(handle, message, False))
+            self._emit(ResponseReceived(handle, message, False))
 
     def _continue_upload(self, handle: RequestHandle, message: Message, now: float) -> bool:
         """2.31 to a Block1 block: send the next one (in the size the server asked for)."""
@@ -454,6 +454,8 @@ class ClientSide(EndpointState):
             waiting = queue.popleft()
             if waiting.state is QUEUED:
                 self._start_request(waiting, now)
+        if queue is not None and not queue and ps.queue is queue:
+            ps.queue = None
 
     def _finish(self, handle: RequestHandle, now: float) -> None:
         """Terminal bookkeeping for a request (the caller emits the event, if any)."""
@@ -476,4 +478,4 @@ class ClientSide(EndpointState):
 
     def _fail(self, handle: RequestHandle, now: float, reason: CloseReason, detail: str) -> None:
         self._finish(handle, now)
-        self._events.append(RequestFailed(handle, reason, detail))
+        self._emit(RequestFailed(handle, reason, detail))

@@ -81,16 +81,27 @@ class CoapEndpoint(ServerSide, ClientSide):
         return out
 
     def get_timer(self) -> float | None:
-        """Absolute time at which ``handle_timer`` must be called next, or None."""
+        """Absolute time at which ``handle_timer`` must be called next, or None.
+
+        A transport asks after every datagram, so this stays cheap: the housekeeping deadline
+        is cached. Between housekeeping runs it can only move later (heads of the expiry FIFOs
+        and of the idle order are popped or pushed back), except when a table goes from empty
+        to non-empty, which marks the cache dirty. A stale cached deadline is therefore never
+        late: at worst the timer fires early once, housekeeping runs and recomputes it.
+        """
         deadline = self._timers.next_deadline()
         fifo = self._ack_fifo
-        while fifo and fifo[0].responded:
-            fifo.popleft()
         if fifo:
-            first = fifo[0].ack_deadline
-            if deadline is None or first < deadline:
-                deadline = first
-        chores = self._housekeeping_deadline()
+            while fifo and fifo[0].responded:
+                fifo.popleft()
+            if fifo:
+                first = fifo[0].ack_deadline
+                if deadline is None or first < deadline:
+                    deadline = first
+        if self._chores_dirty or self._dedup.started or self._blockwise.started:
+            self._chores_at = self._housekeeping_deadline()
+            self._chores_dirty = False
+        chores = self._chores_at
         if chores is not None and (deadline is None or chores < deadline):
             deadline = chores
         return deadline
@@ -128,18 +139,18 @@ class CoapEndpoint(ServerSide, ClientSide):
         if ps is None:
             return
         ps.alive = False
-        queued = list(ps.queue)
-        ps.queue.clear()  # so that failing one request does not start the next
+        queued = list(ps.queue) if ps.queue else []
+        ps.queue = None  # so that failing one request does not start the next
         handles = {id(h): h for h in (*queued, *ps.tokens.values())}
         for handle in handles.values():
             if handle.state is OBSERVING:
                 self._finish(handle, now)
-                self._events.append(ObservationCancelled(handle, CloseReason.PEER_FORGOTTEN))
+                self._emit(ObservationCancelled(handle, CloseReason.PEER_FORGOTTEN))
             elif handle.state is not DONE:
                 self._fail(handle, now, CloseReason.PEER_FORGOTTEN, "peer forgotten")
         for observation in list(ps.observers.values()):
             self._drop_observer(observation)
-            self._events.append(ObserverRemoved(observation, CloseReason.PEER_FORGOTTEN))
+            self._emit(ObserverRemoved(observation, CloseReason.PEER_FORGOTTEN))
         for tx in ps.in_flight.values():
             self._timers.cancel(tx)
         ps.in_flight.clear()
@@ -210,7 +221,7 @@ class CoapEndpoint(ServerSide, ClientSide):
             if observation is not None and observation.active:
                 observation.non_mid = None
                 self._drop_observer(observation)
-                self._events.append(ObserverRemoved(observation, CloseReason.RESET))
+                self._emit(ObserverRemoved(observation, CloseReason.RESET))
             else:
                 self.stats.unmatched += 1
 
@@ -274,7 +285,7 @@ class CoapEndpoint(ServerSide, ClientSide):
             owner.tx = None
             if owner.active:
                 self._drop_observer(owner)
-                self._events.append(ObserverRemoved(owner, reason))
+                self._emit(ObserverRemoved(owner, reason))
 
     def _on_response_timeout(self, handle: RequestHandle, now: float) -> None:
         if handle.state is ACTIVE:
@@ -311,3 +322,10 @@ class CoapEndpoint(ServerSide, ClientSide):
             else:
                 del peers[ps.peer]
                 ps.alive = False
+        # Release emptied queues (an idle endpoint should cost next to nothing) and have
+        # get_timer recompute the housekeeping deadline.
+        if not self._events:
+            self._events = None
+        if not self._ack_fifo:
+            self._ack_fifo = None
+        self._chores_dirty = True

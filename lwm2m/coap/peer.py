@@ -44,9 +44,10 @@ class PeerState:
         self.in_flight: dict[int, Transmission] = {}
         #: Requests we sent that may still receive a response or notification, by token.
         self.tokens: dict[bytes, RequestHandle] = {}
-        #: NSTART bookkeeping: requests holding a slot, and those waiting for one.
+        #: NSTART bookkeeping: requests holding a slot, and those waiting for one (a deque
+        #: costs ~760 bytes even when empty, so it exists only while something waits).
         self.nstart_used = 0
-        self.queue: deque[RequestHandle] = deque()
+        self.queue: deque[RequestHandle] | None = None
         #: Observers of our resources, by token; and last NON notification MID -> observer.
         self.observers: dict[bytes, Observation] = {}
         self.non_notifications: dict[int, Observation] = {}
@@ -57,6 +58,13 @@ class PeerState:
         #: False once the endpoint dropped this state (forgotten or evicted); handles that still
         #: point here must not re-insert it.
         self.alive = True
+
+    def enqueue(self, handle: RequestHandle) -> None:
+        """Wait for an NSTART slot."""
+        queue = self.queue
+        if queue is None:
+            queue = self.queue = deque()
+        queue.append(handle)
 
     def allocate_mid(self) -> int:
         mid = self.next_mid

@@ -8,6 +8,7 @@ deregistration), answering (piggybacked, empty ACK then separate, NON), and noti
 from __future__ import annotations
 
 import logging
+from collections import deque
 
 from aiocoap import Message
 from aiocoap.numbers.codes import Code
@@ -124,10 +125,16 @@ class ServerSide(EndpointState):
         except RemoteProtocolError as exc:
             self._reject_request(request, exc, now)
             return
-        self._events.append(RequestReceived(ps.peer, request, message))
+        events = self._events
+        if events is None:
+            events = self._events = deque()
+        events.append(RequestReceived(ps.peer, request, message))
         if confirmable:
             request.ack_deadline = now + self._empty_ack_delay
-            self._ack_fifo.append(request)
+            fifo = self._ack_fifo
+            if fifo is None:
+                fifo = self._ack_fifo = deque()
+            fifo.append(request)
 
     def _prepare_special_request(
         self, ps: PeerState, request: IncomingRequest, message: Message, now: float
@@ -212,7 +219,7 @@ class ServerSide(EndpointState):
             observation = next((o for o in ps.observers.values() if o.key == key), None)
         if observation is not None:
             self._drop_observer(observation)
-            self._events.append(ObserverRemoved(observation, CloseReason.DEREGISTERED))
+            self._emit(ObserverRemoved(observation, CloseReason.DEREGISTERED))
 
     def _reject_request(
         self, request: IncomingRequest, exc: RemoteProtocolError, now: float
@@ -237,7 +244,7 @@ class ServerSide(EndpointState):
         old = ps.observers.get(request.token)
         if old is not None:
             self._drop_observer(old)
-            self._events.append(ObserverRemoved(old, CloseReason.REPLACED))
+            self._emit(ObserverRemoved(old, CloseReason.REPLACED))
         observation = Observation(ps, request.token, request_key(request.message))
         observation.last_con = now
         if request.block2 is not None:

@@ -78,23 +78,35 @@ class Stats:
         return {name: getattr(self, name) for name in self.__slots__}
 
 
+#: Shared by every endpoint created without a configuration (it is frozen): a fleet of
+#: simulated devices should not hold one copy each.
+_DEFAULT_CONFIG = EndpointConfig()
+
+
 class EndpointState:
     """The data of one endpoint; see :class:`lwm2m.coap.endpoint.CoapEndpoint`."""
 
     def __init__(self, *, rng: RandomSource, config: EndpointConfig | None = None) -> None:
-        cfg = config or EndpointConfig()
+        cfg = config if config is not None else _DEFAULT_CONFIG
         tp = cfg.transmission
         self.config = cfg
         self.stats = Stats()
         self._rng = rng
         self._peers: dict[Hashable, PeerState] = {}
-        self._events: deque[Event] = deque()
+        # The event queue and the empty-ACK FIFO exist only while in use and are released by
+        # housekeeping once empty: an empty deque costs ~760 bytes, and a simulated device owns
+        # an endpoint that is idle almost all the time.
+        self._events: deque[Event] | None = None
         self._out: list[tuple[bytes, Hashable]] = []
         self._timers = TimerHeap()
-        self._ack_fifo: deque[IncomingRequest] = deque()
+        self._ack_fifo: deque[IncomingRequest] | None = None
         self._dedup = DedupTable(tp.exchange_lifetime, tp.non_lifetime, cfg.max_dedup_entries)
         self._blockwise = BlockwiseRegistry(cfg.blockwise_lifetime, cfg.max_blockwise_states)
         self._next_housekeeping = float("-inf")
+        #: Cached housekeeping deadline (see ``CoapEndpoint.get_timer``); recomputed when
+        #: ``_chores_dirty`` or a table reports it ``started``.
+        self._chores_at: float | None = None
+        self._chores_dirty = True
         # Hot-path copies of configuration.
         self._empty_ack_delay = cfg.empty_ack_delay
         self._max_szx = cfg.max_block_szx
@@ -110,8 +122,16 @@ class EndpointState:
 
     def _new_peer(self, peer: Hashable, now: float) -> PeerState:
         ps = PeerState(peer, self._rng.getrandbits(16), now)
+        if not self._peers:
+            self._chores_dirty = True  # the idle-peer deadline appears
         self._peers[peer] = ps
         return ps
+
+    def _emit(self, event: Event) -> None:
+        events = self._events
+        if events is None:
+            events = self._events = deque()
+        events.append(event)
 
     def _touch(self, ps: PeerState, now: float) -> None:
         """Mark activity: the peer moves to the back of the idle order."""

@@ -122,16 +122,39 @@ class CoapShell(Generic[E]):
         self._process(self._clock())
 
     def _process(self, now: float) -> None:
+        """Events to the application, datagrams to the transport, the timer to the core's
+        deadline. Runs after every datagram: the common case (no unreachable peer, the
+        deadline not earlier than the armed timer) is one pass with no extra calls."""
         core = self.core
-        for _ in range(8):  # forgetting unreachable peers may produce events and datagrams
+        handler = self._on_event
+        next_event = core.next_event
+        while (event := next_event()) is not None:
+            try:
+                handler(event)
+            except Exception:
+                self.handler_errors += 1
+                self._log_handler("CoAP event handler failed on %r", event, exc_info=True)
+        datagrams = core.datagrams_to_send(now)
+        if datagrams:
+            self._send(datagrams)
+        if self._unreachable:
+            self._forget_unreachable_peers(now)
+        deadline = core.get_timer()
+        if deadline is not None and (self._timer_at is None or deadline < self._timer_at):
+            self._arm(deadline)
+
+    def _forget_unreachable_peers(self, now: float) -> None:
+        """Peers the transport has no session for: the core forgets them, which may produce
+        events and datagrams of its own (bounded, in case forgetting keeps failing)."""
+        core = self.core
+        for _ in range(8):
+            unreachable, self._unreachable = self._unreachable, []
+            for peer in unreachable:
+                core.forget_peer(peer, now)
             self._drain_events(core)
             self._send(core.datagrams_to_send(now))
             if not self._unreachable:
                 break
-            unreachable, self._unreachable = self._unreachable, []
-            for peer in unreachable:
-                core.forget_peer(peer, now)
-        self._arm(core.get_timer())
 
     def _drain_events(self, core: SansIoCore[E]) -> None:
         handler = self._on_event
