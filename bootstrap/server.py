@@ -452,8 +452,15 @@ class BootstrapServer:
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        """A request handler or session ended: a failure is a bug or an outage; log it (the
+        device retries), never leave it to asyncio's "exception was never retrieved"."""
+        self._tasks.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("bootstrap task failed: %s", error, exc_info=error)
 
     # -- CoAP events ------------------------------------------------------------------------------
     def _on_event(self, listener: _Listener, event: Event) -> None:
@@ -544,6 +551,7 @@ class BootstrapServer:
         task = asyncio.get_running_loop().create_task(self._run(context, request))
         self._sessions[endpoint] = task
         task.add_done_callback(lambda t: self._session_done(endpoint, t))
+        task.add_done_callback(self._task_done)
 
     def _session_done(self, endpoint: str, task: asyncio.Task[None]) -> None:
         if self._sessions.get(endpoint) is task:

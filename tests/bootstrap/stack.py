@@ -99,6 +99,8 @@ async def running(
     regions: tuple[str, ...] = ("eu",),
     secure_only: bool = False,
     token_bytes: Callable[[int], bytes] | None = None,
+    request_timeout: float = 5.0,
+    retries: int = 2,
 ) -> AsyncIterator[Stack]:
     dm: dict[str, LwM2MServer] = {}
     bs: BootstrapServer | None = None
@@ -131,7 +133,8 @@ async def running(
                 dm_coap_uri=uri("coap", first.coap_address),
                 dm_coaps_uri=uri("coaps", first.coaps_address),
                 server_names=("127.0.0.1",),
-                request_timeout=5.0,
+                request_timeout=request_timeout,
+                retries=retries,
             ),
             store,
             ca=ca,

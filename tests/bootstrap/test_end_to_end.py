@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiocoap import CON, Message
+from aiocoap.numbers.codes import Code
 
 from bootstrap.ca import CertificateAuthority
 from bootstrap.errors import RebootstrapFailed, UnknownIdentity
@@ -531,3 +533,46 @@ def test_a_small_fleet_bootstraps_concurrently(store: Store) -> None:
             assert s.bs.stats["finished"] == len(endpoints)
 
     run(scenario(), timeout=60)
+
+
+class SilentDevice(asyncio.DatagramProtocol):
+    """Sends a Bootstrap-Request, takes the 2.04, then never answers again (battery died)."""
+
+    def __init__(self) -> None:
+        self.received: list[Message] = []
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.received.append(Message.decode(data))
+
+
+def test_a_device_that_stops_answering_leaves_a_failed_state(store: Store) -> None:
+    async def scenario() -> None:
+        async with running(store, request_timeout=0.2, retries=1) as s:
+            loop = asyncio.get_running_loop()
+            address = s.bs.coap_address
+            assert address is not None
+            transport, device = await loop.create_datagram_endpoint(
+                SilentDevice, local_addr=("127.0.0.1", 0), remote_addr=address[:2]
+            )
+            try:
+                request = Message(code=Code.POST, uri_path=("bs",), uri_query=("ep=dev-plain",))
+                request.mtype, request.mid, request.token = CON, 1, b"\x01\x02"
+                transport.sendto(request.encode())
+                await eventually(lambda: any(m.code == Code.CHANGED for m in device.received))
+
+                async def failed() -> bool:
+                    return (await s.bs.status("dev-plain")).phase is Phase.FAILED
+
+                deadline = loop.time() + 5
+                while not await failed():
+                    assert loop.time() < deadline
+                    await asyncio.sleep(0.05)
+                status = await s.bs.status("dev-plain")
+                assert status.step == "discover /" and "after 2 attempts" in status.detail
+                assert await store.read(lambda tx: store.security.get(tx, "dev-plain")) is None
+                (record,) = await s.bs.manager.audit(action_prefix="bootstrap.failed")
+                assert record.detail["committed"] is False
+            finally:
+                transport.close()
+
+    run(scenario())
