@@ -130,6 +130,8 @@ class SocketTransport(asyncio.DatagramTransport):
     def _send_all(self, datagrams: list[tuple[bytes, Any]]) -> None:
         """Send what a batch produced, in order (also after close(): it was sent before)."""
         sock = self._sock
+        if sock.fileno() < 0:  # aborted during the batch
+            return
         connected = self._connected
         for data, addr in datagrams:
             if self._buffer:
@@ -191,7 +193,9 @@ class SocketTransport(asyncio.DatagramTransport):
             self._loop.call_soon(self._finish)
 
     def abort(self) -> None:
-        """Stop at once, discarding queued datagrams."""
+        """Stop at once: queued datagrams are discarded and the socket is released before this
+        returns (a device simulating a power loss may bind the same port again right away);
+        ``connection_lost`` follows on the next loop iteration, as with :meth:`close`."""
         if self._finished:
             return
         self._buffer.clear()
@@ -201,6 +205,7 @@ class SocketTransport(asyncio.DatagramTransport):
         if not self._closing:
             self._closing = True
             self._loop.remove_reader(self._fd)
+        self._sock.close()
         self._loop.call_soon(self._finish)  # idempotent if close() scheduled it already
 
     def _finish(self) -> None:

@@ -119,6 +119,21 @@ def _context(config: DtlsClientConfig) -> Any:
         raise ConfigurationError(f"python-mbedtls refused the configuration: {exc}") from exc
 
 
+def _literal_address(host: str, port: int) -> tuple[socket.AddressFamily, Any] | None:
+    """``(family, sockaddr)`` for an IPv4/IPv6 literal (no zone id), else None."""
+    try:
+        socket.inet_pton(socket.AF_INET, host)
+    except OSError:
+        pass
+    else:
+        return socket.AF_INET, (host, port)
+    try:
+        socket.inet_pton(socket.AF_INET6, host)
+    except OSError:
+        return None
+    return socket.AF_INET6, (host, port, 0, 0)
+
+
 class _State(enum.Enum):
     HANDSHAKING = 1
     ESTABLISHED = 2
@@ -181,11 +196,17 @@ class DtlsClient(asyncio.DatagramProtocol):
         answered within the retransmission budget, or ``timeout`` seconds).
         """
         loop = asyncio.get_running_loop()
-        try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-        except OSError as exc:
-            raise ConfigurationError(f"cannot resolve {host!r}: {exc}") from exc
-        family, _, _, _, sockaddr = infos[0]
+        literal = _literal_address(host, port)
+        if literal is not None:
+            # No resolver round trip (asyncio runs getaddrinfo in a thread): a simulated fleet
+            # connects thousands of devices to one address.
+            family, sockaddr = literal
+        else:
+            try:
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+            except OSError as exc:
+                raise ConfigurationError(f"cannot resolve {host!r}: {exc}") from exc
+            family, _, _, _, sockaddr = infos[0]
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             if local_addr is not None:

@@ -197,7 +197,8 @@ def test_abort_discards_queued_datagrams_and_ends_at_once() -> None:
             transport.close()  # would wait for the queue to drain...
             await asyncio.sleep(0.01)
             assert proto.lost == []
-            transport.abort()  # ...abort does not
+            transport.abort()  # ...abort does not, and releases the socket before returning
+            assert ours.fileno() == -1
             await asyncio.sleep(0)
             assert proto.lost == [None] and transport.get_write_buffer_size() == 0
         finally:
@@ -229,5 +230,19 @@ def test_datagrams_stop_being_delivered_when_the_protocol_closes_mid_batch() -> 
             assert _drain(sender) == [b"bye"]
         finally:
             sender.close()
+
+    run(scenario())
+
+
+def test_after_abort_the_same_port_can_be_bound_at_once() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        sock = local_socket()
+        address = sock.getsockname()
+        transport = open_datagram_socket(loop, Recorder(), sock)
+        transport.abort()
+        again = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        again.bind(address)  # a rebooting device keeping its port
+        again.close()
 
     run(scenario())
