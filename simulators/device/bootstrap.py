@@ -517,8 +517,11 @@ class BootstrapClient:
         return self.phase in (Phase.REQUESTING_PACK, Phase.REQUESTING, Phase.WAITING_FINISH)
 
     def owns(self, event: Event) -> bool:
+        """Whether ``event`` is this client's: the bootstrap server's requests while a
+        bootstrap runs (afterwards the same peer may be the DM server), and the answers to
+        its own request."""
         if isinstance(event, RequestReceived):
-            return event.peer == self.server
+            return self.active and event.peer == self.server
         if isinstance(event, ResponseReceived | RequestFailed):
             return event.request is self._request
         return False
