@@ -784,7 +784,6 @@ class FleetEngine:
         group = self.groups[self.group_of[index]]
         profile = group.profile
         self.counters.apn_changes += 1
-        self.flags[index] |= NO_APN
         reachable = apn is None or (
             apn != "" and (profile.reachable_apns is None or apn in profile.reachable_apns)
         )
@@ -814,6 +813,12 @@ class FleetEngine:
 
                 client.schedule(at + delay, fall_back)
 
+        def detach(at: float) -> None:
+            self.flags[index] |= NO_APN
+
+        # Detach once the answer to the write that caused this is out (a timer at ``now``
+        # fires after the current batch has been sent).
+        client.schedule(now, detach)
         client.schedule(now + profile.link.attach_time, attached)
         self._touched.add(index)
 

@@ -158,7 +158,8 @@ class SimNet:
             for endpoint, address in ((self.server, SERVER), (self.files_endpoint, FILES)):
                 for data, peer in endpoint.datagrams_to_send(self.now):
                     moved = True
-                    _, index, port = peer
+                    assert isinstance(peer, tuple)
+                    index, port = int(peer[1]), int(peer[2])
                     if port == self.ports[index] and not (address == SERVER and self.blocked):
                         engine.receive(index, data, address, self.now)
             engine.process(self.now)
