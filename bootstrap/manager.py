@@ -21,7 +21,12 @@ from typing import Any, Protocol
 
 from bootstrap.audit import AuditRecord, AuditRepository, ChainVerdict
 from bootstrap.ca import CertificateAuthority, IssuedCertificate
-from bootstrap.errors import ImportFailed, RebootstrapFailed, UnknownIdentity
+from bootstrap.errors import (
+    ImportFailed,
+    NotProvisionable,
+    RebootstrapFailed,
+    UnknownIdentity,
+)
 from bootstrap.identities import FactoryIdentity, IdentityStatus, SecurityMode
 from bootstrap.importer import (
     ImportReport,
@@ -486,7 +491,7 @@ class BootstrapManager:
                     policy,
                     secure_channel=identity.security_mode is not SecurityMode.NOSEC,
                 )
-            except Exception as exc:
+            except NotProvisionable as exc:
                 problems.append(str(exc))
         return Explanation(identity, selection, tuple(provisions), tuple(problems))
 

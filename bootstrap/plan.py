@@ -19,12 +19,12 @@ APN Link, Bootstrap on Registration Failure and the retry resources.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from bootstrap.errors import NotProvisionable
-from bootstrap.identities import FactoryIdentity, SecurityMode
+from bootstrap.identities import FactoryIdentity
 from bootstrap.policy import (
     CONFIG_OBJECT,
     ApnProfile,
@@ -445,20 +445,6 @@ def build_plan(
         credentials=credentials,
         notes=tuple(notes),
     )
-
-
-def summarize_secrets(plan: ProvisioningPlan) -> Mapping[str, str]:
-    """Non-secret description of the plan's credentials (for logs and status)."""
-    out: dict[str, str] = {}
-    if plan.credentials.psk is not None:
-        out["psk_identity"] = plan.credentials.psk.identity
-    if plan.credentials.certificate is not None:
-        out["certificate"] = plan.credentials.certificate.fingerprint
-    return out
-
-
-def identity_channel_secure(mode: SecurityMode) -> bool:
-    return mode is not SecurityMode.NOSEC
 
 
 __all__ = [
