@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Hashable
 from typing import Generic, Protocol, TypeVar
 
@@ -72,7 +73,13 @@ class CoapShell(Generic[E]):
         self._on_event = on_event
         self._forget_unreachable = forget_unreachable
         self._loop = asyncio.get_running_loop()
-        self._clock = self._loop.time
+        # The loop's clock, since the core's deadlines become loop timers. asyncio's own loops
+        # read time.monotonic through a Python method: call it directly then (same values, one
+        # frame less, twice per datagram); any other loop keeps its own clock.
+        loop_time = type(self._loop).time
+        self._clock: Callable[[], float] = (
+            time.monotonic if loop_time is asyncio.BaseEventLoop.time else self._loop.time
+        )
         self._transport: Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
