@@ -7,6 +7,10 @@ What it measures (single thread, no sockets, ``time.process_time``):
   ``next_event`` → ``respond`` (piggybacked) → ``datagrams_to_send`` → ``get_timer``, over
   many peers and distinct Message IDs (so dedup records are created and expired as in
   production).
+* ``shell``   — the same server path as a transport drives it: ``UdpTransport`` sink (Peer
+  cache) → :class:`~lwm2m.transport.coap_shell.CoapShell` (loop clock, event drain, send, timer
+  re-arm) → core, with the socket replaced by a counter; the difference to ``server`` is the
+  per-datagram cost of the glue.
 * ``client``  — the client path: ``send_request`` → ``datagrams_to_send``, then the peer's
   piggybacked ACK through ``receive_datagram`` → ``ResponseReceived``; its floor is the same
   four codec operations (encode request, peer decodes, peer encodes ACK, decode ACK).
@@ -29,7 +33,7 @@ from aiocoap import Message
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import Type
 
-from lwm2m.coap import CoapEndpoint, EndpointConfig, RequestReceived, ResponseReceived
+from lwm2m.coap import CoapEndpoint, EndpointConfig, Event, RequestReceived, ResponseReceived
 
 PAYLOAD = b"21.5"
 
@@ -95,6 +99,55 @@ def bench_server(datagrams: list[tuple[bytes, tuple[str, int]]]) -> float:
     return per
 
 
+class _CountingSocket:
+    """Stands in for the datagram transport under ``UdpTransport``: counts what is sent."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def sendto(self, data: bytes, addr: object = None) -> None:
+        self.sent += 1
+
+    def get_extra_info(self, name: str) -> object:
+        return ("127.0.0.1", 5683)
+
+    def close(self) -> None:
+        pass
+
+
+def bench_shell(datagrams: list[tuple[bytes, tuple[str, int]]]) -> float:
+    import asyncio
+
+    from lwm2m.transport.coap_shell import CoapShell
+    from lwm2m.transport.udp import UdpTransport
+
+    sock = _CountingSocket()
+
+    async def run_async() -> None:
+        endpoint = CoapEndpoint(rng=random.Random(1), config=EndpointConfig())
+        shell: CoapShell[Event]
+
+        def on_event(event: Event) -> None:
+            if isinstance(event, RequestReceived):
+                reply = Message(code=Code.CONTENT, payload=PAYLOAD)
+                endpoint.respond(event.request, reply, shell.now())
+
+        shell = CoapShell(endpoint, on_event)
+        udp = UdpTransport(shell)
+        udp.connection_made(sock)  # type: ignore[arg-type]
+        shell.attach(udp)
+        receive = udp.datagram_received
+        for data, peer in datagrams:
+            receive(data, peer)
+        shell.close()
+
+    per = _timed(
+        "UdpTransport sink → CoapShell → server", len(datagrams), lambda: asyncio.run(run_async())
+    )
+    assert sock.sent == len(datagrams), sock.sent
+    return per
+
+
 def bench_client_codec(count: int) -> float:
     template = Message(code=Code.CONTENT, payload=PAYLOAD)
 
@@ -145,9 +198,11 @@ def main() -> None:
     datagrams = _datagrams(args.requests, args.peers)
     codec = bench_codec(datagrams)
     server = bench_server(datagrams)
+    shell = bench_shell(datagrams)
     client_codec = bench_client_codec(args.requests // 2)
     client = bench_client(args.requests // 2, args.peers)
     print(f"core overhead, server path: {server - codec:6.2f} µs/request (goal < 30)")
+    print(f"transport glue (sink + shell): {shell - server:6.2f} µs/request")
     print(f"core overhead, client path: {client - client_codec:6.2f} µs/request")
 
 

@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from benchmarks.loadgen import coap_get, run_load, udp_device
+from benchmarks.loadgen import REQUESTS, ROTATE_AFTER, run_load, udp_socket
 from benchmarks.servers import BENCH_PSK_KEY
 
 
@@ -19,9 +19,10 @@ def run_client(
     kind: str, port: int, duration: float, window: int, devices: int
 ) -> dict[str, float]:
     if kind == "udp":
-        devs = [udp_device("127.0.0.1", port) for _ in range(devices)]
-        result = run_load(devs, duration, window)
-        return {**asdict(result), "rate": result.rate}
+        cpu0 = time.process_time()
+        result = run_load(udp_socket("127.0.0.1", port), devices, duration, window)
+        cpu = time.process_time() - cpu0
+        return {**asdict(result), "rate": result.rate, "client_cpu_s": cpu}
     if kind == "dtls":
         return asyncio.run(_dtls_steady(port, duration, window, devices))
     if kind == "dtls-handshake":
@@ -30,32 +31,64 @@ def run_client(
 
 
 class _Device:
-    """One DTLS device keeping ``window`` CON GETs in flight, matched by Message ID."""
+    """One DTLS device keeping ``window`` CON GETs in flight, matched by Message ID.
 
-    def __init__(self, index: int, window: int) -> None:
+    After :data:`ROTATE_AFTER` requests it drains and reconnects (a fresh socket and handshake:
+    a new peer to the server), so no Message ID repeats within a peer during the run.
+    """
+
+    def __init__(self, index: int, window: int, port: int) -> None:
         self.index = index
         self.window = window
+        self.port = port
         self.pending: dict[int, float] = {}
         self.mid = (index * 7919) & 0xFFFF
+        self.sent = 0
         self.completed = 0
+        self.sockets = 0
         self.client: Any = None
+        self.send: Any = None
+        self.rotating: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        self.sockets += 1
+        self.client = await _connect(self, self.port, f"bench-{self.index}".encode())
+        self.send = self.client.send
+        self.sent = 0
 
     def datagram_received(self, data: bytes, peer: Any) -> None:
-        if len(data) >= 4 and self.pending.pop(int.from_bytes(data[2:4], "big"), None):
+        if len(data) >= 4 and self.pending.pop((data[2] << 8) | data[3], None) is not None:
             self.completed += 1
             self.fill()
 
     def fill(self) -> None:
-        while len(self.pending) < self.window:
-            self.mid = (self.mid + 1) & 0xFFFF
-            self.pending[self.mid] = time.perf_counter()
-            self.client.send(coap_get(self.mid, self.mid.to_bytes(2, "big")), self.client.peer)
+        pending = self.pending
+        want = min(self.window - len(pending), ROTATE_AFTER - self.sent)
+        if want <= 0:
+            if self.sent >= ROTATE_AFTER and not pending and self.rotating is None:
+                self.rotating = asyncio.get_running_loop().create_task(self._rotate())
+            return
+        now = time.perf_counter()
+        send = self.send
+        mid = self.mid
+        for _ in range(want):
+            mid = (mid + 1) & 0xFFFF
+            pending[mid] = now
+            send(REQUESTS[mid])
+        self.mid = mid
+        self.sent += want
+
+    async def _rotate(self) -> None:
+        self.client.close()
+        await self.connect()
+        self.rotating = None
+        self.fill()
 
     def expire(self, now: float, timeout: float) -> int:
         stale = [m for m, t in self.pending.items() if now - t > timeout]
         for m in stale:
             del self.pending[m]
-        if stale:
+        if stale or (self.sent >= ROTATE_AFTER and not self.pending):
             self.fill()
         return len(stale)
 
@@ -68,21 +101,32 @@ async def _connect(sink: Any, port: int, identity: bytes) -> Any:
 
 
 async def _dtls_steady(port: int, duration: float, window: int, devices: int) -> dict[str, float]:
-    devs = [_Device(i, window) for i in range(devices)]
+    devs = [_Device(i, window, port) for i in range(devices)]
     for d in devs:
-        d.client = await _connect(d, port, f"bench-{d.index}".encode())
+        await d.connect()
     start = time.perf_counter()
+    cpu0 = time.process_time()
     for d in devs:
         d.fill()
     lost = 0
     while (now := time.perf_counter()) - start < duration:
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.05)
         lost += sum(d.expire(now, 0.5) for d in devs)
     seconds = time.perf_counter() - start
+    cpu = time.process_time() - cpu0
     completed = sum(d.completed for d in devs)
     for d in devs:
+        if d.rotating is not None:
+            d.rotating.cancel()
         d.client.close()
-    return {"completed": completed, "lost": lost, "seconds": seconds, "rate": completed / seconds}
+    return {
+        "completed": completed,
+        "lost": lost,
+        "seconds": seconds,
+        "rate": completed / seconds,
+        "client_cpu_s": cpu,
+        "sockets": sum(d.sockets for d in devs),
+    }
 
 
 class _Sink:
@@ -95,6 +139,7 @@ async def _dtls_handshakes(port: int, duration: float, parallel: int) -> dict[st
     completed = 0
     failed = 0
     start = time.perf_counter()
+    cpu0 = time.process_time()
     counter = 0
 
     async def worker() -> None:
@@ -111,4 +156,11 @@ async def _dtls_handshakes(port: int, duration: float, parallel: int) -> dict[st
 
     await asyncio.gather(*(worker() for _ in range(parallel)))
     seconds = time.perf_counter() - start
-    return {"completed": completed, "lost": failed, "seconds": seconds, "rate": completed / seconds}
+    cpu = time.process_time() - cpu0
+    return {
+        "completed": completed,
+        "lost": failed,
+        "seconds": seconds,
+        "rate": completed / seconds,
+        "client_cpu_s": cpu,
+    }

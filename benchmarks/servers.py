@@ -7,6 +7,8 @@ an ephemeral port and writes that port to a file, so the orchestrator can find i
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,16 @@ def server(name: str) -> Callable[[Callable[[Path], Coroutine[Any, Any, None]]],
     return register
 
 
-async def _forever() -> None:
-    await asyncio.Event().wait()
+async def _forever(
+    stats: Callable[[], dict[str, Any]] | None = None, where: Path | None = None
+) -> None:
+    """Serve until SIGTERM; then write ``stats()`` as JSON to ``where`` (if given) and return,
+    so the orchestrator can check what the server saw (e.g. no duplicate requests)."""
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    if stats is not None and where is not None:
+        where.write_text(json.dumps(stats()))
 
 
 @server("raw-echo")
@@ -43,6 +53,29 @@ async def raw_echo(port_file: Path) -> None:
     await _forever()
 
 
+@server("lean-echo")
+async def lean_echo(port_file: Path) -> None:
+    """(a2) the same bare echo on the socket loop fleetloop's transports use
+    (``lwm2m.transport._socket``: batched reads into 64 KiB buffers, replies sent at the end
+    of each batch) — the I/O floor under (c) and (d), so the CoAP work can be read off."""
+    import socket
+
+    from lwm2m.transport._socket import open_datagram_socket
+
+    class Echo(asyncio.DatagramProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            self.transport.sendto(data, addr)  # type: ignore[attr-defined]
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    open_datagram_socket(asyncio.get_running_loop(), Echo(), sock)
+    port_file.write_text(str(sock.getsockname()[1]))
+    await _forever()
+
+
 @server("aiocoap")
 async def aiocoap_stack(port_file: Path) -> None:
     """(b) aiocoap's own server stack with one resource."""
@@ -51,7 +84,7 @@ async def aiocoap_stack(port_file: Path) -> None:
     import aiocoap
     import aiocoap.resource as resource
 
-    class Bench(resource.Resource):
+    class Bench(resource.Resource):  # type: ignore[misc]  # aiocoap is untyped
         async def render_get(self, request: aiocoap.Message) -> aiocoap.Message:
             return aiocoap.Message(payload=b"ok")
 
@@ -111,7 +144,18 @@ async def _fleetloop(port_file: Path, dtls: bool) -> None:
         transport = await UdpTransport.create(shell, "127.0.0.1", 0)
     shell.attach(transport)
     port_file.write_text(str(transport.local_address[1]))
-    await _forever()
+
+    def stats() -> dict[str, Any]:
+        return {
+            "core": core.stats.as_dict(),
+            "peers": core.peer_count,
+            "dedup_evicted": core.dedup_evicted,
+            "transport": transport.stats.snapshot(),
+            "shell_send_errors": shell.send_errors,
+            "shell_handler_errors": shell.handler_errors,
+        }
+
+    await _forever(stats, port_file.with_suffix(".stats"))
 
 
 @server("fleetloop-udp")
