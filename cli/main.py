@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import click
 
+from cli import sim_cmd
 from cli.bootstrap_cmd import bootstrap, rebootstrap
 from cli.client import CliFailure
 from cli.commands import ALL_COMMANDS
@@ -134,6 +135,7 @@ for _command in ALL_COMMANDS:
     main.add_command(_command)
 for _command in (identities, bootstrap, rebootstrap):
     main.add_command(_command)
+main.add_command(sim_cmd.sim)
 
 
 if __name__ == "__main__":  # pragma: no cover

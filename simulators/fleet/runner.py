@@ -581,13 +581,16 @@ class DeviceFleet:
             f"updates {counters.updates}",
             f"failed {counts['failed']}",
         ]
-        busy = counts["registering"] + counts["waiting"] + counts["bootstrapping"]
+        handshaking = counts["new"] - len(self._pending)  # started, no CoAP yet (DTLS)
+        busy = counts["registering"] + counts["waiting"] + counts["bootstrapping"] + handshaking
         if busy:
             parts.append(f"connecting {busy}")
         if counters.notifications:
             parts.append(f"notifications {counters.notifications}")
         if counters.reboots:
             parts.append(f"reboots {counters.reboots}")
+        if self.handshake_failures:
+            parts.append(f"handshake failures {self.handshake_failures}")
         lost = counters.dropped_loss + counters.dropped_mtu + counters.dropped_nat
         if lost:
             parts.append(f"lost {lost}")

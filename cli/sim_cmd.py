@@ -1,0 +1,349 @@
+"""``fleetloop sim``: run a simulated device fleet against a server, and make its identities.
+
+::
+
+    fleetloop sim identities --devices 1000 --out ids.csv        # for the bootstrap import
+    fleetloop sim run --devices 1000 --server coap://127.0.0.1:5683 --profile nbiot
+    fleetloop sim run --identities ids.csv --server coaps://dm:5684 --duration 600
+    fleetloop sim run --devices 50 --bootstrap coaps://bs:5784 --identities ids.csv
+
+``run`` prints a progress line (registered / updates / failed) every second -- rewritten in
+place on a terminal -- and a summary at the end; without ``--duration`` it runs until Ctrl-C
+(or SIGTERM), then de-registers every device. The fleet itself is :mod:`simulators.fleet`;
+``docs/FLEET.md`` describes profiles, link presets and behaviours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cli.client import CliFailure
+from cli.output import print_json, table
+from simulators.identities import Identity, IdentityFileError, from_csv, generate, to_csv
+from simulators.netem import PRESETS
+from simulators.profiles import BEHAVIOUR_FIELDS, LINK_FIELDS, PROFILES, DeviceProfile
+
+EXIT_USAGE = 2
+
+
+def _pairs(values: tuple[str, ...], allowed: tuple[str, ...], option: str) -> dict[str, float]:
+    """``KEY=VALUE`` options as floats, each KEY one of ``allowed``."""
+    out: dict[str, float] = {}
+    for item in values:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in allowed:
+            raise click.BadParameter(
+                f"{item!r}: expected KEY=VALUE with KEY one of {', '.join(allowed)}",
+                param_hint=option,
+            )
+        try:
+            out[key] = float(text)
+        except ValueError:
+            raise click.BadParameter(
+                f"{item!r}: {text!r} is not a number", param_hint=option
+            ) from None
+    return out
+
+
+def build_profile(
+    name: str,
+    *,
+    lifetime: int | None,
+    queue_mode: bool | None,
+    behaviour: tuple[str, ...],
+    link: tuple[str, ...],
+) -> DeviceProfile:
+    """The named profile with the command line's overrides (usage errors name the option)."""
+    try:
+        profile = PROFILES[name]
+    except KeyError:
+        raise click.BadParameter(
+            f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}",
+            param_hint="--profile",
+        ) from None
+    try:
+        if lifetime is not None:
+            profile = profile.replace(lifetime=lifetime)
+        if queue_mode is not None:
+            profile = profile.replace(
+                config=dataclasses.replace(profile.config, queue_mode=queue_mode)
+            )
+        changes = _pairs(behaviour, BEHAVIOUR_FIELDS, "--behaviour")
+        if changes:
+            profile = profile.with_behaviour(**changes)
+        link_changes: dict[str, object] = dict(_pairs(link, LINK_FIELDS, "--link"))
+        if "mtu" in link_changes:
+            link_changes["mtu"] = int(link_changes["mtu"])  # type: ignore[call-overload]
+        if link_changes:
+            profile = profile.with_link(**link_changes)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
+    return profile
+
+
+def load_identities(
+    path: Path | None, devices: int | None, prefix: str, seed: int
+) -> list[Identity]:
+    """The identities of the run: from the CSV (the first ``devices``), or generated."""
+    if path is not None:
+        try:
+            identities = from_csv(path.read_text())
+        except (OSError, UnicodeError) as err:
+            raise CliFailure(f"cannot read {path}: {err}", EXIT_USAGE) from None
+        except IdentityFileError as err:
+            raise CliFailure(f"{path}: {err}", EXIT_USAGE) from None
+        if devices is not None:
+            if devices > len(identities):
+                raise CliFailure(
+                    f"{path} has {len(identities)} identities; --devices asks for {devices}",
+                    EXIT_USAGE,
+                )
+            identities = identities[:devices]
+        if not identities:
+            raise CliFailure(f"{path} holds no identities", EXIT_USAGE)
+        return identities
+    if devices is None:
+        raise click.UsageError("give --devices N (or --identities FILE)")
+    return generate(devices, prefix=prefix, seed=seed)
+
+
+def _raise_open_files(wanted: int) -> None:
+    """One socket per device: lift the soft open-files limit as far as the hard limit allows."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Linux
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+async def run_fleet(
+    *,
+    server: str | None,
+    bootstrap: str | None,
+    identities: list[Identity],
+    profile: DeviceProfile,
+    duration: float | None,
+    seed: int,
+    rate: float,
+    interval: float,
+    out: Any,
+) -> dict[str, Any]:
+    """Run until ``duration`` or a signal; returns the fleet's summary."""
+    from simulators.fleet.runner import DeviceFleet, FleetError
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    tty = out.isatty()
+    try:
+        fleet = DeviceFleet(server, bootstrap_uri=bootstrap, seed=seed, start_rate=rate)
+    except (FleetError, ValueError) as err:
+        raise CliFailure(str(err), EXIT_USAGE) from None
+    async with fleet:
+        try:
+            fleet.spawn(identities=identities, profile=profile)
+        except (FleetError, ValueError, OSError) as err:
+            raise CliFailure(str(err)) from None
+        deadline = None if duration is None else loop.time() + duration
+        while not stop.is_set():
+            wait = interval if deadline is None else min(interval, deadline - loop.time())
+            if wait <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)
+            line = fleet.progress_line()
+            out.write(("\r" + line + "\x1b[K") if tty else line + "\n")
+            out.flush()
+        if tty:
+            out.write("\n")
+        out.write("stopping: de-registering the fleet...\n")
+        out.flush()
+        await fleet.close()
+        return fleet.summary()
+
+
+@click.group()
+def sim() -> None:
+    """Simulated device fleet: run devices against a server, generate their identities."""
+
+
+@sim.command("run")
+@click.option("--devices", "-n", type=click.IntRange(min=1), help="number of devices")
+@click.option("--server", metavar="URI", help="DM server: coap://host[:port] or coaps://...")
+@click.option("--bootstrap", metavar="URI", help="bootstrap server: devices bootstrap first")
+@click.option(
+    "--profile",
+    default="default",
+    show_default=True,
+    help=f"device profile: {', '.join(PROFILES)}",
+)
+@click.option(
+    "--duration", type=click.FloatRange(min=0, min_open=True), help="seconds (default: Ctrl-C)"
+)
+@click.option(
+    "--identities",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="CSV of identities (fleetloop sim identities); PSKs for coaps://",
+)
+@click.option("--prefix", default="sim-", show_default=True, help="endpoint name prefix")
+@click.option("--seed", type=int, default=1, show_default=True, help="randomness and PSK seed")
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0),
+    default=500.0,
+    show_default=True,
+    help="devices started per second (0: all at once)",
+)
+@click.option("--lifetime", type=click.IntRange(min=1), help="registration lifetime, s")
+@click.option("--queue-mode/--no-queue-mode", default=None, help="register in queue mode")
+@click.option(
+    "--behaviour",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="misbehaviour, e.g. firmware_boot_failure=0.1 (repeatable)",
+)
+@click.option(
+    "--link", multiple=True, metavar="KEY=VALUE", help="link override, e.g. loss=0.05, rtt=1.2"
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=1.0,
+    show_default=True,
+    help="seconds between progress lines",
+)
+@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+def run(
+    devices: int | None,
+    server: str | None,
+    bootstrap: str | None,
+    profile: str,
+    duration: float | None,
+    identities: Path | None,
+    prefix: str,
+    seed: int,
+    rate: float,
+    lifetime: int | None,
+    queue_mode: bool | None,
+    behaviour: tuple[str, ...],
+    link: tuple[str, ...],
+    interval: float,
+    as_json: bool,
+) -> None:
+    """Run simulated devices against SERVER until --duration or Ctrl-C, then de-register.
+
+    Without --identities, devices are <prefix>000001... with PSKs derived from --seed (the
+    same as `fleetloop sim identities --seed` writes).
+    """
+    if server is None and bootstrap is None:
+        raise click.UsageError("give --server URI (and/or --bootstrap URI)")
+    chosen = build_profile(
+        profile, lifetime=lifetime, queue_mode=queue_mode, behaviour=behaviour, link=link
+    )
+    ids = load_identities(identities, devices, prefix, seed)
+    _raise_open_files(len(ids) + 1024)
+    summary = asyncio.run(
+        run_fleet(
+            server=server,
+            bootstrap=bootstrap,
+            identities=ids,
+            profile=chosen,
+            duration=duration,
+            seed=seed,
+            rate=rate,
+            interval=interval,
+            out=sys.stderr,
+        )
+    )
+    if as_json:
+        print_json(summary)
+        return
+    status = summary["status"]
+    counters = summary["counters"]
+    rows = [
+        ("devices", summary["devices"]),
+        ("seconds", summary["seconds"]),
+        ("registered (at the end)", status["registered"] + status["stopped"]),
+        ("failed", status["failed"]),
+        ("bootstraps", counters["bootstraps"]),
+        ("registrations", counters["registrations"]),
+        ("updates", counters["updates"]),
+        ("update failures", counters["update_failures"]),
+        ("de-registrations", counters["deregistrations"]),
+        ("reboots", counters["reboots"]),
+        ("notifications", counters["notifications"]),
+        ("datagrams sent", counters["datagrams_sent"]),
+        ("datagrams received", counters["datagrams_received"]),
+        ("lost (link emulation)", counters["dropped_loss"] + counters["dropped_mtu"]),
+    ]
+    rows.extend((f"outcome {k}", v) for k, v in sorted(counters["outcomes"].items()))
+    click.echo(table(("SUMMARY", ""), rows))
+
+
+@sim.command("identities")
+@click.option("--devices", "-n", type=click.IntRange(min=1), required=True)
+@click.option("--prefix", default="sim-", show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True, help="PSK seed")
+@click.option("--nosec", is_flag=True, help="no PSKs (plain CoAP devices)")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="write here (default: stdout)",
+)
+def identities_cmd(devices: int, prefix: str, seed: int, nosec: bool, out: Path | None) -> None:
+    """Write device identities as the bootstrap identity import's CSV."""
+    text = to_csv(generate(devices, prefix=prefix, seed=seed, psk=not nosec))
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    out.write_text(text)
+    out.chmod(0o600)  # the file holds every device's key
+    click.echo(f"wrote {devices} identities to {out}", err=True)
+
+
+@sim.command("profiles")
+@click.option("--json", "as_json", is_flag=True)
+def profiles_cmd(as_json: bool) -> None:
+    """List the device profiles and link presets."""
+    if as_json:
+        data = {
+            name: {"link": p.link.name, "lifetime": p.lifetime, "queue_mode": p.config.queue_mode}
+            for name, p in PROFILES.items()
+        }
+        click.echo(json.dumps(data, indent=2))
+        return
+    rows = []
+    for name, p in PROFILES.items():
+        link = p.link
+        rows.append(
+            (
+                name,
+                link.name,
+                f"{link.rtt * 1000:.0f} ms" if link.rtt else "-",
+                f"{link.loss:.1%}" if link.loss else "-",
+                f"{link.uplink_bps / 1000:g} kbit/s" if link.uplink_bps else "-",
+                p.lifetime,
+                "yes" if p.config.queue_mode else "no",
+            )
+        )
+    click.echo(table(("PROFILE", "LINK", "RTT", "LOSS", "UPLINK", "LIFETIME", "QUEUE"), rows))
+    click.echo(f"\nlink presets: {', '.join(PRESETS)}")
+
+
+__all__ = ["build_profile", "load_identities", "run_fleet", "sim"]
