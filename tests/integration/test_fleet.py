@@ -16,9 +16,10 @@ import pytest
 from lwm2m.coap import CoapEndpoint, Event, RequestReceived
 from lwm2m.transport import UdpTransport
 from lwm2m.transport.coap_shell import CoapShell
+from simulators.device.events import BootstrapFinished, Registered
 from simulators.device.firmware import build_image
 from simulators.fleet.runner import DeviceFleet
-from simulators.identities import generate
+from simulators.identities import generate, to_csv
 from simulators.profiles import DeviceProfile
 from tests.integration.conftest import Api, Serve, eventually, fleetloop, run
 
@@ -254,13 +255,50 @@ def test_firmware_rollout_through_the_api_with_devices_that_fail_on_purpose(serv
                 updated = [ep for ep, v in versions.items() if v == ("2.0.0", 1)]
                 reverted = [ep for ep, v in versions.items() if v == ("1.0.0", 8)]
                 assert len(updated) + len(reverted) == 40
-                assert updated and reverted  # 30 % boot failures among 40 devices: both (p > 0.99999)
+                assert (
+                    updated and reverted
+                )  # 30 % boot failures among 40 devices: both (p > 0.99999)
                 outcomes = fleet.counters.outcomes
                 assert outcomes["firmware_updated"] == len(updated)
                 assert outcomes["firmware_reverted"] == len(reverted)
                 assert files.requests == 40  # one GET each; the core fetched the other blocks
         finally:
             files.close()
+            await api.aclose()
+
+    run(case(), timeout=90)
+
+
+def test_a_bootstrapped_fleet_bootstraps_again_when_the_server_executes_1_0_9(
+    serve: Serve, tmp_path: Path
+) -> None:
+    """ETS int-5 with the fleet's runner: Execute /1/0/9 through the API; the device
+    de-registers, bootstraps again over DTLS and registers with fresh credentials."""
+    identities = generate(3, prefix="rebs-", seed=5)
+    csv_file = tmp_path / "ids.csv"
+    csv_file.write_text(to_csv(identities))
+    imported = serve.cli("identities", "import", str(csv_file))
+    assert imported.returncode == 0, imported.stdout + imported.stderr
+
+    async def case() -> None:
+        api = Api(serve)
+        try:
+            fleet = DeviceFleet(bootstrap_uri=serve.bootstrap_coaps_uri, seed=5, record_events=True)
+            async with fleet:
+                fleet.spawn(identities=identities)
+                await fleet.wait_registered(timeout=30)
+                assert fleet.counters.bootstraps == 3
+                view = fleet.device("rebs-000002")
+                first = await api.get("/devices/rebs-000002")
+                mark = len(view.events)
+                await api.post("/devices/rebs-000002/execute/1/0/9")
+                await view.wait_event(BootstrapFinished, timeout=30, since=mark)
+                await view.wait_event(Registered, timeout=30, since=mark)
+                assert fleet.counters.bootstraps == 4
+                again = await api.get("/devices/rebs-000002")
+                assert again["registration_id"] != first["registration_id"]
+                assert again["secure"]
+        finally:
             await api.aclose()
 
     run(case(), timeout=90)
