@@ -13,8 +13,24 @@ from typing import IO, Any, Final
 from mbedtls.tls import HandshakeStep, TLSWrappedBuffer, WantReadError, WantWriteError
 
 from lwm2m.transport._common import scrub
+from lwm2m.transport.errors import ConfigurationError
 
 logger = logging.getLogger("lwm2m.transport.dtls")
+
+#: Largest plaintext one record can carry (Mbed TLS's default content length).
+MAX_PLAINTEXT: Final = 16384
+#: Slack added to Mbed TLS's retransmission timeout before we step it, so its timer has expired.
+TIMER_SLACK: Final = 0.01
+
+
+def check_handshake_settings(timeout_min: float, timeout_max: float, mtu: int) -> None:
+    """The settings the server and the client hand to Mbed TLS alike; raises
+    :class:`ConfigurationError` for values Mbed TLS would reject or misbehave with."""
+    if not 0 < timeout_min <= timeout_max:
+        raise ConfigurationError("need 0 < handshake_timeout_min <= handshake_timeout_max")
+    if not 256 <= mtu <= 65507:
+        raise ConfigurationError("mtu must be between 256 and 65507")
+
 
 OVER: Final = HandshakeStep.HANDSHAKE_OVER
 #: Server states before the cookie verdict is visible: ServerHello is only written once the

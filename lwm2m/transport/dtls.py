@@ -60,8 +60,11 @@ from lwm2m.transport._common import (
     tls_error_code,
 )
 from lwm2m.transport._engine import (
+    MAX_PLAINTEXT,
     PRE_ADMISSION,
+    TIMER_SLACK,
     KeyLog,
+    check_handshake_settings,
     export_secrets,
     record_overhead,
     scrub,
@@ -89,13 +92,8 @@ from lwm2m.transport.stats import TransportStats
 
 logger = logging.getLogger("lwm2m.transport.dtls")
 
-#: Largest plaintext one record can carry (Mbed TLS's default content length).
-MAX_PLAINTEXT = 16384
 # Session timestamps use time.monotonic directly (the default loop's clock, minus two Python
 # calls per datagram); they are only compared with each other.
-
-#: Slack added to Mbed TLS's retransmission timeout before we step it, so its timer has expired.
-TIMER_SLACK = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,10 +139,7 @@ class DtlsServerConfig:
                 raise ConfigurationError(f"{name} must be at least 1")
         if self.idle_timeout <= 0:
             raise ConfigurationError("idle_timeout must be positive")
-        if not 0 < self.handshake_timeout_min <= self.handshake_timeout_max:
-            raise ConfigurationError("need 0 < handshake_timeout_min <= handshake_timeout_max")
-        if not 256 <= self.mtu <= 65507:
-            raise ConfigurationError("mtu must be between 256 and 65507")
+        check_handshake_settings(self.handshake_timeout_min, self.handshake_timeout_max, self.mtu)
 
     def ciphers(self) -> tuple[str, ...]:
         return (self.psk_ciphers if self.psk_store is not None else ()) + (

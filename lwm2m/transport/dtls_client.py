@@ -33,7 +33,15 @@ from lwm2m.transport._common import (
     take_output,
     tls_error_code,
 )
-from lwm2m.transport._engine import KeyLog, export_secrets, record_overhead, step_handshake
+from lwm2m.transport._engine import (
+    MAX_PLAINTEXT,
+    TIMER_SLACK,
+    KeyLog,
+    check_handshake_settings,
+    export_secrets,
+    record_overhead,
+    step_handshake,
+)
 from lwm2m.transport._socket import open_datagram_socket
 from lwm2m.transport.credentials import CERTIFICATE_CIPHERS, PSK_CIPHERS, X509Credentials
 from lwm2m.transport.errors import (
@@ -50,9 +58,6 @@ from lwm2m.transport.peer import Address, CertificateIdentity, Identity, Peer, P
 from lwm2m.transport.stats import TransportStats
 
 logger = logging.getLogger("lwm2m.transport.dtls.client")
-
-MAX_PLAINTEXT = 16384
-TIMER_SLACK = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +90,7 @@ class DtlsClientConfig:
                 raise ConfigurationError("PSK identity must be valid UTF-8") from exc
             if not key:
                 raise ConfigurationError("PSK key must not be empty")
-        if not 0 < self.handshake_timeout_min <= self.handshake_timeout_max:
-            raise ConfigurationError("need 0 < handshake_timeout_min <= handshake_timeout_max")
-        if not 256 <= self.mtu <= 65507:
-            raise ConfigurationError("mtu must be between 256 and 65507")
+        check_handshake_settings(self.handshake_timeout_min, self.handshake_timeout_max, self.mtu)
 
 
 @functools.lru_cache(maxsize=256)
