@@ -59,6 +59,14 @@ from lwm2m.server.results import (
 from lwm2m.server.state import Device, as_path
 
 
+def _below_root(path: Path | str, operation: str) -> Path:
+    """``path`` as a Path, refusing ``/``: these operations address a node, and ``/`` is none."""
+    target = as_path(path)
+    if target.is_root:
+        raise InvalidRequest(f"{operation} needs an object, instance or resource path, not /")
+    return target
+
+
 class DeviceManagementApi:
     """Read, Write, Write-Attributes, Discover, Execute, Create, Delete, the composite
     operations and Observe; the runtime provides ``model``, ``_device`` and ``_run``."""
@@ -102,9 +110,7 @@ class DeviceManagementApi:
         queue_deadline: float | None = None,
     ) -> ReadResult:
         """Read the object, instance, resource or resource instance at ``path``."""
-        target = as_path(path)
-        if target.is_root:
-            raise InvalidRequest("Read needs an object, instance or resource path, not /")
+        target = _below_root(path, "Read")
         device = self._device(endpoint)
         accept = self._format(device, FormatOperation.READ, target, format)
         op = Read(target, accept)
@@ -197,9 +203,7 @@ class DeviceManagementApi:
         queue_deadline: float | None = None,
     ) -> OperationResult:
         """Write-Attributes (PUT with the attributes as query; a name alone unsets it)."""
-        target = as_path(path)
-        if target.is_root:
-            raise InvalidRequest("Write-Attributes needs an object, instance or resource path")
+        target = _below_root(path, "Write-Attributes")
         try:
             query = tuple(format_write_attributes(attributes))
         except CodecError as exc:
@@ -218,9 +222,7 @@ class DeviceManagementApi:
         queue_deadline: float | None = None,
     ) -> DiscoverResult:
         """Discover (GET Accept: link format): the links and attributes under ``path``."""
-        target = as_path(path)
-        if target.is_root:
-            raise InvalidRequest("Discover needs an object, instance or resource path")
+        target = _below_root(path, "Discover")
         self._device(endpoint)
         result = await self._run(endpoint, Discover(target), timeout, queue_deadline)
         return cast(DiscoverResult, result)
@@ -338,9 +340,7 @@ class DeviceManagementApi:
         queue_deadline: float | None = None,
     ) -> ObserveResult:
         """Observe ``path``: the initial content now, :class:`Notification` events after."""
-        target = as_path(path)
-        if target.is_root:
-            raise InvalidRequest("Observe needs an object, instance or resource path")
+        target = _below_root(path, "Observe")
         device = self._device(endpoint)
         accept = self._format(device, FormatOperation.OBSERVE, target, format)
         result = await self._run(endpoint, Observe(target, accept), timeout, queue_deadline)
