@@ -39,7 +39,7 @@ from cli.client import CliFailure
 from cli.commands import api, json_option, load_json_arg
 from cli.identities_cmd import actor, move_body, move_options
 from cli.output import print_json, table
-from lwm2m.api.bootstrap_routes import BootstrapApi
+from lifecycle.api.bootstrap_routes import BootstrapApi
 from lwm2m.store import Store, StoreError
 from lwm2m.transport import Address, X509Credentials
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from lwm2m.api.render import flatten
+from lifecycle.api.render import flatten
 
 OPAQUE_PREVIEW = 32
 

@@ -48,9 +48,9 @@ from cli.datadir import (
     write_api_info,
 )
 from cli.settings import Listen, ServeSettings
-from lwm2m.api import ApiContext, create_app
-from lwm2m.api.bootstrap_routes import BootstrapApi
-from lwm2m.api.render import iso8601
+from lifecycle.api import ApiContext, create_app
+from lifecycle.api.bootstrap_routes import BootstrapApi
+from lifecycle.api.render import iso8601
 from lwm2m.server import LwM2MServer, ServerConfig
 from lwm2m.store import Store
 from lwm2m.transport import ConfigurationError, X509Credentials

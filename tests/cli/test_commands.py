@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.harness import apn_template
+from tests.lifecycle.api.harness import apn_template
 from tests.cli.harness import Background, background_service, invoke
 
 

@@ -1,4 +1,4 @@
-"""Operator input to LwM2M values and nodes: the inverse of :mod:`lwm2m.api.render`.
+"""Operator input to LwM2M values and nodes: the inverse of :mod:`lifecycle.api.render`.
 
 The API accepts the same node shape it renders (``docs/API.md``), with the conveniences an
 operator typing a value needs:

@@ -1,6 +1,6 @@
 """JSON views of the server's records: registrations, security, observations, queue, events.
 
-Separate from :mod:`lwm2m.api.render` (values and nodes) because these depend on the server's
+Separate from :mod:`lifecycle.api.render` (values and nodes) because these depend on the server's
 and the store's types; both are pure. Shapes are documented in ``docs/API.md``. Secrets never
 leave through here: a PSK is shown by its length and a short SHA-256 fingerprint, which is
 enough to check which key is configured without revealing any of its bits.
@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-from lwm2m.api.render import (
+from lifecycle.api.render import (
     JsonObject,
     nodes_to_json,
     path_name,

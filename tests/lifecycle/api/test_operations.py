@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from simulators.device.config import ClientConfig
-from tests.api.harness import (
+from tests.lifecycle.api.harness import (
     TOKEN,
     MuteDevice,
     apn_template,

@@ -1,7 +1,7 @@
 """JSON rendering of LwM2M values and nodes for the management API (and the CLI that reads it).
 
 One shape, documented in ``docs/API.md`` and used in both directions: what a Read returns is
-what a Write accepts (:mod:`lwm2m.api.parse` reads it back), so an operator can read
+what a Write accepts (:mod:`lifecycle.api.parse` reads it back), so an operator can read
 ``/1/0``, edit a value and write the same document back.
 
 Values, per LwM2M data type::

@@ -7,7 +7,7 @@ itself have their own segment (``execute``, ``discover``, ``attributes``, ``obse
 ``composite/...``). The LwM2M path is written without its leading slash: ``.../data/3/0/1``.
 
 Every operation route answers 200 (201 for Create) with ``"status": "success"`` and the
-device's CoAP code, or an error shaped as :mod:`lwm2m.api.errors` describes. Query parameters
+device's CoAP code, or an error shaped as :mod:`lifecycle.api.errors` describes. Query parameters
 common to operations: ``format`` (content format name or number), ``timeout`` (seconds to wait
 for the device once the request is sent) and ``queue_deadline`` (seconds a request may wait for
 a sleeping queue-mode device).
@@ -20,18 +20,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from lwm2m.api.context import ApiContext
-from lwm2m.api.deps import context_of
-from lwm2m.api.errors import ApiError, result_error, unknown_endpoint
-from lwm2m.api.parse import (
+from lifecycle.api.context import ApiContext
+from lifecycle.api.deps import context_of
+from lifecycle.api.errors import ApiError, result_error, unknown_endpoint
+from lifecycle.api.parse import (
     InputError,
     composite_from_json,
     new_instance_from_json,
     node_from_json,
     parse_path,
 )
-from lwm2m.api.render import JsonObject, iso8601, node_to_json, nodes_to_json
-from lwm2m.api.views import (
+from lifecycle.api.render import JsonObject, iso8601, node_to_json, nodes_to_json
+from lifecycle.api.views import (
     FORMAT_NAMES,
     format_name,
     last_values_json,

@@ -7,8 +7,8 @@ import secrets
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from lwm2m.api.context import ApiContext
-from lwm2m.api.errors import ApiError
+from lifecycle.api.context import ApiContext
+from lifecycle.api.errors import ApiError
 
 _bearer = HTTPBearer(auto_error=False, description="the token `fleetloop serve` wrote")
 

@@ -24,7 +24,7 @@ from aiocoap.numbers.types import Type
 
 from cli.serve import _EmbeddedUvicorn, api_url, bind_api_socket
 from cli.settings import Listen
-from lwm2m.api import ApiContext, create_app
+from lifecycle.api import ApiContext, create_app
 from lwm2m.model import ObjectModel
 from lwm2m.server import LwM2MServer, ServerConfig
 from lwm2m.store import Store

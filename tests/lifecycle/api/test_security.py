@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from lwm2m.server import RegistrationRefused
 from simulators.runner import SimulatedDevice
-from tests.api.harness import run, running_api, wait_until
+from tests.lifecycle.api.harness import run, running_api, wait_until
 from tests.transport.helpers import Pki
 
 KEY = bytes(range(16))

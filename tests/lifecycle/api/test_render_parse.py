@@ -6,14 +6,14 @@ import math
 
 import pytest
 
-from lwm2m.api.parse import (
+from lifecycle.api.parse import (
     InputError,
     composite_from_json,
     new_instance_from_json,
     node_from_json,
     parse_value,
 )
-from lwm2m.api.render import flatten, node_to_json, value_fields
+from lifecycle.api.render import flatten, node_to_json, value_fields
 from lwm2m.model import (
     DataType,
     LwM2MObject,

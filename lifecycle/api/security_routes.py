@@ -3,7 +3,7 @@
 ``PUT /security/{endpoint}`` replaces the endpoint's record as a whole -- what the request
 says is exactly what is configured afterwards, which is the least surprising rule for
 credentials. Keys go in as hex and never come out: responses show a PSK's length and the
-first 8 hex digits of its SHA-256 (:func:`lwm2m.api.views.security_json`).
+first 8 hex digits of its SHA-256 (:func:`lifecycle.api.views.security_json`).
 
 A certificate is given as PEM; its subject (RFC 4514) and SHA-256 fingerprint are stored, so
 the device must present that exact certificate (pinning) or one with that subject.
@@ -20,12 +20,12 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from lwm2m.api.context import ApiContext
-from lwm2m.api.deps import context_of
-from lwm2m.api.errors import ApiError
-from lwm2m.api.parse import InputError
-from lwm2m.api.render import JsonObject
-from lwm2m.api.views import security_json
+from lifecycle.api.context import ApiContext
+from lifecycle.api.deps import context_of
+from lifecycle.api.errors import ApiError
+from lifecycle.api.parse import InputError
+from lifecycle.api.render import JsonObject
+from lifecycle.api.views import security_json
 from lwm2m.store import EndpointSecurity, PskCredential, X509Credential
 
 router = APIRouter()

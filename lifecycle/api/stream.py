@@ -1,7 +1,7 @@
 """``GET /events``: the server's events as a ``text/event-stream`` (server-sent events).
 
 Each event is one SSE message whose ``event:`` is the type and whose ``data:`` is one line of
-JSON (:func:`lwm2m.api.views.event_json`)::
+JSON (:func:`lifecycle.api.views.event_json`)::
 
     event: ready
     data: {"type": "ready", "filters": {...}}
@@ -28,10 +28,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 
-from lwm2m.api.context import ApiContext
-from lwm2m.api.deps import context_of
-from lwm2m.api.parse import InputError
-from lwm2m.api.views import EVENT_TYPES, event_json, event_type
+from lifecycle.api.context import ApiContext
+from lifecycle.api.deps import context_of
+from lifecycle.api.parse import InputError
+from lifecycle.api.views import EVENT_TYPES, event_json, event_type
 from lwm2m.server import EventSubscription, Notification, ObservationEnded
 
 router = APIRouter()

@@ -5,8 +5,8 @@
 shapes of nodes and records, authentication and the error mapping: ``docs/API.md``.
 """
 
-from lwm2m.api.app import create_app
-from lwm2m.api.context import ApiContext
-from lwm2m.api.errors import ApiError
+from lifecycle.api.app import create_app
+from lifecycle.api.context import ApiContext
+from lifecycle.api.errors import ApiError
 
 __all__ = ["ApiContext", "ApiError", "create_app"]

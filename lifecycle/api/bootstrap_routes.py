@@ -56,10 +56,10 @@ from bootstrap import (
     identity_dict,
 )
 from bootstrap.importer import ImportReport
-from lwm2m.api.context import ApiContext
-from lwm2m.api.deps import context_of
-from lwm2m.api.errors import ApiError
-from lwm2m.api.render import JsonObject, timestamp_fields
+from lifecycle.api.context import ApiContext
+from lifecycle.api.deps import context_of
+from lifecycle.api.errors import ApiError
+from lifecycle.api.render import JsonObject, timestamp_fields
 
 router = APIRouter()
 Context = Annotated[ApiContext, Depends(context_of)]

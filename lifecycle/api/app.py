@@ -5,7 +5,7 @@ same event loop as the LwM2M server, so routes call the server's coroutines dire
 thread hop, no second loop). Every route except ``GET /health`` requires
 ``Authorization: Bearer <token>``; the token is compared in constant time.
 
-Error responses all have the shape of :class:`lwm2m.api.errors.ApiError` -- including
+Error responses all have the shape of :class:`lifecycle.api.errors.ApiError` -- including
 FastAPI's own validation errors and unknown routes -- so a client needs one error parser.
 """
 
@@ -19,11 +19,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lwm2m.api.bootstrap_routes import TAGS as BOOTSTRAP_TAGS
-from lwm2m.api.context import ApiContext
-from lwm2m.api.deps import require_token
-from lwm2m.api.errors import ApiError, unknown_endpoint
-from lwm2m.api.parse import InputError
+from lifecycle.api.bootstrap_routes import TAGS as BOOTSTRAP_TAGS
+from lifecycle.api.context import ApiContext
+from lifecycle.api.deps import require_token
+from lifecycle.api.errors import ApiError, unknown_endpoint
+from lifecycle.api.parse import InputError
 from lwm2m.server import InvalidRequest, ServerError, UnknownEndpoint, UnknownObservation
 from lwm2m.store import Conflict, NotFound, StoreError, StoreOverloaded, StoreUnavailable
 
@@ -148,7 +148,7 @@ def _install_handlers(app: FastAPI) -> None:
 
 def create_app(context: ApiContext) -> FastAPI:
     """The management API over ``context`` (its server, store, model and token)."""
-    from lwm2m.api import bootstrap_routes, routes, security_routes, stream
+    from lifecycle.api import bootstrap_routes, routes, security_routes, stream
 
     app = FastAPI(
         title="fleetloop management API",
