@@ -17,8 +17,8 @@ from cli.settings import Listen, ServeSettings
 from simulators.device import ClientConfig
 from simulators.device.events import Registered
 from simulators.runner import SimulatedDevice
-from tests.lifecycle.api.conftest import database_url  # noqa: F401  (fixture)
 from tests.cli.harness import Background, invoke
+from tests.lifecycle.api.conftest import database_url  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.lifecycle.api.harness import apn_template
 from tests.cli.harness import Background, background_service, invoke
+from tests.lifecycle.api.harness import apn_template
 
 
 @pytest.fixture(scope="module")
