@@ -51,6 +51,8 @@ from cli.settings import Listen, ServeSettings
 from lifecycle.api import ApiContext, create_app
 from lifecycle.api.bootstrap_routes import BootstrapApi
 from lifecycle.api.render import iso8601
+from lifecycle.schema import create_schema as create_lifecycle_schema
+from lifecycle.service import LifecycleService
 from lwm2m.server import LwM2MServer, ServerConfig
 from lwm2m.store import Store
 from lwm2m.transport import ConfigurationError, X509Credentials
@@ -204,6 +206,7 @@ class Service:
         self.api_task: asyncio.Task[None] | None = None
         self.info: ApiInfo | None = None
         self.bootstrap: BootstrapApi | None = None
+        self.lifecycle: LifecycleService | None = None
 
     async def start(self) -> ApiInfo:
         settings = self.settings
@@ -257,10 +260,14 @@ class Service:
                 f"{settings.bs_coaps}): {err.strerror or err}; choose other ports with "
                 "--bs-coap/--bs-coaps (off: disabled)"
             ) from None
+        await asyncio.to_thread(create_lifecycle_schema, self.store)
+        self.lifecycle = LifecycleService(self.server)
+        # -- lifecycle components register their event handlers here --
+        self.lifecycle.start()
         sock = bind_api_socket(settings.api)
         host, port = sock.getsockname()[:2]
         _log_api_exposure(host)
-        self.context = ApiContext(self.server, self.store, loaded, token)
+        self.context = ApiContext(self.server, self.store, loaded, token, lifecycle=self.lifecycle)
         app = create_app(self.context)
         app.state.bootstrap = self.bootstrap
         config_uv = uvicorn.Config(
@@ -320,6 +327,8 @@ class Service:
                 self.api_task.cancel()
                 with contextlib.suppress(BaseException):
                     await self.api_task
+        if self.lifecycle is not None:
+            await self.lifecycle.stop()
         if self.bootstrap is not None and self.bootstrap.server is not None:
             try:
                 await self.bootstrap.server.stop()

@@ -19,9 +19,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from lifecycle.api.auth import current_principal
 from lifecycle.api.bootstrap_routes import TAGS as BOOTSTRAP_TAGS
 from lifecycle.api.context import ApiContext
-from lifecycle.api.deps import require_token
 from lifecycle.api.errors import ApiError, unknown_endpoint
 from lifecycle.api.parse import InputError
 from lwm2m.server import InvalidRequest, ServerError, UnknownEndpoint, UnknownObservation
@@ -167,7 +167,7 @@ def create_app(context: ApiContext) -> FastAPI:
     app.state.context = context
     _install_handlers(app)
     app.include_router(routes.health)
-    protected = [Depends(require_token)]
+    protected = [Depends(current_principal)]
     app.include_router(routes.router, dependencies=protected)
     app.include_router(security_routes.router, dependencies=protected)
     app.include_router(stream.router, dependencies=protected)

@@ -56,8 +56,8 @@ from bootstrap import (
     identity_dict,
 )
 from bootstrap.importer import ImportReport
+from lifecycle.api.auth import context_of
 from lifecycle.api.context import ApiContext
-from lifecycle.api.deps import context_of
 from lifecycle.api.errors import ApiError
 from lifecycle.api.render import JsonObject, timestamp_fields
 

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 
+from lifecycle.service import LifecycleService
 from lwm2m.model import ObjectModel
 from lwm2m.server import EventSubscription, LwM2MServer
 from lwm2m.store import Store
@@ -35,6 +36,8 @@ class ApiContext:
     started_at: float = field(default_factory=time.time)
     keepalive_interval: float = 15.0
     streams: set[EventSubscription] = field(default_factory=set)
+    lifecycle: LifecycleService | None = None
+    # -- lifecycle components add their fields here --
     closing: bool = False
 
     def close_streams(self) -> None:

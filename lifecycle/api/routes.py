@@ -20,8 +20,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from lifecycle.api.auth import context_of
 from lifecycle.api.context import ApiContext
-from lifecycle.api.deps import context_of
 from lifecycle.api.errors import ApiError, result_error, unknown_endpoint
 from lifecycle.api.parse import (
     InputError,

@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from lifecycle.api.auth import context_of
 from lifecycle.api.context import ApiContext
-from lifecycle.api.deps import context_of
 from lifecycle.api.errors import ApiError
 from lifecycle.api.parse import InputError
 from lifecycle.api.render import JsonObject

@@ -28,8 +28,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 
+from lifecycle.api.auth import context_of
 from lifecycle.api.context import ApiContext
-from lifecycle.api.deps import context_of
 from lifecycle.api.parse import InputError
 from lifecycle.api.views import EVENT_TYPES, event_json, event_type
 from lwm2m.server import EventSubscription, Notification, ObservationEnded

@@ -1,0 +1,49 @@
+"""Create the lifecycle layer's tables (idempotent), beside the store's and bootstrap's.
+
+Importing the component modules registers their tables on :data:`lifecycle.tables.METADATA`;
+this module is the one place that lists them, so ``create_schema`` creates every table of the
+layer and nothing else.
+"""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import select, text
+
+import lifecycle.groups
+import lifecycle.operators
+import lifecycle.state.tables
+from lifecycle.tables import METADATA, SCHEMA_COMPONENT
+from lwm2m.store import SchemaMismatch, Store
+from lwm2m.store.tables import SCHEMA_VERSION_TABLE
+
+SCHEMA_VERSION = 1
+"""Bump on every schema change of the lifecycle tables and add the migration step here."""
+
+_LOCK_KEY = 0x6C63_7363_6865  # "lcsche": pg_advisory_xact_lock key, concurrent starts queue up
+
+_MODULES = (lifecycle.groups, lifecycle.operators)
+
+
+def create_schema(store: Store, now: float | None = None) -> None:
+    """Create the lifecycle tables; raise :class:`SchemaMismatch` for an unknown layout."""
+    stamp = time.time() if now is None else now
+    v = SCHEMA_VERSION_TABLE.c
+    with store.transaction() as tx:
+        if tx.dialect == "postgresql":
+            tx.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+        METADATA.create_all(tx._conn)
+        found = tx.execute(
+            select(v.version).where(v.component == SCHEMA_COMPONENT)
+        ).scalar_one_or_none()
+        if found is None:
+            tx.execute(
+                SCHEMA_VERSION_TABLE.insert(),
+                {"component": SCHEMA_COMPONENT, "version": SCHEMA_VERSION, "updated_at": stamp},
+            )
+        elif found != SCHEMA_VERSION:
+            raise SchemaMismatch(
+                f"database {store.url} has lifecycle schema v{found}; this fleetloop has "
+                f"v{SCHEMA_VERSION} and no migration between them"
+            )

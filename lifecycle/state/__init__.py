@@ -1,0 +1,1 @@
+"""Desired vs reported state per device, per dimension, with generations; the reconciler."""
