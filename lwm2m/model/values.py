@@ -97,6 +97,12 @@ def _is_decimal(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+def _int_text(value: int) -> str:
+    """``value`` for an error message: Python refuses to render integers of more than 4 300
+    digits (and a device or operator can send one), so large ones are described by size."""
+    return str(value) if value.bit_length() <= 256 else f"an integer of {value.bit_length()} bits"
+
+
 def _check(data_type: DataType, value: Any) -> Any:
     """Validate ``value`` for ``data_type`` and return its canonical Python form."""
     if data_type in (DataType.STRING, DataType.CORELNK):
@@ -109,13 +115,15 @@ def _check(data_type: DataType, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise InvalidValue(f"{data_type.value} needs int, got {type(value).__name__}")
         if not INT64_MIN <= value <= INT64_MAX:
-            raise InvalidValue(f"{data_type.value} {value} does not fit in 64 signed bits")
+            raise InvalidValue(
+                f"{data_type.value} {_int_text(value)} does not fit in 64 signed bits"
+            )
         return value
     if data_type is DataType.UNSIGNED_INTEGER:
         if isinstance(value, bool) or not isinstance(value, int):
             raise InvalidValue(f"Unsigned Integer needs int, got {type(value).__name__}")
         if not 0 <= value <= UINT64_MAX:
-            raise InvalidValue(f"Unsigned Integer {value} out of range 0..2**64-1")
+            raise InvalidValue(f"Unsigned Integer {_int_text(value)} out of range 0..2**64-1")
         return value
     if data_type is DataType.FLOAT:
         if isinstance(value, bool) or not isinstance(value, int | float):
