@@ -30,6 +30,10 @@ def table_of(model: type[LifecycleModel]) -> Table:
     return cast(Table, model.__table__)  # type: ignore[attr-defined]
 
 
+_VERSION_KEY = Text().with_variant(Text(collation="C"), "postgresql")
+"""Version keys compare byte-wise: PostgreSQL's default collation would reorder them."""
+
+
 class DeviceRow(LifecycleModel, table=True):
     """One device of the inventory: the factory identity joined with what the device reports.
 
@@ -66,7 +70,7 @@ class DeviceRow(LifecycleModel, table=True):
     model: str | None = None
     manufacturer: str | None = None
     firmware: str | None = None
-    firmware_key: str | None = None
+    firmware_key: str | None = Field(default=None, sa_type=_VERSION_KEY)
     radio: str | None = None
     serving_plmn: str | None = None
     registered: bool = False
