@@ -11,7 +11,22 @@ Open a :class:`Store`, create the schema, then use its repositories inside trans
 Durability, batching and what a crash can lose: ``docs/STORE.md``.
 """
 
+from lwm2m.store.audit import (
+    AuditError,
+    AuditLog,
+    AuditRecord,
+    AuditTampered,
+    AuditVerdict,
+    InclusionProof,
+)
 from lwm2m.store.batcher import BatcherStats, GroupCommitBatcher
+from lwm2m.store.checkpoint import (
+    Checkpoint,
+    CheckpointSigner,
+    CheckpointVerifier,
+    Ed25519Signer,
+    ProofError,
+)
 from lwm2m.store.domain import (
     Address,
     EndpointSecurity,
@@ -51,20 +66,31 @@ from lwm2m.store.telemetry import TelemetryRepository
 
 __all__ = [
     "Address",
+    "AuditError",
+    "AuditLog",
+    "AuditRecord",
+    "AuditTampered",
+    "AuditVerdict",
     "BatchSettings",
     "BatcherStats",
+    "Checkpoint",
+    "CheckpointSigner",
+    "CheckpointVerifier",
     "Conflict",
     "CorruptRecord",
+    "Ed25519Signer",
     "EndpointSecurity",
     "GroupCommitBatcher",
     "Identity",
     "IdentityKind",
+    "InclusionProof",
     "NewQueuedRequest",
     "NewRegistration",
     "NotFound",
     "Observation",
     "ObservationRepository",
     "Page",
+    "ProofError",
     "PskCredential",
     "PskKeyStore",
     "QueueRepository",

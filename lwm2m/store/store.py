@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, select, text
 from sqlalchemy import exc as sa_exc
 
+from lwm2m.store.audit import AuditLog
 from lwm2m.store.batcher import GroupCommitBatcher, Op
 from lwm2m.store.domain import EndpointSecurity, ReportedValue, new_registration_id
 from lwm2m.store.engine import (
@@ -51,6 +52,7 @@ from lwm2m.store.telemetry import TelemetryRepository
 T = TypeVar("T")
 
 _SCHEMA_LOCK_KEY = 0x666C_6565_746C  # pg_advisory_xact_lock key: concurrent starts queue up
+_OLDEST_MIGRATABLE = 1  # v1 -> v2 creates the audit tables; nothing older was ever released
 
 
 class Store:
@@ -73,6 +75,7 @@ class Store:
         self.observations = ObservationRepository()
         self.telemetry = TelemetryRepository()
         self.queue = QueueRepository()
+        self.audit = AuditLog()
         self.security_cache = SecurityCache(
             self._load_psk,
             load_all=self._load_all_psk,
@@ -133,8 +136,9 @@ class Store:
     def create_schema(self, now: float | None = None) -> None:
         """Create missing tables and record the schema version (idempotent).
 
-        Raises :class:`~lwm2m.store.errors.SchemaMismatch` when the database was written by a
-        newer fleetloop, or by an older one for which no migration exists yet.
+        Upgrades an older database in place (v1 -> v2: the audit tables). Raises
+        :class:`~lwm2m.store.errors.SchemaMismatch` when the database was written by a newer
+        fleetloop.
         """
         stamp = time.time() if now is None else now
         v = SCHEMA_VERSION_TABLE.c
@@ -155,10 +159,18 @@ class Store:
                     f"database {self.url} has store schema v{found}, newer than this fleetloop "
                     f"(v{SCHEMA_VERSION}); upgrade fleetloop or use another database"
                 )
-            elif found < SCHEMA_VERSION:
+            elif found < _OLDEST_MIGRATABLE:
                 raise SchemaMismatch(
                     f"database {self.url} has store schema v{found} and this fleetloop needs "
                     f"v{SCHEMA_VERSION}, but no migration from v{found} exists"
+                )
+            elif found < SCHEMA_VERSION:
+                # v1 -> v2 added tables only (the audit log; see tables.SCHEMA_VERSION), which
+                # create_all above has just made: recording the new version is the migration.
+                tx.execute(
+                    SCHEMA_VERSION_TABLE.update()
+                    .where(v.component == SCHEMA_COMPONENT)
+                    .values(version=SCHEMA_VERSION, updated_at=stamp)
                 )
 
     def schema_version(self) -> int | None:

@@ -33,8 +33,11 @@ from sqlalchemy.orm import registry
 from sqlmodel import Column, Field, SQLModel
 
 SCHEMA_COMPONENT = "lwm2m.store"
-SCHEMA_VERSION = 1
-"""Bump on every schema change and add the migration step to ``Store.create_schema``."""
+SCHEMA_VERSION = 2
+"""Bump on every schema change and add the migration step to ``Store.create_schema``.
+
+v2 added the audit log (``audit_log``, ``audit_device``, ``audit_checkpoint``): new tables only,
+so upgrading from v1 is ``create_all`` plus the new version number."""
 
 # SQLite makes only an ``INTEGER PRIMARY KEY`` an alias of the rowid (auto-increment without a
 # separate index); PostgreSQL needs a 64-bit key for an append-only table.
@@ -163,6 +166,54 @@ class QueuedRequestRow(StoreModel, table=True):
     response_payload: bytes | None = Field(default=None, sa_type=LargeBinary)
 
 
+class AuditLogRow(StoreModel, table=True):
+    """The one audit log: append-only, one row per operator action or device-affecting event.
+
+    ``leaf_hash`` is the RFC 6962 leaf hash of the row's content (:mod:`lwm2m.store.audit`);
+    the Merkle tree over them, in ``seq`` order, is what checkpoints sign.
+    """
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_at", "at"),
+        Index("ix_audit_log_action", "action", "seq"),
+        Index("ix_audit_log_tenant", "tenant", "seq"),
+    )
+
+    seq: int = Field(sa_column=Column(_BIGINT_PK, primary_key=True, autoincrement=False))
+    at: float = Field(sa_type=Double)
+    actor: str
+    token_id: str | None = None
+    tenant: str | None = None
+    action: str
+    subject: str
+    endpoints: str = Field(sa_type=Text)  # JSON list of endpoint names
+    detail: str = Field(sa_type=Text)  # canonical JSON; never secrets
+    outcome: str
+    leaf_hash: str  # hex
+
+
+class AuditDeviceRow(StoreModel, table=True):
+    """Which audit records name which device: makes ``audit log --endpoint`` an index scan."""
+
+    __tablename__ = "audit_device"
+
+    endpoint: str = Field(primary_key=True)
+    seq: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+
+
+class AuditCheckpointRow(StoreModel, table=True):
+    """A signed (tree size, root hash) of the audit log; export them to keep them elsewhere."""
+
+    __tablename__ = "audit_checkpoint"
+
+    tree_size: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    root_hash: str  # hex
+    signature: str  # base64
+    key_id: str
+    at: float = Field(sa_type=Double)
+
+
 def _table(model: type[StoreModel]) -> Table:
     return cast(Table, model.__table__)  # type: ignore[attr-defined]
 
@@ -175,3 +226,6 @@ OBSERVATION = _table(ObservationRow)
 REPORTED_VALUE = _table(ReportedValueRow)
 TELEMETRY = _table(TelemetryRow)
 QUEUED_REQUEST = _table(QueuedRequestRow)
+AUDIT_LOG = _table(AuditLogRow)
+AUDIT_DEVICE = _table(AuditDeviceRow)
+AUDIT_CHECKPOINT = _table(AuditCheckpointRow)
