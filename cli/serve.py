@@ -51,6 +51,7 @@ from cli.settings import Listen, ServeSettings
 from lifecycle.api import ApiContext, create_app
 from lifecycle.api.bootstrap_routes import BootstrapApi
 from lifecycle.api.render import iso8601
+from lifecycle.operators import OperatorRegistry
 from lifecycle.schema import create_schema as create_lifecycle_schema
 from lifecycle.service import LifecycleService
 from lwm2m.server import LwM2MServer, ServerConfig
@@ -263,11 +264,14 @@ class Service:
         await asyncio.to_thread(create_lifecycle_schema, self.store)
         self.lifecycle = LifecycleService(self.server)
         # -- lifecycle components register their event handlers here --
+        operators = OperatorRegistry(self.store)
         self.lifecycle.start()
         sock = bind_api_socket(settings.api)
         host, port = sock.getsockname()[:2]
         _log_api_exposure(host)
-        self.context = ApiContext(self.server, self.store, loaded, token, lifecycle=self.lifecycle)
+        self.context = ApiContext(
+            self.server, self.store, loaded, token, lifecycle=self.lifecycle, operators=operators
+        )
         app = create_app(self.context)
         app.state.bootstrap = self.bootstrap
         config_uv = uvicorn.Config(

@@ -24,6 +24,7 @@ from lifecycle.api.bootstrap_routes import TAGS as BOOTSTRAP_TAGS
 from lifecycle.api.context import ApiContext
 from lifecycle.api.errors import ApiError, unknown_endpoint
 from lifecycle.api.parse import InputError
+from lifecycle.api.token_routes import TAGS as TOKEN_TAGS
 from lwm2m.server import InvalidRequest, ServerError, UnknownEndpoint, UnknownObservation
 from lwm2m.store import Conflict, NotFound, StoreError, StoreOverloaded, StoreUnavailable
 
@@ -39,6 +40,7 @@ TAGS = [
     {"name": "security", "description": "Per-endpoint DTLS credentials and NoSec grants."},
     {"name": "events", "description": "Server-sent events: registrations, notifications."},
     *BOOTSTRAP_TAGS,
+    *TOKEN_TAGS,
 ]
 
 
@@ -148,7 +150,7 @@ def _install_handlers(app: FastAPI) -> None:
 
 def create_app(context: ApiContext) -> FastAPI:
     """The management API over ``context`` (its server, store, model and token)."""
-    from lifecycle.api import bootstrap_routes, routes, security_routes, stream
+    from lifecycle.api import bootstrap_routes, routes, security_routes, stream, token_routes
 
     app = FastAPI(
         title="fleetloop management API",
@@ -172,6 +174,7 @@ def create_app(context: ApiContext) -> FastAPI:
     app.include_router(security_routes.router, dependencies=protected)
     app.include_router(stream.router, dependencies=protected)
     app.include_router(bootstrap_routes.router, dependencies=protected)
+    app.include_router(token_routes.router, dependencies=protected)
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=protected)
     async def openapi() -> JSONResponse:

@@ -1,47 +1,40 @@
 """Who is calling: the operator behind a bearer token, its role and its tenant scope.
 
-Every route except ``/health`` depends on :func:`current_principal`. A route that changes
-anything calls :meth:`Principal.require` with the role it needs; a route about devices,
-groups or records checks :meth:`Principal.sees` for their tenant (or filters lists by
-:attr:`Principal.tenants`). The audit log records :attr:`Principal.operator` and
-:attr:`Principal.token_id` for every change.
+Every route except ``/health`` depends on :func:`current_principal`, which authenticates the
+token and enforces the route's role in one place, so a route added later cannot forget it:
 
-Until named operator tokens exist, the token ``fleetloop serve`` writes to its data directory
-is the only one, and it is an all-tenant admin.
+* ``GET``/``HEAD`` need ``viewer``, every other method needs ``operator``;
+* a route that needs more declares it: ``@router.post(..., openapi_extra=needs(Role.ADMIN))``
+  (the role then also shows in the OpenAPI document as ``x-fleetloop-role``). A declaration
+  can only raise the default, never lower it.
+
+A route about devices, groups or records goes through :mod:`lifecycle.api.scope` for the
+tenant check. The audit log records :attr:`Principal.actor` and :attr:`Principal.token_id`.
+
+Tokens: the one ``fleetloop serve`` writes to its data directory is the all-tenant admin
+``admin``; named tokens (``flt_<id>_<secret>``) come from :class:`lifecycle.operators.
+OperatorRegistry` (``fleetloop tokens create``).
 """
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from enum import IntEnum
+from typing import Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from lifecycle.api.context import ApiContext
 from lifecycle.api.errors import ApiError
+from lifecycle.operators import SERVE_TOKEN_ID, Role
+
+ROLE_KEY = "x-fleetloop-role"
+"""The OpenAPI extension that declares a route's role (see :func:`needs`)."""
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 _bearer = HTTPBearer(auto_error=False, description="an operator token (`fleetloop tokens`)")
-
-
-class Role(IntEnum):
-    """What an operator may do; a higher role may do everything a lower one may."""
-
-    VIEWER = 1
-    OPERATOR = 2
-    ADMIN = 3
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
-
-    @classmethod
-    def parse(cls, text: str) -> Role:
-        try:
-            return cls[text.strip().upper()]
-        except KeyError:
-            raise ValueError(f"unknown role {text!r}; use viewer, operator or admin") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,26 +85,58 @@ def _unauthorized(what: str) -> ApiError:
     )
 
 
+def needs(role: Role) -> dict[str, Any]:
+    """``openapi_extra`` for a route that needs more than its method's default role."""
+    return {ROLE_KEY: role.label}
+
+
+def required_role(method: str, route: object) -> Role:
+    """The role a request needs: the method's default, raised by the route's declaration."""
+    default = Role.VIEWER if method.upper() in SAFE_METHODS else Role.OPERATOR
+    extra = getattr(route, "openapi_extra", None) or {}
+    declared = extra.get(ROLE_KEY)
+    return max(default, Role.parse(declared)) if isinstance(declared, str) else default
+
+
 async def authenticate(context: ApiContext, token: str) -> Principal | None:
-    """The principal of ``token``, or None. The serve token is the all-tenant admin."""
+    """The principal of ``token``, or None. The serve token is the all-tenant admin; any other
+    token is looked up in the operator registry (when the server has one)."""
     if secrets.compare_digest(token.encode(), context.token.encode()):
-        return Principal("admin", "serve", Role.ADMIN, None)
-    return None
+        return Principal("admin", SERVE_TOKEN_ID, Role.ADMIN, None)
+    if context.operators is None:
+        return None
+    found = await context.operators.authenticate(token)
+    if found is None:
+        return None
+    return Principal(found.name, found.id, found.role, found.tenants)
 
 
 async def current_principal(
     request: Request,
     credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),  # noqa: B008
 ) -> Principal:
-    """401 unless the request carries a valid token; the principal otherwise (cached on the
-    request, so several dependencies share one lookup)."""
-    cached: Principal | None = getattr(request.state, "principal", None)
-    if cached is not None:
-        return cached
-    if credentials is None:
-        raise _unauthorized("missing")
-    principal = await authenticate(context_of(request), credentials.credentials)
+    """401 unless the request carries a valid token, 403 unless its role suffices for the
+    route (:func:`required_role`); the principal otherwise (cached on the request, so several
+    dependencies share one lookup)."""
+    principal: Principal | None = getattr(request.state, "principal", None)
     if principal is None:
-        raise _unauthorized("wrong")
-    request.state.principal = principal
+        if credentials is None:
+            raise _unauthorized("missing")
+        principal = await authenticate(context_of(request), credentials.credentials)
+        if principal is None:
+            raise _unauthorized("wrong")
+        request.state.principal = principal
+    principal.require(required_role(request.method, request.scope.get("route")))
     return principal
+
+
+__all__ = [
+    "ROLE_KEY",
+    "Principal",
+    "Role",
+    "authenticate",
+    "context_of",
+    "current_principal",
+    "needs",
+    "required_role",
+]

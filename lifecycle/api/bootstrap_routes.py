@@ -55,11 +55,13 @@ from bootstrap import (
     UnknownPolicy,
     identity_dict,
 )
-from bootstrap.importer import ImportReport
-from lifecycle.api.auth import context_of
+from bootstrap.identities import FactoryIdentity
+from bootstrap.importer import ImportReport, detect_format, parse_identities
+from lifecycle.api.auth import Role, context_of, needs
 from lifecycle.api.context import ApiContext
 from lifecycle.api.errors import ApiError
 from lifecycle.api.render import JsonObject, timestamp_fields
+from lifecycle.api.scope import Scope, Scoped
 
 router = APIRouter()
 Context = Annotated[ApiContext, Depends(context_of)]
@@ -117,6 +119,82 @@ def _errors() -> Iterator[None]:
         raise ApiError(400, "bootstrap_error", str(err)) from None
 
 
+# -- tenant scope ---------------------------------------------------------------------------------
+
+
+def _unknown_identity(ref: str) -> ApiError:
+    """What :meth:`BootstrapManager.identity` answers for a name it does not know -- and so
+    what a tenant-scoped token gets for another tenant's identity."""
+    return ApiError(
+        404,
+        "not_found",
+        f"no factory identity {ref!r} (searched endpoint, serial, IMEI, EID and PSK identity)",
+    )
+
+
+async def _visible_identity(bs: BootstrapApi, scope: Scope, ref: str) -> FactoryIdentity | None:
+    """The identity ``ref`` names when the caller may see it; 404 as for an unknown one when
+    it is another tenant's. None for an all-tenant caller (the route looks it up as before)."""
+    if scope.principal.all_tenants:
+        return None
+    with _errors():
+        identity = await bs.manager.identity(ref)
+    await scope.endpoint(identity.endpoint, missing=lambda _: _unknown_identity(ref))
+    return identity
+
+
+def _actor(scope: Scope, claimed: str) -> str:
+    """The audit actor: the authenticated operator, plus the name the client claims (the CLI
+    sends the login name) when it gives one."""
+    if claimed and claimed != "api":
+        return f"{scope.actor} ({claimed})"
+    return scope.actor
+
+
+def _policy_tenant(policy: Policy) -> str | None:
+    return policy.match.tenant
+
+
+def _policy_visible(scope: Scope, policy: Policy) -> bool:
+    """Policies of the caller's tenants, and the shared ones (no tenant criterion) that apply
+    to its devices too; another tenant's policies do not exist for it."""
+    tenant = _policy_tenant(policy)
+    return tenant is None or scope.principal.sees(tenant)
+
+
+def _unknown_policy(name: str) -> ApiError:
+    return ApiError(404, "not_found", f"no policy {name!r} in force")
+
+
+async def _check_policy_readable(bs: BootstrapApi, scope: Scope, name: str) -> None:
+    if scope.principal.all_tenants:
+        return
+    latest = await bs.manager.store.read(
+        lambda tx: bs.manager.policies.latest(tx, name, include_retired=True)
+    )
+    if latest is not None and not _policy_visible(scope, latest):
+        raise _unknown_policy(name)
+
+
+async def _check_policy_changeable(bs: BootstrapApi, scope: Scope, name: str) -> None:
+    """A scoped admin changes only policies of its own tenants: never a shared one (it would
+    change every tenant's bootstrap) and never another tenant's."""
+    if scope.principal.all_tenants:
+        return
+    latest = await bs.manager.store.read(
+        lambda tx: bs.manager.policies.latest(tx, name, include_retired=True)
+    )
+    if latest is None:
+        return
+    if not _policy_visible(scope, latest):
+        raise ApiError(
+            409,
+            "conflict",
+            f"the policy name {name!r} is taken; choose another name",
+        )
+    scope.assign(_policy_tenant(latest), f"policy {name!r} (match.tenant)")
+
+
 # -- views ----------------------------------------------------------------------------------------
 
 
@@ -154,10 +232,21 @@ class ImportBody(BaseModel):
     actor: str = "api"
 
 
-@router.post("/identities/import", tags=["identities"], summary="Import factory identities")
-async def import_identities(bs: Bootstrap, body: ImportBody) -> JsonObject:
+@router.post(
+    "/identities/import",
+    tags=["identities"],
+    summary="Import factory identities",
+    openapi_extra=needs(Role.ADMIN),
+)
+async def import_identities(bs: Bootstrap, scope: Scoped, body: ImportBody) -> JsonObject:
     """All or nothing: with any row rejected nothing is imported (422 ``import_rejected`` with
-    the report) unless ``allow_partial``. ``dry_run`` checks everything, writes nothing."""
+    the report) unless ``allow_partial``. ``dry_run`` checks everything, writes nothing. A
+    tenant-scoped token imports only rows of its own tenants."""
+    if not scope.principal.all_tenants:
+        text = body.content.removeprefix("\ufeff")
+        parsed = parse_identities(text, format=body.format or detect_format(body.source, text))
+        for item in parsed.accepted:
+            scope.assign(item.identity.tenant, f"row {item.row}: tenant")
     with _errors():
         report = await bs.manager.import_identities(
             body.content,
@@ -166,7 +255,7 @@ async def import_identities(bs: Bootstrap, body: ImportBody) -> JsonObject:
             dry_run=body.dry_run,
             allow_partial=body.allow_partial,
             key_dir=bs.issued_dir,
-            actor=body.actor,
+            actor=_actor(scope, body.actor),
         )
     return report.as_dict()
 
@@ -174,6 +263,7 @@ async def import_identities(bs: Bootstrap, body: ImportBody) -> JsonObject:
 @router.get("/identities", tags=["identities"], summary="List factory identities")
 async def list_identities(
     bs: Bootstrap,
+    scope: Scoped,
     after: Annotated[str | None, Query(description="page after this endpoint name")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     tenant: str | None = None,
@@ -183,6 +273,11 @@ async def list_identities(
     status: Annotated[str | None, Query(pattern="^(active|revoked)$")] = None,
     batch: Annotated[str | None, Query(description="import batch id")] = None,
 ) -> JsonObject:
+    mine = scope.principal.tenants
+    if mine is not None and tenant is not None and tenant not in mine:
+        return {"items": [], "next_after": None}  # another tenant's: nothing to see
+    if mine is not None and len(mine) == 1:
+        tenant = next(iter(mine))  # one tenant: filter in SQL, pages stay full
     page = await bs.manager.list_identities(
         after=after,
         limit=limit,
@@ -193,12 +288,14 @@ async def list_identities(
         status=None if status is None else IdentityStatus(status),
         import_batch=batch,
     )
-    return {"items": [identity_json(i) for i in page.items], "next_after": page.next_after}
+    items = [i for i in page.items if scope.principal.sees(i.tenant)]
+    return {"items": [identity_json(i) for i in items], "next_after": page.next_after}
 
 
 @router.get("/identities/{endpoint}", tags=["identities"], summary="Show a factory identity")
-async def show_identity(bs: Bootstrap, endpoint: str) -> JsonObject:
+async def show_identity(bs: Bootstrap, scope: Scoped, endpoint: str) -> JsonObject:
     """By endpoint, serial, IMEI, EID or PSK identity; with its bootstrap state."""
+    await _visible_identity(bs, scope, endpoint)
     with _errors():
         identity = await bs.manager.identity(endpoint)
         state = await bs.manager.status(identity.endpoint)
@@ -212,11 +309,19 @@ class RevokeBody(BaseModel):
 
 
 @router.post(
-    "/identities/{endpoint}/revoke", tags=["identities"], summary="Revoke a factory identity"
+    "/identities/{endpoint}/revoke",
+    tags=["identities"],
+    summary="Revoke a factory identity",
+    openapi_extra=needs(Role.ADMIN),
 )
-async def revoke_identity(bs: Bootstrap, endpoint: str, body: RevokeBody) -> JsonObject:
+async def revoke_identity(
+    bs: Bootstrap, scope: Scoped, endpoint: str, body: RevokeBody
+) -> JsonObject:
+    await _visible_identity(bs, scope, endpoint)
     with _errors():
-        identity = await bs.manager.revoke_identity(endpoint, reason=body.reason, actor=body.actor)
+        identity = await bs.manager.revoke_identity(
+            endpoint, reason=body.reason, actor=_actor(scope, body.actor)
+        )
     return identity_json(identity)
 
 
@@ -233,16 +338,27 @@ class MoveBody(BaseModel):
         return {k: (v or None) for k, v in given.items()}
 
 
-@router.patch("/identities/{endpoint}", tags=["identities"], summary="Move an identity")
-async def move_identity(bs: Bootstrap, endpoint: str, body: MoveBody) -> JsonObject:
+@router.patch(
+    "/identities/{endpoint}",
+    tags=["identities"],
+    summary="Move an identity",
+    openapi_extra=needs(Role.ADMIN),
+)
+async def move_identity(bs: Bootstrap, scope: Scoped, endpoint: str, body: MoveBody) -> JsonObject:
     """Change tenant / region / SKU / policy group; the next bootstrap follows the new policy."""
     changes = body.changes()
     if not changes:
         raise ApiError(
             422, "invalid_input", "give at least one of tenant, region, sku, policy_group"
         )
+    await _visible_identity(bs, scope, endpoint)
+    if "tenant" in changes:
+        scope.assign(changes["tenant"], "body.tenant")
     with _errors():
-        identity = await bs.manager.update_identity(endpoint, changes, actor=body.actor)
+        identity = await bs.manager.update_identity(
+            endpoint, changes, actor=_actor(scope, body.actor)
+        )
+    scope.directory.forget(identity.endpoint)
     return identity_json(identity)
 
 
@@ -250,8 +366,8 @@ async def move_identity(bs: Bootstrap, endpoint: str, body: MoveBody) -> JsonObj
 
 
 @router.get("/bootstrap/policies", tags=["bootstrap"], summary="List the policies in force")
-async def list_policies(bs: Bootstrap) -> JsonObject:
-    policies = await bs.manager.list_policies()
+async def list_policies(bs: Bootstrap, scope: Scoped) -> JsonObject:
+    policies = [p for p in await bs.manager.list_policies() if _policy_visible(scope, p)]
     default = bs.manager.default_policy
     return {
         "items": [policy_json(p) for p in policies],
@@ -266,16 +382,25 @@ class PolicyBody(BaseModel):
     actor: str = "api"
 
 
-@router.put("/bootstrap/policies/{name}", tags=["bootstrap"], summary="Add a policy version")
-async def put_policy(bs: Bootstrap, name: str, body: PolicyBody) -> JsonObject:
+@router.put(
+    "/bootstrap/policies/{name}",
+    tags=["bootstrap"],
+    summary="Add a policy version",
+    openapi_extra=needs(Role.ADMIN),
+)
+async def put_policy(bs: Bootstrap, scope: Scoped, name: str, body: PolicyBody) -> JsonObject:
     """Store the document as the next version of ``name`` (an identical document adds none)."""
     given = body.policy.get("name")
     if given is not None and given != name:
         raise ApiError(422, "invalid_input", f"the document is named {given!r}, the URL {name!r}")
     with _errors():
         policy = Policy.from_document({**body.policy, "name": name})
+    await _check_policy_changeable(bs, scope, name)
+    if not scope.principal.all_tenants:
+        scope.assign(_policy_tenant(policy), "policy.match.tenant")
+    with _errors():
         stored, changed = await bs.manager.add_policy(
-            policy, actor=body.actor, comment=body.comment
+            policy, actor=_actor(scope, body.actor), comment=body.comment
         )
     return {**policy_json(stored), "changed": changed}
 
@@ -283,12 +408,19 @@ async def put_policy(bs: Bootstrap, name: str, body: PolicyBody) -> JsonObject:
 @router.get("/bootstrap/policies/{name}", tags=["bootstrap"], summary="Show a policy")
 async def show_policy(
     bs: Bootstrap,
+    scope: Scoped,
     name: str,
     version: Annotated[int | None, Query(ge=1)] = None,
-    reveal: Annotated[bool, Query(description="show APN passwords")] = False,
+    reveal: Annotated[bool, Query(description="show APN passwords (admin)")] = False,
 ) -> JsonObject:
+    if reveal:
+        scope.principal.require(Role.ADMIN)
+    await _check_policy_readable(bs, scope, name)
     with _errors():
         policy = await bs.manager.policy(name, version)
+    if not _policy_visible(scope, policy):
+        raise _unknown_policy(name)
+    with _errors():
         versions = await bs.manager.policy_versions(name)
     return {
         **policy_json(policy, reveal=reveal),
@@ -309,23 +441,32 @@ async def show_policy(
 @router.get("/bootstrap/policies/{name}/diff", tags=["bootstrap"], summary="Diff policy versions")
 async def diff_policy(
     bs: Bootstrap,
+    scope: Scoped,
     name: str,
     old: Annotated[int | None, Query(alias="from", ge=0)] = None,
     new: Annotated[int | None, Query(alias="to", ge=1)] = None,
 ) -> JsonObject:
+    await _check_policy_readable(bs, scope, name)
     if not await bs.manager.policy_versions(name):
-        raise ApiError(404, "not_found", f"no policy {name!r}")
+        raise ApiError(404, "not_found", f"no policy {name!r} in force")
     with _errors():
         text = await bs.manager.diff_policy(name, old, new)
     return {"name": name, "from": old, "to": new, "diff": text}
 
 
-@router.delete("/bootstrap/policies/{name}", tags=["bootstrap"], summary="Retire a policy")
+@router.delete(
+    "/bootstrap/policies/{name}",
+    tags=["bootstrap"],
+    summary="Retire a policy",
+    openapi_extra=needs(Role.ADMIN),
+)
 async def retire_policy(
-    bs: Bootstrap, name: str, actor: str = "api", comment: str = ""
+    bs: Bootstrap, scope: Scoped, name: str, actor: str = "api", comment: str = ""
 ) -> JsonObject:
+    await _check_policy_readable(bs, scope, name)
+    await _check_policy_changeable(bs, scope, name)
     with _errors():
-        retired = await bs.manager.retire_policy(name, actor=actor, comment=comment)
+        retired = await bs.manager.retire_policy(name, actor=_actor(scope, actor), comment=comment)
     return {**policy_json(retired), "retired": True}
 
 
@@ -333,14 +474,16 @@ async def retire_policy(
 
 
 @router.get("/bootstrap/explain/{endpoint}", tags=["bootstrap"], summary="Which policy applies")
-async def explain(bs: Bootstrap, endpoint: str) -> JsonObject:
+async def explain(bs: Bootstrap, scope: Scoped, endpoint: str) -> JsonObject:
+    await _visible_identity(bs, scope, endpoint)
     with _errors():
         explanation = await bs.manager.explain(endpoint)
     return explanation.as_dict()
 
 
 @router.get("/bootstrap/status/{endpoint}", tags=["bootstrap"], summary="Bootstrap state")
-async def status(bs: Bootstrap, endpoint: str) -> JsonObject:
+async def status(bs: Bootstrap, scope: Scoped, endpoint: str) -> JsonObject:
+    await _visible_identity(bs, scope, endpoint)
     with _errors():
         state = await bs.manager.status(endpoint)
     doc = state.as_dict()
@@ -359,15 +502,26 @@ class RebootstrapBody(BaseModel):
     "/bootstrap/rebootstrap/{endpoint}", tags=["bootstrap"], summary="Server-initiated bootstrap"
 )
 async def rebootstrap(
-    ctx: Context, bs: Bootstrap, endpoint: str, body: RebootstrapBody | None = None
+    ctx: Context,
+    bs: Bootstrap,
+    scope: Scoped,
+    endpoint: str,
+    body: RebootstrapBody | None = None,
 ) -> JsonObject:
-    """Execute /1/x/9 on the registered device; ``move`` changes its attributes first."""
+    """Execute /1/x/9 on the registered device; ``move`` changes its attributes first (a
+    move needs an admin)."""
     request = body or RebootstrapBody()
     move = request.move.changes() if request.move is not None else None
+    await _visible_identity(bs, scope, endpoint)
+    if move:
+        scope.principal.require(Role.ADMIN)
+        if "tenant" in move:
+            scope.assign(move["tenant"], "body.move.tenant")
     with _errors():
         result = await bs.manager.rebootstrap(
-            endpoint, dm_server=ctx.server, actor=request.actor, move=move or None
+            endpoint, dm_server=ctx.server, actor=_actor(scope, request.actor), move=move or None
         )
+    scope.directory.forget(result.endpoint)
     return result.as_dict()
 
 
@@ -377,6 +531,7 @@ async def rebootstrap(
 @router.get("/bootstrap/audit", tags=["bootstrap"], summary="The bootstrap audit trail")
 async def audit(
     bs: Bootstrap,
+    scope: Scoped,
     subject: str | None = None,
     action: Annotated[str | None, Query(description="action prefix, e.g. policy.")] = None,
     after: Annotated[int | None, Query(ge=0, description="records after this seq")] = None,
@@ -385,16 +540,24 @@ async def audit(
     records = await bs.manager.audit(
         subject=subject, action_prefix=action, after=after, limit=limit
     )
+    shown = records
+    if not scope.principal.all_tenants:
+        # a scoped operator sees the records about its own devices only (imports and
+        # policies span tenants: their records are for all-tenant operators)
+        visible = await scope.visible(r.subject for r in records)
+        shown = [r for r in records if r.subject in visible]
     items = []
-    for record in records:
+    for record in shown:
         doc = record.as_dict()
         doc.update(timestamp_fields("at", doc.pop("at")))
         items.append(doc)
-    return {"items": items, "next_after": items[-1]["seq"] if len(items) == limit else None}
+    last = records[-1].seq if len(records) == limit else None
+    return {"items": items, "next_after": last}
 
 
 @router.get("/bootstrap/audit/verify", tags=["bootstrap"], summary="Verify the audit chain")
-async def verify_audit(bs: Bootstrap) -> JsonObject:
+async def verify_audit(bs: Bootstrap, scope: Scoped) -> JsonObject:
+    scope.require_all_tenants("verifying the audit chain")
     verdict = await bs.manager.verify_audit()
     return {
         "ok": verdict.ok,

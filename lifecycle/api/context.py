@@ -11,7 +11,9 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 
+from lifecycle.operators import OperatorRegistry
 from lifecycle.service import LifecycleService
+from lifecycle.tenancy import TenantDirectory
 from lwm2m.model import ObjectModel
 from lwm2m.server import EventSubscription, LwM2MServer
 from lwm2m.store import Store
@@ -38,6 +40,8 @@ class ApiContext:
     streams: set[EventSubscription] = field(default_factory=set)
     lifecycle: LifecycleService | None = None
     # -- lifecycle components add their fields here --
+    operators: OperatorRegistry | None = None  # named tokens; None: only the serve token
+    tenants: TenantDirectory | None = None  # endpoint -> tenant; made on first use if None
     closing: bool = False
 
     def close_streams(self) -> None:

@@ -31,6 +31,7 @@ from lifecycle.api.parse import (
     parse_path,
 )
 from lifecycle.api.render import JsonObject, iso8601, node_to_json, nodes_to_json
+from lifecycle.api.scope import Scope, Scoped
 from lifecycle.api.views import (
     FORMAT_NAMES,
     format_name,
@@ -44,7 +45,7 @@ from lifecycle.api.views import (
 )
 from lwm2m.codec.link import Attributes, AttributeUpdate, LinkFormatError
 from lwm2m.model import Path, resource_definition
-from lwm2m.server import OperationResult
+from lwm2m.server import OperationResult, UnknownObservation
 
 health = APIRouter()
 router = APIRouter()
@@ -116,6 +117,17 @@ def _check(
     }
 
 
+async def _visible_device(ctx: ApiContext, scope: Scope, endpoint: str) -> None:
+    """404 ``unknown_endpoint`` unless the device is registered and in the caller's tenants.
+
+    Checked first thing in the route (after the request's own validation), so a device of
+    another tenant and a device that does not exist fail alike, whatever else is wrong with
+    the request."""
+    if ctx.server.registration(endpoint) is None:
+        raise unknown_endpoint(endpoint)
+    await scope.endpoint(endpoint)
+
+
 # -- health ---------------------------------------------------------------------------------------
 
 
@@ -155,10 +167,13 @@ async def get_health(ctx: Context) -> Health:
 @router.get("/devices", tags=["devices"], summary="List registered devices")
 async def list_devices(
     ctx: Context,
+    scope: Scoped,
     prefix: Annotated[str | None, Query(description="only endpoints starting with this")] = None,
 ) -> list[JsonObject]:
-    """Every current registration, ordered by endpoint name (a JSON list)."""
-    registrations = sorted(ctx.server.registrations(), key=lambda r: r.endpoint)
+    """Every current registration (of the caller's tenants), ordered by endpoint name."""
+    registrations = await scope.filter(
+        sorted(ctx.server.registrations(), key=lambda r: r.endpoint), lambda r: r.endpoint
+    )
     return [
         registration_json(r)
         for r in registrations
@@ -167,9 +182,10 @@ async def list_devices(
 
 
 @router.get("/devices/{endpoint}", tags=["devices"], summary="Show one device")
-async def show_device(ctx: Context, endpoint: str) -> JsonObject:
+async def show_device(ctx: Context, scope: Scoped, endpoint: str) -> JsonObject:
     """Registration, objects (with model names), last reported values, observations and the
     security mode (never the key)."""
+    await _visible_device(ctx, scope, endpoint)
     reg = ctx.server.registration(endpoint)
     if reg is None:
         raise unknown_endpoint(endpoint)
@@ -207,8 +223,11 @@ NodeBody = Annotated[
 
 
 @router.get("/devices/{endpoint}/data/{path:path}", tags=["operations"], summary="Read")
-async def read(ctx: Context, endpoint: str, path: PathParam, options: Options) -> JsonObject:
+async def read(
+    ctx: Context, scope: Scoped, endpoint: str, path: PathParam, options: Options
+) -> JsonObject:
     """Read an object, instance, resource or resource instance."""
+    await _visible_device(ctx, scope, endpoint)
     target = parse_path(path)
     result = await ctx.server.read(endpoint, target, **options.kwargs())
     body = _check(result, endpoint, "read", target)
@@ -252,9 +271,10 @@ async def _write(
 
 @router.put("/devices/{endpoint}/data/{path:path}", tags=["operations"], summary="Write (replace)")
 async def write(
-    ctx: Context, endpoint: str, path: PathParam, data: NodeBody, options: Options
+    ctx: Context, scope: Scoped, endpoint: str, path: PathParam, data: NodeBody, options: Options
 ) -> JsonObject:
     """Write (CoAP PUT): replace the node at the path with the body."""
+    await _visible_device(ctx, scope, endpoint)
     return await _write(ctx, endpoint, path, data, options, replace=True)
 
 
@@ -262,9 +282,10 @@ async def write(
     "/devices/{endpoint}/data/{path:path}", tags=["operations"], summary="Write (partial update)"
 )
 async def write_update(
-    ctx: Context, endpoint: str, path: PathParam, data: NodeBody, options: Options
+    ctx: Context, scope: Scoped, endpoint: str, path: PathParam, data: NodeBody, options: Options
 ) -> JsonObject:
     """Write (CoAP POST): update the resources given, keep the others."""
+    await _visible_device(ctx, scope, endpoint)
     return await _write(ctx, endpoint, path, data, options, replace=False)
 
 
@@ -290,9 +311,10 @@ CreateBody = Annotated[
     status_code=201,
 )
 async def create(
-    ctx: Context, endpoint: str, path: PathParam, data: CreateBody, options: Options
+    ctx: Context, scope: Scoped, endpoint: str, path: PathParam, data: CreateBody, options: Options
 ) -> JsonObject:
     """Create an object instance under an object path (``.../data/11``)."""
+    await _visible_device(ctx, scope, endpoint)
     target = parse_path(path)
     parsed = new_instance_from_json(data, target, ctx.model)
     instance = parsed[1] if isinstance(parsed, tuple) else parsed
@@ -303,8 +325,11 @@ async def create(
 
 
 @router.delete("/devices/{endpoint}/data/{path:path}", tags=["operations"], summary="Delete")
-async def delete(ctx: Context, endpoint: str, path: PathParam, options: Options) -> JsonObject:
+async def delete(
+    ctx: Context, scope: Scoped, endpoint: str, path: PathParam, options: Options
+) -> JsonObject:
     """Delete an object instance."""
+    await _visible_device(ctx, scope, endpoint)
     target = parse_path(path)
     result = await ctx.server.delete(endpoint, target, **options.kwargs(with_format=False))
     return _check(result, endpoint, "delete", target)
@@ -320,12 +345,14 @@ class ExecuteBody(BaseModel):
 @router.post("/devices/{endpoint}/execute/{path:path}", tags=["operations"], summary="Execute")
 async def execute(
     ctx: Context,
+    scope: Scoped,
     endpoint: str,
     path: PathParam,
     options: Options,
     data: Annotated[ExecuteBody | None, Body()] = None,
 ) -> JsonObject:
     """Execute a resource (reboot /3/0/4, firmware update /5/0/2, ...)."""
+    await _visible_device(ctx, scope, endpoint)
     target = parse_path(path)
     arguments = data.arguments if data is not None else None
     result = await ctx.server.execute(
@@ -335,8 +362,11 @@ async def execute(
 
 
 @router.get("/devices/{endpoint}/discover/{path:path}", tags=["operations"], summary="Discover")
-async def discover(ctx: Context, endpoint: str, path: PathParam, options: Options) -> JsonObject:
+async def discover(
+    ctx: Context, scope: Scoped, endpoint: str, path: PathParam, options: Options
+) -> JsonObject:
     """Discover: the resources under a path and their attributes."""
+    await _visible_device(ctx, scope, endpoint)
     target = parse_path(path)
     result = await ctx.server.discover(endpoint, target, **options.kwargs(with_format=False))
     body = _check(result, endpoint, "discover", target)
@@ -365,9 +395,15 @@ _WRITABLE_ATTRIBUTES = ("pmin", "pmax", "gt", "lt", "st", "epmin", "epmax")
     "/devices/{endpoint}/attributes/{path:path}", tags=["operations"], summary="Write-Attributes"
 )
 async def write_attributes(
-    ctx: Context, endpoint: str, path: PathParam, data: AttributesBody, options: Options
+    ctx: Context,
+    scope: Scoped,
+    endpoint: str,
+    path: PathParam,
+    data: AttributesBody,
+    options: Options,
 ) -> JsonObject:
     """Write-Attributes: set or unset the notification attributes of a path."""
+    await _visible_device(ctx, scope, endpoint)
     target = parse_path(path)
     for n, name in enumerate(data.unset):
         if name not in _WRITABLE_ATTRIBUTES:
@@ -393,8 +429,11 @@ async def write_attributes(
 
 
 @router.post("/devices/{endpoint}/observe/{path:path}", tags=["operations"], summary="Observe")
-async def observe(ctx: Context, endpoint: str, path: PathParam, options: Options) -> JsonObject:
+async def observe(
+    ctx: Context, scope: Scoped, endpoint: str, path: PathParam, options: Options
+) -> JsonObject:
     """Observe a path: the current content now, notifications on ``GET /events``."""
+    await _visible_device(ctx, scope, endpoint)
     target = parse_path(path)
     result = await ctx.server.observe(endpoint, target, **options.kwargs())
     body = _check(result, endpoint, "observe", target)
@@ -430,9 +469,10 @@ def _paths(raw: list[str]) -> list[Path]:
 
 @router.post("/devices/{endpoint}/composite/read", tags=["composite"], summary="Read-Composite")
 async def read_composite(
-    ctx: Context, endpoint: str, data: PathsBody, options: Options
+    ctx: Context, scope: Scoped, endpoint: str, data: PathsBody, options: Options
 ) -> JsonObject:
     """Read several paths in one request; paths the device lacks are left out."""
+    await _visible_device(ctx, scope, endpoint)
     paths = _paths(data.paths)
     result = await ctx.server.read_composite(endpoint, paths, **options.kwargs())
     body = _check(result, endpoint, "read-composite", None)
@@ -446,9 +486,10 @@ async def read_composite(
 
 @router.post("/devices/{endpoint}/composite/write", tags=["composite"], summary="Write-Composite")
 async def write_composite(
-    ctx: Context, endpoint: str, data: CompositeWriteBody, options: Options
+    ctx: Context, scope: Scoped, endpoint: str, data: CompositeWriteBody, options: Options
 ) -> JsonObject:
     """Write several paths atomically."""
+    await _visible_device(ctx, scope, endpoint)
     content = composite_from_json(data.content, ctx.model)
     result = await ctx.server.write_composite(endpoint, content, **options.kwargs())
     body = _check(result, endpoint, "write-composite", None)
@@ -460,9 +501,10 @@ async def write_composite(
     "/devices/{endpoint}/composite/observe", tags=["composite"], summary="Observe-Composite"
 )
 async def observe_composite(
-    ctx: Context, endpoint: str, data: PathsBody, options: Options
+    ctx: Context, scope: Scoped, endpoint: str, data: PathsBody, options: Options
 ) -> JsonObject:
     """Observe several paths as one observation."""
+    await _visible_device(ctx, scope, endpoint)
     paths = _paths(data.paths)
     result = await ctx.server.observe_composite(endpoint, paths, **options.kwargs())
     body = _check(result, endpoint, "observe-composite", None)
@@ -481,15 +523,18 @@ async def observe_composite(
 @router.get("/observations", tags=["observations"], summary="List active observations")
 async def list_observations(
     ctx: Context,
+    scope: Scoped,
     endpoint: Annotated[str | None, Query(description="only this device's")] = None,
 ) -> list[JsonObject]:
-    return [observation_json(o, ctx.model) for o in ctx.server.observations(endpoint)]
+    found = await scope.filter(ctx.server.observations(endpoint), lambda o: o.endpoint)
+    return [observation_json(o, ctx.model) for o in found]
 
 
 @router.get(
     "/devices/{endpoint}/observations", tags=["observations"], summary="A device's observations"
 )
-async def device_observations(ctx: Context, endpoint: str) -> list[JsonObject]:
+async def device_observations(ctx: Context, scope: Scoped, endpoint: str) -> list[JsonObject]:
+    await _visible_device(ctx, scope, endpoint)
     if ctx.server.registration(endpoint) is None:
         raise unknown_endpoint(endpoint)
     return [observation_json(o, ctx.model) for o in ctx.server.observations(endpoint)]
@@ -500,6 +545,7 @@ async def device_observations(ctx: Context, endpoint: str) -> list[JsonObject]:
 )
 async def cancel_observation(
     ctx: Context,
+    scope: Scoped,
     observation_id: str,
     active: Annotated[
         bool,
@@ -510,6 +556,8 @@ async def cancel_observation(
     known = {o.observation_id: o for o in ctx.server.observations()}
     info = known.get(observation_id)
     endpoint = info.endpoint if info is not None else ""
+    if info is not None and not await scope.sees(endpoint):
+        raise UnknownObservation(observation_id)
     result = await ctx.server.cancel_observation(observation_id, active=active, timeout=timeout)
     body = _check(result, endpoint, "cancel-observation", None)
     body["observation_id"] = observation_id
@@ -517,14 +565,20 @@ async def cancel_observation(
 
 
 @router.get("/devices/{endpoint}/queue", tags=["queue"], summary="Queued requests of a device")
-async def queued_requests(ctx: Context, endpoint: str) -> list[JsonObject]:
+async def queued_requests(ctx: Context, scope: Scoped, endpoint: str) -> list[JsonObject]:
     """Requests waiting for (or recently delivered to) a sleeping queue-mode device."""
+    if not await scope.sees(endpoint):
+        return []  # what an unknown endpoint answers: nothing queued
     return [queued_request_json(r) for r in await ctx.server.queued_requests(endpoint)]
 
 
 @router.delete("/queue/{request_id}", tags=["queue"], summary="Cancel a queued request")
-async def cancel_queued(ctx: Context, request_id: int) -> JsonObject:
-    if not await ctx.server.cancel_queued(request_id):
+async def cancel_queued(ctx: Context, scope: Scoped, request_id: int) -> JsonObject:
+    hidden = False
+    if not scope.principal.all_tenants:
+        queued = await ctx.store.read(lambda tx: ctx.store.queue.get(tx, request_id))
+        hidden = queued is not None and not await scope.sees(queued.endpoint)
+    if hidden or not await ctx.server.cancel_queued(request_id):
         raise ApiError(
             404,
             "not_found",

@@ -20,11 +20,12 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from lifecycle.api.auth import context_of
+from lifecycle.api.auth import Role, context_of, needs
 from lifecycle.api.context import ApiContext
 from lifecycle.api.errors import ApiError
 from lifecycle.api.parse import InputError
 from lifecycle.api.render import JsonObject
+from lifecycle.api.scope import Scoped
 from lifecycle.api.views import security_json
 from lwm2m.store import EndpointSecurity, PskCredential, X509Credential
 
@@ -113,6 +114,7 @@ def _x509(body: SecurityBody) -> X509Credential | None:
 @router.get("/security", tags=["security"], summary="List endpoint security records")
 async def list_security(
     ctx: Context,
+    scope: Scoped,
     after: Annotated[str | None, Query(description="page after this endpoint name")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
 ) -> JsonObject:
@@ -120,23 +122,33 @@ async def list_security(
     page = await ctx.store.read(
         lambda tx: ctx.store.security.list_page(tx, after=after, limit=limit)
     )
-    return {"items": [security_json(s) for s in page.items], "next_after": page.next_after}
+    items = await scope.filter(page.items, lambda s: s.endpoint)
+    return {"items": [security_json(s) for s in items], "next_after": page.next_after}
 
 
 @router.get("/security/{endpoint}", tags=["security"], summary="Show an endpoint's security")
-async def get_security(ctx: Context, endpoint: str) -> JsonObject:
+async def get_security(ctx: Context, scope: Scoped, endpoint: str) -> JsonObject:
+    await scope.endpoint(endpoint, missing=_no_record)
     found = await ctx.store.read(lambda tx: ctx.store.security.get(tx, endpoint))
     if found is None:
         raise _no_record(endpoint)
     return security_json(found)
 
 
-@router.put("/security/{endpoint}", tags=["security"], summary="Set an endpoint's security")
-async def set_security(ctx: Context, endpoint: str, body: SecurityBody) -> JsonObject:
+@router.put(
+    "/security/{endpoint}",
+    tags=["security"],
+    summary="Set an endpoint's security",
+    openapi_extra=needs(Role.ADMIN),
+)
+async def set_security(
+    ctx: Context, scope: Scoped, endpoint: str, body: SecurityBody
+) -> JsonObject:
     """Replace the endpoint's credentials. A device already registered keeps its registration
     until it registers again; the new credentials apply from its next DTLS handshake."""
     if not endpoint.strip():
         raise InputError("endpoint", "the endpoint name must not be empty")
+    await scope.endpoint(endpoint, missing=_not_in_tenants)
     psk = _psk(body)
     cert = _x509(body)
     if psk is None and cert is None and not body.allow_nosec:
@@ -156,9 +168,15 @@ async def set_security(ctx: Context, endpoint: str, body: SecurityBody) -> JsonO
     return {**security_json(stored), "replaced": previous is not None}
 
 
-@router.delete("/security/{endpoint}", tags=["security"], summary="Remove an endpoint's security")
-async def remove_security(ctx: Context, endpoint: str) -> JsonObject:
+@router.delete(
+    "/security/{endpoint}",
+    tags=["security"],
+    summary="Remove an endpoint's security",
+    openapi_extra=needs(Role.ADMIN),
+)
+async def remove_security(ctx: Context, scope: Scoped, endpoint: str) -> JsonObject:
     """Delete the record: the endpoint then registers as the server's default allows."""
+    await scope.endpoint(endpoint, missing=_no_record)
     found = await ctx.store.read(lambda tx: ctx.store.security.get(tx, endpoint))
     if found is None:
         raise _no_record(endpoint)
@@ -172,5 +190,18 @@ def _no_record(endpoint: str) -> ApiError:
         "not_found",
         f"endpoint {endpoint!r} has no security record; set one with PUT /security/{endpoint} "
         "(`fleetloop security set`)",
+        endpoint=endpoint,
+    )
+
+
+def _not_in_tenants(endpoint: str) -> ApiError:
+    """A tenant-scoped token setting credentials for a device that is not one of its tenants'
+    -- unknown or another tenant's, the answer is the same."""
+    return ApiError(
+        404,
+        "unknown_endpoint",
+        f"device {endpoint!r} is not a device of this token's tenants; import its factory "
+        "identity with a tenant first (`fleetloop identities import`), or use an all-tenant "
+        "token",
         endpoint=endpoint,
     )

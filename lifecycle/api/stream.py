@@ -31,6 +31,7 @@ from fastapi.responses import StreamingResponse
 from lifecycle.api.auth import context_of
 from lifecycle.api.context import ApiContext
 from lifecycle.api.parse import InputError
+from lifecycle.api.scope import Scope, Scoped
 from lifecycle.api.views import EVENT_TYPES, event_json, event_type
 from lwm2m.server import EventSubscription, Notification, ObservationEnded
 
@@ -48,6 +49,7 @@ def sse(event: str, data: Any, event_id: int | None = None) -> bytes:
 
 async def _messages(
     ctx: ApiContext,
+    scope: Scope,
     subscription: EventSubscription,
     endpoints: frozenset[str],
     types: frozenset[str],
@@ -72,6 +74,10 @@ async def _messages(
                 yield sse("dropped", {"type": "dropped", "count": lost})
             if endpoints and event.endpoint not in endpoints:
                 continue
+            if not scope.principal.all_tenants and (
+                event.endpoint is None or not await scope.sees(event.endpoint)
+            ):
+                continue  # another tenant's device (or a refusal naming no device)
             name = event_type(event)
             if types and name not in types:
                 continue
@@ -96,6 +102,7 @@ async def _messages(
 )
 async def events(
     ctx: Context,
+    scope: Scoped,
     endpoint: Annotated[
         list[str] | None, Query(description="only these devices (repeat the parameter)")
     ] = None,
@@ -125,7 +132,13 @@ async def events(
     }
     return StreamingResponse(
         _messages(
-            ctx, subscription, frozenset(endpoint or ()), frozenset(wanted), observation, filters
+            ctx,
+            scope,
+            subscription,
+            frozenset(endpoint or ()),
+            frozenset(wanted),
+            observation,
+            filters,
         ),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
