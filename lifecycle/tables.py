@@ -64,7 +64,6 @@ class DeviceRow(LifecycleModel, table=True):
     imei: str | None = None
     eid: str | None = None
     iccids: str = Field(default="[]", sa_type=Text)  # JSON list
-    labels: str = Field(default="{}", sa_type=Text)  # JSON object label -> value ("" for flags)
     stage: str = "manufactured"
     stage_history: str = Field(default="[]", sa_type=Text)  # JSON [[stage, at], ...]
     model: str | None = None
@@ -80,7 +79,8 @@ class DeviceRow(LifecycleModel, table=True):
 
 
 class DeviceLabelRow(LifecycleModel, table=True):
-    """One label of one device, so ``label:pilot`` and ``label:batch=7`` are index lookups."""
+    """One label of one device (``value`` is ``""`` for a flag label). The only place labels
+    live, so ``label:pilot`` is an index lookup and a bulk relabel is set-based."""
 
     __tablename__ = "lc_device_label"
     __table_args__ = (Index("ix_lc_device_label_name", "name", "value"),)
