@@ -1,20 +1,19 @@
-"""The bootstrap audit trail: append-only, hash-chained, verifiable.
+"""The bootstrap layer's view of the one audit log (:mod:`lwm2m.store.audit`).
 
-Every change an operator makes (import, revoke, policy versions, re-bootstrap) and every
-security-relevant event of the protocol (a refused bootstrap, credentials provisioned) is one
-:class:`AuditRecord`. Record ``n`` stores ``hash_n = SHA-256(hash_{n-1} || canonical(record_n))``,
-so changing or deleting any record breaks every hash after it: :func:`verify_chain` finds the
-first broken link. This makes tampering *evident*, not impossible -- someone with write access
-to the database can rewrite the whole chain; export :attr:`AuditRecord.hash` of the head
-somewhere else (a ticket, a log) to pin it.
+Bootstrap used to keep its own hash-chained trail (table ``bs_audit``). There is now one log
+for the whole system, in the store layer, Merkle-tree verified and checkpoint-signed; this
+module keeps the old surface (``append``, ``list``, ``head``, ``verify``) as a thin adapter so
+the rest of the layer writes the one log unchanged, and adds what bootstrap knows that the
+store does not: which records are about a device (``identity.*`` and ``bootstrap.*`` actions
+name an endpoint as their subject) and that device's tenant (so tenant-scoped operators see
+them), and an outcome for refusals and failures.
+
+:func:`migrate_legacy_chain` moves a v1 database's ``bs_audit`` rows into the one log
+(``bootstrap.repository.create_schema`` runs it); :func:`record_hash` / :func:`verify_chain`
+remain to check the old chain once, during that migration.
 
 Secrets never enter a record: details carry PSK identities and key *fingerprints*
 (:func:`key_fingerprint`), never keys.
-
-Appends are serialised across processes: SQLite's write lock does it (the store begins write
-transactions IMMEDIATE); on PostgreSQL the append takes a transaction-scoped advisory lock
-before reading the chain head. ``seq`` is the primary key, so even a racing append that
-slipped past would fail instead of forking the chain.
 """
 
 from __future__ import annotations
@@ -25,21 +24,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, select, text
+from sqlalchemy import select
 
-from bootstrap.tables import AUDIT
-from lwm2m.store import Tx
+from bootstrap.tables import IDENTITY, LEGACY_AUDIT
+from lwm2m.store import AuditLog, AuditRecord, Tx
+from lwm2m.store.audit import canonical_json
 
 GENESIS = "0" * 64
-_LOCK_KEY = 0x6273_6175_6469  # "bsaudi": pg_advisory_xact_lock key of the audit chain
-_A = AUDIT.c
+MIGRATION_ACTION = "audit.migrate"
+_DEVICE_ACTION_PREFIXES = ("identity.", "bootstrap.")
+_OUTCOMES = {"bootstrap.refused": "refused", "bootstrap.failed": "failed"}
 
 JsonValue = Any
-
-
-def canonical_json(value: JsonValue) -> str:
-    """The one serialisation hashed: sorted keys, no whitespace, ASCII only."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 def key_fingerprint(key: bytes) -> str:
@@ -48,29 +44,88 @@ def key_fingerprint(key: bytes) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class AuditRecord:
-    """One audit entry. ``detail`` is JSON data (no secrets)."""
+class ChainVerdict:
+    """The old verdict shape, now over the one log: ``head`` is the Merkle root (hex) and
+    ``broken_at`` the first failing record (or checkpoint tree size) with the reason."""
 
-    seq: int
-    at: float
-    actor: str
-    action: str
-    subject: str
-    detail: Mapping[str, JsonValue]
-    prev_hash: str
-    hash: str
+    ok: bool
+    records: int
+    head: str
+    broken_at: int | None = None
+    reason: str = ""
 
-    def as_dict(self) -> dict[str, JsonValue]:
-        return {
-            "seq": self.seq,
-            "at": self.at,
-            "actor": self.actor,
-            "action": self.action,
-            "subject": self.subject,
-            "detail": dict(self.detail),
-            "prev_hash": self.prev_hash,
-            "hash": self.hash,
-        }
+
+class AuditRepository:
+    """Appends and reads bootstrap's records of the one audit log inside a store transaction."""
+
+    def __init__(self, log: AuditLog | None = None) -> None:
+        self._log = log or AuditLog()
+
+    def append(
+        self,
+        tx: Tx,
+        *,
+        actor: str,
+        action: str,
+        subject: str,
+        detail: Mapping[str, JsonValue] | None = None,
+        now: float,
+        token_id: str | None = None,
+        endpoints: Sequence[str] | None = None,
+        tenant: str | None = None,
+        outcome: str | None = None,
+    ) -> AuditRecord:
+        """Append one record; a device's endpoint and tenant are filled in when the action is
+        about a device and the caller did not say."""
+        if endpoints is None:
+            endpoints = [subject] if action.startswith(_DEVICE_ACTION_PREFIXES) else []
+        if tenant is None and len(endpoints) == 1:
+            tenant = tx.execute(
+                select(IDENTITY.c.tenant).where(IDENTITY.c.endpoint == endpoints[0])
+            ).scalar_one_or_none()
+        return self._log.append(
+            tx,
+            actor=actor,
+            action=action,
+            subject=subject,
+            now=now,
+            token_id=token_id,
+            tenant=tenant,
+            endpoints=endpoints,
+            detail=detail,
+            outcome=outcome or _OUTCOMES.get(action, "ok"),
+        )
+
+    def list(
+        self,
+        tx: Tx,
+        *,
+        subject: str | None = None,
+        action_prefix: str | None = None,
+        after: int | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        """Records in log order, optionally for one subject / action family."""
+        return self._log.list(
+            tx, subject=subject, action_prefix=action_prefix, after=after, limit=limit
+        )
+
+    def head(self, tx: Tx) -> AuditRecord | None:
+        return self._log.head(tx)
+
+    def verify(self, tx: Tx) -> ChainVerdict:
+        """Verify the whole log against its stored checkpoints (:meth:`AuditLog.verify`)."""
+        verdict = self._log.verify(tx)
+        return ChainVerdict(
+            verdict.ok,
+            verdict.records,
+            verdict.root_hash,
+            verdict.seq if verdict.seq is not None else verdict.checkpoint,
+            verdict.reason,
+        )
+
+
+# -- the legacy chain, for the one-time migration -------------------------------------------------
 
 
 def record_hash(
@@ -82,10 +137,7 @@ def record_hash(
     subject: str,
     detail: Mapping[str, JsonValue],
 ) -> str:
-    """``SHA-256(prev_hash || "\\n" || canonical JSON of the record's fields)`` as hex.
-
-    ``at`` is hashed as its ``repr`` so the exact float (not a rounded rendering) counts.
-    """
+    """The v1 chain's ``SHA-256(prev_hash || "\\n" || canonical JSON of the record)``."""
     body = canonical_json(
         {
             "seq": seq,
@@ -100,30 +152,30 @@ def record_hash(
 
 
 @dataclass(frozen=True, slots=True)
-class ChainVerdict:
-    """Result of :func:`verify_chain`: ``ok``, how many records were checked, and the first
-    record whose hash or link does not verify (``broken_at``) with the reason."""
+class LegacyRecord:
+    """One ``bs_audit`` row."""
 
-    ok: bool
-    records: int
-    head: str
-    broken_at: int | None = None
-    reason: str = ""
+    seq: int
+    at: float
+    actor: str
+    action: str
+    subject: str
+    detail: Mapping[str, JsonValue]
+    prev_hash: str
+    hash: str
 
 
-def verify_chain(records: Sequence[AuditRecord], start_hash: str = GENESIS) -> ChainVerdict:
-    """Check links and hashes of consecutive records (pure; the repository feeds it)."""
+def verify_chain(records: Sequence[LegacyRecord], start_hash: str = GENESIS) -> ChainVerdict:
+    """Check links and hashes of consecutive v1 chain records (pure)."""
     previous = start_hash
-    expected_seq = records[0].seq if records else 1
+    expected = records[0].seq if records else 1
     for record in records:
-        if record.seq != expected_seq:
+        if record.seq != expected:
             return ChainVerdict(
-                False, expected_seq - 1, previous, record.seq, f"record {expected_seq} is missing"
+                False, expected - 1, previous, record.seq, f"record {expected} is missing"
             )
         if record.prev_hash != previous:
-            return ChainVerdict(
-                False, record.seq - 1, previous, record.seq, "prev_hash does not match"
-            )
+            return ChainVerdict(False, record.seq - 1, previous, record.seq, "prev_hash differs")
         computed = record_hash(
             record.prev_hash,
             record.seq,
@@ -138,108 +190,60 @@ def verify_chain(records: Sequence[AuditRecord], start_hash: str = GENESIS) -> C
                 False, record.seq - 1, previous, record.seq, "record content was changed"
             )
         previous = record.hash
-        expected_seq += 1
+        expected += 1
     return ChainVerdict(True, len(records), previous)
 
 
-def _from_row(row: Row[Any]) -> AuditRecord:
-    m = row._mapping
-    return AuditRecord(
-        seq=int(m["seq"]),
-        at=float(m["at"]),
-        actor=m["actor"],
-        action=m["action"],
-        subject=m["subject"],
-        detail=json.loads(m["detail"]),
-        prev_hash=m["prev_hash"],
-        hash=m["hash"],
-    )
+def migrate_legacy_chain(tx: Tx, log: AuditLog, *, now: float) -> int:
+    """Copy every ``bs_audit`` row into the one log, in order and unchanged, then record the
+    migration (with whether the old chain verified and its head). Returns the rows copied.
 
-
-class AuditRepository:
-    """Appends and reads audit records inside a store transaction."""
-
-    def append(
-        self,
-        tx: Tx,
-        *,
-        actor: str,
-        action: str,
-        subject: str,
-        detail: Mapping[str, JsonValue] | None = None,
-        now: float,
-    ) -> AuditRecord:
-        """Append one record at the head of the chain (see the module docstring)."""
-        clean = json.loads(canonical_json(dict(detail or {})))  # JSON-only, stable
-        if tx.dialect == "postgresql":
-            tx.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
-        head = tx.execute(select(_A.seq, _A.hash).order_by(_A.seq.desc()).limit(1)).first()
-        seq, prev = 1, GENESIS
-        if head is not None:
-            seq, prev = int(head._mapping["seq"]) + 1, str(head._mapping["hash"])
-        digest = record_hash(prev, seq, now, actor, action, subject, clean)
-        tx.execute(
-            AUDIT.insert(),
-            {
-                "seq": seq,
-                "at": now,
-                "actor": actor,
-                "action": action,
-                "subject": subject,
-                "detail": canonical_json(clean),
-                "prev_hash": prev,
-                "hash": digest,
-            },
+    The caller drops ``bs_audit`` afterwards, in the same transaction. In a database whose
+    one log is still empty (the normal upgrade), each record keeps its ``seq``.
+    """
+    rows = tx.execute(select(LEGACY_AUDIT).order_by(LEGACY_AUDIT.c.seq)).all()
+    legacy = [
+        LegacyRecord(
+            seq=int(r._mapping["seq"]),
+            at=float(r._mapping["at"]),
+            actor=r._mapping["actor"],
+            action=r._mapping["action"],
+            subject=r._mapping["subject"],
+            detail=json.loads(r._mapping["detail"]),
+            prev_hash=r._mapping["prev_hash"],
+            hash=r._mapping["hash"],
         )
-        return AuditRecord(seq, now, actor, action, subject, clean, prev, digest)
-
-    def list(
-        self,
-        tx: Tx,
-        *,
-        subject: str | None = None,
-        action_prefix: str | None = None,
-        after: int | None = None,
-        limit: int = 100,
-    ) -> list[AuditRecord]:
-        """Records in chain order, optionally for one subject / action family."""
-        query = select(AUDIT).order_by(_A.seq).limit(limit)
-        if subject is not None:
-            query = query.where(_A.subject == subject)
-        if action_prefix is not None:
-            query = query.where(_A.action.startswith(action_prefix))
-        if after is not None:
-            query = query.where(_A.seq > after)
-        return [_from_row(r) for r in tx.execute(query)]
-
-    def head(self, tx: Tx) -> AuditRecord | None:
-        row = tx.execute(select(AUDIT).order_by(_A.seq.desc()).limit(1)).first()
-        return _from_row(row) if row is not None else None
-
-    def verify(self, tx: Tx, *, page: int = 5000) -> ChainVerdict:
-        """Walk the whole chain in pages and verify it (:func:`verify_chain`)."""
-        previous, after, checked = GENESIS, 0, 0
-        while True:
-            rows = [
-                _from_row(r)
-                for r in tx.execute(
-                    select(AUDIT).where(_A.seq > after).order_by(_A.seq).limit(page)
-                )
-            ]
-            if not rows:
-                return ChainVerdict(True, checked, previous)
-            if checked == 0 and rows[0].seq != 1:
-                return ChainVerdict(False, 0, GENESIS, 1, "record 1 is missing")
-            verdict = verify_chain(rows, previous)
-            if not verdict.ok:
-                return ChainVerdict(
-                    False,
-                    checked + verdict.records,
-                    verdict.head,
-                    verdict.broken_at,
-                    verdict.reason,
-                )
-            previous, after, checked = verdict.head, rows[-1].seq, checked + len(rows)
+        for r in rows
+    ]
+    adapter = AuditRepository(log)
+    first_seq = None
+    for record in legacy:
+        appended = adapter.append(
+            tx,
+            actor=record.actor,
+            action=record.action,
+            subject=record.subject,
+            detail=record.detail,
+            now=record.at,
+        )
+        first_seq = appended.seq if first_seq is None else first_seq
+    chain = verify_chain(legacy)
+    log.append(
+        tx,
+        actor="fleetloop",
+        action=MIGRATION_ACTION,
+        subject="bs_audit",
+        now=now,
+        detail={
+            "records": len(legacy),
+            "first_seq": first_seq,
+            "legacy_head": chain.head if legacy else GENESIS,
+            "legacy_chain_intact": chain.ok,
+            "legacy_chain_problem": chain.reason or None,
+        },
+        outcome="ok" if chain.ok else "legacy-chain-broken",
+    )
+    return len(legacy)
 
 
 __all__ = [
@@ -247,8 +251,9 @@ __all__ = [
     "AuditRecord",
     "AuditRepository",
     "ChainVerdict",
-    "canonical_json",
+    "LegacyRecord",
     "key_fingerprint",
+    "migrate_legacy_chain",
     "record_hash",
     "verify_chain",
 ]

@@ -19,8 +19,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import Row, delete, func, or_, select, text
+from sqlalchemy import Row, delete, func, inspect, or_, select, text
 
+from bootstrap.audit import migrate_legacy_chain
 from bootstrap.ca import IssuedCertificate, Revocation
 from bootstrap.errors import IdentityConflict, UnknownIdentity, UnknownPolicy
 from bootstrap.identities import (
@@ -34,6 +35,7 @@ from bootstrap.state import BootstrapState, Phase
 from bootstrap.tables import (
     CERTIFICATE,
     IDENTITY,
+    LEGACY_AUDIT,
     METADATA,
     POLICY,
     SCHEMA_COMPONENT,
@@ -51,7 +53,12 @@ _LOCK_KEY = 0x6273_7363_6865  # pg_advisory_xact_lock key: concurrent create_sch
 
 
 def create_schema(store: Store, now: float | None = None) -> None:
-    """Create the bootstrap tables (idempotent); raise if the database has a newer layout."""
+    """Create the bootstrap tables (idempotent) and upgrade an older layout in place.
+
+    v1 -> v2 moves the ``bs_audit`` chain into the store's one audit log (order and content
+    kept, then a record of the migration) and drops ``bs_audit``, in one transaction: a
+    failed migration leaves the v1 database as it was. Run after ``Store.create_schema``.
+    """
     stamp = time.time() if now is None else now
     v = SCHEMA_VERSION_TABLE.c
     with store.transaction() as tx:
@@ -65,6 +72,15 @@ def create_schema(store: Store, now: float | None = None) -> None:
             tx.execute(
                 SCHEMA_VERSION_TABLE.insert(),
                 {"component": SCHEMA_COMPONENT, "version": SCHEMA_VERSION, "updated_at": stamp},
+            )
+        elif found == 1 and SCHEMA_VERSION == 2:
+            if inspect(tx._conn).has_table(LEGACY_AUDIT.name):
+                migrate_legacy_chain(tx, store.audit, now=stamp)
+                LEGACY_AUDIT.drop(tx._conn)
+            tx.execute(
+                SCHEMA_VERSION_TABLE.update()
+                .where(v.component == SCHEMA_COMPONENT)
+                .values(version=SCHEMA_VERSION, updated_at=stamp)
             )
         elif found != SCHEMA_VERSION:
             raise SchemaMismatch(

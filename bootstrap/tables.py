@@ -14,13 +14,26 @@ from __future__ import annotations
 
 from typing import cast
 
-from sqlalchemy import BigInteger, Double, Index, Integer, LargeBinary, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Double,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
 from sqlalchemy.orm import registry
-from sqlmodel import Column, Field, SQLModel
+from sqlmodel import Field, SQLModel
 
 SCHEMA_COMPONENT = "bootstrap"
-SCHEMA_VERSION = 1
-"""Bump on every schema change of these tables and add the migration to ``create_schema``."""
+SCHEMA_VERSION = 2
+"""Bump on every schema change of these tables and add the migration to ``create_schema``.
+
+v2: ``bs_audit`` moved into the store's one audit log (``audit_log``)."""
 
 _BIGINT = BigInteger().with_variant(Integer, "sqlite")
 
@@ -116,20 +129,23 @@ class StateRow(BootstrapModel, table=True):
     rebootstrap_requested_at: float | None = Field(default=None, sa_type=Double)
 
 
-class AuditRow(BootstrapModel, table=True):
-    """Append-only audit trail; each record carries the SHA-256 of the previous one."""
-
-    __tablename__ = "bs_audit"
-    __table_args__ = (Index("ix_bs_audit_subject", "subject", "seq"),)
-
-    seq: int = Field(sa_column=Column(_BIGINT, primary_key=True, autoincrement=False))
-    at: float = Field(sa_type=Double)
-    actor: str
-    action: str
-    subject: str
-    detail: str = Field(sa_type=Text)  # canonical JSON
-    prev_hash: str
-    hash: str = Field(unique=True)
+# v1 kept its own hash-chained audit trail here; v2 moved it into the one audit log of the
+# store (``lwm2m.store.audit``). The table is described -- on metadata of its own, so
+# ``create_all`` never creates it again -- only for the migration to read and drop it.
+_LEGACY = MetaData()
+LEGACY_AUDIT = Table(
+    "bs_audit",
+    _LEGACY,
+    Column("seq", _BIGINT, primary_key=True, autoincrement=False),
+    Column("at", Double, nullable=False),
+    Column("actor", String, nullable=False),
+    Column("action", String, nullable=False),
+    Column("subject", String, nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("prev_hash", String, nullable=False),
+    Column("hash", String, nullable=False, unique=True),
+    Index("ix_bs_audit_subject", "subject", "seq"),
+)
 
 
 def _table(model: type[BootstrapModel]) -> Table:
@@ -141,12 +157,11 @@ IDENTITY = _table(IdentityRow)
 CERTIFICATE = _table(CertificateRow)
 POLICY = _table(PolicyRow)
 STATE = _table(StateRow)
-AUDIT = _table(AuditRow)
 
 __all__ = [
-    "AUDIT",
     "CERTIFICATE",
     "IDENTITY",
+    "LEGACY_AUDIT",
     "METADATA",
     "POLICY",
     "SCHEMA_COMPONENT",
