@@ -51,9 +51,12 @@ from cli.settings import Listen, ServeSettings
 from lifecycle.api import ApiContext, create_app
 from lifecycle.api.bootstrap_routes import BootstrapApi
 from lifecycle.api.render import iso8601
+from lifecycle.inventory_events import InventoryService
 from lifecycle.operators import OperatorRegistry
 from lifecycle.schema import create_schema as create_lifecycle_schema
 from lifecycle.service import LifecycleService
+from lifecycle.state.component import StateComponent
+from lifecycle.state.component import config_from_env as state_config_from_env
 from lwm2m.server import LwM2MServer, ServerConfig
 from lwm2m.store import Store
 from lwm2m.transport import ConfigurationError, X509Credentials
@@ -208,6 +211,7 @@ class Service:
         self.info: ApiInfo | None = None
         self.bootstrap: BootstrapApi | None = None
         self.lifecycle: LifecycleService | None = None
+        self.state: StateComponent | None = None
 
     async def start(self) -> ApiInfo:
         settings = self.settings
@@ -264,6 +268,14 @@ class Service:
         await asyncio.to_thread(create_lifecycle_schema, self.store)
         self.lifecycle = LifecycleService(self.server)
         # -- lifecycle components register their event handlers here --
+        inventory = InventoryService(self.store)  # first: later handlers see the record
+        inventory.attach(self.lifecycle)
+        try:
+            self.state = StateComponent(self.server, self.store, state_config_from_env())
+        except ValueError as err:
+            raise ServeError(f"invalid reconciler setting: {err}") from None
+        self.state.install(self.lifecycle)
+        self.state.start()
         operators = OperatorRegistry(self.store)
         self.lifecycle.start()
         sock = bind_api_socket(settings.api)
@@ -272,6 +284,8 @@ class Service:
         self.context = ApiContext(
             self.server, self.store, loaded, token, lifecycle=self.lifecycle, operators=operators
         )
+        self.context.state = self.state
+        self.context.inventory = inventory
         app = create_app(self.context)
         app.state.bootstrap = self.bootstrap
         config_uv = uvicorn.Config(
@@ -333,6 +347,8 @@ class Service:
                     await self.api_task
         if self.lifecycle is not None:
             await self.lifecycle.stop()
+        if self.state is not None:
+            await self.state.stop()
         if self.bootstrap is not None and self.bootstrap.server is not None:
             try:
                 await self.bootstrap.server.stop()

@@ -23,7 +23,9 @@ from lifecycle.api.auth import current_principal
 from lifecycle.api.bootstrap_routes import TAGS as BOOTSTRAP_TAGS
 from lifecycle.api.context import ApiContext
 from lifecycle.api.errors import ApiError, unknown_endpoint
+from lifecycle.api.inventory_routes import TAGS as INVENTORY_TAGS
 from lifecycle.api.parse import InputError
+from lifecycle.api.state_routes import TAGS as STATE_TAGS
 from lifecycle.api.token_routes import TAGS as TOKEN_TAGS
 from lwm2m.server import InvalidRequest, ServerError, UnknownEndpoint, UnknownObservation
 from lwm2m.store import Conflict, NotFound, StoreError, StoreOverloaded, StoreUnavailable
@@ -40,7 +42,9 @@ TAGS = [
     {"name": "security", "description": "Per-endpoint DTLS credentials and NoSec grants."},
     {"name": "events", "description": "Server-sent events: registrations, notifications."},
     *BOOTSTRAP_TAGS,
+    *INVENTORY_TAGS,
     *TOKEN_TAGS,
+    *STATE_TAGS,
 ]
 
 
@@ -150,7 +154,14 @@ def _install_handlers(app: FastAPI) -> None:
 
 def create_app(context: ApiContext) -> FastAPI:
     """The management API over ``context`` (its server, store, model and token)."""
-    from lifecycle.api import bootstrap_routes, routes, security_routes, stream, token_routes
+    from lifecycle.api import (
+        bootstrap_routes,
+        routes,
+        security_routes,
+        state_routes,
+        stream,
+        token_routes,
+    )
 
     app = FastAPI(
         title="fleetloop management API",
@@ -168,13 +179,17 @@ def create_app(context: ApiContext) -> FastAPI:
     )
     app.state.context = context
     _install_handlers(app)
+    from lifecycle.api import inventory_routes
+
     app.include_router(routes.health)
     protected = [Depends(current_principal)]
     app.include_router(routes.router, dependencies=protected)
     app.include_router(security_routes.router, dependencies=protected)
     app.include_router(stream.router, dependencies=protected)
     app.include_router(bootstrap_routes.router, dependencies=protected)
+    app.include_router(inventory_routes.router, dependencies=protected)
     app.include_router(token_routes.router, dependencies=protected)
+    app.include_router(state_routes.router, dependencies=protected)
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=protected)
     async def openapi() -> JSONResponse:

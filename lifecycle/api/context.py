@@ -11,8 +11,11 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 
+from lifecycle.audit_events import AuditComponent
+from lifecycle.inventory_events import InventoryService
 from lifecycle.operators import OperatorRegistry
 from lifecycle.service import LifecycleService
+from lifecycle.state.component import StateComponent
 from lifecycle.tenancy import TenantDirectory
 from lwm2m.model import ObjectModel
 from lwm2m.server import EventSubscription, LwM2MServer
@@ -40,8 +43,11 @@ class ApiContext:
     streams: set[EventSubscription] = field(default_factory=set)
     lifecycle: LifecycleService | None = None
     # -- lifecycle components add their fields here --
+    inventory: InventoryService | None = None  # device records, selectors, groups
+    state: StateComponent | None = None  # desired vs reported state, the reconciler
     operators: OperatorRegistry | None = None  # named tokens; None: only the serve token
     tenants: TenantDirectory | None = None  # endpoint -> tenant; made on first use if None
+    audit: AuditComponent | None = None  # checkpoint signing, refusal aggregation
     closing: bool = False
 
     def close_streams(self) -> None:

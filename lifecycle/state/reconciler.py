@@ -1,0 +1,715 @@
+"""The reconciler: drives enforced dimensions of devices that are not in a campaign to their
+desired value, one device at a time per worker, event-driven, rate-limited, queue-mode aware.
+
+Shape:
+
+* :class:`WorkQueue` (sans-IO, time passed in): one entry per endpoint however often it is
+  pushed (kinds merge: ``observe``, ``reconcile``), FIFO, optional not-before times for
+  backoff; an endpoint being worked on is never handed out twice -- a push meanwhile is kept
+  and re-queued when the worker finishes. Sleeping devices are *parked* and re-queued by
+  :meth:`WorkQueue.wake` when the device shows it is awake (its Registered / Updated event or
+  a notification), so no worker ever waits for a sleeper.
+* :class:`TokenBucket` (sans-IO): device-changes started per second (``rate``, ``burst``);
+  workers (``concurrency``) cap how many devices are worked on at once.
+* :class:`Reconciler`: the asyncio shell. A pass over one device reads its desired state,
+  skips what is applied, failed, report-only or excluded (``excluded(endpoint, dimension)``:
+  the campaigns hook), and runs the step :func:`~lifecycle.state.dimensions.plan` names for
+  each remaining dimension in :data:`~lifecycle.state.dimensions.ORDER`; then it reads the
+  changed values back and records them (verified: the generation rule stamps
+  ``observed_generation``) together with one audit record of the pass.
+
+Failures: a timeout, an unreachable device or a 5.03 is transient -- the pass is retried with
+exponential backoff up to ``max_attempts``, then the dimension is marked failed ("gave up");
+a 4.xx answer or a device result such as Apply Result 3 (invalid bundle) is permanent for
+that generation: the dimension is marked failed at once, with the reason, and never retried
+until an operator sets a new value (no retry storm). A device that de-registers mid-pass is
+dropped; its next registration brings it back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from lifecycle.state.dimensions import (
+    APPLICABLE,
+    CFG_APPLY,
+    CFG_DETAIL,
+    CFG_FLAGS,
+    CFG_INSTANCE,
+    CFG_RESULT,
+    FW_UPDATE,
+    FW_URI,
+    ORDER,
+    WATCHED,
+    Desired,
+    Dimension,
+    Fail,
+    InstallFirmware,
+    Policy,
+    PullFirmware,
+    Reported,
+    SetApns,
+    Status,
+    Step,
+    Wait,
+    WriteConfig,
+    WriteFlags,
+    plan,
+    satisfies,
+    status,
+)
+from lifecycle.state.observer import ACTOR, StateObserver
+from lifecycle.state.repository import ConfigBundle, StateRepository
+from lwm2m.codec.link import parse_links
+from lwm2m.model import (
+    DataType,
+    MultipleResource,
+    ObjectInstance,
+    ObjLink,
+    Path,
+    SingleResource,
+    Value,
+)
+from lwm2m.server import InvalidRequest, LwM2MServer, OperationResult, OperationStatus, ServerError
+from lwm2m.store import Address, Store, Tx
+from objects.builtin.fleet_config import FleetConfigResult
+
+log = logging.getLogger("fleetloop.lifecycle.reconciler")
+
+OBSERVE = "observe"
+REOBSERVE = "reobserve"
+RECONCILE = "reconcile"
+MAX_APN_SWITCHES = 3
+"""Link writes per generation before a connectivity change counts as failed (the device kept
+falling back: its carrier does not serve the APN)."""
+
+
+# -- sans-IO cores ---------------------------------------------------------------------------
+
+
+class TokenBucket:
+    """``rate`` tokens per second, at most ``burst`` saved up; time is passed in."""
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be positive and burst at least 1")
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.at = now
+
+    def take(self, now: float) -> float:
+        """Take one token: 0.0 when granted, else the seconds until one is due (not taken)."""
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+@dataclass(slots=True)
+class _Entry:
+    kinds: set[str]
+    not_before: float = 0.0
+
+
+@dataclass
+class WorkQueue:
+    """Endpoints waiting for a worker (module docstring); time is passed in."""
+
+    ready: deque[str] = field(default_factory=deque)
+    entries: dict[str, _Entry] = field(default_factory=dict)
+    active: dict[str, set[str]] = field(default_factory=dict)
+    parked: dict[str, set[str]] = field(default_factory=dict)
+    delayed: dict[str, float] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def push(self, endpoint: str, kind: str, not_before: float = 0.0) -> bool:
+        """Queue work on ``endpoint``; True when it became newly ready."""
+        if endpoint in self.active:
+            self.active[endpoint].add(kind)
+            return False
+        if endpoint in self.parked:
+            self.parked[endpoint].add(kind)
+            return False
+        entry = self.entries.get(endpoint)
+        if entry is not None:
+            entry.kinds.add(kind)
+            entry.not_before = min(entry.not_before, not_before) if not_before else 0.0
+            if not entry.not_before and endpoint in self.delayed:
+                del self.delayed[endpoint]
+                self.ready.append(endpoint)
+                return True
+            return False
+        self.entries[endpoint] = _Entry({kind}, not_before)
+        if not_before:
+            self.delayed[endpoint] = not_before
+            return False
+        self.ready.append(endpoint)
+        return True
+
+    def pop(self, now: float) -> tuple[str, set[str]] | None:
+        """The next endpoint due and its kinds (it becomes active), or None."""
+        for endpoint, due in list(self.delayed.items()):
+            if due <= now:
+                del self.delayed[endpoint]
+                self.ready.append(endpoint)
+        while self.ready:
+            endpoint = self.ready.popleft()
+            entry = self.entries.pop(endpoint, None)
+            if entry is None:
+                continue
+            self.active[endpoint] = set()
+            return endpoint, entry.kinds
+        return None
+
+    def next_due(self) -> float | None:
+        """When the earliest delayed endpoint is due (None: nothing delayed)."""
+        return min(self.delayed.values()) if self.delayed else None
+
+    def done(self, endpoint: str) -> None:
+        """The worker finished ``endpoint``; work pushed meanwhile is queued again."""
+        again = self.active.pop(endpoint, set())
+        for kind in sorted(again):
+            self.push(endpoint, kind)
+
+    def park(self, endpoint: str, kinds: Iterable[str]) -> None:
+        """``endpoint`` sleeps: keep its work until :meth:`wake`."""
+        again = self.active.pop(endpoint, set())
+        self.parked.setdefault(endpoint, set()).update(kinds, again)
+
+    def wake(self, endpoint: str) -> bool:
+        """``endpoint`` is awake: its parked work becomes ready. True if there was some."""
+        kinds = self.parked.pop(endpoint, None)
+        if not kinds:
+            return False
+        for kind in sorted(kinds):
+            self.push(endpoint, kind)
+        return True
+
+    def forget(self, endpoint: str) -> None:
+        self.parked.pop(endpoint, None)
+        self.delayed.pop(endpoint, None)
+        self.entries.pop(endpoint, None)
+
+
+def backoff(attempt: int, base: float, cap: float) -> float:
+    """Seconds before retry ``attempt`` (1, 2, ...): doubling from ``base``, at most ``cap``."""
+    return float(min(cap, base * (2 ** max(0, attempt - 1))))
+
+
+# -- outcomes of one device pass ---------------------------------------------------------------
+
+
+class _Transient(Exception):
+    pass
+
+
+class _Permanent(Exception):
+    pass
+
+
+class _Asleep(Exception):
+    pass
+
+
+class _Gone(Exception):
+    pass
+
+
+def _check(result: OperationResult, what: str) -> None:
+    """Raise the outcome class of a failed operation."""
+    if result.ok:
+        return
+    detail = f"{what}: {result.status.value}" + (f" {result.code}" if result.code else "")
+    if result.reason:
+        detail += f" ({result.reason})"
+    if result.status is OperationStatus.QUEUED_EXPIRED:
+        raise _Asleep(detail)
+    if result.status in (OperationStatus.DEREGISTERED, OperationStatus.SERVER_STOPPED):
+        raise _Gone(detail)
+    if result.status is OperationStatus.DEVICE_ERROR and (result.code or "").startswith("4."):
+        raise _Permanent(detail)
+    raise _Transient(detail)
+
+
+def _status_outcome(failed: str | None, what: str) -> None:
+    if failed is None:
+        return
+    if failed == OperationStatus.QUEUED_EXPIRED.value:
+        raise _Asleep(f"{what}: {failed}")
+    if failed in (OperationStatus.DEREGISTERED.value, OperationStatus.SERVER_STOPPED.value):
+        raise _Gone(f"{what}: {failed}")
+    raise _Transient(f"{what}: {failed}")
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcilerConfig:
+    """Pacing and patience of the reconciler (env ``FLEETLOOP_RECONCILE_*`` in serve)."""
+
+    rate: float = 500.0
+    burst: float = 500.0
+    concurrency: int = 32
+    max_attempts: int = 5
+    backoff: float = 1.0
+    max_backoff: float = 60.0
+    request_timeout: float = 30.0
+    queue_deadline: float = 5.0
+
+
+@dataclass(slots=True)
+class _Pass:
+    """What one pass over one device did (for the audit record and the recording)."""
+
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    verify: set[Dimension] = field(default_factory=set)
+    failures: dict[Dimension, str] = field(default_factory=dict)
+    stale: set[Dimension] = field(default_factory=set)
+
+
+class Reconciler:
+    """The asyncio shell around :class:`WorkQueue` (module docstring)."""
+
+    def __init__(
+        self,
+        server: LwM2MServer,
+        store: Store,
+        repository: StateRepository,
+        observer: StateObserver,
+        config: ReconcilerConfig | None = None,
+        *,
+        excluded: Callable[[str, Dimension], bool] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.server = server
+        self.store = store
+        self.repository = repository
+        self.observer = observer
+        self.config = config or ReconcilerConfig()
+        self.excluded: Callable[[str, Dimension], bool] = excluded or (lambda ep, dim: False)
+        self.clock = clock
+        self.queue = WorkQueue()
+        self._loop_time: Callable[[], float] = time.monotonic
+        self.bucket = TokenBucket(self.config.rate, self.config.burst, self._loop_time())
+        self._attempts: dict[str, int] = {}
+        self._attempted: dict[tuple[str, Dimension], int] = {}
+        self._stale: dict[str, set[Dimension]] = {}
+        self._reattach: dict[str, Address] = {}
+        self._switches: dict[tuple[str, Dimension], tuple[int, int]] = {}
+        self._wakeup = asyncio.Event()
+        self._workers: list[asyncio.Task[None]] = []
+        self._running = False
+        #: Counters for operators, tests and the benchmark.
+        self.stats: dict[str, int] = {
+            "passes": 0,
+            "applied": 0,
+            "failed": 0,
+            "retries": 0,
+            "parked": 0,
+            "observes": 0,
+        }
+        observer.schedule = self.schedule
+        observer.awake = self.wake
+
+    # -- feeding ---------------------------------------------------------------------------
+    def schedule(self, endpoint: str, kind: str = RECONCILE) -> None:
+        """Ask for work on ``endpoint`` (deduplicated per endpoint)."""
+        if kind == RECONCILE:
+            self._attempts.pop(endpoint, None)
+        if self.queue.push(endpoint, kind):
+            self._wakeup.set()
+
+    def wake(self, endpoint: str) -> None:
+        """``endpoint`` talked to the server: run its parked work (and re-verify what it was
+        changing when it went away)."""
+        if self.queue.wake(endpoint):
+            self._wakeup.set()
+        elif self._stale.get(endpoint):
+            self.schedule(endpoint, RECONCILE)  # runs after the current pass if one is on
+
+    def desired_changed(self, endpoints: Iterable[str]) -> None:
+        """Desired values of ``endpoints`` changed (after the commit)."""
+        for endpoint in endpoints:
+            self.schedule(endpoint, RECONCILE)
+
+    def start(self) -> None:
+        """Start the workers and set up observations on devices already registered (a
+        restart lost them)."""
+        if self._running:
+            return
+        self._running = True
+        for registration in self.server.registrations():
+            self.queue.push(registration.endpoint, OBSERVE)
+        self._wakeup.set()
+        self._workers = [
+            asyncio.create_task(self._worker(), name=f"reconciler-{i}")
+            for i in range(self.config.concurrency)
+        ]
+
+    async def stop(self) -> None:
+        self._running = False
+        for task in self._workers:
+            task.cancel()
+        for task in self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._workers = []
+        await self.observer.drain()
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued, delayed or being worked on (parked sleepers do not count)."""
+        return not self.queue.entries and not self.queue.active
+
+    # -- workers ---------------------------------------------------------------------------
+    async def _worker(self) -> None:
+        while self._running:
+            item = self.queue.pop(self._loop_time())
+            if item is None:
+                self._wakeup.clear()
+                due = self.queue.next_due()
+                timeout = None if due is None else max(0.0, due - self._loop_time())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), timeout)
+                continue
+            endpoint, kinds = item
+            log.debug("pass starts", extra={"endpoint": endpoint, "kinds": sorted(kinds)})
+            try:
+                await self._work(endpoint, kinds)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reconciler pass failed", extra={"endpoint": endpoint})
+                self.queue.done(endpoint)
+
+    async def _work(self, endpoint: str, kinds: set[str]) -> None:
+        if self.server.registration(endpoint) is None:
+            self.queue.done(endpoint)
+            self.queue.forget(endpoint)
+            return
+        if not self.server.is_awake(endpoint):
+            self.stats["parked"] += 1
+            self.queue.park(endpoint, kinds)
+            return
+        try:
+            if OBSERVE in kinds or REOBSERVE in kinds:
+                self.stats["observes"] += 1
+                renew = REOBSERVE in kinds
+                _status_outcome(await self.observer.establish(endpoint, renew=renew), "observe")
+            if kinds & {RECONCILE, OBSERVE, REOBSERVE}:
+                await self._reconcile(endpoint)
+        except _Asleep as err:
+            log.debug("device asleep; parked", extra={"endpoint": endpoint, "reason": str(err)})
+            self.stats["parked"] += 1
+            self.queue.park(endpoint, kinds)
+            return
+        except _Gone:
+            self.queue.done(endpoint)
+            return
+        except (_Transient, ServerError) as err:
+            log.debug("transient failure", extra={"endpoint": endpoint, "reason": str(err)})
+            attempt = self._attempts.get(endpoint, 0) + 1
+            self._attempts[endpoint] = attempt
+            self.queue.done(endpoint)
+            if attempt < self.config.max_attempts:
+                self.stats["retries"] += 1
+                delay = backoff(attempt, self.config.backoff, self.config.max_backoff)
+                for kind in kinds:
+                    self.queue.push(endpoint, kind, self._loop_time() + delay)
+                self._wakeup.set()
+            else:
+                self._attempts.pop(endpoint, None)
+                await self._give_up(endpoint, f"gave up after {attempt} attempts: {err}")
+            return
+        self._attempts.pop(endpoint, None)
+        self.queue.done(endpoint)
+
+    async def _give_up(self, endpoint: str, reason: str) -> None:
+        desired = await self.store.read(lambda tx: self.repository.desired(tx, endpoint))
+        failures = {dim: reason for dim, want in desired.items() if self._enforced(endpoint, want)}
+        if failures:
+            self.stats["failed"] += len(failures)
+            await self.observer.record(
+                endpoint,
+                {},
+                "reconcile",
+                failures=failures,
+                reschedule=False,
+                audit=self._audit(endpoint, [{"step": "give-up", "reason": reason}], "failed"),
+            )
+
+    def _enforced(self, endpoint: str, want: Desired) -> bool:
+        return (
+            want.policy is Policy.ENFORCE
+            and want.dimension in APPLICABLE
+            and not self.excluded(endpoint, want.dimension)
+        )
+
+    # -- one pass over one device --------------------------------------------------------------
+    async def _reconcile(self, endpoint: str) -> None:
+        repo = self.repository
+
+        def load(
+            tx: Tx,
+        ) -> tuple[dict[Dimension, Desired], dict[Dimension, Reported], ConfigBundle | None]:
+            desired = repo.desired(tx, endpoint)
+            config = desired.get(Dimension.CONFIG)
+            name = config.value.get("bundle") if config is not None else None
+            bundle = repo.bundle(tx, str(name)) if name is not None else None
+            return desired, repo.reported(tx, endpoint), bundle
+
+        desired, reported, bundle = await self.store.read(load)
+        todo: list[Desired] = []
+        for dim in ORDER:
+            want = desired.get(dim)
+            if want is None or not self._enforced(endpoint, want):
+                continue
+            state = status(want, reported.get(dim))
+            if state in (Status.APPLIED, Status.FAILED):
+                continue
+            todo.append(want)
+        if not todo:
+            self._stale.pop(endpoint, None)
+            self._reattach.pop(endpoint, None)
+            return
+        self.stats["passes"] += 1
+        registration = self.server.registration(endpoint)
+        since = self._reattach.get(endpoint)
+        if since is not None and registration is not None and registration.address == since:
+            # A new APN is being attached: nothing to do until an Update from the device's
+            # new address says it is back.
+            todo = [w for w in todo if w.dimension is not Dimension.CONNECTIVITY]
+            if not todo:
+                return
+        else:
+            self._reattach.pop(endpoint, None)
+        stale = self._stale.pop(endpoint, set())
+        refresh = {w.dimension for w in todo} & stale
+        if refresh:
+            # The device was changing these when it went away: see where it stands first.
+            _status_outcome(await self.observer.read_back(endpoint, _paths(refresh)), "read back")
+        leaves = self.observer.leaves.get(endpoint, {})
+        work = _Pass()
+        for want in todo:
+            value = self.observer.values_of(endpoint, [want.dimension]).get(want.dimension)
+            if value is not None and satisfies(want.dimension, want.value, value):
+                work.verify.add(want.dimension)  # already there: verify for this generation
+                continue
+            attempted = self._attempted.get((endpoint, want.dimension)) == want.generation
+            step = plan(want, leaves, bundle=_content(bundle, want), attempted=attempted)
+            await self._delay_for_rate()
+            try:
+                await self._apply(endpoint, want, step, work)
+            except _Permanent as err:
+                work.failures[want.dimension] = str(err)
+                work.steps.append(
+                    {"dimension": want.dimension.value, "outcome": "failed", "reason": str(err)}
+                )
+        if work.verify:
+            _status_outcome(await self.observer.read_back(endpoint, _paths(work.verify)), "verify")
+            self._config_result(endpoint, desired, work)
+        if work.stale:
+            self._stale.setdefault(endpoint, set()).update(work.stale)
+        dims = work.verify | set(work.failures)
+        if not dims and not work.steps:
+            return
+        values = self.observer.values_of(endpoint, work.verify)
+        outcome = "failed" if work.failures else "ok"
+        done = await self.observer.record(
+            endpoint,
+            values,
+            "verify",
+            failures=work.failures,
+            reschedule=False,
+            audit=self._audit(endpoint, work.steps, outcome),
+        )
+        self.stats["applied"] += sum(
+            1 for d in done if d.after is Status.APPLIED and d.before is not Status.APPLIED
+        )
+        self.stats["failed"] += len(work.failures)
+
+    async def _delay_for_rate(self) -> None:
+        while (wait := self.bucket.take(self._loop_time())) > 0:
+            await asyncio.sleep(wait)
+
+    def _config_result(self, endpoint: str, desired: dict[Dimension, Desired], work: _Pass) -> None:
+        """A config Apply the device refused is a permanent failure of this generation."""
+        if Dimension.CONFIG not in work.verify or Dimension.CONFIG in work.failures:
+            return
+        leaves = self.observer.leaves.get(endpoint, {})
+        code = leaves.get(CFG_RESULT)
+        if (
+            isinstance(code, int)
+            and code in set(FleetConfigResult)
+            and FleetConfigResult(code).is_failure
+        ):
+            detail = str(leaves.get(CFG_DETAIL) or "")
+            reason = f"apply result {FleetConfigResult(code).name.lower()} ({code})"
+            work.failures[Dimension.CONFIG] = f"{reason}: {detail}" if detail else reason
+
+    async def _apply(self, endpoint: str, want: Desired, step: Step, work: _Pass) -> None:
+        dim = want.dimension
+        server, timeout, deadline = (
+            self.server,
+            self.config.request_timeout,
+            self.config.queue_deadline,
+        )
+        ops: dict[str, Any] = {"timeout": timeout, "queue_deadline": deadline}
+        record: dict[str, Any] = {"dimension": dim.value, "generation": want.generation}
+        try:
+            if isinstance(step, Wait):
+                record.update(step="wait", reason=step.reason)
+            elif isinstance(step, Fail):
+                raise _Permanent(step.reason)
+            elif isinstance(step, WriteFlags):
+                node = MultipleResource(
+                    CFG_FLAGS.ids[2],
+                    DataType.STRING,
+                    {i: Value.string(e) for i, e in enumerate(step.entries)},
+                )
+                _check(await server.write(endpoint, CFG_FLAGS, node, **ops), "write flags")
+                record.update(step="write-flags")
+                work.verify.add(dim)
+            elif isinstance(step, WriteConfig):
+                instance = ObjectInstance.of(
+                    0,
+                    [
+                        SingleResource(0, Value.string(step.version)),
+                        SingleResource(1, Value.opaque(step.bundle)),
+                        SingleResource(2, Value.opaque(step.digest)),
+                    ],
+                )
+                _check(
+                    await server.write(endpoint, CFG_INSTANCE, instance, replace=False, **ops),
+                    "write config",
+                )
+                escaped = step.version.replace("'", "")
+                _check(
+                    await server.execute(endpoint, CFG_APPLY, f"0='{escaped}'", **ops),
+                    "apply config",
+                )
+                record.update(step="write-apply-config", version=step.version)
+                work.verify.add(dim)
+            elif isinstance(step, SetApns):
+                key = (endpoint, dim)
+                switches = self._switches.get(key, (want.generation, 0))
+                switches = switches if switches[0] == want.generation else (want.generation, 0)
+                if switches[1] >= MAX_APN_SWITCHES:
+                    raise _Permanent(
+                        f"the device left APN {step.active} {switches[1]} times (it falls back: "
+                        "its carrier may not serve it)"
+                    )
+                self._switches[key] = (want.generation, switches[1] + 1)
+                # The device re-attaches (new address, then an Update) once the link changes:
+                # mark it before the write, so an Update that beats this pass is not missed.
+                registration = self.server.registration(endpoint)
+                if registration is not None:
+                    self._reattach[endpoint] = registration.address
+                self._stale.setdefault(endpoint, set()).add(dim)
+                await self._set_apns(endpoint, step, record, ops)
+            elif isinstance(step, PullFirmware):
+                _check(
+                    await server.write(
+                        endpoint, FW_URI, SingleResource(1, Value.string(step.uri)), **ops
+                    ),
+                    "write package uri",
+                )
+                self._attempted[(endpoint, dim)] = want.generation
+                record.update(step="pull-firmware", uri=step.uri)
+            elif isinstance(step, InstallFirmware):
+                _check(await server.execute(endpoint, FW_UPDATE, None, **ops), "execute update")
+                self._attempted[(endpoint, dim)] = want.generation
+                record.update(step="install-firmware")
+        except InvalidRequest as err:
+            raise _Permanent(f"{dim.value}: {err}") from None
+        if "step" in record:
+            work.steps.append(record)
+
+    async def _set_apns(
+        self, endpoint: str, step: SetApns, record: dict[str, Any], ops: dict[str, Any]
+    ) -> None:
+        instances = dict(step.existing)
+        for apn in step.create:
+            created = await self.server.create(
+                endpoint,
+                "/11",
+                [SingleResource(0, Value.string(apn)), SingleResource(1, Value.string(apn))],
+                **ops,
+            )
+            _check(created, f"create APN profile {apn}")
+            if created.location is None or created.location.instance_id is None:
+                raise _Permanent(f"create APN profile {apn}: the device named no instance")
+            instances[apn] = created.location.instance_id
+        registration = self.server.registration(endpoint)
+        server_instance = _first_instance(registration.object_links if registration else "", 1)
+        link = Path.of(1, server_instance, 10)
+        target = instances[step.active]
+        node = SingleResource(10, Value(DataType.OBJLNK, ObjLink(11, target)))
+        _check(await self.server.write(endpoint, link, node, **ops), "write APN link")
+        record.update(
+            step="set-apns", created=list(step.create), active=step.active, profile=target
+        )
+
+    def _audit(
+        self, endpoint: str, steps: list[dict[str, Any]], outcome: str
+    ) -> Callable[[Tx, float], None]:
+        store = self.store
+
+        def append(tx: Tx, now: float) -> None:
+            store.audit.append(
+                tx,
+                actor=ACTOR,
+                action="state.reconcile",
+                subject=f"device:{endpoint}",
+                now=now,
+                endpoints=[endpoint],
+                detail={"steps": steps},
+                outcome=outcome,
+            )
+
+        return append
+
+
+def _first_instance(object_links: str, object_id: int) -> int:
+    found = []
+    for link in parse_links(object_links):
+        path = link.path
+        if path is not None and path.object_id == object_id and path.instance_id is not None:
+            found.append(path.instance_id)
+    return min(found) if found else 0
+
+
+def _paths(dims: Iterable[Dimension]) -> list[Path]:
+    seen: list[Path] = []
+    for dim in dims:
+        for path in WATCHED[dim]:
+            if path not in seen:
+                seen.append(path)
+    return seen
+
+
+def _content(bundle: ConfigBundle | None, want: Desired) -> bytes | None:
+    if want.dimension is not Dimension.CONFIG or bundle is None:
+        return None
+    return bundle.content if bundle.digest == want.value.get("digest") else None
+
+
+__all__ = [
+    "OBSERVE",
+    "RECONCILE",
+    "Reconciler",
+    "ReconcilerConfig",
+    "TokenBucket",
+    "WorkQueue",
+    "backoff",
+]
