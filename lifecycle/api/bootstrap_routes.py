@@ -60,6 +60,7 @@ from bootstrap.importer import ImportReport, detect_format, parse_identities
 from lifecycle.api.auth import Role, context_of, needs
 from lifecycle.api.context import ApiContext
 from lifecycle.api.errors import ApiError
+from lifecycle.api.inventory_routes import import_extras_of, sync_imported
 from lifecycle.api.render import JsonObject, timestamp_fields
 from lifecycle.api.scope import Scope, Scoped
 
@@ -238,7 +239,9 @@ class ImportBody(BaseModel):
     summary="Import factory identities",
     openapi_extra=needs(Role.ADMIN),
 )
-async def import_identities(bs: Bootstrap, scope: Scoped, body: ImportBody) -> JsonObject:
+async def import_identities(
+    bs: Bootstrap, scope: Scoped, body: ImportBody, request: Request
+) -> JsonObject:
     """All or nothing: with any row rejected nothing is imported (422 ``import_rejected`` with
     the report) unless ``allow_partial``. ``dry_run`` checks everything, writes nothing. A
     tenant-scoped token imports only rows of its own tenants."""
@@ -247,6 +250,9 @@ async def import_identities(bs: Bootstrap, scope: Scoped, body: ImportBody) -> J
         parsed = parse_identities(text, format=body.format or detect_format(body.source, text))
         for item in parsed.accepted:
             scope.assign(item.identity.tenant, f"row {item.row}: tenant")
+    extras = import_extras_of(
+        request, body.content, body.format or detect_format(body.source, body.content)
+    )
     with _errors():
         report = await bs.manager.import_identities(
             body.content,
@@ -257,6 +263,7 @@ async def import_identities(bs: Bootstrap, scope: Scoped, body: ImportBody) -> J
             key_dir=bs.issued_dir,
             actor=_actor(scope, body.actor),
         )
+    await sync_imported(request, extras, report)  # manufactured inventory records
     return report.as_dict()
 
 
@@ -395,9 +402,9 @@ async def put_policy(bs: Bootstrap, scope: Scoped, name: str, body: PolicyBody) 
         raise ApiError(422, "invalid_input", f"the document is named {given!r}, the URL {name!r}")
     with _errors():
         policy = Policy.from_document({**body.policy, "name": name})
-    await _check_policy_changeable(bs, scope, name)
     if not scope.principal.all_tenants:
         scope.assign(_policy_tenant(policy), "policy.match.tenant")
+    await _check_policy_changeable(bs, scope, name)
     with _errors():
         stored, changed = await bs.manager.add_policy(
             policy, actor=_actor(scope, body.actor), comment=body.comment
