@@ -11,7 +11,9 @@ every check, including the ones against the database, and writes nothing.
 CSV: a header row, then one identity per row. Columns: ``endpoint`` (required), ``serial``,
 ``hardware_id``, ``imei``, ``eid``, ``sku``, ``tenant``, ``region``, ``policy_group``,
 ``security_mode`` (``nosec``, ``psk``, ``x509``; default ``psk``), ``psk_identity`` (default:
-the endpoint name), ``psk_key`` (hex). JSON: a list of objects with the same keys (or
+the endpoint name), ``psk_key`` (hex). ``country``, ``carrier``, ``plmn``, ``iccid``/``iccids``
+and ``labels`` are accepted and ignored here: the lifecycle inventory reads them.
+JSON: a list of objects with the same keys (or
 ``{"identities": [...]}``), plus optionally ``certificate`` (PEM) for an ``x509`` identity whose
 certificate fleetloop's CA already issued. An ``x509`` identity without one gets a fresh
 certificate and key from the CA at import, written to ``key_dir`` (key files 0600).
@@ -60,6 +62,8 @@ COLUMNS: tuple[str, ...] = (
     "psk_key",
 )
 JSON_ONLY_COLUMNS = ("certificate",)
+INVENTORY_COLUMNS = ("country", "carrier", "plmn", "iccid", "iccids", "labels")
+"""Accepted and ignored here: the lifecycle inventory reads them from the same file."""
 MAX_ROWS = 200_000
 _UNIQUE = ("endpoint", "serial", "imei", "eid", "psk_identity")
 _PENDING_FINGERPRINT = "0" * 64  # placeholder until the CA issues the certificate
@@ -268,7 +272,7 @@ def _records_from_csv(text: str) -> list[dict[str, Any]]:
             "endpoint",
             f"the header row has no 'endpoint' column (columns: {', '.join(COLUMNS)})",
         )
-    unknown = [n for n in names if n not in COLUMNS]
+    unknown = [n for n in names if n not in COLUMNS and n not in INVENTORY_COLUMNS]
     if unknown:
         raise _Refused(
             Reason.FILE,
@@ -300,7 +304,7 @@ def _records_from_json(text: str) -> list[dict[str, Any]]:
     if not isinstance(doc, list):
         raise _Refused(Reason.FILE, None, "JSON import is a list of identity objects")
     records: list[dict[str, Any]] = []
-    known = set(COLUMNS) | set(JSON_ONLY_COLUMNS)
+    known = set(COLUMNS) | set(JSON_ONLY_COLUMNS) | set(INVENTORY_COLUMNS)
     for item in doc:
         if not isinstance(item, dict):
             records.append({"\x00error": "not a JSON object"})
@@ -485,6 +489,7 @@ def failure(report: ImportReport) -> ImportFailed:
 
 __all__ = [
     "COLUMNS",
+    "INVENTORY_COLUMNS",
     "ImportReport",
     "ParseResult",
     "ParsedRow",
