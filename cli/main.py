@@ -26,6 +26,7 @@ from cli.commands import ALL_COMMANDS
 from cli.datadir import DataDirError
 from cli.identities_cmd import identities
 from cli.settings import LOG_FORMATS, LOG_LEVELS, SettingsError
+from cli.state_cmd import state
 from cli.tokens_cmd import tokens
 from lwm2m.store import StoreError
 
@@ -138,6 +139,7 @@ for _command in (identities, bootstrap, rebootstrap):
     main.add_command(_command)
 main.add_command(sim_cmd.sim)
 main.add_command(tokens)
+main.add_command(state)
 
 
 if __name__ == "__main__":  # pragma: no cover
