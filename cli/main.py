@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import click
 
 from cli import sim_cmd
+from cli.audit_cmd import audit
 from cli.bootstrap_cmd import bootstrap, rebootstrap
 from cli.client import CliFailure
 from cli.commands import ALL_COMMANDS
@@ -139,6 +140,7 @@ for _command in (identities, bootstrap, rebootstrap):
     main.add_command(_command)
 main.add_command(sim_cmd.sim)
 main.add_command(tokens)
+main.add_command(audit)
 main.add_command(state)
 
 

@@ -39,6 +39,7 @@ import uvicorn
 
 import objects
 from cli import bootstrap_cmd
+from cli.audit_key import load_or_create_signer
 from cli.datadir import (
     ApiInfo,
     ServeLock,
@@ -51,6 +52,7 @@ from cli.settings import Listen, ServeSettings
 from lifecycle.api import ApiContext, create_app
 from lifecycle.api.bootstrap_routes import BootstrapApi
 from lifecycle.api.render import iso8601
+from lifecycle.audit_events import AuditComponent
 from lifecycle.inventory_events import InventoryService
 from lifecycle.operators import OperatorRegistry
 from lifecycle.schema import create_schema as create_lifecycle_schema
@@ -212,6 +214,7 @@ class Service:
         self.bootstrap: BootstrapApi | None = None
         self.lifecycle: LifecycleService | None = None
         self.state: StateComponent | None = None
+        self.audit: AuditComponent | None = None
 
     async def start(self) -> ApiInfo:
         settings = self.settings
@@ -268,6 +271,12 @@ class Service:
         await asyncio.to_thread(create_lifecycle_schema, self.store)
         self.lifecycle = LifecycleService(self.server)
         # -- lifecycle components register their event handlers here --
+        signer, new_key = await asyncio.to_thread(load_or_create_signer, self.data_dir)
+        if new_key:
+            log.info("generated the audit signing key", extra={"key_id": signer.key_id})
+        self.audit = AuditComponent(self.store, signer, public_key_raw=signer.public_key_raw)
+        self.audit.install(self.lifecycle)
+        await self.audit.start()  # a first checkpoint over what earlier runs wrote
         inventory = InventoryService(self.store)  # first: later handlers see the record
         inventory.attach(self.lifecycle)
         try:
@@ -286,6 +295,7 @@ class Service:
         )
         self.context.state = self.state
         self.context.inventory = inventory
+        self.context.audit = self.audit
         app = create_app(self.context)
         app.state.bootstrap = self.bootstrap
         config_uv = uvicorn.Config(
@@ -359,6 +369,8 @@ class Service:
                 await self.server.stop()
             except Exception:
                 log.exception("the LwM2M server did not stop cleanly")
+        if self.audit is not None:
+            await self.audit.stop()  # open refusal counters and a last checkpoint
         if self.store is not None:
             await self.store.aclose()
         if self.info is not None:

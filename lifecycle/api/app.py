@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from lifecycle.api.audit_routes import TAGS as AUDIT_TAGS
 from lifecycle.api.auth import current_principal
 from lifecycle.api.bootstrap_routes import TAGS as BOOTSTRAP_TAGS
 from lifecycle.api.context import ApiContext
@@ -45,6 +46,7 @@ TAGS = [
     *INVENTORY_TAGS,
     *TOKEN_TAGS,
     *STATE_TAGS,
+    *AUDIT_TAGS,
 ]
 
 
@@ -155,6 +157,7 @@ def _install_handlers(app: FastAPI) -> None:
 def create_app(context: ApiContext) -> FastAPI:
     """The management API over ``context`` (its server, store, model and token)."""
     from lifecycle.api import (
+        audit_routes,
         bootstrap_routes,
         routes,
         security_routes,
@@ -190,6 +193,7 @@ def create_app(context: ApiContext) -> FastAPI:
     app.include_router(inventory_routes.router, dependencies=protected)
     app.include_router(token_routes.router, dependencies=protected)
     app.include_router(state_routes.router, dependencies=protected)
+    app.include_router(audit_routes.router, dependencies=protected)
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=protected)
     async def openapi() -> JSONResponse:
