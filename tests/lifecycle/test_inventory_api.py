@@ -1,0 +1,153 @@
+"""The inventory and groups API against a real LwM2MServer: simulated devices register over
+real UDP, land in a dynamic group by event, leave it when they de-register; bulk changes and
+stage moves through the API are audited under the caller; selector errors are 422 with the
+position and the fix. SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bootstrap.repository import create_schema as create_bootstrap_schema
+from lifecycle.inventory_events import InventoryService
+from lifecycle.schema import create_schema as create_lifecycle_schema
+from lifecycle.service import LifecycleService
+from tests.lifecycle.api.conftest import database_url  # noqa: F401  (fixture)
+from tests.lifecycle.api.harness import Api, run, running_api
+
+
+@asynccontextmanager
+async def inventory_api(data_dir: Path, url: str | None) -> AsyncIterator[Api]:
+    """The test API with the lifecycle event loop and the inventory wired as serve does."""
+    async with running_api(data_dir, database_url=url) as api:
+        create_bootstrap_schema(api.store)
+        create_lifecycle_schema(api.store)
+        service = LifecycleService(api.server)
+        inventory = InventoryService(api.store)
+        inventory.attach(service)
+        api.context.inventory = inventory
+        service.start()
+        try:
+            yield api
+        finally:
+            await service.stop()
+
+
+async def ok(response: httpx.Response, status: int = 200) -> Any:
+    assert response.status_code == status, response.text
+    return response.json()
+
+
+async def members(api: Api, group: str) -> set[str]:
+    page = await ok(await api.http.get(f"/groups/{group}/members", params={"limit": 1000}))
+    return {m["endpoint"] for m in page["items"]}
+
+
+async def eventually(check: Any, timeout: float = 10.0) -> None:
+    import asyncio
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+def test_registered_devices_land_in_a_dynamic_group_and_leave_it(
+    tmp_path: Path,
+    database_url: str | None,  # noqa: F811
+) -> None:
+    async def scenario() -> None:
+        async with inventory_api(tmp_path, database_url) as api:
+            http = api.http
+            online = {"name": "sims-online", "select": "endpoint=sim-*,registered=true"}
+            made = await ok(await http.post("/groups", json=online), 201)
+            assert made["kind"] == "dynamic" and made["members"] == 0
+            snapshot = {"name": "before", "select": "endpoint=sim-*", "kind": "snapshot"}
+            await ok(await http.post("/groups", json=snapshot), 201)
+            async with (
+                api.device("sim-1") as one,
+                api.device("sim-2") as two,
+                api.device("other-1") as other,
+            ):
+                for device in (one, two, other):
+                    await device.wait_registered()
+
+                async def both_in() -> bool:
+                    return await members(api, "sims-online") == {"sim-1", "sim-2"}
+
+                await eventually(both_in)
+                listed = await ok(await http.get("/inventory", params={"select": "endpoint=sim-*"}))
+                assert listed["count"] == 2 and listed["next_cursor"] is None
+                first = listed["items"][0]
+                assert (first["endpoint"], first["stage"], first["registered"]) == (
+                    "sim-1", "active", True)  # fmt: skip
+                assert [m["stage"] for m in first["stage_history"]] == ["active"]
+                shown = await ok(await http.get("/inventory/sim-2"))
+                assert shown["groups"] == ["sims-online"]
+
+                relabel = await ok(await http.post("/inventory/bulk", json={
+                    "select": "endpoint=sim-*", "labels": {"add": {"pilot": ""}}}))  # fmt: skip
+                assert relabel["count"] == 2 and relabel["endpoints"] == ["sim-1", "sim-2"]
+                pilots = await ok(await http.get("/inventory", params={"select": "label:pilot"}))
+                assert pilots["count"] == 2
+                moved = await ok(await http.post("/inventory/bulk", json={
+                    "select": "label:pilot,endpoint=sim-2", "region": "eu-north"}))  # fmt: skip
+                assert moved["action"] == "inventory.move_region" and moved["count"] == 1
+
+                suspended = await ok(
+                    await http.post("/inventory/sim-1/stage", json={"action": "suspend"})
+                )
+                assert suspended["stage"] == "suspended"
+                again = await http.post("/inventory/sim-1/stage", json={"action": "suspend"})
+                assert again.status_code == 409 and "is suspended" in again.json()["message"]
+                await two.stop()
+
+                async def two_left() -> bool:
+                    return await members(api, "sims-online") == {"sim-1"}
+
+                await eventually(two_left)
+            assert await members(api, "before") == set()  # a snapshot keeps its (no) members
+            records = await api.store.read(
+                lambda tx: api.store.audit.list(tx, action_prefix="inventory.")
+            )
+            assert [(r.action, r.actor) for r in records] == [
+                ("inventory.relabel", "operator:admin"),
+                ("inventory.move_region", "operator:admin"),
+                ("inventory.suspend", "operator:admin"),
+            ]
+            gone = await ok(await http.delete("/groups/sims-online"))
+            assert gone["name"] == "sims-online"
+            missing = await http.get("/groups/sims-online")
+            assert missing.status_code == 404 and missing.json()["status"] == "not_found"
+
+    run(scenario, timeout=60)
+
+
+def test_bad_input_is_a_422_naming_the_position_and_the_fix(
+    tmp_path: Path,
+    database_url: str | None,  # noqa: F811
+) -> None:
+    async def scenario() -> None:
+        async with inventory_api(tmp_path, database_url) as api:
+            http = api.http
+            bad = await http.get("/inventory", params={"select": "region=eu,regon=x"})
+            assert bad.status_code == 422
+            body = bad.json()
+            assert body["status"] == "invalid_input" and body["field"] == "select"
+            assert body["position"] == 10 and "did you mean 'region'" in body["fix"]
+            assert "unknown key 'regon'" in body["message"]
+            everything = await http.post("/inventory/bulk", json={"select": "", "region": "x"})
+            assert everything.status_code == 422 and "endpoint=*" in everything.json()["message"]
+            two = await http.post("/inventory/bulk", json={"select": "sku=T1", "region": "a",
+                                                            "policy_group": "b"})  # fmt: skip
+            assert two.status_code == 422 and "exactly one change" in two.json()["message"]
+            nobody = await http.get("/inventory/ghost")
+            assert nobody.status_code == 404 and nobody.json()["endpoint"] == "ghost"
+            group = await http.post("/groups", json={"name": "g", "select": "stage=on"})
+            assert group.status_code == 422 and "unknown stage 'on'" in group.json()["message"]
+
+    run(scenario, timeout=60)
