@@ -18,7 +18,9 @@ the endpoint, the path and the device's code.
 from __future__ import annotations
 
 import base64
+import logging
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -38,10 +40,12 @@ from lwm2m.store import (
     CheckpointVerifier,
     NotFound,
     ProofError,
+    StoreError,
     Tx,
 )
 from lwm2m.store.checkpoint import proof_document
 
+log = logging.getLogger("lifecycle.api.audit")
 router = APIRouter()
 TAGS = [
     {
@@ -237,6 +241,19 @@ async def make_checkpoint(ctx: Context) -> JsonObject:
 # -- the DM routes' helper ---------------------------------------------------------------------
 
 
+async def _tenant_of(scope: Scope, endpoint: str) -> str | None:
+    """The device's tenant for the record. A store without the lifecycle tables (an embedded
+    DM server without ``serve``'s schema) records no tenant: the record is then visible to
+    all-tenant operators only -- the safe direction."""
+    if not endpoint:
+        return None
+    try:
+        return await scope.directory.tenant(endpoint)
+    except StoreError as err:
+        log.warning("audit: no tenant for %s: %s", endpoint, err)
+        return None
+
+
 async def audit_operation(
     ctx: ApiContext,
     scope: Scope,
@@ -261,7 +278,7 @@ async def audit_operation(
         if not result.ok and result.reason:
             info["reason"] = result.reason[:REASON_CAP]
         outcome = outcome or result.code or str(result.status)
-    tenant = await scope.directory.tenant(endpoint) if endpoint else None
+    tenant = await _tenant_of(scope, endpoint)
     principal = scope.principal
     stamp = time.time()
     await ctx.store.write(
@@ -280,4 +297,29 @@ async def audit_operation(
     )
 
 
-__all__ = ["TAGS", "audit_operation", "parse_time", "router"]
+async def audit_change(
+    ctx: ApiContext, scope: Scope, action: str, endpoint: str, detail: dict[str, Any]
+) -> Callable[[Tx], AuditRecord]:
+    """An op appending the record of a store change, to run INSIDE the change's transaction
+    (``store.write(lambda tx: (change(tx), record(tx))[0])``): both commit or neither."""
+    tenant = await _tenant_of(scope, endpoint)
+    principal = scope.principal
+    stamp = time.time()
+
+    def record(tx: Tx) -> AuditRecord:
+        return ctx.store.audit.append(
+            tx,
+            actor=principal.actor,
+            token_id=principal.token_id,
+            tenant=tenant,
+            action=action,
+            subject=endpoint,
+            endpoints=[endpoint],
+            detail=detail,
+            now=stamp,
+        )
+
+    return record
+
+
+__all__ = ["TAGS", "audit_change", "audit_operation", "parse_time", "router"]

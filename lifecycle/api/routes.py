@@ -20,6 +20,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from lifecycle.api.audit_routes import audit_operation
 from lifecycle.api.auth import context_of
 from lifecycle.api.context import ApiContext
 from lifecycle.api.errors import ApiError, result_error, unknown_endpoint
@@ -240,6 +241,7 @@ async def read(
 
 async def _write(
     ctx: ApiContext,
+    scope: Scope,
     endpoint: str,
     path: str,
     data: dict[str, Any],
@@ -266,6 +268,7 @@ async def _write(
     else:
         node = node_from_json(data, target, ctx.model)
         result = await ctx.server.write(endpoint, target, node, replace=replace, **options.kwargs())
+    await audit_operation(ctx, scope, endpoint, operation, target, result)
     return _check(result, endpoint, operation, target)
 
 
@@ -275,7 +278,7 @@ async def write(
 ) -> JsonObject:
     """Write (CoAP PUT): replace the node at the path with the body."""
     await _visible_device(ctx, scope, endpoint)
-    return await _write(ctx, endpoint, path, data, options, replace=True)
+    return await _write(ctx, scope, endpoint, path, data, options, replace=True)
 
 
 @router.patch(
@@ -286,7 +289,7 @@ async def write_update(
 ) -> JsonObject:
     """Write (CoAP POST): update the resources given, keep the others."""
     await _visible_device(ctx, scope, endpoint)
-    return await _write(ctx, endpoint, path, data, options, replace=False)
+    return await _write(ctx, scope, endpoint, path, data, options, replace=False)
 
 
 CreateBody = Annotated[
@@ -319,6 +322,7 @@ async def create(
     parsed = new_instance_from_json(data, target, ctx.model)
     instance = parsed[1] if isinstance(parsed, tuple) else parsed
     result = await ctx.server.create(endpoint, target, instance, **options.kwargs())
+    await audit_operation(ctx, scope, endpoint, "create", target, result)
     body = _check(result, endpoint, "create", target)
     body["location"] = str(result.location) if result.location is not None else None
     return body
@@ -332,6 +336,7 @@ async def delete(
     await _visible_device(ctx, scope, endpoint)
     target = parse_path(path)
     result = await ctx.server.delete(endpoint, target, **options.kwargs(with_format=False))
+    await audit_operation(ctx, scope, endpoint, "delete", target, result)
     return _check(result, endpoint, "delete", target)
 
 
@@ -358,6 +363,7 @@ async def execute(
     result = await ctx.server.execute(
         endpoint, target, arguments, **options.kwargs(with_format=False)
     )
+    await audit_operation(ctx, scope, endpoint, "execute", target, result)
     return _check(result, endpoint, "execute", target)
 
 
@@ -423,6 +429,10 @@ async def write_attributes(
     result = await ctx.server.write_attributes(
         endpoint, target, update, **options.kwargs(with_format=False)
     )
+    attributes = {**given, "unset": sorted(data.unset)}
+    await audit_operation(
+        ctx, scope, endpoint, "write-attributes", target, result, detail={"attributes": attributes}
+    )
     body = _check(result, endpoint, "write-attributes", target)
     body["attributes"] = {**given, "unset": sorted(data.unset)}
     return body
@@ -436,6 +446,7 @@ async def observe(
     await _visible_device(ctx, scope, endpoint)
     target = parse_path(path)
     result = await ctx.server.observe(endpoint, target, **options.kwargs())
+    await audit_operation(ctx, scope, endpoint, "observe", target, result)
     body = _check(result, endpoint, "observe", target)
     body.update(
         observation_id=result.observation_id,
@@ -492,6 +503,10 @@ async def write_composite(
     await _visible_device(ctx, scope, endpoint)
     content = composite_from_json(data.content, ctx.model)
     result = await ctx.server.write_composite(endpoint, content, **options.kwargs())
+    written = [str(p) for p in sorted(content)]
+    await audit_operation(
+        ctx, scope, endpoint, "write-composite", None, result, detail={"paths": written}
+    )
     body = _check(result, endpoint, "write-composite", None)
     body["paths"] = [str(p) for p in sorted(content)]
     return body
@@ -507,6 +522,10 @@ async def observe_composite(
     await _visible_device(ctx, scope, endpoint)
     paths = _paths(data.paths)
     result = await ctx.server.observe_composite(endpoint, paths, **options.kwargs())
+    observed = [str(p) for p in paths]
+    await audit_operation(
+        ctx, scope, endpoint, "observe-composite", None, result, detail={"paths": observed}
+    )
     body = _check(result, endpoint, "observe-composite", None)
     body.update(
         observation_id=result.observation_id,
@@ -559,6 +578,15 @@ async def cancel_observation(
     if info is not None and not await scope.sees(endpoint):
         raise UnknownObservation(observation_id)
     result = await ctx.server.cancel_observation(observation_id, active=active, timeout=timeout)
+    await audit_operation(
+        ctx,
+        scope,
+        endpoint,
+        "cancel-observation",
+        None,
+        result,
+        detail={"observation_id": observation_id, "active": active},
+    )
     body = _check(result, endpoint, "cancel-observation", None)
     body["observation_id"] = observation_id
     return body
@@ -574,10 +602,8 @@ async def queued_requests(ctx: Context, scope: Scoped, endpoint: str) -> list[Js
 
 @router.delete("/queue/{request_id}", tags=["queue"], summary="Cancel a queued request")
 async def cancel_queued(ctx: Context, scope: Scoped, request_id: int) -> JsonObject:
-    hidden = False
-    if not scope.principal.all_tenants:
-        queued = await ctx.store.read(lambda tx: ctx.store.queue.get(tx, request_id))
-        hidden = queued is not None and not await scope.sees(queued.endpoint)
+    queued = await ctx.store.read(lambda tx: ctx.store.queue.get(tx, request_id))
+    hidden = queued is not None and not await scope.sees(queued.endpoint)
     if hidden or not await ctx.server.cancel_queued(request_id):
         raise ApiError(
             404,
@@ -586,4 +612,7 @@ async def cancel_queued(ctx: Context, scope: Scoped, request_id: int) -> JsonObj
             "already (see GET /devices/{endpoint}/queue)",
             request_id=request_id,
         )
+    endpoint = queued.endpoint if queued is not None else ""
+    detail = {"request_id": request_id, "operation": queued.operation if queued else None}
+    await audit_operation(ctx, scope, endpoint, "queue-cancel", None, detail=detail, outcome="ok")
     return {"status": "success", "request_id": request_id}

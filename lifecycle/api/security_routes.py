@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from lifecycle.api.audit_routes import audit_change
 from lifecycle.api.auth import Role, context_of, needs
 from lifecycle.api.context import ApiContext
 from lifecycle.api.errors import ApiError
@@ -160,7 +161,10 @@ async def set_security(
     record = EndpointSecurity(endpoint, psk=psk, x509=cert, allow_nosec=body.allow_nosec)
     now = time.time()
     try:
-        previous = await ctx.store.write(lambda tx: ctx.store.security.set(tx, record, now))
+        audited = await audit_change(ctx, scope, "security.set", endpoint, _audit_detail(record))
+        previous = await ctx.store.write(
+            lambda tx: (ctx.store.security.set(tx, record, now), audited(tx))[0]
+        )
     except ValueError as err:  # the store's own fingerprint check
         raise InputError("body.x509_fingerprint", str(err)) from err
     stored = await ctx.store.read(lambda tx: ctx.store.security.get(tx, endpoint))
@@ -180,8 +184,23 @@ async def remove_security(ctx: Context, scope: Scoped, endpoint: str) -> JsonObj
     found = await ctx.store.read(lambda tx: ctx.store.security.get(tx, endpoint))
     if found is None:
         raise _no_record(endpoint)
-    removed = await ctx.store.write(lambda tx: ctx.store.security.remove(tx, endpoint))
+    audited = await audit_change(ctx, scope, "security.delete", endpoint, _audit_detail(found))
+    removed = await ctx.store.write(
+        lambda tx: (ctx.store.security.remove(tx, endpoint), audited(tx))[0]
+    )
     return {**security_json(removed), "removed": True}
+
+
+def _audit_detail(record: EndpointSecurity) -> dict[str, Any]:
+    """What the audit may say about credentials: identities and a key fingerprint, no key."""
+    psk, cert = record.psk, record.x509
+    return {
+        "psk_identity": psk.identity if psk is not None else None,
+        "psk_key_sha256_16": hashlib.sha256(psk.key).hexdigest()[:16] if psk is not None else None,
+        "x509_subject": cert.subject if cert is not None else None,
+        "x509_fingerprint": cert.fingerprint_sha256 if cert is not None else None,
+        "allow_nosec": record.allow_nosec,
+    }
 
 
 def _no_record(endpoint: str) -> ApiError:
