@@ -26,6 +26,7 @@ from cli.client import CliFailure
 from cli.commands import ALL_COMMANDS
 from cli.datadir import DataDirError
 from cli.identities_cmd import identities
+from cli.inventory_cmd import groups, inventory
 from cli.settings import LOG_FORMATS, LOG_LEVELS, SettingsError
 from cli.state_cmd import state
 from cli.tokens_cmd import tokens
@@ -139,6 +140,8 @@ for _command in ALL_COMMANDS:
 for _command in (identities, bootstrap, rebootstrap):
     main.add_command(_command)
 main.add_command(sim_cmd.sim)
+main.add_command(inventory)
+main.add_command(groups)
 main.add_command(tokens)
 main.add_command(audit)
 main.add_command(state)

@@ -151,3 +151,55 @@ def test_bad_input_is_a_422_naming_the_position_and_the_fix(
             assert group.status_code == 422 and "unknown stage 'on'" in group.json()["message"]
 
     run(scenario, timeout=60)
+
+
+def test_the_cli_lists_labels_moves_and_groups_through_the_api(
+    tmp_path: Path,
+    database_url: str | None,  # noqa: F811
+) -> None:
+    import asyncio
+    import json
+
+    from click.testing import CliRunner
+
+    from cli.main import main
+    from tests.lifecycle.api.harness import TOKEN
+
+    async def scenario() -> None:
+        async with inventory_api(tmp_path, database_url) as api:
+            env = {"FLEETLOOP_URL": api.url, "FLEETLOOP_TOKEN": TOKEN}
+
+            async def cli(*args: str) -> tuple[int, str]:
+                result = await asyncio.to_thread(
+                    CliRunner().invoke, main, list(args), env=env, catch_exceptions=False
+                )
+                return result.exit_code, result.output
+
+            async with api.device("cli-1") as device:
+                await device.wait_registered()
+
+                async def listed() -> bool:
+                    code, out = await cli("inventory", "list", "--json")
+                    return code == 0 and [d["endpoint"] for d in json.loads(out)] == ["cli-1"]
+
+                await eventually(listed)
+            code, out = await cli("inventory", "label", "--select", "endpoint=cli-*",
+                                  "--add", "ring=2", "--add", "pilot")  # fmt: skip
+            assert code == 0 and "inventory.relabel: 1 device(s) changed" in out
+            code, out = await cli("inventory", "move", "--select", "label:ring=2",
+                                  "--policy-group", "beta")  # fmt: skip
+            assert code == 0, out
+            code, out = await cli("inventory", "show", "cli-1")
+            assert code == 0 and "pilot;ring=2" in out and "beta" in out
+            code, out = await cli("groups", "create", "betas", "--select", "group=beta")
+            assert code == 0 and "group betas (dynamic): 1 member(s)" in out
+            code, out = await cli("groups", "members", "betas")
+            assert code == 0 and "cli-1" in out
+            code, out = await cli("inventory", "stage", "cli-1", "retire")
+            assert code == 0 and "cli-1: retired" in out
+            code, out = await cli("inventory", "list", "--select", "regon=x")
+            assert code == 1 and out.startswith("error: ") and "did you mean 'region'" in out
+            code, out = await cli("groups", "delete", "betas")
+            assert code == 0 and "deleted" in out
+
+    run(scenario, timeout=60)
