@@ -360,9 +360,15 @@ class InventoryRepository:
         return [e for (e,) in tx.execute(query)]
 
     # -- writing ----------------------------------------------------------------------------------
-    def upsert(self, tx: Tx, record: DeviceRecord) -> DeviceRecord:
-        """Insert or replace ``record`` (its labels too); the change hooks see it."""
-        self._write(tx, record)
+    def upsert(
+        self, tx: Tx, record: DeviceRecord, previous: DeviceRecord | None = None
+    ) -> DeviceRecord:
+        """Insert or replace ``record`` (its labels too); the change hooks see it.
+
+        ``previous``: the stored record this one replaces, when the caller just read it (the
+        event handlers do) -- saves the existence check and the label read.
+        """
+        self._write(tx, record, previous)
         self._changed(tx, [record])
         return record
 
@@ -385,14 +391,18 @@ class InventoryRepository:
             tx.execute(insert(DEVICE_LABEL), labels)
         self._changed(tx, records)
 
-    def _write(self, tx: Tx, record: DeviceRecord) -> None:
+    def _write(self, tx: Tx, record: DeviceRecord, previous: DeviceRecord | None = None) -> None:
         row = _row(record)
-        exists = tx.execute(select(_D.endpoint).where(_D.endpoint == record.endpoint)).first()
+        if previous is not None:
+            exists: object = True
+            current = dict(previous.labels)
+        else:
+            exists = tx.execute(select(_D.endpoint).where(_D.endpoint == record.endpoint)).first()
+            current = self._labels(tx, [record.endpoint])[record.endpoint] if exists else {}
         if exists is None:
             tx.execute(insert(DEVICE), row)
         else:
             tx.execute(update(DEVICE).where(_D.endpoint == record.endpoint), row)
-        current = self._labels(tx, [record.endpoint])[record.endpoint]
         if current != dict(record.labels):
             tx.execute(delete(DEVICE_LABEL).where(_L.endpoint == record.endpoint))
             if record.labels:
@@ -461,7 +471,7 @@ class InventoryRepository:
                 f"{' or '.join(s for s in STAGES if s in allowed)}"
             )
         moved = record.moved_to(target, now)
-        self._write(tx, moved)
+        self._write(tx, moved, record)
         self._audit(
             tx,
             actor,

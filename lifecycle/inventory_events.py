@@ -247,7 +247,7 @@ class InventoryService:
 
     def seen(self, tx: Tx, endpoint: str, now: float) -> DeviceRecord:
         """A registration or update: joined, registered, last seen now, active if it was not."""
-        record = self.repository.get(tx, endpoint)
+        stored = record = self.repository.get(tx, endpoint)
         identity = None
         if record is None or record.stage == MANUFACTURED or record.tenant is None:
             identity = self._identities(tx, [endpoint]).get(endpoint)
@@ -265,12 +265,12 @@ class InventoryService:
         if record.stage in (MANUFACTURED, BOOTSTRAPPED):
             record = record.moved_to(ACTIVE, now)
         record = replace(record, registered=True, last_seen=now, updated_at=now)
-        return self.repository.upsert(tx, record)
+        return self.repository.upsert(tx, record, stored)
 
     def gone(self, tx: Tx, endpoint: str, now: float) -> None:
         record = self.repository.get(tx, endpoint)
         if record is not None and record.registered:
-            self.repository.upsert(tx, replace(record, registered=False, updated_at=now))
+            self.repository.upsert(tx, replace(record, registered=False, updated_at=now), record)
 
     def report(self, tx: Tx, endpoint: str, facts: Mapping[str, str], now: float) -> None:
         record = self.repository.get(tx, endpoint)
@@ -282,7 +282,9 @@ class InventoryService:
             # matter, not an inventory rewrite
             changes.pop("eid", None)
         if changes:
-            self.repository.upsert(tx, replace(record, **changes, last_seen=now, updated_at=now))
+            self.repository.upsert(
+                tx, replace(record, **changes, last_seen=now, updated_at=now), record
+            )
 
     # -- identity import --------------------------------------------------------------------------
     async def sync_import(
