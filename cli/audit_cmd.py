@@ -23,7 +23,7 @@ from cli.output import print_json, table
 from lwm2m.store.checkpoint import Checkpoint, ProofError, check_proof_document
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_CHECKPOINT_FIELDS = ("tree_size", "root_hash", "signature", "key_id", "at")
+_CHECKPOINT_FIELDS = ("tree_size", "root_hash", "signature", "key_id")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
 
@@ -211,7 +211,9 @@ def checkpoint_cmd(make_new: bool, out: str | None, as_json: bool) -> None:
     latest = listing["items"][-1]
     doc = {
         "checkpoint": {
-            k: latest[k] for k in ("tree_size", "root_hash", "signature", "key_id", "at")
+            **{k: latest[k] for k in _CHECKPOINT_FIELDS},
+            "at": latest["at_epoch"],
+            "at_iso": latest["at"],
         },
         "public_key": listing["public_key"],
         "key_id": listing["key_id"],

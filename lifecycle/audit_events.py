@@ -27,7 +27,7 @@ from typing import Any
 
 from lifecycle.service import LifecycleService
 from lwm2m.server import RegistrationRefused
-from lwm2m.store import Checkpoint, CheckpointSigner, Store, Tx
+from lwm2m.store import AuditTampered, Checkpoint, CheckpointSigner, Store, Tx
 
 log = logging.getLogger("lifecycle.audit")
 
@@ -201,10 +201,18 @@ class AuditComponent:
         return await self.store.write(lambda tx: self.store.audit.checkpoint(tx, self.signer, now))
 
     async def start(self) -> None:
-        """First checkpoint now (covering whatever an earlier run left), then the timer."""
-        made = await self.checkpoint_now()
-        if made is not None:
-            log.info("audit checkpoint", extra={"tree_size": made.tree_size})
+        """First checkpoint now (covering whatever an earlier run left), then the timer.
+
+        A log that no longer matches its hashes is not signed over -- and does not stop the
+        server either: it is reported, and ``fleetloop audit verify`` names the record.
+        """
+        try:
+            made = await self.checkpoint_now()
+        except AuditTampered as err:
+            log.error("audit log does not verify, not signing a checkpoint: %s", err)
+        else:
+            if made is not None:
+                log.info("audit checkpoint", extra={"tree_size": made.tree_size})
         self._task = asyncio.create_task(self._run(), name="audit-checkpoints")
 
     async def _run(self) -> None:
