@@ -302,8 +302,8 @@ def reported_value(dimension: Dimension, leaves: Leaves) -> dict[str, JsonValue]
         return out
     if dimension is Dimension.FLAGS:
         entries = _under(leaves, CFG_FLAGS)
-        if not entries and CFG_FLAGS not in leaves:
-            return None
+        if not entries and CFG_FLAGS not in leaves and CFG_APPLIED not in leaves:
+            return None  # no object 32001 reported (an empty flag set has no leaves)
         flags: dict[str, JsonValue] = {}
         for _, entry in entries:
             name, _, flag = str(entry).partition("=")

@@ -307,7 +307,13 @@ class StateObserver:
         def write(tx: Tx) -> list[Recorded]:
             done = repo.record(tx, endpoint, values, now=now, source=source, failures=failures)
             for item in done:
-                if item.before is Status.APPLIED and item.after is Status.DRIFTED:
+                # An enforced drift is confirmed (and audited) by the reconciler's read; a
+                # report-only one has nobody else to tell.
+                if (
+                    item.before is Status.APPLIED
+                    and item.after is Status.DRIFTED
+                    and item.policy is Policy.REPORT_ONLY
+                ):
                     store.audit.append(
                         tx,
                         actor=f"device:{endpoint}",

@@ -273,6 +273,7 @@ class _Pass:
 
     steps: list[dict[str, Any]] = field(default_factory=list)
     verify: set[Dimension] = field(default_factory=set)
+    read: set[Dimension] = field(default_factory=set)
     failures: dict[Dimension, str] = field(default_factory=dict)
     stale: set[Dimension] = field(default_factory=set)
 
@@ -486,20 +487,26 @@ class Reconciler:
         registration = self.server.registration(endpoint)
         since = self._reattach.get(endpoint)
         if since is not None and registration is not None and registration.address == since:
-            # A new APN is being attached: nothing to do until an Update from the device's
-            # new address says it is back.
-            todo = [w for w in todo if w.dimension is not Dimension.CONNECTIVITY]
-            if not todo:
-                return
-        else:
-            self._reattach.pop(endpoint, None)
+            # A new APN is being attached: the device is unreachable until an Update from its
+            # new address says it is back (that Update wakes this endpoint again).
+            return
+        self._reattach.pop(endpoint, None)
         stale = self._stale.pop(endpoint, set())
-        refresh = {w.dimension for w in todo} & stale
+        # A drift seen in a notification is confirmed by a read before it is corrected: a
+        # notification overtaken by our own read-back must not undo a change.
+        drifted = {
+            w.dimension for w in todo if status(w, reported.get(w.dimension)) is Status.DRIFTED
+        }
+        refresh = ({w.dimension for w in todo} & stale) | drifted
         if refresh:
             # The device was changing these when it went away: see where it stands first.
             _status_outcome(await self.observer.read_back(endpoint, _paths(refresh)), "read back")
         leaves = self.observer.leaves.get(endpoint, {})
         work = _Pass()
+        for dim in sorted(drifted, key=lambda d: d.value):
+            value = self.observer.values_of(endpoint, [dim]).get(dim)
+            if not satisfies(dim, desired[dim].value, value):
+                work.steps.append({"dimension": dim.value, "step": "drift-confirmed"})
         for want in todo:
             value = self.observer.values_of(endpoint, [want.dimension]).get(want.dimension)
             if value is not None and satisfies(want.dimension, want.value, value):
@@ -507,6 +514,12 @@ class Reconciler:
                 continue
             attempted = self._attempted.get((endpoint, want.dimension)) == want.generation
             step = plan(want, leaves, bundle=_content(bundle, want), attempted=attempted)
+            unread = work.verify - work.read
+            if unread and isinstance(step, SetApns | InstallFirmware):
+                # This step costs the device its connection (re-attach, reboot): read back
+                # what was changed so far while it still answers.
+                _status_outcome(await self.observer.read_back(endpoint, _paths(unread)), "verify")
+                work.read |= unread
             await self._delay_for_rate()
             try:
                 await self._apply(endpoint, want, step, work)
@@ -515,8 +528,10 @@ class Reconciler:
                 work.steps.append(
                     {"dimension": want.dimension.value, "outcome": "failed", "reason": str(err)}
                 )
+        if work.verify - work.read:
+            unread = work.verify - work.read
+            _status_outcome(await self.observer.read_back(endpoint, _paths(unread)), "verify")
         if work.verify:
-            _status_outcome(await self.observer.read_back(endpoint, _paths(work.verify)), "verify")
             self._config_result(endpoint, desired, work)
         if work.stale:
             self._stale.setdefault(endpoint, set()).update(work.stale)
