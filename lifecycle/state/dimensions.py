@@ -144,20 +144,23 @@ WATCHED: dict[Dimension, tuple[Path, ...]] = {
     Dimension.ESIM: (),
 }
 
-#: Everything the state observer watches on a device (when its object links include it).
+#: What the state observer observes on a device (when its object links include it): small
+#: resources whose change matters. A composite notification carries all of them whenever one
+#: changes, so the APN profiles (/11, ten values per profile) and the staged digest are read
+#: (at set-up and in every verification) instead of observed: the active APN (/4/0/7) is the
+#: connectivity fact that drifts on its own.
 OBSERVED: tuple[Path, ...] = (
     FW_VERSION,
     FW_STATE,
     FW_RESULT,
     CFG_APPLIED,
     CFG_RESULT,
-    CFG_DETAIL,
-    CFG_DIGEST,
     CFG_FLAGS,
-    RADIO,
     ACTIVE_APN,
-    APN_PROFILES,
 )
+
+#: Read once when the observation is set up (the rest of what the dimensions report).
+READ_AT_SETUP: tuple[Path, ...] = (CFG_DIGEST, CFG_DETAIL, APN_PROFILES)
 
 
 def dimensions_of(paths: set[Path] | frozenset[Path]) -> set[Dimension]:
@@ -536,6 +539,7 @@ __all__ = [
     "APPLICABLE",
     "OBSERVED",
     "ORDER",
+    "READ_AT_SETUP",
     "WATCHED",
     "Desired",
     "Dimension",

@@ -26,6 +26,7 @@ from typing import Any
 
 from lifecycle.state.dimensions import (
     OBSERVED,
+    READ_AT_SETUP,
     WATCHED,
     Dimension,
     Leaves,
@@ -222,9 +223,13 @@ class StateObserver:
                 self.ours[endpoint] = ids
                 return result.status.value
             ids.add(result.observation_id)
-            await self.ingest(endpoint, tuple(group), result.content, "observe")
+            self.absorb(endpoint, group, result.content)
         self.ours[endpoint] = ids
-        return None
+        failed = await self.read_back(endpoint, READ_AT_SETUP)
+        touched = set(paths) | set(READ_AT_SETUP)
+        dims = dimensions_of(frozenset(touched))
+        await self.record(endpoint, self.values_of(endpoint, dims), "observe")
+        return failed
 
     async def read_back(self, endpoint: str, paths: Iterable[Path]) -> str | None:
         """Read ``paths`` (verification); values go into memory, not the store (the caller
