@@ -110,13 +110,45 @@ async def _serve(conn: Connection, data_dir: str) -> None:
         await store.refresh_security_cache()
         conn.send({"provisioned": len(rows)})
 
+    lag = {"max": 0.0, "sum": 0.0, "n": 0}
+
+    async def watch_loop() -> None:
+        """Event-loop lag: how late a 10 ms sleep wakes (the loop blocked, or starved of the
+        GIL by the store's threads)."""
+        while not done.is_set():
+            t0 = loop.time()
+            await asyncio.sleep(0.01)
+            late = loop.time() - t0 - 0.01
+            lag["max"] = max(lag["max"], late)
+            lag["sum"] += late
+            lag["n"] += 1
+
+    def stages() -> dict[str, Any]:
+        """Per-stage counters: the store's group commits, the CoAP cores' duplicates, CPU per
+        thread from /proc (event loop, store writer, store readers), event-loop lag."""
+        batcher = store.batcher.stats
+        channels = server._channels
+        return {
+            "batches": batcher.batches,
+            "batch_items": batcher.items,
+            "max_batch": batcher.max_batch_seen,
+            "write_pending": store.batcher.pending,
+            "coap_duplicates": sum(c.core.stats.duplicates for c in channels),
+            "udp_rcvbuf_errors": udp_rcvbuf_errors(),
+            "threads_cpu": thread_cpu_seconds(),
+            "loop_lag_max_ms": round(lag["max"] * 1e3, 1),
+            "loop_lag_mean_ms": round(lag["sum"] / max(lag["n"], 1) * 1e3, 2),
+        }
+
+    watcher = loop.create_task(watch_loop())
+
     def on_command() -> None:
         message = conn.recv()
         command = message["cmd"]
         if command == "ports":
             conn.send({"coap": server.coap_address[1], "coaps": server.coaps_address[1]})  # type: ignore[index]
         elif command == "stats":
-            conn.send({**server.stats, "registered": len(server.registrations())})
+            conn.send({**server.stats, "registered": len(server._by_endpoint), **stages()})
         elif command == "observe":
             task = loop.create_task(observe_all(message["path"]))
             busy.add(task)
@@ -130,10 +162,39 @@ async def _serve(conn: Connection, data_dir: str) -> None:
 
     loop.add_reader(conn.fileno(), on_command)
     await done.wait()
+    await watcher
     loop.remove_reader(conn.fileno())
     await server.stop()
     store.close()
     conn.send({"stopped": True})
+
+
+def thread_cpu_seconds() -> dict[str, float]:
+    """CPU seconds (utime + stime) of this process's threads, summed by thread name (the
+    store's reader threads under one name)."""
+    import threading
+
+    tick = os.sysconf("SC_CLK_TCK")
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out: dict[str, float] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name = names.get(int(tid), "other").rstrip("_0123456789")
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def udp_rcvbuf_errors() -> int:
+    """Datagrams the kernel dropped because a UDP receive buffer was full (all sockets of
+    the machine: read it as a difference over a phase)."""
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Udp:")]
+    return int(dict(zip(rows[0], rows[1], strict=True))["RcvbufErrors"])
 
 
 def _in_tx(store: Any, write: Any) -> None:

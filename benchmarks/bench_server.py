@@ -49,12 +49,14 @@ class _Device(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.mid = index * 7 % 65536
         self.answered = 0
+        self.acked: set[int] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     async def request(self, message: Message) -> Message:
-        """A CON request, retransmitted like RFC 7252 says (loopback drops under load too)."""
+        """A CON request, retransmitted like RFC 7252 says (loopback drops under load too);
+        an empty ACK stops the retransmissions and the response comes separately (CON)."""
         self.mid = (self.mid + 1) % 65536
         message.mtype, message.mid = Type.CON, self.mid
         message.token = self.mid.to_bytes(2, "big")
@@ -63,25 +65,38 @@ class _Device(asyncio.DatagramProtocol):
         assert self.transport is not None
         data = message.encode()
         timeout = 2.0
-        for _ in range(5):
-            self.transport.sendto(data)
-            try:
-                return await asyncio.wait_for(asyncio.shield(future), timeout)
-            except TimeoutError:
-                timeout *= 2
+        try:
+            for _ in range(5):
+                if self.mid not in self.acked:
+                    self.transport.sendto(data)
+                try:
+                    return await asyncio.wait_for(asyncio.shield(future), timeout)
+                except TimeoutError:
+                    timeout *= 2
+        finally:
+            self.acked.discard(self.mid)
+            self.waiters.pop((self.index, self.mid), None)
         raise TimeoutError(f"device {self.index}: no answer to {message.code}")
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         message = Message.decode(data)
+        assert self.transport is not None
         if message.code.is_request():
             reply = Message(code=Code.CONTENT, payload=b"42")
             reply.opt.content_format = 0
             reply.mtype, reply.mid, reply.token = Type.ACK, message.mid, message.token
-            assert self.transport is not None
             self.transport.sendto(reply.encode(), addr)
             self.answered += 1
             return
-        future = self.waiters.pop((self.index, message.mid), None)
+        if message.mtype == Type.ACK and message.code == Code.EMPTY:
+            self.acked.add(message.mid)  # a separate response follows
+            return
+        if message.mtype == Type.CON:  # the separate response: acknowledge it
+            ack = Message(code=Code.EMPTY)
+            ack.mtype, ack.mid = Type.ACK, message.mid
+            self.transport.sendto(ack.encode(), addr)
+        mid = int.from_bytes(message.token, "big")
+        future = self.waiters.pop((self.index, mid), None)
         if future is not None and not future.done():
             future.set_result(message)
 

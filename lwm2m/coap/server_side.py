@@ -31,10 +31,12 @@ from lwm2m.coap.errors import (
 from lwm2m.coap.events import CloseReason, ObserverRemoved, RequestReceived
 from lwm2m.coap.exchange import IncomingRequest, Observation, Transmission
 from lwm2m.coap.messages import (
+    ACK,
     BLOCK1,
     BLOCK2,
     FETCH,
     GET,
+    empty,
     is_response,
     is_success,
     scan_request_options,
@@ -111,8 +113,17 @@ class ServerSide(EndpointState):
         record = ps.dedup.get(mid)
         if record is not None and record.expires > now:
             self.stats.duplicates += 1
-            if confirmable and record.reply is not None:
-                self._out.append((record.reply, ps.peer))
+            if confirmable:
+                reply = record.reply
+                if reply is None and isinstance(record, IncomingRequest):
+                    # Still unanswered: the peer's ACK_TIMEOUT ran out before our answer, so
+                    # acknowledge now (§4.5: ACK each duplicate) and answer separately. Without
+                    # this it retransmits again and again while the server is busy (issue 13).
+                    record.acked = True
+                    record.reply = reply = empty(ACK, mid)
+                    self.stats.empty_acks_sent += 1
+                if reply is not None:
+                    self._out.append((reply, ps.peer))
             return
         request = IncomingRequest(ps, mid, message.token, confirmable)
         self._dedup.add(request, confirmable, now)

@@ -58,6 +58,10 @@ class ServerConfig:
     #: X.509 material of the DTLS listener (certificate-mode devices); PSK always comes from
     #: the store's security records.
     x509: X509Credentials | None = None
+    #: ``SO_RCVBUF`` asked for each listening socket, bytes (None: the OS default, ~208 KiB,
+    #: which holds only ~166 datagrams). The kernel caps it at ``net.core.rmem_max``; 4 MiB
+    #: holds ~6 500 datagrams, the burst of a registration storm (docs/BENCHMARKS.md, issue 13).
+    socket_receive_buffer: int | None = 4 * 1024 * 1024
     #: CoAP exchange-layer settings for both sockets (retransmission, caps).
     coap: EndpointConfig = field(default_factory=EndpointConfig)
     #: Events kept per subscriber before the oldest are dropped (and counted).
@@ -87,6 +91,8 @@ class ServerConfig:
         for name in ("request_timeout", "queue_deadline", "queue_awake_time"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive")
+        if self.socket_receive_buffer is not None and self.socket_receive_buffer < 1:
+            raise ValueError("socket_receive_buffer must be positive (or None)")
         if self.max_queued_per_device < 1 or self.subscriber_buffer < 1:
             raise ValueError("max_queued_per_device and subscriber_buffer must be >= 1")
 

@@ -158,6 +158,11 @@ class LwM2MServer(RegistrationInterface, DeviceManagementApi):
         self._by_endpoint: dict[str, Device] = {}
         self._by_id: dict[str, Device] = {}
         self._by_peer: dict[Peer, Device] = {}
+        #: Endpoints that may have pending queued requests in the store which no in-memory
+        #: device holds: found at start, or left by a registration dropped before it loaded
+        #: them. Only a Register of one of these reads the store's queue; every other Register
+        #: knows there is nothing (queue rows are written for registered devices only).
+        self._queued_in_store: set[str] = set()
         self._pending: dict[RequestHandle, Pending] = {}
         self._observations: dict[str, ObservationState] = {}
         self._obs_by_handle: dict[RequestHandle, ObservationState] = {}
@@ -205,7 +210,12 @@ class LwM2MServer(RegistrationInterface, DeviceManagementApi):
         try:
             if config.coap_port is not None:
                 channel = Channel(self._on_coap_event, False, config)
-                udp = await UdpTransport.create(channel.shell, config.coap_host, config.coap_port)
+                udp = await UdpTransport.create(
+                    channel.shell,
+                    config.coap_host,
+                    config.coap_port,
+                    receive_buffer=config.socket_receive_buffer,
+                )
                 channel.transport = udp
                 channel.shell.attach(udp)
                 self._udp = channel
@@ -218,6 +228,7 @@ class LwM2MServer(RegistrationInterface, DeviceManagementApi):
                     config.coaps_host,
                     config.coaps_port,
                     on_session_closed=channel.shell.session_closed,
+                    receive_buffer=config.socket_receive_buffer,
                 )
                 channel.transport = dtls
                 channel.shell.attach(dtls)
@@ -281,6 +292,7 @@ class LwM2MServer(RegistrationInterface, DeviceManagementApi):
         expired = await store.write(cleanup)
         registrations, pending = await store.read(load)
         loop_now = self._loop.time()
+        self._queued_in_store = pending - {reg.endpoint for reg in registrations}
         for reg in registrations:
             device = Device(reg, None, None, loop_now - self.config.queue_awake_time)
             device.check_store_queue = reg.endpoint in pending
@@ -409,6 +421,8 @@ class LwM2MServer(RegistrationInterface, DeviceManagementApi):
                     Failure(OperationStatus.DEREGISTERED, f"registration ended: {reason}")
                 )
         device.inflight.clear()
+        if not keep_queue and device.check_store_queue:
+            self._queued_in_store.add(device.endpoint)  # rows it never loaded stay pending
         if not keep_queue and device.queue:
             now = self._wall()
             entries = list(device.queue)

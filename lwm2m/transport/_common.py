@@ -14,6 +14,8 @@ from typing import Any, Final
 from lwm2m.transport.errors import ConfigurationError
 from lwm2m.transport.peer import Address
 
+logger = logging.getLogger("lwm2m.transport")
+
 # --- binding -------------------------------------------------------------------------------
 
 
@@ -48,8 +50,16 @@ def bind_plan(host: str | None, port: int) -> tuple[socket.AddressFamily, Addres
     return family, sockaddr, False  # type: ignore[return-value]
 
 
-def open_socket(host: str | None, port: int) -> socket.socket:
-    """A bound, non-blocking UDP socket per :func:`bind_plan` (IPv4 fallback without IPv6)."""
+def open_socket(host: str | None, port: int, receive_buffer: int | None = None) -> socket.socket:
+    """A bound, non-blocking UDP socket per :func:`bind_plan` (IPv4 fallback without IPv6).
+
+    ``receive_buffer`` asks for that ``SO_RCVBUF`` (bytes); the kernel caps it at
+    ``net.core.rmem_max`` (and doubles it for bookkeeping), so the effective size is logged
+    when it is smaller than asked. Why a server wants it: a datagram costs ~1.3 KB of buffer
+    however small it is (skb overhead), so the default 208 KiB holds ~166 of them; a
+    registration storm overflows that within milliseconds of the server being busy with a
+    batch, and every dropped Register comes back 2-3 s later as a retransmission.
+    """
     family, sockaddr, dual = bind_plan(host, port)
     try:
         sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -62,12 +72,31 @@ def open_socket(host: str | None, port: int) -> socket.socket:
     try:
         if dual:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        if receive_buffer is not None:
+            set_receive_buffer(sock, receive_buffer)
         sock.bind(sockaddr)
         sock.setblocking(False)
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+def set_receive_buffer(sock: socket.socket, size: int) -> int:
+    """Ask for a ``size``-byte receive buffer; return what the kernel granted (its accounting
+    value, about twice the request when not capped)."""
+    if size <= 0:
+        raise ConfigurationError(f"receive buffer must be positive, got {size}")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    if granted < size:
+        logger.info(
+            "asked for a %d-byte UDP receive buffer, the kernel granted %d; raise "
+            "net.core.rmem_max to hold larger bursts",
+            size,
+            granted,
+        )
+    return granted
 
 
 # --- logging ---------------------------------------------------------------------------------

@@ -250,6 +250,7 @@ class DtlsServer(asyncio.DatagramProtocol):
         port: int = 0,
         *,
         on_session_closed: SessionClosed | None = None,
+        receive_buffer: int | None = None,
     ) -> DtlsServer:
         """Bind ``host``:``port`` (``None``: dual-stack on all addresses; port 0: ephemeral).
 
@@ -257,10 +258,11 @@ class DtlsServer(asyncio.DatagramProtocol):
         (``"evicted"``, ``"expired"``, ``"closed by peer"``, ``"fatal alert"``, ``"error"``,
         ``"replaced"`` by a new handshake from the address, ``"closed"`` by
         :meth:`close_session`), so the CoAP core can forget the peer at once.
+        ``receive_buffer``: ``SO_RCVBUF`` bytes (see :func:`open_socket`).
         """
         self = cls(sink, config, on_session_closed)
         loop = self._loop
-        sock = open_socket(host, port)
+        sock = open_socket(host, port, receive_buffer)
         self._closed_waiter = loop.create_future()
         try:
             open_datagram_socket(loop, self, sock)

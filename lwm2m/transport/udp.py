@@ -47,11 +47,17 @@ class UdpTransport(asyncio.DatagramProtocol):
 
     @classmethod
     async def create(
-        cls, sink: DatagramSink, host: str | None = None, port: int = 0
+        cls,
+        sink: DatagramSink,
+        host: str | None = None,
+        port: int = 0,
+        *,
+        receive_buffer: int | None = None,
     ) -> UdpTransport:
-        """Bind ``host``:``port`` (port 0: an ephemeral port, see :attr:`local_address`)."""
+        """Bind ``host``:``port`` (port 0: an ephemeral port, see :attr:`local_address`);
+        ``receive_buffer``: ``SO_RCVBUF`` bytes (see :func:`open_socket`)."""
         loop = asyncio.get_running_loop()
-        sock = open_socket(host, port)
+        sock = open_socket(host, port, receive_buffer)
         self = cls(sink)
         self._closed_waiter = loop.create_future()
         try:

@@ -41,13 +41,23 @@ def test_a_duplicate_of_an_answered_con_replays_the_cached_response_byte_for_byt
     assert ep.stats.duplicates == 1
 
 
-def test_a_duplicate_of_an_unanswered_con_is_ignored() -> None:
+def test_a_duplicate_of_an_unanswered_con_is_acknowledged_at_once_and_answered_separately() -> None:
+    """The peer retransmitted: its ACK_TIMEOUT ran out, so it gets an empty ACK now instead of
+    retransmitting on while the application is busy; the request is delivered only once."""
     ep = endpoint()
-    ep.receive_datagram(con_get(7), PEER, 0.0)
-    ep.receive_datagram(con_get(7), PEER, 0.5)
-    assert isinstance(ep.next_event(), RequestReceived)
+    ep.receive_datagram(con_get(7, b"t7"), PEER, 0.0)
+    ep.receive_datagram(con_get(7, b"t7"), PEER, 0.5)
+    event = ep.next_event()
+    assert isinstance(event, RequestReceived)
     assert ep.next_event() is None
-    assert ep.datagrams_to_send(0.5) == []
+    (ack,) = sent(ep, 0.5)
+    assert (ack.mtype, ack.code, ack.mid) == (Type.ACK, Code.EMPTY, 7)
+    assert ep.stats.empty_acks_sent == 1
+    ep.receive_datagram(con_get(7, b"t7"), PEER, 0.7)  # the same empty ACK again
+    assert [m.code for m in sent(ep, 0.7)] == [Code.EMPTY]
+    ep.respond(event.request, response(payload=b"late"), 1.0)
+    (separate,) = sent(ep, 1.0)
+    assert separate.mtype == Type.CON and separate.token == b"t7" and separate.payload == b"late"
 
 
 def test_a_slow_application_gets_an_empty_ack_then_a_separate_con_response() -> None:

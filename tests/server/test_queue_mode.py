@@ -223,3 +223,42 @@ def test_housekeeping_expires_queued_rows_nobody_holds(store: Store) -> None:
             assert stored is not None and stored.state is QueueState.EXPIRED
 
     run(scenario())
+
+
+def test_a_request_queued_for_an_endpoint_not_registered_at_start_goes_out_on_its_register(
+    store: Store,
+) -> None:
+    """A queued row whose registration is gone (expired while the server was down) waits in
+    the store; the server reads it when that endpoint registers -- and only then: a Register
+    of any other endpoint no longer reads the queue table (issue 13)."""
+
+    async def scenario() -> None:
+        op = Write.of(
+            Path.parse("/1/0/1"),
+            SingleResource(1, Value.integer(333)),
+            0,
+            BUILTIN_MODEL,
+            replace=True,
+        )
+        now = time.time()
+        with store.transaction() as tx:
+            row = store.queue.enqueue(tx, op.to_queued(EP, now + 60), now)
+        async with running_server(store, queue_awake_time=SERVER_AWAKE) as server:
+            assert server._queued_in_store == {EP}
+            async with collecting(server) as log:
+                other = SimulatedDevice("bystander", coap_uri(server), config=DEVICE)
+                async with other:
+                    await other.wait_registered()
+                assert server._queued_in_store == {EP}  # still waiting for its endpoint
+                async with SimulatedDevice(EP, coap_uri(server), config=DEVICE) as device:
+                    await device.wait_registered()
+                    await eventually(
+                        lambda: any(
+                            e.request_id == row.id and e.state is QueueState.ANSWERED
+                            for e in log.of(QueueStateChanged)
+                        )
+                    )
+                    assert device.read("/1/0/1") == 333
+                assert server._queued_in_store == set()
+
+    run(scenario())

@@ -12,7 +12,11 @@ import asyncio
 import socket
 from typing import Any
 
+import pytest
+
+from lwm2m.transport._common import open_socket
 from lwm2m.transport._socket import READ_BATCH, SocketTransport, open_datagram_socket
+from lwm2m.transport.errors import ConfigurationError
 from tests.transport.helpers import eventually, local_socket, run
 
 
@@ -246,3 +250,22 @@ def test_after_abort_the_same_port_can_be_bound_at_once() -> None:
         again.close()
 
     run(scenario())
+
+
+def test_a_receive_buffer_is_asked_for_and_capped_by_the_kernel_not_refused() -> None:
+    """The server asks for a large SO_RCVBUF so a registration storm's burst waits in the
+    kernel instead of being dropped; Linux grants up to net.core.rmem_max (doubled)."""
+    with open("/proc/sys/net/core/rmem_max") as f:
+        rmem_max = int(f.read())
+    wanted = 4 * 1024 * 1024
+    sock = open_socket("127.0.0.1", 0, receive_buffer=wanted)
+    try:
+        granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        assert granted >= min(wanted, rmem_max)
+    finally:
+        sock.close()
+
+
+def test_a_non_positive_receive_buffer_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="receive buffer"):
+        open_socket("127.0.0.1", 0, receive_buffer=0)
