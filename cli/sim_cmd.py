@@ -302,13 +302,20 @@ def run(
 @click.option("--seed", type=int, default=1, show_default=True, help="PSK seed")
 @click.option("--nosec", is_flag=True, help="no PSKs (plain CoAP devices)")
 @click.option(
+    "--spread",
+    is_flag=True,
+    help="add inventory columns: tenants, regions, countries, carriers, policy groups, labels",
+)
+@click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     help="write here (default: stdout)",
 )
-def identities_cmd(devices: int, prefix: str, seed: int, nosec: bool, out: Path | None) -> None:
+def identities_cmd(
+    devices: int, prefix: str, seed: int, nosec: bool, spread: bool, out: Path | None
+) -> None:
     """Write device identities as the bootstrap identity import's CSV."""
-    text = to_csv(generate(devices, prefix=prefix, seed=seed, psk=not nosec))
+    text = to_csv(generate(devices, prefix=prefix, seed=seed, psk=not nosec), spread=spread)
     if out is None:
         click.echo(text, nl=False)
         return

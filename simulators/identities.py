@@ -60,13 +60,55 @@ def generate(
     return out
 
 
-def to_csv(identities: Iterable[Identity]) -> str:
-    """The identities as the bootstrap importer's CSV (header row, one device per row)."""
+SPREAD_COLUMNS = ("tenant", "region", "country", "carrier", "plmn", "policy_group", "labels")
+
+#: Where a spread fleet's devices live: (tenant, region, country, carrier, PLMN, policy group),
+#: in the proportions a multi-country fleet has (one device in N goes to each row's share).
+_PLACES: tuple[tuple[str, str, str, str, str, str], ...] = (
+    ("acme", "eu-west", "DE", "tmo-de", "26201", "meters"),
+    ("acme", "eu-west", "FR", "orange-fr", "20801", "meters"),
+    ("acme", "us-east", "US", "tmo", "310260", "meters"),
+    ("acme", "us-east", "US", "vzw", "311480", "trackers"),
+    ("globex", "apac", "JP", "docomo", "44010", "trackers"),
+)
+
+
+def spread_attributes(number: int) -> dict[str, str]:
+    """Inventory attributes of device ``number`` (1-based) in a spread fleet: tenant, region,
+    country, carrier, PLMN and policy group cycle through a fixed table; every tenth device
+    carries the ``pilot`` label and all carry a ``batch`` label, so selectors and groups have
+    something to select. Deterministic: tests compute the expected members the same way."""
+    tenant, region, country, carrier, plmn, group = _PLACES[(number - 1) % len(_PLACES)]
+    labels = f"batch={(number - 1) // 100 + 1}" + (";pilot" if number % 10 == 0 else "")
+    return {
+        "tenant": tenant,
+        "region": region,
+        "country": country,
+        "carrier": carrier,
+        "plmn": plmn,
+        "policy_group": group,
+        "labels": labels,
+    }
+
+
+def _number_of(endpoint: str) -> int:
+    digits = endpoint[len(endpoint.rstrip("0123456789")) :]
+    return int(digits) if digits else 1
+
+
+def to_csv(identities: Iterable[Identity], *, spread: bool = False) -> str:
+    """The identities as the bootstrap importer's CSV (header row, one device per row); with
+    ``spread`` also the inventory columns of :func:`spread_attributes` (by the number at the
+    end of each endpoint name)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    writer.writerow(COLUMNS + (SPREAD_COLUMNS if spread else ()))
     for identity in identities:
         secure = identity.psk is not None
+        extra: tuple[str, ...] = ()
+        if spread:
+            attributes = spread_attributes(_number_of(identity.endpoint))
+            extra = tuple(attributes[name] for name in SPREAD_COLUMNS)
         writer.writerow(
             (
                 identity.endpoint,
@@ -77,6 +119,7 @@ def to_csv(identities: Iterable[Identity]) -> str:
                 "psk" if secure else "nosec",
                 identity.psk_identity.decode() if identity.psk_identity is not None else "",
                 identity.psk_key.hex() if identity.psk_key is not None else "",
+                *extra,
             )
         )
     return buffer.getvalue()
@@ -113,11 +156,13 @@ def from_csv(text: str) -> list[Identity]:
 
 __all__ = [
     "COLUMNS",
+    "SPREAD_COLUMNS",
     "Identity",
     "IdentityFileError",
     "endpoint_name",
     "from_csv",
     "generate",
     "psk_key_for",
+    "spread_attributes",
     "to_csv",
 ]

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -107,7 +107,14 @@ def _wait_for_api_json(data_dir: Path, process: subprocess.Popen[str]) -> dict[s
 @pytest.fixture(scope="session")
 def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
     """``fleetloop serve`` on ephemeral loopback ports for the whole session."""
-    data_dir = tmp_path_factory.mktemp("serve") / "data"
+    with start_serve(tmp_path_factory.mktemp("serve") / "data") as running:
+        yield running
+
+
+@contextmanager
+def start_serve(data_dir: Path) -> Iterator[Serve]:
+    """A ``fleetloop serve`` of its own (every port ephemeral on 127.0.0.1), stopped with
+    SIGTERM at the end: for tests that must not share the session's server."""
     command = [
         *fleetloop(),
         "serve",
@@ -228,4 +235,4 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0
         await asyncio.sleep(0.05)
 
 
-__all__ = ["Api", "Serve", "eventually", "fleet_and_api", "fleetloop", "run"]
+__all__ = ["Api", "Serve", "eventually", "fleet_and_api", "fleetloop", "run", "start_serve"]
