@@ -59,6 +59,7 @@ def audit() -> None:
 
 @audit.command("log")
 @click.option("--endpoint", "endpoints", multiple=True, help="records about this device (repeat)")
+@click.option("--select", "selector", help="records about the devices a selector names")
 @click.option("--since", help="1h, 30m, 2d ago, or ISO 8601 / epoch seconds")
 @click.option("--until", help="ISO 8601 or epoch seconds")
 @click.option("--action", help="action prefix: dm., token., bootstrap., state., ...")
@@ -68,6 +69,7 @@ def audit() -> None:
 @json_option
 def log_cmd(
     endpoints: tuple[str, ...],
+    selector: str | None,
     since: str | None,
     until: str | None,
     action: str | None,
@@ -85,6 +87,7 @@ def log_cmd(
         "after": after,
         "limit": limit,
         "endpoint": list(endpoints) or None,
+        "select": selector,
     }
     with api() as client:
         result = client.request("GET", "/audit", params=params)

@@ -24,14 +24,20 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query
+from sqlalchemy import Select
 
 from lifecycle.api.auth import Principal, Role, context_of, current_principal, needs
 from lifecycle.api.context import ApiContext
 from lifecycle.api.errors import ApiError
+from lifecycle.api.inventory_routes import selector_of
 from lifecycle.api.parse import InputError
 from lifecycle.api.render import JsonObject, timestamp_fields
 from lifecycle.api.scope import Scope
+from lifecycle.inventory import scoped
+from lifecycle.selector import Selector
+from lifecycle.tables import DEVICE
 from lwm2m.server import OperationResult
 from lwm2m.store import (
     AuditRecord,
@@ -91,6 +97,11 @@ def checkpoint_json(checkpoint: Checkpoint) -> JsonObject:
     return doc
 
 
+def selected_endpoints(selector: Selector, tenants: frozenset[str] | None) -> Select[Any]:
+    """The endpoints ``selector`` names in the inventory, as a subquery for the audit log."""
+    return sa.select(DEVICE.c.endpoint).where(scoped(selector, tenants))
+
+
 @router.get("/audit", tags=["audit"], summary="Audit records")
 async def list_audit(
     ctx: Context,
@@ -100,12 +111,24 @@ async def list_audit(
     action: Annotated[str | None, Query(description="action prefix, e.g. dm. or token.")] = None,
     actor: Annotated[str | None, Query(description="e.g. operator:alice")] = None,
     endpoint: Annotated[list[str] | None, Query(description="records about these devices")] = None,
+    select: Annotated[
+        str | None,
+        Query(description="records about the devices this selector names, e.g. region=eu-west"),
+    ] = None,
     after: Annotated[int | None, Query(ge=0, description="records after this seq")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> JsonObject:
     """Records in log order; ``next_after`` pages on."""
     start, end = parse_time(since, "since"), parse_time(until, "until")
     tenants = None if principal.tenants is None else sorted(principal.tenants)
+    devices: list[str] | Select[Any] | None = endpoint or None
+    if select is not None:
+        if endpoint:
+            raise ApiError(
+                422, "invalid_input", "select: give either endpoint or select, not both",
+                field="select",
+            )  # fmt: skip
+        devices = selected_endpoints(selector_of(select), principal.tenants)
     records = await ctx.store.read(
         lambda tx: ctx.store.audit.list(
             tx,
@@ -113,7 +136,7 @@ async def list_audit(
             until=end,
             action_prefix=action,
             actor=actor,
-            endpoints=endpoint or None,
+            endpoints=devices,
             tenants=tenants,
             after=after,
             limit=limit,

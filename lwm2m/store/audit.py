@@ -31,7 +31,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import Row, func, select, text
+from sqlalchemy import Row, Select, func, select, text
 
 from lwm2m.store import merkle
 from lwm2m.store.checkpoint import (
@@ -268,14 +268,16 @@ class AuditLog:
         action_prefix: str | None = None,
         actor: str | None = None,
         subject: str | None = None,
-        endpoints: Collection[str] | None = None,
+        endpoints: Collection[str] | Select[Any] | None = None,
         tenants: Collection[str] | None = None,
         after: int | None = None,
         limit: int = 100,
     ) -> builtins.list[AuditRecord]:
         """Records in ``seq`` order matching every filter given.
 
-        ``endpoints``: records about any of these devices (through ``audit_device``);
+        ``endpoints``: records about any of these devices (through ``audit_device``), or a
+        one-column SELECT of endpoint names (a higher layer's device selector, evaluated in
+        the database rather than shipped here as a list of 100 000 names);
         ``tenants``: only records of these tenants (None: every record, with or without one);
         ``after``: records with a larger ``seq`` (page with the last one seen).
         """
@@ -290,7 +292,9 @@ class AuditLog:
             query = query.where(_L.actor == actor)
         if subject is not None:
             query = query.where(_L.subject == subject)
-        if endpoints is not None:
+        if isinstance(endpoints, Select):
+            query = query.where(_L.seq.in_(select(_D.seq).where(_D.endpoint.in_(endpoints))))
+        elif endpoints is not None:
             query = query.where(_L.seq.in_(select(_D.seq).where(_D.endpoint.in_(list(endpoints)))))
         if tenants is not None:
             query = query.where(_L.tenant.in_(list(tenants)))

@@ -183,6 +183,13 @@ def test_a_thousand_devices_from_an_identity_csv_are_grouped_and_converge_to_des
                     assert await _audit(api, action=wanted, limit=1), wanted
                 steps = await _audit(api, action="state.reconcile", endpoint=some_eu)
                 assert steps and all(some_eu in r["endpoints"] for r in steps)
+                by_selector = await _audit(
+                    api, action="state.reconcile", select="region=eu-west", limit=1000
+                )
+                assert by_selector
+                assert all(set(r["endpoints"]) & eu for r in by_selector)
+                pilots_only = await _audit(api, action="state.", select="label:pilot,region=apac")
+                assert all(set(r["endpoints"]) & apac for r in pilots_only)
                 # what the devices reported is in the inventory: firmware, semantically
                 # comparable in selectors
                 record = await api.get(f"/inventory/{PREFIX}000004")

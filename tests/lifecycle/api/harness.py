@@ -25,6 +25,7 @@ from aiocoap.numbers.types import Type
 from cli.serve import _EmbeddedUvicorn, api_url, bind_api_socket
 from cli.settings import Listen
 from lifecycle.api import ApiContext, create_app
+from lifecycle.schema import create_schema as create_lifecycle_schema
 from lwm2m.model import ObjectModel
 from lwm2m.server import LwM2MServer, ServerConfig
 from lwm2m.store import Store
@@ -73,6 +74,7 @@ async def running_api(
 ) -> AsyncIterator[Api]:
     store = Store.open(database_url, data_dir)
     store.create_schema()
+    create_lifecycle_schema(store)  # as serve does: the routes record tenants from lc_device
     server = await LwM2MServer.start(
         ServerConfig(
             coap_host="127.0.0.1",
