@@ -7,7 +7,8 @@ the devices must cost less than the server they measure. The devices register, t
 every GET with a text value while the server reads each of them, then each sends SenML-CBOR
 Sends.
 
-    .venv/bin/python -m benchmarks.bench_server --devices 2000
+    .venv/bin/python -m benchmarks.bench_server --devices 2000 [--updates 5] [--window 200]
+        [--repeat 3] [--baseline]
 
 Prints one JSON line of results. CPU is the server process's ``time.process_time`` (the store's
 writer thread included) divided by the operations completed.
@@ -22,6 +23,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import statistics
 import tempfile
 import time
 from multiprocessing.connection import Connection
@@ -31,6 +33,7 @@ from aiocoap import Message
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import Type
 
+from benchmarks.loadgen import process_cpu_seconds
 from lwm2m.codec import ContentFormat, encode_timestamped
 from lwm2m.codec.api import TimestampedNodes
 from lwm2m.model import Path, SingleResource, Value
@@ -50,6 +53,7 @@ class _Device(asyncio.DatagramProtocol):
         self.mid = index * 7 % 65536
         self.answered = 0
         self.acked: set[int] = set()
+        self.retransmissions = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -66,9 +70,10 @@ class _Device(asyncio.DatagramProtocol):
         data = message.encode()
         timeout = 2.0
         try:
-            for _ in range(5):
+            for attempt in range(5):
                 if self.mid not in self.acked:
                     self.transport.sendto(data)
+                    self.retransmissions += attempt > 0
                 try:
                     return await asyncio.wait_for(asyncio.shield(future), timeout)
                 except TimeoutError:
@@ -105,7 +110,9 @@ def _same(device: _Device) -> _Device:
     return device
 
 
-async def _load(port: int, devices: int, sends: int, window: int, conn: Connection) -> None:
+async def _load(
+    port: int, devices: int, sends: int, updates: int, window: int, conn: Connection
+) -> None:
     loop = asyncio.get_running_loop()
     waiters: dict[tuple[int, int], asyncio.Future[Message]] = {}
     fleet: list[_Device] = []
@@ -130,7 +137,8 @@ async def _load(port: int, devices: int, sends: int, window: int, conn: Connecti
 
     start = time.perf_counter()
     await asyncio.gather(*(register(d) for d in fleet))
-    conn.send(("registered", time.perf_counter() - start))
+    seconds = time.perf_counter() - start
+    conn.send(("registered", seconds, sum(d.retransmissions for d in fleet)))
     await loop.run_in_executor(None, conn.recv)  # the server has read every device
     nodes = {Path.parse("/3/0/9"): SingleResource(9, Value.integer(42))}
     body = encode_timestamped(
@@ -150,13 +158,43 @@ async def _load(port: int, devices: int, sends: int, window: int, conn: Connecti
     await asyncio.gather(*(send(d) for d in fleet))
     conn.send(("sent", time.perf_counter() - start))
 
+    async def update(device: _Device) -> None:
+        for _ in range(updates):
+            async with gate:
+                message = Message(code=Code.POST)
+                message.opt.uri_path = locations[device.index]
+                answer = await device.request(message)
+                assert answer.code == Code.CHANGED, answer
 
-def _load_main(port: int, devices: int, sends: int, window: int, conn: Connection) -> None:
-    asyncio.run(_load(port, devices, sends, window, conn))
+    start = time.perf_counter()
+    await asyncio.gather(*(update(d) for d in fleet))
+    conn.send(("updated", time.perf_counter() - start))
+
+    async def deregister(device: _Device) -> None:
+        async with gate:
+            message = Message(code=Code.DELETE)
+            message.opt.uri_path = locations[device.index]
+            answer = await device.request(message)
+            assert answer.code == Code.DELETED, answer
+
+    start = time.perf_counter()
+    await asyncio.gather(*(deregister(d) for d in fleet))
+    conn.send(("deregistered", time.perf_counter() - start))
+
+
+def _load_main(
+    port: int, devices: int, sends: int, updates: int, window: int, conn: Connection
+) -> None:
+    asyncio.run(_load(port, devices, sends, updates, window, conn))
 
 
 # -- server process -------------------------------------------------------------------------
-async def _bench(devices: int, sends: int, window: int) -> dict[str, Any]:
+def _cpu() -> float:
+    """This process's CPU seconds (utime + stime, every thread: the store's too) from /proc."""
+    return process_cpu_seconds(os.getpid())
+
+
+async def _bench(devices: int, sends: int, updates: int, window: int) -> dict[str, Any]:
     data_dir = tempfile.mkdtemp(prefix="fleetloop-bench-")
     store = Store.open(None, data_dir)
     store.create_schema()
@@ -165,13 +203,14 @@ async def _bench(devices: int, sends: int, window: int) -> dict[str, Any]:
     assert server.coap_address is not None
     parent, child = mp.Pipe()
     process = mp.Process(
-        target=_load_main, args=(server.coap_address[1], devices, sends, window, child)
+        target=_load_main,
+        args=(server.coap_address[1], devices, sends, updates, window, child),
     )
     loop = asyncio.get_running_loop()
-    cpu0 = time.process_time()
+    cpu0 = _cpu()
     process.start()
-    _, register_s = await loop.run_in_executor(None, parent.recv)
-    cpu_register = time.process_time() - cpu0
+    _, register_s, retransmissions = await loop.run_in_executor(None, parent.recv)
+    cpu_register = _cpu() - cpu0
     assert len(server.registrations()) == devices
 
     gate = asyncio.Semaphore(window)
@@ -181,13 +220,20 @@ async def _bench(devices: int, sends: int, window: int) -> dict[str, Any]:
             result = await server.read(ep, "/3/0/9")
             assert result.ok, result
 
-    cpu1, start = time.process_time(), time.perf_counter()
+    cpu1, start = _cpu(), time.perf_counter()
     await asyncio.gather(*(read(f"bench-{i}") for i in range(devices)))
-    read_s, cpu_read = time.perf_counter() - start, time.process_time() - cpu1
+    read_s, cpu_read = time.perf_counter() - start, _cpu() - cpu1
     parent.send("go")
-    cpu2 = time.process_time()
+    cpu2 = _cpu()
     _, send_s = await loop.run_in_executor(None, parent.recv)
-    cpu_send = time.process_time() - cpu2
+    cpu3 = _cpu()
+    _, update_s = await loop.run_in_executor(None, parent.recv)
+    cpu4 = _cpu()
+    _, deregister_s = await loop.run_in_executor(None, parent.recv)
+    await store.flush()
+    cpu5 = _cpu()
+    cpu_send, cpu_update, cpu_deregister = cpu3 - cpu2, cpu4 - cpu3, cpu5 - cpu4
+    assert not server.registrations()
     process.join(30)
     await server.stop()
     await store.aclose()
@@ -196,10 +242,15 @@ async def _bench(devices: int, sends: int, window: int) -> dict[str, Any]:
         "devices": devices,
         "register_per_s": round(devices / register_s),
         "register_cpu_us": round(cpu_register / devices * 1e6),
+        "register_retransmissions": retransmissions,
         "read_per_s": round(devices / read_s),
         "read_cpu_us": round(cpu_read / devices * 1e6),
         "send_per_s": round(total_sends / send_s),
         "send_cpu_us": round(cpu_send / total_sends * 1e6),
+        "update_per_s": round(devices * updates / update_s),
+        "update_cpu_us": round(cpu_update / max(devices * updates, 1) * 1e6, 1),
+        "deregister_per_s": round(devices / deregister_s),
+        "deregister_cpu_us": round(cpu_deregister / devices * 1e6, 1),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
         f"Python {platform.python_version()}",
     }
@@ -209,9 +260,38 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--sends", type=int, default=5, help="Sends per device")
-    parser.add_argument("--window", type=int, default=200, help="operations in flight")
+    parser.add_argument("--updates", type=int, default=5, help="empty Updates per device")
+    parser.add_argument("--repeat", type=int, default=1, help="runs; prints each and the median")
+    parser.add_argument(
+        "--baseline", action="store_true", help="also the raw-UDP echo, before each run"
+    )
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=200,
+        help="operations in flight (--window equal to --devices: a registration storm, every "
+        "Register at once)",
+    )
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(_bench(args.devices, args.sends, args.window))))
+    runs: list[dict[str, Any]] = []
+    for _ in range(args.repeat):
+        run: dict[str, Any] = {}
+        if args.baseline:
+            from benchmarks.bench_fleet import _baseline
+
+            base = _baseline(5.0)
+            run["baseline_round_trips_per_s"] = round(base["round_trips_per_s"])
+            run["baseline_cpu_us_per_datagram"] = round(base["server_cpu_us_per_datagram"], 1)
+        run.update(asyncio.run(_bench(args.devices, args.sends, args.updates, args.window)))
+        print(json.dumps(run), flush=True)
+        runs.append(run)
+    if len(runs) > 1:
+        median = {
+            key: statistics.median(run[key] for run in runs)
+            for key, value in runs[0].items()
+            if isinstance(value, int | float)
+        }
+        print(json.dumps({"median_of": len(runs), **median}))
 
 
 if __name__ == "__main__":

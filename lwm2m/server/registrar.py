@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from aiocoap import Message
@@ -69,6 +70,18 @@ from lwm2m.transport import CertificateIdentity, Peer, PskIdentity
 
 logger = logging.getLogger("lwm2m.server")
 audit = logging.getLogger("lwm2m.server.audit")
+
+
+@dataclass(frozen=True, slots=True)
+class _RecordCheck:
+    """An identity check that needs only the endpoint's security record: a group commit of
+    Registers fetches all their records in one query (see ``_register_rows``)."""
+
+    check: Callable[[EndpointSecurity | None], IdentityRefused | None]
+
+
+_IdentityRule = IdentityRefused | _RecordCheck | Callable[[Tx], IdentityRefused | None] | None
+_RegisterRow = tuple[NewRegistration, _IdentityRule, float]
 
 
 class RegistrationInterface:
@@ -162,13 +175,12 @@ class RegistrationInterface:
         )
 
     # -- security -------------------------------------------------------------------------------
-    def _identity_rule(
-        self, endpoint: str, peer: Peer
-    ) -> IdentityRefused | Callable[[Tx], IdentityRefused | None] | None:
-        """The identity check: decided now (a PSK found in the in-memory snapshot), or a
-        function of a transaction that reads the endpoint's security record. A Register runs
-        it inside its own write (one transaction instead of a read and a write; measured
-        ~10 % less CPU per Register); Update and De-register run it as a read."""
+    def _identity_rule(self, endpoint: str, peer: Peer) -> _IdentityRule:
+        """The identity check: decided now (a PSK found in the in-memory snapshot), a check
+        of the endpoint's security record, or (PSK without a complete snapshot) a function of
+        a transaction. A Register runs it inside its own write (one transaction instead of a
+        read and a write), where the records of a whole group commit are read in one query;
+        Update and De-register run it as a read."""
         identity = peer.identity
         store = self.store
         if isinstance(identity, PskIdentity):
@@ -181,19 +193,53 @@ class RegistrationInterface:
             )
         nosec_default = self.config.nosec_by_default
 
-        def check(tx: Tx) -> IdentityRefused | None:
-            record: EndpointSecurity | None = store.security.get(tx, endpoint)
+        def check(record: EndpointSecurity | None) -> IdentityRefused | None:
             if isinstance(identity, CertificateIdentity):
                 return check_certificate(endpoint, identity, record)
             return check_nosec(endpoint, record, nosec_by_default=nosec_default)
 
-        return check
+        return _RecordCheck(check)
 
     async def _check_identity(self, endpoint: str, peer: Peer) -> IdentityRefused | None:
         rule = self._identity_rule(endpoint, peer)
         if rule is None or isinstance(rule, IdentityRefused):
             return rule
+        if isinstance(rule, _RecordCheck):
+            store = self.store
+            return await store.read(lambda tx: rule.check(store.security.get(tx, endpoint)))
         return await self.store.read(rule)
+
+    def _register_rows(
+        self, tx: Tx, rows: list[_RegisterRow]
+    ) -> list[tuple[Registration, Registration | None] | IdentityRefused]:
+        """The group commit's Registers in one go: their security records in one query, then
+        :meth:`RegistrationRepository.register_many` for those the check let through."""
+        store = self.store
+        wanted = [new.endpoint for new, rule, _ in rows if isinstance(rule, _RecordCheck)]
+        records = store.security.get_many(tx, wanted) if wanted else {}
+        results: list[Any] = []
+        accepted: list[tuple[NewRegistration, float]] = []
+        slots: list[int] = []
+        for new, rule, now in rows:
+            if isinstance(rule, _RecordCheck):
+                refused = rule.check(records.get(new.endpoint))
+            elif isinstance(rule, IdentityRefused):
+                refused = rule
+            elif rule is not None:
+                refused = rule(tx)
+            else:
+                refused = None
+            if refused is not None:
+                results.append(refused)  # nothing written for it
+                continue
+            slots.append(len(results))
+            results.append(refused)  # placeholder, filled below
+            accepted.append((new, now))
+        for slot, outcome in zip(
+            slots, store.registrations.register_many(tx, accepted), strict=True
+        ):
+            results[slot] = outcome
+        return results
 
     async def _identity_ok(
         self, channel: Channel, event: RequestReceived, endpoint: str, peer: Peer
@@ -240,18 +286,11 @@ class RegistrationInterface:
             object_links=request.object_links,
             supported_formats=request.objects.content_formats,
         )
-        now = self._wall()
-        store = self.store
-
-        def register(tx: Tx) -> tuple[Registration, Registration | None] | IdentityRefused:
-            if rule is not None:
-                refused = rule(tx)
-                if refused is not None:
-                    return refused  # nothing written
-            return store.registrations.register(tx, new, now)
-
+        row: _RegisterRow = (new, rule, self._wall())
         try:
-            outcome = await store.write(register)
+            outcome: (
+                tuple[Registration, Registration | None] | IdentityRefused
+            ) = await self.store.batcher.submit_row(self._register_rows, row)
         except StoreError as exc:
             logger.warning("Register of %s not stored: %s", request.endpoint, exc)
             self._respond(channel, event, Code.SERVICE_UNAVAILABLE, "store unavailable; retry")

@@ -28,6 +28,9 @@ connection for the next batch and carries on.
 Ordering: one writer, batches in submission order, operations in a batch in submission order.
 Bulk rows (``submit_bulk``) for the same writer function are merged into one call at the place
 of the first of them, so e.g. all telemetry rows of a batch become one ``executemany``.
+``submit_row`` is the ordered kind with a result per row: consecutive submissions for the same
+writer (nothing else queued between them) become one call, which returns one result per row;
+a Register storm thus costs a few statements per group commit instead of a few per device.
 
 Operations must be functions of the transaction only (they may be run twice if a neighbour in
 the batch forces a retry); side effects belong in :meth:`Tx.after_commit`.
@@ -62,6 +65,11 @@ Op = Callable[[Tx], T]
 BulkWriter = Callable[[Tx, list[R]], None]
 """Writes many rows at once; rows submitted for the same writer in one batch are merged."""
 
+RowWriter = Callable[[Tx, list[R]], list[Any]]
+"""Writes many rows at once and returns one result per row, in order (see ``submit_row``); a
+result that is an exception instance fails that row's submitter alone (nothing may have been
+written for it)."""
+
 
 @dataclass(slots=True)
 class BatcherStats:
@@ -77,21 +85,23 @@ class BatcherStats:
 
 
 class _Item:
-    __slots__ = ("bulk", "future", "loop", "op", "rows")
+    __slots__ = ("bulk", "future", "loop", "op", "per_row", "rows")
 
     def __init__(
         self,
         op: Op[Any] | None,
         future: asyncio.Future[Any] | None,
         loop: asyncio.AbstractEventLoop | None,
-        bulk: BulkWriter[Any] | None = None,
+        bulk: BulkWriter[Any] | RowWriter[Any] | None = None,
         rows: Sequence[Any] = (),
+        per_row: bool = False,
     ) -> None:
         self.op = op
         self.future = future
         self.loop = loop
         self.bulk = bulk
         self.rows = rows
+        self.per_row = per_row
 
 
 @dataclass(slots=True)
@@ -100,15 +110,27 @@ class _Unit:
 
     items: list[_Item]
     op: Op[Any] | None = None
-    bulk: BulkWriter[Any] | None = None
+    bulk: BulkWriter[Any] | RowWriter[Any] | None = None
     rows: list[Any] = field(default_factory=list)
+    per_row: bool = False
 
     def run(self, tx: Tx) -> Any:
         if self.bulk is not None:
-            self.bulk(tx, self.rows)
-            return None
+            results = self.bulk(tx, self.rows)
+            if self.per_row and (not isinstance(results, list) or len(results) != len(self.rows)):
+                raise TypeError(f"{self.bulk!r} must return one result per row")
+            return results if self.per_row else None
         assert self.op is not None
         return self.op(tx)
+
+    def outcomes(self, ok: bool, value: Any) -> list[tuple[_Item, bool, Any]]:
+        """What each submitter gets: the unit's outcome, or its own row's result."""
+        if not (ok and self.per_row):
+            return [(item, ok, value) for item in self.items]
+        return [
+            (item, not isinstance(result, BaseException), result)
+            for item, result in zip(self.items, value, strict=True)
+        ]
 
 
 @dataclass(slots=True)
@@ -203,6 +225,17 @@ class GroupCommitBatcher:
             return future
         self._enqueue(_Item(None, None, None, writer, list(rows)))
         return None
+
+    def submit_row(self, writer: RowWriter[R], row: R) -> asyncio.Future[Any]:
+        """Queue one ``row`` for ``writer``; the future resolves to this row's result once
+        the batch holding it committed. Consecutive rows for the same writer share one call
+        (never moved past other writes, unlike ``submit_bulk``), so ``writer`` sees them in
+        submission order and can resolve conflicts among them (e.g. one endpoint registering
+        twice)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._enqueue(_Item(None, future, loop, writer, (row,), per_row=True))
+        return future
 
     async def flush(self) -> None:
         """Return once everything submitted before this call has been committed (or failed)."""
@@ -299,10 +332,18 @@ class GroupCommitBatcher:
     @staticmethod
     def _plan(batch: list[_Item]) -> list[_Unit]:
         units: list[_Unit] = []
-        merged: dict[BulkWriter[Any], _Unit] = {}
+        merged: dict[BulkWriter[Any] | RowWriter[Any], _Unit] = {}
         for item in batch:
             if item.bulk is None:
                 units.append(_Unit([item], op=item.op))
+                continue
+            if item.per_row:
+                last = units[-1] if units else None
+                if last is None or not last.per_row or last.bulk != item.bulk:  # bound methods
+                    last = _Unit([], bulk=item.bulk, per_row=True)
+                    units.append(last)
+                last.items.append(item)
+                last.rows.extend(item.rows)
                 continue
             unit = merged.get(item.bulk)
             if unit is None:
@@ -319,7 +360,7 @@ class GroupCommitBatcher:
             outcome = self._attempt(units)
             if isinstance(outcome, _Done):
                 for unit, (ok, value) in zip(units, outcome.outcomes, strict=True):
-                    results.extend((item, ok, value) for item in unit.items)
+                    results.extend(unit.outcomes(ok, value))
                 self.stats.batches += 1
                 self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(batch))
                 break

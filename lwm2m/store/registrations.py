@@ -9,7 +9,7 @@ transaction.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import Row, bindparam, delete, func, select, update
@@ -34,6 +34,8 @@ _BY_ENDPOINT = select(REGISTRATION).where(_R.endpoint == bindparam("endpoint"))
 _DELETE_BY_ID = delete(REGISTRATION).where(_R.id == bindparam("id"))
 _DELETE_OBSERVATIONS = delete(OBSERVATION).where(OBSERVATION.c.registration_id == bindparam("id"))
 _INSERT = REGISTRATION.insert()
+_BY_ENDPOINTS = select(REGISTRATION).where(_R.endpoint.in_(bindparam("endpoints", expanding=True)))
+_IN_CHUNK = 500  # bound parameters per IN list (SQLite's limit is 32 766; PostgreSQL's 65 535)
 
 
 def _formats_text(formats: Iterable[int]) -> str:
@@ -121,7 +123,48 @@ class RegistrationRepository:
         if old is not None:
             tx.execute(_DELETE_OBSERVATIONS, {"id": old.id})
             tx.execute(_DELETE_BY_ID, {"id": old.id})
-        reg = Registration(
+        reg = self._new(new, now)
+        tx.execute(_INSERT, _to_row(reg))
+        return reg, old
+
+    def register_many(
+        self, tx: Tx, registrations: Sequence[tuple[NewRegistration, float]]
+    ) -> list[tuple[Registration, Registration | None]]:
+        """:meth:`register` for many ``(new, now)`` at once, in order, in a few statements.
+
+        Why: a group commit of a registration storm holds hundreds of Registers; statement
+        overhead (SQLAlchemy's, per execute) was most of the writer thread's CPU per Register.
+        Here one SELECT per 500 endpoints finds the registrations being replaced, one
+        executemany deletes them (and their observations) and one inserts the new rows. An
+        endpoint listed twice is replaced within the call: the later Register returns the
+        earlier one as ``replaced``, and only the later is stored.
+        """
+        for new, _ in registrations:
+            if new.lifetime <= 0:
+                raise ValueError(f"lifetime must be positive, got {new.lifetime}")
+        endpoints = list(dict.fromkeys(new.endpoint for new, _ in registrations))
+        current: dict[str, Registration] = {}
+        for start in range(0, len(endpoints), _IN_CHUNK):
+            chunk = endpoints[start : start + _IN_CHUNK]
+            for row in tx.execute(_BY_ENDPOINTS, {"endpoints": chunk}):
+                stored = registration_from_row(row)
+                current[stored.endpoint] = stored
+        stored_ids = [{"id": reg.id} for reg in current.values()]
+        results: list[tuple[Registration, Registration | None]] = []
+        latest: dict[str, Registration] = {}
+        for new, now in registrations:
+            reg = self._new(new, now)
+            results.append((reg, current.get(new.endpoint)))
+            current[new.endpoint] = latest[new.endpoint] = reg
+        if stored_ids:
+            tx.execute(_DELETE_OBSERVATIONS, stored_ids)
+            tx.execute(_DELETE_BY_ID, stored_ids)
+        if latest:
+            tx.execute(_INSERT, [_to_row(reg) for reg in latest.values()])
+        return results
+
+    def _new(self, new: NewRegistration, now: float) -> Registration:
+        return Registration(
             id=self._new_id(),
             endpoint=new.endpoint,
             lwm2m_version=new.lwm2m_version,
@@ -138,8 +181,6 @@ class RegistrationRepository:
             expires_at=now + new.lifetime,
             identity=new.identity,
         )
-        tx.execute(_INSERT, _to_row(reg))
-        return reg, old
 
     def update(
         self, tx: Tx, registration_id: str, changes: RegistrationUpdate, now: float

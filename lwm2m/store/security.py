@@ -30,6 +30,10 @@ from lwm2m.store.tables import ENDPOINT_SECURITY
 _S = ENDPOINT_SECURITY.c
 _BY_ENDPOINT = select(ENDPOINT_SECURITY).where(_S.endpoint == bindparam("endpoint"))
 _BY_PSK = select(ENDPOINT_SECURITY).where(_S.psk_identity == bindparam("identity"))
+_BY_ENDPOINTS = select(ENDPOINT_SECURITY).where(
+    _S.endpoint.in_(bindparam("endpoints", expanding=True))
+)
+_IN_CHUNK = 500  # bound parameters per IN list (SQLite's limit is 32 766; PostgreSQL's 65 535)
 
 
 def _from_row(row: Row[Any]) -> EndpointSecurity:
@@ -297,6 +301,18 @@ class SecurityRepository:
     def get(self, tx: Tx, endpoint: str) -> EndpointSecurity | None:
         row = tx.execute(_BY_ENDPOINT, {"endpoint": endpoint}).first()
         return _from_row(row) if row is not None else None
+
+    def get_many(self, tx: Tx, endpoints: list[str]) -> dict[str, EndpointSecurity]:
+        """The records of those ``endpoints`` that have one, by endpoint: one query per 500
+        endpoints instead of one each (a group commit of Registers checks them together)."""
+        found: dict[str, EndpointSecurity] = {}
+        unique = list(dict.fromkeys(endpoints))
+        for start in range(0, len(unique), _IN_CHUNK):
+            chunk = unique[start : start + _IN_CHUNK]
+            for row in tx.execute(_BY_ENDPOINTS, {"endpoints": chunk}):
+                record = _from_row(row)
+                found[record.endpoint] = record
+        return found
 
     def remove(self, tx: Tx, endpoint: str) -> EndpointSecurity:
         """Delete the endpoint's security; returns what was deleted."""
