@@ -15,7 +15,10 @@ from typing import Any
 
 import asn1tools
 
+from sgp32.asn1 import _asn1tools_fix
 from sgp32.errors import EncodingError, MalformedMessage, NonCanonicalEncoding, UnknownMessageTag
+
+_asn1tools_fix.apply()
 
 MODULE_FILES = ("fleetloop_pkix.asn", "fleetloop_sgp32.asn")
 

@@ -1,0 +1,101 @@
+"""A CI -> EUM -> eUICC chain made by the tests, shaped like the SGP.26 test chain."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from sgp32.certificates import POLICY_CI, POLICY_EUICC, POLICY_EUM
+
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
+TEST_EID = "89049032123451234512345678901235"
+
+
+@dataclass
+class MadePki:
+    """The chain's keys and certificates."""
+
+    ci_key: ec.EllipticCurvePrivateKey
+    ci: x509.Certificate
+    eum_key: ec.EllipticCurvePrivateKey
+    eum: x509.Certificate
+    euicc_key: ec.EllipticCurvePrivateKey
+    euicc: x509.Certificate
+
+
+def _name(*attrs: tuple[x509.ObjectIdentifier, str]) -> x509.Name:
+    return x509.Name([x509.NameAttribute(oid, value) for oid, value in attrs])
+
+
+def make_cert(
+    subject: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: x509.Name,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    *,
+    ca: bool,
+    policy: x509.ObjectIdentifier,
+    not_after: datetime = NOW + timedelta(days=3650),
+    permitted: x509.Name | None = None,
+) -> x509.Certificate:
+    usage = dict.fromkeys(
+        [
+            "digital_signature",
+            "content_commitment",
+            "key_encipherment",
+            "data_encipherment",
+            "key_agreement",
+            "key_cert_sign",
+            "crl_sign",
+            "encipher_only",
+            "decipher_only",
+        ],
+        False,
+    )
+    usage["key_cert_sign" if ca else "digital_signature"] = True
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - timedelta(days=1))
+        .not_valid_after(not_after)
+        .add_extension(x509.KeyUsage(**usage), critical=True)
+        .add_extension(
+            x509.CertificatePolicies([x509.PolicyInformation(policy, None)]), critical=True
+        )
+    )
+    if ca:
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+    if permitted is not None:
+        builder = builder.add_extension(
+            x509.NameConstraints([x509.DirectoryName(permitted)], None), critical=True
+        )
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def make_pki(
+    curve: ec.EllipticCurve | None = None, eid: str = TEST_EID, eum_prefix: str = "89049032"
+) -> MadePki:
+    curve = curve or ec.SECP256R1()
+    ci_key, eum_key, euicc_key = (ec.generate_private_key(curve) for _ in range(3))
+    ci_name = _name((NameOID.COMMON_NAME, "fleetloop test CI"))
+    eum_name = _name((NameOID.COMMON_NAME, "Test EUM"), (NameOID.ORGANIZATION_NAME, "Test EUM"))
+    euicc_name = _name(
+        (NameOID.COMMON_NAME, "Test eUICC"),
+        (NameOID.SERIAL_NUMBER, eid),
+        (NameOID.ORGANIZATION_NAME, "Test EUM"),
+    )
+    permitted = _name((NameOID.SERIAL_NUMBER, eum_prefix), (NameOID.ORGANIZATION_NAME, "Test EUM"))
+    ci = make_cert(ci_name, ci_key, ci_name, ci_key, ca=True, policy=POLICY_CI)
+    eum = make_cert(
+        eum_name, eum_key, ci_name, ci_key, ca=True, policy=POLICY_EUM, permitted=permitted
+    )
+    euicc = make_cert(euicc_name, euicc_key, eum_name, eum_key, ca=False, policy=POLICY_EUICC)
+    return MadePki(ci_key, ci, eum_key, eum, euicc_key, euicc)
