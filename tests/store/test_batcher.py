@@ -383,3 +383,45 @@ def test_a_read_cannot_write(store: Store) -> None:
 
     with pytest.raises(StoreError, match="read-only"):
         asyncio.run(main())
+
+
+def test_consecutive_rows_share_one_call_in_order_and_each_submitter_gets_its_own_result(
+    store: Store,
+) -> None:
+    """submit_row: rows queued back to back become one writer call (one call per run of
+    rows: a plain write between them splits it, so nothing is reordered); an exception
+    instance returned for a row fails that submitter alone."""
+    calls: list[list[str]] = []
+
+    def register_rows(tx: Tx, rows: list[str]) -> list[Any]:
+        calls.append(list(rows))
+        out: list[Any] = []
+        for endpoint in rows:
+            if endpoint == "refused":
+                out.append(Conflict("refused on purpose"))
+            else:
+                out.append(store.registrations.register(tx, new(endpoint), 0.0)[0].endpoint)
+        return out
+
+    async def main() -> list[Any]:
+        gate = Gate()
+        gated = await gate.close_behind_writer(store)
+        batcher = store.batcher
+        futures: list[asyncio.Future[Any]] = [
+            batcher.submit_row(register_rows, "a"),
+            batcher.submit_row(register_rows, "refused"),
+            batcher.submit_row(register_rows, "b"),
+            batcher.submit(registering(store, "between")),
+            batcher.submit_row(register_rows, "c"),
+        ]
+        gate.released.set()
+        await gated
+        return await asyncio.gather(*futures, return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert calls == [["a", "refused", "b"], ["c"]]
+    assert results[0] == "a" and results[2] == "b" and results[4] == "c"
+    assert isinstance(results[1], Conflict)
+    assert isinstance(results[3], Registration) and results[3].endpoint == "between"
+    assert sorted(endpoints(store)) == ["a", "b", "between", "c"]
+    assert store.batcher.stats.failed_items == 1

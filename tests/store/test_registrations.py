@@ -221,3 +221,37 @@ def test_default_registration_ids_are_short_random_and_distinct() -> None:
     assert len(drawn) == 2000
     assert all(len(i) == 12 and i.isalnum() and i.islower() for i in drawn)
     assert not any(set(i) & set("lo01") for i in drawn)
+
+
+def test_register_many_replaces_stored_ones_and_the_later_of_two_in_one_call(
+    det_store: Store,
+) -> None:
+    """A group commit's Registers in one call: a stored registration is replaced (its
+    observations go with it), an endpoint listed twice keeps only the later one, and each
+    Register gets what it replaced."""
+    regs = det_store.registrations
+    stored = register(det_store, new("ep-1"), now=10)
+    with det_store.transaction() as tx:
+        det_store.observations.add(
+            tx, Observation(b"\x01", stored.id, "ep-1", (Path.of(3, 0),), created_at=11)
+        )
+    with det_store.transaction() as tx:
+        results = regs.register_many(
+            tx, [(new("ep-1"), 20.0), (new("ep-2"), 21.0), (new("ep-2", lifetime=60), 22.0)]
+        )
+    (one, one_replaced), (two_first, two_first_replaced), (two, two_replaced) = results
+    assert one_replaced == stored and two_first_replaced is None
+    assert two_replaced == two_first and two.expires_at == 82.0
+    assert len({stored.id, one.id, two_first.id, two.id}) == 4
+    with det_store.transaction() as tx:
+        assert regs.get(tx, stored.id) is None and regs.get(tx, two_first.id) is None
+        assert regs.get_by_endpoint(tx, "ep-1") == one
+        assert regs.get_by_endpoint(tx, "ep-2") == two
+        assert regs.count(tx) == 2
+        assert det_store.observations.for_endpoint(tx, "ep-1") == []
+
+
+def test_register_many_refuses_a_non_positive_lifetime_before_writing(det_store: Store) -> None:
+    with pytest.raises(ValueError, match="lifetime"), det_store.transaction() as tx:
+        det_store.registrations.register_many(tx, [(new("ep-1"), 0.0), (new("ep-2", 0), 0.0)])
+    assert det_store.read_sync(det_store.registrations.count) == 0
