@@ -1,1 +1,2 @@
-"""SGP.32 eIM adapter: eUICC packages carried over LwM2M object 3443 and CoAP."""
+"""SGP.32 v1.2 eIM: ASN.1 codec (sgp32.asn1), PSMO/eCO packages, eIM and eUICC signatures,
+eUICC certificate chains (docs/SGP32.md). Bindings and queues build on these sans-IO pieces."""
