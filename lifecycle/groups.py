@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Double, Index, and_, delete, func, insert, select
+from sqlalchemy import Double, Index, and_, bindparam, delete, func, insert, select
 from sqlmodel import Field
 
 from lifecycle.inventory import Actor, AuditLog, DeviceRecord, InventoryRepository
@@ -70,6 +70,14 @@ GROUP = table_of(GroupRow)
 MEMBER = table_of(GroupMemberRow)
 _G = GROUP.c
 _M = MEMBER.c
+# Pre-built statements for the per-event membership upkeep (compiled once, not per event).
+_MEMBERSHIPS_OF = select(_M.scope, _M.group, _M.endpoint).where(
+    _M.endpoint.in_(bindparam("endpoints", expanding=True))
+)
+_INSERT_MEMBER = insert(MEMBER)
+_DELETE_MEMBER = delete(MEMBER).where(
+    _M.scope == bindparam("s"), _M.group == bindparam("g"), _M.endpoint == bindparam("e")
+)
 
 
 class GroupError(Exception):
@@ -369,11 +377,7 @@ class GroupRegistry:
         keys = {(g.scope, g.name) for g in groups}
         for start in range(0, len(records), _CHUNK):
             chunk = records[start : start + _CHUNK]
-            rows = tx.execute(
-                select(_M.scope, _M.group, _M.endpoint).where(
-                    _M.endpoint.in_([r.endpoint for r in chunk])
-                )
-            )
+            rows = tx.execute(_MEMBERSHIPS_OF, {"endpoints": [r.endpoint for r in chunk]})
             current = {(s, g, e) for s, g, e in map(tuple, rows) if (s, g) in keys}
             wanted = {(g.scope, g.name, r.endpoint) for r in chunk for g in groups if g.admits(r)}
             joins = wanted - current
@@ -381,17 +385,16 @@ class GroupRegistry:
             now = max(r.updated_at for r in chunk)
             if joins:
                 tx.execute(
-                    insert(MEMBER),
+                    _INSERT_MEMBER,
                     [
                         {"scope": s, "group": g, "endpoint": e, "since": now}
                         for s, g, e in sorted(joins)
                     ],
                 )
-            for scope, group, endpoint in leaves:
+            if leaves:
                 tx.execute(
-                    delete(MEMBER).where(
-                        _M.scope == scope, _M.group == group, _M.endpoint == endpoint
-                    )
+                    _DELETE_MEMBER,
+                    [{"s": s, "g": g, "e": e} for s, g, e in sorted(leaves)],
                 )
             self.joined += len(joins)
             self.left += len(leaves)

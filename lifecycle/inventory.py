@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from sqlalchemy import Row, delete, func, insert, select, text, update
+from sqlalchemy import Row, bindparam, delete, func, insert, select, text, update
 
 from lifecycle.selector import STAGES, Selector, where_clause
 from lifecycle.tables import DEVICE, DEVICE_LABEL
@@ -35,6 +35,19 @@ from lwm2m.store import Page, Tx
 _D = DEVICE.c
 _L = DEVICE_LABEL.c
 _CHUNK = 500
+# Pre-built statements with bind parameters for the per-event paths (a registration, a
+# report): SQLAlchemy then reuses their compiled form instead of building and hashing a new
+# statement every time -- that per-statement work, not the database, was most of an event's
+# cost (docs/BENCHMARKS.md, "Inventory selectors").
+_GET = select(DEVICE).where(_D.endpoint == bindparam("endpoint"))
+_EXISTS = select(_D.endpoint).where(_D.endpoint == bindparam("endpoint"))
+_LABELS_OF = select(_L.endpoint, _L.name, _L.value).where(
+    _L.endpoint.in_(bindparam("endpoints", expanding=True))
+)
+_INSERT_DEVICE = insert(DEVICE)
+_UPDATE_DEVICE = update(DEVICE).where(_D.endpoint == bindparam("key"))
+_INSERT_LABELS = insert(DEVICE_LABEL)
+_DELETE_LABELS = delete(DEVICE_LABEL).where(_L.endpoint == bindparam("endpoint"))
 MAX_PAGE = 1000
 ANALYZE_AFTER = 1000
 """A bulk insert of at least this many records refreshes PostgreSQL's planner statistics."""
@@ -298,14 +311,14 @@ class InventoryRepository:
     def _labels(self, tx: Tx, endpoints: Sequence[str]) -> dict[str, dict[str, str]]:
         found: dict[str, dict[str, str]] = {e: {} for e in endpoints}
         for start in range(0, len(endpoints), _CHUNK):
-            chunk = endpoints[start : start + _CHUNK]
-            rows = tx.execute(select(_L.endpoint, _L.name, _L.value).where(_L.endpoint.in_(chunk)))
+            chunk = list(endpoints[start : start + _CHUNK])
+            rows = tx.execute(_LABELS_OF, {"endpoints": chunk})
             for endpoint, name, value in map(tuple, rows):
                 found[endpoint][name] = value
         return found
 
     def get(self, tx: Tx, endpoint: str) -> DeviceRecord | None:
-        row = tx.execute(select(DEVICE).where(_D.endpoint == endpoint)).first()
+        row = tx.execute(_GET, {"endpoint": endpoint}).first()
         if row is None:
             return None
         return _record(row, self._labels(tx, [endpoint])[endpoint])
@@ -404,17 +417,17 @@ class InventoryRepository:
             exists: object = True
             current = dict(previous.labels)
         else:
-            exists = tx.execute(select(_D.endpoint).where(_D.endpoint == record.endpoint)).first()
+            exists = tx.execute(_EXISTS, {"endpoint": record.endpoint}).first()
             current = self._labels(tx, [record.endpoint])[record.endpoint] if exists else {}
         if exists is None:
-            tx.execute(insert(DEVICE), row)
+            tx.execute(_INSERT_DEVICE, row)
         else:
-            tx.execute(update(DEVICE).where(_D.endpoint == record.endpoint), row)
+            tx.execute(_UPDATE_DEVICE, {**row, "key": record.endpoint})
         if current != dict(record.labels):
-            tx.execute(delete(DEVICE_LABEL).where(_L.endpoint == record.endpoint))
+            tx.execute(_DELETE_LABELS, {"endpoint": record.endpoint})
             if record.labels:
                 tx.execute(
-                    insert(DEVICE_LABEL),
+                    _INSERT_LABELS,
                     [
                         {"endpoint": record.endpoint, "name": n, "value": v}
                         for n, v in record.labels.items()

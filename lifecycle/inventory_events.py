@@ -9,6 +9,9 @@
   /3/0/1 model, /3/0/3 firmware, /4/0/0 network bearer as the radio, /4/0/10 + /4/0/9 as the
   serving PLMN, /3443/x/1 EID) update the record -- only when one of them is in the content
   and only when it changed, so a battery-level observation every few seconds writes nothing.
+  "Changed" is decided in memory against the facts last stored for the device: a composite
+  notification repeats the firmware version with every other value, and reading the record
+  to find it unchanged was the event path's main cost.
 * An identity import through the API creates ``manufactured`` records, with the import
   file's inventory-only columns (country, carrier, plmn, iccid(s), labels ``k=v;flag``).
 
@@ -67,6 +70,8 @@ _I = IDENTITY.c
 _S = STATE.c
 _CHUNK = 500
 _IDENTITY_FIELDS = ("tenant", "region", "sku", "policy_group", "serial", "imei", "eid")
+FACTS = ("manufacturer", "model", "firmware", "radio", "serving_plmn", "eid")
+"""The record's attributes a device report sets (:func:`reported_facts`)."""
 
 
 def radio_name(code: int) -> str:
@@ -179,6 +184,11 @@ class InventoryService:
         self.repository = InventoryRepository(self.audit)
         self.groups = GroupRegistry(self.repository, self.audit)
         self.repository.on_change.append(self.groups.on_change)
+        #: endpoint -> the facts its stored record holds, as last written or read by a report
+        #: (set on the writer thread after the report's op ran; a stale entry only costs a
+        #: write that finds nothing to change).
+        self.facts: dict[str, dict[str, Any]] = {}
+        self.reports_skipped = 0
 
     def attach(self, service: LifecycleService) -> None:
         """Subscribe the handlers (``fleetloop serve`` does this before the service starts)."""
@@ -208,6 +218,10 @@ class InventoryService:
     async def on_reported(self, event: Notification | SendReceived) -> None:
         facts = reported_facts(event.content)
         if not facts:
+            return
+        known = self.facts.get(event.endpoint)
+        if known is not None and all(known.get(k) == v for k, v in facts.items()):
+            self.reports_skipped += 1
             return
         now = self.clock()
         endpoint = event.endpoint
@@ -282,9 +296,12 @@ class InventoryService:
             # matter, not an inventory rewrite
             changes.pop("eid", None)
         if changes:
-            self.repository.upsert(
+            record = self.repository.upsert(
                 tx, replace(record, **changes, last_seen=now, updated_at=now), record
             )
+        stored = {name: getattr(record, name) for name in FACTS}
+        # Only once committed: a rolled-back write must not be remembered as stored.
+        tx.after_commit(lambda: self.facts.__setitem__(endpoint, stored))
 
     # -- identity import --------------------------------------------------------------------------
     async def sync_import(

@@ -3,7 +3,8 @@ reconciler built together, their event handlers registered on the lifecycle serv
 
 Pacing comes from the environment (``FLEETLOOP_RECONCILE_RATE`` device-changes per second,
 ``FLEETLOOP_RECONCILE_BURST``, ``FLEETLOOP_RECONCILE_CONCURRENCY`` workers,
-``FLEETLOOP_RECONCILE_TIMEOUT`` seconds per device request), defaults in
+``FLEETLOOP_RECONCILE_TIMEOUT`` seconds per device request, ``FLEETLOOP_RECONCILE_VERIFY_WAIT``
+seconds a pass waits for its verifying notification), defaults in
 :class:`~lifecycle.state.reconciler.ReconcilerConfig`.
 """
 
@@ -34,6 +35,7 @@ _ENV = {
     "burst": "FLEETLOOP_RECONCILE_BURST",
     "concurrency": "FLEETLOOP_RECONCILE_CONCURRENCY",
     "request_timeout": "FLEETLOOP_RECONCILE_TIMEOUT",
+    "verify_wait": "FLEETLOOP_RECONCILE_VERIFY_WAIT",
 }
 
 
@@ -67,6 +69,7 @@ class StateComponent:
         excluded: Callable[[str, Dimension], bool] | None = None,
     ) -> None:
         config = config or ReconcilerConfig()
+        self.store = store
         self.repository = StateRepository()
         self.observer = StateObserver(
             server,
@@ -95,6 +98,7 @@ class StateComponent:
 
     async def stop(self) -> None:
         await self.reconciler.stop()
+        await self.store.flush()  # the reported rows handed over by the last flush
 
 
 __all__ = ["StateComponent", "config_from_env"]

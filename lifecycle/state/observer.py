@@ -13,6 +13,28 @@ all land in :meth:`StateObserver.ingest`: the device's values are kept per endpo
 memory (flat, one entry per resource instance), the dimensions they touch are re-derived and
 recorded in ``lc_reported`` (the generation rule is applied there), a drift is audited, and a
 dimension that is enforced but not applied asks the reconciler to act.
+
+**Why the state is kept in memory.** A notification arrives for every change of any observed
+value, so recording has to be cheap: measured, one store transaction per notification (read
+desired and reported, write the changed rows) cost milliseconds of server CPU, most of it
+SQLAlchemy's per-statement work. So the observer keeps each device's desired and reported
+state in memory -- loaded once per device, in bulk after a ``PUT /state``
+(:meth:`StateObserver.desired_changed`) -- and applies the generation rule there
+(:func:`~lifecycle.state.repository.apply_report`). A report that changes nothing writes
+nothing; a report that changes only reported values (telemetry) is coalesced per endpoint and
+dimension and written in one ``executemany`` per event-loop turn through the store's group
+commit (``write_nowait``: a crash loses at most the last flush interval, as for all
+telemetry, ``docs/STORE.md``). What must be durable is awaited: a report that flips a
+generation to applied or records a failure, and every recording with an audit record, commit
+with that record before anybody is told. This process is the only writer of ``lc_reported``;
+``lc_desired`` changes reach it through ``desired_changed`` (the API calls it after its
+commit), which is also what wakes the reconciler.
+
+**Verification by notification.** While the reconciler works on a device it *holds* it
+(:meth:`StateObserver.hold`): a notification that would flip a dimension to applied is then
+not recorded by the observer but handed to the reconciler, which records it with the audit
+record of its pass (one committed transaction, the durability rule above) instead of reading
+the value back.
 """
 
 from __future__ import annotations
@@ -22,20 +44,23 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from lifecycle.state.dimensions import (
     OBSERVED,
     READ_AT_SETUP,
     WATCHED,
+    Desired,
     Dimension,
     Leaves,
     Policy,
+    Reported,
     Status,
     dimensions_of,
     reported_value,
 )
-from lifecycle.state.repository import Recorded, StateRepository
+from lifecycle.state.repository import Recorded, StateRepository, apply_report, reported_row
 from lwm2m.codec.link import parse_links
 from lwm2m.model import Node, Path, ValueType, iter_leaves
 from lwm2m.server import (
@@ -88,6 +113,29 @@ def _lwm2m_11(registration: Registration) -> bool:
     return registration.lwm2m_version not in ("1.0", "")
 
 
+#: Sources whose reports a reconciler pass may take over as its verification.
+_DEVICE_SOURCES = frozenset({"notify", "send"})
+
+
+@dataclass(slots=True)
+class Hold:
+    """A reconciler pass in progress on one endpoint (:meth:`StateObserver.hold`)."""
+
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Dimensions a device report would have flipped to applied, left to the pass to record.
+    deferred: set[Dimension] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class _Recording:
+    """What one recording computed: the statuses, rows to write, audits and how to write."""
+
+    done: list[Recorded]
+    rows: list[dict[str, Any]]
+    drift_audits: list[tuple[Dimension, Any]]
+    durable: bool
+
+
 class StateObserver:
     """Per-endpoint reported values, our observations, and recording (module docstring)."""
 
@@ -109,6 +157,17 @@ class StateObserver:
         self.queue_deadline = queue_deadline
         self.leaves: dict[str, dict[Path, ValueType]] = {}
         self.ours: dict[str, set[str]] = {}
+        #: Paths our observations on each endpoint cover (the verification-by-notification
+        #: check: a dimension is only awaited from notifications when they carry it).
+        self.watched: dict[str, frozenset[Path]] = {}
+        #: Desired and reported state per endpoint (module docstring), loaded on first need.
+        self.desired: dict[str, dict[Dimension, Desired]] = {}
+        self.reported: dict[str, dict[Dimension, Reported]] = {}
+        self._loading: dict[str, asyncio.Future[None]] = {}
+        self._epoch: dict[str, int] = {}
+        self._rows: dict[tuple[str, str], dict[str, Any]] = {}
+        self._flush_due = False
+        self._holds: dict[str, Hold] = {}
         #: Called with (endpoint, kind) to ask the reconciler for device work.
         self.schedule: Callable[[str, str], None] = lambda endpoint, kind: None
         #: Called when a device shows it is awake (its parked work may run now).
@@ -116,6 +175,8 @@ class StateObserver:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.recorded = 0
         self.drifts = 0
+        self.skipped = 0
+        self.flushed_rows = 0
 
     # -- events (quick: memory and task spawns only) --------------------------------------
     async def on_registered(self, event: Registered) -> None:
@@ -138,6 +199,7 @@ class StateObserver:
     async def on_gone(self, event: Deregistered | Expired) -> None:
         self.leaves.pop(event.endpoint, None)
         self.ours.pop(event.endpoint, None)
+        self.watched.pop(event.endpoint, None)
 
     async def on_observation_ended(self, event: ObservationEnded) -> None:
         ours = self.ours.get(event.endpoint)
@@ -145,12 +207,32 @@ class StateObserver:
             ours.discard(event.observation_id)
 
     async def on_notification(self, event: Notification) -> None:
-        self._spawn(self.ingest(event.endpoint, event.paths, event.content, "notify"))
+        self.report(event.endpoint, event.paths, event.content, "notify")
         self.awake(event.endpoint)
 
     async def on_send(self, event: SendReceived) -> None:
-        self._spawn(self.ingest(event.endpoint, tuple(event.content), event.content, "send"))
+        self.report(event.endpoint, tuple(event.content), event.content, "send")
         self.awake(event.endpoint)
+
+    def report(
+        self, endpoint: str, paths: Iterable[Path], content: Mapping[Path, Node], source: str
+    ) -> None:
+        """A device report, from the event stream: recorded inline when the device's state is
+        in memory and nothing needs a commit (the common case), else in a task."""
+        touched = self.absorb(endpoint, paths, content)
+        dims = dimensions_of(frozenset(touched))
+        if not dims:
+            self.skipped += 1
+            return
+        values = self.values_of(endpoint, dims)
+        if not self.ready(endpoint):
+            self._spawn(self.record(endpoint, values, source))
+            return
+        recording = self._compute(endpoint, values, source, None, self.clock())
+        if recording.durable:
+            self._spawn(self._commit(endpoint, recording, source, None, True))
+        else:
+            self._finish(endpoint, recording, True)
 
     def holds_observation(self, endpoint: str) -> bool:
         """Whether the server still holds one of our observations on ``endpoint``."""
@@ -174,9 +256,10 @@ class StateObserver:
             log.error("recording reported state failed", exc_info=task.exception())
 
     async def drain(self) -> None:
-        """Wait for recordings in flight (shutdown, tests)."""
+        """Wait for recordings in flight (shutdown, tests), then queue their rows."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        self.flush()
 
     # -- device I/O (run by the reconciler's workers) --------------------------------------
     async def establish(self, endpoint: str, *, renew: bool = False) -> str | None:
@@ -197,6 +280,7 @@ class StateObserver:
             self.ours[endpoint] = set()
             return None
         ids: set[str] = set()
+        observed: set[Path] = set()
         groups = [paths] if _lwm2m_11(registration) else [[p] for p in paths]
         for group in groups:
             if len(group) > 1:
@@ -221,10 +305,13 @@ class StateObserver:
                 if result.code and result.code.startswith("4."):
                     continue  # this path is not observable on this device
                 self.ours[endpoint] = ids
+                self.watched[endpoint] = frozenset(observed)
                 return result.status.value
             ids.add(result.observation_id)
+            observed.update(group)
             self.absorb(endpoint, group, result.content)
         self.ours[endpoint] = ids
+        self.watched[endpoint] = frozenset(observed)
         failed = await self.read_back(endpoint, READ_AT_SETUP)
         touched = set(paths) | set(READ_AT_SETUP)
         dims = dimensions_of(frozenset(touched))
@@ -292,6 +379,93 @@ class StateObserver:
             return []
         return await self.record(endpoint, self.values_of(endpoint, dims), source)
 
+    # -- desired and reported state in memory ------------------------------------------------
+    def ready(self, endpoint: str) -> bool:
+        """Whether ``endpoint``'s desired and reported state are in memory and current."""
+        return (
+            endpoint in self.desired and endpoint in self.reported and endpoint not in self._loading
+        )
+
+    async def state(
+        self, endpoint: str
+    ) -> tuple[dict[Dimension, Desired], dict[Dimension, Reported]]:
+        """``endpoint``'s desired and reported state (copies), loaded if not in memory."""
+        while not self.ready(endpoint):
+            pending = self._loading.get(endpoint)
+            if pending is None:
+                pending = self._load([endpoint])
+            await asyncio.shield(pending)
+        return dict(self.desired[endpoint]), dict(self.reported[endpoint])
+
+    def desired_changed(self, endpoints: Iterable[str]) -> None:
+        """Desired values of ``endpoints`` were committed: reload them (in bulk; reports of
+        those endpoints wait for it, so none is judged against the old generation)."""
+        wanted = list(dict.fromkeys(endpoints))
+        for endpoint in wanted:
+            self.desired.pop(endpoint, None)
+        if wanted:
+            self._load(wanted)
+
+    def _load(self, endpoints: list[str]) -> asyncio.Future[None]:
+        """Start loading ``endpoints``' desired state (and reported state where not in
+        memory: this process writes it, so memory is newer than the table)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        epochs = {}
+        for endpoint in endpoints:
+            epochs[endpoint] = self._epoch[endpoint] = self._epoch.get(endpoint, 0) + 1
+            self._loading[endpoint] = future
+        missing = [e for e in endpoints if e not in self.reported]
+        repo = self.repository
+
+        def read(tx: Tx) -> tuple[dict[str, Any], dict[str, Any]]:
+            return repo.desired_of(tx, endpoints), repo.reported_of(tx, missing)
+
+        async def run() -> None:
+            try:
+                desired, reported = await self.store.read(read)
+            except BaseException as err:
+                for endpoint in endpoints:
+                    if self._loading.get(endpoint) is future:
+                        del self._loading[endpoint]
+                if not future.done():
+                    future.set_exception(err)
+                    future.exception()  # retrieved: the waiters re-raise it
+                raise
+            for endpoint in endpoints:
+                if self._loading.get(endpoint) is future:
+                    del self._loading[endpoint]
+                if self._epoch.get(endpoint) != epochs[endpoint]:
+                    continue  # changed since this read began: a newer load brings it
+                self.desired[endpoint] = desired[endpoint]
+                if endpoint in reported and endpoint not in self.reported:
+                    self.reported[endpoint] = reported[endpoint]
+            future.set_result(None)
+
+        self._spawn(run())
+        return future
+
+    def forget_state(self, endpoint: str) -> None:
+        """Drop ``endpoint``'s state from memory (after a failed write: reload it)."""
+        self.desired.pop(endpoint, None)
+        self.reported.pop(endpoint, None)
+        self._epoch[endpoint] = self._epoch.get(endpoint, 0) + 1
+
+    # -- holds: a reconciler pass in progress ------------------------------------------------
+    def hold(self, endpoint: str) -> Hold:
+        """The reconciler starts a pass on ``endpoint`` (module docstring)."""
+        hold = self._holds.get(endpoint)
+        if hold is None:
+            hold = self._holds[endpoint] = Hold()
+        return hold
+
+    async def release(self, endpoint: str) -> None:
+        """The pass is over: record what a device report left to it and it did not record."""
+        hold = self._holds.pop(endpoint, None)
+        if hold is not None and hold.deferred:
+            await self.record(endpoint, self.values_of(endpoint, hold.deferred), "notify")
+
+    # -- recording -------------------------------------------------------------------------
     async def record(
         self,
         endpoint: str,
@@ -302,57 +476,139 @@ class StateObserver:
         audit: Callable[[Tx, float], None] | None = None,
         reschedule: bool = True,
     ) -> list[Recorded]:
-        """Record values (and failures) in one transaction with their audit records; ask the
-        reconciler to act where an enforced dimension is not applied (unless the reconciler
-        itself is recording: ``reschedule=False``)."""
+        """Record values (and failures) with their audit records -- committed before this
+        returns when anything must be durable (module docstring), else group-committed; ask
+        the reconciler to act where an enforced dimension is not applied (unless the
+        reconciler itself is recording: ``reschedule=False``)."""
+        await self.state(endpoint)
+        recording = self._compute(endpoint, values, source, failures, self.clock())
+        if recording.durable or audit is not None:
+            return await self._commit(endpoint, recording, source, audit, reschedule)
+        self._finish(endpoint, recording, reschedule)
+        return recording.done
+
+    def _compute(
+        self,
+        endpoint: str,
+        values: Mapping[Dimension, Any],
+        source: str,
+        failures: Mapping[Dimension, str] | None,
+        now: float,
+    ) -> _Recording:
+        """Apply a report to the state in memory (which it updates); what to write."""
+        desired = self.desired[endpoint]
+        reported = self.reported[endpoint]
+        hold = self._holds.get(endpoint)
+        done: list[Recorded] = []
+        rows: list[dict[str, Any]] = []
+        audits: list[tuple[Dimension, Any]] = []
+        durable = bool(failures)
+        for item, new, changed in apply_report(desired, reported, values, failures):
+            flips = item.after is Status.APPLIED and item.before is not Status.APPLIED
+            if flips and hold is not None and source in _DEVICE_SOURCES:
+                hold.deferred.add(item.dimension)  # the reconciler's pass records it
+                continue
+            if (
+                hold is not None
+                and item.dimension in hold.deferred
+                and source not in (_DEVICE_SOURCES)
+            ):
+                hold.deferred.discard(item.dimension)
+            done.append(item)
+            if not changed:
+                continue
+            reported[item.dimension] = new
+            rows.append(reported_row(endpoint, new, now=now, source=source))
+            if flips:
+                durable = True
+            # An enforced drift is confirmed (and audited) by the reconciler's read; a
+            # report-only one has nobody else to tell.
+            if (
+                item.before is Status.APPLIED
+                and item.after is Status.DRIFTED
+                and item.policy is Policy.REPORT_ONLY
+            ):
+                audits.append((item.dimension, values.get(item.dimension)))
+                durable = True
+        if hold is not None:
+            hold.changed.set()
+        return _Recording(done, rows, audits, durable)
+
+    async def _commit(
+        self,
+        endpoint: str,
+        recording: _Recording,
+        source: str,
+        audit: Callable[[Tx, float], None] | None,
+        reschedule: bool,
+    ) -> list[Recorded]:
+        """Write ``recording`` with its audit records and wait for the commit."""
         now = self.clock()
         repo = self.repository
         store = self.store
+        rows = recording.rows
+        drifts = recording.drift_audits
 
-        def write(tx: Tx) -> list[Recorded]:
-            done = repo.record(tx, endpoint, values, now=now, source=source, failures=failures)
-            for item in done:
-                # An enforced drift is confirmed (and audited) by the reconciler's read; a
-                # report-only one has nobody else to tell.
-                if (
-                    item.before is Status.APPLIED
-                    and item.after is Status.DRIFTED
-                    and item.policy is Policy.REPORT_ONLY
-                ):
-                    store.audit.append(
-                        tx,
-                        actor=f"device:{endpoint}",
-                        action="state.drifted",
-                        subject=f"device:{endpoint}",
-                        now=now,
-                        endpoints=[endpoint],
-                        detail={
-                            "dimension": item.dimension.value,
-                            "reported": values.get(item.dimension),
-                        },
-                        outcome="detected",
-                    )
+        def write(tx: Tx) -> None:
+            repo.write_reported(tx, rows)
+            for dim, value in drifts:
+                store.audit.append(
+                    tx,
+                    actor=f"device:{endpoint}",
+                    action="state.drifted",
+                    subject=f"device:{endpoint}",
+                    now=now,
+                    endpoints=[endpoint],
+                    detail={"dimension": dim.value, "reported": value},
+                    outcome="detected",
+                )
             if audit is not None:
                 audit(tx, now)
-            return done
 
-        done = await store.write(write)
-        self.recorded += 1
-        for item in done:
+        self.flush()  # telemetry queued before this report commits first, in order
+        try:
+            await store.write(write)
+        except BaseException:
+            self.forget_state(endpoint)  # memory may be ahead of the table now
+            raise
+        self._finish(endpoint, recording, reschedule, written=True)
+        return recording.done
+
+    def _finish(
+        self, endpoint: str, recording: _Recording, reschedule: bool, *, written: bool = False
+    ) -> None:
+        if not written:
+            for row in recording.rows:
+                self._queue_row(row)
+        if recording.rows:
+            self.recorded += 1
+        for item in recording.done:
             if item.after is Status.DRIFTED and item.before is Status.APPLIED:
                 self.drifts += 1
             if (
                 reschedule
                 and item.policy is Policy.ENFORCE
-                and item.after
-                in (
-                    Status.PENDING,
-                    Status.DRIFTED,
-                    Status.UNKNOWN,
-                )
+                and item.after in (Status.PENDING, Status.DRIFTED, Status.UNKNOWN)
             ):
                 self.schedule(endpoint, "reconcile")
-        return done
+
+    # -- telemetry rows: coalesced, one group-committed write per event-loop turn -----------
+    def _queue_row(self, row: dict[str, Any]) -> None:
+        self._rows[(row["endpoint"], row["dimension"])] = row
+        if not self._flush_due:
+            self._flush_due = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Hand the queued reported rows to the store's group commit (nobody waits)."""
+        self._flush_due = False
+        if not self._rows:
+            return
+        rows = list(self._rows.values())
+        self._rows.clear()
+        self.flushed_rows += len(rows)
+        repo = self.repository
+        self.store.write_nowait(lambda tx: repo.write_reported(tx, rows))
 
 
-__all__ = ["ACTOR", "StateObserver", "supported_paths"]
+__all__ = ["ACTOR", "Hold", "StateObserver", "supported_paths"]

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import cbor2
-from sqlalchemy import select
+from sqlalchemy import Insert, bindparam, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from lifecycle.state.dimensions import (
     Desired,
@@ -35,6 +37,53 @@ from lwm2m.store import Conflict, Tx
 
 CHUNK = 500
 """Endpoints per ``IN (...)`` list: below SQLite's and PostgreSQL's parameter limits."""
+
+
+_D = DESIRED.c
+_R = REPORTED.c
+# Pre-built statements with bind parameters: SQLAlchemy caches their compiled form, so the hot
+# paths pay neither statement construction nor cache-key generation per call (measured: those
+# were most of a small statement's cost).
+_DESIRED_OF = select(DESIRED).where(_D.endpoint == bindparam("endpoint"))
+_REPORTED_OF = select(REPORTED).where(_R.endpoint == bindparam("endpoint"))
+_DESIRED_OF_MANY = select(DESIRED).where(_D.endpoint.in_(bindparam("endpoints", expanding=True)))
+_REPORTED_OF_MANY = select(REPORTED).where(_R.endpoint.in_(bindparam("endpoints", expanding=True)))
+_BUNDLE_OF = select(CONFIG_BUNDLE).where(CONFIG_BUNDLE.c.name == bindparam("name"))
+_REPORTED_COLUMNS = (
+    "value",
+    "observed_generation",
+    "failed_generation",
+    "detail",
+    "reported_at",
+    "source",
+)
+
+
+def _upsert(insert: Any) -> Insert:
+    """``INSERT .. ON CONFLICT (endpoint, dimension) DO UPDATE`` for the dialect's ``insert``."""
+    ins = insert(REPORTED)
+    result: Insert = ins.on_conflict_do_update(
+        index_elements=[_R.endpoint, _R.dimension],
+        set_={name: ins.excluded[name] for name in _REPORTED_COLUMNS},
+    )
+    return result
+
+
+_UPSERT_REPORTED = {"sqlite": _upsert(sqlite_insert), "postgresql": _upsert(pg_insert)}
+
+
+def reported_row(endpoint: str, reported: Reported, *, now: float, source: str) -> dict[str, Any]:
+    """The ``lc_reported`` row of one dimension (for :meth:`StateRepository.write_reported`)."""
+    return {
+        "endpoint": endpoint,
+        "dimension": reported.dimension.value,
+        "value": _dumps(reported.value) if reported.value is not None else None,
+        "observed_generation": reported.observed_generation,
+        "failed_generation": reported.failed_generation,
+        "detail": reported.detail,
+        "reported_at": now,
+        "source": source,
+    }
 
 
 def _dumps(value: JsonValue) -> str:
@@ -109,17 +158,64 @@ def _reported(row: Any) -> Reported:
     )
 
 
+def apply_report(
+    desired: Mapping[Dimension, Desired],
+    reported: Mapping[Dimension, Reported],
+    values: Mapping[Dimension, dict[str, JsonValue] | None],
+    failures: Mapping[Dimension, str] | None = None,
+) -> list[tuple[Recorded, Reported, bool]]:
+    """What recording ``values`` (and permanent ``failures`` of the current desired
+    generation) does to a device's reported state, without I/O: per dimension, in dimension
+    order, the status before and after, the new reported state and whether it differs from
+    the old one (only those need writing). The generation rule is
+    :func:`~lifecycle.state.dimensions.observed_after`."""
+    failures = failures or {}
+    out: list[tuple[Recorded, Reported, bool]] = []
+    for dim in sorted(set(values) | set(failures), key=lambda d: d.value):
+        want = desired.get(dim)
+        old = reported.get(dim)
+        before = status(want, old)
+        value = values.get(dim, old.value if old else None)
+        observed = observed_after(want, value, old.observed_generation if old else None)
+        failed = old.failed_generation if old else None
+        detail = old.detail if old else ""
+        if dim in failures and want is not None:
+            failed, detail = want.generation, failures[dim]
+        elif want is not None and observed == want.generation:
+            failed, detail = None, ""
+        new = Reported(dim, value, observed, failed, detail)
+        item = Recorded(dim, before, status(want, new), want.policy if want else None)
+        out.append((item, new, old is None or new != old))
+    return out
+
+
 class StateRepository:
     """Desired/reported state and config bundles (module docstring). Stateless."""
 
     # -- reading ---------------------------------------------------------------------------
     def desired(self, tx: Tx, endpoint: str) -> dict[Dimension, Desired]:
-        rows = tx.execute(select(DESIRED).where(DESIRED.c.endpoint == endpoint))
+        rows = tx.execute(_DESIRED_OF, {"endpoint": endpoint})
         return {Dimension(r.dimension): _desired(r) for r in rows}
 
     def reported(self, tx: Tx, endpoint: str) -> dict[Dimension, Reported]:
-        rows = tx.execute(select(REPORTED).where(REPORTED.c.endpoint == endpoint))
+        rows = tx.execute(_REPORTED_OF, {"endpoint": endpoint})
         return {Dimension(r.dimension): _reported(r) for r in rows}
+
+    def desired_of(self, tx: Tx, endpoints: Sequence[str]) -> dict[str, dict[Dimension, Desired]]:
+        """The desired values of many endpoints (each present, empty when none is set)."""
+        found: dict[str, dict[Dimension, Desired]] = {e: {} for e in endpoints}
+        for group in _chunks(list(found)):
+            for r in tx.execute(_DESIRED_OF_MANY, {"endpoints": list(group)}):
+                found[str(r.endpoint)][Dimension(r.dimension)] = _desired(r)
+        return found
+
+    def reported_of(self, tx: Tx, endpoints: Sequence[str]) -> dict[str, dict[Dimension, Reported]]:
+        """The reported values of many endpoints (each present, empty when none is kept)."""
+        found: dict[str, dict[Dimension, Reported]] = {e: {} for e in endpoints}
+        for group in _chunks(list(found)):
+            for r in tx.execute(_REPORTED_OF_MANY, {"endpoints": list(group)}):
+                found[str(r.endpoint)][Dimension(r.dimension)] = _reported(r)
+        return found
 
     def view(self, tx: Tx, endpoint: str) -> list[DimensionView]:
         """Every dimension that has a desired or a reported value, in dimension order."""
@@ -301,54 +397,24 @@ class StateRepository:
         """Record verified reported values (and permanent failures of the current desired
         generation) of ``endpoint``; returns each dimension's status before and after."""
         failures = failures or {}
-        dims = set(values) | set(failures)
-        if not dims:
+        if not values and not failures:
             return []
         desired = self.desired(tx, endpoint)
         reported = self.reported(tx, endpoint)
         out: list[Recorded] = []
-        for dim in sorted(dims, key=lambda d: d.value):
-            want = desired.get(dim)
-            old = reported.get(dim)
-            before = status(want, old)
-            value = values.get(dim, old.value if old else None)
-            observed = observed_after(want, value, old.observed_generation if old else None)
-            failed = old.failed_generation if old else None
-            detail = old.detail if old else ""
-            if dim in failures and want is not None:
-                failed, detail = want.generation, failures[dim]
-            elif want is not None and observed == want.generation:
-                failed, detail = None, ""
-            new = Reported(dim, value, observed, failed, detail)
-            if old is None:
-                tx.execute(
-                    REPORTED.insert(),
-                    {
-                        "endpoint": endpoint,
-                        "dimension": dim.value,
-                        "value": _dumps(value) if value is not None else None,
-                        "observed_generation": observed,
-                        "failed_generation": failed,
-                        "detail": detail,
-                        "reported_at": now,
-                        "source": source,
-                    },
-                )
-            elif new != old:
-                tx.execute(
-                    REPORTED.update()
-                    .where(REPORTED.c.endpoint == endpoint, REPORTED.c.dimension == dim.value)
-                    .values(
-                        value=_dumps(value) if value is not None else None,
-                        observed_generation=observed,
-                        failed_generation=failed,
-                        detail=detail,
-                        reported_at=now,
-                        source=source,
-                    )
-                )
-            out.append(Recorded(dim, before, status(want, new), want.policy if want else None))
+        rows: list[dict[str, Any]] = []
+        for item, new, changed in apply_report(desired, reported, values, failures):
+            out.append(item)
+            if changed:
+                rows.append(reported_row(endpoint, new, now=now, source=source))
+        self.write_reported(tx, rows)
         return out
+
+    def write_reported(self, tx: Tx, rows: Sequence[dict[str, Any]]) -> None:
+        """Upsert ``lc_reported`` rows (:func:`reported_row`) in one executemany: the state
+        observer computes them in memory and hands over only what changed."""
+        if rows:
+            tx.execute(_UPSERT_REPORTED[tx.dialect], list(rows))
 
     # -- config bundles --------------------------------------------------------------------
     def put_bundle(
@@ -379,7 +445,7 @@ class StateRepository:
         return ConfigBundle(name, encoded, digest, actor, now), True
 
     def bundle(self, tx: Tx, name: str) -> ConfigBundle | None:
-        row = tx.execute(select(CONFIG_BUNDLE).where(CONFIG_BUNDLE.c.name == name)).first()
+        row = tx.execute(_BUNDLE_OF, {"name": name}).first()
         if row is None:
             return None
         return ConfigBundle(
@@ -394,4 +460,12 @@ class StateRepository:
         ]
 
 
-__all__ = ["Change", "ConfigBundle", "DimensionView", "Recorded", "StateRepository"]
+__all__ = [
+    "Change",
+    "ConfigBundle",
+    "DimensionView",
+    "Recorded",
+    "StateRepository",
+    "apply_report",
+    "reported_row",
+]
