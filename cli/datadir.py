@@ -1,12 +1,20 @@
 """The data directory: where ``serve`` keeps its token and tells the CLI where it listens.
 
-Layout (the directory is created 0700; the secrets in it are 0600)::
+Layout (the directory is created 0700; every file ``serve`` keeps in it is 0600)::
 
     DATA_DIR/
       fleetloop.db    the SQLite store (unless --database-url points elsewhere)
       api-token       the management API's bearer token; generated once, kept across restarts
       api.json        written by a running server: API URL, token, bound ports, pid
       serve.lock      held (flock) by the running server: one server per data directory
+      secrets.key     the key that encrypts PSKs and the CA key at rest (``docs/SECURITY.md``)
+
+Permissions are enforced, not hoped for (issue 14 item 10): an existing directory that other
+users can enter or list is refused with the ``chmod 700`` that fixes it (its files may already
+have leaked, so the operator should know rather than have it silently tightened), and
+:func:`lock_down` tightens what a start-up creates (umask 077, the SQLite file created 0600
+before SQLite opens it -- SQLite gives its ``-wal`` and ``-shm`` files the database file's
+mode) and every file an older run left group/world-readable.
 
 ``api.json`` records the ports actually bound, so ``--coap 0 --api 127.0.0.1:0`` (ephemeral
 ports, as the tests use) can be discovered. It is removed on a clean shutdown; a stale one left
@@ -20,6 +28,7 @@ import fcntl
 import json
 import os
 import secrets
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -33,15 +42,68 @@ class DataDirError(RuntimeError):
     """The data directory cannot be prepared or read; the message says what to do."""
 
 
+PRIVATE_UMASK = 0o077
+DATABASE_FILE = "fleetloop.db"
+
+
 def prepare(data_dir: Path) -> Path:
-    """Create the directory (0700) if needed; refuse a path that is not a directory."""
+    """Create the directory (0700) if needed; refuse a path that is not a directory, and an
+    existing directory that other users can read, write or enter (the fix is in the message)."""
     try:
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     except FileExistsError:
         raise DataDirError(f"data directory {data_dir} exists and is not a directory") from None
     except OSError as err:
         raise DataDirError(f"cannot create data directory {data_dir}: {err.strerror}") from None
+    if not data_dir.is_dir():
+        raise DataDirError(f"data directory {data_dir} exists and is not a directory")
+    mode = stat.S_IMODE(data_dir.stat().st_mode)
+    if mode & 0o077:
+        resolved = data_dir.resolve()
+        raise DataDirError(
+            f"data directory {resolved} is accessible by other users (mode {mode:04o}); it "
+            f"holds the database, keys and the API token: run `chmod 700 {resolved}` (and "
+            "check who could read it) and start again"
+        )
     return data_dir.resolve()
+
+
+def lock_down(data_dir: Path, *, sqlite_database: bool = True) -> list[Path]:
+    """Keep everything ``serve`` writes under ``data_dir`` readable by its owner only.
+
+    Sets the process umask to 077 (this is the server process: every file it creates from
+    now on is private), creates the SQLite database file 0600 if it does not exist yet (so
+    its WAL and SHM, which SQLite creates with the database file's mode, are 0600 too) and
+    tightens every existing file (0600) and sub-directory (0700) that is group/world
+    accessible (``sqlite_database`` False: the store is PostgreSQL, no file to create).
+    Returns the paths it tightened, for the log.
+    """
+    os.umask(PRIVATE_UMASK)
+    if sqlite_database:
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(data_dir / DATABASE_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    tightened: list[Path] = []
+    for root, dirs, files in os.walk(data_dir):
+        base = Path(root)
+        for name in dirs:
+            tightened += _tighten(base / name, 0o700)
+        for name in files:
+            tightened += _tighten(base / name, 0o600)
+    return tightened
+
+
+def _tighten(path: Path, private_mode: int) -> list[Path]:
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return []
+    if stat.S_ISLNK(info.st_mode) or info.st_uid != os.getuid():
+        return []
+    mode = stat.S_IMODE(info.st_mode)
+    if not mode & 0o077:
+        return []
+    os.chmod(path, mode & private_mode)
+    return [path]
 
 
 def _write_private(path: Path, text: str) -> None:

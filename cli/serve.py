@@ -44,6 +44,7 @@ from cli.datadir import (
     ApiInfo,
     ServeLock,
     ensure_token,
+    lock_down,
     prepare,
     remove_api_info,
     write_api_info,
@@ -221,6 +222,8 @@ class Service:
         self.data_dir = prepare(settings.data_dir)
         self.lock = ServeLock(self.data_dir)
         self.lock.acquire()
+        for path in lock_down(self.data_dir, sqlite_database=settings.database_url is None):
+            log.warning("tightened to owner-only access", extra={"file": str(path)})
         token, created = ensure_token(self.data_dir)
         if created:
             log.info(
