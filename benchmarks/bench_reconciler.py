@@ -2,7 +2,7 @@
 fleet, against the real ``fleetloop serve``, with the raw-UDP baseline in the same run.
 
     .venv/bin/python -m benchmarks.bench_reconciler [--devices 2000] [--rate 100000]
-        [--concurrency 64] [--baseline 5]
+        [--concurrency 256] [--baseline 5] [--profile DIR]
 
 Phases:
 
@@ -17,6 +17,11 @@ Phases:
   the new generation). Figures: device-changes verified per second, server CPU (utime +
   stime of the serve process from /proc, every thread) per device-change.
 * ``flags`` -- the same with a feature-flag change (one Write + read-back per device).
+
+Verification is whatever the reconciler does (since the in-memory state work: the device's
+own notification of the new value where our observation carries it, a read-back otherwise).
+``--profile DIR`` runs ``py-spy record`` (raw collapsed stacks,
+``DIR/<phase>.txt``) on the serve process for exactly each change phase.
 
 Prints a Markdown table and one JSON line.
 """
@@ -97,22 +102,44 @@ async def _until(check: Any, timeout: float, what: str) -> None:
         await asyncio.sleep(0.2)
 
 
+def _profiler(serve: Serve, out: Path | None) -> subprocess.Popen[bytes] | None:
+    if out is None:
+        return None
+    spy = Path(sys.executable).parent / "py-spy"
+    command = [str(spy), "record", "--format", "raw", "-r", "100", "-o", str(out)]
+    profiler = subprocess.Popen(
+        [*command, "--pid", str(serve.process.pid)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)  # attached before the clock starts
+    return profiler
+
+
 async def _change(
-    api: httpx.AsyncClient, serve: Serve, endpoints: list[str], values: dict[str, Any]
+    api: httpx.AsyncClient,
+    serve: Serve,
+    endpoints: list[str],
+    values: dict[str, Any],
+    profile: Path | None = None,
 ) -> dict[str, float]:
     """Set ``values`` on every endpoint; time until nothing is out of line."""
+    profiler = _profiler(serve, profile)
     cpu0, t0 = serve.cpu(), time.perf_counter()
-    answer = await api.put("/state", json={"endpoints": endpoints, "values": values})
+    answer = await api.put("/v1/state", json={"endpoints": endpoints, "values": values})
     answer.raise_for_status()
     assert answer.json()["changed"] == len(endpoints), answer.text
 
     async def in_line() -> bool:
-        drift = await api.get("/state/drift", params={"limit": 1})
+        drift = await api.get("/v1/state/drift", params={"limit": 1})
         return not drift.json()["items"]
 
     await _until(in_line, 600, "every device applied and verified")
     seconds = time.perf_counter() - t0
     cpu = serve.cpu() - cpu0
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)
+        profiler.wait(60)
     n = len(endpoints)
     return {
         "devices": n,
@@ -139,14 +166,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             endpoints = [fleet.device(i).endpoint for i in range(args.devices)]
 
             async def observed() -> bool:
-                found = (await api.get("/observations")).json()
+                found = (await api.get("/v1/observations")).json()
                 return len(found) >= args.devices
 
             await _until(observed, 300, "an observation on every device")
-            bundle = await api.put("/config-bundles/bench-v1", json={"interval": 60, "eu": True})
+            bundle = await api.put("/v1/config-bundles/bench-v1", json={"interval": 60, "eu": True})
             bundle.raise_for_status()
-            results["config"] = await _change(api, serve, endpoints, {"config": "bench-v1"})
-            results["flags"] = await _change(api, serve, endpoints, {"flags": {"bench": "1"}})
+            out = Path(args.profile) if args.profile else None
+            if out is not None:
+                out.mkdir(parents=True, exist_ok=True)
+            results["config"] = await _change(
+                api, serve, endpoints, {"config": "bench-v1"}, out and out / "config.txt"
+            )
+            results["flags"] = await _change(
+                api, serve, endpoints, {"flags": {"bench": "1"}}, out and out / "flags.txt"
+            )
     finally:
         await api.aclose()
         serve.close()
@@ -162,8 +196,8 @@ def table(results: dict[str, Any]) -> str:
             f"| raw UDP echo (baseline) | - | - | {base['round_trips_per_s']:,.0f} round trips/s "
             f"| {base['server_cpu_us_per_datagram']:.0f} µs per datagram |"
         )
-    for name, label in (("config", "config bundle (write, apply, read back)"),
-                        ("flags", "feature flags (write, read back)")):  # fmt: skip
+    for name, label in (("config", "config bundle (write, apply, verify)"),
+                        ("flags", "feature flags (write, verify)")):  # fmt: skip
         r = results.get(name)
         if r:
             lines.append(
@@ -177,9 +211,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=100_000.0, help="reconciler changes/s cap")
-    parser.add_argument("--concurrency", type=int, default=64, help="reconciler workers")
+    parser.add_argument("--concurrency", type=int, default=256, help="reconciler workers")
     parser.add_argument("--start-rate", type=float, default=500.0, help="device starts per s")
     parser.add_argument("--baseline", type=float, default=5.0, help="seconds (0: skip)")
+    parser.add_argument("--profile", default=None, help="py-spy each change phase into DIR")
     args = parser.parse_args(argv)
     results = asyncio.run(run(args))
     results["machine"] = machine()

@@ -32,6 +32,8 @@ from cli.settings import default_data_dir
 
 EXIT_FAILED = 1
 EXIT_NO_SERVER = 3
+API_PREFIX = "/v1"
+"""The API version the CLI speaks; command paths (``/devices``) are relative to it."""
 
 
 class CliFailure(Exception):
@@ -125,7 +127,7 @@ class ApiClient:
     def __init__(self, target: Target, *, timeout: float = 60.0) -> None:
         self.target = target
         self._client = httpx.Client(
-            base_url=target.url,
+            base_url=target.url + API_PREFIX,
             headers={"Authorization": f"Bearer {target.token}"},
             timeout=httpx.Timeout(timeout, connect=5.0),
         )

@@ -2,8 +2,9 @@
 
 ``create_app(context)`` returns an ASGI app; ``fleetloop serve`` runs it with uvicorn in the
 same event loop as the LwM2M server, so routes call the server's coroutines directly (no
-thread hop, no second loop). Every route except ``GET /health`` requires
-``Authorization: Bearer <token>``; the token is compared in constant time.
+thread hop, no second loop). Every route lives under ``/v1`` and requires
+``Authorization: Bearer <token>`` (compared in constant time); only ``GET /health``,
+``GET /openapi.json`` and ``GET /docs`` are unversioned and open.
 
 Error responses all have the shape of :class:`lifecycle.api.errors.ApiError` -- including
 FastAPI's own validation errors and unknown routes -- so a client needs one error parser.
@@ -33,8 +34,14 @@ from lwm2m.store import Conflict, NotFound, StoreError, StoreOverloaded, StoreUn
 
 log = logging.getLogger("fleetloop.api")
 
+API_PREFIX = "/v1"
+"""Every route but ``/health``, ``/openapi.json`` and ``/docs`` lives under this version."""
+
 TAGS = [
-    {"name": "health", "description": "Liveness; the only route without a token."},
+    {
+        "name": "health",
+        "description": "Liveness; with /openapi.json and /docs the only routes without a token.",
+    },
     {"name": "devices", "description": "Registered devices, their objects and last values."},
     {"name": "operations", "description": "LwM2M device-management operations on one device."},
     {"name": "composite", "description": "Read-, Write- and Observe-Composite (LwM2M 1.1)."},
@@ -176,8 +183,10 @@ def create_app(context: ApiContext) -> FastAPI:
             "described in docs/API.md."
         ),
         openapi_tags=TAGS,
-        openapi_url=None,  # served below, behind the token like every route but /health
-        docs_url=None,
+        # The OpenAPI document and the interactive page hold no secrets: readable without a
+        # token, so tools (schemathesis, client generators, the web console) can start from them.
+        openapi_url="/openapi.json",
+        docs_url="/docs",
         redoc_url=None,
     )
     app.state.context = context
@@ -186,17 +195,16 @@ def create_app(context: ApiContext) -> FastAPI:
 
     app.include_router(routes.health)
     protected = [Depends(current_principal)]
-    app.include_router(routes.router, dependencies=protected)
-    app.include_router(security_routes.router, dependencies=protected)
-    app.include_router(stream.router, dependencies=protected)
-    app.include_router(bootstrap_routes.router, dependencies=protected)
-    app.include_router(inventory_routes.router, dependencies=protected)
-    app.include_router(token_routes.router, dependencies=protected)
-    app.include_router(state_routes.router, dependencies=protected)
-    app.include_router(audit_routes.router, dependencies=protected)
-
-    @app.get("/openapi.json", include_in_schema=False, dependencies=protected)
-    async def openapi() -> JSONResponse:
-        return JSONResponse(app.openapi())
+    for router in (
+        routes.router,
+        security_routes.router,
+        stream.router,
+        bootstrap_routes.router,
+        inventory_routes.router,
+        token_routes.router,
+        state_routes.router,
+        audit_routes.router,
+    ):
+        app.include_router(router, prefix=API_PREFIX, dependencies=protected)
 
     return app

@@ -1,12 +1,12 @@
 """The one audit log over HTTP: list, verify, prove, checkpoints; and the DM routes' helper.
 
 ======================================  ===============================================
-``GET /audit``                          records, filtered (since, until, action, actor,
+``GET /v1/audit``                          records, filtered (since, until, action, actor,
                                         endpoint..., after, limit), tenant-scoped
-``GET /audit/verify``                   recompute leaves and roots against the checkpoints
-``GET /audit/records/{seq}/proof``      a self-contained inclusion proof (offline check)
-``GET /audit/checkpoints``              the signed checkpoints, newest last
-``POST /audit/checkpoints``             sign one now (admin)
+``GET /v1/audit/verify``                   recompute leaves and roots against the checkpoints
+``GET /v1/audit/records/{seq}/proof``      a self-contained inclusion proof (offline check)
+``GET /v1/audit/checkpoints``              the signed checkpoints, newest last
+``POST /v1/audit/checkpoints``             sign one now (admin)
 ======================================  ===============================================
 
 A tenant-scoped operator sees only records whose tenant is in its scope; a record it cannot
@@ -226,7 +226,7 @@ async def prove(
 
 
 def _no_record(seq: int) -> ApiError:
-    return ApiError(404, "not_found", f"no audit record {seq} (see GET /audit)", seq=seq)
+    return ApiError(404, "not_found", f"no audit record {seq} (see GET /v1/audit)", seq=seq)
 
 
 @router.get("/audit/checkpoints", tags=["audit"], summary="Signed checkpoints")

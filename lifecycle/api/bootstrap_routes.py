@@ -10,19 +10,19 @@ hash-chained audit trail. Keys never come out: identities show whether they have
 documents show APN passwords as ``***`` unless ``reveal=true``.
 
 =========================================  =====================================================
-``POST /identities/import``                CSV/JSON text; ``dry_run``, ``allow_partial``; 422
+``POST /v1/identities/import``                CSV/JSON text; ``dry_run``, ``allow_partial``; 422
                                            ``import_rejected`` with the report when rows fail
-``GET /identities``                        filter by tenant, region, sku, policy_group, status
-``GET|PATCH /identities/{endpoint}``       show (with bootstrap state) / move (attributes)
-``POST /identities/{endpoint}/revoke``     revoke the identity and its certificates
-``GET /bootstrap/policies``                the policies in force
-``PUT|GET|DELETE /bootstrap/policies/{n}`` add a version / show (``version=``) / retire
-``GET /bootstrap/policies/{n}/diff``       unified diff between versions
-``GET /bootstrap/explain/{endpoint}``      which policy applies and why
-``GET /bootstrap/status/{endpoint}``       the device's bootstrap state
-``POST /bootstrap/rebootstrap/{endpoint}`` Execute /1/x/9 (optionally moving the device first)
-``GET /bootstrap/audit[/verify]``          the audit trail; verify its hash chain
-``GET /bootstrap/crl``                     the CA's certificate revocation list (PEM)
+``GET /v1/identities``                        filter by tenant, region, sku, policy_group, status
+``GET|PATCH /v1/identities/{endpoint}``       show (with bootstrap state) / move (attributes)
+``POST /v1/identities/{endpoint}/revoke``     revoke the identity and its certificates
+``GET /v1/bootstrap/policies``                the policies in force
+``PUT|GET|DELETE /v1/bootstrap/policies/{n}`` add a version / show (``version=``) / retire
+``GET /v1/bootstrap/policies/{n}/diff``       unified diff between versions
+``GET /v1/bootstrap/explain/{endpoint}``      which policy applies and why
+``GET /v1/bootstrap/status/{endpoint}``       the device's bootstrap state
+``POST /v1/bootstrap/rebootstrap/{endpoint}`` Execute /1/x/9 (optionally moving the device first)
+``GET /v1/bootstrap/audit[/verify]``          the audit trail; verify its hash chain
+``GET /v1/bootstrap/crl``                     the CA's certificate revocation list (PEM)
 =========================================  =====================================================
 """
 

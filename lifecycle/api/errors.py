@@ -80,7 +80,7 @@ def unknown_endpoint(endpoint: str) -> ApiError:
     return ApiError(
         404,
         "unknown_endpoint",
-        f"device {endpoint!r} is not registered; list registered devices with GET /devices "
+        f"device {endpoint!r} is not registered; list registered devices with GET /v1/devices "
         "(`fleetloop devices list`)",
         endpoint=endpoint,
     )

@@ -1,14 +1,14 @@
 """Inventory and groups: list and show devices by selector, bulk changes, stages, named groups.
 
 =========================================  =====================================================
-``GET /inventory?select=&cursor=&limit=``  one page of matching devices + the total count
-``GET /inventory/{endpoint}``              one device record, with its groups
-``POST /inventory/bulk``                   relabel / move region / move policy group (operator)
-``POST /inventory/{endpoint}/stage``       suspend / resume / retire (operator)
-``POST /groups``                           create a dynamic or snapshot group (operator)
-``GET /groups``, ``GET /groups/{name}``    list / show
-``GET /groups/{name}/members``             one page of members
-``DELETE /groups/{name}``                  delete the group, not its devices (operator)
+``GET /v1/inventory?select=&cursor=&limit=``  one page of matching devices + the total count
+``GET /v1/inventory/{endpoint}``              one device record, with its groups
+``POST /v1/inventory/bulk``                   relabel / move region / move policy group (operator)
+``POST /v1/inventory/{endpoint}/stage``       suspend / resume / retire (operator)
+``POST /v1/groups``                           create a dynamic or snapshot group (operator)
+``GET /v1/groups``, ``GET /v1/groups/{name}``    list / show
+``GET /v1/groups/{name}/members``             one page of members
+``DELETE /v1/groups/{name}``                  delete the group, not its devices (operator)
 =========================================  =====================================================
 
 Tenant scope: a scoped token sees only its tenants' devices and groups; anything else answers
@@ -98,7 +98,7 @@ def no_device(endpoint: str) -> ApiError:
     return ApiError(
         404,
         "not_found",
-        f"no inventory record for device {endpoint!r}; list devices with GET /inventory "
+        f"no inventory record for device {endpoint!r}; list devices with GET /v1/inventory "
         "(`fleetloop inventory list`)",
         endpoint=endpoint,
     )
@@ -108,7 +108,7 @@ def no_group(name: str) -> ApiError:
     return ApiError(
         404,
         "not_found",
-        f"no group {name!r}; list the groups with GET /groups (`fleetloop groups list`)",
+        f"no group {name!r}; list the groups with GET /v1/groups (`fleetloop groups list`)",
         group=name,
     )
 
@@ -190,7 +190,7 @@ class DeviceView(BaseModel):
     last_seen_epoch: float | None
     created_at: str
     updated_at: str
-    groups: list[str] | None = Field(default=None, description="only in GET /inventory/{ep}")
+    groups: list[str] | None = Field(default=None, description="only in GET /v1/inventory/{ep}")
 
     @classmethod
     def of(cls, record: DeviceRecord, groups: list[str] | None = None) -> DeviceView:

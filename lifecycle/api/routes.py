@@ -442,7 +442,7 @@ async def write_attributes(
 async def observe(
     ctx: Context, scope: Scoped, endpoint: str, path: PathParam, options: Options
 ) -> JsonObject:
-    """Observe a path: the current content now, notifications on ``GET /events``."""
+    """Observe a path: the current content now, notifications on ``GET /v1/events``."""
     await _visible_device(ctx, scope, endpoint)
     target = parse_path(path)
     result = await ctx.server.observe(endpoint, target, **options.kwargs())
@@ -609,7 +609,7 @@ async def cancel_queued(ctx: Context, scope: Scoped, request_id: int) -> JsonObj
             404,
             "not_found",
             f"no pending queued request {request_id}; it was delivered, expired or cancelled "
-            "already (see GET /devices/{endpoint}/queue)",
+            "already (see GET /v1/devices/{endpoint}/queue)",
             request_id=request_id,
         )
     endpoint = queued.endpoint if queued is not None else ""

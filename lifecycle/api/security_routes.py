@@ -1,6 +1,6 @@
 """Per-endpoint security: which DTLS credentials an endpoint must present, or a NoSec grant.
 
-``PUT /security/{endpoint}`` replaces the endpoint's record as a whole -- what the request
+``PUT /v1/security/{endpoint}`` replaces the endpoint's record as a whole -- what the request
 says is exactly what is configured afterwards, which is the least surprising rule for
 credentials. Keys go in as hex and never come out: responses show a PSK's length and the
 first 8 hex digits of its SHA-256 (:func:`lifecycle.api.views.security_json`).
@@ -156,7 +156,7 @@ async def set_security(
         raise InputError(
             "body",
             "give psk_identity + psk_key, a certificate, or allow_nosec: true (to remove the "
-            "record use DELETE /security/{endpoint})",
+            "record use DELETE /v1/security/{endpoint})",
         )
     record = EndpointSecurity(endpoint, psk=psk, x509=cert, allow_nosec=body.allow_nosec)
     now = time.time()
@@ -207,7 +207,7 @@ def _no_record(endpoint: str) -> ApiError:
     return ApiError(
         404,
         "not_found",
-        f"endpoint {endpoint!r} has no security record; set one with PUT /security/{endpoint} "
+        f"endpoint {endpoint!r} has no security record; set one with PUT /v1/security/{endpoint} "
         "(`fleetloop security set`)",
         endpoint=endpoint,
     )

@@ -2,11 +2,11 @@
 devices out of line, and the named config bundles behind ``config=NAME``.
 
 =================================  ========  ==================================================
-``GET /devices/{ep}/state``        viewer    desired and reported per dimension, with status
-``PUT /state``                     operator  desired values for a selector or endpoint list
-``GET /state/drift``               viewer    devices whose status is not ``applied``
-``PUT /config-bundles/{name}``     operator  register a bundle (JSON map; immutable)
-``GET /config-bundles[/{name}]``   viewer    the registered bundles
+``GET /v1/devices/{ep}/state``        viewer    desired and reported per dimension, with status
+``PUT /v1/state``                     operator  desired values for a selector or endpoint list
+``GET /v1/state/drift``               viewer    devices whose status is not ``applied``
+``PUT /v1/config-bundles/{name}``     operator  register a bundle (JSON map; immutable)
+``GET /v1/config-bundles[/{name}]``   viewer    the registered bundles
 =================================  ========  ==================================================
 
 Every change commits with its audit record before the answer; then the reconciler is told
@@ -286,7 +286,8 @@ async def set_state(ctx: Context, scope: Scoped, body: StateSet) -> StateSetResu
             422,
             "invalid_input",
             f"values.config: no config bundle {err.name!r}; register it first with "
-            f"`fleetloop state bundle put {err.name} FILE.json` (PUT /config-bundles/{err.name})",
+            f"`fleetloop state bundle put {err.name} FILE.json` "
+            f"(PUT /v1/config-bundles/{err.name})",
             field="values.config",
         ) from None
     if ctx.state is not None:

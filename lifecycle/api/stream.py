@@ -1,4 +1,4 @@
-"""``GET /events``: the server's events as a ``text/event-stream`` (server-sent events).
+"""``GET /v1/events``: the server's events as a ``text/event-stream`` (server-sent events).
 
 Each event is one SSE message whose ``event:`` is the type and whose ``data:`` is one line of
 JSON (:func:`lifecycle.api.views.event_json`)::
@@ -15,7 +15,7 @@ client that waits for ``ready`` and then starts an observation cannot miss the f
 notification (this is how ``fleetloop observe`` works). A comment line (``: keepalive``) every
 ``keepalive_interval`` seconds keeps proxies from closing an idle stream. When the server's
 per-subscriber buffer overflowed, a ``dropped`` event says how many events were lost, so a
-client can resynchronise (``GET /devices/{endpoint}``).
+client can resynchronise (``GET /v1/devices/{endpoint}``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Operator tokens: ``POST /tokens``, ``GET /tokens``, ``DELETE /tokens/{token}`` (admin only).
+"""Operator tokens: ``POST|GET /v1/tokens``, ``DELETE /v1/tokens/{token}`` (admin only).
 
-The token text is in the answer to ``POST /tokens`` and nowhere else, ever: the server keeps
+The token text is in the answer to ``POST /v1/tokens`` and nowhere else, ever: the server keeps
 only its SHA-256. A tenant-scoped admin issues, lists and revokes only tokens inside its own
 tenants (never an all-tenant one); tokens beyond its scope do not exist for it (404). Every
 change is in the audit log, with the operator and token that made it, in the same transaction.

@@ -57,7 +57,7 @@ def format_name(content_format: int | None) -> str | None:
 
 
 def registration_json(reg: Registration) -> JsonObject:
-    """A device's registration (``GET /devices`` items)."""
+    """A device's registration (``GET /v1/devices`` items)."""
     return {
         "endpoint": reg.endpoint,
         "registration_id": reg.id,

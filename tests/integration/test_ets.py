@@ -40,7 +40,7 @@ pytestmark = pytest.mark.integration
 
 
 def data(ep: str, path: str) -> str:
-    return f"/devices/{ep}/data/{path.strip('/')}"
+    return f"/v1/devices/{ep}/data/{path.strip('/')}"
 
 
 def value_of(body: dict[str, Any]) -> Any:
@@ -62,7 +62,7 @@ def leaves(node: dict[str, Any]) -> dict[str, Any]:
 
 
 async def last_value(api: Api, ep: str, path: str) -> Any:
-    device = await api.get(f"/devices/{ep}")
+    device = await api.get(f"/v1/devices/{ep}")
     for entry in device["last_values"]:
         if entry["path"] == path:
             return entry["value"]
@@ -75,9 +75,9 @@ async def last_value(api: Api, ep: str, path: str) -> Any:
 def test_int_101_initial_registration(serve: Serve) -> None:
     async def case() -> None:
         async with fleet_and_api(serve, 3, "i101-") as (fleet, api):
-            listed = await api.get("/devices", params={"prefix": "i101-"})
+            listed = await api.get("/v1/devices", params={"prefix": "i101-"})
             assert [d["endpoint"] for d in listed] == ["i101-000001", "i101-000002", "i101-000003"]
-            device = await api.get("/devices/i101-000002")
+            device = await api.get("/v1/devices/i101-000002")
             assert device["lwm2m_version"] == "1.2"
             assert device["lifetime"] == 300
             assert device["binding"] == "U"
@@ -97,12 +97,12 @@ def test_int_101_initial_registration(serve: Serve) -> None:
 def test_int_102_registration_update(serve: Serve) -> None:
     async def case() -> None:
         async with fleet_and_api(serve, 1, "i102-") as (fleet, api):
-            before = await api.get("/devices/i102-000001")
+            before = await api.get("/v1/devices/i102-000001")
             view = fleet.device(0)
             mark = len(view.events)
             view.trigger_update()
             await view.wait_event(Updated, since=mark)
-            after = await api.get("/devices/i102-000001")
+            after = await api.get("/v1/devices/i102-000001")
             assert after["registration_id"] == before["registration_id"]
             assert after["updated_at_epoch"] > before["updated_at_epoch"]
             assert after["expires_at_epoch"] > before["expires_at_epoch"]
@@ -115,9 +115,9 @@ def test_int_103_deregistration(serve: Serve) -> None:
         async with fleet_and_api(serve, 2, "i103-") as (fleet, api):
             fleet.inject("i103-000001", "deregister")
             await fleet.wait_until(lambda: fleet.device(0).status == "stopped")
-            listed = await api.get("/devices", params={"prefix": "i103-"})
+            listed = await api.get("/v1/devices", params={"prefix": "i103-"})
             assert [d["endpoint"] for d in listed] == ["i103-000002"]
-            await api.get("/devices/i103-000001", expect=404)
+            await api.get("/v1/devices/i103-000001", expect=404)
 
     run(case())
 
@@ -127,7 +127,7 @@ def test_int_104_registration_update_trigger(serve: Serve) -> None:
         async with fleet_and_api(serve, 1, "i104-") as (fleet, api):
             view = fleet.device(0)
             mark = len(view.events)
-            await api.post(f"/devices/{view.endpoint}/execute/1/0/8")
+            await api.post(f"/v1/devices/{view.endpoint}/execute/1/0/8")
             executed = await view.wait_event(Executed, since=mark)
             assert str(executed.path) == "/1/0/8"
             await view.wait_event(Updated, since=mark)
@@ -143,7 +143,7 @@ def test_int_105_discarded_register_update(serve: Serve) -> None:
         profile = DeviceProfile(lifetime=3)
         async with fleet_and_api(serve, 1, "i105-", profile=profile) as (fleet, api):
             view = fleet.device(0)
-            first = await api.get(f"/devices/{view.endpoint}")
+            first = await api.get(f"/v1/devices/{view.endpoint}")
             fleet.inject(0, "cut")
             await eventually(
                 lambda: _absent(api, view.endpoint), timeout=15
@@ -151,7 +151,7 @@ def test_int_105_discarded_register_update(serve: Serve) -> None:
             mark = len(view.events)
             fleet.inject(0, "restore")
             await view.wait_event(Registered, timeout=30, since=mark)
-            again = await api.get(f"/devices/{view.endpoint}")
+            again = await api.get(f"/v1/devices/{view.endpoint}")
             assert again["registration_id"] != first["registration_id"]
             assert fleet.counters.update_failures >= 1
 
@@ -159,7 +159,7 @@ def test_int_105_discarded_register_update(serve: Serve) -> None:
 
 
 async def _absent(api: Api, endpoint: str) -> bool:
-    response = await api.client.get(f"/devices/{endpoint}")
+    response = await api.client.get(f"/v1/devices/{endpoint}")
     return response.status_code == 404
 
 
@@ -171,7 +171,7 @@ def test_int_107_extending_the_lifetime_of_a_registration(serve: Serve) -> None:
             await api.put(data(view.endpoint, "/1/0/1"), {"value": 7200})
             updated = await view.wait_event(Updated, since=mark)
             assert updated.lifetime == 7200
-            device = await api.get(f"/devices/{view.endpoint}")
+            device = await api.get(f"/v1/devices/{view.endpoint}")
             assert device["lifetime"] == 7200
             assert device["expires_at_epoch"] - device["updated_at_epoch"] == pytest.approx(7200)
 
@@ -182,7 +182,7 @@ def test_int_108_turn_on_queue_mode(serve: Serve) -> None:
     async def case() -> None:
         profile = DeviceProfile(config=ClientConfig(queue_mode=True))
         async with fleet_and_api(serve, 1, "i108-", profile=profile) as (_, api):
-            device = await api.get("/devices/i108-000001")
+            device = await api.get("/v1/devices/i108-000001")
             assert device["queue_mode"]
             assert device["binding"] == "U"
             read = await api.get(data("i108-000001", "/3/0/0"))  # awake after registering
@@ -264,7 +264,7 @@ def test_int_221_attempt_to_perform_operations_on_security(serve: Serve) -> None
             ):
                 reply = await api.call(method, data(ep, path), json_body=body, expect=502)
                 assert reply["coap_code"] == "4.01"
-            discover = await api.client.get(f"/devices/{ep}/discover/0")
+            discover = await api.client.get(f"/v1/devices/{ep}/discover/0")
             assert discover.json()["coap_code"] == "4.01"
 
     run(case())
@@ -415,7 +415,7 @@ def test_int_229_read_composite_operation(serve: Serve) -> None:
     async def case() -> None:
         async with fleet_and_api(serve, 1, "i229-") as (_, api):
             body = await api.post(
-                "/devices/i229-000001/composite/read", {"paths": ["/3/0/0", "/1/0/1", "/3/0/7"]}
+                "/v1/devices/i229-000001/composite/read", {"paths": ["/3/0/0", "/1/0/1", "/3/0/7"]}
             )
             values: dict[str, Any] = {}
             for node in body["content"]:
@@ -435,7 +435,7 @@ def test_int_280_successful_read_composite_operation(serve: Serve) -> None:
         async with fleet_and_api(serve, 1, "i280-") as (_, api):
             for fmt in ("senml-json", "senml-cbor", "lwm2m-cbor"):
                 body = await api.post(
-                    "/devices/i280-000001/composite/read",
+                    "/v1/devices/i280-000001/composite/read",
                     {"paths": ["/3/0", "/4/0/0"]},
                     params={"format": fmt},
                 )
@@ -451,7 +451,7 @@ def test_int_280_successful_read_composite_operation(serve: Serve) -> None:
 def test_int_235_read_composite_operation_on_root_path(serve: Serve) -> None:
     async def case() -> None:
         async with fleet_and_api(serve, 1, "i235-") as (_, api):
-            body = await api.post("/devices/i235-000001/composite/read", {"paths": ["/"]})
+            body = await api.post("/v1/devices/i235-000001/composite/read", {"paths": ["/"]})
             values: dict[str, Any] = {}
             for node in body["content"]:
                 values.update(leaves(node))
@@ -466,7 +466,7 @@ def test_int_236_read_composite_partial_presence(serve: Serve) -> None:
     async def case() -> None:
         async with fleet_and_api(serve, 1, "i236-") as (_, api):
             body = await api.post(
-                "/devices/i236-000001/composite/read", {"paths": ["/3/0/0", "/3/0/99", "/6"]}
+                "/v1/devices/i236-000001/composite/read", {"paths": ["/3/0/0", "/3/0/99", "/6"]}
             )
             values: dict[str, Any] = {}
             for node in body["content"]:
@@ -480,7 +480,7 @@ def test_int_281_partially_successful_read_composite_operation(serve: Serve) -> 
     async def case() -> None:
         async with fleet_and_api(serve, 1, "i281-") as (_, api):
             body = await api.post(
-                "/devices/i281-000001/composite/read",
+                "/v1/devices/i281-000001/composite/read",
                 {"paths": ["/1/0/1", "/31024/0"]},
                 params={"format": "senml-cbor"},
             )
@@ -490,7 +490,7 @@ def test_int_281_partially_successful_read_composite_operation(serve: Serve) -> 
             assert values == {"/1/0/1": 300}
             nothing = await api.call(
                 "POST",
-                "/devices/i281-000001/composite/read",
+                "/v1/devices/i281-000001/composite/read",
                 json_body={"paths": ["/31024/0"]},
                 expect=502,
             )
@@ -503,7 +503,7 @@ def test_int_230_write_composite_operation(serve: Serve) -> None:
     async def case() -> None:
         async with fleet_and_api(serve, 1, "i230-") as (fleet, api):
             await api.post(
-                "/devices/i230-000001/composite/write",
+                "/v1/devices/i230-000001/composite/write",
                 {
                     "content": [
                         {"path": "/1/0/2", "value": 10},
@@ -525,14 +525,14 @@ def test_int_257_write_composite_operation(serve: Serve) -> None:
         async with fleet_and_api(serve, 1, "i257-") as (fleet, api):
             for fmt, lifetime in (("senml-json", 400), ("senml-cbor", 500), ("lwm2m-cbor", 600)):
                 await api.post(
-                    "/devices/i257-000001/composite/write",
+                    "/v1/devices/i257-000001/composite/write",
                     {"content": [{"path": "/1/0/1", "value": lifetime}]},
                     params={"format": fmt},
                 )
                 assert fleet.device(0).read("/1/0/1") == lifetime
             refused = await api.call(
                 "POST",
-                "/devices/i257-000001/composite/write",
+                "/v1/devices/i257-000001/composite/write",
                 json_body={
                     "content": [{"path": "/1/0/3", "value": 9}, {"path": "/3/0/0", "value": "x"}]
                 },
@@ -551,14 +551,14 @@ def test_int_241_executable_resource_rebooting_the_device(serve: Serve) -> None:
     async def case() -> None:
         async with fleet_and_api(serve, 1, "i241-") as (fleet, api):
             view = fleet.device(0)
-            before = await api.get(f"/devices/{view.endpoint}")
+            before = await api.get(f"/v1/devices/{view.endpoint}")
             address = view.local_address
             mark = len(view.events)
-            reply = await api.post(f"/devices/{view.endpoint}/execute/3/0/4")
+            reply = await api.post(f"/v1/devices/{view.endpoint}/execute/3/0/4")
             assert reply["coap_code"] == "2.04"
             await view.wait_event(Rebooted, since=mark)
             await view.wait_event(Registered, since=mark)
-            after = await api.get(f"/devices/{view.endpoint}")
+            after = await api.get(f"/v1/devices/{view.endpoint}")
             assert after["registration_id"] != before["registration_id"]
             assert view.local_address != address  # a real restart: a new socket
             assert after["address"] == "{}:{}".format(*view.local_address)
@@ -569,10 +569,10 @@ def test_int_241_executable_resource_rebooting_the_device(serve: Serve) -> None:
 def test_int_260_discover_command(serve: Serve) -> None:
     async def case() -> None:
         async with fleet_and_api(serve, 1, "i260-") as (_, api):
-            body = await api.get("/devices/i260-000001/discover/3/0")
+            body = await api.get("/v1/devices/i260-000001/discover/3/0")
             links = [link["path"] for link in body["links"]]
             assert "/3/0" in links and "/3/0/0" in links and "/3/0/4" in links
-            objects = await api.get("/devices/i260-000001/discover/11")
+            objects = await api.get("/v1/devices/i260-000001/discover/11")
             assert "/11/0/1" in [link["path"] for link in objects["links"]]
 
     run(case())
@@ -583,10 +583,10 @@ def test_int_261_write_attribute_operation_on_a_multiple_resource(serve: Serve) 
         async with fleet_and_api(serve, 1, "i261-") as (fleet, api):
             view = fleet.device(0)
             mark = len(view.events)
-            await api.put("/devices/i261-000001/attributes/3/0/7", {"pmin": 10, "pmax": 60})
+            await api.put("/v1/devices/i261-000001/attributes/3/0/7", {"pmin": 10, "pmax": 60})
             written = await view.wait_event(AttributesWritten, since=mark)
             assert str(written.path) == "/3/0/7"
-            body = await api.get("/devices/i261-000001/discover/3/0/7")
+            body = await api.get("/v1/devices/i261-000001/discover/3/0/7")
             link = next(link for link in body["links"] if link["path"] == "/3/0/7")
             assert (link["attributes"]["pmin"], link["attributes"]["pmax"]) == ("10", "60")
 
@@ -600,12 +600,12 @@ def test_int_301_observation_and_notification_of_parameter_values(serve: Serve) 
     async def case() -> None:
         async with fleet_and_api(serve, 1, "i301-") as (fleet, api):
             ep = "i301-000001"
-            observed = await api.post(f"/devices/{ep}/observe/3/0/9")
+            observed = await api.post(f"/v1/devices/{ep}/observe/3/0/9")
             assert value_of({"content": observed["content"][0]}) == 95
             for level in (80, 60, 40):
                 fleet.device(0).set("/3/0/9", level)
                 await eventually(lambda level=level: _is(api, ep, "/3/0/9", level))
-            listed = await api.get(f"/devices/{ep}/observations")
+            listed = await api.get(f"/v1/devices/{ep}/observations")
             assert listed[0]["notifications"] >= 3
 
     run(case())
@@ -620,9 +620,9 @@ def test_int_302_cancel_observations_using_reset_operation(serve: Serve) -> None
         async with fleet_and_api(serve, 1, "i302-") as (fleet, api):
             ep = "i302-000001"
             view = fleet.device(0)
-            observed = await api.post(f"/devices/{ep}/observe/3/0/9")
+            observed = await api.post(f"/v1/devices/{ep}/observe/3/0/9")
             await api.delete(
-                f"/observations/{observed['observation_id']}", params={"active": "false"}
+                f"/v1/observations/{observed['observation_id']}", params={"active": "false"}
             )
             mark = len(view.events)
             view.set("/3/0/9", 11)  # the server answers this notification with RST
@@ -638,14 +638,14 @@ def test_int_303_cancel_observations_using_observe_with_cancel_parameter(serve: 
         async with fleet_and_api(serve, 1, "i303-") as (fleet, api):
             ep = "i303-000001"
             view = fleet.device(0)
-            observed = await api.post(f"/devices/{ep}/observe/3/0/9")
+            observed = await api.post(f"/v1/devices/{ep}/observe/3/0/9")
             mark = len(view.events)
             await api.delete(
-                f"/observations/{observed['observation_id']}", params={"active": "true"}
+                f"/v1/observations/{observed['observation_id']}", params={"active": "true"}
             )
             ended = await view.wait_event(ObservationEnded, since=mark)
             assert ended.reason == "deregistered"
-            assert await api.get(f"/devices/{ep}/observations") == []
+            assert await api.get(f"/v1/devices/{ep}/observations") == []
 
     run(case())
 
@@ -655,7 +655,7 @@ def test_int_304_observe_composite_operation(serve: Serve) -> None:
         async with fleet_and_api(serve, 1, "i304-") as (fleet, api):
             ep = "i304-000001"
             observed = await api.post(
-                f"/devices/{ep}/composite/observe", {"paths": ["/3/0/9", "/3/0/13", "/1/0/1"]}
+                f"/v1/devices/{ep}/composite/observe", {"paths": ["/3/0/9", "/3/0/13", "/1/0/1"]}
             )
             assert observed["paths"] == ["/3/0/9", "/3/0/13", "/1/0/1"]
             started = fleet.device(0).events
@@ -668,7 +668,7 @@ def test_int_310_observe_composite_and_modification_of_parameter_values(serve: S
     async def case() -> None:
         async with fleet_and_api(serve, 1, "i310-") as (fleet, api):
             ep = "i310-000001"
-            await api.post(f"/devices/{ep}/composite/observe", {"paths": ["/3/0/9", "/1/0/1"]})
+            await api.post(f"/v1/devices/{ep}/composite/observe", {"paths": ["/3/0/9", "/1/0/1"]})
             fleet.device(0).set("/3/0/9", 33)
             await eventually(lambda: _is(api, ep, "/3/0/9", 33))
             await api.put(data(ep, "/1/0/1"), {"value": 900})  # the server's own write notifies
@@ -682,10 +682,10 @@ def test_int_305_cancel_observation_composite_operation(serve: Serve) -> None:
         async with fleet_and_api(serve, 1, "i305-") as (fleet, api):
             ep = "i305-000001"
             view = fleet.device(0)
-            observed = await api.post(f"/devices/{ep}/composite/observe", {"paths": ["/3/0/9"]})
+            observed = await api.post(f"/v1/devices/{ep}/composite/observe", {"paths": ["/3/0/9"]})
             mark = len(view.events)
             await api.delete(
-                f"/observations/{observed['observation_id']}", params={"active": "true"}
+                f"/v1/observations/{observed['observation_id']}", params={"active": "true"}
             )
             ended = await view.wait_event(ObservationEnded, since=mark)
             assert [str(p) for p in ended.paths] == ["/3/0/9"]
@@ -697,9 +697,9 @@ def test_int_308_observe_composite_and_creating_object_instance(serve: Serve) ->
     async def case() -> None:
         async with fleet_and_api(serve, 1, "i308-") as (fleet, api):
             ep = "i308-000001"
-            await api.post(f"/devices/{ep}/composite/observe", {"paths": ["/11"]})
+            await api.post(f"/v1/devices/{ep}/composite/observe", {"paths": ["/11"]})
             created = await api.post(
-                f"/devices/{ep}/data/11",
+                f"/v1/devices/{ep}/data/11",
                 {
                     "id": 1,
                     "resources": [
@@ -722,7 +722,7 @@ def test_int_309_observe_composite_and_deleting_object_instance(serve: Serve) ->
         async with fleet_and_api(serve, 1, "i309-") as (fleet, api):
             ep = "i309-000001"
             await api.post(
-                f"/devices/{ep}/data/11",
+                f"/v1/devices/{ep}/data/11",
                 {
                     "id": 2,
                     "resources": [
@@ -734,7 +734,7 @@ def test_int_309_observe_composite_and_deleting_object_instance(serve: Serve) ->
                 expect=201,
             )
             observed = await api.post(
-                f"/devices/{ep}/composite/observe", {"paths": ["/11/2", "/3/0/9"]}
+                f"/v1/devices/{ep}/composite/observe", {"paths": ["/11/2", "/3/0/9"]}
             )
             await api.delete(data(ep, "/11/2"))
             view = fleet.device(0)
@@ -742,7 +742,7 @@ def test_int_309_observe_composite_and_deleting_object_instance(serve: Serve) ->
             assert not view.store.has_instance(11, 2)
             fleet.device(0).set("/3/0/9", 12)  # the observation goes on for what is left
             await eventually(lambda: _is(api, ep, "/3/0/9", 12))
-            listed = await api.get(f"/devices/{ep}/observations")
+            listed = await api.get(f"/v1/devices/{ep}/observations")
             assert observed["observation_id"] in [o["observation_id"] for o in listed]
 
     run(case())
@@ -756,7 +756,7 @@ def test_int_306_send_operation(serve: Serve) -> None:
             view.set("/3/0/9", 57)
             view.send(["/3/0/9"])
             await eventually(lambda: _is(api, ep, "/3/0/9", 57))
-            device = await api.get(f"/devices/{ep}")
+            device = await api.get(f"/v1/devices/{ep}")
             entry = next(e for e in device["last_values"] if e["path"] == "/3/0/9")
             assert entry["source"] == "send"
 
@@ -802,7 +802,7 @@ def test_int_401_udp_channel_security_psk_mode(serve: Serve) -> None:
         try:
             for identity in (good, wrong):
                 await api.put(
-                    f"/security/{identity.endpoint}",
+                    f"/v1/security/{identity.endpoint}",
                     {"psk_identity": identity.endpoint, "psk_key": identity.psk_key.hex()},
                 )
             wrong_key = type(wrong)(wrong.endpoint, wrong.psk_identity, bytes(16))
@@ -810,12 +810,12 @@ def test_int_401_udp_channel_security_psk_mode(serve: Serve) -> None:
                 fleet.spawn(identities=[good, wrong_key])
                 await fleet.wait_until(lambda: fleet.device(0).registered, 20)
                 await fleet.wait_until(lambda: fleet.unreachable == 1, 20)
-                device = await api.get(f"/devices/{good.endpoint}")
+                device = await api.get(f"/v1/devices/{good.endpoint}")
                 assert device["secure"]
                 assert device["identity"] == {"kind": "psk", "value": good.endpoint}
                 read = await api.get(data(good.endpoint, "/3/0/2"))
                 assert value_of(read) == good.endpoint
-                await api.get(f"/devices/{wrong.endpoint}", expect=404)
+                await api.get(f"/v1/devices/{wrong.endpoint}", expect=404)
             # the same endpoint over plain CoAP is refused: it has credentials
             async with DeviceFleet(serve.coap_uri, seed=1) as plain:
                 plain.spawn(identities=[type(good)(good.endpoint)])

@@ -38,7 +38,7 @@ async def _provision(api: Api, identities: list[Any], parallel: int = 32) -> Non
         while not queue.empty():
             identity = queue.get_nowait()
             await api.put(
-                f"/security/{identity.endpoint}",
+                f"/v1/security/{identity.endpoint}",
                 {"psk_identity": identity.psk_identity.decode(), "psk_key": identity.psk_key.hex()},
             )
 
@@ -55,7 +55,7 @@ def test_a_thousand_devices_register_over_dtls_psk_and_answer_a_read_of_3_0(serv
                 fleet.spawn(identities=identities)
                 await fleet.wait_registered(timeout=120)
                 assert fleet.handshakes >= FLEET
-                listed = await api.get("/devices", params={"prefix": "dtls-"})
+                listed = await api.get("/v1/devices", params={"prefix": "dtls-"})
                 assert len(listed) == FLEET
                 assert all(d["secure"] for d in listed)
 
@@ -67,7 +67,7 @@ def test_a_thousand_devices_register_over_dtls_psk_and_answer_a_read_of_3_0(serv
                 async def reader() -> None:
                     while not queue.empty():
                         endpoint = queue.get_nowait()
-                        body = await api.get(f"/devices/{endpoint}/data/3/0")
+                        body = await api.get(f"/v1/devices/{endpoint}/data/3/0")
                         answers[endpoint] = body
 
                 await asyncio.gather(*(reader() for _ in range(32)))
@@ -78,7 +78,7 @@ def test_a_thousand_devices_register_over_dtls_psk_and_answer_a_read_of_3_0(serv
                     assert resources[2] == endpoint  # Serial Number: this very device answered
                     assert resources[0] == "fleetloop-sim"
                 assert fleet.counters.registrations == FLEET
-            listed = await api.get("/devices", params={"prefix": "dtls-"})
+            listed = await api.get("/v1/devices", params={"prefix": "dtls-"})
             assert listed == []  # the fleet de-registered on the way out
         finally:
             await api.aclose()
@@ -123,11 +123,11 @@ def test_the_fleet_bootstraps_from_the_identity_csv_it_generated(
             try:
 
                 async def all_there() -> bool:
-                    listed = await api.get("/devices", params={"prefix": "bsf-"})
+                    listed = await api.get("/v1/devices", params={"prefix": "bsf-"})
                     return len(listed) == 25 and all(d["secure"] for d in listed)
 
                 await eventually(all_there, timeout=60)
-                read = await api.get("/devices/bsf-000007/data/3443/0/1")
+                read = await api.get("/v1/devices/bsf-000007/data/3443/0/1")
                 assert read["content"]["value"] in csv_file.read_text()  # the factory EID
             finally:
                 await api.aclose()
@@ -238,19 +238,19 @@ def test_firmware_rollout_through_the_api_with_devices_that_fail_on_purpose(serv
                 await fleet.wait_registered(timeout=30)
                 eps = [fleet.device(i).endpoint for i in devices]
                 await asyncio.gather(
-                    *(api.put(f"/devices/{ep}/data/5/0/1", {"value": uri}) for ep in eps)
+                    *(api.put(f"/v1/devices/{ep}/data/5/0/1", {"value": uri}) for ep in eps)
                 )
                 await fleet.wait_until(
                     lambda: all(fleet.device(i).read("/5/0/3") == 2 for i in devices), 30
                 )
-                await asyncio.gather(*(api.post(f"/devices/{ep}/execute/5/0/2") for ep in eps))
+                await asyncio.gather(*(api.post(f"/v1/devices/{ep}/execute/5/0/2") for ep in eps))
                 await fleet.wait_until(
                     lambda: fleet.counters.reboots == 40 and fleet.counts()["registered"] == 40, 30
                 )
                 versions = {}
                 for ep in eps:
-                    version = await api.get(f"/devices/{ep}/data/3/0/3")
-                    result = await api.get(f"/devices/{ep}/data/5/0/5")
+                    version = await api.get(f"/v1/devices/{ep}/data/3/0/3")
+                    result = await api.get(f"/v1/devices/{ep}/data/5/0/5")
                     versions[ep] = (version["content"]["value"], result["content"]["value"])
                 updated = [ep for ep, v in versions.items() if v == ("2.0.0", 1)]
                 reverted = [ep for ep, v in versions.items() if v == ("1.0.0", 8)]
@@ -289,13 +289,13 @@ def test_a_bootstrapped_fleet_bootstraps_again_when_the_server_executes_1_0_9(
                 await fleet.wait_registered(timeout=30)
                 assert fleet.counters.bootstraps == 3
                 view = fleet.device("rebs-000002")
-                first = await api.get("/devices/rebs-000002")
+                first = await api.get("/v1/devices/rebs-000002")
                 mark = len(view.events)
-                await api.post("/devices/rebs-000002/execute/1/0/9")
+                await api.post("/v1/devices/rebs-000002/execute/1/0/9")
                 await view.wait_event(BootstrapFinished, timeout=30, since=mark)
                 await view.wait_event(Registered, timeout=30, since=mark)
                 assert fleet.counters.bootstraps == 4
-                again = await api.get("/devices/rebs-000002")
+                again = await api.get("/v1/devices/rebs-000002")
                 assert again["registration_id"] != first["registration_id"]
                 assert again["secure"]
         finally:

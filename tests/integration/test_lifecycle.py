@@ -50,7 +50,7 @@ async def _all_members(api: Api, group: str, tenant: str) -> set[str]:
         params: dict[str, Any] = {"limit": 500, "tenant": tenant}
         if cursor:
             params["cursor"] = cursor
-        page = await api.get(f"/groups/{group}/members", params=params)
+        page = await api.get(f"/v1/groups/{group}/members", params=params)
         members.update(m["endpoint"] for m in page["items"])
         cursor = page["next_cursor"]
         if not cursor:
@@ -58,12 +58,12 @@ async def _all_members(api: Api, group: str, tenant: str) -> set[str]:
 
 
 async def _count(api: Api, select: str) -> int:
-    page = await api.get("/inventory", params={"select": select, "limit": 1})
+    page = await api.get("/v1/inventory", params={"select": select, "limit": 1})
     return int(page["count"])
 
 
 async def _out_of_line(api: Api, select: str) -> list[Any]:
-    drift = await api.get("/state/drift", params={"select": select, "limit": 10_000})
+    drift = await api.get("/v1/state/drift", params={"select": select, "limit": 10_000})
     return list(drift["items"])
 
 
@@ -115,7 +115,7 @@ def test_a_thousand_devices_from_an_identity_csv_are_grouped_and_converge_to_des
                     return await _count(api, f"endpoint={PREFIX}*,stage=active") == FLEET
 
                 await eventually(all_active, timeout=60)
-                record = await api.get(f"/inventory/{PREFIX}000004")
+                record = await api.get(f"/v1/inventory/{PREFIX}000004")
                 assert (record["tenant"], record["region"], record["carrier"]) == (
                     "acme",
                     "us-east",
@@ -139,13 +139,13 @@ def test_a_thousand_devices_from_an_identity_csv_are_grouped_and_converge_to_des
                 assert await _all_members(api, "apac-at-import", "globex") == apac
 
                 # desired state by selector: config for the EU region, flags for the pilots
-                bundle = await api.put("/config-bundles/eu-v9", {"region": "eu", "v": 9})
+                bundle = await api.put("/v1/config-bundles/eu-v9", {"region": "eu", "v": 9})
                 config = await api.put(
-                    "/state", {"select": "region=eu-west", "values": {"config": "eu-v9"}}
+                    "/v1/state", {"select": "region=eu-west", "values": {"config": "eu-v9"}}
                 )
                 assert config["selected"] == len(eu)
                 flags = await api.put(
-                    "/state", {"select": "label:pilot", "values": {"flags": {"pilot": "on"}}}
+                    "/v1/state", {"select": "label:pilot", "values": {"flags": {"pilot": "on"}}}
                 )
                 assert flags["selected"] == len(pilots)
 
@@ -158,7 +158,7 @@ def test_a_thousand_devices_from_an_identity_csv_are_grouped_and_converge_to_des
                     left = await _out_of_line(api, f"endpoint={PREFIX}*")
                     raise AssertionError(f"{len(left)} out of line, e.g. {left[:3]}") from None
                 some_eu = sorted(eu)[7]
-                state = await api.get(f"/devices/{some_eu}/state")
+                state = await api.get(f"/v1/devices/{some_eu}/state")
                 rows = {r["dimension"]: r for r in state["dimensions"]}
                 assert rows["config"]["status"] == "applied"
                 assert (rows["config"]["generation"], rows["config"]["observed_generation"]) == (
@@ -169,7 +169,7 @@ def test_a_thousand_devices_from_an_identity_csv_are_grouped_and_converge_to_des
                 index = next(i for i, ident in enumerate(identities) if ident.endpoint == some_eu)
                 assert fleet.device(index).read("/32001/0/4") == "eu-v9"  # the device runs it
                 not_eu = sorted(_expected(lambda a, n: a["region"] != "eu-west"))[0]
-                other = await api.get(f"/devices/{not_eu}/state")
+                other = await api.get(f"/v1/devices/{not_eu}/state")
                 assert {r["dimension"]: r for r in other["dimensions"]}["config"]["desired"] is None
 
                 # the audit log has it all: import, groups, bootstrap, state changes, steps
@@ -192,7 +192,7 @@ def test_a_thousand_devices_from_an_identity_csv_are_grouped_and_converge_to_des
                 assert all(set(r["endpoints"]) & apac for r in pilots_only)
                 # what the devices reported is in the inventory: firmware, semantically
                 # comparable in selectors
-                record = await api.get(f"/inventory/{PREFIX}000004")
+                record = await api.get(f"/v1/inventory/{PREFIX}000004")
                 assert record["firmware"] and record["model"]
                 assert await _count(api, f"endpoint={PREFIX}*,firmware>=0.0.1") == FLEET
         finally:
@@ -202,7 +202,7 @@ def test_a_thousand_devices_from_an_identity_csv_are_grouped_and_converge_to_des
 
 
 async def _audit(api: Api, **params: Any) -> list[dict[str, Any]]:
-    page = await api.get("/audit", params=params)
+    page = await api.get("/v1/audit", params=params)
     return list(page["items"] if isinstance(page, dict) else page)
 
 
@@ -223,7 +223,7 @@ def test_the_audit_log_verifies_and_any_edit_deletion_or_truncation_is_detected(
         api = Api(serve)
         try:
             for n in range(5):
-                await api.put(f"/config-bundles/audit-{n}", {"n": n})
+                await api.put(f"/v1/config-bundles/audit-{n}", {"n": n})
         finally:
             await api.aclose()
 

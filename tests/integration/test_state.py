@@ -45,7 +45,7 @@ async def _statuses(api: Api, endpoints: list[str]) -> dict[tuple[str, str], dic
     """(endpoint, dimension) -> state row, for every desired dimension of ``endpoints``."""
     found: dict[tuple[str, str], dict[str, Any]] = {}
     for endpoint in endpoints:
-        state = await api.get(f"/devices/{endpoint}/state")
+        state = await api.get(f"/v1/devices/{endpoint}/state")
         for row in state["dimensions"]:
             if row["desired"] is not None:
                 found[(endpoint, row["dimension"])] = row
@@ -58,7 +58,7 @@ async def _cli(serve: Serve, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 async def _nothing_out_of_line(api: Api, endpoints: list[str]) -> bool:
-    drift = await api.get("/state/drift", params={"endpoint": endpoints, "limit": 10_000})
+    drift = await api.get("/v1/state/drift", params={"endpoint": endpoints, "limit": 10_000})
     return not drift["items"]
 
 
@@ -67,7 +67,7 @@ async def _in_line(api: Api, endpoints: list[str], timeout: float) -> None:
     try:
         await eventually(lambda: _nothing_out_of_line(api, endpoints), timeout=timeout)
     except AssertionError:
-        drift = await api.get("/state/drift", params={"endpoint": endpoints, "limit": 10_000})
+        drift = await api.get("/v1/state/drift", params={"endpoint": endpoints, "limit": 10_000})
         left = [(i["endpoint"], i["dimension"], i["status"], i["detail"]) for i in drift["items"]]
         raise AssertionError(f"{len(left)} out of line, e.g. {left[:5]}") from None
 
@@ -78,9 +78,9 @@ def test_desired_config_flags_and_apn_for_150_devices_are_applied_with_their_gen
     async def case() -> None:
         async with fleet_and_api(serve, 150, "st-") as (fleet, api):
             endpoints = [fleet.device(i).endpoint for i in range(150)]
-            bundle = await api.put("/config-bundles/eu-v7-st", BUNDLE)
+            bundle = await api.put("/v1/config-bundles/eu-v7-st", BUNDLE)
             result = await api.put(
-                "/state",
+                "/v1/state",
                 {
                     "endpoints": endpoints,
                     "values": {
@@ -106,7 +106,8 @@ def test_desired_config_flags_and_apn_for_150_devices_are_applied_with_their_gen
                 assert device.read("/4/0/7") == {0: "iot.eu"}
             # a second value is a new generation, applied again
             await api.put(
-                "/state", {"endpoints": endpoints[:10], "values": {"flags": {"telemetry": "off"}}}
+                "/v1/state",
+                {"endpoints": endpoints[:10], "values": {"flags": {"telemetry": "off"}}},
             )
             await _in_line(api, endpoints[:10], 20)
             rows = await _statuses(api, endpoints[:10])
@@ -124,7 +125,7 @@ def test_a_local_drift_is_detected_and_corrected_and_under_report_only_only_repo
     async def case() -> None:
         async with fleet_and_api(serve, 2, "dr-") as (fleet, api):
             enforced, reported = fleet.device(0), fleet.device(1)
-            await api.put("/config-bundles/eu-v8-dr", BUNDLE | {"v": 8})
+            await api.put("/v1/config-bundles/eu-v8-dr", BUNDLE | {"v": 8})
             for device, policy in ((enforced, "enforce"), (reported, "report-only")):
                 done = await _cli(
                     serve,
@@ -158,7 +159,7 @@ def test_a_local_drift_is_detected_and_corrected_and_under_report_only_only_repo
 
             # under report-only a drift stays: a device verified on the value, then changed
             await api.put(
-                "/state",
+                "/v1/state",
                 {
                     "endpoints": [reported.endpoint],
                     "values": {"flags": {}},
@@ -200,14 +201,14 @@ def test_state_set_refuses_an_unknown_bundle_and_a_firmware_without_image_uri(se
             assert "no config bundle 'nope'" in done.stderr and "bundle put" in done.stderr
             refused = await api.call(
                 "PUT",
-                "/state",
+                "/v1/state",
                 expect=422,
                 json_body={"endpoints": [endpoint], "values": {"firmware": "2.0.0"}},
             )
             assert refused["field"] == "values.firmware" and "image URI" in refused["message"]
             unknown = await api.call(
                 "PUT",
-                "/state",
+                "/v1/state",
                 expect=404,
                 json_body={"endpoints": ["ghost-1"], "values": {"flags": {"a": "1"}}},
             )
@@ -320,7 +321,7 @@ def test_after_kill_9_and_a_restart_observations_are_re_established_and_drift_st
             await fleet.wait_registered(timeout=15)
             endpoints = [fleet.device(i).endpoint for i in range(20)]
             api = Api(serve)
-            await api.put("/state", {"endpoints": endpoints, "values": {"flags": {"a": "1"}}})
+            await api.put("/v1/state", {"endpoints": endpoints, "values": {"flags": {"a": "1"}}})
             await _in_line(api, endpoints, 15)
             await api.aclose()
 
@@ -333,7 +334,7 @@ def test_after_kill_9_and_a_restart_observations_are_re_established_and_drift_st
             try:
 
                 async def observed_again() -> bool:
-                    found = await api.get("/observations")
+                    found = await api.get("/v1/observations")
                     return len({o["endpoint"] for o in found}) == 20
 
                 await eventually(observed_again, timeout=20)

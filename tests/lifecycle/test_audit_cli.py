@@ -53,7 +53,7 @@ def serve(data_dir: Path) -> Iterator[dict[str, Any]]:
 
 def set_security(info: dict[str, Any], endpoint: str) -> None:
     response = httpx.put(
-        f"{info['url']}/security/{endpoint}",
+        f"{info['url']}/v1/security/{endpoint}",
         headers={"Authorization": f"Bearer {info['token']}"},
         json={
             "psk_identity": f"id-{endpoint}",

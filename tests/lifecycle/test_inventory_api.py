@@ -43,7 +43,7 @@ async def ok(response: httpx.Response, status: int = 200) -> Any:
 
 
 async def members(api: Api, group: str) -> set[str]:
-    page = await ok(await api.http.get(f"/groups/{group}/members", params={"limit": 1000}))
+    page = await ok(await api.http.get(f"/v1/groups/{group}/members", params={"limit": 1000}))
     return {m["endpoint"] for m in page["items"]}
 
 
@@ -64,10 +64,10 @@ def test_registered_devices_land_in_a_dynamic_group_and_leave_it(
         async with inventory_api(tmp_path, database_url) as api:
             http = api.http
             online = {"name": "sims-online", "select": "endpoint=sim-*,registered=true"}
-            made = await ok(await http.post("/groups", json=online), 201)
+            made = await ok(await http.post("/v1/groups", json=online), 201)
             assert made["kind"] == "dynamic" and made["members"] == 0
             snapshot = {"name": "before", "select": "endpoint=sim-*", "kind": "snapshot"}
-            await ok(await http.post("/groups", json=snapshot), 201)
+            await ok(await http.post("/v1/groups", json=snapshot), 201)
             async with (
                 api.device("sim-1") as one,
                 api.device("sim-2") as two,
@@ -80,29 +80,31 @@ def test_registered_devices_land_in_a_dynamic_group_and_leave_it(
                     return await members(api, "sims-online") == {"sim-1", "sim-2"}
 
                 await eventually(both_in)
-                listed = await ok(await http.get("/inventory", params={"select": "endpoint=sim-*"}))
+                listed = await ok(
+                    await http.get("/v1/inventory", params={"select": "endpoint=sim-*"})
+                )
                 assert listed["count"] == 2 and listed["next_cursor"] is None
                 first = listed["items"][0]
                 assert (first["endpoint"], first["stage"], first["registered"]) == (
                     "sim-1", "active", True)  # fmt: skip
                 assert [m["stage"] for m in first["stage_history"]] == ["active"]
-                shown = await ok(await http.get("/inventory/sim-2"))
+                shown = await ok(await http.get("/v1/inventory/sim-2"))
                 assert shown["groups"] == ["sims-online"]
 
-                relabel = await ok(await http.post("/inventory/bulk", json={
+                relabel = await ok(await http.post("/v1/inventory/bulk", json={
                     "select": "endpoint=sim-*", "labels": {"add": {"pilot": ""}}}))  # fmt: skip
                 assert relabel["count"] == 2 and relabel["endpoints"] == ["sim-1", "sim-2"]
-                pilots = await ok(await http.get("/inventory", params={"select": "label:pilot"}))
+                pilots = await ok(await http.get("/v1/inventory", params={"select": "label:pilot"}))
                 assert pilots["count"] == 2
-                moved = await ok(await http.post("/inventory/bulk", json={
+                moved = await ok(await http.post("/v1/inventory/bulk", json={
                     "select": "label:pilot,endpoint=sim-2", "region": "eu-north"}))  # fmt: skip
                 assert moved["action"] == "inventory.move_region" and moved["count"] == 1
 
                 suspended = await ok(
-                    await http.post("/inventory/sim-1/stage", json={"action": "suspend"})
+                    await http.post("/v1/inventory/sim-1/stage", json={"action": "suspend"})
                 )
                 assert suspended["stage"] == "suspended"
-                again = await http.post("/inventory/sim-1/stage", json={"action": "suspend"})
+                again = await http.post("/v1/inventory/sim-1/stage", json={"action": "suspend"})
                 assert again.status_code == 409 and "is suspended" in again.json()["message"]
                 await two.stop()
 
@@ -119,9 +121,9 @@ def test_registered_devices_land_in_a_dynamic_group_and_leave_it(
                 ("inventory.move_region", "operator:admin"),
                 ("inventory.suspend", "operator:admin"),
             ]
-            gone = await ok(await http.delete("/groups/sims-online"))
+            gone = await ok(await http.delete("/v1/groups/sims-online"))
             assert gone["name"] == "sims-online"
-            missing = await http.get("/groups/sims-online")
+            missing = await http.get("/v1/groups/sims-online")
             assert missing.status_code == 404 and missing.json()["status"] == "not_found"
 
     run(scenario, timeout=60)
@@ -134,20 +136,20 @@ def test_bad_input_is_a_422_naming_the_position_and_the_fix(
     async def scenario() -> None:
         async with inventory_api(tmp_path, database_url) as api:
             http = api.http
-            bad = await http.get("/inventory", params={"select": "region=eu,regon=x"})
+            bad = await http.get("/v1/inventory", params={"select": "region=eu,regon=x"})
             assert bad.status_code == 422
             body = bad.json()
             assert body["status"] == "invalid_input" and body["field"] == "select"
             assert body["position"] == 10 and "did you mean 'region'" in body["fix"]
             assert "unknown key 'regon'" in body["message"]
-            everything = await http.post("/inventory/bulk", json={"select": "", "region": "x"})
+            everything = await http.post("/v1/inventory/bulk", json={"select": "", "region": "x"})
             assert everything.status_code == 422 and "endpoint=*" in everything.json()["message"]
-            two = await http.post("/inventory/bulk", json={"select": "sku=T1", "region": "a",
+            two = await http.post("/v1/inventory/bulk", json={"select": "sku=T1", "region": "a",
                                                             "policy_group": "b"})  # fmt: skip
             assert two.status_code == 422 and "exactly one change" in two.json()["message"]
-            nobody = await http.get("/inventory/ghost")
+            nobody = await http.get("/v1/inventory/ghost")
             assert nobody.status_code == 404 and nobody.json()["endpoint"] == "ghost"
-            group = await http.post("/groups", json={"name": "g", "select": "stage=on"})
+            group = await http.post("/v1/groups", json={"name": "g", "select": "stage=on"})
             assert group.status_code == 422 and "unknown stage 'on'" in group.json()["message"]
 
     run(scenario, timeout=60)

@@ -114,17 +114,19 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     )
     w = World(service, info.url, admin)
     try:
-        await ok(admin.post("/identities/import", json={"content": IDENTITIES, "source": "f.csv"}))
+        await ok(
+            admin.post("/v1/identities/import", json={"content": IDENTITIES, "source": "f.csv"})
+        )
         for endpoint in (A_DEV, B_DEV):
-            await ok(admin.put(f"/security/{endpoint}", json={"allow_nosec": True}))
+            await ok(admin.put(f"/v1/security/{endpoint}", json={"allow_nosec": True}))
             await w.add_device(endpoint)
-        await ok(admin.put(f"/bootstrap/policies/{A_POLICY}", json={"policy": policy_doc(A)}))
-        await ok(admin.put(f"/bootstrap/policies/{B_POLICY}", json={"policy": policy_doc(B)}))
+        await ok(admin.put(f"/v1/bootstrap/policies/{A_POLICY}", json={"policy": policy_doc(A)}))
+        await ok(admin.put(f"/v1/bootstrap/policies/{B_POLICY}", json={"policy": policy_doc(B)}))
         for name, tenant in ((B_GROUP, B), ("a-group", A)):
             await ok(
-                admin.post("/groups", json={"name": name, "select": "", "tenant": tenant}), 201
+                admin.post("/v1/groups", json={"name": name, "select": "", "tenant": tenant}), 201
             )
-        observed = await ok(admin.post(f"/devices/{B_DEV}/observe/3/0/9"))
+        observed = await ok(admin.post(f"/v1/devices/{B_DEV}/observe/3/0/9"))
         w.b_observation = observed["observation_id"]
         for name, role, tenants in [
             ("a-admin", "admin", [A]),
@@ -133,7 +135,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
             ("b-admin", "admin", [B]),
         ]:
             made = await ok(
-                admin.post("/tokens", json={"name": name, "role": role, "tenants": tenants}), 201
+                admin.post("/v1/tokens", json={"name": name, "role": role, "tenants": tenants}), 201
             )
             w.tokens[name] = made["token"]
             w.token_ids[name] = made["id"]
@@ -172,10 +174,10 @@ async def b_snapshot(w: World) -> dict[str, Any]:
     """Everything of tenant B that a leak could change, read with the serve token and on the
     device itself (timestamps that move by themselves left out)."""
     admin = w.admin
-    device = await ok(admin.get(f"/devices/{B_DEV}"))
-    identity = await ok(admin.get(f"/identities/{B_DEV}"))
+    device = await ok(admin.get(f"/v1/devices/{B_DEV}"))
+    identity = await ok(admin.get(f"/v1/identities/{B_DEV}"))
     identity.pop("bootstrap", None)
-    tokens = (await ok(admin.get("/tokens")))["items"]
+    tokens = (await ok(admin.get("/v1/tokens")))["items"]
     return {
         "registration": {
             k: device[k] for k in ("registration_id", "lifetime", "binding", "queue_mode")
@@ -183,9 +185,9 @@ async def b_snapshot(w: World) -> dict[str, Any]:
         "security": device["security"],
         "observations": sorted(o["observation_id"] for o in device["observations"]),
         "identity": identity,
-        "identity_2": await ok(admin.get("/identities/b-dev-2")),
-        "policy": (await ok(admin.get(f"/bootstrap/policies/{B_POLICY}")))["versions"],
-        "group": await ok(admin.get(f"/groups/{B_GROUP}")),
+        "identity_2": await ok(admin.get("/v1/identities/b-dev-2")),
+        "policy": (await ok(admin.get(f"/v1/bootstrap/policies/{B_POLICY}")))["versions"],
+        "group": await ok(admin.get(f"/v1/groups/{B_GROUP}")),
         "b_token": [t for t in tokens if t["name"] == "b-admin"],
         "on_device": {p: on_device(w.devices[B_DEV], p) for p in STABLE_RESOURCES},
     }
@@ -198,9 +200,9 @@ PARAM = re.compile(r"\{(\w+)(?::path)?\}")
 
 def b_values(w: World, template: str) -> dict[str, str]:
     """B's record for each kind of path parameter of ``template``."""
-    if template.startswith("/bootstrap/policies"):
+    if template.startswith("/v1/bootstrap/policies"):
         name = B_POLICY
-    elif template.startswith("/groups"):
+    elif template.startswith("/v1/groups"):
         name = B_GROUP
     else:
         name = "zz-shared-probe"  # e.g. config bundles: shared by design, no B record
@@ -237,26 +239,26 @@ def fill_path(template: str, values: dict[str, str]) -> str:
 
 
 KNOWN_BODIES: dict[tuple[str, str], Any] = {
-    ("put", "/devices/{endpoint}/data/{path}"): {"value": "+09:00"},
-    ("patch", "/devices/{endpoint}/data/{path}"): {"value": "+09:00"},
-    ("post", "/devices/{endpoint}/data/{path}"): {"resources": [{"id": 0, "value": "x"}]},
-    ("post", "/devices/{endpoint}/execute/{path}"): {},
-    ("put", "/devices/{endpoint}/attributes/{path}"): {"pmin": 5},
-    ("post", "/devices/{endpoint}/composite/read"): {"paths": ["/3/0/14"]},
-    ("post", "/devices/{endpoint}/composite/observe"): {"paths": ["/3/0/14"]},
-    ("post", "/devices/{endpoint}/composite/write"): {
+    ("put", "/v1/devices/{endpoint}/data/{path}"): {"value": "+09:00"},
+    ("patch", "/v1/devices/{endpoint}/data/{path}"): {"value": "+09:00"},
+    ("post", "/v1/devices/{endpoint}/data/{path}"): {"resources": [{"id": 0, "value": "x"}]},
+    ("post", "/v1/devices/{endpoint}/execute/{path}"): {},
+    ("put", "/v1/devices/{endpoint}/attributes/{path}"): {"pmin": 5},
+    ("post", "/v1/devices/{endpoint}/composite/read"): {"paths": ["/3/0/14"]},
+    ("post", "/v1/devices/{endpoint}/composite/observe"): {"paths": ["/3/0/14"]},
+    ("post", "/v1/devices/{endpoint}/composite/write"): {
         "content": [{"path": "/3/0/14", "value": "+09:00"}]
     },
-    ("put", "/security/{endpoint}"): {"allow_nosec": True},
-    ("post", "/identities/import"): {
+    ("put", "/v1/security/{endpoint}"): {"allow_nosec": True},
+    ("post", "/v1/identities/import"): {
         "content": f"endpoint,tenant,security_mode\nb-dev-9,{B},nosec\n",
         "source": "sneaky.csv",
     },
-    ("patch", "/identities/{endpoint}"): {"region": "moved"},
-    ("post", "/identities/{endpoint}/revoke"): {"reason": "sneaky"},
-    ("put", "/bootstrap/policies/{name}"): {"policy": policy_doc(B)},
-    ("post", "/bootstrap/rebootstrap/{endpoint}"): {},
-    ("post", "/tokens"): {"name": "sneaky", "role": "admin", "tenants": [B]},
+    ("patch", "/v1/identities/{endpoint}"): {"region": "moved"},
+    ("post", "/v1/identities/{endpoint}/revoke"): {"reason": "sneaky"},
+    ("put", "/v1/bootstrap/policies/{name}"): {"policy": policy_doc(B)},
+    ("post", "/v1/bootstrap/rebootstrap/{endpoint}"): {},
+    ("post", "/v1/tokens"): {"name": "sneaky", "role": "admin", "tenants": [B]},
 }
 
 
@@ -344,7 +346,7 @@ def test_a_tenant_a_token_sees_and_changes_nothing_of_tenant_b_on_every_route(
                         if (template, method) in SKIPPED:
                             covered.add((template, method))
                             continue
-                        if template == "/events":
+                        if template == "/v1/events":
                             covered.add((template, method))  # streamed: its own test below
                             continue
                         body = body_for(method, template, operation, doc)
@@ -386,19 +388,19 @@ def test_a_tenant_a_token_still_works_on_its_own_devices(tmp_path: Path) -> None
 
     async def scenario() -> None:
         async with world(tmp_path) as w, w.client("a-viewer") as a:
-            assert [d["endpoint"] for d in await ok(a.get("/devices"))] == [A_DEV]
-            assert (await ok(a.get(f"/devices/{A_DEV}")))["endpoint"] == A_DEV
-            read = await ok(a.get(f"/devices/{A_DEV}/data/3/0/0"))
+            assert [d["endpoint"] for d in await ok(a.get("/v1/devices"))] == [A_DEV]
+            assert (await ok(a.get(f"/v1/devices/{A_DEV}")))["endpoint"] == A_DEV
+            read = await ok(a.get(f"/v1/devices/{A_DEV}/data/3/0/0"))
             assert read["status"] == "success"
-            identities = (await ok(a.get("/identities")))["items"]
+            identities = (await ok(a.get("/v1/identities")))["items"]
             assert sorted(i["endpoint"] for i in identities) == [A_DEV, "a-dev-2"]
-            assert [s["endpoint"] for s in (await ok(a.get("/security")))["items"]] == [A_DEV]
-            policies = (await ok(a.get("/bootstrap/policies")))["items"]
+            assert [s["endpoint"] for s in (await ok(a.get("/v1/security")))["items"]] == [A_DEV]
+            policies = (await ok(a.get("/v1/bootstrap/policies")))["items"]
             assert [p["name"] for p in policies] == [A_POLICY]
-            assert (await ok(a.get(f"/bootstrap/status/{A_DEV}")))["endpoint"] == A_DEV
-            assert (await a.get(f"/devices/{B_DEV}")).status_code == 404
+            assert (await ok(a.get(f"/v1/bootstrap/status/{A_DEV}")))["endpoint"] == A_DEV
+            assert (await a.get(f"/v1/devices/{B_DEV}")).status_code == 404
             # and an all-tenant viewer sees both tenants
-            both = await ok(w.admin.get("/devices"))
+            both = await ok(w.admin.get("/v1/devices"))
             assert sorted(d["endpoint"] for d in both) == [A_DEV, B_DEV]
 
     run(scenario)
@@ -411,7 +413,7 @@ def test_the_event_stream_carries_only_the_events_of_visible_devices(tmp_path: P
             ready = asyncio.Event()
 
             async def listen() -> None:
-                async with a.stream("GET", "/events", timeout=None) as response:
+                async with a.stream("GET", "/v1/events", timeout=None) as response:
                     assert response.status_code == 200
                     event = "message"
                     async for line in response.aiter_lines():
@@ -426,7 +428,7 @@ def test_the_event_stream_carries_only_the_events_of_visible_devices(tmp_path: P
             try:
                 await asyncio.wait_for(ready.wait(), 10)
                 await w.add_device("b-dev-2")  # B first: its events would arrive first
-                await ok(w.admin.get(f"/devices/{B_DEV}/data/3/0/9"))
+                await ok(w.admin.get(f"/v1/devices/{B_DEV}/data/3/0/9"))
                 await w.add_device("a-dev-2")
                 deadline = asyncio.get_running_loop().time() + 10
                 while not any(d.get("endpoint") == "a-dev-2" for _, d in seen):
@@ -468,13 +470,13 @@ def test_roles_a_viewer_changes_nothing_and_an_operator_mints_no_tokens(tmp_path
                         checked += 1
             assert checked >= 20
             minted = await operator.post(
-                "/tokens", json={"name": "mine", "role": "viewer", "tenants": [A]}
+                "/v1/tokens", json={"name": "mine", "role": "viewer", "tenants": [A]}
             )
             assert minted.status_code == 403
             assert "needs admin" in minted.json()["message"]
-            assert (await operator.get("/tokens")).status_code == 403
+            assert (await operator.get("/v1/tokens")).status_code == 403
             # an operator can change its own tenant's devices
-            wrote = await operator.put(f"/devices/{A_DEV}/data/3/0/14", json={"value": "+02:00"})
+            wrote = await operator.put(f"/v1/devices/{A_DEV}/data/3/0/14", json={"value": "+02:00"})
             assert wrote.status_code == 200, wrote.text
 
     run(scenario)
@@ -486,22 +488,22 @@ def test_a_revoked_token_is_refused_at_once_and_a_scoped_admin_mints_only_inside
     async def scenario() -> None:
         async with world(tmp_path) as w, w.client("a-admin") as a:
             made = await ok(
-                a.post("/tokens", json={"name": "a-bot", "role": "viewer", "tenants": [A]}), 201
+                a.post("/v1/tokens", json={"name": "a-bot", "role": "viewer", "tenants": [A]}), 201
             )
             assert made["token"].startswith(f"flt_{made['id']}_")
-            wider = await a.post("/tokens", json={"name": "x", "role": "viewer"})
+            wider = await a.post("/v1/tokens", json={"name": "x", "role": "viewer"})
             assert wider.status_code == 403
             assert wider.json()["field"] == "body.tenants"
-            listed = [t["name"] for t in (await ok(a.get("/tokens")))["items"]]
+            listed = [t["name"] for t in (await ok(a.get("/v1/tokens")))["items"]]
             assert sorted(listed) == ["a-admin", "a-bot", "a-operator", "a-viewer"]
-            assert all("token" not in t for t in (await ok(a.get("/tokens")))["items"])
+            assert all("token" not in t for t in (await ok(a.get("/v1/tokens")))["items"])
             bot = httpx.AsyncClient(
                 base_url=w.url, headers={"Authorization": f"Bearer {made['token']}"}
             )
             async with bot:
-                assert (await bot.get("/devices")).status_code == 200
-                await ok(a.delete("/tokens/a-bot"))
-                refused = await bot.get("/devices")
+                assert (await bot.get("/v1/devices")).status_code == 200
+                await ok(a.delete("/v1/tokens/a-bot"))
+                refused = await bot.get("/v1/devices")
                 assert refused.status_code == 401
                 assert refused.headers["www-authenticate"] == "Bearer"
             records = await w.service.store.read(  # type: ignore[union-attr]

@@ -181,7 +181,7 @@ async def sse_events(
     api: Api, params: dict[str, Any], into: list[tuple[str, Any]], ready: asyncio.Event
 ) -> None:
     """Read ``/events`` into ``into`` until cancelled; ``ready`` is set on the ready event."""
-    async with api.http.stream("GET", "/events", params=params, timeout=None) as response:
+    async with api.http.stream("GET", "/v1/events", params=params, timeout=None) as response:
         assert response.status_code == 200, await response.aread()
         assert response.headers["content-type"].startswith("text/event-stream")
         event = "message"
