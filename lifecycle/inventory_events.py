@@ -279,7 +279,14 @@ class InventoryService:
         if record.stage in (MANUFACTURED, BOOTSTRAPPED):
             record = record.moved_to(ACTIVE, now)
         record = replace(record, registered=True, last_seen=now, updated_at=now)
-        return self.repository.upsert(tx, record, stored)
+        record = self.repository.upsert(tx, record, stored)
+        self._remember_facts(tx, record)  # the first report then needs no read either
+        return record
+
+    def _remember_facts(self, tx: Tx, record: DeviceRecord) -> None:
+        stored = {name: getattr(record, name) for name in FACTS}
+        # Only once committed: a rolled-back write must not be remembered as stored.
+        tx.after_commit(lambda: self.facts.__setitem__(record.endpoint, stored))
 
     def gone(self, tx: Tx, endpoint: str, now: float) -> None:
         record = self.repository.get(tx, endpoint)
@@ -299,9 +306,7 @@ class InventoryService:
             record = self.repository.upsert(
                 tx, replace(record, **changes, last_seen=now, updated_at=now), record
             )
-        stored = {name: getattr(record, name) for name in FACTS}
-        # Only once committed: a rolled-back write must not be remembered as stored.
-        tx.after_commit(lambda: self.facts.__setitem__(endpoint, stored))
+        self._remember_facts(tx, record)
 
     # -- identity import --------------------------------------------------------------------------
     async def sync_import(

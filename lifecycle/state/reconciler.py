@@ -327,6 +327,7 @@ class Reconciler:
         self._reattach: dict[str, Address] = {}
         self._switches: dict[tuple[str, Dimension], tuple[int, int]] = {}
         self._bundles: dict[str, ConfigBundle] = {}  # immutable once registered
+        self._bundle_lock = asyncio.Lock()
         self._wakeup = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
         self._running = False
@@ -488,10 +489,13 @@ class Reconciler:
             return None
         found = self._bundles.get(str(name))
         if found is None:
-            repo = self.repository
-            found = await self.store.read(lambda tx: repo.bundle(tx, str(name)))
-            if found is not None:
-                self._bundles[found.name] = found
+            async with self._bundle_lock:  # one read, not one per worker, after a PUT
+                found = self._bundles.get(str(name))
+                if found is None:
+                    repo = self.repository
+                    found = await self.store.read(lambda tx: repo.bundle(tx, str(name)))
+                    if found is not None:
+                        self._bundles[found.name] = found
         return found
 
     async def _reconcile(self, endpoint: str) -> None:
