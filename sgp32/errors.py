@@ -50,3 +50,19 @@ class UnsupportedKey(Sgp32Error):
 
 class CertificateChainError(Sgp32Error):
     """An eUICC certificate chain does not lead, valid and well-formed, to a configured CI."""
+
+
+class EimError(Sgp32Error):
+    """An operator request the eIM core cannot carry out (unknown eUICC, unknown eIM, ...)."""
+
+
+class UnknownEuicc(EimError):
+    """No eUICC with this EID is registered with the eIM; import it (with its chain) first."""
+
+
+class UnknownEim(EimError):
+    """The eimId names none of the eIM identities this deployment is configured with."""
+
+
+class EuiccConflict(EimError):
+    """The EID is already registered with another certificate; delete it before re-importing."""

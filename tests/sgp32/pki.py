@@ -99,3 +99,22 @@ def make_pki(
     )
     euicc = make_cert(euicc_name, euicc_key, eum_name, eum_key, ca=False, policy=POLICY_EUICC)
     return MadePki(ci_key, ci, eum_key, eum, euicc_key, euicc)
+
+
+def make_euicc(
+    pki: MadePki, eid: str, curve: ec.EllipticCurve | None = None
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """Another eUICC under the same EUM (the EID must start with the EUM's prefix 89049032)."""
+    key = ec.generate_private_key(curve or ec.SECP256R1())
+    subject = _name(
+        (NameOID.COMMON_NAME, "Test eUICC"),
+        (NameOID.SERIAL_NUMBER, eid),
+        (NameOID.ORGANIZATION_NAME, "Test EUM"),
+    )
+    cert = make_cert(subject, key, pki.eum.subject, pki.eum_key, ca=False, policy=POLICY_EUICC)
+    return key, cert
+
+
+def eid_with_check(first30: str) -> str:
+    """A valid EID from its first 30 digits (the last two make it 1 mod 97)."""
+    return f"{first30}{98 - (int(first30) * 100) % 97:02d}"

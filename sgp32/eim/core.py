@@ -1,0 +1,504 @@
+"""The eIM core: register eUICCs, queue signed packages, answer the IPA (sans-IO).
+
+`Eim` holds only configuration; every call takes the `Ledger` of the caller's transaction and
+`now`, so the store binding can run one ESipa exchange - read the queue, bump a counter, match
+a result, update profiles, audit - as one database transaction, and tests can run it in memory.
+
+Refusals of what an IPA sends are typed outcomes (`ResultRefused` with a `Refusal`), recorded
+and audited, and answered with the ESipa error code SGP.32 has for them; garbage that does not
+decode raises `CodecError` (the binding answers HTTP 400).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from sgp32.asn1 import decode, decode_from_ipa, encode, encode_to_ipa
+from sgp32.certificates import verify_euicc_chain
+from sgp32.eim.config import EimDeployment
+from sgp32.eim.ledger import OPEN_STATES, Ledger
+from sgp32.eim.model import (
+    EuiccRecord,
+    NoPackage,
+    NotificationHandled,
+    Outcome,
+    PackageDelivered,
+    PackageRecord,
+    PackageState,
+    Refusal,
+    ResultAccepted,
+    ResultDuplicate,
+    ResultRecord,
+    ResultRefused,
+)
+from sgp32.eim.profiles import apply_notification, apply_results
+from sgp32.errors import (
+    EuiccConflict,
+    InvalidIdentifier,
+    SignatureInvalid,
+    UnknownEuicc,
+)
+from sgp32.identifiers import eid_from_bytes
+from sgp32.notifications import verify_other_notification
+from sgp32.packages import Eco, ListProfileInfo, Psmo
+from sgp32.signing import NO_ASSOCIATION_TOKEN, sign_euicc_package, verify_euicc_package_result
+
+DEVICE_ACTOR = "eim"
+"""Audit actor of what the IPA/eUICC did (operators appear under their own name)."""
+
+# ESipa error codes (SGP.32 6.3)
+NO_PACKAGE, EID_NOT_FOUND, INVALID_EID, MISSING_EID, UNDEFINED = 1, 2, 3, 4, 127
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """The answer to one IPA message: the DER to send back (`None`: an empty answer, HTTP 204)
+    and what happened."""
+
+    reply: bytes | None
+    outcomes: tuple[Outcome, ...]
+
+
+def jsonable(value: Any) -> Any:
+    """asn1tools values as JSON data: bytes -> hex, tuples -> lists."""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).hex()
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def operation_json(op: Psmo | Eco) -> dict[str, Any]:
+    """A PSMO/eCO as JSON data: its ASN.1 alternative name and its fields."""
+    fields = {k: jsonable(v) for k, v in dataclasses.asdict(op).items()}
+    return {"op": op.to_asn1()[0], **fields}
+
+
+@functools.lru_cache(maxsize=4096)
+def _public_key(certificate_der: bytes) -> ec.EllipticCurvePublicKey:
+    key = x509.load_der_x509_certificate(certificate_der).public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey)  # the chain check made sure at import
+    return key
+
+
+def _when(now: float) -> datetime:
+    return datetime.fromtimestamp(now, UTC)
+
+
+class Eim:
+    """The eIM of one deployment (one or several eIM identities, one set of trusted CIs)."""
+
+    def __init__(
+        self, deployment: EimDeployment, *, random_bytes: Callable[[int], bytes] = os.urandom
+    ) -> None:
+        self.deployment = deployment
+        self._random = random_bytes
+
+    # ---- operator side ------------------------------------------------------------------------
+
+    def register_euicc(
+        self,
+        ledger: Ledger,
+        *,
+        euicc_certificate: bytes,
+        eum_certificate: bytes,
+        now: float,
+        actor: str,
+        eid: str | None = None,
+        eim_id: str | None = None,
+        association_token: int = NO_ASSOCIATION_TOKEN,
+        counter_value: int = 0,
+        tenant: str | None = None,
+    ) -> EuiccRecord:
+        """Import an eUICC: its chain must verify to a configured CI at `now`. Importing the
+        same certificate again is a no-op (the counter is kept: it never goes back)."""
+        identity = self.deployment.identity(eim_id)
+        verified = verify_euicc_chain(
+            euicc_certificate, eum_certificate, self.deployment.trusted_cis, _when(now), eid
+        )
+        existing = ledger.euicc(verified.eid)
+        if existing is not None:
+            if existing.euicc_certificate != euicc_certificate:
+                raise EuiccConflict(
+                    f"EID {verified.eid} is already registered with another eUICC certificate"
+                )
+            return existing
+        record = EuiccRecord(
+            eid=verified.eid,
+            eim_id=identity.eim_id,
+            euicc_certificate=euicc_certificate,
+            eum_certificate=eum_certificate,
+            association_token=association_token,
+            counter_value=counter_value,
+            registered_at=now,
+            tenant=tenant,
+        )
+        ledger.add_euicc(record)
+        ledger.audit(
+            actor=actor,
+            action="esim.euicc.register",
+            eid=verified.eid,
+            now=now,
+            tenant=tenant,
+            detail={
+                "eim_id": identity.eim_id,
+                "eum": verified.eum_certificate.subject.rfc4514_string(),
+            },
+        )
+        return record
+
+    def queue(
+        self,
+        ledger: Ledger,
+        eid: str,
+        operations: Sequence[Psmo | Eco],
+        *,
+        now: float,
+        actor: str,
+    ) -> PackageRecord:
+        """Sign a package for `eid` with the next counterValue and put it on its queue."""
+        euicc = ledger.euicc(eid)
+        if euicc is None:
+            raise UnknownEuicc(f"EID {eid} is not registered with the eIM; import it first")
+        counter = ledger.next_counter(eid)
+        transaction_id = counter.to_bytes(4, "big") + self._random(4)
+        signed = sign_euicc_package(
+            self.deployment.identity(euicc.eim_id),
+            eid=eid,
+            counter_value=counter,
+            transaction_id=transaction_id,
+            operations=operations,
+            association_token=euicc.association_token,
+        )
+        package = PackageRecord(
+            eid=eid,
+            counter_value=counter,
+            transaction_id=transaction_id,
+            eim_id=euicc.eim_id,
+            operations=tuple(operation_json(op) for op in operations),
+            request_der=signed.der,
+            state=PackageState.QUEUED,
+            created_at=now,
+            actor=actor,
+        )
+        ledger.add_package(package)
+        ledger.audit(
+            actor=actor,
+            action="esim.package.queue",
+            eid=eid,
+            now=now,
+            tenant=euicc.tenant,
+            detail={
+                "counter": counter,
+                "transaction_id": transaction_id.hex(),
+                "operations": list(package.operations),
+            },
+        )
+        return package
+
+    # ---- IPA side -----------------------------------------------------------------------------
+
+    def handle(self, ledger: Ledger, data: bytes, now: float) -> Exchange:
+        """Answer one ESipa message from an IPA (dispatched by its outer tag)."""
+        message = decode_from_ipa(data)
+        if message.name == "getEimPackageRequest":
+            return self._get_package(ledger, message.body, now)
+        if message.name == "provideEimPackageResult":
+            return self._provide_result(ledger, message.body, now)
+        if message.name == "handleNotificationEsipa":
+            return self._handle_notification(ledger, message.body, now)
+        refused = ResultRefused(None, Refusal.UNSUPPORTED, f"{message.name} is not served here")
+        return Exchange(None, (refused,))
+
+    def _euicc(
+        self, ledger: Ledger, eid_value: bytes | None
+    ) -> tuple[EuiccRecord | None, int, ResultRefused | None]:
+        """The registered eUICC of an eidValue, or the ESipa error code and refusal."""
+        if eid_value is None:
+            return None, MISSING_EID, ResultRefused(None, Refusal.MISSING_EID, "no eidValue")
+        try:
+            eid = eid_from_bytes(eid_value)
+        except InvalidIdentifier as exc:
+            return None, INVALID_EID, ResultRefused(None, Refusal.INVALID_EID, str(exc))
+        euicc = ledger.euicc(eid)
+        if euicc is None:
+            message = f"EID {eid} is not registered with the eIM"
+            return None, EID_NOT_FOUND, ResultRefused(eid, Refusal.UNKNOWN_EID, message)
+        return euicc, 0, None
+
+    def _get_package(self, ledger: Ledger, body: dict[str, Any], now: float) -> Exchange:
+        euicc, code, refused = self._euicc(ledger, body["eidValue"])
+        if euicc is None:
+            assert refused is not None
+            return Exchange(
+                encode_to_ipa("getEimPackageResponse", ("eimPackageError", code)), (refused,)
+            )
+        eid = euicc.eid
+        if "notifyStateChange" in body:
+            self._state_changed(ledger, euicc, body.get("stateChangeCause"), now)
+        package = ledger.next_package(eid)
+        if package is None:
+            reply = encode_to_ipa("getEimPackageResponse", ("eimPackageError", NO_PACKAGE))
+            return Exchange(reply, (NoPackage(eid),))
+        if package.state == PackageState.QUEUED:
+            ledger.update_package(
+                dataclasses.replace(package, state=PackageState.DELIVERED, delivered_at=now)
+            )
+            ledger.audit(
+                actor=DEVICE_ACTOR,
+                action="esim.package.deliver",
+                eid=eid,
+                now=now,
+                tenant=euicc.tenant,
+                detail={
+                    "counter": package.counter_value,
+                    "transaction_id": package.transaction_id.hex(),
+                },
+            )
+        request = decode("EuiccPackageRequest", package.request_der)
+        reply = encode_to_ipa("getEimPackageResponse", ("euiccPackageRequest", request))
+        return Exchange(
+            reply, (PackageDelivered(eid, package.counter_value, package.transaction_id),)
+        )
+
+    def _state_changed(
+        self, ledger: Ledger, euicc: EuiccRecord, cause: int | None, now: float
+    ) -> None:
+        """The IPA says profile state changed without us (fallback, local, ...): audit it and
+        ask the eUICC for its profile list, unless such a question is already queued."""
+        ledger.audit(
+            actor=DEVICE_ACTOR,
+            action="esim.state_change",
+            eid=euicc.eid,
+            now=now,
+            tenant=euicc.tenant,
+            detail={"cause": cause},
+        )
+        pending = [p for p in ledger.packages(euicc.eid) if p.state in OPEN_STATES]
+        if not any(op["op"] == "listProfileInfo" for p in pending for op in p.operations):
+            self.queue(ledger, euicc.eid, [ListProfileInfo()], now=now, actor=DEVICE_ACTOR)
+
+    def _provide_result(self, ledger: Ledger, body: dict[str, Any], now: float) -> Exchange:
+        def answer(value: tuple[str, Any]) -> bytes:
+            return encode_to_ipa("provideEimPackageResultResponse", value)
+
+        euicc, code, refused = self._euicc(ledger, body.get("eidValue"))
+        if euicc is None:
+            assert refused is not None
+            return Exchange(answer(("provideEimPackageResultError", code)), (refused,))
+        kind, value = body["eimPackageResult"]
+        notifications: list[tuple[str, Any]] = []
+        if kind == "euiccPackageResult":
+            epr = value
+        elif kind == "ePRAndNotifications":
+            epr = value["euiccPackageResult"]
+            notifications = list(value["notificationList"])
+        else:
+            unsupported = self._refuse(
+                ledger,
+                euicc,
+                now,
+                Refusal.UNSUPPORTED,
+                f"{kind} is not handled yet",
+                None,
+                b"",
+            )
+            return Exchange(answer(("emptyResponse", {})), (unsupported,))
+        outcome, seq = self._accept_result(ledger, euicc, epr, now)
+        outcomes: list[Outcome] = [outcome]
+        for notification in notifications:
+            outcomes.append(self._notification(ledger, notification, now))
+        if isinstance(outcome, ResultRefused):
+            return Exchange(answer(("provideEimPackageResultError", UNDEFINED)), tuple(outcomes))
+        if seq is not None:
+            return Exchange(answer(("eimAcknowledgements", [seq])), tuple(outcomes))
+        return Exchange(answer(("emptyResponse", {})), tuple(outcomes))
+
+    def _refuse(
+        self,
+        ledger: Ledger,
+        euicc: EuiccRecord,
+        now: float,
+        reason: Refusal,
+        message: str,
+        transaction_id: bytes | None,
+        der: bytes,
+        counter: int | None = None,
+    ) -> ResultRefused:
+        ledger.add_result(
+            ResultRecord(
+                euicc.eid, now, reason.value, transaction_id, counter, der, {"message": message}
+            )
+        )
+        ledger.audit(
+            actor=DEVICE_ACTOR,
+            action="esim.result",
+            eid=euicc.eid,
+            now=now,
+            tenant=euicc.tenant,
+            outcome=reason.value,
+            detail={
+                "message": message,
+                "transaction_id": transaction_id.hex() if transaction_id else None,
+                "counter": counter,
+            },
+        )
+        return ResultRefused(euicc.eid, reason, message)
+
+    def _accept_result(
+        self, ledger: Ledger, euicc: EuiccRecord, epr: tuple[str, Any], now: float
+    ) -> tuple[Outcome, int | None]:
+        """Verify, match on (EID, eimTransactionId), apply. Returns the outcome and the
+        seqNumber to acknowledge."""
+        der = encode("EuiccPackageResult", epr)
+        eid = euicc.eid
+        try:
+            result = verify_euicc_package_result(
+                epr, _public_key(euicc.euicc_certificate), euicc.association_token
+            )
+        except SignatureInvalid as exc:
+            return self._refuse(
+                ledger, euicc, now, Refusal.SIGNATURE_INVALID, str(exc), None, der
+            ), None
+        tid = result.transaction_id
+        if not result.authenticated:
+            message = "unsigned error from the eUICC: recorded, not trusted"
+            return self._refuse(
+                ledger, euicc, now, Refusal.UNAUTHENTICATED, message, tid, der
+            ), None
+        if result.eim_id != euicc.eim_id:
+            message = f"result is for eIM {result.eim_id!r}, the eUICC is with {euicc.eim_id!r}"
+            return self._refuse(ledger, euicc, now, Refusal.WRONG_EIM, message, tid, der), None
+        package = ledger.package(eid, tid) if tid is not None else None
+        if package is None:
+            message = f"no package with eimTransactionId {tid.hex() if tid else None} for EID {eid}"
+            refused = self._refuse(
+                ledger, euicc, now, Refusal.UNKNOWN_PACKAGE, message, tid, der, result.counter_value
+            )
+            return refused, None
+        assert tid is not None
+        if result.counter_value != package.counter_value:
+            message = (
+                f"result counterValue {result.counter_value} does not match the package's "
+                f"{package.counter_value} (eimTransactionId {tid.hex()})"
+            )
+            refused = self._refuse(
+                ledger,
+                euicc,
+                now,
+                Refusal.COUNTER_MISMATCH,
+                message,
+                tid,
+                der,
+                result.counter_value,
+            )
+            return refused, None
+        if package.state in (PackageState.DONE, PackageState.FAILED):
+            assert package.result is not None
+            if package.result.get("der") == der.hex():
+                ledger.add_result(
+                    ResultRecord(eid, now, "duplicate", tid, package.counter_value, der, {})
+                )
+                return ResultDuplicate(eid, tid), result.seq_number
+            message = f"package {tid.hex()} already has a different result: replay refused"
+            refused = self._refuse(
+                ledger, euicc, now, Refusal.REPLAY, message, tid, der, package.counter_value
+            )
+            return refused, None
+        signed_ok = result.kind == "euiccPackageResultSigned"
+        state = PackageState.DONE if signed_ok else PackageState.FAILED
+        summary = {
+            "kind": result.kind,
+            "results": jsonable(result.results),
+            "error_code": result.error_code,
+            "seq_number": result.seq_number,
+            "der": der.hex(),
+        }
+        ledger.update_package(
+            dataclasses.replace(package, state=state, result_at=now, result=summary)
+        )
+        if signed_ok:
+            profiles = apply_results(
+                eid, ledger.profiles(eid), package.operations, result.results, now
+            )
+            ledger.replace_profiles(eid, profiles)
+        detail = {k: v for k, v in summary.items() if k != "der"}
+        ledger.add_result(
+            ResultRecord(eid, now, "accepted", tid, package.counter_value, der, detail)
+        )
+        ledger.audit(
+            actor=DEVICE_ACTOR,
+            action="esim.result",
+            eid=eid,
+            now=now,
+            tenant=euicc.tenant,
+            outcome="ok" if signed_ok else "error",
+            detail={"counter": package.counter_value, "transaction_id": tid.hex(), **detail},
+        )
+        outcome = ResultAccepted(
+            eid, package.counter_value, tid, result.kind, result.results, result.error_code, state
+        )
+        return outcome, result.seq_number
+
+    def _handle_notification(self, ledger: Ledger, body: tuple[str, Any], now: float) -> Exchange:
+        kind, value = body
+        if kind == "provideEimPackageResult":
+            exchange = self._provide_result(ledger, value, now)
+            return Exchange(None, exchange.outcomes)
+        return Exchange(None, (self._notification(ledger, value, now),))
+
+    def _notification(self, ledger: Ledger, pending: tuple[str, Any], now: float) -> Outcome:
+        kind, body = pending
+        if kind != "otherSignedNotification":
+            return NotificationHandled(None, None, (), False, f"{kind} is not handled yet")
+        certificate_der = encode("Certificate", body["euiccCertificate"])
+        try:
+            subject = x509.load_der_x509_certificate(certificate_der).subject
+            serials = subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)
+            eid = str(serials[0].value) if serials else ""
+        except ValueError:
+            eid = ""
+        euicc = ledger.euicc(eid) if eid else None
+        if euicc is None or euicc.euicc_certificate != certificate_der:
+            return NotificationHandled(
+                eid or None, None, (), False, "notification from an unregistered eUICC certificate"
+            )
+        try:
+            notification = verify_other_notification(body, _public_key(euicc.euicc_certificate))
+        except (SignatureInvalid, InvalidIdentifier) as exc:
+            self._refuse(ledger, euicc, now, Refusal.SIGNATURE_INVALID, str(exc), None, b"")
+            return NotificationHandled(eid, None, (), False, str(exc))
+        awaiting = any(
+            op["op"] == "enable" and op.get("rollback") and op.get("iccid") == notification.iccid
+            for p in ledger.packages(eid)
+            if p.state in OPEN_STATES
+            for op in p.operations
+        )
+        ledger.replace_profiles(
+            eid, apply_notification(eid, ledger.profiles(eid), notification, awaiting, now)
+        )
+        ledger.audit(
+            actor=DEVICE_ACTOR,
+            action="esim.notification",
+            eid=eid,
+            now=now,
+            tenant=euicc.tenant,
+            detail={
+                "seq_number": notification.seq_number,
+                "events": list(notification.events),
+                "iccid": notification.iccid,
+            },
+        )
+        return NotificationHandled(eid, notification.iccid, notification.events, True)

@@ -1,0 +1,121 @@
+"""A simulated IPA (IPAe in the device) in front of a `SimEuicc`, sans-IO.
+
+It decides what to send next (`outgoing`), takes the eIM's answer (`incoming`) and runs one
+timer: the rollback deadline. Connectivity is bound to the enabled profile: the IPA reaches the
+eIM only when the network serves the enabled profile's carrier. After an enable with
+rollbackFlag, the result has to reach the eIM over the *new* profile; if that is impossible
+until `rollback_after` seconds have passed, the eUICC rolls back and the re-signed result
+(enable ok + rollback ok) goes out over the old profile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sgp32.asn1 import decode_from_eim, encode_to_eim
+from sgp32.identifiers import eid_to_bytes
+from simulators.esim.euicc import Result, SimEuicc
+
+
+@dataclass
+class _PendingResult:
+    result: Result
+    seq_number: int | None
+    sent_over_rollback_profile: bool = False
+
+
+@dataclass
+class SimIpa:
+    euicc: SimEuicc
+    served_carriers: set[str]
+    rollback_after: float = 30.0
+    pending: list[_PendingResult] = field(default_factory=list)
+    awaiting_since: float | None = None
+    last_get_answer: str | None = None
+    refused: list[Result] = field(default_factory=list)
+    """Results the eUICC gave for packages it refused (for tests and logs)."""
+
+    @property
+    def connected(self) -> bool:
+        profile = self.euicc.enabled
+        return profile is not None and profile.carrier in self.served_carriers
+
+    def timer(self) -> float | None:
+        """When `handle_timer` must run next (the rollback deadline), if ever."""
+        if self.awaiting_since is None:
+            return None
+        return self.awaiting_since + self.rollback_after
+
+    def handle_timer(self, now: float) -> None:
+        deadline = self.timer()
+        if deadline is None or now < deadline or self.connected or not self.euicc.can_roll_back:
+            return
+        rolled = self.euicc.rollback()
+        self.awaiting_since = None
+        self.pending = [
+            _PendingResult(rolled, p.seq_number, True) if p.seq_number == _seq(rolled) else p
+            for p in self.pending
+        ]
+
+    def outgoing(self, now: float) -> bytes | None:
+        """The next message for the eIM, or None while there is no connectivity."""
+        self.handle_timer(now)
+        if not self.connected:
+            return None
+        eid = eid_to_bytes(self.euicc.eid)
+        if self.pending:
+            body = {
+                "eidValue": eid,
+                "eimPackageResult": ("euiccPackageResult", self.pending[0].result),
+            }
+            return encode_to_eim("provideEimPackageResult", body)
+        if self.euicc.notifications:
+            seq = min(self.euicc.notifications)
+            note = self.euicc.notifications[seq]
+            return encode_to_eim("handleNotificationEsipa", ("pendingNotification", note))
+        return encode_to_eim("getEimPackageRequest", {"eidValue": eid})
+
+    def incoming(self, sent: bytes, answer: bytes | None, now: float) -> None:
+        """The eIM's answer (None: an empty 204) to the message `sent`."""
+        tag = sent[:2]
+        if tag == b"\xbf\x3d":  # handleNotification: 204 means the eIM has it
+            seq = min(self.euicc.notifications)
+            self.euicc.remove_notification(seq)
+            return
+        if answer is None:
+            return
+        message = decode_from_eim(answer)
+        if message.name == "getEimPackageResponse":
+            self._package(message.body, now)
+        elif message.name == "provideEimPackageResultResponse":
+            self._acknowledged(message.body)
+
+    def _package(self, body: tuple[str, Any], now: float) -> None:
+        kind, value = body
+        self.last_get_answer = kind if kind != "eimPackageError" else f"eimPackageError:{value}"
+        if kind != "euiccPackageRequest":
+            return
+        result = self.euicc.load_package(value)
+        if result[0] != "euiccPackageResultSigned":
+            self.refused.append(result)
+        self.pending.append(_PendingResult(result, _seq(result)))
+        if self.euicc.can_roll_back:
+            self.awaiting_since = now
+
+    def _acknowledged(self, body: tuple[str, Any]) -> None:
+        kind, _ = body
+        if kind == "provideEimPackageResultError":
+            return  # keep it: the eIM did not take it
+        done = self.pending.pop(0)
+        if not done.sent_over_rollback_profile and self.euicc.can_roll_back:
+            self.euicc.confirm()  # the result went out over the new profile
+            self.awaiting_since = None
+
+
+def _seq(result: Result) -> int | None:
+    kind, body = result
+    if kind == "euiccPackageResultSigned":
+        seq: int = body["euiccPackageResultDataSigned"]["seqNumber"]
+        return seq
+    return None
