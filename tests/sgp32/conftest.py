@@ -67,3 +67,6 @@ def reference_spec(shared_dir: Path) -> Any:
 @pytest.fixture(scope="session")
 def pki() -> MadePki:
     return make_pki()
+
+
+from tests.store.conftest import pg_admin, store, target  # noqa: E402, F401  (fixtures)

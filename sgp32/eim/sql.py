@@ -1,0 +1,273 @@
+"""The eIM ledger on the store: `SqlLedger` (one transaction) and `EimStore` (async facade).
+
+`EimStore.handle` runs a whole ESipa exchange as ONE `store.write` operation, so the answer the
+IPA gets - a package, an acknowledgement - is committed before it is sent, and a crash between
+the two at worst makes the IPA ask again: the package is re-sent with its original counter (it
+is stored, never re-signed) and a result the IPA re-sends is matched as a duplicate.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Row, delete, insert, select, update
+
+from lwm2m.store import Store, Tx
+from lwm2m.store.audit import AuditLog
+from sgp32.asn1 import decode_from_ipa
+from sgp32.eim.core import Eim, Exchange
+from sgp32.eim.ledger import OPEN_STATES
+from sgp32.eim.model import (
+    EuiccRecord,
+    PackageRecord,
+    PackageState,
+    ProfileRecord,
+    ProfileState,
+    ResultRecord,
+)
+from sgp32.eim.tables import EUICC, PACKAGE, PROFILE, RESULT
+from sgp32.packages import Eco, Psmo
+
+_E, _P, _R, _F = EUICC.c, PACKAGE.c, RESULT.c, PROFILE.c
+
+
+def _euicc(row: Row[Any]) -> EuiccRecord:
+    return EuiccRecord(
+        eid=row.eid,
+        eim_id=row.eim_id,
+        euicc_certificate=bytes(row.euicc_certificate),
+        eum_certificate=bytes(row.eum_certificate),
+        association_token=row.association_token,
+        counter_value=row.counter_value,
+        registered_at=row.registered_at,
+        tenant=row.tenant,
+    )
+
+
+def _package(row: Row[Any]) -> PackageRecord:
+    return PackageRecord(
+        eid=row.eid,
+        counter_value=row.counter_value,
+        transaction_id=bytes(row.transaction_id),
+        eim_id=row.eim_id,
+        operations=tuple(json.loads(row.operations)),
+        request_der=bytes(row.request_der),
+        state=PackageState(row.state),
+        created_at=row.created_at,
+        actor=row.actor,
+        delivered_at=row.delivered_at,
+        result_at=row.result_at,
+        result=json.loads(row.result) if row.result is not None else None,
+    )
+
+
+def _package_values(p: PackageRecord) -> dict[str, Any]:
+    return {
+        "eid": p.eid,
+        "counter_value": p.counter_value,
+        "transaction_id": p.transaction_id,
+        "eim_id": p.eim_id,
+        "operations": json.dumps(list(p.operations)),
+        "request_der": p.request_der,
+        "state": p.state.value,
+        "created_at": p.created_at,
+        "actor": p.actor,
+        "delivered_at": p.delivered_at,
+        "result_at": p.result_at,
+        "result": json.dumps(p.result) if p.result is not None else None,
+    }
+
+
+class SqlLedger:
+    """The `Ledger` of one store transaction; audit records go to the store's one audit log."""
+
+    def __init__(self, tx: Tx, audit_log: AuditLog) -> None:
+        self._tx = tx
+        self._audit = audit_log
+
+    def euicc(self, eid: str) -> EuiccRecord | None:
+        row = self._tx.execute(select(EUICC).where(_E.eid == eid)).one_or_none()
+        return _euicc(row) if row is not None else None
+
+    def euiccs(self, tenant: str | None = None) -> list[EuiccRecord]:
+        query = select(EUICC).order_by(_E.eid)
+        if tenant is not None:
+            query = query.where(_E.tenant == tenant)
+        return [_euicc(r) for r in self._tx.execute(query)]
+
+    def add_euicc(self, record: EuiccRecord) -> None:
+        self._tx.execute(
+            insert(EUICC).values(
+                eid=record.eid,
+                eim_id=record.eim_id,
+                euicc_certificate=record.euicc_certificate,
+                eum_certificate=record.eum_certificate,
+                association_token=record.association_token,
+                counter_value=record.counter_value,
+                registered_at=record.registered_at,
+                tenant=record.tenant,
+            )
+        )
+
+    def next_counter(self, eid: str) -> int:
+        """One UPDATE ... RETURNING: the row lock serialises concurrent queues of one EID."""
+        new: int = self._tx.execute(
+            update(EUICC)
+            .where(_E.eid == eid)
+            .values(counter_value=_E.counter_value + 1)
+            .returning(_E.counter_value)
+        ).scalar_one()
+        return new
+
+    def add_package(self, package: PackageRecord) -> None:
+        self._tx.execute(insert(PACKAGE).values(**_package_values(package)))
+
+    def next_package(self, eid: str) -> PackageRecord | None:
+        row = self._tx.execute(
+            select(PACKAGE)
+            .where(_P.eid == eid, _P.state.in_([s.value for s in OPEN_STATES]))
+            .order_by(_P.counter_value)
+            .limit(1)
+        ).one_or_none()
+        return _package(row) if row is not None else None
+
+    def package(self, eid: str, transaction_id: bytes) -> PackageRecord | None:
+        row = self._tx.execute(
+            select(PACKAGE).where(_P.eid == eid, _P.transaction_id == transaction_id)
+        ).one_or_none()
+        return _package(row) if row is not None else None
+
+    def packages(self, eid: str) -> list[PackageRecord]:
+        rows = self._tx.execute(select(PACKAGE).where(_P.eid == eid).order_by(_P.counter_value))
+        return [_package(r) for r in rows]
+
+    def update_package(self, package: PackageRecord) -> None:
+        values = _package_values(package)
+        self._tx.execute(
+            update(PACKAGE)
+            .where(_P.eid == package.eid, _P.counter_value == package.counter_value)
+            .values(**{k: v for k, v in values.items() if k not in ("eid", "counter_value")})
+        )
+
+    def add_result(self, result: ResultRecord) -> None:
+        self._tx.execute(
+            insert(RESULT).values(
+                eid=result.eid,
+                received_at=result.received_at,
+                outcome=result.outcome,
+                transaction_id=result.transaction_id,
+                counter_value=result.counter_value,
+                der=result.der,
+                detail=json.dumps(result.detail),
+            )
+        )
+
+    def results(self, eid: str) -> list[ResultRecord]:
+        rows = self._tx.execute(select(RESULT).where(_R.eid == eid).order_by(_R.id))
+        return [
+            ResultRecord(
+                r.eid,
+                r.received_at,
+                r.outcome,
+                bytes(r.transaction_id) if r.transaction_id is not None else None,
+                r.counter_value,
+                bytes(r.der),
+                json.loads(r.detail),
+            )
+            for r in rows
+        ]
+
+    def profiles(self, eid: str) -> list[ProfileRecord]:
+        rows = self._tx.execute(select(PROFILE).where(_F.eid == eid).order_by(_F.iccid))
+        return [
+            ProfileRecord(
+                r.eid, r.iccid, ProfileState(r.state), r.fallback, r.updated_at, r.carrier, r.note
+            )
+            for r in rows
+        ]
+
+    def replace_profiles(self, eid: str, profiles: Sequence[ProfileRecord]) -> None:
+        self._tx.execute(delete(PROFILE).where(_F.eid == eid))
+        if profiles:
+            self._tx.execute(
+                insert(PROFILE),
+                [
+                    {
+                        "eid": eid,
+                        "iccid": p.iccid,
+                        "state": p.state.value,
+                        "fallback": p.fallback,
+                        "updated_at": p.updated_at,
+                        "carrier": p.carrier,
+                        "note": p.note,
+                    }
+                    for p in profiles
+                ],
+            )
+
+    def audit(
+        self,
+        *,
+        actor: str,
+        action: str,
+        eid: str,
+        now: float,
+        detail: Mapping[str, Any],
+        outcome: str = "ok",
+        tenant: str | None = None,
+    ) -> None:
+        self._audit.append(
+            self._tx,
+            actor=actor,
+            action=action,
+            subject=f"eid:{eid}",
+            now=now,
+            tenant=tenant,
+            detail=detail,
+            outcome=outcome,
+        )
+
+
+class EimStore:
+    """The eIM core on the store: every call is one committed transaction."""
+
+    def __init__(self, store: Store, eim: Eim) -> None:
+        self.store = store
+        self.eim = eim
+
+    def ledger(self, tx: Tx) -> SqlLedger:
+        return SqlLedger(tx, self.store.audit)
+
+    async def handle(self, data: bytes, now: float) -> Exchange:
+        """One ESipa exchange; returns after COMMIT. Garbage raises `CodecError` unwritten."""
+        decode_from_ipa(data)  # refuse garbage before it takes a place in a group commit
+        return await self.store.write(lambda tx: self.eim.handle(self.ledger(tx), data, now))
+
+    async def queue(
+        self, eid: str, operations: Sequence[Psmo | Eco], *, now: float, actor: str
+    ) -> PackageRecord:
+        return await self.store.write(
+            lambda tx: self.eim.queue(self.ledger(tx), eid, operations, now=now, actor=actor)
+        )
+
+    async def register(
+        self,
+        *,
+        euicc_certificate: bytes,
+        eum_certificate: bytes,
+        now: float,
+        actor: str,
+        tenant: str | None = None,
+    ) -> EuiccRecord:
+        return await self.store.write(
+            lambda tx: self.eim.register_euicc(
+                self.ledger(tx),
+                euicc_certificate=euicc_certificate,
+                eum_certificate=eum_certificate,
+                now=now,
+                actor=actor,
+                tenant=tenant,
+            )
+        )

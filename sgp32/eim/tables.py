@@ -1,0 +1,86 @@
+"""The eIM's tables, in the store's database on their own metadata (prefix ``eim_``).
+
+Like bootstrap's and lifecycle's tables they share the store's engine and transactions - so a
+package, the counter increment that numbered it and its audit record commit together - but
+:func:`sgp32.eim.schema.create_schema` creates them; the store does not know this layer.
+Conventions follow the store's: ``double precision`` epoch seconds, JSON as text, DER as bytes.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Double,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+SCHEMA_COMPONENT = "sgp32"
+METADATA = MetaData()
+_ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER keys only
+
+EUICC = Table(
+    "eim_euicc",
+    METADATA,
+    Column("eid", Text, primary_key=True),
+    Column("eim_id", Text, nullable=False),
+    Column("euicc_certificate", LargeBinary, nullable=False),
+    Column("eum_certificate", LargeBinary, nullable=False),
+    Column("association_token", BigInteger, nullable=False),
+    Column("counter_value", BigInteger, nullable=False),  # the last one used; only grows
+    Column("registered_at", Double, nullable=False),
+    Column("tenant", Text),
+    Index("ix_eim_euicc_tenant", "tenant"),
+)
+
+PACKAGE = Table(
+    "eim_package",
+    METADATA,
+    Column("eid", Text, primary_key=True),
+    Column("counter_value", BigInteger, primary_key=True),
+    Column("transaction_id", LargeBinary, nullable=False),
+    Column("eim_id", Text, nullable=False),
+    Column("operations", Text, nullable=False),  # JSON list
+    Column("request_der", LargeBinary, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("delivered_at", Double),
+    Column("result_at", Double),
+    Column("result", Text),  # JSON
+    UniqueConstraint("eid", "transaction_id", name="uq_eim_package_transaction"),
+    Index("ix_eim_package_open", "eid", "state", "counter_value"),
+)
+
+RESULT = Table(
+    "eim_result",
+    METADATA,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("eid", Text, nullable=False),
+    Column("received_at", Double, nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("transaction_id", LargeBinary),
+    Column("counter_value", BigInteger),
+    Column("der", LargeBinary, nullable=False),
+    Column("detail", Text, nullable=False),  # JSON
+    Index("ix_eim_result_eid", "eid", "id"),
+)
+
+PROFILE = Table(
+    "eim_profile",
+    METADATA,
+    Column("eid", Text, primary_key=True),
+    Column("iccid", Text, primary_key=True),
+    Column("state", Text, nullable=False),
+    Column("fallback", Boolean, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Column("carrier", Text),
+    Column("note", Text, nullable=False),
+)
