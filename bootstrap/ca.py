@@ -10,8 +10,10 @@ and server certificates (CN + subjectAltName DNS/IP, serverAuth), build a CRL fr
 revocations the repository records, and check that a certificate is one of ours.
 
 What it keeps where: the CA key file is written with mode 0600 (directory 0700) through
-``os.open(..., 0o600)`` so it never exists with wider permissions, optionally encrypted with a
-passphrase. The CA object keeps no revocation state; :mod:`bootstrap.repository` records every
+``os.open(..., 0o600)`` so it never exists with wider permissions, encrypted with a passphrase
+(``serve`` derives it from the secrets key, :mod:`lwm2m.store.secrets`; a key file written in
+clear by an older version is re-written encrypted the first time it is loaded with one). The CA
+object keeps no revocation state; :mod:`bootstrap.repository` records every
 issued certificate (public part) and its revocation in the database. Issued private keys are
 returned to the caller once and never stored by the CA.
 """
@@ -56,6 +58,18 @@ def write_private_file(path: Path, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _private_pem(key: ec.EllipticCurvePrivateKey, passphrase: bytes | None) -> bytes:
+    """PKCS#8 PEM, encrypted with ``passphrase`` when one is given."""
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase)
+        if passphrase
+        else serialization.NoEncryption()
+    )
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    )
 
 
 def fingerprint_of(certificate: x509.Certificate) -> str:
@@ -212,17 +226,7 @@ class CertificateAuthority:
             .add_extension(ski, critical=False)
             .sign(key, hashes.SHA256())
         )
-        encryption: serialization.KeySerializationEncryption = (
-            serialization.BestAvailableEncryption(passphrase)
-            if passphrase
-            else serialization.NoEncryption()
-        )
-        write_private_file(
-            key_path,
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
-            ),
-        )
+        write_private_file(key_path, _private_pem(key, passphrase))
         cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
         return cls(certificate, key, folder)
 
@@ -241,12 +245,17 @@ class CertificateAuthority:
                 f"{key_path} has mode {mode:o}; the CA key must not be readable by others "
                 f"(chmod 600 {key_path})"
             )
+        data = key_path.read_bytes()
+        legacy_plaintext = passphrase is not None and b"ENCRYPTED" not in data
         try:
-            key = serialization.load_pem_private_key(key_path.read_bytes(), passphrase)
+            key = serialization.load_pem_private_key(data, None if legacy_plaintext else passphrase)
         except (ValueError, TypeError) as exc:
             raise CaError(f"cannot read {key_path}: {exc} (wrong or missing passphrase?)") from exc
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise CaError(f"{key_path} is not an EC key")
+        if legacy_plaintext and passphrase is not None:
+            # a key written before encryption at rest: seal it now (issue 14 item 11)
+            write_private_file(key_path, _private_pem(key, passphrase))
         return cls(load_certificate(cert_path.read_bytes()), key, folder)
 
     @classmethod

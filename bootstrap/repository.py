@@ -43,6 +43,7 @@ from bootstrap.tables import (
     STATE,
 )
 from lwm2m.store import Page, SchemaMismatch, Store, Tx
+from lwm2m.store.secrets import SealedColumn, register, seal, unseal
 from lwm2m.store.tables import SCHEMA_VERSION_TABLE
 
 _I = IDENTITY.c
@@ -127,13 +128,27 @@ def _identity_row(identity: FactoryIdentity) -> dict[str, Any]:
     }
 
 
-def _identity_from_row(row: Row[Any]) -> FactoryIdentity:
+def psk_key_context(endpoint: str) -> str:
+    """The associated data sealing an identity's PSK (:mod:`lwm2m.store.secrets`)."""
+    return f"bs_identity/{endpoint}/psk_key"
+
+
+register(SealedColumn(IDENTITY, "psk_key", ("endpoint",), psk_key_context))
+
+
+def _sealed_identity_row(tx: Tx, identity: FactoryIdentity) -> dict[str, Any]:
+    row = _identity_row(identity)
+    row["psk_key"] = seal(tx, row["psk_key"], psk_key_context(identity.endpoint))
+    return row
+
+
+def _identity_from_row(row: Row[Any], tx: Tx) -> FactoryIdentity:
     m = row._mapping
     mode = SecurityMode(m["security_mode"])
     cred = BootstrapCredential(
         mode,
         psk_identity=m["psk_identity"],
-        psk_key=None if m["psk_key"] is None else bytes(m["psk_key"]),
+        psk_key=unseal(tx, m["psk_key"], psk_key_context(m["endpoint"])),
         certificate_fingerprint=m["cert_fingerprint"],
         certificate_serial=m["cert_serial"],
     )
@@ -195,11 +210,11 @@ class IdentityRepository:
                 f"({len(clashes)} conflicting identities)"
             )
         if identities:
-            tx.execute(IDENTITY.insert(), [_identity_row(i) for i in identities])
+            tx.execute(IDENTITY.insert(), [_sealed_identity_row(tx, i) for i in identities])
 
     def get(self, tx: Tx, endpoint: str) -> FactoryIdentity | None:
         row = tx.execute(select(IDENTITY).where(_I.endpoint == endpoint)).first()
-        return None if row is None else _identity_from_row(row)
+        return None if row is None else _identity_from_row(row, tx)
 
     def require(self, tx: Tx, endpoint: str) -> FactoryIdentity:
         found = self.get(tx, endpoint)
@@ -220,11 +235,11 @@ class IdentityRepository:
                 )
             )
         ).first()
-        return None if row is None else _identity_from_row(row)
+        return None if row is None else _identity_from_row(row, tx)
 
     def by_psk_identity(self, tx: Tx, identity: str) -> FactoryIdentity | None:
         row = tx.execute(select(IDENTITY).where(_I.psk_identity == identity)).first()
-        return None if row is None else _identity_from_row(row)
+        return None if row is None else _identity_from_row(row, tx)
 
     def list_page(
         self,
@@ -256,7 +271,7 @@ class IdentityRepository:
                 query = query.where(column == value)
         if status is not None:
             query = query.where(_I.status == str(status))
-        rows = [_identity_from_row(r) for r in tx.execute(query)]
+        rows = [_identity_from_row(r, tx) for r in tx.execute(query)]
         items = tuple(rows[:limit])
         return Page(items, items[-1].endpoint if len(rows) > limit else None)
 
@@ -301,11 +316,16 @@ class IdentityRepository:
     def all_psk(self, tx: Tx) -> list[tuple[str, bytes]]:
         """``(psk identity, key)`` of every active PSK identity (the handshake cache)."""
         rows = tx.execute(
-            select(_I.psk_identity, _I.psk_key).where(
+            select(_I.endpoint, _I.psk_identity, _I.psk_key).where(
                 _I.psk_identity.is_not(None), _I.status == str(IdentityStatus.ACTIVE)
             )
         )
-        return [(str(i), bytes(k)) for i, k in map(tuple, rows) if k is not None]
+        found = []
+        for endpoint, identity, sealed in map(tuple, rows):
+            key = unseal(tx, sealed, psk_key_context(endpoint))
+            if key is not None:
+                found.append((str(identity), key))
+        return found
 
 
 # -- certificates -------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ its DM server:
 from __future__ import annotations
 
 import asyncio
+import base64
 import ipaddress
 import json
 import logging
@@ -41,6 +42,7 @@ from cli.identities_cmd import actor, move_body, move_options
 from cli.output import print_json, table
 from lifecycle.api.bootstrap_routes import BootstrapApi
 from lwm2m.store import Store, StoreError
+from lwm2m.store.secrets import bind, load_box
 from lwm2m.transport import Address, X509Credentials
 
 if TYPE_CHECKING:
@@ -61,7 +63,8 @@ def ep(endpoint: str) -> str:
 
 
 def open_ca(data_dir: Path) -> CertificateAuthority:
-    return CertificateAuthority.open(data_dir / CA_DIR)
+    passphrase = base64.b64encode(load_box(data_dir).derive("ca key file"))  # issue 14 item 11
+    return CertificateAuthority.open(data_dir / CA_DIR, passphrase=passphrase)
 
 
 def dm_certificate(ca: CertificateAuthority, settings: ServeSettings) -> X509Credentials:
@@ -446,6 +449,7 @@ async def _serve_alone(
     server: BootstrapServer | None = None
     try:
         await asyncio.to_thread(store.create_schema)
+        bind(store, await asyncio.to_thread(load_box, folder))  # PSKs sealed at rest
         ca = await asyncio.to_thread(open_ca, folder)
         server = await BootstrapServer.start(config, store, ca=ca)
         log.info(

@@ -62,6 +62,8 @@ from lifecycle.state.component import StateComponent
 from lifecycle.state.component import config_from_env as state_config_from_env
 from lwm2m.server import LwM2MServer, ServerConfig
 from lwm2m.store import Store
+from lwm2m.store.secrets import bind as secrets_bind
+from lwm2m.store.secrets import load_box, seal_plaintext
 from lwm2m.transport import ConfigurationError, X509Credentials
 
 log = logging.getLogger("fleetloop.serve")
@@ -220,10 +222,10 @@ class Service:
     async def start(self) -> ApiInfo:
         settings = self.settings
         self.data_dir = prepare(settings.data_dir)
-        self.lock = ServeLock(self.data_dir)
-        self.lock.acquire()
         for path in lock_down(self.data_dir, sqlite_database=settings.database_url is None):
             log.warning("tightened to owner-only access", extra={"file": str(path)})
+        self.lock = ServeLock(self.data_dir)
+        self.lock.acquire()
         token, created = ensure_token(self.data_dir)
         if created:
             log.info(
@@ -247,7 +249,9 @@ class Service:
             config = dataclasses.replace(config, x509=bootstrap_cmd.dm_certificate(ca, settings))
         self.store = await asyncio.to_thread(Store.open, settings.database_url, self.data_dir)
         await asyncio.to_thread(self.store.create_schema)
-        log.info("store open", extra={"database": self.store.url})
+        box = await asyncio.to_thread(load_box, self.data_dir)
+        secrets_bind(self.store, box)  # PSKs sealed at rest (docs/SECURITY.md)
+        log.info("store open", extra={"database": self.store.url, "secrets_key": box.source})
         try:
             self.server = await LwM2MServer.start(config, self.store, loaded)
         except ConfigurationError as err:
@@ -271,6 +275,9 @@ class Service:
                 f"{settings.bs_coaps}): {err.strerror or err}; choose other ports with "
                 "--bs-coap/--bs-coaps (off: disabled)"
             ) from None
+        sealed = await self.store.write(seal_plaintext)  # stores written before encryption
+        if any(sealed.values()):
+            log.info("sealed plaintext secrets in place", extra={"sealed": sealed})
         await asyncio.to_thread(create_lifecycle_schema, self.store)
         self.lifecycle = LifecycleService(self.server)
         # -- lifecycle components register their event handlers here --

@@ -29,6 +29,7 @@ from lifecycle.api.render import JsonObject
 from lifecycle.api.scope import Scoped
 from lifecycle.api.views import security_json
 from lwm2m.store import EndpointSecurity, PskCredential, X509Credential
+from lwm2m.store.secrets import MIN_PSK_BYTES, key_fingerprint
 
 router = APIRouter()
 Context = Annotated[ApiContext, Depends(context_of)]
@@ -75,8 +76,13 @@ def _psk(body: SecurityBody) -> PskCredential | None:
         raise InputError(
             "body.psk_key", "the key must be hex, two digits per byte (e.g. 0011aabb...)"
         ) from None
-    if not 1 <= len(key) <= MAX_PSK_BYTES:
-        raise InputError("body.psk_key", f"the key must be 1..{MAX_PSK_BYTES} bytes (16 is usual)")
+    if not MIN_PSK_BYTES <= len(key) <= MAX_PSK_BYTES:
+        raise InputError(
+            "body.psk_key",
+            f"the key is {len(key)} bytes; it must be {MIN_PSK_BYTES}..{MAX_PSK_BYTES} bytes "
+            f"({2 * MIN_PSK_BYTES} hex digits at least: a shorter key is guessed offline from "
+            "one recorded handshake)",
+        )
     return PskCredential(body.psk_identity, key)
 
 
@@ -161,7 +167,9 @@ async def set_security(
     record = EndpointSecurity(endpoint, psk=psk, x509=cert, allow_nosec=body.allow_nosec)
     now = time.time()
     try:
-        audited = await audit_change(ctx, scope, "security.set", endpoint, _audit_detail(record))
+        audited = await audit_change(
+            ctx, scope, "security.set", endpoint, _audit_detail(ctx, record)
+        )
         previous = await ctx.store.write(
             lambda tx: (ctx.store.security.set(tx, record, now), audited(tx))[0]
         )
@@ -184,19 +192,19 @@ async def remove_security(ctx: Context, scope: Scoped, endpoint: str) -> JsonObj
     found = await ctx.store.read(lambda tx: ctx.store.security.get(tx, endpoint))
     if found is None:
         raise _no_record(endpoint)
-    audited = await audit_change(ctx, scope, "security.delete", endpoint, _audit_detail(found))
+    audited = await audit_change(ctx, scope, "security.delete", endpoint, _audit_detail(ctx, found))
     removed = await ctx.store.write(
         lambda tx: (ctx.store.security.remove(tx, endpoint), audited(tx))[0]
     )
     return {**security_json(removed), "removed": True}
 
 
-def _audit_detail(record: EndpointSecurity) -> dict[str, Any]:
+def _audit_detail(ctx: ApiContext, record: EndpointSecurity) -> dict[str, Any]:
     """What the audit may say about credentials: identities and a key fingerprint, no key."""
     psk, cert = record.psk, record.x509
     return {
         "psk_identity": psk.identity if psk is not None else None,
-        "psk_key_sha256_16": hashlib.sha256(psk.key).hexdigest()[:16] if psk is not None else None,
+        "psk_key_fingerprint": key_fingerprint(ctx.store, psk.key) if psk is not None else None,
         "x509_subject": cert.subject if cert is not None else None,
         "x509_fingerprint": cert.fingerprint_sha256 if cert is not None else None,
         "allow_nosec": record.allow_nosec,

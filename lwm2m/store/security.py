@@ -7,8 +7,9 @@ every PSK record (local writes patch it after they commit; a periodic refresh pi
 processes' writes), and for fleets too large to hold it falls back to an LRU with TTLs that
 reads single identities from the database on a miss.
 
-Keys are stored as given. Encryption at rest is not done here: protect the database (file
-permissions for SQLite, roles and TLS for PostgreSQL) -- see ``docs/STORE.md``.
+PSK keys are sealed at rest (:mod:`lwm2m.store.secrets`, AES-256-GCM with the endpoint as
+associated data) when the store has a secrets box bound -- ``serve`` always binds one; they are
+opened when a row is read, so the cache (and the handshake) holds plaintext keys in memory only.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sqlalchemy import Row, bindparam, delete, select
 from lwm2m.store.domain import EndpointSecurity, Page, PskCredential, X509Credential
 from lwm2m.store.engine import Tx
 from lwm2m.store.errors import Conflict, NotFound
+from lwm2m.store.secrets import SealedColumn, register, seal, unseal
 from lwm2m.store.tables import ENDPOINT_SECURITY
 
 _S = ENDPOINT_SECURITY.c
@@ -36,11 +38,20 @@ _BY_ENDPOINTS = select(ENDPOINT_SECURITY).where(
 _IN_CHUNK = 500  # bound parameters per IN list (SQLite's limit is 32 766; PostgreSQL's 65 535)
 
 
-def _from_row(row: Row[Any]) -> EndpointSecurity:
+def psk_context(endpoint: str) -> str:
+    """The associated data sealing an endpoint's PSK: the key opens for this row only."""
+    return f"endpoint_security/{endpoint}/psk_key"
+
+
+register(SealedColumn(ENDPOINT_SECURITY, "psk_key", ("endpoint",), psk_context))
+
+
+def _from_row(tx: Tx, row: Row[Any]) -> EndpointSecurity:
     m = row._mapping
     psk = None
-    if m["psk_identity"] is not None and m["psk_key"] is not None:
-        psk = PskCredential(m["psk_identity"], bytes(m["psk_key"]))
+    key = unseal(tx, m["psk_key"], psk_context(m["endpoint"]))
+    if m["psk_identity"] is not None and key is not None:
+        psk = PskCredential(m["psk_identity"], key)
     x509 = None
     if m["x509_subject"] is not None:
         x509 = X509Credential(m["x509_subject"], m["x509_fingerprint"])
@@ -285,7 +296,9 @@ class SecurityRepository:
         row = {
             "endpoint": security.endpoint,
             "psk_identity": keys.psk_identity,
-            "psk_key": security.psk.key if security.psk else None,
+            "psk_key": seal(
+                tx, security.psk.key if security.psk else None, psk_context(security.endpoint)
+            ),
             "x509_subject": keys.x509_subject,
             "x509_fingerprint": keys.x509_fingerprint,
             "allow_nosec": security.allow_nosec,
@@ -300,7 +313,7 @@ class SecurityRepository:
 
     def get(self, tx: Tx, endpoint: str) -> EndpointSecurity | None:
         row = tx.execute(_BY_ENDPOINT, {"endpoint": endpoint}).first()
-        return _from_row(row) if row is not None else None
+        return _from_row(tx, row) if row is not None else None
 
     def get_many(self, tx: Tx, endpoints: list[str]) -> dict[str, EndpointSecurity]:
         """The records of those ``endpoints`` that have one, by endpoint: one query per 500
@@ -310,7 +323,7 @@ class SecurityRepository:
         for start in range(0, len(unique), _IN_CHUNK):
             chunk = unique[start : start + _IN_CHUNK]
             for row in tx.execute(_BY_ENDPOINTS, {"endpoints": chunk}):
-                record = _from_row(row)
+                record = _from_row(tx, row)
                 found[record.endpoint] = record
         return found
 
@@ -332,19 +345,19 @@ class SecurityRepository:
         query = select(ENDPOINT_SECURITY).order_by(_S.endpoint).limit(limit + 1)
         if after is not None:
             query = query.where(_S.endpoint > after)
-        rows = [_from_row(r) for r in tx.execute(query)]
+        rows = [_from_row(tx, r) for r in tx.execute(query)]
         items = tuple(rows[:limit])
         return Page(items, items[-1].endpoint if len(rows) > limit else None)
 
     def find_by_psk_identity(self, tx: Tx, identity: str) -> EndpointSecurity | None:
         """Database lookup by PSK identity (the cache's loader; use the cache on hot paths)."""
         row = tx.execute(_BY_PSK, {"identity": identity}).first()
-        return _from_row(row) if row is not None else None
+        return _from_row(tx, row) if row is not None else None
 
     def all_with_psk(self, tx: Tx) -> list[EndpointSecurity]:
         """Every record that has a PSK (what the cache's snapshot holds)."""
         rows = tx.execute(select(ENDPOINT_SECURITY).where(_S.psk_identity.is_not(None)))
-        return [_from_row(r) for r in rows]
+        return [_from_row(tx, r) for r in rows]
 
     def find_by_certificate(
         self, tx: Tx, *, subject: str | None = None, fingerprint_sha256: str | None = None
@@ -358,7 +371,7 @@ class SecurityRepository:
             fp = _normalise_fingerprint(fingerprint_sha256)
             query = select(ENDPOINT_SECURITY).where(_S.x509_fingerprint == fp)
         row = tx.execute(query).first()
-        return _from_row(row) if row is not None else None
+        return _from_row(tx, row) if row is not None else None
 
     def _invalidate_after_commit(
         self, tx: Tx, previous: EndpointSecurity | None, new_identity: str | None
