@@ -113,6 +113,9 @@ def _listen_option(flag: str, help_text: str) -> Callable[[F], F]:
 @click.option("--x509-ca", type=click.Path(dir_okay=False, path_type=Path), help="device CA (PEM)")
 @click.option("--log-format", type=click.Choice(LOG_FORMATS), help="kv (default) or json lines")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), help="default: info")
+@_listen_option("--esipa-https", "eIM ESipa HTTPS listener (default off; docs/SGP32.md)")
+@click.option("--eim-id", metavar="TEXT", help="the eIM's eimId (default eim.fleetloop.local)")
+@click.option("--eim-ci", type=click.Path(dir_okay=False, path_type=Path), help="eUICC CIs (PEM)")
 def serve(config_file: Path | None, **flags: Any) -> None:
     """Run the LwM2M DM server (CoAP + CoAPs) and the management API until SIGINT/SIGTERM.
 

@@ -38,7 +38,7 @@ from pathlib import Path
 import uvicorn
 
 import objects
-from cli import bootstrap_cmd
+from cli import bootstrap_cmd, esim_cmd
 from cli.audit_key import load_or_create_signer
 from cli.datadir import (
     ApiInfo,
@@ -65,6 +65,7 @@ from lwm2m.store import Store
 from lwm2m.store.secrets import bind as secrets_bind
 from lwm2m.store.secrets import load_box, seal_plaintext
 from lwm2m.transport import ConfigurationError, X509Credentials
+from sgp32.errors import Sgp32Error
 
 log = logging.getLogger("fleetloop.serve")
 
@@ -218,6 +219,7 @@ class Service:
         self.lifecycle: LifecycleService | None = None
         self.state: StateComponent | None = None
         self.audit: AuditComponent | None = None
+        self.esipa: esim_cmd.RunningEsipa | None = None
 
     async def start(self) -> ApiInfo:
         settings = self.settings
@@ -297,6 +299,11 @@ class Service:
         self.state.start()
         operators = OperatorRegistry(self.store)
         self.lifecycle.start()
+        try:  # the eIM's ESipa HTTPS listener (--esipa-https, default off)
+            self.esipa = await esim_cmd.start_in_serve(settings, self.store, self.data_dir)
+        except (esim_cmd.EsimSetupError, Sgp32Error, OSError) as err:
+            message = f"cannot start the eIM (--esipa-https {settings.esipa_https}): {err}"
+            raise ServeError(message) from None
         sock = bind_api_socket(settings.api)
         host, port = sock.getsockname()[:2]
         _log_api_exposure(host)
@@ -336,7 +343,10 @@ class Service:
             database=self.store.url,
             version=self.context.version,
             started_at=iso8601(time.time()),
-            extra=bootstrap_cmd.api_info_extra(self.bootstrap),
+            extra={
+                **bootstrap_cmd.api_info_extra(self.bootstrap),
+                "esipa_https": self.esipa.json() if self.esipa else None,
+            },
         )
         write_api_info(self.data_dir, self.info)
         log.info(
@@ -365,6 +375,8 @@ class Service:
                 self.api_task.cancel()
                 with contextlib.suppress(BaseException):
                     await self.api_task
+        if self.esipa is not None:
+            await self.esipa.server.stop()
         if self.lifecycle is not None:
             await self.lifecycle.stop()
         if self.state is not None:

@@ -59,6 +59,9 @@ class ServeSettings:
     x509_ca: Path | None = None
     log_format: Literal["kv", "json"] = "kv"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    esipa_https: Listen | None = None
+    eim_id: str = "eim.fleetloop.local"
+    eim_ci: Path | None = None
     config_file: Path | None = None
     sources: Mapping[str, str] = field(default_factory=dict)
     """For each setting, where its value came from: ``flag``, ``env``, ``file`` or ``default``."""
@@ -198,6 +201,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("x509_ca", "--x509-ca", _path, None, "CA certificate(s) device certificates chain to"),
     Setting("log_format", "--log-format", _choice(LOG_FORMATS), "kv", "kv or json"),
     Setting("log_level", "--log-level", _choice(LOG_LEVELS), "info", "log level"),
+    Setting("esipa_https", "--esipa-https", _optional_listen, None, "eIM ESipa HTTPS listener"),
+    Setting("eim_id", "--eim-id", _text, "eim.fleetloop.local", "the eIM's eimId"),
+    Setting("eim_ci", "--eim-ci", _path, None, "CI certificates (PEM) eUICC chains lead to"),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
