@@ -29,6 +29,7 @@ from lifecycle.api.inventory_routes import TAGS as INVENTORY_TAGS
 from lifecycle.api.parse import InputError
 from lifecycle.api.state_routes import TAGS as STATE_TAGS
 from lifecycle.api.token_routes import TAGS as TOKEN_TAGS
+from lifecycle.console import mount_console
 from lwm2m.server import InvalidRequest, ServerError, UnknownEndpoint, UnknownObservation
 from lwm2m.store import Conflict, NotFound, StoreError, StoreOverloaded, StoreUnavailable
 
@@ -194,6 +195,9 @@ def create_app(context: ApiContext) -> FastAPI:
     from lifecycle.api import inventory_routes
 
     app.include_router(routes.health)
+    from lifecycle.api import readiness
+
+    readiness.install(app)  # GET /ready; 503 while the store lacks its tables (issue 14)
     protected = [Depends(current_principal)]
     for router in (
         routes.router,
@@ -206,5 +210,5 @@ def create_app(context: ApiContext) -> FastAPI:
         audit_routes.router,
     ):
         app.include_router(router, prefix=API_PREFIX, dependencies=protected)
-
+    mount_console(app)  # the web console at /console/ (static files; not in the OpenAPI)
     return app
