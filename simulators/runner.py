@@ -71,11 +71,15 @@ from simulators.device.events import (
     Deregistered,
     Registered,
     RegistrationFailed,
+    UpdateFailed,
 )
 from simulators.device.objects import ObjectStore
 from simulators.device.template import DeviceTemplate
 
 E = TypeVar("E")
+REHANDSHAKE_FIRST_DELAY = 0.5
+REHANDSHAKE_MAX_DELAY = 30.0
+REHANDSHAKE_BEFORE_BOOTSTRAP = 3  # failed handshakes before a bootstrap-capable device falls back
 DEFAULT_PORTS = {"coap": 5683, "coaps": 5684}
 
 
@@ -184,8 +188,12 @@ class SimulatedDevice:
         self._shell: CoapShell[ClientEvent] | None = None
         self._changed: asyncio.Event | None = None
         self._cycle: asyncio.Task[None] | None = None
+        self._stopping = False
         #: Bootstraps completed (client-initiated, server-initiated and fallback).
         self.bootstraps = 0
+        #: New DTLS handshakes after the server lost the session, and failed attempts at one.
+        self.rehandshakes = 0
+        self.rehandshake_failures = 0
 
     @staticmethod
     def _mode(uri: ServerUri, psk: tuple[bytes, bytes] | None) -> SecurityMode:
@@ -214,7 +222,7 @@ class SimulatedDevice:
                 uri.host,
                 uri.port,
                 DtlsClientConfig(psk=psk, x509=x509, server_hostname=self._server_hostname),
-                on_session_closed=shell.session_closed,
+                on_session_closed=lambda peer, reason: self._dtls_closed(shell, peer, reason),
             )
             server = dtls.peer
             transport = dtls
@@ -230,6 +238,7 @@ class SimulatedDevice:
         a bootstrap-capable device without a DM account bootstraps first."""
         if self._core is not None:
             raise RuntimeError(f"{self.endpoint} is already started")
+        self._stopping = False
         loop = asyncio.get_running_loop()
         self._changed = asyncio.Event()
         core = DeviceCore(
@@ -354,6 +363,79 @@ class SimulatedDevice:
         core.start(shell.now())
         shell.flush()
 
+    # -- re-handshake (issue 14 item 14) -----------------------------------------------------
+    def _dtls_closed(self, shell: CoapShell[ClientEvent], peer: Peer, reason: str) -> None:
+        """The server ended the DTLS session (close_notify on a restart, a fatal alert, an
+        evicted session). Real clients handshake again and register; before this the device
+        kept sending into the closed session ("DTLS session is closed") for ever."""
+        shell.session_closed(peer, reason)
+        if shell is self._shell:
+            self._schedule_rehandshake(f"session closed: {reason}")
+
+    def _schedule_rehandshake(self, reason: str) -> None:
+        if self._core is None or self._stopping:
+            return
+        if self._cycle is not None and not self._cycle.done():
+            return  # a bootstrap or an earlier re-handshake is already under way
+        self._cycle = asyncio.get_running_loop().create_task(self._rehandshake(reason))
+
+    def _dm_target(
+        self, core: DeviceCore
+    ) -> tuple[ServerUri, tuple[bytes, bytes] | None, X509Credentials | None]:
+        """Where and with what the device reaches its DM server now."""
+        account = dm_account(core.store) if self.bootstrap_uri is not None else None
+        if account is not None:
+            psk, x509 = self._dm_credentials(account)
+            return ServerUri.parse(account.uri), psk, x509
+        assert self.server_uri is not None
+        return self.server_uri, self._psk, self._x509
+
+    async def _rehandshake(self, reason: str) -> None:
+        """Drop the dead session, handshake again (backing off while the server is away) and
+        register from scratch over the new session, as a real client does."""
+        core, shell = self._core, self._shell
+        if core is None or shell is None:
+            return
+        self.rehandshakes += 1
+        now = shell.now()
+        if core.client.state is not State.STOPPED:
+            core.client.stop(now)  # no De-register: the server no longer knows the session
+        core.coap.forget_peer(core.client.server, now)
+        shell.close()
+        self._shell = None
+        uri, psk, x509 = self._dm_target(core)
+        delay = REHANDSHAKE_FIRST_DELAY
+        failures = 0
+        while not self._stopping:
+            try:
+                new_shell, server = await self._open(core, uri, psk=psk, x509=x509)
+            except Exception:  # server still down or refusing: back off and try again
+                self.rehandshake_failures += 1
+                failures += 1
+                if failures >= REHANDSHAKE_BEFORE_BOOTSTRAP and has_bootstrap_account(core.store):
+                    await self._connect(bootstrap_first=True)  # as after a refused Register
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, REHANDSHAKE_MAX_DELAY)
+                continue
+            if self._stopping:
+                new_shell.close()
+                return
+            core.client.server = server
+            self._shell = new_shell
+            core.start(new_shell.now())
+            new_shell.flush()
+            return
+
+    def _on_timeout_over_dtls(self, event: ClientEvent) -> None:
+        """An Update or Register that got no answer over DTLS: the server may have lost the
+        session silently (restarted after a crash), so handshake again before retrying."""
+        core = self._core
+        if self._shell is None or core is None or not self._dm_target(core)[0].secure:
+            return
+        if isinstance(event, UpdateFailed | RegistrationFailed) and event.code is None:
+            self._schedule_rehandshake(f"no answer: {event.reason}")
+
     async def _rebootstrap(self, reason: str) -> None:
         """Execute /1/x/9 or a failed registration sequence: de-register, bootstrap, register."""
         core, shell = self._core, self._shell
@@ -374,6 +456,7 @@ class SimulatedDevice:
 
     async def stop(self, timeout: float = 5.0) -> None:
         """De-register (waiting up to ``timeout`` for the answer) and close the socket."""
+        self._stopping = True
         cycle, self._cycle = self._cycle, None
         if cycle is not None and not cycle.done():
             cycle.cancel()
@@ -412,6 +495,8 @@ class SimulatedDevice:
         self.events.append(event)
         if self._changed is not None:
             self._changed.set()
+        if isinstance(event, UpdateFailed | RegistrationFailed):
+            self._on_timeout_over_dtls(event)
         if (
             isinstance(event, BootstrapRequested)
             and self.bootstrap_uri is not None
