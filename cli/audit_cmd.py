@@ -20,7 +20,6 @@ import click
 from cli.client import CliFailure
 from cli.commands import api, json_option
 from cli.output import print_json, table
-from lwm2m.store.checkpoint import Checkpoint, ProofError, check_proof_document
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _CHECKPOINT_FIELDS = ("tree_size", "root_hash", "signature", "key_id")
@@ -124,6 +123,8 @@ def verify_cmd(checkpoint_file: str | None, as_json: bool) -> None:
     log was edited, records deleted, reordered or truncated."""
     params: dict[str, Any] = {}
     if checkpoint_file is not None:
+        from lwm2m.store.checkpoint import Checkpoint, ProofError  # heavy: only when asked
+
         doc = _read_json_file(checkpoint_file, "checkpoint")
         try:
             kept = Checkpoint.from_dict(
@@ -179,6 +180,8 @@ def prove_cmd(seq: int, tree_size: int | None, out: str | None) -> None:
 def check_proof_cmd(proof_file: str, key_id: str | None, as_json: bool) -> None:
     """Verify a proof file OFFLINE (no server): the record hashes to the leaf, the audit path
     leads to the checkpoint's root, and the checkpoint's signature holds."""
+    from lwm2m.store.checkpoint import ProofError, check_proof_document  # heavy: offline only
+
     doc = _read_json_file(proof_file, "proof")
     if not isinstance(doc, dict):
         raise CliFailure(f"{proof_file}: not a proof document")

@@ -10,9 +10,9 @@ fix, and whose exit code tells scripts what kind of failure it was:
 
 ====  ====================================================================================
 1     the request failed: the device answered with an error, timed out, is not registered,
-      or the input was refused (the message says which)
-2     usage error (click's own code)
-3     no server: not found, not reachable, or the token was refused
+      the input or the token was refused (the message says which)
+2     usage error: a mistake the CLI itself can see (bad option value, path, hex key, ...)
+3     no server: none found, or nothing answered at its address
 ====  ====================================================================================
 """
 
@@ -20,15 +20,16 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import httpx
+from urllib.parse import urlencode, urlsplit
 
 from cli.datadir import DataDirError, pid_alive, read_api_info, read_token
 from cli.settings import default_data_dir
+from cli.wire import Answer, WireError, connect, exchange
 
 EXIT_FAILED = 1
 EXIT_NO_SERVER = 3
@@ -89,14 +90,26 @@ def find_server(env: Mapping[str, str] | None = None) -> Target:
     return Target(info.url.rstrip("/"), token or info.token, str(data_dir / "api.json"))
 
 
-def _body(response: httpx.Response) -> Any:
+@dataclass(frozen=True, slots=True)
+class Response:
+    """What the CLI keeps of an HTTP answer (status line and body)."""
+
+    status_code: int
+    reason_phrase: str
+    content: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+def _body(response: Response) -> Any:
     try:
         return response.json()
     except ValueError:
         return None
 
 
-def failure_message(response: httpx.Response, target: Target) -> CliFailure:
+def failure_message(response: Response, target: Target) -> CliFailure:
     """One line for an error response, phrased for the command line."""
     body = _body(response)
     detail: Mapping[str, Any] = body if isinstance(body, Mapping) else {}
@@ -104,10 +117,10 @@ def failure_message(response: httpx.Response, target: Target) -> CliFailure:
     endpoint = detail.get("endpoint")
     message = str(detail.get("message") or response.reason_phrase or response.status_code)
     if response.status_code == 401:
+        # the server answered: a request failure (1), not "no server" (3)
         return CliFailure(
             f"the API at {target.url} refused the token (from {target.source}); use the token "
-            "in the server's data directory (api-token) or set FLEETLOOP_TOKEN",
-            EXIT_NO_SERVER,
+            "in the server's data directory (api-token) or set FLEETLOOP_TOKEN"
         )
     if status == "unknown_endpoint" and endpoint:
         return CliFailure(f"device {endpoint!r} is not registered; see `fleetloop devices list`")
@@ -121,19 +134,54 @@ def failure_message(response: httpx.Response, target: Target) -> CliFailure:
     return CliFailure(message)
 
 
+CONNECT_TIMEOUT = 5.0
+
+
+def query_string(params: Mapping[str, Any] | None) -> str:
+    """``?a=1&b=x&b=y`` from a mapping: ``None`` dropped, lists repeated, booleans lower-case
+    (what FastAPI parses as ``bool``)."""
+    pairs: list[tuple[str, str]] = []
+    for key, value in (params or {}).items():
+        values = value if isinstance(value, list | tuple) else [value]
+        for item in values:
+            if item is None:
+                continue
+            pairs.append(
+                (key, ("true" if item else "false") if isinstance(item, bool) else str(item))
+            )
+    return f"?{urlencode(pairs)}" if pairs else ""
+
+
 class ApiClient:
-    """A thin synchronous httpx client with the bearer token and the error mapping."""
+    """A small synchronous HTTP/1.1 client with the bearer token and the error mapping.
+
+    It speaks HTTP through :mod:`cli.wire` rather than httpx on purpose: importing httpx costs
+    the CLI more time than the whole request (``benchmarks/bench_cli.py``). One connection
+    per request keeps it simple; on loopback a TCP connect costs a fraction of a millisecond.
+    """
 
     def __init__(self, target: Target, *, timeout: float = 60.0) -> None:
         self.target = target
-        self._client = httpx.Client(
-            base_url=target.url + API_PREFIX,
-            headers={"Authorization": f"Bearer {target.token}"},
-            timeout=httpx.Timeout(timeout, connect=5.0),
-        )
+        self.timeout = timeout
+        parts = urlsplit(target.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise CliFailure(
+                f"{target.url!r} (from {target.source}) is not an http:// or https:// URL",
+                EXIT_NO_SERVER,
+            )
+        self._tls = parts.scheme == "https"
+        self._host = parts.hostname
+        self._port = parts.port or (443 if self._tls else 80)
+        self._host_header = parts.netloc.rpartition("@")[2]
+        self._base = parts.path.rstrip("/") + API_PREFIX
+        self._headers = {
+            "Authorization": f"Bearer {target.token}",
+            "Accept": "application/json",
+            "User-Agent": "fleetloop-cli",
+        }
 
     def close(self) -> None:
-        self._client.close()
+        """Nothing to release: every request opens and closes its own connection."""
 
     def __enter__(self) -> ApiClient:
         return self
@@ -141,13 +189,51 @@ class ApiClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _unreachable(self, err: httpx.TransportError) -> CliFailure:
+    def _unreachable(self, err: OSError | WireError) -> CliFailure:
         reason = str(err) or type(err).__name__
         return CliFailure(
             f"cannot reach the fleetloop API at {self.target.url} (from {self.target.source}): "
             f"{reason}; is `fleetloop serve` running?",
             EXIT_NO_SERVER,
         )
+
+    def _slow(self, method: str, path: str) -> CliFailure:
+        return CliFailure(
+            f"the fleetloop API at {self.target.url} did not answer {method} {path} in time; "
+            "the device may be asleep or slow: retry, or check `fleetloop devices show`"
+        )
+
+    def _open(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        read_timeout: float | None,
+    ) -> tuple[socket.socket, Answer]:
+        """Connect (exit 3 when nothing answers) and send; the answer's head."""
+        try:
+            sock = connect(self._host, self._port, tls=self._tls, timeout=CONNECT_TIMEOUT)
+        except OSError as err:
+            raise self._unreachable(err) from None
+        try:
+            sock.settimeout(read_timeout)
+            answer = exchange(
+                sock,
+                method,
+                self._base + path + query_string(params),
+                host=self._host_header,
+                headers={**self._headers, **headers},
+                body=body,
+            )
+        except TimeoutError:
+            sock.close()
+            raise self._slow(method, path) from None
+        except (OSError, WireError) as err:
+            sock.close()
+            raise self._unreachable(err) from None
+        return sock, answer
 
     def request(
         self,
@@ -159,21 +245,21 @@ class ApiClient:
         timeout: float | None = None,
     ) -> Any:
         """Call the API; the decoded JSON body on success, :class:`CliFailure` otherwise."""
+        body = None if json_body is None else json.dumps(json_body).encode()
+        headers = {} if body is None else {"Content-Type": "application/json"}
+        read_timeout = timeout if timeout is not None else self.timeout
+        sock, answer = self._open(method, path, params, body, headers, read_timeout)
         try:
-            response = self._client.request(
-                method,
-                path,
-                json=json_body,
-                params={k: v for k, v in (params or {}).items() if v is not None},
-                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
-            )
-        except httpx.TimeoutException:
+            response = Response(answer.status, answer.reason, answer.body())
+        except TimeoutError:
+            raise self._slow(method, path) from None
+        except (OSError, WireError) as err:
             raise CliFailure(
-                f"the fleetloop API at {self.target.url} did not answer {method} {path} in time; "
-                "the device may be asleep or slow: retry, or check `fleetloop devices show`"
+                f"the fleetloop API at {self.target.url} broke off its answer to {method} "
+                f"{path}: {err}; retry"
             ) from None
-        except httpx.TransportError as err:
-            raise self._unreachable(err) from None
+        finally:
+            sock.close()
         if response.status_code >= 400:
             raise failure_message(response, self.target)
         if response.status_code == 204 or not response.content:
@@ -184,21 +270,19 @@ class ApiClient:
         self, params: Mapping[str, Any] | None = None
     ) -> Generator[tuple[str, Any], None, None]:
         """Server-sent events from ``/events`` as ``(event, data)``; ends when the server does."""
-        query = {k: v for k, v in (params or {}).items() if v is not None}
+        sock, answer = self._open(
+            "GET", "/events", params, None, {"Accept": "text/event-stream"}, None
+        )
         try:
-            with self._client.stream(
-                "GET",
-                "/events",
-                params=query,
-                timeout=httpx.Timeout(None, connect=5.0),
-                headers={"Accept": "text/event-stream"},
-            ) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    raise failure_message(response, self.target)
-                yield from parse_sse(response.iter_lines())
-        except httpx.TransportError as err:
-            raise self._unreachable(err) from None
+            if answer.status >= 400:
+                response = Response(answer.status, answer.reason, answer.body())
+                raise failure_message(response, self.target)
+            try:
+                yield from parse_sse(answer.lines())
+            except (OSError, WireError) as err:
+                raise self._unreachable(err) from None
+        finally:
+            sock.close()
 
 
 def parse_sse(lines: Iterator[str]) -> Iterator[tuple[str, Any]]:

@@ -10,7 +10,7 @@ traceback is never shown to an operator; ``FLEETLOOP_DEBUG=1`` shows it for bug 
 
 from __future__ import annotations
 
-import asyncio
+import importlib
 import os
 import sys
 from collections.abc import Callable
@@ -19,25 +19,62 @@ from typing import Any, TypeVar
 
 import click
 
-from cli import sim_cmd
-from cli.audit_cmd import audit
-from cli.bootstrap_cmd import bootstrap, rebootstrap
 from cli.client import CliFailure
 from cli.commands import ALL_COMMANDS
-from cli.datadir import DataDirError
-from cli.identities_cmd import identities
-from cli.inventory_cmd import groups, inventory
-from cli.settings import LOG_FORMATS, LOG_LEVELS, SettingsError
-from cli.state_cmd import state
-from cli.tokens_cmd import tokens
-from lwm2m.store import StoreError
+from cli.settings import LOG_FORMATS, LOG_LEVELS
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug, not an operator mistake
 
+LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "audit": ("cli.audit_cmd", "audit", "The one audit log: who changed what; verify, prove."),
+    "bootstrap": ("cli.bootstrap_cmd", "bootstrap", "Bootstrap policies, status, audit trail."),
+    "groups": ("cli.inventory_cmd", "groups", "Named device groups: dynamic or snapshot."),
+    "identities": ("cli.identities_cmd", "identities", "Factory identities of the devices."),
+    "inventory": ("cli.inventory_cmd", "inventory", "Device records, stages and labels."),
+    "rebootstrap": ("cli.bootstrap_cmd", "rebootstrap", "Send a device back to bootstrap."),
+    "sim": ("cli.sim_cmd", "sim", "Simulated devices and fleets against a server."),
+    "state": ("cli.state_cmd", "state", "Desired vs reported state, drift, config bundles."),
+    "tokens": ("cli.tokens_cmd", "tokens", "Operator tokens: roles and tenants."),
+}
+"""Command groups imported only when invoked: ``(module, attribute, one-line help)``.
+
+Some of them reach into server-side code (the simulator, the bootstrap CA, the audit
+checkpoint verifier); loading them for every ``fleetloop`` call would cost each command
+hundreds of milliseconds (``benchmarks/bench_cli.py``, ``tests/cli/test_import_cost.py``).
+"""
+
 
 class FleetloopGroup(click.Group):
-    """A click group that turns every failure into one line and an exit code."""
+    """A click group that turns every failure into one line and an exit code, and loads the
+    command groups of :data:`LAZY_COMMANDS` on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = self.commands.get(cmd_name)
+        if command is None and cmd_name in LAZY_COMMANDS:
+            module_name, attribute, _ = LAZY_COMMANDS[cmd_name]
+            command = getattr(importlib.import_module(module_name), attribute)
+            assert isinstance(command, click.Command)
+            self.add_command(command, cmd_name)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """``--help`` lists the lazy groups by their one-line help, without importing them."""
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in self.commands:
+                command = self.commands[name]
+                if command.hidden:
+                    continue
+                rows.append((name, command.get_short_help_str(limit=formatter.width)))
+            else:
+                rows.append((name, LAZY_COMMANDS[name][2]))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -122,9 +159,14 @@ def serve(config_file: Path | None, **flags: Any) -> None:
     Every setting is also an environment variable (FLEETLOOP_COAP, ...) and a TOML key;
     precedence: flag > environment > --config file > default (docs/CONFIG.md).
     """
+    import asyncio
+
     from cli import logs
     from cli import serve as serving
     from cli import settings as settings_mod
+    from cli.datadir import DataDirError
+    from cli.settings import SettingsError
+    from lwm2m.store import StoreError
 
     try:
         settings = settings_mod.load(flags, config_file=config_file)
@@ -140,14 +182,6 @@ def serve(config_file: Path | None, **flags: Any) -> None:
 
 for _command in ALL_COMMANDS:
     main.add_command(_command)
-for _command in (identities, bootstrap, rebootstrap):
-    main.add_command(_command)
-main.add_command(sim_cmd.sim)
-main.add_command(inventory)
-main.add_command(groups)
-main.add_command(tokens)
-main.add_command(audit)
-main.add_command(state)
 
 
 if __name__ == "__main__":  # pragma: no cover

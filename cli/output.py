@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from lifecycle.api.render import flatten
+from lifecycle.jsonview import flatten
 
 OPAQUE_PREVIEW = 32
 

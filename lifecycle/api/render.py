@@ -31,17 +31,19 @@ Nodes, per level (every node carries its ``path``; names come from the object mo
     resource instance   {"path": "/3/0/7/0", "kind": "resource_instance", "id": 0,
                          "name": "...", "type": "Integer", "value": 3800}
 
-Pure functions: no I/O, no FastAPI; the CLI reuses :func:`flatten` for its tables.
+Pure functions: no I/O, no FastAPI. :func:`flatten` and :func:`iso8601` live in
+:mod:`lifecycle.jsonview` so the CLI can use them without importing the API.
 """
 
 from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
+from collections.abc import Mapping
 from typing import Any
 
+from lifecycle.jsonview import flatten as flatten  # re-exported
+from lifecycle.jsonview import iso8601 as iso8601  # re-exported
 from lwm2m.model import (
     DataType,
     LwM2MObject,
@@ -57,14 +59,6 @@ from lwm2m.model import (
 )
 
 JsonObject = dict[str, Any]
-
-
-def iso8601(epoch: float) -> str:
-    """UTC ISO 8601 with a ``Z`` suffix; whole seconds print without a fraction."""
-    moment = datetime.fromtimestamp(epoch, tz=UTC)
-    if moment.microsecond == 0:
-        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def timestamp_fields(name: str, epoch: float | None) -> JsonObject:
@@ -170,29 +164,3 @@ def node_to_json(node: Node, path: Path, model: ObjectModel) -> JsonObject:
 def nodes_to_json(nodes: Mapping[Path, Node], model: ObjectModel) -> list[JsonObject]:
     """Several nodes (a composite result), in path order."""
     return [node_to_json(nodes[p], p, model) for p in sorted(nodes)]
-
-
-def flatten(rendered: Mapping[str, Any]) -> Iterator[JsonObject]:
-    """Every leaf of a rendered node as ``{"path", "name", "type", "value", ...}``, in order.
-
-    Used by the CLI to print a node as a table with one line per value; it works on the JSON
-    the API returned, so it needs no object model.
-    """
-    kind = rendered.get("kind")
-    if kind == "object":
-        for instance in rendered.get("instances", ()):
-            yield from flatten(instance)
-    elif kind == "instance":
-        for resource in rendered.get("resources", ()):
-            yield from flatten(resource)
-    elif rendered.get("multiple"):
-        base = str(rendered.get("path", ""))
-        for item in rendered.get("instances", ()):
-            yield {
-                **item,
-                "path": f"{base}/{item.get('id')}",
-                "name": rendered.get("name"),
-                "type": rendered.get("type"),
-            }
-    elif "value" in rendered:
-        yield dict(rendered)

@@ -106,7 +106,7 @@ def test_errors_are_one_line_naming_the_device_and_the_fix(served: Background) -
     assert "is not an LwM2M path" in usage.stderr
 
 
-def test_no_server_and_a_refused_token_exit_3_with_the_fix(
+def test_no_server_exits_3_and_a_refused_token_1_with_the_fix(
     served: Background, tmp_path: Path
 ) -> None:
     nothing = invoke(tmp_path, "devices", "list")
@@ -120,7 +120,7 @@ def test_no_server_and_a_refused_token_exit_3_with_the_fix(
         "list",
         env={"FLEETLOOP_URL": served.info.url, "FLEETLOOP_TOKEN": "wrong-token"},
     )
-    assert wrong.exit_code == 3
+    assert wrong.exit_code == 1  # the server answered: the request failed, the server is there
     assert "refused the token" in wrong.stderr
     right = invoke(
         tmp_path,
