@@ -49,6 +49,7 @@ from cli.datadir import (
     remove_api_info,
     write_api_info,
 )
+from cli.schema_guard import SchemaGuard, guard_for
 from cli.settings import Listen, ServeSettings
 from lifecycle.api import ApiContext, create_app
 from lifecycle.api.bootstrap_routes import BootstrapApi
@@ -219,6 +220,7 @@ class Service:
         self.lifecycle: LifecycleService | None = None
         self.state: StateComponent | None = None
         self.audit: AuditComponent | None = None
+        self.schema_guard: SchemaGuard | None = None
         self.esipa: esim_cmd.RunningEsipa | None = None
 
     async def start(self) -> ApiInfo:
@@ -315,6 +317,9 @@ class Service:
         self.context.audit = self.audit
         app = create_app(self.context)
         app.state.bootstrap = self.bootstrap
+        self.schema_guard = guard_for(self.store)  # recreates a dropped schema; GET /ready
+        app.state.readiness = self.schema_guard
+        self.schema_guard.start()
         config_uv = uvicorn.Config(
             app,
             log_config=None,
@@ -364,6 +369,8 @@ class Service:
     async def stop(self) -> None:
         """Undo :meth:`start` in reverse; safe after a partial start."""
         log.info("stopping")
+        if self.schema_guard is not None:
+            await self.schema_guard.stop()
         if self.context is not None:
             self.context.close_streams()
         if self.uvicorn is not None and self.api_task is not None:

@@ -195,6 +195,9 @@ def create_app(context: ApiContext) -> FastAPI:
     from lifecycle.api import inventory_routes
 
     app.include_router(routes.health)
+    from lifecycle.api import readiness
+
+    readiness.install(app)  # GET /ready; 503 while the store lacks its tables (issue 14)
     protected = [Depends(current_principal)]
     for router in (
         routes.router,
