@@ -223,6 +223,21 @@ def test_a_device_page_reads_writes_and_watches_a_value_change(
     expect()(audit).to_contain_text("operator:admin")
 
 
+def test_a_viewer_token_sees_the_device_but_a_write_is_refused_with_the_reason(
+    page: Any, world: ConsoleWorld
+) -> None:
+    made = world.api("POST", "/v1/tokens", json={"name": "console-viewer", "role": "viewer"})
+    log_in(page, made["token"])
+    page.get_by_role("heading", name="Fleet overview").wait_for()
+    page.goto("/console/#/devices/meter-eu-2")
+    expect()(resource(page, "/3/0/0").locator(".value")).to_have_text("fleetloop-sim")
+    resource(page, "/3/0/14").get_by_role("button", name="Write").click()
+    resource(page, "/3/0/14").get_by_role("textbox").fill("+01:00")
+    resource(page, "/3/0/14").get_by_role("button", name="Send").click()
+    expect()(page.locator("#outcome")).to_contain_text("has role viewer; this needs operator")
+    assert world.devices["meter-eu-2"].read("/3/0/14") == "+00:00"
+
+
 def test_a_drifted_device_shows_desired_and_reported_apart(page: Any, world: ConsoleWorld) -> None:
     logged_in(page, world)
     page.goto("/console/#/devices/tracker-us-1")

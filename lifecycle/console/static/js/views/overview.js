@@ -114,13 +114,26 @@ function bundlesCard(bundles) {
   );
 }
 
+// A part of the page whose component the server may not run (503): shown as missing.
+async function unless503(promise, fallback) {
+  try {
+    return await promise;
+  } catch (err) {
+    if (err instanceof ApiError && err.httpStatus === 503) return fallback(err);
+    throw err;
+  }
+}
+
 export async function render(root, view) {
+  const noInventory = (err) => {
+    throw new ApiError(503, { status: err.kind, message: `${err.message}; the overview needs the inventory` });
+  };
   const [health, stages, sample, drift, bundles] = await Promise.all([
     fetch("/health").then((r) => r.json()),
-    stageCounts(),
-    allPages("/inventory", {}, SAMPLE),
-    get("/state/drift", { limit: 1000 }),
-    get("/config-bundles").then(itemsOf),
+    unless503(stageCounts(), noInventory),
+    unless503(allPages("/inventory", {}, SAMPLE), noInventory),
+    unless503(get("/state/drift", { limit: 1000 }), () => ({ items: [], truncated: false })),
+    unless503(get("/config-bundles").then(itemsOf), () => []),
   ]);
   if (!view.current()) return;
   const devices = sample.items;
