@@ -65,6 +65,7 @@ from lwm2m.server import LwM2MServer, ServerConfig
 from lwm2m.store import Store
 from lwm2m.store.secrets import bind as secrets_bind
 from lwm2m.store.secrets import load_box, seal_plaintext
+from lwm2m.store.telemetry import RetentionPolicy, TelemetryRetention
 from lwm2m.transport import ConfigurationError, X509Credentials
 from sgp32.errors import Sgp32Error
 
@@ -177,6 +178,15 @@ def server_config(settings: ServeSettings) -> ServerConfig:
         raise ServeError(f"invalid server settings: {err}") from None
 
 
+def retention_policy(settings: ServeSettings) -> RetentionPolicy:
+    """The telemetry retention of ``--telemetry-max-age/-max-rows/-retention-interval``."""
+    return RetentionPolicy(
+        max_age=settings.telemetry_max_age,
+        max_rows_per_device=settings.telemetry_max_rows,
+        interval=settings.telemetry_retention_interval,
+    )
+
+
 def _log_security_posture(settings: ServeSettings) -> None:
     if settings.secure_only:
         if settings.coaps is None:
@@ -221,6 +231,7 @@ class Service:
         self.state: StateComponent | None = None
         self.audit: AuditComponent | None = None
         self.schema_guard: SchemaGuard | None = None
+        self.retention: TelemetryRetention | None = None
         self.esipa: esim_cmd.RunningEsipa | None = None
 
     async def start(self) -> ApiInfo:
@@ -320,6 +331,10 @@ class Service:
         self.schema_guard = guard_for(self.store)  # recreates a dropped schema; GET /ready
         app.state.readiness = self.schema_guard
         self.schema_guard.start()
+        self.retention = TelemetryRetention(
+            self.store.telemetry, self.store.write, self.store.read, retention_policy(settings)
+        )
+        self.retention.start()  # telemetry history bounded by age and rows per device
         config_uv = uvicorn.Config(
             app,
             log_config=None,
@@ -371,6 +386,8 @@ class Service:
         log.info("stopping")
         if self.schema_guard is not None:
             await self.schema_guard.stop()
+        if self.retention is not None:
+            await self.retention.stop()
         if self.context is not None:
             self.context.close_streams()
         if self.uvicorn is not None and self.api_task is not None:

@@ -62,6 +62,9 @@ class ServeSettings:
     esipa_https: Listen | None = None
     eim_id: str = "eim.fleetloop.local"
     eim_ci: Path | None = None
+    telemetry_max_age: float | None = 30 * 86400.0
+    telemetry_max_rows: int | None = 100_000
+    telemetry_retention_interval: float = 60.0
     config_file: Path | None = None
     sources: Mapping[str, str] = field(default_factory=dict)
     """For each setting, where its value came from: ``flag``, ``env``, ``file`` or ``default``."""
@@ -171,6 +174,46 @@ def _paths(raw: object, where: str) -> tuple[Path, ...]:
     return tuple(_path(item, where) for item in items)
 
 
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def _duration(raw: object, where: str) -> float:
+    """Seconds from ``3600``, ``90s``, ``15m``, ``12h``, ``30d`` or ``2w``."""
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        text = str(raw)
+    elif isinstance(raw, str):
+        text = raw.strip().lower()
+    else:
+        raise SettingsError(f"{where}: expected a duration such as 30d or 3600, got {raw!r}")
+    unit = _UNITS.get(text[-1:])
+    number = text[:-1] if unit is not None else text
+    try:
+        seconds = float(number) * (unit or 1.0)
+    except ValueError:
+        raise SettingsError(
+            f"{where}: {raw!r} is not a duration; use seconds or a number with s, m, h, d or w "
+            "(e.g. 30d)"
+        ) from None
+    if not seconds > 0 or seconds != seconds or seconds == float("inf"):
+        raise SettingsError(f"{where}: {raw!r} must be a positive duration")
+    return seconds
+
+
+def _duration_or_off(raw: object, where: str) -> float | None:
+    if raw is False or (isinstance(raw, str) and raw.strip().lower() in _OFF):
+        return None
+    return _duration(raw, where)
+
+
+def _count_or_off(raw: object, where: str) -> int | None:
+    if raw is False or (isinstance(raw, str) and raw.strip().lower() in _OFF):
+        return None
+    text = str(raw).strip().replace("_", "") if isinstance(raw, int | str) else ""
+    if isinstance(raw, bool) or not text.isascii() or not text.isdigit() or int(text) < 1:
+        raise SettingsError(f"{where}: {raw!r} is not a positive whole number (or off)")
+    return int(text)
+
+
 @dataclass(frozen=True, slots=True)
 class Setting:
     """One setting: its names in the three sources, its default and its parser."""
@@ -199,6 +242,27 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("x509_cert", "--x509-cert", _path, None, "server certificate chain (PEM) for CoAPs"),
     Setting("x509_key", "--x509-key", _path, None, "server private key (PEM, EC P-256)"),
     Setting("x509_ca", "--x509-ca", _path, None, "CA certificate(s) device certificates chain to"),
+    Setting(
+        "telemetry_max_age",
+        "--telemetry-max-age",
+        _duration_or_off,
+        30 * 86400.0,
+        "telemetry history kept (e.g. 30d; off: no age bound)",
+    ),
+    Setting(
+        "telemetry_max_rows",
+        "--telemetry-max-rows",
+        _count_or_off,
+        100_000,
+        "telemetry history rows kept per device (off: no bound)",
+    ),
+    Setting(
+        "telemetry_retention_interval",
+        "--telemetry-retention-interval",
+        _duration,
+        60.0,
+        "how often retention runs",
+    ),
     Setting("log_format", "--log-format", _choice(LOG_FORMATS), "kv", "kv or json"),
     Setting("log_level", "--log-level", _choice(LOG_LEVELS), "info", "log level"),
     Setting("esipa_https", "--esipa-https", _optional_listen, None, "eIM ESipa HTTPS listener"),
