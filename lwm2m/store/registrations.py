@@ -35,7 +35,33 @@ _DELETE_BY_ID = delete(REGISTRATION).where(_R.id == bindparam("id"))
 _DELETE_OBSERVATIONS = delete(OBSERVATION).where(OBSERVATION.c.registration_id == bindparam("id"))
 _INSERT = REGISTRATION.insert()
 _BY_ENDPOINTS = select(REGISTRATION).where(_R.endpoint.in_(bindparam("endpoints", expanding=True)))
+_BY_IDS = select(REGISTRATION).where(_R.id.in_(bindparam("ids", expanding=True)))
 _IN_CHUNK = 500  # bound parameters per IN list (SQLite's limit is 32 766; PostgreSQL's 65 535)
+# Fixed UPDATE statements (compiled once, run as executemany): an Update that only refreshes
+# the lifetime writes three columns; one that changes anything else writes every mutable one.
+_EXPIRY_COLUMNS = ("lifetime", "updated_at", "expires_at")
+_MUTABLE_COLUMNS = (
+    *_EXPIRY_COLUMNS,
+    "binding",
+    "queue_mode",
+    "sms_number",
+    "object_links",
+    "supported_formats",
+    "host",
+    "port",
+)
+
+
+def _update_statement(columns: tuple[str, ...]) -> Any:
+    return (
+        update(REGISTRATION)
+        .where(_R.id == bindparam("b_id"))
+        .values({name: bindparam(f"b_{name}") for name in columns})
+    )
+
+
+_UPDATE_EXPIRY = _update_statement(_EXPIRY_COLUMNS)
+_UPDATE_MUTABLE = _update_statement(_MUTABLE_COLUMNS)
 
 
 def _formats_text(formats: Iterable[int]) -> str:
@@ -94,6 +120,49 @@ def registration_from_row(row: Row[Any]) -> Registration:
         updated_at=float(m["updated_at"]),
         expires_at=float(m["expires_at"]),
         identity=Identity(kind, m["identity_value"]),
+    )
+
+
+def _changes_more_than_lifetime(changes: RegistrationUpdate) -> bool:
+    return any(
+        value is not None
+        for value in (
+            changes.binding,
+            changes.queue_mode,
+            changes.sms_number,
+            changes.object_links,
+            changes.supported_formats,
+            changes.address,
+        )
+    )
+
+
+def _apply(
+    old: Registration, changes: RegistrationUpdate, lifetime: int, now: float
+) -> Registration:
+    """The registration after an Update: what the Update carries, the rest as it was."""
+    return Registration(
+        id=old.id,
+        endpoint=old.endpoint,
+        lwm2m_version=old.lwm2m_version,
+        lifetime=lifetime,
+        binding=changes.binding if changes.binding is not None else old.binding,
+        queue_mode=changes.queue_mode if changes.queue_mode is not None else old.queue_mode,
+        sms_number=changes.sms_number if changes.sms_number is not None else old.sms_number,
+        address=changes.address if changes.address is not None else old.address,
+        root_path=old.root_path,
+        object_links=(
+            changes.object_links if changes.object_links is not None else old.object_links
+        ),
+        supported_formats=(
+            tuple(changes.supported_formats)
+            if changes.supported_formats is not None
+            else old.supported_formats
+        ),
+        registered_at=old.registered_at,
+        updated_at=now,
+        expires_at=now + lifetime,
+        identity=old.identity,
     )
 
 
@@ -190,50 +259,70 @@ class RegistrationRepository:
         Raises :class:`NotFound` when the registration does not exist or has expired (the
         device must register again; the expiry sweep removes the row).
         """
-        current = self.get(tx, registration_id)
-        if current is None or current.is_expired(now):
-            state = "expired" if current is not None else "unknown"
-            raise NotFound(f"registration {registration_id!r} is {state}; register again")
-        lifetime = changes.lifetime if changes.lifetime is not None else current.lifetime
-        if lifetime <= 0:
-            raise ValueError(f"lifetime must be positive, got {lifetime}")
-        values: dict[str, Any] = {
-            "lifetime": lifetime,
-            "updated_at": now,
-            "expires_at": now + lifetime,
-        }
-        if changes.binding is not None:
-            values["binding"] = changes.binding
-        if changes.queue_mode is not None:
-            values["queue_mode"] = changes.queue_mode
-        if changes.sms_number is not None:
-            values["sms_number"] = changes.sms_number
-        if changes.object_links is not None:
-            values["object_links"] = changes.object_links
-        if changes.supported_formats is not None:
-            values["supported_formats"] = _formats_text(changes.supported_formats)
-        if changes.address is not None:
-            values["host"] = changes.address.host
-            values["port"] = changes.address.port
-        tx.execute(update(REGISTRATION).where(_R.id == registration_id).values(**values))
-        merged = {**_to_row(current), **values}
-        return Registration(
-            id=current.id,
-            endpoint=current.endpoint,
-            lwm2m_version=current.lwm2m_version,
-            lifetime=lifetime,
-            binding=merged["binding"],
-            queue_mode=merged["queue_mode"],
-            sms_number=merged["sms_number"],
-            address=Address(merged["host"], merged["port"]),
-            root_path=current.root_path,
-            object_links=merged["object_links"],
-            supported_formats=_formats(merged["supported_formats"]),
-            registered_at=current.registered_at,
-            updated_at=now,
-            expires_at=now + lifetime,
-            identity=current.identity,
-        )
+        (result,) = self.update_many(tx, [(registration_id, changes, now)])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def update_many(
+        self, tx: Tx, updates: Sequence[tuple[str, RegistrationUpdate, float]]
+    ) -> list[Registration | NotFound | ValueError]:
+        """:meth:`update` for many ``(registration_id, changes, now)`` at once, in order.
+
+        Why: an Update was a SELECT plus a dynamically built UPDATE, ~1 ms of server CPU in
+        SQLAlchemy's statement overhead. Here one SELECT per 500 ids reads the rows, and two
+        fixed executemany statements write them: the lifetime columns for Updates that only
+        refresh the lifetime (the usual, empty Update), every mutable column for the others.
+        A failed row (unknown, expired, non-positive lifetime) gets its error as its result,
+        and nothing is written for it. An id listed twice is applied twice, the later on top
+        of the earlier.
+        """
+        ids = list(dict.fromkeys(rid for rid, _, _ in updates))
+        current: dict[str, Registration] = {}
+        for start in range(0, len(ids), _IN_CHUNK):
+            for row in tx.execute(_BY_IDS, {"ids": ids[start : start + _IN_CHUNK]}):
+                stored = registration_from_row(row)
+                current[stored.id] = stored
+        results: list[Registration | NotFound | ValueError] = []
+        written: dict[str, Registration] = {}
+        full: set[str] = set()
+        for rid, changes, now in updates:
+            old = current.get(rid)
+            if old is None or old.is_expired(now):
+                state = "expired" if old is not None else "unknown"
+                results.append(NotFound(f"registration {rid!r} is {state}; register again"))
+                continue
+            lifetime = changes.lifetime if changes.lifetime is not None else old.lifetime
+            if lifetime <= 0:
+                results.append(ValueError(f"lifetime must be positive, got {lifetime}"))
+                continue
+            reg = _apply(old, changes, lifetime, now)
+            if _changes_more_than_lifetime(changes):
+                full.add(rid)
+            current[rid] = written[rid] = reg
+            results.append(reg)
+        expiry_rows: list[dict[str, Any]] = []
+        full_rows: list[dict[str, Any]] = []
+        for rid, reg in written.items():
+            if rid in full:
+                values = _to_row(reg)
+                params = {f"b_{name}": values[name] for name in _MUTABLE_COLUMNS}
+                params["b_id"] = rid
+                full_rows.append(params)
+            else:
+                expiry_rows.append(
+                    {
+                        "b_id": rid,
+                        "b_lifetime": reg.lifetime,
+                        "b_updated_at": reg.updated_at,
+                        "b_expires_at": reg.expires_at,
+                    }
+                )
+        if expiry_rows:
+            tx.execute(_UPDATE_EXPIRY, expiry_rows)
+        if full_rows:
+            tx.execute(_UPDATE_MUTABLE, full_rows)
+        return results
 
     def remove(self, tx: Tx, registration_id: str) -> Registration:
         """De-register: delete the registration and its observations; return what was deleted."""
@@ -243,6 +332,15 @@ class RegistrationRepository:
         tx.execute(_DELETE_OBSERVATIONS, {"id": registration_id})
         tx.execute(_DELETE_BY_ID, {"id": registration_id})
         return current
+
+    def remove_many(self, tx: Tx, registration_ids: Sequence[str]) -> None:
+        """De-register many at once: delete the registrations and their observations in two
+        executemany statements, with no read first (the server answers a De-register the
+        same whether or not the row was still there). Unknown ids are no-ops."""
+        params = [{"id": rid} for rid in dict.fromkeys(registration_ids)]
+        if params:
+            tx.execute(_DELETE_OBSERVATIONS, params)
+            tx.execute(_DELETE_BY_ID, params)
 
     def get(self, tx: Tx, registration_id: str) -> Registration | None:
         """The registration with this id, expired or not (compare ``expires_at`` yourself)."""

@@ -255,3 +255,59 @@ def test_register_many_refuses_a_non_positive_lifetime_before_writing(det_store:
     with pytest.raises(ValueError, match="lifetime"), det_store.transaction() as tx:
         det_store.registrations.register_many(tx, [(new("ep-1"), 0.0), (new("ep-2", 0), 0.0)])
     assert det_store.read_sync(det_store.registrations.count) == 0
+
+
+def test_update_many_applies_in_order_and_fails_unknown_or_expired_rows_alone(
+    det_store: Store,
+) -> None:
+    """A group commit's Updates in one call: an empty Update only moves the expiry, one with
+    changes rewrites them, an id listed twice gets both (the later on top), and an unknown,
+    expired or non-positive-lifetime row gets its own error while the others are written."""
+    regs = det_store.registrations
+    one = register(det_store, new("ep-1", lifetime=100), now=0)
+    two = register(det_store, new("ep-2", lifetime=100), now=0)
+    short = register(det_store, new("ep-3", lifetime=10), now=0)
+    with det_store.transaction() as tx:
+        results = regs.update_many(
+            tx,
+            [
+                (one.id, RegistrationUpdate(), 50.0),
+                (two.id, RegistrationUpdate(binding="UQ", address=Address("10.0.0.9", 9)), 51.0),
+                ("nope", RegistrationUpdate(), 52.0),
+                (short.id, RegistrationUpdate(), 53.0),
+                (two.id, RegistrationUpdate(lifetime=0), 54.0),
+                (two.id, RegistrationUpdate(lifetime=60), 55.0),
+            ],
+        )
+    first, second, unknown, expired, bad, third = results
+    assert first == replace(one, updated_at=50.0, expires_at=150.0)
+    assert second == replace(
+        two, binding="UQ", address=Address("10.0.0.9", 9), updated_at=51.0, expires_at=151.0
+    )
+    assert isinstance(unknown, NotFound) and "unknown" in str(unknown)
+    assert isinstance(expired, NotFound) and "expired" in str(expired)
+    assert isinstance(bad, ValueError) and "lifetime" in str(bad)
+    assert third == replace(second, lifetime=60, updated_at=55.0, expires_at=115.0)
+    with det_store.transaction() as tx:
+        assert regs.get(tx, one.id) == first
+        assert regs.get(tx, two.id) == third
+        assert regs.get(tx, short.id) == short
+
+
+def test_remove_many_deletes_registrations_and_observations_and_ignores_unknown_ids(
+    det_store: Store,
+) -> None:
+    regs = det_store.registrations
+    one = register(det_store, new("ep-1"), now=0)
+    two = register(det_store, new("ep-2"), now=0)
+    keep = register(det_store, new("ep-3"), now=0)
+    with det_store.transaction() as tx:
+        det_store.observations.add(
+            tx, Observation(b"\x01", one.id, "ep-1", (Path.of(3, 0),), created_at=1)
+        )
+    with det_store.transaction() as tx:
+        regs.remove_many(tx, [one.id, "nope", two.id, one.id])
+    with det_store.transaction() as tx:
+        assert regs.get(tx, one.id) is None and regs.get(tx, two.id) is None
+        assert regs.get(tx, keep.id) == keep
+        assert det_store.observations.for_endpoint(tx, "ep-1") == []
