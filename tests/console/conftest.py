@@ -155,6 +155,7 @@ def _seed(world: ConsoleWorld) -> None:
         wait_for(
             lambda e=endpoint, v=version: world.api("GET", f"/v1/inventory/{e}")["firmware"] == v
         )
+    world.api("POST", "/v1/audit/checkpoints")  # a signed tree head for the audit page to check
 
 
 @pytest.fixture(scope="module")

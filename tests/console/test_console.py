@@ -88,11 +88,12 @@ def test_every_console_file_ships_in_the_package() -> None:
 # -- login --------------------------------------------------------------------------------------
 
 
-def test_a_wrong_token_shows_a_clear_error_and_no_data(page: Any) -> None:
+def test_a_wrong_token_shows_a_clear_error_and_no_data(page: Any, tmp_path: Path) -> None:
     log_in(page, "not-the-token")
     error = page.locator("#login-error")
     expect()(error).to_be_visible()
     expect()(error).to_contain_text("refused this token (401 unauthorized)")
+    screenshot(page, "login", tmp_path)
     expect()(page.locator("#nav")).to_be_hidden()
     assert page.evaluate("sessionStorage.length") == 0  # a refused token is not kept
 
@@ -256,7 +257,7 @@ def test_a_device_that_does_not_exist_says_so(page: Any, world: ConsoleWorld) ->
 # -- groups and audit ---------------------------------------------------------------------------
 
 
-def test_groups_list_and_members(page: Any, world: ConsoleWorld) -> None:
+def test_groups_list_and_members(page: Any, world: ConsoleWorld, tmp_path: Path) -> None:
     logged_in(page, world)
     page.get_by_role("link", name="Groups").click()
     row = page.get_by_role("row", name=re.compile("eu-meters"))
@@ -267,6 +268,7 @@ def test_groups_list_and_members(page: Any, world: ConsoleWorld) -> None:
     expect()(members.get_by_role("link", name="meter-eu-1")).to_be_visible()
     expect()(members.get_by_role("link", name="meter-eu-2")).to_be_visible()
     expect()(members.get_by_role("link", name="tracker-us-1")).to_have_count(0)
+    screenshot(page, "group", tmp_path)
 
 
 def test_the_audit_page_shows_the_log_and_its_verification(
@@ -278,6 +280,10 @@ def test_the_audit_page_shows_the_log_and_its_verification(
     expect()(verdict).to_contain_text("Verified")
     records = world.api("GET", "/v1/audit/verify")["records"]
     expect()(verdict).to_contain_text(f"{records} records")
+    expect()(verdict).to_contain_text("1 signed checkpoint checked")
+    signed = world.api("GET", "/v1/audit/checkpoints")["items"][-1]
+    checkpoints = page.locator(".card", has=page.get_by_role("heading", name="Signed checkpoints"))
+    expect()(checkpoints).to_contain_text(signed["root_hash"][:16])
     table = page.locator("#audit-records")
     expect()(table).to_contain_text("state.set")
     expect()(table).to_contain_text("operator:admin")
