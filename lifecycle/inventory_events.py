@@ -53,7 +53,7 @@ from lifecycle.inventory import (
     InventoryRepository,
     parse_labels,
 )
-from lifecycle.service import LifecycleService
+from lifecycle.service import DeviceRead, LifecycleService
 from lwm2m.model import Node, Path, iter_leaves
 from lwm2m.server import (
     Deregistered,
@@ -88,6 +88,11 @@ def reported_facts(content: Mapping[Path, Node]) -> dict[str, str]:
     for path, node in content.items():
         for leaf_path, leaf in iter_leaves(node, path):
             leaves[leaf_path.ids] = leaf.value
+    return facts_of(leaves)
+
+
+def facts_of(leaves: Mapping[tuple[int, ...], Any]) -> dict[str, str]:
+    """The inventory's facts among leaf values keyed by path ids (``(3, 0, 3)``)."""
     facts: dict[str, str] = {}
     for name, rid in (("manufacturer", 0), ("model", 1), ("firmware", 3)):
         text = leaves.get((3, 0, rid))
@@ -198,6 +203,7 @@ class InventoryService:
         service.on(Expired, self.on_gone)
         service.on(Notification, self.on_reported)
         service.on(SendReceived, self.on_reported)
+        service.on(DeviceRead, self.on_read)
 
     # -- handlers (quick: they only queue a write) ------------------------------------------------
     async def on_registered(self, event: Registered) -> None:
@@ -216,15 +222,20 @@ class InventoryService:
         self.store.write_nowait(lambda tx: self.gone(tx, endpoint, now))
 
     async def on_reported(self, event: Notification | SendReceived) -> None:
-        facts = reported_facts(event.content)
+        await self._facts(event.endpoint, reported_facts(event.content))
+
+    async def on_read(self, event: DeviceRead) -> None:
+        """Values the lifecycle read itself (a newly registered device's first report)."""
+        await self._facts(event.endpoint, facts_of({p.ids: v for p, v in event.values.items()}))
+
+    async def _facts(self, endpoint: str, facts: dict[str, str]) -> None:
         if not facts:
             return
-        known = self.facts.get(event.endpoint)
+        known = self.facts.get(endpoint)
         if known is not None and all(known.get(k) == v for k, v in facts.items()):
             self.reports_skipped += 1
             return
         now = self.clock()
-        endpoint = event.endpoint
         self.store.write_nowait(lambda tx: self.report(tx, endpoint, facts, now))
 
     # -- operations (run in the group commit's transaction) ---------------------------------------

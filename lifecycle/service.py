@@ -18,14 +18,29 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from lwm2m.model import Path, ValueType
 from lwm2m.server import EventSubscription, LwM2MServer, ServerEvent
 
 log = logging.getLogger("fleetloop.lifecycle")
 
 E = TypeVar("E")
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRead:
+    """Values the lifecycle layer itself read from a device (an observation's first answer,
+    a read at set-up or a verification), published so other components learn them too: the
+    server reports only *changes* as events, and the first values of a newly registered
+    device would otherwise reach nobody but the component that asked."""
+
+    endpoint: str
+    values: Mapping[Path, ValueType]
+
+
 Handler = Callable[[Any], Awaitable[None]]
 
 
@@ -67,7 +82,7 @@ class LifecycleService:
                 for callback in self._resync:
                     await self._guard(callback(), "resync")
 
-    async def dispatch(self, event: ServerEvent) -> None:
+    async def dispatch(self, event: ServerEvent | DeviceRead) -> None:
         """Run the handlers of ``event``'s type (also for tests and replays)."""
         self.dispatched += 1
         for handler in self._handlers.get(type(event), ()):

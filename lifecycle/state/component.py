@@ -85,6 +85,7 @@ class StateComponent:
     def install(self, service: LifecycleService) -> None:
         """Register the event handlers (after the inventory's, so it sees devices first)."""
         observer = self.observer
+        observer.publish = service.dispatch
         service.on(Registered, observer.on_registered)
         service.on(Updated, observer.on_updated)
         service.on(Deregistered, observer.on_gone)

@@ -162,6 +162,17 @@ OBSERVED: tuple[Path, ...] = (
 #: Read once when the observation is set up (the rest of what the dimensions report).
 READ_AT_SETUP: tuple[Path, ...] = (CFG_DIGEST, CFG_DETAIL, APN_PROFILES)
 
+#: Read once at set-up for the inventory (published as a ``DeviceRead``): manufacturer,
+#: model, network bearer and serving MNC/MCC; they change seldom, and a re-registration reads
+#: them again.
+FACTS_AT_SETUP: tuple[Path, ...] = (
+    Path.of(3, 0, 0),
+    Path.of(3, 0, 1),
+    Path.of(4, 0, 0),
+    Path.of(4, 0, 9),
+    Path.of(4, 0, 10),
+)
+
 
 def dimensions_of(paths: set[Path] | frozenset[Path]) -> set[Dimension]:
     """The dimensions whose reported value depends on any of ``paths`` (or their children)."""
@@ -537,6 +548,7 @@ def plan(
 
 __all__ = [
     "APPLICABLE",
+    "FACTS_AT_SETUP",
     "OBSERVED",
     "ORDER",
     "READ_AT_SETUP",

@@ -43,11 +43,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from lifecycle.service import DeviceRead
 from lifecycle.state.dimensions import (
+    FACTS_AT_SETUP,
     OBSERVED,
     READ_AT_SETUP,
     WATCHED,
@@ -136,6 +138,10 @@ class _Recording:
     durable: bool
 
 
+async def _ignore(event: DeviceRead) -> None:
+    """The publish hook before a service is installed."""
+
+
 class StateObserver:
     """Per-endpoint reported values, our observations, and recording (module docstring)."""
 
@@ -168,6 +174,9 @@ class StateObserver:
         self._rows: dict[tuple[str, str], dict[str, Any]] = {}
         self._flush_due = False
         self._holds: dict[str, Hold] = {}
+        #: Publishes what set-up read to the other lifecycle components (the service's
+        #: ``dispatch`` once installed).
+        self.publish: Callable[[DeviceRead], Awaitable[None]] = _ignore
         #: Called with (endpoint, kind) to ask the reconciler for device work.
         self.schedule: Callable[[str, str], None] = lambda endpoint, kind: None
         #: Called when a device shows it is awake (its parked work may run now).
@@ -313,6 +322,9 @@ class StateObserver:
         self.ours[endpoint] = ids
         self.watched[endpoint] = frozenset(observed)
         failed = await self.read_back(endpoint, READ_AT_SETUP)
+        if failed is None:
+            await self.read_back(endpoint, FACTS_AT_SETUP)
+        await self.publish(DeviceRead(endpoint, dict(self.leaves.get(endpoint, {}))))
         touched = set(paths) | set(READ_AT_SETUP)
         dims = dimensions_of(frozenset(touched))
         await self.record(endpoint, self.values_of(endpoint, dims), "observe")
