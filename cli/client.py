@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from cli.checks import cli_words
 from cli.datadir import DataDirError, pid_alive, read_api_info, read_token
 from cli.settings import default_data_dir
 from cli.wire import Answer, WireError, connect, exchange
@@ -129,8 +130,9 @@ def failure_message(response: Response, target: Target) -> CliFailure:
     if status == "timeout":
         return CliFailure(message)
     if status == "invalid_input":
+        # the server refused what the command line said: a usage error, in CLI words
         field = detail.get("field")
-        return CliFailure(f"{field}: {message}" if field and field not in message else message)
+        return CliFailure(cli_words(message, field if isinstance(field, str) else None), 2)
     return CliFailure(message)
 
 

@@ -8,7 +8,10 @@ answer to a table, or printed as is with ``--json``. Failures surface as
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +20,7 @@ from urllib.parse import quote
 
 import click
 
+from cli import checks
 from cli.client import ApiClient, CliFailure, find_server
 from cli.output import print_json, print_nodes, show_value, table
 
@@ -46,12 +50,8 @@ def ep_url(endpoint: str, *parts: str) -> str:
 
 
 def path_part(path: str) -> str:
-    """An LwM2M path as the URL tail (``/3/0/1`` → ``3/0/1``); checks it looks like one."""
-    text = path.strip()
-    body = text.strip("/")
-    if not body or not all(p.isascii() and p.isdigit() for p in body.split("/")):
-        raise click.BadParameter(f"{path!r} is not an LwM2M path like /3/0/1", param_hint="PATH")
-    return body
+    """An LwM2M path as the URL tail (``/3/0/1`` → ``3/0/1``); a usage error unless it is one."""
+    return checks.lwm2m_path(path)
 
 
 def json_option(f: F) -> F:
@@ -80,6 +80,7 @@ def format_option(f: F) -> F:
         metavar="FORMAT",
         help="content format: text, tlv, senml-json, senml-cbor, lwm2m-json, lwm2m-cbor, cbor, "
         "opaque (or a number); default: the server's choice for the device",
+        callback=lambda _ctx, _param, value: checks.content_format(value),
     )(f)
 
 
@@ -102,6 +103,67 @@ def load_json_arg(text: str, what: str) -> Any:
         return json.loads(source)
     except ValueError as err:
         raise click.BadParameter(f"not valid JSON: {err}", param_hint=what) from None
+
+
+PROGRESS_AFTER = 2.0
+"""Seconds of silence before the CLI says it is still waiting for the device."""
+GRACE = 3.0
+"""Seconds past ``--timeout`` (+ ``--queue-deadline``) after which the CLI stops waiting even
+if the server has not given up yet."""
+
+
+def device_call(
+    client: ApiClient,
+    endpoint: str,
+    timeout: float | None,
+    queue_deadline: float | None,
+    method: str,
+    path: str,
+    **kwargs: Any,
+) -> Any:
+    """``client.request`` for an operation on a device, never waiting silently.
+
+    After :data:`PROGRESS_AFTER` seconds the CLI says on stderr that it is waiting (the server
+    retransmits to a device that does not answer); with ``--timeout`` it stops at the timeout
+    (+ queue deadline) whatever the server and the CoAP layer are still doing.
+    """
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = client.request(method, path, **kwargs)
+        except BaseException as err:  # handed to the caller's thread
+            outcome["error"] = err
+
+    worker = threading.Thread(target=run, name="fleetloop-request", daemon=True)
+    started = time.monotonic()
+    worker.start()
+    worker.join(PROGRESS_AFTER)
+    limit = None if timeout is None else timeout + (queue_deadline or 0.0)
+    terminal = sys.stderr.isatty()
+    shown = False
+    while worker.is_alive():
+        waited = time.monotonic() - started
+        if limit is not None and waited > limit + GRACE:
+            if shown and terminal:
+                click.echo(err=True)
+            raise CliFailure(
+                f"device {endpoint!r} did not answer within --timeout {limit:g} s; it may be "
+                "offline or asleep (see `fleetloop devices show`); retry, or raise --timeout"
+            )
+        until = f"gives up after {limit:g} s" if limit is not None else "server default timeout"
+        line = (
+            f"waiting for device {endpoint!r}: {waited:.0f} s, the server is retrying "
+            f"({until}; Ctrl-C stops)"
+        )
+        click.echo(f"\r{line}" if terminal else line, err=True, nl=not terminal)
+        shown = True
+        worker.join(1.0 if terminal else 5.0)
+    if shown and terminal:
+        click.echo(err=True)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("result")
 
 
 def _done(result: dict[str, Any], as_json: bool, text: str) -> None:
@@ -217,7 +279,11 @@ def read(
 ) -> None:
     """Read PATH (/3/0, /3/0/1, ...) on device ENDPOINT; prints values with resource names."""
     with api(timeout) as client:
-        result = client.request(
+        result = device_call(
+            client,
+            endpoint,
+            timeout,
+            queue_deadline,
             "GET",
             ep_url(endpoint, "data", path_part(path)),
             params=op_params(timeout, queue_deadline, content_format),
@@ -273,7 +339,11 @@ def write(
         if value_type:
             body["type"] = value_type
     with api(timeout) as client:
-        result = client.request(
+        result = device_call(
+            client,
+            endpoint,
+            timeout,
+            queue_deadline,
             "PATCH" if update else "PUT",
             ep_url(endpoint, "data", path_part(path)),
             json_body=body,
@@ -298,7 +368,11 @@ def execute(
 ) -> None:
     """Execute PATH (/3/0/4 reboots), with optional ARGUMENTS like 0='v1',1."""
     with api(timeout) as client:
-        result = client.request(
+        result = device_call(
+            client,
+            endpoint,
+            timeout,
+            queue_deadline,
             "POST",
             ep_url(endpoint, "execute", path_part(path)),
             json_body={"arguments": arguments},
@@ -317,7 +391,11 @@ def discover(
 ) -> None:
     """Discover what lies under PATH and its attributes."""
     with api(timeout) as client:
-        result = client.request(
+        result = device_call(
+            client,
+            endpoint,
+            timeout,
+            queue_deadline,
             "GET",
             ep_url(endpoint, "discover", path_part(path)),
             params=op_params(timeout, queue_deadline),
@@ -389,7 +467,11 @@ def create(
     if instance_id is not None:
         body["id"] = instance_id
     with api(timeout) as client:
-        result = client.request(
+        result = device_call(
+            client,
+            endpoint,
+            timeout,
+            queue_deadline,
             "POST",
             ep_url(endpoint, "data", path_part(object_path)),
             json_body=body,
@@ -408,7 +490,11 @@ def delete(
 ) -> None:
     """Delete the object instance PATH (like /11/1)."""
     with api(timeout) as client:
-        result = client.request(
+        result = device_call(
+            client,
+            endpoint,
+            timeout,
+            queue_deadline,
             "DELETE",
             ep_url(endpoint, "data", path_part(path)),
             params=op_params(timeout, queue_deadline),
@@ -441,12 +527,17 @@ def attributes(
     body: dict[str, Any] = {"unset": []}
     for item in attributes:
         name, sep, value = item.partition("=")
+        checks.attribute_name(name.strip())
         if not sep:
-            body["unset"].append(name)
+            body["unset"].append(name.strip())
         else:
-            body[name] = value
+            body[name.strip()] = value
     with api(timeout) as client:
-        result = client.request(
+        result = device_call(
+            client,
+            endpoint,
+            timeout,
+            queue_deadline,
             "PUT",
             ep_url(endpoint, "attributes", path_part(path)),
             json_body=body,
@@ -456,6 +547,16 @@ def attributes(
 
 
 # -- observe ---------------------------------------------------------------------------------------
+
+
+def stop_on_sigterm() -> None:
+    """Treat SIGTERM like Ctrl-C from here on, so ``finally`` blocks clean up either way."""
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 def _stream_notifications(
@@ -469,12 +570,14 @@ def _stream_notifications(
     """Subscribe to the event stream, start the observation, print until Ctrl-C (or COUNT).
 
     The stream is open (``ready`` received) before the observation starts, so the first
-    notification cannot be missed; Ctrl-C cancels the observation unless ``--keep``.
+    notification cannot be missed; Ctrl-C or SIGTERM (a supervisor, ``kill``, ``timeout``)
+    cancels the observation unless ``--keep``.
     """
     events = client.events({"endpoint": endpoint, "type": ["notification", "observation_ended"]})
     observation_id: str | None = None
     seen = 0
     try:
+        stop_on_sigterm()
         for name, data in events:
             if name == "ready":
                 result = start()
@@ -510,6 +613,8 @@ def _stream_notifications(
     except KeyboardInterrupt:
         pass
     finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
         events.close()
         if observation_id is not None and not keep:
             try:
@@ -664,7 +769,11 @@ def composite_read(
 ) -> None:
     """Read PATHS of ENDPOINT in one request."""
     with api(timeout) as client:
-        result = client.request(
+        result = device_call(
+            client,
+            endpoint,
+            timeout,
+            queue_deadline,
             "POST",
             ep_url(endpoint, "composite", "read"),
             json_body={"paths": ["/" + path_part(p) for p in paths]},
@@ -710,7 +819,11 @@ def composite_write(
             for p, v in _assignments(assignments, "PATH=VALUE")
         ]
     with api(timeout) as client:
-        result = client.request(
+        result = device_call(
+            client,
+            endpoint,
+            timeout,
+            queue_deadline,
             "POST",
             ep_url(endpoint, "composite", "write"),
             json_body={"content": content},
@@ -810,8 +923,10 @@ def security_set(
     """
     body: dict[str, Any] = {"allow_nosec": allow_nosec}
     if psk_identity is not None or psk_key is not None:
+        if psk_identity is None or psk_key is None:
+            raise click.UsageError("--psk-identity and --psk-key go together: give both")
         body["psk_identity"] = psk_identity
-        body["psk_key"] = psk_key
+        body["psk_key"] = checks.hex_key(psk_key)
     if cert_file is not None:
         try:
             body["certificate"] = cert_file.read_text(encoding="ascii")

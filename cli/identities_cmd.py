@@ -92,6 +92,12 @@ def import_(
         click.echo(report["summary"])
         for endpoint, (cert, key) in sorted(report["issued_certificates"].items()):
             click.echo(f"certificate for {endpoint}: {cert} (key {key}, mode 0600)")
+    if dry_run and report["rejected"] and not allow_partial:
+        # a dry run gates a CI job: rejected rows must fail it
+        raise CliFailure(
+            f"dry run: {len(report['rejected'])} of {report['rows']} rows would be rejected "
+            "-- fix them before importing (or import with --allow-partial)"
+        )
     if blocked and not dry_run:
         raise CliFailure(
             f"{len(report['rejected'])} of {report['rows']} rows rejected; nothing was imported "

@@ -141,8 +141,14 @@ async def run_fleet(
     rate: float,
     interval: float,
     out: Any,
+    give_up_after: float | None = None,
 ) -> dict[str, Any]:
-    """Run until ``duration`` or a signal; returns the fleet's summary."""
+    """Run until ``duration`` or a signal; returns the fleet's summary.
+
+    When no device has registered after ``give_up_after`` seconds, nothing is answering at
+    the server's address (or every device is refused): stop and say so rather than print
+    ``registered 0`` forever.
+    """
     from simulators.fleet.runner import DeviceFleet, FleetError
 
     loop = asyncio.get_running_loop()
@@ -160,8 +166,17 @@ async def run_fleet(
             fleet.spawn(identities=identities, profile=profile)
         except (FleetError, ValueError, OSError) as err:
             raise CliFailure(str(err)) from None
-        deadline = None if duration is None else loop.time() + duration
+        started = loop.time()
+        deadline = None if duration is None else started + duration
+        silent = False
         while not stop.is_set():
+            if (
+                give_up_after is not None
+                and fleet.counters.registrations == 0
+                and loop.time() - started >= give_up_after
+            ):
+                silent = True
+                break
             wait = interval if deadline is None else min(interval, deadline - loop.time())
             if wait <= 0:
                 break
@@ -172,10 +187,29 @@ async def run_fleet(
             out.flush()
         if tty:
             out.write("\n")
+        if silent:
+            failures = fleet.counters.registration_failures
+            answered = (
+                f"{failures} Register attempts were refused or failed"
+                if failures
+                else "nothing answered"
+            )
+            await fleet.close()
+            raise CliFailure(
+                f"no device registered in {give_up_after:g} s at {server or bootstrap}: "
+                f"{answered}; is `fleetloop serve` running there, on that port (see "
+                "`fleetloop status`), and does it accept these devices' credentials?"
+            )
         out.write("stopping: de-registering the fleet...\n")
         out.flush()
         await fleet.close()
-        return fleet.summary()
+        summary = fleet.summary()
+        if fleet.counters.registrations == 0:
+            raise CliFailure(
+                f"no device registered at {server or bootstrap} in {summary['seconds']:g} s "
+                f"({fleet.counters.registration_failures} Register attempts failed)"
+            )
+        return summary
 
 
 @click.group()
@@ -228,6 +262,13 @@ def sim() -> None:
     show_default=True,
     help="seconds between progress lines",
 )
+@click.option(
+    "--give-up-after",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="seconds without a single registration before the run stops with an error",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 def run(
     devices: int | None,
@@ -244,6 +285,7 @@ def run(
     behaviour: tuple[str, ...],
     link: tuple[str, ...],
     interval: float,
+    give_up_after: float,
     as_json: bool,
 ) -> None:
     """Run simulated devices against SERVER until --duration or Ctrl-C, then de-register.
@@ -269,6 +311,7 @@ def run(
             rate=rate,
             interval=interval,
             out=sys.stderr,
+            give_up_after=give_up_after,
         )
     )
     if as_json:

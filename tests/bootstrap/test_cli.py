@@ -168,7 +168,7 @@ def test_api_errors_say_what_to_do(service: Background, tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"name": "x", "servers": [{"uri": "http://nope"}]}))
     refused = invoke(data_dir, "bootstrap", "policy", "add", str(bad))
-    assert refused.exit_code == 1 and "coap://" in refused.output
+    assert refused.exit_code == 2 and "coap://" in refused.output
     not_registered = invoke(data_dir, "rebootstrap", "nobody")
     assert not_registered.exit_code == 1
     unknown_policy = invoke(data_dir, "bootstrap", "policy", "diff", "nothing")

@@ -99,8 +99,8 @@ def test_errors_are_one_line_naming_the_device_and_the_fix(served: Background) -
     assert line == "error: device 'ghost' is not registered; see `fleetloop devices list`"
     device_error = fails(served, "read", "dev-1", "/3/0/99")
     assert "device 'dev-1' answered 4.04" in device_error
-    bad_value = fails(served, "write", "dev-1", "/1/0/1", "soon")
-    assert "body.value" in bad_value and "not an integer" in bad_value
+    bad_value = fails(served, "write", "dev-1", "/1/0/1", "soon", code=2)  # a usage mistake
+    assert "VALUE" in bad_value and "not an integer" in bad_value
     usage = invoke(data_dir(served), "read", "dev-1", "three")
     assert usage.exit_code == 2
     assert "is not an LwM2M path" in usage.stderr

@@ -200,7 +200,7 @@ def test_the_cli_lists_labels_moves_and_groups_through_the_api(
             code, out = await cli("inventory", "stage", "cli-1", "retire")
             assert code == 0 and "cli-1: retired" in out
             code, out = await cli("inventory", "list", "--select", "regon=x")
-            assert code == 1 and out.startswith("error: ") and "did you mean 'region'" in out
+            assert code == 2 and out.startswith("error: ") and "did you mean 'region'" in out
             code, out = await cli("groups", "delete", "betas")
             assert code == 0 and "deleted" in out
 
