@@ -86,6 +86,10 @@ READ_BATCH = 32
 FAULTS = ("reboot", "factory-reset", "rebind", "cut", "restore", "deregister", "update")
 
 
+_START_CHUNK = 128
+"""Devices started per event-loop turn when starting "all at once" (see DeviceFleet.start)."""
+
+
 class FleetError(Exception):
     """The fleet cannot do what was asked (bad URI, unknown device, closed fleet)."""
 
@@ -454,10 +458,17 @@ class DeviceFleet:
         return SecurityMode.CERTIFICATE if x509 is not None else SecurityMode.PSK
 
     def start(self, indices: Iterable[int]) -> None:
-        """Start devices (at ``start_rate`` per second, or all now)."""
+        """Start devices (at ``start_rate`` per second, or all now).
+
+        "All now" starts them as fast as the fleet can build their Registers, in chunks of
+        ``_START_CHUNK`` per event-loop turn: answers are read and due retransmissions sent
+        between chunks, and each chunk's timers start from that chunk's clock. (Starting
+        10 000 devices in one go took seconds, and every retransmission timer, armed from a
+        clock read before the loop, was overdue before the first answer was read.)"""
         self._pending.extend(indices)
         if self.start_rate <= 0:
-            self._start_batch(len(self._pending))
+            if self._starter is None:
+                self._start_chunk()
         elif self._starter is None:
             self._ramp_last = self.loop.time()
             self._ramp_credit = 1.0
@@ -476,10 +487,21 @@ class DeviceFleet:
         else:
             self._starter = None
 
+    def _start_chunk(self) -> None:
+        self._starter = None
+        if self._closed:
+            return
+        self._start_batch(_START_CHUNK)
+        if self._pending:
+            self._starter = self.loop.call_at(self.loop.time(), self._start_chunk)
+
     def _start_batch(self, count: int) -> None:
         pending, engine = self._pending, self.engine
         now = self.loop.time()
-        for _ in range(min(count, len(pending))):
+        for started in range(min(count, len(pending))):
+            if started and not started % _START_CHUNK:  # timers from the clock of their send
+                self._after_io(now)
+                now = self.loop.time()
             index = pending.popleft()
             io = self._groups[self._group_io[index]]
             if io.bootstrap is not None:

@@ -197,3 +197,55 @@ def test_device_sockets_bind_loopback_for_a_loopback_server() -> None:
             await fleet.close(deregister=False)
 
     run(case())
+
+
+def test_starting_all_at_once_runs_the_loop_between_chunks_and_times_each_device_alone() -> None:
+    """ "All at once" starts devices as fast as the fleet builds their Registers, but in
+    chunks: the event loop runs in between (so answers are read while the rest start), and a
+    device's first retransmission waits ACK_TIMEOUT from its own Register, not from a clock
+    read before the whole start-up (which made every timer overdue in a 10 000-device storm)."""
+
+    async def case() -> None:
+        loop = asyncio.get_running_loop()
+        arrivals: dict[int, list[float]] = {}
+
+        class Silent(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
+                arrivals.setdefault(addr[1], []).append(loop.time())
+
+        raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)  # holds every Register
+        raw.bind(("127.0.0.1", 0))
+        sink, _ = await loop.create_datagram_endpoint(Silent, sock=raw)
+        port = sink.get_extra_info("sockname")[1]
+        count = 400
+        try:
+            async with DeviceFleet(f"coap://127.0.0.1:{port}", seed=1, start_rate=0.0) as fleet:
+                seen: list[int] = []
+
+                async def watch() -> None:
+                    while True:
+                        seen.append(fleet.counters.datagrams_sent)
+                        await asyncio.sleep(0)
+
+                watcher = asyncio.create_task(watch())
+                await asyncio.sleep(0)
+                fleet.spawn(count, profile=DeviceProfile(lifetime=86_400))
+                while len(arrivals) < count:
+                    await asyncio.sleep(0.01)
+                assert any(0 < sent < count for sent in seen), "the start-up blocked the loop"
+                watcher.cancel()
+                for _ in range(500):  # the longest first timeout is 2 s x 1.5
+                    if all(len(times) > 1 for times in arrivals.values()):
+                        break
+                    await asyncio.sleep(0.01)
+                gaps = [times[1] - times[0] for times in arrivals.values() if len(times) > 1]
+                assert len(gaps) == count  # every silent Register was retransmitted...
+                # ...ACK_TIMEOUT (2 s) after it was sent, not at once (the sink reads each
+                # Register only between chunks, so its first stamp can be a little late)
+                assert min(gaps) >= 1.5
+                await fleet.close(deregister=False, timeout=1)
+        finally:
+            sink.close()
+
+    run(case())
