@@ -64,6 +64,8 @@ from simulators.device.events import (
     BootstrapFinished,
     BootstrapRequested,
     ClientEvent,
+    RegistrationFailed,
+    UpdateFailed,
 )
 from simulators.device.objects import ObjectStore
 from simulators.fleet.engine import (
@@ -677,6 +679,19 @@ class DeviceFleet:
             self.loop.call_soon(self._bootstrap_requested, index)
         elif isinstance(event, BootstrapFailed) and event.retry_at is None:
             self.loop.call_soon(self._close_session, index)
+        elif isinstance(event, UpdateFailed | RegistrationFailed) and event.code is None:
+            self.loop.call_soon(self._rehandshake_after_timeout, index)
+
+    def _rehandshake_after_timeout(self, index: int) -> None:
+        """An Update or Register over DTLS got no answer: the server may have lost the session
+        silently (restarted after a crash) and drops records of a session it does not know, so
+        handshake again, as real clients do, before the device's retry goes out."""
+        session = self._sessions.get(index) if self._sessions else None
+        if self._closed or session is None or session.client is None:
+            return
+        session.client.abort()
+        session.client = None
+        self._enqueue("reconnect", index)
 
     # -- Wire (called by the engine) ----------------------------------------------------------
     def send(self, index: int, data: bytes, address: Address) -> None:
@@ -836,7 +851,9 @@ class DeviceFleet:
     def _retry_later(self, kind: str, index: int) -> None:
         attempts = self._attempts.get(index, 0) + 1
         self._attempts[index] = attempts
-        if attempts >= self.connect_attempts:
+        if attempts >= self.connect_attempts and kind != "reconnect":
+            # a lost session is retried for as long as the fleet runs (the server may take a
+            # while to come back); a first connection gives up and counts as unreachable
             self._attempts.pop(index, None)
             self.unreachable += 1
             return
