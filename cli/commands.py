@@ -184,13 +184,30 @@ def devices() -> None:
     """List and inspect registered devices."""
 
 
+def pages(
+    client: ApiClient, path: str, params: dict[str, Any], limit: int | None = None
+) -> list[Any]:
+    """Every item of a paged list (``items`` + ``next_cursor``), up to ``limit`` items."""
+    items: list[Any] = []
+    cursor = None
+    while True:
+        want = 1000 if limit is None else min(1000, limit - len(items))
+        page = client.request("GET", path, params={**params, "cursor": cursor, "limit": want})
+        items.extend(page["items"])
+        cursor = page.get("next_cursor")
+        if cursor is None or (limit is not None and len(items) >= limit):
+            return items
+
+
 @devices.command("list")
 @click.option("--prefix", help="only endpoints starting with this")
+@click.option("--limit", type=click.IntRange(min=1), help="at most this many devices")
 @json_option
-def devices_list(prefix: str | None, as_json: bool) -> None:
-    """Registered devices (``--json``: a list, each with an ``endpoint`` key)."""
+def devices_list(prefix: str | None, limit: int | None, as_json: bool) -> None:
+    """Registered devices with when they were last heard from and whether they answer now
+    (``--json``: a list, each with an ``endpoint`` key)."""
     with api() as client:
-        items = client.request("GET", "/devices", params={"prefix": prefix})
+        items = pages(client, "/devices", {"prefix": prefix}, limit)
     if as_json:
         print_json(items)
         return
@@ -205,13 +222,24 @@ def devices_list(prefix: str | None, as_json: bool) -> None:
             d["lwm2m_version"],
             d["binding"] + (" (queue)" if d["queue_mode"] else ""),
             d["lifetime"],
-            d["updated_at"],
+            d.get("reachability"),
+            d.get("last_seen") or d["updated_at"],
         )
         for d in items
     ]
     click.echo(
         table(
-            ("ENDPOINT", "ADDRESS", "SECURITY", "LWM2M", "BINDING", "LIFETIME", "LAST UPDATE"), rows
+            (
+                "ENDPOINT",
+                "ADDRESS",
+                "SECURITY",
+                "LWM2M",
+                "BINDING",
+                "LIFETIME",
+                "REACHABLE",
+                "LAST SEEN",
+            ),
+            rows,
         )
     )
 

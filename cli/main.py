@@ -22,6 +22,7 @@ import click
 from cli.client import CliFailure
 from cli.commands import ALL_COMMANDS
 from cli.settings import LOG_FORMATS, LOG_LEVELS
+from cli.status_cmd import status, watch
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug, not an operator mistake
@@ -185,6 +186,9 @@ def serve(config_file: Path | None, **flags: Any) -> None:
 
 for _command in ALL_COMMANDS:
     main.add_command(_command)
+main.add_command(status)
+main.add_command(watch)
+main.add_command(watch, "events")  # the same stream, by the API's name for it
 
 
 if __name__ == "__main__":  # pragma: no cover

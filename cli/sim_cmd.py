@@ -339,6 +339,91 @@ def run(
     click.echo(table(("SUMMARY", ""), rows))
 
 
+@sim.command("device")
+@click.argument("endpoint")
+@click.argument("server_uri", metavar="SERVER")
+@click.option("--psk-identity", help="PSK identity for coaps:// (default: the endpoint name)")
+@click.option("--psk-key", metavar="HEX", help="the pre-shared key, hex (for coaps://)")
+@click.option(
+    "--battery-every",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="seconds between Battery Level (/3/0/9) changes, so observing shows something (0: off)",
+)
+@click.option(
+    "--give-up-after",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="seconds to wait for the registration before giving up",
+)
+def device(
+    endpoint: str,
+    server_uri: str,
+    psk_identity: str | None,
+    psk_key: str | None,
+    battery_every: float,
+    give_up_after: float,
+) -> None:
+    """Run ONE simulated device ENDPOINT against SERVER (coap://host:port or coaps://...)
+    until Ctrl-C or SIGTERM, then de-register it.
+
+    \b
+    fleetloop sim device demo-1 coap://127.0.0.1:5683
+    fleetloop sim device demo-1 coaps://127.0.0.1:5684 --psk-key 000102030405060708090a0b0c0d0e0f
+    """
+    from cli.checks import hex_key
+
+    psk = None
+    if psk_key is not None:
+        psk = ((psk_identity or endpoint).encode(), bytes.fromhex(hex_key(psk_key)))
+    elif server_uri.startswith("coaps://"):
+        raise click.UsageError("coaps:// needs --psk-key (and --psk-identity if not ENDPOINT)")
+    asyncio.run(_one_device(endpoint, server_uri, psk, battery_every, give_up_after))
+
+
+async def _one_device(
+    endpoint: str,
+    uri: str,
+    psk: tuple[bytes, bytes] | None,
+    battery_every: float,
+    give_up_after: float,
+) -> None:
+    from simulators.runner import RegistrationError, SimulatedDevice
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        simulated = SimulatedDevice(endpoint, uri, psk=psk)
+    except ValueError as err:
+        raise CliFailure(str(err), EXIT_USAGE) from None
+    await simulated.start()
+    try:
+        try:
+            await asyncio.wait_for(simulated.wait_registered(), give_up_after)
+        except (TimeoutError, RegistrationError) as err:
+            detail = f": {err}" if str(err) else ""
+            raise CliFailure(
+                f"{endpoint} did not register at {uri} within {give_up_after:g} s{detail}; is "
+                "`fleetloop serve` running there (see `fleetloop status` for its ports), and "
+                "does it accept this device's credentials?"
+            ) from None
+        click.echo(f"{endpoint} registered with {uri}; Ctrl-C to stop", err=True)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), battery_every or None)
+            if battery_every and not stop.is_set():
+                level = simulated.read("/3/0/9")
+                simulated.set("/3/0/9", (level - 1) % 100 if isinstance(level, int) else 100)
+    finally:
+        await simulated.stop(timeout=2.0)
+        click.echo(f"{endpoint} de-registered", err=True)
+
+
 @sim.command("identities")
 @click.option("--devices", "-n", type=click.IntRange(min=1), required=True)
 @click.option("--prefix", default="sim-", show_default=True)

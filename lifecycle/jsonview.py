@@ -20,6 +20,14 @@ def iso8601(epoch: float) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def shown_address(host: str, port: int) -> str:
+    """``127.0.0.1:5683`` for IPv4 (also when a dual-stack socket saw it as
+    ``::ffff:127.0.0.1``), ``[2001:db8::1]:5683`` for IPv6."""
+    if host.lower().startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def flatten(rendered: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
     """Every leaf of a rendered node as ``{"path", "name", "type", "value", ...}``, in order.
 

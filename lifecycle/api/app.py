@@ -26,6 +26,7 @@ from lifecycle.api.bootstrap_routes import TAGS as BOOTSTRAP_TAGS
 from lifecycle.api.context import ApiContext
 from lifecycle.api.errors import ApiError, unknown_endpoint
 from lifecycle.api.inventory_routes import TAGS as INVENTORY_TAGS
+from lifecycle.api.naming import ERROR_RESPONSES, operation_id
 from lifecycle.api.parse import InputError
 from lifecycle.api.state_routes import TAGS as STATE_TAGS
 from lifecycle.api.token_routes import TAGS as TOKEN_TAGS
@@ -184,6 +185,7 @@ def create_app(context: ApiContext) -> FastAPI:
             "described in docs/API.md."
         ),
         openapi_tags=TAGS,
+        generate_unique_id_function=operation_id,
         # The OpenAPI document and the interactive page hold no secrets: readable without a
         # token, so tools (schemathesis, client generators, the web console) can start from them.
         openapi_url="/openapi.json",
@@ -209,6 +211,8 @@ def create_app(context: ApiContext) -> FastAPI:
         state_routes.router,
         audit_routes.router,
     ):
-        app.include_router(router, prefix=API_PREFIX, dependencies=protected)
+        app.include_router(
+            router, prefix=API_PREFIX, dependencies=protected, responses=ERROR_RESPONSES
+        )
     mount_console(app)  # the web console at /console/ (static files; not in the OpenAPI)
     return app

@@ -28,10 +28,12 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy import Select
 
+from lifecycle.api import models
 from lifecycle.api.auth import Principal, Role, context_of, current_principal, needs
 from lifecycle.api.context import ApiContext
 from lifecycle.api.errors import ApiError
 from lifecycle.api.inventory_routes import selector_of
+from lifecycle.api.models import AuditPage, CheckpointList, CheckpointMade, ProofOut
 from lifecycle.api.parse import InputError
 from lifecycle.api.render import JsonObject, timestamp_fields
 from lifecycle.api.scope import Scope
@@ -102,7 +104,7 @@ def selected_endpoints(selector: Selector, tenants: frozenset[str] | None) -> Se
     return sa.select(DEVICE.c.endpoint).where(scoped(selector, tenants))
 
 
-@router.get("/audit", tags=["audit"], summary="Audit records")
+@router.get("/audit", response_model=AuditPage, tags=["audit"], summary="Audit records")
 async def list_audit(
     ctx: Context,
     principal: Caller,
@@ -146,7 +148,12 @@ async def list_audit(
     return {"items": items, "next_after": records[-1].seq if len(records) == limit else None}
 
 
-@router.get("/audit/verify", tags=["audit"], summary="Verify the audit log")
+@router.get(
+    "/audit/verify",
+    response_model=models.AuditVerdict,
+    tags=["audit"],
+    summary="Verify the audit log",
+)
 async def verify_audit(
     ctx: Context,
     principal: Caller,
@@ -197,7 +204,12 @@ def _verifier(ctx: ApiContext) -> CheckpointVerifier:
     return CheckpointVerifier(ctx.audit.public_key_raw)
 
 
-@router.get("/audit/records/{seq}/proof", tags=["audit"], summary="Inclusion proof of a record")
+@router.get(
+    "/audit/records/{seq}/proof",
+    response_model=ProofOut,
+    tags=["audit"],
+    summary="Inclusion proof of a record",
+)
 async def prove(
     ctx: Context,
     principal: Caller,
@@ -229,7 +241,12 @@ def _no_record(seq: int) -> ApiError:
     return ApiError(404, "not_found", f"no audit record {seq} (see GET /v1/audit)", seq=seq)
 
 
-@router.get("/audit/checkpoints", tags=["audit"], summary="Signed checkpoints")
+@router.get(
+    "/audit/checkpoints",
+    response_model=CheckpointList,
+    tags=["audit"],
+    summary="Signed checkpoints",
+)
 async def list_checkpoints(
     ctx: Context, limit: Annotated[int, Query(ge=1, le=1000)] = 20
 ) -> JsonObject:
@@ -245,6 +262,7 @@ async def list_checkpoints(
 
 @router.post(
     "/audit/checkpoints",
+    response_model=CheckpointMade,
     tags=["audit"],
     summary="Sign a checkpoint now",
     openapi_extra=needs(Role.ADMIN),

@@ -57,10 +57,21 @@ from bootstrap import (
 )
 from bootstrap.identities import FactoryIdentity
 from bootstrap.importer import ImportReport, detect_format, parse_identities
+from lifecycle.api import models
 from lifecycle.api.auth import Role, context_of, needs
 from lifecycle.api.context import ApiContext
 from lifecycle.api.errors import ApiError
 from lifecycle.api.inventory_routes import import_extras_of, sync_imported
+from lifecycle.api.models import (
+    AuditPage,
+    BootstrapAnswer,
+    IdentityPage,
+    IdentityRecord,
+    PolicyDiff,
+    PolicyList,
+    PolicyOut,
+)
+from lifecycle.api.naming import JSON_ERRORS
 from lifecycle.api.render import JsonObject, timestamp_fields
 from lifecycle.api.scope import Scope, Scoped
 
@@ -235,6 +246,7 @@ class ImportBody(BaseModel):
 
 @router.post(
     "/identities/import",
+    response_model=models.ImportReport,
     tags=["identities"],
     summary="Import factory identities",
     openapi_extra=needs(Role.ADMIN),
@@ -267,7 +279,12 @@ async def import_identities(
     return report.as_dict()
 
 
-@router.get("/identities", tags=["identities"], summary="List factory identities")
+@router.get(
+    "/identities",
+    response_model=IdentityPage,
+    tags=["identities"],
+    summary="List factory identities",
+)
 async def list_identities(
     bs: Bootstrap,
     scope: Scoped,
@@ -299,7 +316,12 @@ async def list_identities(
     return {"items": [identity_json(i) for i in items], "next_after": page.next_after}
 
 
-@router.get("/identities/{endpoint}", tags=["identities"], summary="Show a factory identity")
+@router.get(
+    "/identities/{endpoint}",
+    response_model=IdentityRecord,
+    tags=["identities"],
+    summary="Show a factory identity",
+)
 async def show_identity(bs: Bootstrap, scope: Scoped, endpoint: str) -> JsonObject:
     """By endpoint, serial, IMEI, EID or PSK identity; with its bootstrap state."""
     await _visible_identity(bs, scope, endpoint)
@@ -317,6 +339,7 @@ class RevokeBody(BaseModel):
 
 @router.post(
     "/identities/{endpoint}/revoke",
+    response_model=IdentityRecord,
     tags=["identities"],
     summary="Revoke a factory identity",
     openapi_extra=needs(Role.ADMIN),
@@ -347,6 +370,7 @@ class MoveBody(BaseModel):
 
 @router.patch(
     "/identities/{endpoint}",
+    response_model=IdentityRecord,
     tags=["identities"],
     summary="Move an identity",
     openapi_extra=needs(Role.ADMIN),
@@ -372,7 +396,12 @@ async def move_identity(bs: Bootstrap, scope: Scoped, endpoint: str, body: MoveB
 # -- policies -------------------------------------------------------------------------------------
 
 
-@router.get("/bootstrap/policies", tags=["bootstrap"], summary="List the policies in force")
+@router.get(
+    "/bootstrap/policies",
+    response_model=PolicyList,
+    tags=["bootstrap"],
+    summary="List the policies in force",
+)
 async def list_policies(bs: Bootstrap, scope: Scoped) -> JsonObject:
     policies = [p for p in await bs.manager.list_policies() if _policy_visible(scope, p)]
     default = bs.manager.default_policy
@@ -391,6 +420,7 @@ class PolicyBody(BaseModel):
 
 @router.put(
     "/bootstrap/policies/{name}",
+    response_model=PolicyOut,
     tags=["bootstrap"],
     summary="Add a policy version",
     openapi_extra=needs(Role.ADMIN),
@@ -412,7 +442,12 @@ async def put_policy(bs: Bootstrap, scope: Scoped, name: str, body: PolicyBody) 
     return {**policy_json(stored), "changed": changed}
 
 
-@router.get("/bootstrap/policies/{name}", tags=["bootstrap"], summary="Show a policy")
+@router.get(
+    "/bootstrap/policies/{name}",
+    response_model=PolicyOut,
+    tags=["bootstrap"],
+    summary="Show a policy",
+)
 async def show_policy(
     bs: Bootstrap,
     scope: Scoped,
@@ -445,7 +480,12 @@ async def show_policy(
     }
 
 
-@router.get("/bootstrap/policies/{name}/diff", tags=["bootstrap"], summary="Diff policy versions")
+@router.get(
+    "/bootstrap/policies/{name}/diff",
+    response_model=PolicyDiff,
+    tags=["bootstrap"],
+    summary="Diff policy versions",
+)
 async def diff_policy(
     bs: Bootstrap,
     scope: Scoped,
@@ -463,6 +503,7 @@ async def diff_policy(
 
 @router.delete(
     "/bootstrap/policies/{name}",
+    response_model=PolicyOut,
     tags=["bootstrap"],
     summary="Retire a policy",
     openapi_extra=needs(Role.ADMIN),
@@ -480,7 +521,12 @@ async def retire_policy(
 # -- explain, status, re-bootstrap ----------------------------------------------------------------
 
 
-@router.get("/bootstrap/explain/{endpoint}", tags=["bootstrap"], summary="Which policy applies")
+@router.get(
+    "/bootstrap/explain/{endpoint}",
+    response_model=BootstrapAnswer,
+    tags=["bootstrap"],
+    summary="Which policy applies",
+)
 async def explain(bs: Bootstrap, scope: Scoped, endpoint: str) -> JsonObject:
     await _visible_identity(bs, scope, endpoint)
     with _errors():
@@ -488,7 +534,12 @@ async def explain(bs: Bootstrap, scope: Scoped, endpoint: str) -> JsonObject:
     return explanation.as_dict()
 
 
-@router.get("/bootstrap/status/{endpoint}", tags=["bootstrap"], summary="Bootstrap state")
+@router.get(
+    "/bootstrap/status/{endpoint}",
+    response_model=BootstrapAnswer,
+    tags=["bootstrap"],
+    summary="Bootstrap state",
+)
 async def status(bs: Bootstrap, scope: Scoped, endpoint: str) -> JsonObject:
     await _visible_identity(bs, scope, endpoint)
     with _errors():
@@ -506,7 +557,10 @@ class RebootstrapBody(BaseModel):
 
 
 @router.post(
-    "/bootstrap/rebootstrap/{endpoint}", tags=["bootstrap"], summary="Server-initiated bootstrap"
+    "/bootstrap/rebootstrap/{endpoint}",
+    response_model=BootstrapAnswer,
+    tags=["bootstrap"],
+    summary="Server-initiated bootstrap",
 )
 async def rebootstrap(
     ctx: Context,
@@ -535,7 +589,12 @@ async def rebootstrap(
 # -- audit and CRL --------------------------------------------------------------------------------
 
 
-@router.get("/bootstrap/audit", tags=["bootstrap"], summary="The bootstrap audit trail")
+@router.get(
+    "/bootstrap/audit",
+    response_model=AuditPage,
+    tags=["bootstrap"],
+    summary="The bootstrap audit trail",
+)
 async def audit(
     bs: Bootstrap,
     scope: Scoped,
@@ -562,7 +621,12 @@ async def audit(
     return {"items": items, "next_after": last}
 
 
-@router.get("/bootstrap/audit/verify", tags=["bootstrap"], summary="Verify the audit chain")
+@router.get(
+    "/bootstrap/audit/verify",
+    response_model=models.AuditVerdict,
+    tags=["bootstrap"],
+    summary="Verify the audit chain",
+)
 async def verify_audit(bs: Bootstrap, scope: Scoped) -> JsonObject:
     scope.require_all_tenants("verifying the audit chain")
     verdict = await bs.manager.verify_audit()
@@ -580,6 +644,13 @@ async def verify_audit(bs: Bootstrap, scope: Scoped) -> JsonObject:
     tags=["bootstrap"],
     summary="Certificate revocation list (PEM)",
     response_class=PlainTextResponse,
+    responses={
+        **JSON_ERRORS,
+        200: {
+            "content": {"text/plain": {"schema": {"type": "string", "description": "PEM"}}},
+            "description": "the CRL, PEM",
+        },
+    },
 )
 async def crl(bs: Bootstrap) -> PlainTextResponse:
     if bs.manager.ca is None:

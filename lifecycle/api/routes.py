@@ -15,15 +15,28 @@ a sleeping queue-mode device).
 
 from __future__ import annotations
 
+import os
+import resource
+import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import APIRouter, Body, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from lifecycle.api.audit_routes import audit_operation
 from lifecycle.api.auth import context_of
 from lifecycle.api.context import ApiContext
 from lifecycle.api.errors import ApiError, result_error, unknown_endpoint
+from lifecycle.api.models import (
+    CancelledOut,
+    DeviceDetail,
+    DevicePage,
+    DiscoverOut,
+    ObservationOut,
+    OperationOut,
+    QueuedOut,
+    StatusOut,
+)
 from lifecycle.api.parse import (
     InputError,
     composite_from_json,
@@ -44,6 +57,7 @@ from lifecycle.api.views import (
     registration_json,
     security_json,
 )
+from lifecycle.jsonview import shown_address
 from lwm2m.codec.link import Attributes, AttributeUpdate, LinkFormatError
 from lwm2m.model import Path, resource_definition
 from lwm2m.server import OperationResult, UnknownObservation
@@ -142,10 +156,7 @@ class Health(BaseModel):
 
 
 def _address(address: tuple[Any, ...] | None) -> str | None:
-    if address is None:
-        return None
-    host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return None if address is None else shown_address(str(address[0]), int(address[1]))
 
 
 @health.get("/health", tags=["health"], response_model=Health, summary="Liveness (no token)")
@@ -165,24 +176,43 @@ async def get_health(ctx: Context) -> Health:
 # -- devices --------------------------------------------------------------------------------------
 
 
-@router.get("/devices", tags=["devices"], summary="List registered devices")
+@router.get(
+    "/devices", response_model=DevicePage, tags=["devices"], summary="List registered devices"
+)
 async def list_devices(
     ctx: Context,
     scope: Scoped,
     prefix: Annotated[str | None, Query(description="only endpoints starting with this")] = None,
-) -> list[JsonObject]:
-    """Every current registration (of the caller's tenants), ordered by endpoint name."""
+    cursor: Annotated[
+        str | None, Query(description="next_cursor of the previous page (an endpoint name)")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="devices per page")] = 100,
+) -> JsonObject:
+    """Current registrations (of the caller's tenants), ordered by endpoint name, one page at
+    a time: ``next_cursor`` is null on the last page."""
     registrations = await scope.filter(
-        sorted(ctx.server.registrations(), key=lambda r: r.endpoint), lambda r: r.endpoint
+        sorted(
+            (
+                r
+                for r in ctx.server.registrations()
+                if prefix is None or r.endpoint.startswith(prefix)
+            ),
+            key=lambda r: r.endpoint,
+        ),
+        lambda r: r.endpoint,
     )
-    return [
-        registration_json(r)
-        for r in registrations
-        if prefix is None or r.endpoint.startswith(prefix)
-    ]
+    after = [r for r in registrations if cursor is None or r.endpoint > cursor]
+    page = after[:limit]
+    return {
+        "items": [registration_json(r) for r in page],
+        "count": len(registrations),
+        "next_cursor": page[-1].endpoint if len(after) > limit else None,
+    }
 
 
-@router.get("/devices/{endpoint}", tags=["devices"], summary="Show one device")
+@router.get(
+    "/devices/{endpoint}", response_model=DeviceDetail, tags=["devices"], summary="Show one device"
+)
 async def show_device(ctx: Context, scope: Scoped, endpoint: str) -> JsonObject:
     """Registration, objects (with model names), last reported values, observations and the
     security mode (never the key)."""
@@ -223,7 +253,12 @@ NodeBody = Annotated[
 ]
 
 
-@router.get("/devices/{endpoint}/data/{path:path}", tags=["operations"], summary="Read")
+@router.get(
+    "/devices/{endpoint}/data/{path:path}",
+    response_model=OperationOut,
+    tags=["operations"],
+    summary="Read",
+)
 async def read(
     ctx: Context, scope: Scoped, endpoint: str, path: PathParam, options: Options
 ) -> JsonObject:
@@ -272,7 +307,12 @@ async def _write(
     return _check(result, endpoint, operation, target)
 
 
-@router.put("/devices/{endpoint}/data/{path:path}", tags=["operations"], summary="Write (replace)")
+@router.put(
+    "/devices/{endpoint}/data/{path:path}",
+    response_model=OperationOut,
+    tags=["operations"],
+    summary="Write (replace)",
+)
 async def write(
     ctx: Context, scope: Scoped, endpoint: str, path: PathParam, data: NodeBody, options: Options
 ) -> JsonObject:
@@ -282,7 +322,10 @@ async def write(
 
 
 @router.patch(
-    "/devices/{endpoint}/data/{path:path}", tags=["operations"], summary="Write (partial update)"
+    "/devices/{endpoint}/data/{path:path}",
+    response_model=OperationOut,
+    tags=["operations"],
+    summary="Write (partial update)",
 )
 async def write_update(
     ctx: Context, scope: Scoped, endpoint: str, path: PathParam, data: NodeBody, options: Options
@@ -309,6 +352,7 @@ CreateBody = Annotated[
 
 @router.post(
     "/devices/{endpoint}/data/{path:path}",
+    response_model=OperationOut,
     tags=["operations"],
     summary="Create",
     status_code=201,
@@ -328,7 +372,12 @@ async def create(
     return body
 
 
-@router.delete("/devices/{endpoint}/data/{path:path}", tags=["operations"], summary="Delete")
+@router.delete(
+    "/devices/{endpoint}/data/{path:path}",
+    response_model=OperationOut,
+    tags=["operations"],
+    summary="Delete",
+)
 async def delete(
     ctx: Context, scope: Scoped, endpoint: str, path: PathParam, options: Options
 ) -> JsonObject:
@@ -347,7 +396,12 @@ class ExecuteBody(BaseModel):
     )
 
 
-@router.post("/devices/{endpoint}/execute/{path:path}", tags=["operations"], summary="Execute")
+@router.post(
+    "/devices/{endpoint}/execute/{path:path}",
+    response_model=OperationOut,
+    tags=["operations"],
+    summary="Execute",
+)
 async def execute(
     ctx: Context,
     scope: Scoped,
@@ -367,7 +421,12 @@ async def execute(
     return _check(result, endpoint, "execute", target)
 
 
-@router.get("/devices/{endpoint}/discover/{path:path}", tags=["operations"], summary="Discover")
+@router.get(
+    "/devices/{endpoint}/discover/{path:path}",
+    response_model=DiscoverOut,
+    tags=["operations"],
+    summary="Discover",
+)
 async def discover(
     ctx: Context, scope: Scoped, endpoint: str, path: PathParam, options: Options
 ) -> JsonObject:
@@ -398,7 +457,10 @@ _WRITABLE_ATTRIBUTES = ("pmin", "pmax", "gt", "lt", "st", "epmin", "epmax")
 
 
 @router.put(
-    "/devices/{endpoint}/attributes/{path:path}", tags=["operations"], summary="Write-Attributes"
+    "/devices/{endpoint}/attributes/{path:path}",
+    response_model=OperationOut,
+    tags=["operations"],
+    summary="Write-Attributes",
 )
 async def write_attributes(
     ctx: Context,
@@ -438,7 +500,12 @@ async def write_attributes(
     return body
 
 
-@router.post("/devices/{endpoint}/observe/{path:path}", tags=["operations"], summary="Observe")
+@router.post(
+    "/devices/{endpoint}/observe/{path:path}",
+    response_model=OperationOut,
+    tags=["operations"],
+    summary="Observe",
+)
 async def observe(
     ctx: Context, scope: Scoped, endpoint: str, path: PathParam, options: Options
 ) -> JsonObject:
@@ -478,7 +545,12 @@ def _paths(raw: list[str]) -> list[Path]:
     return [parse_path(p, f"body.paths[{n}]") for n, p in enumerate(raw)]
 
 
-@router.post("/devices/{endpoint}/composite/read", tags=["composite"], summary="Read-Composite")
+@router.post(
+    "/devices/{endpoint}/composite/read",
+    response_model=OperationOut,
+    tags=["composite"],
+    summary="Read-Composite",
+)
 async def read_composite(
     ctx: Context, scope: Scoped, endpoint: str, data: PathsBody, options: Options
 ) -> JsonObject:
@@ -495,7 +567,12 @@ async def read_composite(
     return body
 
 
-@router.post("/devices/{endpoint}/composite/write", tags=["composite"], summary="Write-Composite")
+@router.post(
+    "/devices/{endpoint}/composite/write",
+    response_model=OperationOut,
+    tags=["composite"],
+    summary="Write-Composite",
+)
 async def write_composite(
     ctx: Context, scope: Scoped, endpoint: str, data: CompositeWriteBody, options: Options
 ) -> JsonObject:
@@ -513,7 +590,10 @@ async def write_composite(
 
 
 @router.post(
-    "/devices/{endpoint}/composite/observe", tags=["composite"], summary="Observe-Composite"
+    "/devices/{endpoint}/composite/observe",
+    response_model=OperationOut,
+    tags=["composite"],
+    summary="Observe-Composite",
 )
 async def observe_composite(
     ctx: Context, scope: Scoped, endpoint: str, data: PathsBody, options: Options
@@ -539,7 +619,12 @@ async def observe_composite(
 # -- observations and queue -----------------------------------------------------------------------
 
 
-@router.get("/observations", tags=["observations"], summary="List active observations")
+@router.get(
+    "/observations",
+    response_model=list[ObservationOut],
+    tags=["observations"],
+    summary="List active observations",
+)
 async def list_observations(
     ctx: Context,
     scope: Scoped,
@@ -550,7 +635,10 @@ async def list_observations(
 
 
 @router.get(
-    "/devices/{endpoint}/observations", tags=["observations"], summary="A device's observations"
+    "/devices/{endpoint}/observations",
+    response_model=list[ObservationOut],
+    tags=["observations"],
+    summary="A device's observations",
 )
 async def device_observations(ctx: Context, scope: Scoped, endpoint: str) -> list[JsonObject]:
     await _visible_device(ctx, scope, endpoint)
@@ -560,7 +648,10 @@ async def device_observations(ctx: Context, scope: Scoped, endpoint: str) -> lis
 
 
 @router.delete(
-    "/observations/{observation_id}", tags=["observations"], summary="Cancel an observation"
+    "/observations/{observation_id}",
+    response_model=OperationOut,
+    tags=["observations"],
+    summary="Cancel an observation",
 )
 async def cancel_observation(
     ctx: Context,
@@ -592,7 +683,12 @@ async def cancel_observation(
     return body
 
 
-@router.get("/devices/{endpoint}/queue", tags=["queue"], summary="Queued requests of a device")
+@router.get(
+    "/devices/{endpoint}/queue",
+    response_model=list[QueuedOut],
+    tags=["queue"],
+    summary="Queued requests of a device",
+)
 async def queued_requests(ctx: Context, scope: Scoped, endpoint: str) -> list[JsonObject]:
     """Requests waiting for (or recently delivered to) a sleeping queue-mode device."""
     if not await scope.sees(endpoint):
@@ -600,7 +696,12 @@ async def queued_requests(ctx: Context, scope: Scoped, endpoint: str) -> list[Js
     return [queued_request_json(r) for r in await ctx.server.queued_requests(endpoint)]
 
 
-@router.delete("/queue/{request_id}", tags=["queue"], summary="Cancel a queued request")
+@router.delete(
+    "/queue/{request_id}",
+    response_model=CancelledOut,
+    tags=["queue"],
+    summary="Cancel a queued request",
+)
 async def cancel_queued(ctx: Context, scope: Scoped, request_id: int) -> JsonObject:
     queued = await ctx.store.read(lambda tx: ctx.store.queue.get(tx, request_id))
     hidden = queued is not None and not await scope.sees(queued.endpoint)
@@ -616,3 +717,40 @@ async def cancel_queued(ctx: Context, scope: Scoped, request_id: int) -> JsonObj
     detail = {"request_id": request_id, "operation": queued.operation if queued else None}
     await audit_operation(ctx, scope, endpoint, "queue-cancel", None, detail=detail, outcome="ok")
     return {"status": "success", "request_id": request_id}
+
+
+# -- status ---------------------------------------------------------------------------------------
+
+
+@router.get("/status", response_model=StatusOut, tags=["health"], summary="Server status")
+async def get_status(ctx: Context, request: Request) -> StatusOut:
+    """Version, uptime, bound ports, devices, store and load: what `fleetloop status` shows."""
+    registrations = ctx.server.registrations()
+    bootstrap = getattr(request.app.state, "bootstrap", None)
+    bs_server = getattr(bootstrap, "server", None)
+    api = request.url.netloc
+    load1, load5, load15 = os.getloadavg()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return StatusOut(
+        version=ctx.version,
+        started_at=iso8601(ctx.started_at),
+        uptime_s=round(time.time() - ctx.started_at, 1),
+        ports={
+            "api": api,
+            "coap": _address(ctx.server.coap_address),
+            "coaps": _address(ctx.server.coaps_address),
+            "bs_coap": _address(getattr(bs_server, "coap_address", None)),
+            "bs_coaps": _address(getattr(bs_server, "coaps_address", None)),
+        },
+        devices_registered=len(registrations),
+        devices_sleeping=sum(1 for r in registrations if r.queue_mode),
+        observations=len(ctx.server.observations()),
+        store=ctx.store.url,  # the password hidden
+        load={
+            "load1": load1,
+            "load5": load5,
+            "load15": load15,
+            "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+            "max_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        },
+    )

@@ -24,6 +24,7 @@ from lifecycle.api.audit_routes import audit_change
 from lifecycle.api.auth import Role, context_of, needs
 from lifecycle.api.context import ApiContext
 from lifecycle.api.errors import ApiError
+from lifecycle.api.models import SecurityChange, SecurityOut, SecurityPage
 from lifecycle.api.parse import InputError
 from lifecycle.api.render import JsonObject
 from lifecycle.api.scope import Scoped
@@ -118,7 +119,12 @@ def _x509(body: SecurityBody) -> X509Credential | None:
     return X509Credential(subject, fingerprint)
 
 
-@router.get("/security", tags=["security"], summary="List endpoint security records")
+@router.get(
+    "/security",
+    response_model=SecurityPage,
+    tags=["security"],
+    summary="List endpoint security records",
+)
 async def list_security(
     ctx: Context,
     scope: Scoped,
@@ -133,7 +139,12 @@ async def list_security(
     return {"items": [security_json(s) for s in items], "next_after": page.next_after}
 
 
-@router.get("/security/{endpoint}", tags=["security"], summary="Show an endpoint's security")
+@router.get(
+    "/security/{endpoint}",
+    response_model=SecurityOut,
+    tags=["security"],
+    summary="Show an endpoint's security",
+)
 async def get_security(ctx: Context, scope: Scoped, endpoint: str) -> JsonObject:
     await scope.endpoint(endpoint, missing=_no_record)
     found = await ctx.store.read(lambda tx: ctx.store.security.get(tx, endpoint))
@@ -144,6 +155,7 @@ async def get_security(ctx: Context, scope: Scoped, endpoint: str) -> JsonObject
 
 @router.put(
     "/security/{endpoint}",
+    response_model=SecurityChange,
     tags=["security"],
     summary="Set an endpoint's security",
     openapi_extra=needs(Role.ADMIN),
@@ -182,6 +194,7 @@ async def set_security(
 
 @router.delete(
     "/security/{endpoint}",
+    response_model=SecurityChange,
     tags=["security"],
     summary="Remove an endpoint's security",
     openapi_extra=needs(Role.ADMIN),

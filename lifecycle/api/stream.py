@@ -30,6 +30,7 @@ from fastapi.responses import StreamingResponse
 
 from lifecycle.api.auth import context_of
 from lifecycle.api.context import ApiContext
+from lifecycle.api.naming import JSON_ERRORS
 from lifecycle.api.parse import InputError
 from lifecycle.api.scope import Scope, Scoped
 from lifecycle.api.views import EVENT_TYPES, event_json, event_type
@@ -98,7 +99,21 @@ async def _messages(
     tags=["events"],
     summary="Event stream (server-sent events)",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "SSE stream"}},
+    responses={
+        **JSON_ERRORS,
+        200: {
+            "content": {
+                "text/event-stream": {
+                    "schema": {
+                        "type": "string",
+                        "description": "`event: <type>` + `data: <JSON>` per event; the data "
+                        "of each type is described in docs/API.md (Event stream)",
+                    }
+                }
+            },
+            "description": "SSE stream: a `ready` event first, then the events as they happen",
+        },
+    },
 )
 async def events(
     ctx: Context,

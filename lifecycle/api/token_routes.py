@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lifecycle.api.auth import Role, context_of, needs
 from lifecycle.api.errors import ApiError
+from lifecycle.api.models import CreatedToken, RevokedToken, TokenList
 from lifecycle.api.render import JsonObject, timestamp_fields
 from lifecycle.api.scope import Scoped
 from lifecycle.operators import (
@@ -80,6 +81,7 @@ class TokenBody(BaseModel):
 
 @router.post(
     "/tokens",
+    response_model=CreatedToken,
     tags=["tokens"],
     summary="Create an operator token",
     status_code=201,
@@ -105,7 +107,13 @@ async def create_token(request: Request, scope: Scoped, body: TokenBody) -> Json
     }
 
 
-@router.get("/tokens", tags=["tokens"], summary="List operator tokens", openapi_extra=ADMIN)
+@router.get(
+    "/tokens",
+    response_model=TokenList,
+    tags=["tokens"],
+    summary="List operator tokens",
+    openapi_extra=ADMIN,
+)
 async def list_tokens(
     request: Request,
     scope: Scoped,
@@ -119,7 +127,11 @@ async def list_tokens(
 
 
 @router.delete(
-    "/tokens/{token}", tags=["tokens"], summary="Revoke an operator token", openapi_extra=ADMIN
+    "/tokens/{token}",
+    response_model=RevokedToken,
+    tags=["tokens"],
+    summary="Revoke an operator token",
+    openapi_extra=ADMIN,
 )
 async def revoke_token(request: Request, scope: Scoped, token: str) -> JsonObject:
     """Revoke the live token with this id (or name); requests with it are refused at once."""

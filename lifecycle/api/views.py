@@ -20,6 +20,7 @@ from lifecycle.api.render import (
     timestamp_fields,
     value_fields,
 )
+from lifecycle.jsonview import iso8601, shown_address
 from lwm2m.codec import ContentFormat
 from lwm2m.codec.errors import CodecError
 from lwm2m.codec.link import Link, parse_registration
@@ -61,7 +62,7 @@ def registration_json(reg: Registration) -> JsonObject:
     return {
         "endpoint": reg.endpoint,
         "registration_id": reg.id,
-        "address": str(reg.address),
+        "address": shown_address(reg.address.host, reg.address.port),
         "secure": reg.secure,
         "identity": {"kind": reg.identity.kind.value, "value": reg.identity.value or None},
         "lwm2m_version": reg.lwm2m_version,
@@ -74,6 +75,8 @@ def registration_json(reg: Registration) -> JsonObject:
         **timestamp_fields("registered_at", reg.registered_at),
         **timestamp_fields("updated_at", reg.updated_at),
         **timestamp_fields("expires_at", reg.expires_at),
+        "last_seen": iso8601(reg.updated_at or reg.registered_at),
+        "reachability": "sleeping" if reg.queue_mode else "online",
     }
 
 

@@ -75,7 +75,7 @@ async def last_value(api: Api, ep: str, path: str) -> Any:
 def test_int_101_initial_registration(serve: Serve) -> None:
     async def case() -> None:
         async with fleet_and_api(serve, 3, "i101-") as (fleet, api):
-            listed = await api.get("/v1/devices", params={"prefix": "i101-"})
+            listed = (await api.get("/v1/devices", params={"prefix": "i101-"}))["items"]
             assert [d["endpoint"] for d in listed] == ["i101-000001", "i101-000002", "i101-000003"]
             device = await api.get("/v1/devices/i101-000002")
             assert device["lwm2m_version"] == "1.2"
@@ -115,7 +115,7 @@ def test_int_103_deregistration(serve: Serve) -> None:
         async with fleet_and_api(serve, 2, "i103-") as (fleet, api):
             fleet.inject("i103-000001", "deregister")
             await fleet.wait_until(lambda: fleet.device(0).status == "stopped")
-            listed = await api.get("/v1/devices", params={"prefix": "i103-"})
+            listed = (await api.get("/v1/devices", params={"prefix": "i103-"}))["items"]
             assert [d["endpoint"] for d in listed] == ["i103-000002"]
             await api.get("/v1/devices/i103-000001", expect=404)
 

@@ -55,7 +55,7 @@ def test_a_thousand_devices_register_over_dtls_psk_and_answer_a_read_of_3_0(serv
                 fleet.spawn(identities=identities)
                 await fleet.wait_registered(timeout=120)
                 assert fleet.handshakes >= FLEET
-                listed = await api.get("/v1/devices", params={"prefix": "dtls-"})
+                listed = (await api.get("/v1/devices", params={"prefix": "dtls-"}))["items"]
                 assert len(listed) == FLEET
                 assert all(d["secure"] for d in listed)
 
@@ -78,7 +78,7 @@ def test_a_thousand_devices_register_over_dtls_psk_and_answer_a_read_of_3_0(serv
                     assert resources[2] == endpoint  # Serial Number: this very device answered
                     assert resources[0] == "fleetloop-sim"
                 assert fleet.counters.registrations == FLEET
-            listed = await api.get("/v1/devices", params={"prefix": "dtls-"})
+            listed = (await api.get("/v1/devices", params={"prefix": "dtls-"}))["items"]
             assert listed == []  # the fleet de-registered on the way out
         finally:
             await api.aclose()
@@ -123,7 +123,7 @@ def test_the_fleet_bootstraps_from_the_identity_csv_it_generated(
             try:
 
                 async def all_there() -> bool:
-                    listed = await api.get("/v1/devices", params={"prefix": "bsf-"})
+                    listed = (await api.get("/v1/devices", params={"prefix": "bsf-"}))["items"]
                     return len(listed) == 25 and all(d["secure"] for d in listed)
 
                 await eventually(all_there, timeout=60)

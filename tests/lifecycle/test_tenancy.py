@@ -388,7 +388,7 @@ def test_a_tenant_a_token_still_works_on_its_own_devices(tmp_path: Path) -> None
 
     async def scenario() -> None:
         async with world(tmp_path) as w, w.client("a-viewer") as a:
-            assert [d["endpoint"] for d in await ok(a.get("/v1/devices"))] == [A_DEV]
+            assert [d["endpoint"] for d in (await ok(a.get("/v1/devices")))["items"]] == [A_DEV]
             assert (await ok(a.get(f"/v1/devices/{A_DEV}")))["endpoint"] == A_DEV
             read = await ok(a.get(f"/v1/devices/{A_DEV}/data/3/0/0"))
             assert read["status"] == "success"
@@ -400,7 +400,7 @@ def test_a_tenant_a_token_still_works_on_its_own_devices(tmp_path: Path) -> None
             assert (await ok(a.get(f"/v1/bootstrap/status/{A_DEV}")))["endpoint"] == A_DEV
             assert (await a.get(f"/v1/devices/{B_DEV}")).status_code == 404
             # and an all-tenant viewer sees both tenants
-            both = await ok(w.admin.get("/v1/devices"))
+            both = (await ok(w.admin.get("/v1/devices")))["items"]
             assert sorted(d["endpoint"] for d in both) == [A_DEV, B_DEV]
 
     run(scenario)

@@ -104,12 +104,13 @@ def test_devices_list_and_show_a_registered_device(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with running_api(tmp_path) as api, api.device("dev-1") as device:
             await device.wait_registered()
-            listed = (await api.http.get("/v1/devices")).json()
+            listed = (await api.http.get("/v1/devices")).json()["items"]
             assert [d["endpoint"] for d in listed] == ["dev-1"]
             assert listed[0]["identity"]["kind"] == "nosec"
             assert listed[0]["registered_at"].endswith("Z")
             assert isinstance(listed[0]["registered_at_epoch"], float)
-            assert (await api.http.get("/v1/devices", params={"prefix": "zz"})).json() == []
+            none = await api.http.get("/v1/devices", params={"prefix": "zz"})
+            assert none.json()["items"] == []
             await api.http.get("/v1/devices/dev-1/data/3/0/9")
             await api.store.flush()  # reads are recorded fire-and-forget (group commit)
             shown = (await api.http.get("/v1/devices/dev-1")).json()
@@ -410,7 +411,7 @@ def test_a_request_for_a_sleeping_device_waits_in_the_queue(tmp_path: Path) -> N
             api.device("sleepy", config=config) as device,
         ):
             await device.wait_registered()
-            assert (await api.http.get("/v1/devices")).json()[0]["queue_mode"] is True
+            assert (await api.http.get("/v1/devices")).json()["items"][0]["queue_mode"] is True
             await asyncio.sleep(0.5)  # both sides now consider the device asleep
             read = asyncio.create_task(api.http.get("/v1/devices/sleepy/data/3/0/9"))
             queued: list[Any] = []

@@ -65,7 +65,7 @@ def test_devices_routes_on_both_databases(tmp_path: Path, database_url: str | No
             await api.http.put("/v1/security/dev-1", json={"allow_nosec": True})
             async with api.device("dev-1") as device:
                 await device.wait_registered()
-                listed = (await api.http.get("/v1/devices")).json()
+                listed = (await api.http.get("/v1/devices")).json()["items"]
                 assert [d["endpoint"] for d in listed] == ["dev-1"]
                 assert (await api.http.get("/v1/devices/dev-1/data/3/0/9")).status_code == 200
                 await api.store.flush()
@@ -124,7 +124,7 @@ def test_a_psk_set_through_the_api_lets_the_device_register_over_dtls(tmp_path: 
             device = SimulatedDevice("dev-psk", api.coaps_uri, psk=(b"dev-psk-id", KEY))
             async with device:
                 await device.wait_registered()
-                listed = (await api.http.get("/v1/devices")).json()
+                listed = (await api.http.get("/v1/devices")).json()["items"]
                 assert listed[0]["endpoint"] == "dev-psk"
                 assert listed[0]["secure"] is True
                 assert listed[0]["identity"] == {"kind": "psk", "value": "dev-psk-id"}
@@ -151,14 +151,13 @@ def test_secure_only_refuses_nosec_unless_the_endpoint_has_a_grant(tmp_path: Pat
             await wait_until(lambda: bool(refusals))
             await stranger.stop(timeout=0.1)
             assert refusals[0].endpoint == "stranger"
-            assert (await api.http.get("/v1/devices")).json() == []
+            assert (await api.http.get("/v1/devices")).json()["items"] == []
             granted = await api.http.put("/v1/security/lab-1", json={"allow_nosec": True})
             assert granted.status_code == 200
             async with api.device("lab-1") as lab:
                 await lab.wait_registered()
-                assert [d["endpoint"] for d in (await api.http.get("/v1/devices")).json()] == [
-                    "lab-1"
-                ]
+                listed = (await api.http.get("/v1/devices")).json()["items"]
+                assert [d["endpoint"] for d in listed] == ["lab-1"]
             subscription.close()
             collector.cancel()
 

@@ -1,0 +1,93 @@
+"""Stable ``operationId``s that read as names (``listDevices``), and the documented errors.
+
+FastAPI's default operationId is ``list_devices_v1_devices_get``: unique, but it changes when
+a path changes and reads badly in generated clients. Here it is the route function's name in
+camelCase, with the renames below where the function name alone would be vague or collide
+(two ``show_device``: the registration and the inventory record).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field
+
+RENAMES = {
+    "get_health": "getHealth",
+    "show_device": "showDevice",
+    "read": "readData",
+    "write": "writeData",
+    "write_update": "updateData",
+    "create": "createInstance",
+    "delete": "deleteInstance",
+    "execute": "executeResource",
+    "discover": "discoverData",
+    "observe": "observeData",
+    "events": "streamEvents",
+    "explain": "explainBootstrap",
+    "status": "getBootstrapStatus",
+    "rebootstrap": "rebootstrapDevice",
+    "audit": "listBootstrapAudit",
+    "crl": "getBootstrapCrl",
+    "drift": "listDrift",
+    "prove": "proveAuditRecord",
+}
+"""Function name → operationId, where plain camelCase would not read as a name."""
+
+BY_PATH = {
+    ("GET", "/v1/inventory/{endpoint}"): "showInventoryRecord",
+    ("GET", "/v1/bootstrap/audit/verify"): "verifyBootstrapAudit",
+}
+"""Routes whose function names collide with another route's."""
+
+
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def operation_id(route: APIRoute) -> str:
+    """The ``generate_unique_id_function`` of the app (module docstring)."""
+    method = sorted(route.methods)[0] if route.methods else "GET"
+    named = BY_PATH.get((method, route.path_format))
+    return named or RENAMES.get(route.name) or camel(route.name)
+
+
+class ErrorOut(BaseModel):
+    """Every error answer (``lifecycle.api.errors.ApiError``): a kind, one line for people,
+    and fields that depend on the kind (``endpoint``, ``field``, ``coap_code``, ...)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: str = Field(description="machine-readable kind: unauthorized, invalid_input, ...")
+    message: str = Field(description="what failed, for which device, and what to do")
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorOut, "description": description}
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _error("the server cannot build the request: format, path level (`invalid_request`)"),
+    401: _error("missing or wrong bearer token (`unauthorized`)"),
+    403: _error("the token's role or tenants do not allow this (`forbidden`)"),
+    404: _error("no such device, record or route (`unknown_endpoint`, `not_found`)"),
+    409: _error("conflict: a credential in use, a device gone meanwhile (`conflict`, ...)"),
+    422: _error("a body or query field is malformed; `field` names it (`invalid_input`)"),
+    502: _error("the device answered with an error or could not be reached (`device_error`)"),
+    503: _error("the server is stopping or its database is unreachable"),
+    504: _error("the device did not answer in time (`timeout`, `queued_expired`)"),
+}
+"""Documented on every versioned route (``include_router(responses=...)``)."""
+
+
+JSON_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {
+        "description": entry["description"],
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
+    }
+    for code, entry in ERROR_RESPONSES.items()
+}
+"""The same, for routes that answer something other than JSON on success (the event stream,
+the CRL): FastAPI would otherwise document their errors under that media type."""
