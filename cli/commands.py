@@ -475,7 +475,7 @@ def create(
     """Create an instance of OBJECT_PATH (like /11) with resources RID=VALUE.
 
     \b
-    fleetloop create dev-1 /11 0=iot-apn 1=iot.example
+    fleetloop create dev-1 /11 0=iot-apn 4=0
     """
     body: dict[str, Any]
     if node_json is not None:

@@ -369,6 +369,9 @@ def device(
     """Run ONE simulated device ENDPOINT against SERVER (coap://host:port or coaps://...)
     until Ctrl-C or SIGTERM, then de-register it.
 
+    The device has the default objects plus object 11 (APN connection profiles), whose
+    instances the server may create and delete (`fleetloop create ENDPOINT /11 0=name`).
+
     \b
     fleetloop sim device demo-1 coap://127.0.0.1:5683
     fleetloop sim device demo-1 coaps://127.0.0.1:5684 --psk-key 000102030405060708090a0b0c0d0e0f
@@ -381,6 +384,21 @@ def device(
     elif server_uri.startswith("coaps://"):
         raise click.UsageError("coaps:// needs --psk-key (and --psk-identity if not ENDPOINT)")
     asyncio.run(_one_device(endpoint, server_uri, psk, battery_every, give_up_after))
+
+
+def _walkthrough_template() -> Any:
+    """The default device plus a creatable, deletable object 11 (docs/FIRST_RUN.md §3)."""
+    from objects import builtin_definition
+    from simulators.device.defaults import default_template
+    from simulators.device.template import InstanceTemplate, ObjectTemplate
+
+    apn = ObjectTemplate(
+        builtin_definition(11),
+        {},
+        new_instance=InstanceTemplate({0: "default-apn", 1: "internet"}),
+        deletable=True,
+    )
+    return default_template().replace(apn)
 
 
 async def _one_device(
@@ -398,7 +416,7 @@ async def _one_device(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     try:
-        simulated = SimulatedDevice(endpoint, uri, psk=psk)
+        simulated = SimulatedDevice(endpoint, uri, psk=psk, template=_walkthrough_template())
     except ValueError as err:
         raise CliFailure(str(err), EXIT_USAGE) from None
     await simulated.start()

@@ -166,7 +166,14 @@ def test_a_busy_port_is_reported_with_the_fix(tmp_path: Path, flag: str) -> None
         if kind == socket.SOCK_STREAM:
             busy.listen()
         port = busy.getsockname()[1]
-        args = {"--coap": "127.0.0.1:0", "--coaps": "off", "--api": "127.0.0.1:0"}
+        # every other socket ephemeral or off: the test must pass next to a running server
+        args = {
+            "--coap": "127.0.0.1:0",
+            "--coaps": "off",
+            "--bs-coap": "off",
+            "--bs-coaps": "off",
+            "--api": "127.0.0.1:0",
+        }
         args[flag] = f"127.0.0.1:{port}"
         result = subprocess.run(
             [*fleetloop(), "serve", *[x for kv in args.items() for x in kv]],
