@@ -66,6 +66,7 @@ from lwm2m.store import (
     StoreError,
     Tx,
 )
+from lwm2m.store.registrations import applied
 from lwm2m.transport import CertificateIdentity, Peer, PskIdentity
 
 logger = logging.getLogger("lwm2m.server")
@@ -335,11 +336,10 @@ class RegistrationInterface:
             channel, event, endpoint, peer
         ):
             return
-        previous = device.registration
         changes = RegistrationUpdate(
             lifetime=request.lifetime,
             binding=request.binding,
-            queue_mode=request.queue_mode(previous.lwm2m_version),
+            queue_mode=request.queue_mode(device.registration.lwm2m_version),
             sms_number=request.sms_number,
             object_links=request.object_links,
             supported_formats=(
@@ -350,11 +350,12 @@ class RegistrationInterface:
             address=store_address(peer) if peer != device.peer else None,
         )
         # Every Update, the empty one too, is committed before its 2.04 (group-committed with
-        # the other Updates of the batch, one executemany): see docs/BENCHMARKS.md, issue 13.
-        row = (request.registration_id, changes, self._wall())
+        # the other Updates of the batch, one executemany, no read): docs/BENCHMARKS.md,
+        # issue 13. The store applied ``changes`` to its row; the same goes to our copy below.
+        now = self._wall()
         try:
-            reg: Registration = await self.store.batcher.submit_row(
-                self.store.registrations.update_many, row
+            await self.store.batcher.submit_row(
+                self.store.registrations.apply_updates, (request.registration_id, changes, now)
             )
         except NotFound as exc:
             if self._by_id.get(request.registration_id) is device:
@@ -368,6 +369,10 @@ class RegistrationInterface:
         if self._by_id.get(request.registration_id) is not device:
             self._respond(channel, event, Code.NOT_FOUND, "registration replaced; register again")
             return
+        # Commits resolve in submission order, so this copy has every earlier Update applied,
+        # as the stored row had when this one ran.
+        previous = device.registration
+        reg = applied(previous, changes, now)
         device.registration = reg
         if peer != device.peer:  # NAT rebinding, a new DTLS session, or the first contact
             if device.peer is not None and self._by_peer.get(device.peer) is device:

@@ -64,6 +64,30 @@ _UPDATE_EXPIRY = _update_statement(_EXPIRY_COLUMNS)
 _UPDATE_MUTABLE = _update_statement(_MUTABLE_COLUMNS)
 
 
+def _keep(name: str) -> Any:
+    """``COALESCE(:b_<name>, <name>)``: the Update's value, or the stored one when absent."""
+    column = _R[name]
+    return func.coalesce(bindparam(f"b_{name}", type_=column.type), column)
+
+
+_NOW = bindparam("b_now", type_=_R.expires_at.type)
+# One fixed statement for every Update, whatever it carries: the database applies it on top
+# of the stored row (so Updates never build on a stale copy), and skips unknown or expired ids.
+_APPLY_UPDATE = (
+    update(REGISTRATION)
+    .where(_R.id == bindparam("b_id"), _R.expires_at > _NOW)
+    .values(
+        {
+            "lifetime": _keep("lifetime"),
+            "updated_at": _NOW,
+            "expires_at": _NOW + _keep("lifetime"),
+            **{name: _keep(name) for name in _MUTABLE_COLUMNS[3:]},
+        }
+    )
+)
+_UPDATED_AT_BY_IDS = select(_R.id, _R.updated_at).where(_R.id.in_(bindparam("ids", expanding=True)))
+
+
 def _formats_text(formats: Iterable[int]) -> str:
     return ",".join(str(int(f)) for f in formats)
 
@@ -164,6 +188,30 @@ def _apply(
         expires_at=now + lifetime,
         identity=old.identity,
     )
+
+
+def _apply_params(rid: str, changes: RegistrationUpdate, now: float) -> dict[str, Any]:
+    address = changes.address
+    formats = changes.supported_formats
+    return {
+        "b_id": rid,
+        "b_now": now,
+        "b_lifetime": changes.lifetime,
+        "b_binding": changes.binding,
+        "b_queue_mode": changes.queue_mode,
+        "b_sms_number": changes.sms_number,
+        "b_object_links": changes.object_links,
+        "b_supported_formats": _formats_text(formats) if formats is not None else None,
+        "b_host": address.host if address is not None else None,
+        "b_port": address.port if address is not None else None,
+    }
+
+
+def applied(old: Registration, changes: RegistrationUpdate, now: float) -> Registration:
+    """The registration after :meth:`RegistrationRepository.apply_updates` applied
+    ``changes`` at ``now`` to ``old`` (the same rule the database used)."""
+    lifetime = changes.lifetime if changes.lifetime is not None else old.lifetime
+    return _apply(old, changes, lifetime, now)
 
 
 class RegistrationRepository:
@@ -332,6 +380,49 @@ class RegistrationRepository:
         tx.execute(_DELETE_OBSERVATIONS, {"id": registration_id})
         tx.execute(_DELETE_BY_ID, {"id": registration_id})
         return current
+
+    def apply_updates(
+        self, tx: Tx, updates: Sequence[tuple[str, RegistrationUpdate, float]]
+    ) -> list[NotFound | ValueError | None]:
+        """:meth:`update_many` without reading: ``None`` for each applied Update, an error for
+        the others (unknown or expired id, non-positive lifetime; nothing written for them).
+
+        Why: the SELECT and decoding its rows were ~40 % of an Update's store work. The
+        caller (the server, which holds every live registration in memory) applies the same
+        changes to its copy once the commit returns, in submission order. One executemany of
+        a fixed statement per round (an id appears at most once per round); only when its
+        rowcount falls short does a read find out which rows matched nothing.
+        """
+        results: list[NotFound | ValueError | None] = [None] * len(updates)
+        rounds: list[list[int]] = []
+        seen: dict[str, int] = {}
+        for position, (rid, changes, _) in enumerate(updates):
+            if changes.lifetime is not None and changes.lifetime <= 0:
+                results[position] = ValueError(f"lifetime must be positive, got {changes.lifetime}")
+                continue
+            occurrence = seen.get(rid, 0)
+            seen[rid] = occurrence + 1
+            if occurrence == len(rounds):
+                rounds.append([])
+            rounds[occurrence].append(position)
+        for positions in rounds:
+            params = [_apply_params(*updates[position]) for position in positions]
+            result = tx.execute(_APPLY_UPDATE, params)
+            if result.supports_sane_multi_rowcount() and result.rowcount == len(params):
+                continue
+            ids = [updates[position][0] for position in positions]
+            stamped: dict[str, float] = {}
+            for start in range(0, len(ids), _IN_CHUNK):
+                chunk = {"ids": ids[start : start + _IN_CHUNK]}
+                for row in tx.execute(_UPDATED_AT_BY_IDS, chunk):
+                    stamped[row.id] = float(row.updated_at)
+            for position in positions:
+                rid, _, now = updates[position]
+                if stamped.get(rid) != now:
+                    results[position] = NotFound(
+                        f"registration {rid!r} is unknown or expired; register again"
+                    )
+        return results
 
     def remove_many(self, tx: Tx, registration_ids: Sequence[str]) -> None:
         """De-register many at once: delete the registrations and their observations in two

@@ -311,3 +311,40 @@ def test_remove_many_deletes_registrations_and_observations_and_ignores_unknown_
         assert regs.get(tx, one.id) is None and regs.get(tx, two.id) is None
         assert regs.get(tx, keep.id) == keep
         assert det_store.observations.for_endpoint(tx, "ep-1") == []
+
+
+def test_apply_updates_writes_without_reading_and_matches_the_in_memory_rule(
+    det_store: Store,
+) -> None:
+    """The server's Update path: the database applies each Update on top of the stored row
+    (an id twice in one call gets both, in order), unknown and expired ids and a
+    non-positive lifetime fail alone, and ``applied`` gives the same row the store holds."""
+    from lwm2m.store.registrations import applied
+
+    regs = det_store.registrations
+    one = register(det_store, new("ep-1", lifetime=100), now=0)
+    two = register(det_store, new("ep-2", lifetime=100), now=0)
+    short = register(det_store, new("ep-3", lifetime=10), now=0)
+    moved = RegistrationUpdate(binding="UQ", address=Address("10.0.0.9", 9))
+    rows = [
+        (one.id, RegistrationUpdate(), 50.0),
+        (two.id, moved, 51.0),
+        ("nope", RegistrationUpdate(), 52.0),
+        (short.id, RegistrationUpdate(), 53.0),
+        (two.id, RegistrationUpdate(lifetime=0), 54.0),
+        (two.id, RegistrationUpdate(lifetime=60, supported_formats=(112,)), 55.0),
+    ]
+    with det_store.transaction() as tx:
+        results = regs.apply_updates(tx, rows)
+    assert results[0] is None and results[1] is None and results[5] is None
+    assert isinstance(results[2], NotFound) and isinstance(results[3], NotFound)
+    assert isinstance(results[4], ValueError)
+    expected_two = applied(applied(two, moved, 51.0), rows[5][1], 55.0)
+    assert expected_two.expires_at == 115.0 and expected_two.binding == "UQ"
+    with det_store.transaction() as tx:
+        assert regs.get(tx, one.id) == applied(one, RegistrationUpdate(), 50.0)
+        assert regs.get(tx, two.id) == expected_two
+        assert regs.get(tx, short.id) == short
+    with det_store.transaction() as tx:  # all applied: the fast path, no read needed
+        assert regs.apply_updates(tx, [(one.id, RegistrationUpdate(lifetime=30), 60.0)]) == [None]
+    assert det_store.read_sync(lambda tx: regs.get(tx, one.id)).expires_at == 90.0  # type: ignore[union-attr]
