@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import click
 
+from cli import __version__
 from cli.client import CliFailure
 from cli.commands import ALL_COMMANDS
 from cli.settings import LOG_FORMATS, LOG_LEVELS
@@ -99,7 +100,7 @@ class FleetloopGroup(click.Group):
 
 
 @click.group(cls=FleetloopGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="fleetloop", prog_name="fleetloop")
+@click.version_option(version=__version__, prog_name="fleetloop")
 def main() -> None:
     """fleetloop — LwM2M bootstrap + device management for cellular IoT fleets.
 

@@ -72,3 +72,13 @@ def test_every_lazy_group_loads_when_invoked() -> None:
         shown = runner.invoke(main, [name, "--help"])
         assert shown.exit_code == 0, (name, shown.output)
         assert "Usage:" in shown.output
+
+
+def test_the_version_the_cli_prints_is_the_installed_package_version() -> None:
+    from importlib.metadata import version
+
+    import cli
+
+    assert cli.__version__ == version("fleetloop")
+    shown = CliRunner().invoke(main, ["--version"])
+    assert shown.output.strip() == f"fleetloop, version {cli.__version__}"
