@@ -36,13 +36,14 @@ from bootstrap import (
     CertificateAuthority,
     create_schema,
 )
+from bootstrap.errors import CaError
 from cli.client import CliFailure
 from cli.commands import api, json_option, load_json_arg
 from cli.identities_cmd import actor, move_body, move_options
 from cli.output import print_json, table
 from lifecycle.api.bootstrap_routes import BootstrapApi
 from lwm2m.store import Store, StoreError
-from lwm2m.store.secrets import bind, load_box
+from lwm2m.store.secrets import SecretsError, bind, load_box
 from lwm2m.transport import Address, X509Credentials
 
 if TYPE_CHECKING:
@@ -63,8 +64,18 @@ def ep(endpoint: str) -> str:
 
 
 def open_ca(data_dir: Path) -> CertificateAuthority:
-    passphrase = base64.b64encode(load_box(data_dir).derive("ca key file"))  # issue 14 item 11
-    return CertificateAuthority.open(data_dir / CA_DIR, passphrase=passphrase)
+    box = load_box(data_dir)  # the CA key file is encrypted at rest (issue 14 item 11)
+    try:
+        return CertificateAuthority.open(
+            data_dir / CA_DIR, passphrase=base64.b64encode(box.derive("ca key file"))
+        )
+    except CaError as err:
+        if "passphrase" not in str(err):
+            raise
+        raise SecretsError(
+            f"the CA key in {data_dir / CA_DIR} does not open with the secrets key from "
+            f"{box.source}; start with the key this data directory was set up with"
+        ) from None
 
 
 def dm_certificate(ca: CertificateAuthority, settings: ServeSettings) -> X509Credentials:

@@ -175,3 +175,42 @@ def test_serve_seals_a_legacy_store_and_still_authenticates_its_devices(tmp_path
     assert KEY not in database and BS_KEY not in database
     assert (data_dir / KEY_FILE).exists()
     assert "Traceback" not in server.log()
+
+
+HOOK_KEY = bytes(range(32))
+
+
+def hook_key() -> bytes:
+    """A KMS-style hook, as FLEETLOOP_SECRETS_KEY_HOOK names it (module:function)."""
+    return HOOK_KEY
+
+
+def test_the_hook_named_in_the_environment_provides_the_key(tmp_path: Path) -> None:
+    spec = f"{__name__}:hook_key"
+    box = load_box(tmp_path, env={"FLEETLOOP_SECRETS_KEY_HOOK": spec})
+    assert box.key_id == SecretBox(HOOK_KEY).key_id
+    assert not (tmp_path / KEY_FILE).exists()  # no key file when a hook gives the key
+    with pytest.raises(SecretsError, match="cannot be imported"):
+        load_box(tmp_path, env={"FLEETLOOP_SECRETS_KEY_HOOK": "no.such.module:key"})
+
+
+def test_serve_refuses_to_start_with_another_key_than_the_store_was_sealed_with(
+    tmp_path: Path,
+) -> None:
+    from tests.hardening.serve_proc import ServeProcess, run_serve_once
+
+    data_dir = tmp_path / "data"
+    server = ServeProcess(data_dir)
+    server.start()
+    try:
+        with server.api() as api:
+            body = {"psk_identity": "k-1", "psk_key": KEY.hex()}
+            assert api.put("/security/k-1", json=body).status_code < 300
+    finally:
+        assert server.stop() == 0
+    (data_dir / KEY_FILE).write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
+    code, stderr = run_serve_once(data_dir)
+    assert code == 1, stderr
+    last = stderr.strip().splitlines()[-1]  # the CA key file is the first thing it opens
+    assert last.startswith("error: the CA key in") and "does not open with the secrets key" in last
+    assert "Traceback" not in stderr
