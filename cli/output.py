@@ -49,6 +49,8 @@ def show_value(leaf: Mapping[str, Any]) -> str:
     """A leaf's value for people: Time as ISO 8601, Opaque as hex (shortened), text as is."""
     value = leaf.get("value")
     kind = leaf.get("type")
+    if leaf.get("label") is not None:
+        return f"{leaf['label']} ({value})"  # an enumerated value: its name, then the number
     if kind == "Time" and leaf.get("iso"):
         return f"{leaf['iso']} ({value})"
     if kind == "Opaque" and isinstance(value, str):

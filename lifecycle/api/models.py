@@ -37,6 +37,9 @@ class NodeOut(Out):
     name: str | None = Field(default=None, description="from the object model; null if unknown")
     type: str | None = Field(default=None, description="LwM2M data type (resources)")
     value: Any = None
+    label: str | None = Field(
+        default=None, description="an enumerated value's name (Battery Status 0: normal)"
+    )
     multiple: bool | None = None
     instances: list[NodeOut] | list[ResourceInstanceOut] | list[int] | None = None
     resources: list[NodeOut] | None = None

@@ -151,7 +151,7 @@ def node_to_json(node: Node, path: Path, model: ObjectModel) -> JsonObject:
         }
     kind = "resource" if isinstance(node, SingleResource) else "resource_instance"
     assert isinstance(node, SingleResource | ResourceInstance)
-    return {
+    out = {
         "path": str(path),
         "kind": kind,
         "id": node.id,
@@ -159,6 +159,30 @@ def node_to_json(node: Node, path: Path, model: ObjectModel) -> JsonObject:
         "type": node.value.type.value,
         **value_fields(node.value),
     }
+    label = enum_label(path, out.get("value"))
+    if label is not None:
+        out["label"] = label
+    return out
+
+
+_ENUMS: dict[str, Any] | None = None
+
+
+def enum_label(path: Path, value: Any) -> str | None:
+    """``"normal"`` for Battery Status 0: the name of an enumerated resource's value (from
+    :mod:`objects.enums`), next to the number, which stays the ``value``."""
+    global _ENUMS
+    if not isinstance(value, int) or isinstance(value, bool) or path.resource_id is None:
+        return None
+    if _ENUMS is None:
+        from lifecycle.console.enums import enum_table
+
+        _ENUMS = enum_table()
+    entry = _ENUMS.get(f"{path.object_id}/{path.resource_id}")
+    if entry is None:
+        return None
+    found = entry["values"].get(str(value))
+    return str(found) if found is not None else None
 
 
 def nodes_to_json(nodes: Mapping[Path, Node], model: ObjectModel) -> list[JsonObject]:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from objects.enums import BatteryStatus
 from tests.cli.harness import Background, background_service, invoke
 
 
@@ -55,3 +56,14 @@ def test_watch_streams_a_registration_as_it_happens(served: Background) -> None:
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_an_enumerated_value_prints_by_name_with_the_number_in_json(served: Background) -> None:
+    shown = invoke(served.service.data_dir, "read", "stat-1", "/3/0/20", "--json")
+    assert shown.exit_code == 0, shown.output
+    content = json.loads(shown.stdout)["content"]
+    assert isinstance(content["value"], int)  # scripts get the number
+    expected = BatteryStatus(content["value"]).name.lower().replace("_", " ")
+    assert content["label"] == expected
+    table = invoke(served.service.data_dir, "read", "stat-1", "/3/0/20")
+    assert f"{content['label']} ({content['value']})" in table.stdout  # people get the name
