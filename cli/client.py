@@ -1,6 +1,8 @@
 """The CLI's client of the management API: find the server, call it, turn failures into one line.
 
-Where the server is: ``FLEETLOOP_URL`` + ``FLEETLOOP_TOKEN`` when set, else the ``api.json``
+Where the server is: ``FLEETLOOP_URL`` + ``FLEETLOOP_TOKEN`` when set, else the context chosen
+with ``--context`` / ``FLEETLOOP_CONTEXT`` or the current one (:mod:`cli.contexts`), else the
+``api.json``
 that ``fleetloop serve`` wrote into the data directory (``FLEETLOOP_DATA_DIR`` or the per-user
 default). ``FLEETLOOP_URL`` without ``FLEETLOOP_TOKEN`` takes the token from the data
 directory's ``api-token`` file (a server on this machine, reached by another address).
@@ -28,11 +30,13 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from cli.checks import cli_words
+from cli.contexts import ContextError, selected
 from cli.datadir import DataDirError, pid_alive, read_api_info, read_token
 from cli.settings import default_data_dir
 from cli.wire import Answer, WireError, connect, exchange
 
 EXIT_FAILED = 1
+EXIT_USAGE = 2
 EXIT_NO_SERVER = 3
 API_PREFIX = "/v1"
 """The API version the CLI speaks; command paths (``/devices``) are relative to it."""
@@ -72,6 +76,15 @@ def find_server(env: Mapping[str, str] | None = None) -> Target:
                 EXIT_NO_SERVER,
             )
         return Target(url.rstrip("/"), token, "FLEETLOOP_URL")
+    try:
+        chosen = selected(env)
+    except ContextError as err:
+        raise CliFailure(str(err), EXIT_USAGE) from None
+    if chosen is not None:
+        name, entry = chosen
+        if entry.get("url"):
+            return Target(str(entry["url"]).rstrip("/"), str(entry["token"]), f"context {name}")
+        data_dir = Path(str(entry["data_dir"]))
     try:
         info = read_api_info(data_dir)
     except DataDirError as err:

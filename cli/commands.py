@@ -8,6 +8,7 @@ answer to a table, or printed as is with ``--json``. Failures surface as
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -22,6 +23,7 @@ import click
 
 from cli import checks
 from cli.client import ApiClient, CliFailure, find_server
+from cli.contexts import CONTEXT_KEY
 from cli.output import print_json, print_nodes, show_value, table
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -38,7 +40,12 @@ def api(timeout: float | None = None) -> Iterator[ApiClient]:
     120 s) so the server, not the HTTP client, reports a device that does not answer.
     """
     http_timeout = (timeout + 15.0) if timeout is not None else 180.0
-    with ApiClient(find_server(), timeout=http_timeout) as client:
+    env = dict(os.environ)
+    current = click.get_current_context(silent=True)
+    chosen = current.find_root().meta.get(CONTEXT_KEY) if current is not None else None
+    if chosen:
+        env["FLEETLOOP_CONTEXT"] = chosen  # --context NAME, for this command only
+    with ApiClient(find_server(env), timeout=http_timeout) as client:
         yield client
 
 

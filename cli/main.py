@@ -22,6 +22,7 @@ import click
 from cli import __version__
 from cli.client import CliFailure
 from cli.commands import ALL_COMMANDS
+from cli.contexts import CONTEXT_KEY, context
 from cli.settings import LOG_FORMATS, LOG_LEVELS
 from cli.status_cmd import status, watch
 
@@ -101,13 +102,22 @@ class FleetloopGroup(click.Group):
 
 @click.group(cls=FleetloopGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(version=__version__, prog_name="fleetloop")
-def main() -> None:
+@click.option(
+    "--context",
+    "context_name",
+    metavar="NAME",
+    help="talk to this named server (`fleetloop context list`; env FLEETLOOP_CONTEXT)",
+)
+def main(context_name: str | None) -> None:
     """fleetloop — LwM2M bootstrap + device management for cellular IoT fleets.
 
     Start the server with `fleetloop serve`; the other commands talk to it, finding it through
     FLEETLOOP_URL + FLEETLOOP_TOKEN or the data directory (FLEETLOOP_DATA_DIR, default
-    ~/.local/share/fleetloop) where `serve` records its address and token.
+    ~/.local/share/fleetloop) where `serve` records its address and token, or a named
+    context (`--context NAME`, `fleetloop context add`).
     """
+    if context_name:
+        click.get_current_context().meta[CONTEXT_KEY] = context_name
 
 
 def _listen_option(flag: str, help_text: str) -> Callable[[F], F]:
@@ -188,6 +198,7 @@ def serve(config_file: Path | None, **flags: Any) -> None:
 for _command in ALL_COMMANDS:
     main.add_command(_command)
 main.add_command(status)
+main.add_command(context)
 main.add_command(watch)
 main.add_command(watch, "events")  # the same stream, by the API's name for it
 

@@ -115,6 +115,8 @@ def invoke(data_dir: Path, *args: str, env: dict[str, str | None] | None = None)
         "FLEETLOOP_URL": None,
         "FLEETLOOP_TOKEN": None,
         "FLEETLOOP_DEBUG": None,
+        "FLEETLOOP_CONTEXT": None,
+        "FLEETLOOP_CONTEXTS": str(data_dir / "no-contexts.json"),  # not the user's own file
         **(env or {}),
     }
     return CliRunner().invoke(main, list(args), env=environment, catch_exceptions=False)
