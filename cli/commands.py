@@ -7,6 +7,7 @@ answer to a table, or printed as is with ``--json``. Failures surface as
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 import click
@@ -24,7 +25,7 @@ import click
 from cli import checks
 from cli.client import ApiClient, CliFailure, find_server
 from cli.contexts import CONTEXT_KEY
-from cli.output import print_json, print_nodes, show_value, table
+from cli.output import OUTPUT_KEY, print_json, print_nodes, show_value, table
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -61,8 +62,43 @@ def path_part(path: str) -> str:
     return checks.lwm2m_path(path)
 
 
+OUTPUTS = ("table", "wide", "json", "yaml")
+
+
 def json_option(f: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="print the API's JSON")(f)
+    """``--json`` and ``-o/--output table|wide|json|yaml`` on every command that prints data.
+
+    ``-o json`` is ``--json``; ``-o yaml`` prints the same data as YAML; ``-o wide`` adds
+    columns where a table has more to show (``devices list``). The command sees ``as_json``
+    (true for json and yaml); :func:`cli.output.print_json` picks the notation.
+    """
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, output: str | None, **kwargs: Any) -> Any:
+        if output is not None:
+            click.get_current_context().find_root().meta[OUTPUT_KEY] = output
+            if output in ("json", "yaml"):
+                kwargs["as_json"] = True
+        elif kwargs.get("as_json"):
+            click.get_current_context().find_root().meta[OUTPUT_KEY] = "json"
+        return f(*args, **kwargs)
+
+    wrapped = click.option("--json", "as_json", is_flag=True, help="print the API's JSON")(wrapper)
+    wrapped = click.option(
+        "-o",
+        "--output",
+        type=click.Choice(OUTPUTS),
+        help="table (default), wide (more columns), json or yaml",
+    )(wrapped)
+    return cast(F, wrapped)
+
+
+def output_format() -> str:
+    """What ``-o`` asked for in this command (``table`` when nothing)."""
+    current = click.get_current_context(silent=True)
+    if current is None:
+        return "table"
+    return str(current.find_root().meta.get(OUTPUT_KEY, "table"))
 
 
 def op_options(f: F) -> F:
@@ -221,7 +257,7 @@ def devices_list(prefix: str | None, limit: int | None, as_json: bool) -> None:
     if not items:
         click.echo("no devices registered")
         return
-    rows = [
+    rows: list[tuple[Any, ...]] = [
         (
             d["endpoint"],
             d["address"],
@@ -234,18 +270,31 @@ def devices_list(prefix: str | None, limit: int | None, as_json: bool) -> None:
         )
         for d in items
     ]
+    headers: tuple[str, ...] = (
+        "ENDPOINT",
+        "ADDRESS",
+        "SECURITY",
+        "LWM2M",
+        "BINDING",
+        "LIFETIME",
+        "REACHABLE",
+        "LAST SEEN",
+    )
+    if output_format() == "wide":
+        extra = {
+            d["endpoint"]: (
+                d["registration_id"],
+                d["registered_at"],
+                d["expires_at"],
+                ",".join(f or "?" for f in d["supported_formats"]) or "-",
+            )
+            for d in items
+        }
+        headers = (*headers, "REGISTRATION", "REGISTERED", "EXPIRES", "FORMATS")
+        rows = [(*row, *extra[row[0]]) for row in rows]
     click.echo(
         table(
-            (
-                "ENDPOINT",
-                "ADDRESS",
-                "SECURITY",
-                "LWM2M",
-                "BINDING",
-                "LIFETIME",
-                "REACHABLE",
-                "LAST SEEN",
-            ),
+            headers,
             rows,
         )
     )

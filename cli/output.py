@@ -19,8 +19,86 @@ from lifecycle.jsonview import flatten
 OPAQUE_PREVIEW = 32
 
 
+OUTPUT_KEY = "fleetloop.output"
+"""Where ``-o FORMAT`` leaves its choice for this command (``click.Context.meta``)."""
+
+
 def print_json(data: Any) -> None:
+    """The API's data as JSON, or as YAML when the command ran with ``-o yaml``."""
+    current = click.get_current_context(silent=True)
+    wanted = current.find_root().meta.get(OUTPUT_KEY) if current is not None else None
+    if wanted == "yaml":
+        click.echo(to_yaml(data))
+        return
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def to_yaml(data: Any, indent: int = 0) -> str:
+    """Block-style YAML of JSON data (strings double-quoted as JSON is valid YAML)."""
+    pad = "  " * indent
+    if isinstance(data, dict):
+        if not data:
+            return pad + "{}"
+        lines = []
+        for key, value in data.items():
+            name = _quoted(str(key))
+            if isinstance(value, dict | list) and value:
+                lines.append(f"{pad}{name}:\n{to_yaml(value, indent + 1)}")
+            else:
+                lines.append(f"{pad}{name}: {to_yaml(value).strip()}")
+        return "\n".join(lines)
+    if isinstance(data, list):
+        if not data:
+            return pad + "[]"
+        lines = []
+        for item in data:
+            text = to_yaml(item, indent + 1)
+            lines.append(
+                f"{pad}- {text.strip()}"
+                if not isinstance(item, dict | list) or not item
+                else f"{pad}-\n{text}"
+            )
+        return "\n".join(lines)
+    if data is None:
+        return pad + "null"
+    if isinstance(data, bool):
+        return pad + ("true" if data else "false")
+    if isinstance(data, int):
+        return pad + json.dumps(data)
+    if isinstance(data, float):
+        return pad + _yaml_float(data)
+    return pad + _quoted(str(data))
+
+
+def _yaml_float(number: float) -> str:
+    """JSON's float text in the form YAML 1.1 readers want: ``5.0e-324``, ``1.0e+16``."""
+    text = json.dumps(number)
+    mantissa, e, exponent = text.lower().partition("e")
+    if "." not in mantissa:
+        mantissa += ".0"
+    if e and exponent[:1] not in "+-":
+        exponent = "+" + exponent
+    return f"{mantissa}e{exponent}" if e else mantissa
+
+
+def _yaml_printable(char: str) -> bool:
+    code = ord(char)
+    return (
+        code in (0x09, 0x0A, 0x0D)
+        or 0x20 <= code <= 0x7E
+        or (0xA0 <= code <= 0xD7FF and code not in (0x2028, 0x2029))
+        or 0xE000 <= code <= 0xFFFD
+        or code >= 0x10000
+    )
+
+
+def _quoted(text: str) -> str:
+    """A double-quoted scalar: JSON's escapes (valid YAML), and ``\\uXXXX`` for what YAML
+    does not allow in a document even when quoted (DEL, C1 controls, surrogates)."""
+    quoted = json.dumps(text, ensure_ascii=False)
+    if all(_yaml_printable(c) for c in quoted):
+        return quoted
+    return "".join(c if _yaml_printable(c) else f"\\u{ord(c):04x}" for c in quoted)
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

@@ -67,3 +67,20 @@ def test_an_enumerated_value_prints_by_name_with_the_number_in_json(served: Back
     assert content["label"] == expected
     table = invoke(served.service.data_dir, "read", "stat-1", "/3/0/20")
     assert f"{content['label']} ({content['value']})" in table.stdout  # people get the name
+
+
+def test_every_data_command_speaks_json_yaml_and_wide(served: Background) -> None:
+    data_dir = served.service.data_dir
+    as_json = invoke(data_dir, "devices", "list", "-o", "json")
+    assert as_json.exit_code == 0
+    assert "stat-1" in [d["endpoint"] for d in json.loads(as_json.stdout)]
+    as_yaml = invoke(data_dir, "devices", "list", "-o", "yaml")
+    assert as_yaml.exit_code == 0
+    assert '  "endpoint": "stat-1"' in as_yaml.stdout
+    assert not as_yaml.stdout.lstrip().startswith("[")
+    wide = invoke(data_dir, "devices", "list", "-o", "wide")
+    assert wide.exit_code == 0 and "REGISTRATION" in wide.stdout and "FORMATS" in wide.stdout
+    status_yaml = invoke(data_dir, "status", "-o", "yaml")
+    assert status_yaml.exit_code == 0 and '"devices_registered": ' in status_yaml.stdout
+    bad = invoke(data_dir, "devices", "list", "-o", "xml")
+    assert bad.exit_code == 2
