@@ -244,13 +244,16 @@ def pages(
 
 @devices.command("list")
 @click.option("--prefix", help="only endpoints starting with this")
+@click.option(
+    "--select", metavar="SELECTOR", help="only devices the selector names (region=eu,label:x)"
+)
 @click.option("--limit", type=click.IntRange(min=1), help="at most this many devices")
 @json_option
-def devices_list(prefix: str | None, limit: int | None, as_json: bool) -> None:
+def devices_list(prefix: str | None, select: str | None, limit: int | None, as_json: bool) -> None:
     """Registered devices with when they were last heard from and whether they answer now
     (``--json``: a list, each with an ``endpoint`` key)."""
     with api() as client:
-        items = pages(client, "/devices", {"prefix": prefix}, limit)
+        items = pages(client, "/devices", {"prefix": prefix, "select": select}, limit)
     if as_json:
         print_json(items)
         return

@@ -76,7 +76,8 @@ class DeviceOut(Out):
     expires_at_epoch: float | None
     last_seen: str | None = Field(description="last Register or Update (ISO 8601)")
     reachability: str = Field(
-        description="online (answers now) or sleeping (queue mode: requests wait for it)"
+        description="online (a request goes out now) or sleeping (queue mode, asleep: "
+        "requests wait for its next Update)"
     )
 
 

@@ -187,15 +187,27 @@ async def list_devices(
         str | None, Query(description="next_cursor of the previous page (an endpoint name)")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="devices per page")] = 100,
+    select: Annotated[
+        str | None, Query(description="only devices the selector names (docs/GROUPS.md)")
+    ] = None,
 ) -> JsonObject:
     """Current registrations (of the caller's tenants), ordered by endpoint name, one page at
-    a time: ``next_cursor`` is null on the last page."""
+    a time: ``next_cursor`` is null on the last page. ``select`` filters by the inventory
+    (labels, region, stage, ...), like ``GET /v1/inventory``."""
+    chosen: set[str] | None = None
+    if select:
+        from lifecycle.api.audit_routes import selected_endpoints
+        from lifecycle.api.inventory_routes import selector_of
+
+        query = selected_endpoints(selector_of(select), scope.principal.tenants)
+        chosen = set(await ctx.store.read(lambda tx: list(tx.execute(query).scalars())))
     registrations = await scope.filter(
         sorted(
             (
                 r
                 for r in ctx.server.registrations()
-                if prefix is None or r.endpoint.startswith(prefix)
+                if (prefix is None or r.endpoint.startswith(prefix))
+                and (chosen is None or r.endpoint in chosen)
             ),
             key=lambda r: r.endpoint,
         ),
@@ -203,8 +215,12 @@ async def list_devices(
     )
     after = [r for r in registrations if cursor is None or r.endpoint > cursor]
     page = after[:limit]
+    items = [registration_json(r) for r in page]
+    for item, reg in zip(items, page, strict=True):
+        awake = not reg.queue_mode or ctx.server.is_awake(reg.endpoint)
+        item["reachability"] = "online" if awake else "sleeping"
     return {
-        "items": [registration_json(r) for r in page],
+        "items": items,
         "count": len(registrations),
         "next_cursor": page[-1].endpoint if len(after) > limit else None,
     }

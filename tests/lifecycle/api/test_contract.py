@@ -5,6 +5,7 @@ OpenAPI document holding up against schemathesis on a real server."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -131,3 +132,18 @@ def test_schemathesis_finds_no_server_error_and_no_answer_off_its_schema(
 
     check()
     assert sum(1 for code in statuses if code < 300) >= 20, statuses  # it reached real routes
+
+
+def test_devices_are_filtered_by_an_inventory_selector(served: Background) -> None:
+    url, headers = url_and_token(served)
+    deadline = time.monotonic() + 10
+    while True:  # the inventory records a registration right after it happens
+        found = httpx.get(
+            f"{url}/v1/devices", params={"select": "endpoint=page-b"}, headers=headers
+        ).json()
+        if found["items"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert [d["endpoint"] for d in found["items"]] == ["page-b"] and found["count"] == 1
+    refused = httpx.get(f"{url}/v1/devices", params={"select": "regon=x"}, headers=headers)
+    assert refused.status_code == 422 and refused.json()["field"] == "select"
