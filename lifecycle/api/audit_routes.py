@@ -34,6 +34,7 @@ from lifecycle.api.context import ApiContext
 from lifecycle.api.errors import ApiError
 from lifecycle.api.inventory_routes import selector_of
 from lifecycle.api.models import AuditPage, CheckpointList, CheckpointMade, ProofOut
+from lifecycle.api.naming import seq_cursor
 from lifecycle.api.parse import InputError
 from lifecycle.api.render import JsonObject, timestamp_fields
 from lifecycle.api.scope import Scope
@@ -117,10 +118,12 @@ async def list_audit(
         str | None,
         Query(description="records about the devices this selector names, e.g. region=eu-west"),
     ] = None,
-    after: Annotated[int | None, Query(ge=0, description="records after this seq")] = None,
+    after: Annotated[int | None, Query(ge=0, description="older name of cursor")] = None,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> JsonObject:
-    """Records in log order; ``next_after`` pages on."""
+    """Records in log order; ``next_cursor`` pages on."""
+    after = after if after is not None else seq_cursor(cursor)
     start, end = parse_time(since, "since"), parse_time(until, "until")
     tenants = None if principal.tenants is None else sorted(principal.tenants)
     devices: list[str] | Select[Any] | None = endpoint or None
@@ -145,7 +148,12 @@ async def list_audit(
         )
     )
     items = [record_json(r) for r in records]
-    return {"items": items, "next_after": records[-1].seq if len(records) == limit else None}
+    last = records[-1].seq if len(records) == limit else None
+    return {
+        "items": items,
+        "next_after": last,
+        "next_cursor": None if last is None else str(last),
+    }
 
 
 @router.get(

@@ -71,7 +71,7 @@ from lifecycle.api.models import (
     PolicyList,
     PolicyOut,
 )
-from lifecycle.api.naming import JSON_ERRORS
+from lifecycle.api.naming import JSON_ERRORS, seq_cursor
 from lifecycle.api.render import JsonObject, timestamp_fields
 from lifecycle.api.scope import Scope, Scoped
 
@@ -288,7 +288,8 @@ async def import_identities(
 async def list_identities(
     bs: Bootstrap,
     scope: Scoped,
-    after: Annotated[str | None, Query(description="page after this endpoint name")] = None,
+    after: Annotated[str | None, Query(description="older name of cursor")] = None,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     tenant: str | None = None,
     region: str | None = None,
@@ -299,7 +300,8 @@ async def list_identities(
 ) -> JsonObject:
     mine = scope.principal.tenants
     if mine is not None and tenant is not None and tenant not in mine:
-        return {"items": [], "next_after": None}  # another tenant's: nothing to see
+        # another tenant's: nothing to see
+        return {"items": [], "next_after": None, "next_cursor": None}
     if mine is not None and len(mine) == 1:
         tenant = next(iter(mine))  # one tenant: filter in SQL, pages stay full
     page = await bs.manager.list_identities(
@@ -313,7 +315,11 @@ async def list_identities(
         import_batch=batch,
     )
     items = [i for i in page.items if scope.principal.sees(i.tenant)]
-    return {"items": [identity_json(i) for i in items], "next_after": page.next_after}
+    return {
+        "items": [identity_json(i) for i in items],
+        "next_after": page.next_after,
+        "next_cursor": page.next_after,
+    }
 
 
 @router.get(
@@ -600,9 +606,11 @@ async def audit(
     scope: Scoped,
     subject: str | None = None,
     action: Annotated[str | None, Query(description="action prefix, e.g. policy.")] = None,
-    after: Annotated[int | None, Query(ge=0, description="records after this seq")] = None,
+    after: Annotated[int | None, Query(ge=0, description="older name of cursor")] = None,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> JsonObject:
+    after = after if after is not None else seq_cursor(cursor)
     records = await bs.manager.audit(
         subject=subject, action_prefix=action, after=after, limit=limit
     )
@@ -618,7 +626,11 @@ async def audit(
         doc.update(timestamp_fields("at", doc.pop("at")))
         items.append(doc)
     last = records[-1].seq if len(records) == limit else None
-    return {"items": items, "next_after": last}
+    return {
+        "items": items,
+        "next_after": last,
+        "next_cursor": None if last is None else str(last),
+    }
 
 
 @router.get(

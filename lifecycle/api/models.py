@@ -136,7 +136,8 @@ class SecurityOut(Out):
 
 class SecurityPage(Out):
     items: list[SecurityOut]
-    next_after: str | None
+    next_cursor: str | None = Field(description="pass as cursor= for the next page")
+    next_after: str | None = Field(description="the same, by its older name")
 
 
 class DeviceDetail(DeviceOut):
@@ -233,7 +234,8 @@ class IdentityRecord(Out):
 
 class IdentityPage(Out):
     items: list[IdentityRecord]
-    next_after: str | None
+    next_cursor: str | None = Field(description="pass as cursor= for the next page")
+    next_after: str | None = Field(description="the same, by its older name")
 
 
 class RejectedRow(Out):
@@ -288,7 +290,8 @@ class AuditPage(Out):
     """Audit records (one log, or the bootstrap trail); ``next_after`` continues the list."""
 
     items: list[dict[str, Any]]
-    next_after: int | str | None
+    next_cursor: str | None = Field(description="pass as cursor= for the next page")
+    next_after: int | str | None = Field(description="the same, by its older name")
 
 
 class AuditVerdict(Out):

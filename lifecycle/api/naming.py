@@ -91,3 +91,14 @@ JSON_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 """The same, for routes that answer something other than JSON on success (the event stream,
 the CRL): FastAPI would otherwise document their errors under that media type."""
+
+
+def seq_cursor(cursor: str | None) -> int | None:
+    """A ``cursor`` of a list paged by sequence number (the audit logs): the number."""
+    if cursor is None:
+        return None
+    if not cursor.isdigit():
+        from lifecycle.api.parse import InputError
+
+        raise InputError("cursor", f"{cursor!r} is not a cursor of this list (a next_cursor)")
+    return int(cursor)

@@ -128,15 +128,21 @@ def _x509(body: SecurityBody) -> X509Credential | None:
 async def list_security(
     ctx: Context,
     scope: Scoped,
-    after: Annotated[str | None, Query(description="page after this endpoint name")] = None,
+    after: Annotated[str | None, Query(description="older name of cursor")] = None,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
 ) -> JsonObject:
-    """Security records in endpoint order; ``next_after`` pages on (keys are never shown)."""
+    """Security records in endpoint order; ``next_cursor`` pages on (keys are never shown)."""
+    after = after if after is not None else cursor
     page = await ctx.store.read(
         lambda tx: ctx.store.security.list_page(tx, after=after, limit=limit)
     )
     items = await scope.filter(page.items, lambda s: s.endpoint)
-    return {"items": [security_json(s) for s in items], "next_after": page.next_after}
+    return {
+        "items": [security_json(s) for s in items],
+        "next_after": page.next_after,
+        "next_cursor": page.next_after,
+    }
 
 
 @router.get(

@@ -147,3 +147,30 @@ def test_devices_are_filtered_by_an_inventory_selector(served: Background) -> No
     assert [d["endpoint"] for d in found["items"]] == ["page-b"] and found["count"] == 1
     refused = httpx.get(f"{url}/v1/devices", params={"select": "regon=x"}, headers=headers)
     assert refused.status_code == 422 and refused.json()["field"] == "select"
+
+
+def test_the_older_lists_page_with_the_same_cursor(served: Background) -> None:
+    url, headers = url_and_token(served)
+    for name in ("sec-a", "sec-b", "sec-c"):
+        put = httpx.put(f"{url}/v1/security/{name}", json={"allow_nosec": True}, headers=headers)
+        assert put.status_code == 200, put.text
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = httpx.get(
+            f"{url}/v1/security", params={"limit": 2, "cursor": cursor}, headers=headers
+        ).json()
+        seen += [item["endpoint"] for item in page["items"]]
+        assert page["next_cursor"] == page["next_after"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert [e for e in seen if e.startswith("sec-")] == ["sec-a", "sec-b", "sec-c"]
+    audit = httpx.get(f"{url}/v1/audit", params={"limit": 1}, headers=headers).json()
+    if audit["next_cursor"] is not None:
+        more = httpx.get(
+            f"{url}/v1/audit", params={"limit": 1, "cursor": audit["next_cursor"]}, headers=headers
+        ).json()
+        assert more["items"][0]["seq"] > audit["items"][0]["seq"]
+    wrong = httpx.get(f"{url}/v1/audit", params={"cursor": "x"}, headers=headers)
+    assert wrong.status_code == 422 and wrong.json()["field"] == "cursor"
