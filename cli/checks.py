@@ -127,3 +127,12 @@ def cli_words(message: str, field: str | None) -> str:
     for api_name, cli_name in _FIELD_WORDS.items():
         text = text.replace(api_name, cli_name)
     return text
+
+
+_API_HINT = re.compile(r"(?:GET|POST|PUT|PATCH|DELETE) /v1/\S+ \((`fleetloop [^`]+`)\)")
+
+
+def api_paths_to_commands(message: str) -> str:
+    """``list them with GET /v1/groups (`fleetloop groups list`)`` → ``... with `fleetloop
+    groups list```: the server names both; the command line needs only the command."""
+    return _API_HINT.sub(r"\1", message)

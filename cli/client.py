@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from cli.checks import cli_words
+from cli.checks import api_paths_to_commands, cli_words
 from cli.contexts import ContextError, selected
 from cli.datadir import DataDirError, pid_alive, read_api_info, read_token
 from cli.settings import default_data_dir
@@ -129,7 +129,9 @@ def failure_message(response: Response, target: Target) -> CliFailure:
     detail: Mapping[str, Any] = body if isinstance(body, Mapping) else {}
     status = detail.get("status")
     endpoint = detail.get("endpoint")
-    message = str(detail.get("message") or response.reason_phrase or response.status_code)
+    message = api_paths_to_commands(
+        str(detail.get("message") or response.reason_phrase or response.status_code)
+    )
     if response.status_code == 401:
         # the server answered: a request failure (1), not "no server" (3)
         return CliFailure(

@@ -150,3 +150,9 @@ def test_sigterm_cancels_an_observation_like_ctrl_c(served: Background) -> None:
             process.kill()
     assert process.returncode == 0, process.stderr.read() if process.stderr else ""
     assert not cli_observations(), "SIGTERM left the observation active on the server"
+
+
+def test_failure_messages_name_commands_not_api_paths(served: Background) -> None:
+    code, _, err = run(served, "groups", "show", "no-such-group")
+    assert code == 1, err
+    assert "`fleetloop groups list`" in err and "/v1/" not in err
