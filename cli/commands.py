@@ -786,11 +786,14 @@ def cancel(
 
 @click.command()
 @click.argument("endpoint", required=False)
+@click.option("--select", metavar="SELECTOR", help="only devices the selector names")
 @json_option
-def observations(endpoint: str | None, as_json: bool) -> None:
-    """Active observations (of ENDPOINT, or of every device)."""
+def observations(endpoint: str | None, select: str | None, as_json: bool) -> None:
+    """Active observations (of ENDPOINT, of the devices --select names, or of every device)."""
     with api() as client:
-        items = client.request("GET", "/observations", params={"endpoint": endpoint})
+        items = client.request(
+            "GET", "/observations", params={"endpoint": endpoint, "select": select}
+        )
     if as_json:
         print_json(items)
         return

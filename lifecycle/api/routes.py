@@ -132,6 +132,18 @@ def _check(
     }
 
 
+async def _selected(ctx: ApiContext, scope: Scope, select: str | None) -> set[str] | None:
+    """The endpoints an inventory selector names (of the caller's tenants); ``None``: no
+    selector, every device."""
+    if not select:
+        return None
+    from lifecycle.api.audit_routes import selected_endpoints
+    from lifecycle.api.inventory_routes import selector_of
+
+    query = selected_endpoints(selector_of(select), scope.principal.tenants)
+    return set(await ctx.store.read(lambda tx: list(tx.execute(query).scalars())))
+
+
 async def _visible_device(ctx: ApiContext, scope: Scope, endpoint: str) -> None:
     """404 ``unknown_endpoint`` unless the device is registered and in the caller's tenants.
 
@@ -194,13 +206,7 @@ async def list_devices(
     """Current registrations (of the caller's tenants), ordered by endpoint name, one page at
     a time: ``next_cursor`` is null on the last page. ``select`` filters by the inventory
     (labels, region, stage, ...), like ``GET /v1/inventory``."""
-    chosen: set[str] | None = None
-    if select:
-        from lifecycle.api.audit_routes import selected_endpoints
-        from lifecycle.api.inventory_routes import selector_of
-
-        query = selected_endpoints(selector_of(select), scope.principal.tenants)
-        chosen = set(await ctx.store.read(lambda tx: list(tx.execute(query).scalars())))
+    chosen = await _selected(ctx, scope, select)
     registrations = await scope.filter(
         sorted(
             (
@@ -645,8 +651,15 @@ async def list_observations(
     ctx: Context,
     scope: Scoped,
     endpoint: Annotated[str | None, Query(description="only this device's")] = None,
+    select: Annotated[
+        str | None, Query(description="only the devices the selector names (docs/GROUPS.md)")
+    ] = None,
 ) -> list[JsonObject]:
-    found = await scope.filter(ctx.server.observations(endpoint), lambda o: o.endpoint)
+    chosen = await _selected(ctx, scope, select)
+    found = await scope.filter(
+        [o for o in ctx.server.observations(endpoint) if chosen is None or o.endpoint in chosen],
+        lambda o: o.endpoint,
+    )
     return [observation_json(o, ctx.model) for o in found]
 
 

@@ -145,6 +145,12 @@ def test_devices_are_filtered_by_an_inventory_selector(served: Background) -> No
             break
         time.sleep(0.1)
     assert [d["endpoint"] for d in found["items"]] == ["page-b"] and found["count"] == 1
+    observed = httpx.post(f"{url}/v1/devices/page-c/observe/3/0/9", headers=headers)
+    assert observed.status_code == 200, observed.text
+    chosen = httpx.get(
+        f"{url}/v1/observations", params={"select": "endpoint=page-c"}, headers=headers
+    ).json()
+    assert chosen and {o["endpoint"] for o in chosen} == {"page-c"}
     refused = httpx.get(f"{url}/v1/devices", params={"select": "regon=x"}, headers=headers)
     assert refused.status_code == 422 and refused.json()["field"] == "select"
 
