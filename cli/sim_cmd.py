@@ -420,16 +420,30 @@ async def _one_device(
     except ValueError as err:
         raise CliFailure(str(err), EXIT_USAGE) from None
     await simulated.start()
+    registered = False
     try:
         try:
             await asyncio.wait_for(simulated.wait_registered(), give_up_after)
         except (TimeoutError, RegistrationError) as err:
+            from simulators.device.events import RegistrationFailed
+
+            refusals = [e for e in simulated.events if isinstance(e, RegistrationFailed)]
+            answered = [e for e in refusals if e.code]
+            if answered:  # the server is there and said no: say what it said
+                last = answered[-1]
+                raise CliFailure(
+                    f"{endpoint} did not register at {uri}: the server refused it with "
+                    f"{last.code} {last.reason} ({len(answered)} attempts); give it "
+                    "credentials (`fleetloop security set`) or a NoSec grant, or check the "
+                    "server's log"
+                ) from None
             detail = f": {err}" if str(err) else ""
             raise CliFailure(
-                f"{endpoint} did not register at {uri} within {give_up_after:g} s{detail}; is "
-                "`fleetloop serve` running there (see `fleetloop status` for its ports), and "
-                "does it accept this device's credentials?"
+                f"{endpoint} did not register at {uri} within {give_up_after:g} s{detail}; "
+                "nothing answered: is `fleetloop serve` running there (see `fleetloop status` "
+                "for its ports)?"
             ) from None
+        registered = True
         click.echo(f"{endpoint} registered with {uri}; Ctrl-C to stop", err=True)
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
@@ -439,7 +453,8 @@ async def _one_device(
                 simulated.set("/3/0/9", (level - 1) % 100 if isinstance(level, int) else 100)
     finally:
         await simulated.stop(timeout=2.0)
-        click.echo(f"{endpoint} de-registered", err=True)
+        if registered:
+            click.echo(f"{endpoint} de-registered", err=True)
 
 
 @sim.command("identities")

@@ -67,3 +67,13 @@ def test_a_device_with_no_server_to_talk_to_says_so(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1
     assert "lost-1 did not register" in result.stderr and f"127.0.0.1:{port}" in result.stderr
+
+
+def test_a_device_the_server_refuses_says_so(tmp_path: Path) -> None:
+    with background_service(tmp_path / "data", secure_only=True) as strict:
+        result = invoke(
+            strict.service.data_dir,
+            *("sim", "device", "nosec-1", strict.coap_uri, "--give-up-after", "10"),
+        )
+    assert result.exit_code == 1
+    assert "nosec-1 did not register" in result.stderr and "4.03" in result.stderr
