@@ -207,7 +207,8 @@ async def run_fleet(
         if fleet.counters.registrations == 0:
             raise CliFailure(
                 f"no device registered at {server or bootstrap} in {summary['seconds']:g} s "
-                f"({fleet.counters.registration_failures} Register attempts failed)"
+                f"({fleet.counters.registration_failures} Register attempts refused or "
+                f"unanswered, {summary['io']['handshake_failures']} DTLS handshakes failed)"
             )
         return summary
 

@@ -105,7 +105,13 @@ def selected_endpoints(selector: Selector, tenants: frozenset[str] | None) -> Se
     return sa.select(DEVICE.c.endpoint).where(scoped(selector, tenants))
 
 
-@router.get("/audit", response_model=AuditPage, tags=["audit"], summary="Audit records")
+@router.get(
+    "/audit",
+    response_model=AuditPage,
+    response_model_exclude_unset=True,
+    tags=["audit"],
+    summary="Audit records",
+)
 async def list_audit(
     ctx: Context,
     principal: Caller,
@@ -159,6 +165,7 @@ async def list_audit(
 @router.get(
     "/audit/verify",
     response_model=models.AuditVerdict,
+    response_model_exclude_unset=True,
     tags=["audit"],
     summary="Verify the audit log",
 )
@@ -215,6 +222,7 @@ def _verifier(ctx: ApiContext) -> CheckpointVerifier:
 @router.get(
     "/audit/records/{seq}/proof",
     response_model=ProofOut,
+    response_model_exclude_unset=True,
     tags=["audit"],
     summary="Inclusion proof of a record",
 )
@@ -252,6 +260,7 @@ def _no_record(seq: int) -> ApiError:
 @router.get(
     "/audit/checkpoints",
     response_model=CheckpointList,
+    response_model_exclude_unset=True,
     tags=["audit"],
     summary="Signed checkpoints",
 )
@@ -271,6 +280,7 @@ async def list_checkpoints(
 @router.post(
     "/audit/checkpoints",
     response_model=CheckpointMade,
+    response_model_exclude_unset=True,
     tags=["audit"],
     summary="Sign a checkpoint now",
     openapi_extra=needs(Role.ADMIN),

@@ -247,6 +247,7 @@ class ImportBody(BaseModel):
 @router.post(
     "/identities/import",
     response_model=models.ImportReport,
+    response_model_exclude_unset=True,
     tags=["identities"],
     summary="Import factory identities",
     openapi_extra=needs(Role.ADMIN),
@@ -282,6 +283,7 @@ async def import_identities(
 @router.get(
     "/identities",
     response_model=IdentityPage,
+    response_model_exclude_unset=True,
     tags=["identities"],
     summary="List factory identities",
 )
@@ -325,6 +327,7 @@ async def list_identities(
 @router.get(
     "/identities/{endpoint}",
     response_model=IdentityRecord,
+    response_model_exclude_unset=True,
     tags=["identities"],
     summary="Show a factory identity",
 )
@@ -346,6 +349,7 @@ class RevokeBody(BaseModel):
 @router.post(
     "/identities/{endpoint}/revoke",
     response_model=IdentityRecord,
+    response_model_exclude_unset=True,
     tags=["identities"],
     summary="Revoke a factory identity",
     openapi_extra=needs(Role.ADMIN),
@@ -377,6 +381,7 @@ class MoveBody(BaseModel):
 @router.patch(
     "/identities/{endpoint}",
     response_model=IdentityRecord,
+    response_model_exclude_unset=True,
     tags=["identities"],
     summary="Move an identity",
     openapi_extra=needs(Role.ADMIN),
@@ -405,6 +410,7 @@ async def move_identity(bs: Bootstrap, scope: Scoped, endpoint: str, body: MoveB
 @router.get(
     "/bootstrap/policies",
     response_model=PolicyList,
+    response_model_exclude_unset=True,
     tags=["bootstrap"],
     summary="List the policies in force",
 )
@@ -427,6 +433,7 @@ class PolicyBody(BaseModel):
 @router.put(
     "/bootstrap/policies/{name}",
     response_model=PolicyOut,
+    response_model_exclude_unset=True,
     tags=["bootstrap"],
     summary="Add a policy version",
     openapi_extra=needs(Role.ADMIN),
@@ -451,6 +458,7 @@ async def put_policy(bs: Bootstrap, scope: Scoped, name: str, body: PolicyBody) 
 @router.get(
     "/bootstrap/policies/{name}",
     response_model=PolicyOut,
+    response_model_exclude_unset=True,
     tags=["bootstrap"],
     summary="Show a policy",
 )
@@ -489,6 +497,7 @@ async def show_policy(
 @router.get(
     "/bootstrap/policies/{name}/diff",
     response_model=PolicyDiff,
+    response_model_exclude_unset=True,
     tags=["bootstrap"],
     summary="Diff policy versions",
 )
@@ -510,6 +519,7 @@ async def diff_policy(
 @router.delete(
     "/bootstrap/policies/{name}",
     response_model=PolicyOut,
+    response_model_exclude_unset=True,
     tags=["bootstrap"],
     summary="Retire a policy",
     openapi_extra=needs(Role.ADMIN),
@@ -530,6 +540,7 @@ async def retire_policy(
 @router.get(
     "/bootstrap/explain/{endpoint}",
     response_model=BootstrapAnswer,
+    response_model_exclude_unset=True,
     tags=["bootstrap"],
     summary="Which policy applies",
 )
@@ -543,6 +554,7 @@ async def explain(bs: Bootstrap, scope: Scoped, endpoint: str) -> JsonObject:
 @router.get(
     "/bootstrap/status/{endpoint}",
     response_model=BootstrapAnswer,
+    response_model_exclude_unset=True,
     tags=["bootstrap"],
     summary="Bootstrap state",
 )
@@ -565,6 +577,7 @@ class RebootstrapBody(BaseModel):
 @router.post(
     "/bootstrap/rebootstrap/{endpoint}",
     response_model=BootstrapAnswer,
+    response_model_exclude_unset=True,
     tags=["bootstrap"],
     summary="Server-initiated bootstrap",
 )
@@ -598,6 +611,7 @@ async def rebootstrap(
 @router.get(
     "/bootstrap/audit",
     response_model=AuditPage,
+    response_model_exclude_unset=True,
     tags=["bootstrap"],
     summary="The bootstrap audit trail",
 )
@@ -636,6 +650,7 @@ async def audit(
 @router.get(
     "/bootstrap/audit/verify",
     response_model=models.AuditVerdict,
+    response_model_exclude_unset=True,
     tags=["bootstrap"],
     summary="Verify the audit chain",
 )

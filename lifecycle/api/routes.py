@@ -171,7 +171,13 @@ def _address(address: tuple[Any, ...] | None) -> str | None:
     return None if address is None else shown_address(str(address[0]), int(address[1]))
 
 
-@health.get("/health", tags=["health"], response_model=Health, summary="Liveness (no token)")
+@health.get(
+    "/health",
+    tags=["health"],
+    response_model=Health,
+    response_model_exclude_unset=True,
+    summary="Liveness (no token)",
+)
 async def get_health(ctx: Context) -> Health:
     """Whether the server runs; how many devices are registered. Needs no token."""
     server = ctx.server
@@ -189,7 +195,11 @@ async def get_health(ctx: Context) -> Health:
 
 
 @router.get(
-    "/devices", response_model=DevicePage, tags=["devices"], summary="List registered devices"
+    "/devices",
+    response_model=DevicePage,
+    response_model_exclude_unset=True,
+    tags=["devices"],
+    summary="List registered devices",
 )
 async def list_devices(
     ctx: Context,
@@ -233,7 +243,11 @@ async def list_devices(
 
 
 @router.get(
-    "/devices/{endpoint}", response_model=DeviceDetail, tags=["devices"], summary="Show one device"
+    "/devices/{endpoint}",
+    response_model=DeviceDetail,
+    response_model_exclude_unset=True,
+    tags=["devices"],
+    summary="Show one device",
 )
 async def show_device(ctx: Context, scope: Scoped, endpoint: str) -> JsonObject:
     """Registration, objects (with model names), last reported values, observations and the
@@ -278,6 +292,7 @@ NodeBody = Annotated[
 @router.get(
     "/devices/{endpoint}/data/{path:path}",
     response_model=OperationOut,
+    response_model_exclude_unset=True,
     tags=["operations"],
     summary="Read",
 )
@@ -332,6 +347,7 @@ async def _write(
 @router.put(
     "/devices/{endpoint}/data/{path:path}",
     response_model=OperationOut,
+    response_model_exclude_unset=True,
     tags=["operations"],
     summary="Write (replace)",
 )
@@ -346,6 +362,7 @@ async def write(
 @router.patch(
     "/devices/{endpoint}/data/{path:path}",
     response_model=OperationOut,
+    response_model_exclude_unset=True,
     tags=["operations"],
     summary="Write (partial update)",
 )
@@ -375,6 +392,7 @@ CreateBody = Annotated[
 @router.post(
     "/devices/{endpoint}/data/{path:path}",
     response_model=OperationOut,
+    response_model_exclude_unset=True,
     tags=["operations"],
     summary="Create",
     status_code=201,
@@ -397,6 +415,7 @@ async def create(
 @router.delete(
     "/devices/{endpoint}/data/{path:path}",
     response_model=OperationOut,
+    response_model_exclude_unset=True,
     tags=["operations"],
     summary="Delete",
 )
@@ -421,6 +440,7 @@ class ExecuteBody(BaseModel):
 @router.post(
     "/devices/{endpoint}/execute/{path:path}",
     response_model=OperationOut,
+    response_model_exclude_unset=True,
     tags=["operations"],
     summary="Execute",
 )
@@ -446,6 +466,7 @@ async def execute(
 @router.get(
     "/devices/{endpoint}/discover/{path:path}",
     response_model=DiscoverOut,
+    response_model_exclude_unset=True,
     tags=["operations"],
     summary="Discover",
 )
@@ -481,6 +502,7 @@ _WRITABLE_ATTRIBUTES = ("pmin", "pmax", "gt", "lt", "st", "epmin", "epmax")
 @router.put(
     "/devices/{endpoint}/attributes/{path:path}",
     response_model=OperationOut,
+    response_model_exclude_unset=True,
     tags=["operations"],
     summary="Write-Attributes",
 )
@@ -525,6 +547,7 @@ async def write_attributes(
 @router.post(
     "/devices/{endpoint}/observe/{path:path}",
     response_model=OperationOut,
+    response_model_exclude_unset=True,
     tags=["operations"],
     summary="Observe",
 )
@@ -570,6 +593,7 @@ def _paths(raw: list[str]) -> list[Path]:
 @router.post(
     "/devices/{endpoint}/composite/read",
     response_model=OperationOut,
+    response_model_exclude_unset=True,
     tags=["composite"],
     summary="Read-Composite",
 )
@@ -592,6 +616,7 @@ async def read_composite(
 @router.post(
     "/devices/{endpoint}/composite/write",
     response_model=OperationOut,
+    response_model_exclude_unset=True,
     tags=["composite"],
     summary="Write-Composite",
 )
@@ -614,6 +639,7 @@ async def write_composite(
 @router.post(
     "/devices/{endpoint}/composite/observe",
     response_model=OperationOut,
+    response_model_exclude_unset=True,
     tags=["composite"],
     summary="Observe-Composite",
 )
@@ -644,6 +670,7 @@ async def observe_composite(
 @router.get(
     "/observations",
     response_model=list[ObservationOut],
+    response_model_exclude_unset=True,
     tags=["observations"],
     summary="List active observations",
 )
@@ -666,6 +693,7 @@ async def list_observations(
 @router.get(
     "/devices/{endpoint}/observations",
     response_model=list[ObservationOut],
+    response_model_exclude_unset=True,
     tags=["observations"],
     summary="A device's observations",
 )
@@ -679,6 +707,7 @@ async def device_observations(ctx: Context, scope: Scoped, endpoint: str) -> lis
 @router.delete(
     "/observations/{observation_id}",
     response_model=OperationOut,
+    response_model_exclude_unset=True,
     tags=["observations"],
     summary="Cancel an observation",
 )
@@ -715,6 +744,7 @@ async def cancel_observation(
 @router.get(
     "/devices/{endpoint}/queue",
     response_model=list[QueuedOut],
+    response_model_exclude_unset=True,
     tags=["queue"],
     summary="Queued requests of a device",
 )
@@ -728,6 +758,7 @@ async def queued_requests(ctx: Context, scope: Scoped, endpoint: str) -> list[Js
 @router.delete(
     "/queue/{request_id}",
     response_model=CancelledOut,
+    response_model_exclude_unset=True,
     tags=["queue"],
     summary="Cancel a queued request",
 )
@@ -751,7 +782,13 @@ async def cancel_queued(ctx: Context, scope: Scoped, request_id: int) -> JsonObj
 # -- status ---------------------------------------------------------------------------------------
 
 
-@router.get("/status", response_model=StatusOut, tags=["health"], summary="Server status")
+@router.get(
+    "/status",
+    response_model=StatusOut,
+    response_model_exclude_unset=True,
+    tags=["health"],
+    summary="Server status",
+)
 async def get_status(ctx: Context, request: Request) -> StatusOut:
     """Version, uptime, bound ports, devices, store and load: what `fleetloop status` shows."""
     registrations = ctx.server.registrations()

@@ -122,6 +122,7 @@ def _x509(body: SecurityBody) -> X509Credential | None:
 @router.get(
     "/security",
     response_model=SecurityPage,
+    response_model_exclude_unset=True,
     tags=["security"],
     summary="List endpoint security records",
 )
@@ -148,6 +149,7 @@ async def list_security(
 @router.get(
     "/security/{endpoint}",
     response_model=SecurityOut,
+    response_model_exclude_unset=True,
     tags=["security"],
     summary="Show an endpoint's security",
 )
@@ -162,6 +164,7 @@ async def get_security(ctx: Context, scope: Scoped, endpoint: str) -> JsonObject
 @router.put(
     "/security/{endpoint}",
     response_model=SecurityChange,
+    response_model_exclude_unset=True,
     tags=["security"],
     summary="Set an endpoint's security",
     openapi_extra=needs(Role.ADMIN),
@@ -201,6 +204,7 @@ async def set_security(
 @router.delete(
     "/security/{endpoint}",
     response_model=SecurityChange,
+    response_model_exclude_unset=True,
     tags=["security"],
     summary="Remove an endpoint's security",
     openapi_extra=needs(Role.ADMIN),

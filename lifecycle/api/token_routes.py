@@ -82,6 +82,7 @@ class TokenBody(BaseModel):
 @router.post(
     "/tokens",
     response_model=CreatedToken,
+    response_model_exclude_unset=True,
     tags=["tokens"],
     summary="Create an operator token",
     status_code=201,
@@ -110,6 +111,7 @@ async def create_token(request: Request, scope: Scoped, body: TokenBody) -> Json
 @router.get(
     "/tokens",
     response_model=TokenList,
+    response_model_exclude_unset=True,
     tags=["tokens"],
     summary="List operator tokens",
     openapi_extra=ADMIN,
@@ -129,6 +131,7 @@ async def list_tokens(
 @router.delete(
     "/tokens/{token}",
     response_model=RevokedToken,
+    response_model_exclude_unset=True,
     tags=["tokens"],
     summary="Revoke an operator token",
     openapi_extra=ADMIN,

@@ -197,7 +197,7 @@ def test_state_set_refuses_an_unknown_bundle_and_a_firmware_without_image_uri(se
         async with fleet_and_api(serve, 1, "bad-") as (fleet, api):
             endpoint = fleet.device(0).endpoint
             done = await _cli(serve, "state", "set", "--endpoint", endpoint, "config=nope")
-            assert done.returncode == 1
+            assert done.returncode == 2  # the command line names no registered bundle: usage
             assert "no config bundle 'nope'" in done.stderr and "bundle put" in done.stderr
             refused = await api.call(
                 "PUT",
