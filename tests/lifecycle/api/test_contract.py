@@ -180,3 +180,13 @@ def test_the_older_lists_page_with_the_same_cursor(served: Background) -> None:
         assert more["items"][0]["seq"] > audit["items"][0]["seq"]
     wrong = httpx.get(f"{url}/v1/audit", params={"cursor": "x"}, headers=headers)
     assert wrong.status_code == 422 and wrong.json()["field"] == "cursor"
+
+
+def test_typed_answers_keep_the_documented_shape_no_null_padding(served: Background) -> None:
+    url, headers = url_and_token(served)
+    read = httpx.get(f"{url}/v1/devices/page-a/data/3/0", headers=headers).json()
+    instance = read["content"]
+    assert instance["kind"] == "instance" and "value" not in instance
+    assert "instances" not in instance  # a field a node does not have stays absent, not null
+    leaf = next(r for r in instance["resources"] if r["id"] == 0)
+    assert "resources" not in leaf and "multiple" not in leaf and leaf["value"]
