@@ -341,8 +341,14 @@ def test_after_kill_9_and_a_restart_observations_are_re_established_and_drift_st
                 device = fleet.device(3)
                 device.set("/32001/0/7", {0: "a=2"})  # a drift after the restart
                 await fleet.wait_until(lambda: device.read("/32001/0/7") == {0: "a=1"}, 15)
-                rows = await _statuses(api, [device.endpoint])
-                assert rows[(device.endpoint, "flags")]["status"] == "applied"
+
+                async def verified_again() -> bool:
+                    # the correction is verified (read back or notified) after the device
+                    # has it: the status follows, it does not precede
+                    rows = await _statuses(api, [device.endpoint])
+                    return bool(rows[(device.endpoint, "flags")]["status"] == "applied")
+
+                await eventually(verified_again, timeout=15)
             finally:
                 await api.aclose()
 
