@@ -30,6 +30,7 @@ from sqlalchemy import Select
 
 from lifecycle.api import models
 from lifecycle.api.auth import Principal, Role, context_of, current_principal, needs
+from lifecycle.api.bounds import INT64_MAX, RowId
 from lifecycle.api.context import ApiContext
 from lifecycle.api.errors import ApiError
 from lifecycle.api.inventory_routes import selector_of
@@ -124,7 +125,9 @@ async def list_audit(
         str | None,
         Query(description="records about the devices this selector names, e.g. region=eu-west"),
     ] = None,
-    after: Annotated[int | None, Query(ge=0, description="older name of cursor")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=INT64_MAX, description="older name of cursor")
+    ] = None,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> JsonObject:
@@ -172,7 +175,9 @@ async def list_audit(
 async def verify_audit(
     ctx: Context,
     principal: Caller,
-    tree_size: Annotated[int | None, Query(ge=0, description="a kept checkpoint's size")] = None,
+    tree_size: Annotated[
+        int | None, Query(ge=0, le=INT64_MAX, description="a kept checkpoint's size")
+    ] = None,
     root_hash: Annotated[str | None, Query(description="... its root hash (hex)")] = None,
     signature: Annotated[str | None, Query(description="... its signature (base64)")] = None,
     key_id: Annotated[str | None, Query(description="... its key id")] = None,
@@ -229,8 +234,10 @@ def _verifier(ctx: ApiContext) -> CheckpointVerifier:
 async def prove(
     ctx: Context,
     principal: Caller,
-    seq: int,
-    tree_size: Annotated[int | None, Query(ge=1, description="a stored checkpoint's size")] = None,
+    seq: RowId,
+    tree_size: Annotated[
+        int | None, Query(ge=1, le=INT64_MAX, description="a stored checkpoint's size")
+    ] = None,
 ) -> JsonObject:
     """The record, its audit path and the signed checkpoint it leads to, with the public key:
     ``fleetloop audit check-proof`` verifies it without the server."""

@@ -59,6 +59,7 @@ from bootstrap.identities import FactoryIdentity
 from bootstrap.importer import ImportReport, detect_format, parse_identities
 from lifecycle.api import models
 from lifecycle.api.auth import Role, context_of, needs
+from lifecycle.api.bounds import INT32_MAX, INT64_MAX
 from lifecycle.api.context import ApiContext
 from lifecycle.api.errors import ApiError
 from lifecycle.api.inventory_routes import import_extras_of, sync_imported
@@ -466,7 +467,7 @@ async def show_policy(
     bs: Bootstrap,
     scope: Scoped,
     name: str,
-    version: Annotated[int | None, Query(ge=1)] = None,
+    version: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
     reveal: Annotated[bool, Query(description="show APN passwords (admin)")] = False,
 ) -> JsonObject:
     if reveal:
@@ -505,8 +506,8 @@ async def diff_policy(
     bs: Bootstrap,
     scope: Scoped,
     name: str,
-    old: Annotated[int | None, Query(alias="from", ge=0)] = None,
-    new: Annotated[int | None, Query(alias="to", ge=1)] = None,
+    old: Annotated[int | None, Query(alias="from", ge=0, le=INT32_MAX)] = None,
+    new: Annotated[int | None, Query(alias="to", ge=1, le=INT32_MAX)] = None,
 ) -> JsonObject:
     await _check_policy_readable(bs, scope, name)
     if not await bs.manager.policy_versions(name):
@@ -620,7 +621,9 @@ async def audit(
     scope: Scoped,
     subject: str | None = None,
     action: Annotated[str | None, Query(description="action prefix, e.g. policy.")] = None,
-    after: Annotated[int | None, Query(ge=0, description="older name of cursor")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=INT64_MAX, description="older name of cursor")
+    ] = None,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> JsonObject:

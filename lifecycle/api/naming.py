@@ -97,8 +97,11 @@ def seq_cursor(cursor: str | None) -> int | None:
     """A ``cursor`` of a list paged by sequence number (the audit logs): the number."""
     if cursor is None:
         return None
-    if not cursor.isdigit():
+    # ASCII digits only, at most 19 of them and within 64 bits: a longer number cannot be a
+    # sequence number (and a 5 000-digit one would not even convert to an int).
+    if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 19) or int(cursor) >= 2**63:
         from lifecycle.api.parse import InputError
 
-        raise InputError("cursor", f"{cursor!r} is not a cursor of this list (a next_cursor)")
+        shown = cursor if len(cursor) <= 40 else cursor[:40] + "..."
+        raise InputError("cursor", f"{shown!r} is not a cursor of this list (a next_cursor)")
     return int(cursor)

@@ -54,7 +54,7 @@ class InputError(ValueError):
 
 _TYPES_BY_NAME = {t.value.lower(): t for t in DataType}
 _TYPES_BY_NAME.update({t.name.lower(): t for t in DataType})
-_INTEGER = re.compile(r"[+-]?[0-9]+")
+_INTEGER = re.compile(r"[+-]?[0-9]{1,20}")  # any 64-bit value; more is no LwM2M integer
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 _TYPE_NAMES = ", ".join(t.value for t in DataType if t is not DataType.NONE)
@@ -77,6 +77,12 @@ def parse_type(name: object, field: str) -> DataType:
     raise InputError(field, f"unknown type {name!r}; use one of {_TYPE_NAMES}")
 
 
+def _shown(text: str) -> str:
+    """``text`` quoted for an error message, cut to 40 characters: a caller's 5 000-digit
+    value must not come back 5 000 digits long."""
+    return repr(text if len(text) <= 40 else text[:40] + "...")
+
+
 def _parse_time_text(text: str, field: str) -> int:
     if _INTEGER.fullmatch(text):
         return int(text)
@@ -84,7 +90,8 @@ def _parse_time_text(text: str, field: str) -> int:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise InputError(
-            field, f"{text!r} is not a time; give epoch seconds or ISO 8601 like 2024-05-01T12:00Z"
+            field,
+            f"{_shown(text)} is not a time; give epoch seconds or ISO 8601 like 2024-05-01T12:00Z",
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
@@ -109,7 +116,7 @@ def _from_text(text: str, data_type: DataType, field: str) -> Any:
     if data_type in (DataType.INTEGER, DataType.UNSIGNED_INTEGER):
         if not _INTEGER.fullmatch(stripped):
             raise InputError(
-                field, f"{text!r} is not an integer ({data_type.value}); give digits like 300"
+                field, f"{_shown(text)} is not an integer ({data_type.value}); give digits like 300"
             )
         return int(stripped)
     if data_type is DataType.TIME:
@@ -122,7 +129,7 @@ def _from_text(text: str, data_type: DataType, field: str) -> Any:
             return float(stripped)
         except ValueError:
             raise InputError(
-                field, f"{text!r} is not a number (Float); write it like 1.5"
+                field, f"{_shown(text)} is not a number (Float); write it like 1.5"
             ) from None
     if data_type is DataType.BOOLEAN:
         lowered = stripped.lower()
@@ -130,14 +137,16 @@ def _from_text(text: str, data_type: DataType, field: str) -> Any:
             return True
         if lowered in _FALSE:
             return False
-        raise InputError(field, f"{text!r} is not a Boolean; use true or false")
+        raise InputError(field, f"{_shown(text)} is not a Boolean; use true or false")
     if data_type is DataType.OPAQUE:
         return _parse_opaque_text(stripped, field)
     if data_type is DataType.OBJLNK:
         try:
             return ObjLink.parse(stripped)
         except ModelError:
-            raise InputError(field, f"{text!r} is not an object link; write it as 3:0") from None
+            raise InputError(
+                field, f"{_shown(text)} is not an object link; write it as 3:0"
+            ) from None
     if data_type is DataType.NONE:
         raise InputError(field, "an executable resource holds no value; use execute instead")
     raise InputError(field, f"cannot write {data_type.value}")  # pragma: no cover

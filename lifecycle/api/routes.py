@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lifecycle.api.audit_routes import audit_operation
 from lifecycle.api.auth import context_of
+from lifecycle.api.bounds import RowId
 from lifecycle.api.context import ApiContext
 from lifecycle.api.errors import ApiError, result_error, unknown_endpoint
 from lifecycle.api.models import (
@@ -762,7 +763,7 @@ async def queued_requests(ctx: Context, scope: Scoped, endpoint: str) -> list[Js
     tags=["queue"],
     summary="Cancel a queued request",
 )
-async def cancel_queued(ctx: Context, scope: Scoped, request_id: int) -> JsonObject:
+async def cancel_queued(ctx: Context, scope: Scoped, request_id: RowId) -> JsonObject:
     queued = await ctx.store.read(lambda tx: ctx.store.queue.get(tx, request_id))
     hidden = queued is not None and not await scope.sees(queued.endpoint)
     if hidden or not await ctx.server.cancel_queued(request_id):
