@@ -7,16 +7,12 @@ layer and nothing else.
 
 from __future__ import annotations
 
-import time
-
-from sqlalchemy import select, text
-
 import lifecycle.groups
 import lifecycle.operators
 import lifecycle.state.tables
 from lifecycle.tables import METADATA, SCHEMA_COMPONENT
-from lwm2m.store import SchemaMismatch, Store
-from lwm2m.store.tables import SCHEMA_VERSION_TABLE
+from lwm2m.store import Store
+from lwm2m.store.components import create_component_schema
 
 SCHEMA_VERSION = 1
 """Bump on every schema change of the lifecycle tables and add the migration step here."""
@@ -28,22 +24,12 @@ _MODULES = (lifecycle.groups, lifecycle.operators)
 
 def create_schema(store: Store, now: float | None = None) -> None:
     """Create the lifecycle tables; raise :class:`SchemaMismatch` for an unknown layout."""
-    stamp = time.time() if now is None else now
-    v = SCHEMA_VERSION_TABLE.c
-    with store.transaction() as tx:
-        if tx.dialect == "postgresql":
-            tx.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
-        METADATA.create_all(tx._conn)
-        found = tx.execute(
-            select(v.version).where(v.component == SCHEMA_COMPONENT)
-        ).scalar_one_or_none()
-        if found is None:
-            tx.execute(
-                SCHEMA_VERSION_TABLE.insert(),
-                {"component": SCHEMA_COMPONENT, "version": SCHEMA_VERSION, "updated_at": stamp},
-            )
-        elif found != SCHEMA_VERSION:
-            raise SchemaMismatch(
-                f"database {store.url} has lifecycle schema v{found}; this fleetloop has "
-                f"v{SCHEMA_VERSION} and no migration between them"
-            )
+    create_component_schema(
+        store,
+        METADATA,
+        component=SCHEMA_COMPONENT,
+        version=SCHEMA_VERSION,
+        lock_key=_LOCK_KEY,
+        label="lifecycle",
+        now=now,
+    )
