@@ -1,0 +1,1 @@
+"""Campaigns: staged changes of a fleet's desired state with health gates and rollback."""
