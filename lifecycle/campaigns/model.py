@@ -146,6 +146,17 @@ class Component:
     value: Mapping[str, JsonValue]
     artifact: str = ""
     size: int = 0
+    overlays: Mapping[str, Mapping[str, JsonValue]] = field(default_factory=dict)
+    """Per-cohort replacements of ``value`` resolved at plan time, keyed ``region=NAME`` or
+    ``policy_group=NAME`` (e.g. a config bundle's regional variant): see :meth:`value_for`."""
+
+    def value_for(self, member: Member) -> Mapping[str, JsonValue]:
+        """The value ``member`` gets: its policy group's overlay, else its region's, else the
+        base value (the more specific grouping wins)."""
+        for key in (f"policy_group={member.policy_group}", f"region={member.region}"):
+            if key in self.overlays:
+                return self.overlays[key]
+        return self.value
 
 
 @dataclass(frozen=True, slots=True)
