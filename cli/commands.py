@@ -303,6 +303,27 @@ def devices_list(prefix: str | None, select: str | None, limit: int | None, as_j
     )
 
 
+@devices.command("remove")
+@click.argument("endpoint")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@json_option
+def devices_remove(endpoint: str, yes: bool, as_json: bool) -> None:
+    """Remove the registration of a stale device that will not de-register itself. Its
+    inventory record, desired state and audit trail stay; a device that is in fact alive
+    registers again at its next Update."""
+    if not yes and not click.confirm(f"remove the registration of {endpoint}?", err=True):
+        raise click.exceptions.Exit(1)
+    with api() as client:
+        removed = client.request("DELETE", ep_url(endpoint))
+    if as_json:
+        print_json(removed)
+        return
+    click.echo(
+        f"removed {endpoint} (registration {removed['registration_id']}, "
+        f"last seen {removed.get('last_seen') or 'never'})"
+    )
+
+
 @devices.command("show")
 @click.argument("endpoint")
 @json_option

@@ -60,6 +60,7 @@ from lwm2m.server import (
     Expired,
     Notification,
     Registered,
+    Removed,
     SendReceived,
     Updated,
 )
@@ -201,6 +202,7 @@ class InventoryService:
         service.on(Updated, self.on_updated)
         service.on(Deregistered, self.on_gone)
         service.on(Expired, self.on_gone)
+        service.on(Removed, self.on_gone)
         service.on(Notification, self.on_reported)
         service.on(SendReceived, self.on_reported)
         service.on(DeviceRead, self.on_read)
@@ -216,7 +218,7 @@ class InventoryService:
         endpoint = event.endpoint
         self.store.write_nowait(lambda tx: self.seen(tx, endpoint, now))
 
-    async def on_gone(self, event: Deregistered | Expired) -> None:
+    async def on_gone(self, event: Deregistered | Expired | Removed) -> None:
         now = self.clock()
         endpoint = event.endpoint
         self.store.write_nowait(lambda tx: self.gone(tx, endpoint, now))

@@ -187,6 +187,15 @@ class DiscoverOut(OperationOut):
     links: list[LinkOut]
 
 
+class RemovedOut(Out):
+    """A registration an operator removed."""
+
+    status: str = Field(examples=["removed"])
+    endpoint: str
+    registration_id: str
+    last_seen: str | None = Field(description="when the device last talked (ISO 8601)")
+
+
 class CancelledOut(Out):
     status: str
     request_id: int | None = None

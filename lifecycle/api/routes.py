@@ -36,6 +36,7 @@ from lifecycle.api.models import (
     ObservationOut,
     OperationOut,
     QueuedOut,
+    RemovedOut,
     StatusOut,
 )
 from lifecycle.api.parse import (
@@ -265,6 +266,42 @@ async def show_device(ctx: Context, scope: Scoped, endpoint: str) -> JsonObject:
         "last_values": last_values_json(values, ctx.model),
         "observations": [observation_json(o, ctx.model) for o in ctx.server.observations(endpoint)],
         "security": security_json(security) if security is not None else None,
+    }
+
+
+@router.delete(
+    "/devices/{endpoint}",
+    response_model=RemovedOut,
+    tags=["devices"],
+    summary="Remove a stale device's registration",
+)
+async def remove_device(ctx: Context, scope: Scoped, endpoint: str) -> JsonObject:
+    """Remove the registration of a device that will not de-register itself (a unit that was
+    unplugged, a test device): its observations end and queued requests are cancelled. The
+    inventory record, desired state and audit trail stay. A device that is in fact alive gets
+    4.04 on its next Update and registers again."""
+    await _visible_device(ctx, scope, endpoint)
+    before = ctx.server.registration(endpoint)
+    if before is None:
+        raise unknown_endpoint(endpoint)
+    removed = await ctx.server.remove(endpoint, actor=scope.principal.actor)
+    if removed is None:
+        raise unknown_endpoint(endpoint)
+    await audit_operation(
+        ctx,
+        scope,
+        endpoint,
+        "remove",
+        None,
+        detail={"registration_id": removed.id},
+        outcome="ok",
+    )
+    item = registration_json(removed)
+    return {
+        "status": "removed",
+        "endpoint": endpoint,
+        "registration_id": removed.id,
+        "last_seen": item.get("last_seen"),
     }
 
 

@@ -34,6 +34,7 @@ from lwm2m.server import (
     QueueStateChanged,
     Registered,
     RegistrationRefused,
+    Removed,
     SendReceived,
     ServerEvent,
     Updated,
@@ -184,6 +185,7 @@ EVENT_TYPES: dict[type[Any], str] = {
     Updated: "updated",
     Deregistered: "deregistered",
     Expired: "expired",
+    Removed: "removed",
     RegistrationRefused: "registration_refused",
     Notification: "notification",
     SendReceived: "send",
@@ -204,8 +206,10 @@ def event_json(event: ServerEvent, model: ObjectModel) -> JsonObject:
         out["replaced"] = event.replaced is not None
     elif isinstance(event, Updated):
         out["device"] = registration_json(event.registration)
-    elif isinstance(event, Deregistered | Expired):
+    elif isinstance(event, Deregistered | Expired | Removed):
         out["registration_id"] = event.registration.id
+        if isinstance(event, Removed):
+            out["actor"] = event.actor
     elif isinstance(event, RegistrationRefused):
         out.update(
             reason=event.reason, identity=event.identity, code=event.code, address=event.address

@@ -25,6 +25,7 @@ from lwm2m.server import (
     Notification,
     ObservationEnded,
     Registered,
+    Removed,
     SendReceived,
     Updated,
 )
@@ -90,6 +91,7 @@ class StateComponent:
         service.on(Updated, observer.on_updated)
         service.on(Deregistered, observer.on_gone)
         service.on(Expired, observer.on_gone)
+        service.on(Removed, observer.on_gone)
         service.on(ObservationEnded, observer.on_observation_ended)
         service.on(Notification, observer.on_notification)
         service.on(SendReceived, observer.on_send)

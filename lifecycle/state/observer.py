@@ -73,6 +73,7 @@ from lwm2m.server import (
     ObservationEnded,
     Registered,
     Registration,
+    Removed,
     SendReceived,
     UnknownObservation,
     Updated,
@@ -128,6 +129,23 @@ class Hold:
     deferred: set[Dimension] = field(default_factory=set)
 
 
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """One dimension of one device changed status (``record``/``report`` computed it), for
+    :attr:`StateObserver.status_hooks`: the campaign engine learns VERIFIED / FAILED from it
+    without polling. ``generation`` is the desired generation it was judged against (None:
+    no desired value); ``detail`` the failure reason ("gave up after ..." for exhausted
+    retries, the device's apply result otherwise)."""
+
+    endpoint: str
+    dimension: Dimension
+    generation: int | None
+    before: Status
+    after: Status
+    value: Any
+    detail: str
+
+
 @dataclass(slots=True)
 class _Recording:
     """What one recording computed: the statuses, rows to write, audits and how to write."""
@@ -181,6 +199,9 @@ class StateObserver:
         self.schedule: Callable[[str, str], None] = lambda endpoint, kind: None
         #: Called when a device shows it is awake (its parked work may run now).
         self.awake: Callable[[str], None] = lambda endpoint: None
+        #: Called with every :class:`StatusChange` (after a durable change committed); must be
+        #: quick (memory only). The campaign engine's hook.
+        self.status_hooks: list[Callable[[StatusChange], None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self.recorded = 0
         self.drifts = 0
@@ -205,7 +226,7 @@ class StateObserver:
             self.schedule(event.endpoint, "observe")
         self.awake(event.endpoint)
 
-    async def on_gone(self, event: Deregistered | Expired) -> None:
+    async def on_gone(self, event: Deregistered | Expired | Removed) -> None:
         self.leaves.pop(event.endpoint, None)
         self.ours.pop(event.endpoint, None)
         self.watched.pop(event.endpoint, None)
@@ -594,6 +615,8 @@ class StateObserver:
                 self._queue_row(row)
         if recording.rows:
             self.recorded += 1
+        if self.status_hooks:
+            self._tell(endpoint, recording.done)
         for item in recording.done:
             if item.after is Status.DRIFTED and item.before is Status.APPLIED:
                 self.drifts += 1
@@ -603,6 +626,29 @@ class StateObserver:
                 and item.after in (Status.PENDING, Status.DRIFTED, Status.UNKNOWN)
             ):
                 self.schedule(endpoint, "reconcile")
+
+    def _tell(self, endpoint: str, done: list[Recorded]) -> None:
+        desired = self.desired.get(endpoint, {})
+        reported = self.reported.get(endpoint, {})
+        for item in done:
+            if item.before is item.after:
+                continue
+            want = desired.get(item.dimension)
+            have = reported.get(item.dimension)
+            change = StatusChange(
+                endpoint,
+                item.dimension,
+                want.generation if want is not None else None,
+                item.before,
+                item.after,
+                have.value if have is not None else None,
+                have.detail if have is not None else "",
+            )
+            for hook in self.status_hooks:
+                try:
+                    hook(change)
+                except Exception:
+                    log.exception("status hook failed", extra={"endpoint": endpoint})
 
     # -- telemetry rows: coalesced, one group-committed write per event-loop turn -----------
     def _queue_row(self, row: dict[str, Any]) -> None:
@@ -623,4 +669,4 @@ class StateObserver:
         self.store.write_nowait(lambda tx: repo.write_reported(tx, rows))
 
 
-__all__ = ["ACTOR", "Hold", "StateObserver", "supported_paths"]
+__all__ = ["ACTOR", "Hold", "StateObserver", "StatusChange", "supported_paths"]

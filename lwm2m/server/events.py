@@ -46,6 +46,16 @@ class Deregistered:
 
 
 @dataclass(frozen=True, slots=True)
+class Removed:
+    """An operator removed the registration (a stale device, ``LwM2MServer.remove``); if the
+    device is in fact alive, its next Update gets 4.04 and it registers again."""
+
+    endpoint: str
+    registration: Registration
+    actor: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Expired:
     """The registration's lifetime ran out without an Update; the server dropped it."""
 
@@ -116,6 +126,7 @@ ServerEvent = (
     | Updated
     | Deregistered
     | Expired
+    | Removed
     | RegistrationRefused
     | Notification
     | SendReceived
@@ -131,6 +142,7 @@ __all__ = [
     "QueueStateChanged",
     "Registered",
     "RegistrationRefused",
+    "Removed",
     "SendReceived",
     "ServerEvent",
     "Updated",

@@ -62,8 +62,10 @@ from lwm2m.server.events import (
     Notification,
     ObservationEnded,
     QueueStateChanged,
+    Removed,
     ServerEvent,
 )
+from lwm2m.server.ingress_limits import install_block1_admission
 from lwm2m.server.observations import (
     ObservationState,
     leaf_values,
@@ -238,6 +240,12 @@ class LwM2MServer(RegistrationInterface, DeviceManagementApi):
             for channel in self._channels:
                 channel.shell.close()
             raise
+        install_block1_admission(
+            [(c.core, c.secure) for c in self._channels],
+            config.ingress,
+            self._by_peer,
+            nosec_by_default=config.nosec_by_default,
+        )
         if self._udp is not None:
             for device in self._by_endpoint.values():
                 if device.channel is None and not device.registration.secure:
@@ -369,6 +377,23 @@ class LwM2MServer(RegistrationInterface, DeviceManagementApi):
     def registration(self, endpoint: str) -> Registration | None:
         device = self._by_endpoint.get(endpoint)
         return device.registration if device is not None else None
+
+    async def remove(self, endpoint: str, *, actor: str = "") -> Registration | None:
+        """Remove ``endpoint``'s registration as an operator asks (a stale device that will
+        not de-register itself): its observations and pending requests end, queued requests
+        are cancelled, and the row is deleted -- committed before this returns, so a removal
+        that was acknowledged survives a crash. Returns the removed registration, or None
+        when the endpoint is not registered. A device that is in fact alive gets 4.04 on its
+        next Update and registers again (LwM2M 1.1 Core 6.2.2)."""
+        device = self._by_endpoint.get(endpoint)
+        if device is None:
+            return None
+        registration = device.registration
+        await self.store.write(lambda tx: self.store.registrations.remove(tx, registration.id))
+        if self._by_endpoint.get(endpoint) is device:
+            self._drop(device, "removed by an operator", keep_queue=False)
+        self._emit(Removed(endpoint, registration, actor))
+        return registration
 
     def is_awake(self, endpoint: str) -> bool:
         """Whether a request to ``endpoint`` would go out now (not wait in its queue)."""

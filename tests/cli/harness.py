@@ -108,7 +108,9 @@ def background_service(data_dir: Path, **overrides: Any) -> Iterator[Background]
         background.stop()
 
 
-def invoke(data_dir: Path, *args: str, env: dict[str, str | None] | None = None) -> Result:
+def invoke(
+    data_dir: Path, *args: str, env: dict[str, str | None] | None = None, input: str | None = None
+) -> Result:
     """Run ``fleetloop ARGS`` finding the server through the data directory only."""
     environment: dict[str, str | None] = {
         "FLEETLOOP_DATA_DIR": str(data_dir),
@@ -119,4 +121,6 @@ def invoke(data_dir: Path, *args: str, env: dict[str, str | None] | None = None)
         "FLEETLOOP_CONTEXTS": str(data_dir / "no-contexts.json"),  # not the user's own file
         **(env or {}),
     }
-    return CliRunner().invoke(main, list(args), env=environment, catch_exceptions=False)
+    return CliRunner().invoke(
+        main, list(args), env=environment, catch_exceptions=False, input=input
+    )

@@ -210,3 +210,23 @@ def test_observe_prints_notifications_then_cancels(served: Background) -> None:
     left = json.loads(ok(served, "observations", "--json"))
     assert not [o for o in left if o["paths"] == ["/3/0/9"]], left  # the CLI's one is cancelled
     assert "no observation" in fails(served, "cancel", "dev-1", "/3/0/9")
+
+
+def test_remove_a_stale_device_then_it_registers_again_when_it_talks(served: Background) -> None:
+    device = served.add_device("dev-stale")
+    refused = invoke(data_dir(served), "devices", "remove", "dev-stale", input="n\n")
+    assert refused.exit_code == 1  # not confirmed: nothing removed
+    assert "dev-stale" in ok(served, "devices", "list")
+    removed = json.loads(ok(served, "devices", "remove", "dev-stale", "--yes", "--json"))
+    assert removed["status"] == "removed" and removed["endpoint"] == "dev-stale"
+    listed = json.loads(ok(served, "devices", "list", "--json"))
+    assert "dev-stale" not in [d["endpoint"] for d in listed]
+    assert "is not registered" in fails(served, "devices", "remove", "dev-stale", "--yes")
+    records = json.loads(ok(served, "audit", "log", "--endpoint", "dev-stale", "--json"))
+    assert any(r["action"] == "dm.remove" for r in records["items"]), records
+    # The device was alive all along: its next Update gets 4.04 and it registers again.
+    since = len(device.events)
+    served.on_loop(device.trigger_update)
+    served.call(device.wait_for(lambda e: type(e).__name__ == "Registered", 15.0, since=since))
+    listed = json.loads(ok(served, "devices", "list", "--json"))
+    assert "dev-stale" in [d["endpoint"] for d in listed]
