@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 
 from aiocoap import Message
 from aiocoap.numbers.codes import Code
@@ -51,6 +52,16 @@ _log = logging.getLogger(__name__)
 class ServerSide(EndpointState):
     """Requests this endpoint answers (a device being commanded, the server being registered
     with), and the observers of its resources."""
+
+    #: Admission of Block1 bodies, set by the application (issue 14 item 1: the DM server must
+    #: not buffer for a peer that may not register). Called for every block before anything is
+    #: buffered, with the peer's state, the block's request, the transfer it continues (None
+    #: for block 0) and the bytes it adds; an error it returns is the answer and the transfer
+    #: is dropped. None: only ``EndpointConfig.max_body_size`` applies.
+    block1_guard: (
+        Callable[[PeerState, Message, Block1Assembly | None, int], RemoteProtocolError | None]
+        | None
+    ) = None
 
     def respond(self, request: IncomingRequest, message: Message, now: float) -> Observation | None:
         """Answer ``request`` with response ``message`` (any size: large bodies go block-wise).
@@ -183,6 +194,16 @@ class ServerSide(EndpointState):
         key = request_key(message)
         assembly = ps.block1.get(key)
         payload = message.payload
+        guard = self.block1_guard
+        if guard is not None:
+            if num == 0 and assembly is not None:  # a restarted transfer replaces the old one
+                self._blockwise.remove(assembly)
+                assembly = None
+            refusal = guard(ps, message, assembly, len(payload))
+            if refusal is not None:
+                if assembly is not None:
+                    self._blockwise.remove(assembly)
+                raise refusal
         if num == 0:
             size1 = message.opt.size1
             if size1 is not None and size1 > limit:

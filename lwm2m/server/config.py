@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from lwm2m.coap import EndpointConfig
+from lwm2m.server.ingress_limits import IngressLimits
 from lwm2m.transport import X509Credentials
 
 _VERSION = re.compile(r"[0-9]{1,3}\.[0-9]{1,3}")
@@ -68,6 +69,8 @@ class ServerConfig:
     subscriber_buffer: int = 1024
     #: Store telemetry for reads as well as for notifications and Send.
     record_reads: bool = True
+    #: Block1 memory per peer and in total (issue 14 item 1, ``lwm2m.server.ingress_limits``).
+    ingress: IngressLimits = field(default_factory=IngressLimits)
 
     def __post_init__(self) -> None:
         for name in ("coap_port", "coaps_port"):

@@ -1,0 +1,206 @@
+"""What a peer may make the DM server hold in memory before and after it registered.
+
+Issue 14 item 1: Block1 bodies were reassembled for anybody, before any authentication, up to
+16 MiB per transfer and 10 000 transfers. The CoAP core now asks :class:`Block1Admission`
+before it buffers a block (``CoapEndpoint.block1_guard``), and the answer follows the
+principle "a peer that may not register gets no buffer; everybody else gets what real LwM2M
+needs":
+
+* a peer that may not register at all on this socket (plain CoAP while only DTLS or explicit
+  NoSec grants are accepted) gets **4.01** at block 0 -- nothing buffered. An explicitly
+  granted NoSec device registers with a Register that fits one datagram (a few hundred bytes
+  of object links always does);
+* a Register/Update (``/rd``) body is capped at :attr:`IngressLimits.register_body` (a few KiB
+  of object links is what real clients send; 8 MiB object lists cost 137 MB to parse) --
+  **4.13** with Size1 naming the cap, at block 0 when Size1 announced more;
+* any other request from an address with no registration gets **4.01** (register first);
+* a registered device's bodies (Send) are capped at :attr:`IngressLimits.device_body` per peer;
+* all unregistered peers together hold at most :attr:`IngressLimits.unregistered_total`, all
+  peers at most :attr:`IngressLimits.total`: beyond it **5.03** (try later) -- the server is
+  busy, the device did nothing wrong.
+
+Accounting reads the core's own transfer state (``PeerState.block1``), so a transfer the core
+completed, expired or evicted stops counting without a callback: the running totals only
+over-count, and are re-summed exactly before anything is refused for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container
+from dataclasses import dataclass
+
+from aiocoap import Message
+from aiocoap.numbers.codes import Code
+
+from lwm2m.coap.blockwise import Block1Assembly
+from lwm2m.coap.errors import RemoteProtocolError, RequestEntityTooLarge
+from lwm2m.coap.peer import PeerState
+
+__all__ = [
+    "Block1Admission",
+    "IngressLimits",
+    "ServerBusy",
+    "Unauthorized",
+    "install_block1_admission",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class IngressLimits:
+    """Memory a peer's unfinished Block1 bodies may hold (bytes)."""
+
+    #: A Register/Update body (object links): a few KiB in real clients.
+    register_body: int = 16 * 1024
+    #: Bodies of one registered device in progress at once (Send of many values).
+    device_body: int = 1024 * 1024
+    #: Everything peers without a registration hold together.
+    unregistered_total: int = 1024 * 1024
+    #: Everything every peer holds together.
+    total: int = 64 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        for name in ("register_body", "device_body", "unregistered_total", "total"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"IngressLimits.{name} must be positive")
+
+
+class Unauthorized(RemoteProtocolError):
+    """4.01: this peer may not send this body (it may not register here, or has not)."""
+
+    code = Code.UNAUTHORIZED
+
+
+class ServerBusy(RemoteProtocolError):
+    """5.03: the server holds as many unfinished bodies as it allows; try later."""
+
+    code = Code.SERVICE_UNAVAILABLE
+
+
+def _held(ps: PeerState) -> int:
+    return sum(len(assembly.buffer) for assembly in ps.block1.values())
+
+
+class _Pool:
+    """Bytes held by a set of peers: a running total, re-summed exactly before a refusal."""
+
+    __slots__ = ("cap", "counted", "total")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.total = 0
+        self.counted: dict[PeerState, int] = {}
+
+    def fits(self, ps: PeerState, held: int, adding: int) -> bool:
+        self._set(ps, held)
+        if self.total + adding <= self.cap:
+            return True
+        for other in list(self.counted):  # only over-counts: re-sum, then decide
+            self._set(other, _held(other))
+        return self.total + adding <= self.cap
+
+    def add(self, ps: PeerState, held: int, adding: int) -> None:
+        self._set(ps, held + adding)
+
+    def _set(self, ps: PeerState, held: int) -> None:
+        self.total += held - self.counted.get(ps, 0)
+        if held:
+            self.counted[ps] = held
+        else:
+            self.counted.pop(ps, None)
+
+
+class Block1Admission:
+    """The ``block1_guard`` of one DM-server socket.
+
+    ``registered`` answers whether a transport peer holds a registration (the server's
+    by-peer index); ``may_register`` whether an unregistered peer of this socket could
+    register at all (DTLS: the handshake authenticated it; plain CoAP: only when NoSec is the
+    default for unknown endpoints).
+    """
+
+    def __init__(
+        self,
+        limits: IngressLimits,
+        *,
+        registered: Container[object],
+        may_register: bool,
+        pools: tuple[_Pool, _Pool] | None = None,
+    ) -> None:
+        self.limits = limits
+        self._registered = registered
+        self._may_register = may_register
+        #: (every peer, unregistered peers): shared by the server's sockets via :meth:`sibling`.
+        self._all, self._unregistered = pools or (
+            _Pool(limits.total),
+            _Pool(limits.unregistered_total),
+        )
+        #: Blocks refused, by answer code (for operators and tests).
+        self.refused: dict[str, int] = {}
+
+    def sibling(self, *, registered: Container[object], may_register: bool) -> Block1Admission:
+        """The guard of another socket of the same server, sharing the global caps."""
+        return Block1Admission(
+            self.limits,
+            registered=registered,
+            may_register=may_register,
+            pools=(self._all, self._unregistered),
+        )
+
+    def __call__(
+        self, ps: PeerState, message: Message, assembly: Block1Assembly | None, adding: int
+    ) -> RemoteProtocolError | None:
+        refusal = self._check(ps, message, adding)
+        if refusal is not None:
+            name = str(refusal.code)
+            self.refused[name] = self.refused.get(name, 0) + 1
+        return refusal
+
+    def _check(self, ps: PeerState, message: Message, adding: int) -> RemoteProtocolError | None:
+        limits = self.limits
+        registered = ps.peer in self._registered
+        path = message.opt.uri_path
+        registering = bool(path) and path[0] == "rd"
+        if not registered:
+            if not self._may_register:
+                return Unauthorized(
+                    "block-wise body refused: this address may not register over plain CoAP "
+                    "(use DTLS, or a Register that fits one datagram if NoSec is granted)"
+                )
+            if not registering:
+                return Unauthorized("block-wise body refused: no registration from this address")
+        cap = limits.register_body if registering else limits.device_body
+        held = _held(ps)
+        size1 = message.opt.size1
+        if size1 is not None and size1 > cap:
+            return RequestEntityTooLarge(f"announced body of {size1} bytes", size1=cap)
+        if held + adding > cap:
+            return RequestEntityTooLarge("body exceeds what this server accepts", size1=cap)
+        if not self._all.fits(ps, held, adding):
+            return ServerBusy("too many unfinished block-wise bodies; retry later")
+        if not registered and not self._unregistered.fits(ps, held, adding):
+            return ServerBusy("too many unfinished block-wise bodies; retry later")
+        self._all.add(ps, held, adding)
+        if not registered:
+            self._unregistered.add(ps, held, adding)
+        return None
+
+
+def install_block1_admission(
+    cores: list[tuple[object, bool]],
+    limits: IngressLimits,
+    registered: Container[object],
+    *,
+    nosec_by_default: bool,
+) -> list[Block1Admission]:
+    """Give each ``(CoapEndpoint, secure)`` of the server its guard, all sharing the caps."""
+    guards: list[Block1Admission] = []
+    for core, secure in cores:
+        may_register = secure or nosec_by_default
+        guard = (
+            guards[0].sibling(registered=registered, may_register=may_register)
+            if guards
+            else Block1Admission(limits, registered=registered, may_register=may_register)
+        )
+        core.block1_guard = guard  # type: ignore[attr-defined]
+        guards.append(guard)
+    return guards
