@@ -7,6 +7,7 @@ layer and nothing else.
 
 from __future__ import annotations
 
+import lifecycle.artifacts.bundle_tables
 import lifecycle.groups
 import lifecycle.operators
 import lifecycle.state.tables

@@ -1,0 +1,1 @@
+"""Artifacts a change delivers: config bundles, connectivity profiles, credentials, firmware."""

@@ -1,0 +1,59 @@
+"""Tables of the versioned config bundle repository.
+
+Content stays where the reconciler already finds it: ``lc_config_bundle`` (name -> CBOR
+content + SHA-256), under a *delivery name* per published variant -- ``NAME@VERSION`` for the
+base and ``NAME@VERSION:region=eu`` for an overlay's merged content. These tables add what
+the flat registry lacks: the version (with its sortable key, :mod:`lifecycle.versions`), the
+overlays (key patches over the base, per region or policy group) and who published what.
+Keeping content in one place means ``config=NAME`` (the flat registry) and versioned bundles
+are delivered by the same reconciler code, unchanged.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Double, Index, Text
+from sqlmodel import Field
+
+from lifecycle.tables import LifecycleModel, table_of
+
+_VERSION_KEY = Text().with_variant(Text(collation="C"), "postgresql")
+"""Version keys compare byte-wise (PostgreSQL's default collation would reorder them)."""
+
+
+class BundleVersionRow(LifecycleModel, table=True):
+    """One published version of a bundle: immutable once written."""
+
+    __tablename__ = "lc_bundle_version"
+    __table_args__ = (Index("ix_lc_bundle_version_key", "name", "version_key"),)
+
+    name: str = Field(primary_key=True)
+    version: str = Field(primary_key=True)
+    version_key: str = Field(sa_type=_VERSION_KEY)
+    digest: str  # SHA-256 of the base content (hex)
+    size: int
+    delivery: str  # lc_config_bundle name of the base content
+    release_digest: str  # SHA-256 over base digest + overlay digests: what "same" means
+    description: str = Field(default="", sa_type=Text)
+    published_by: str
+    published_at: float = Field(sa_type=Double)
+
+
+class BundleOverlayRow(LifecycleModel, table=True):
+    """An overlay of one bundle version: a key patch over the base for one cohort
+    (``scope`` = ``region=NAME`` / ``policy_group=NAME`` / ``carrier=`` / ``country=``)."""
+
+    __tablename__ = "lc_bundle_overlay"
+
+    name: str = Field(primary_key=True)
+    version: str = Field(primary_key=True)
+    scope: str = Field(primary_key=True)
+    patch: str = Field(sa_type=Text)  # JSON: {"set": {...}, "remove": [...]}
+    digest: str  # SHA-256 of the merged content
+    size: int
+    delivery: str  # lc_config_bundle name of the merged content
+
+
+BUNDLE_VERSION = table_of(BundleVersionRow)
+BUNDLE_OVERLAY = table_of(BundleOverlayRow)
+
+__all__ = ["BUNDLE_OVERLAY", "BUNDLE_VERSION", "BundleOverlayRow", "BundleVersionRow"]
