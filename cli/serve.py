@@ -373,6 +373,7 @@ class Service:
             "ready",
             extra={
                 "api": url,
+                "console": f"{url}/console/",
                 "coap": str(coap) if coap else "off",
                 "coaps": str(coaps) if coaps else "off",
                 "data_dir": str(self.data_dir),

@@ -125,6 +125,7 @@ def test_serve_on_ephemeral_ports_and_devices_list_against_it(tmp_path: Path) ->
     assert any("NoSec registration is open" in m for m in messages)
     ready = next(entry for entry in logs if entry["msg"] == "ready")
     assert ready["api"] == info["url"]
+    assert ready["console"] == f"{info['url']}/console/"  # where a newcomer opens the console
     assert not (data_dir / "api.json").exists()
     assert not (tmp_path / "not-this-one").exists()
     gone = subprocess.run(
