@@ -1,4 +1,4 @@
-"""Tables of the versioned config bundle repository.
+"""Tables of the artifact repositories: versioned config bundles and APN (connectivity) profiles.
 
 Content stays where the reconciler already finds it: ``lc_config_bundle`` (name -> CBOR
 content + SHA-256), under a *delivery name* per published variant -- ``NAME@VERSION`` for the
@@ -56,4 +56,32 @@ class BundleOverlayRow(LifecycleModel, table=True):
 BUNDLE_VERSION = table_of(BundleVersionRow)
 BUNDLE_OVERLAY = table_of(BundleOverlayRow)
 
-__all__ = ["BUNDLE_OVERLAY", "BUNDLE_VERSION", "BundleOverlayRow", "BundleVersionRow"]
+
+class ApnProfileRow(LifecycleModel, table=True):
+    """A named connectivity profile: a default APN set and per-carrier / per-country sets
+    (JSON ``{"apns": [...], "active": ...}`` each; ``variants`` maps ``carrier=NAME`` /
+    ``country=CC`` to one). Editable (unlike bundles): ``revision`` grows on every change and
+    a campaign records the revision it resolved."""
+
+    __tablename__ = "lc_apn_profile"
+
+    name: str = Field(primary_key=True)
+    apns: str = Field(sa_type=Text)  # JSON list
+    active: str
+    variants: str = Field(default="{}", sa_type=Text)  # JSON {scope: {"apns", "active"}}
+    description: str = Field(default="", sa_type=Text)
+    revision: int = 1
+    updated_by: str
+    updated_at: float = Field(sa_type=Double)
+
+
+APN_PROFILE = table_of(ApnProfileRow)
+
+__all__ = [
+    "APN_PROFILE",
+    "BUNDLE_OVERLAY",
+    "BUNDLE_VERSION",
+    "ApnProfileRow",
+    "BundleOverlayRow",
+    "BundleVersionRow",
+]

@@ -147,14 +147,22 @@ class Component:
     artifact: str = ""
     size: int = 0
     overlays: Mapping[str, Mapping[str, JsonValue]] = field(default_factory=dict)
-    """Per-cohort replacements of ``value`` resolved at plan time, keyed ``region=NAME`` or
-    ``policy_group=NAME`` (e.g. a config bundle's regional variant): see :meth:`value_for`."""
+    """Per-cohort replacements of ``value`` resolved at plan time, keyed ``region=NAME``,
+    ``policy_group=NAME``, ``carrier=NAME`` or ``country=NAME`` (e.g. a config bundle's
+    regional variant, a carrier's APN set): see :meth:`value_for`."""
 
     def value_for(self, member: Member) -> Mapping[str, JsonValue]:
-        """The value ``member`` gets: its policy group's overlay, else its region's, else the
-        base value (the more specific grouping wins)."""
-        for key in (f"policy_group={member.policy_group}", f"region={member.region}"):
-            if key in self.overlays:
+        """The value ``member`` gets: the overlay of its policy group, else its carrier's,
+        else its country's, else its region's, else the base value (the more specific
+        grouping wins; an empty attribute matches no overlay)."""
+        for kind, label in (
+            ("policy_group", member.policy_group),
+            ("carrier", member.carrier),
+            ("country", member.country),
+            ("region", member.region),
+        ):
+            key = f"{kind}={label}"
+            if label and key in self.overlays:
                 return self.overlays[key]
         return self.value
 

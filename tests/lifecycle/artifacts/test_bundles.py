@@ -5,8 +5,6 @@ overlays merged per cohort and delivered through the flat registry the reconcile
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import cbor2
@@ -23,24 +21,11 @@ from lifecycle.artifacts.bundles import (
     diff_content,
     parse_ref,
 )
-from lifecycle.schema import create_schema
 from lifecycle.state.dimensions import Dimension, parse_desired
 from lifecycle.state.repository import StateRepository
 from lwm2m.store import Store
-from tests.lifecycle.api.conftest import database_url  # noqa: F401  (fixture: both databases)
 
 BASE = {"interval": 60, "server": "eu.example", "debug": False}
-
-
-@pytest.fixture
-def store(database_url: str | None, tmp_path: Path) -> Iterator[Store]:  # noqa: F811
-    opened = Store.open(database_url, tmp_path)
-    opened.create_schema()
-    create_schema(opened)
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 repo = BundleRepository()

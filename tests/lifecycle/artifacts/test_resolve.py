@@ -1,0 +1,147 @@
+"""The campaign spec resolver on SQLite and PostgreSQL: config bundle references (versioned,
+latest, flat ``config=NAME``) with their overlays, APN profiles with carrier/country overlays,
+credential rotation numbers, pass-through dimensions, and typed errors naming the field."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lifecycle.artifacts.bundles import BundleRepository
+from lifecycle.artifacts.connectivity import ConnectivityRepository
+from lifecycle.artifacts.resolve import make_resolver
+from lifecycle.campaigns.model import CampaignError, Member
+from lifecycle.state.dimensions import Dimension, Policy, parse_desired
+from lifecycle.state.repository import StateRepository
+from lwm2m.store import Store
+
+CONTENT = {"interval": 60, "server": "a.example"}
+
+
+def _publish(store: Store) -> None:
+    with store.transaction() as tx:
+        BundleRepository().publish(tx, "tracker", "1.0.0", {"interval": 90}, actor="op", now=1.0)
+        BundleRepository().publish(
+            tx,
+            "tracker",
+            "1.1.0",
+            CONTENT,
+            overlays={"region=eu": {"server": "eu.example"}},
+            actor="op",
+            now=2.0,
+        )
+        StateRepository().put_bundle(tx, "legacy", {"a": 1}, actor="op", now=3.0)
+        ConnectivityRepository().put(
+            tx,
+            "iot",
+            {"apns": ["iot.global"], "variants": {"carrier=acme": {"apns": ["iot.acme"]}}},
+            actor="op",
+            now=4.0,
+        )
+
+
+@pytest.mark.parametrize(
+    "raw", ["tracker@1.1.0", "tracker", {"bundle": "tracker", "version": "1.1.0"}]
+)
+def test_config_references_resolve_to_the_version_with_its_overlays(
+    store: Store, raw: object
+) -> None:
+    _publish(store)
+    component = store.read_sync(lambda tx: make_resolver(tx)(Dimension.CONFIG, raw))
+    assert component.artifact == "bundle:tracker@1.1.0"
+    assert component.value["version"] == "1.1.0" and component.value["bundle"] == "tracker@1.1.0"
+    assert parse_desired(Dimension.CONFIG, dict(component.value)) == component.value
+    eu = component.value_for(Member("d", region="eu"))
+    assert eu["bundle"] == "tracker@1.1.0:region=eu" and eu["digest"] != component.value["digest"]
+    assert component.value_for(Member("d", region="us")) == component.value
+    assert component.size > 0
+
+
+def test_a_flat_bundle_name_still_resolves(store: Store) -> None:
+    _publish(store)
+    component = store.read_sync(lambda tx: make_resolver(tx)(Dimension.CONFIG, "legacy"))
+    assert component.value["bundle"] == "legacy" and component.value["version"] == "legacy"
+
+
+def test_an_apn_profile_resolves_with_carrier_overlays(store: Store) -> None:
+    _publish(store)
+    component = store.read_sync(lambda tx: make_resolver(tx)(Dimension.CONNECTIVITY, "profile:iot"))
+    assert component.artifact == "apn-profile:iot@r1"
+    assert component.value_for(Member("d", carrier="acme"))["active"] == "iot.acme"
+    assert component.value_for(Member("d", carrier="other"))["active"] == "iot.global"
+    plain = store.read_sync(lambda tx: make_resolver(tx)(Dimension.CONNECTIVITY, "a,b"))
+    assert plain.value == {"apns": ["a", "b"], "active": "a"} and not plain.overlays
+
+
+def test_a_psk_rotation_takes_the_next_generation(store: Store) -> None:
+    first = store.read_sync(lambda tx: make_resolver(tx)(Dimension.CREDENTIALS, {"rotate": "psk"}))
+    assert first.value == {"generation": 1}
+    with store.transaction() as tx:
+        StateRepository().set_desired(
+            tx,
+            ["d1"],
+            {Dimension.CREDENTIALS: {"generation": 4}},
+            policy=Policy.ENFORCE,
+            actor="op",
+            now=1.0,
+        )
+    again = store.read_sync(lambda tx: make_resolver(tx)(Dimension.CREDENTIALS, {"rotate": "psk"}))
+    assert again.value == {"generation": 5}
+
+
+def test_flags_pass_through(store: Store) -> None:
+    component = store.read_sync(lambda tx: make_resolver(tx)(Dimension.FLAGS, {"x": True}))
+    assert component.value == {"x": "true"}
+
+
+@pytest.mark.parametrize(
+    ("dimension", "raw", "says"),
+    [
+        (Dimension.CONFIG, "tracker@9.9.9", "no published config bundle tracker@9.9.9"),
+        (Dimension.CONFIG, "nothing", "no published config bundle nothing"),
+        (Dimension.CONFIG, {"bundle": "tracker", "colour": 1}, "unknown key"),
+        (Dimension.CONNECTIVITY, "profile:nope", "no APN profile 'nope'"),
+        (Dimension.CREDENTIALS, {"rotate": "rsa"}, "rotate"),
+        (Dimension.FLAGS, ["x"], "flags"),
+    ],
+)
+def test_unresolvable_components_name_the_field(
+    store: Store, dimension: Dimension, raw: object, says: str
+) -> None:
+    _publish(store)
+    with pytest.raises(CampaignError) as err:
+        store.read_sync(lambda tx: make_resolver(tx)(dimension, raw))
+    assert err.value.field == f"components.{dimension.value}"
+    assert says in str(err.value)
+
+
+_raw = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+    lambda i: (
+        st.lists(i, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                ["bundle", "version", "apns", "active", "profile", "rotate", "generation", "x"]
+            ),
+            i,
+            max_size=3,
+        )
+    ),
+    max_leaves=6,
+)
+
+
+@settings(
+    max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None
+)
+@given(st.sampled_from(list(Dimension)), _raw)
+def test_any_input_resolves_or_is_a_campaign_error(
+    store: Store, dimension: Dimension, raw: object
+) -> None:
+    try:
+        component = store.read_sync(lambda tx: make_resolver(tx)(dimension, raw))
+    except CampaignError as err:
+        assert err.field == f"components.{dimension.value}"
+    else:
+        assert component.dimension is dimension
