@@ -122,6 +122,7 @@ FW_STATE = Path.of(5, 0, 3)
 FW_RESULT = Path.of(5, 0, 5)
 FW_URI = Path.of(5, 0, 1)
 FW_UPDATE = Path.of(5, 0, 2)
+FW_PACKAGE = Path.of(5, 0, 0)
 CFG_VERSION = Path.of(CFG, 0, Cfg.CONFIG_VERSION)
 CFG_INSTANCE = Path.of(CFG, 0)
 CFG_DIGEST = Path.of(CFG, 0, Cfg.BUNDLE_DIGEST)
@@ -203,7 +204,8 @@ def parse_desired(dimension: Dimension, raw: JsonValue) -> dict[str, JsonValue]:
     """The normalised desired value of ``dimension`` from what an operator gave.
 
     Accepted forms: firmware ``"2.4.1"`` or ``{"version": ..., "uri": ...}`` (the image URI the
-    device pulls; the firmware repository that serves images is the campaigns issue);
+    device pulls) or ``{"version": ..., "image": <sha-256 hex>, "method": "push"}`` (the
+    repository image the reconciler writes to /5/0/0, :mod:`lifecycle.artifacts.firmware`);
     config ``{"version": ..., "digest": <sha-256 hex>}`` (the API resolves a bundle name to
     this); connectivity ``"apn-a,apn-b"`` (the first is active) or ``{"apns": [...],
     "active": ...}``; flags ``{"name": "value", ...}`` (the whole set); credentials
@@ -213,9 +215,20 @@ def parse_desired(dimension: Dimension, raw: JsonValue) -> dict[str, JsonValue]:
     if dimension is Dimension.FIRMWARE:
         if isinstance(raw, str):
             raw = {"version": raw}
-        if not isinstance(raw, dict) or set(raw) - {"version", "uri"}:
+        if not isinstance(raw, dict) or set(raw) - {"version", "uri", "image", "method"}:
             raise StateError(dim, 'give "2.4.1" or {"version": "2.4.1", "uri": "coap://..."}')
         value: dict[str, JsonValue] = {"version": _version(dim, raw.get("version"))}
+        if raw.get("method", "pull") not in ("pull", "push"):
+            raise StateError(dim, f"method {raw.get('method')!r} is not pull or push")
+        if raw.get("method") == "push" or raw.get("image") is not None:
+            # Push: the reconciler writes the repository image's bytes to /5/0/0 (Block1).
+            image = raw.get("image")
+            if raw.get("method") != "push" or raw.get("uri") is not None:
+                raise StateError(dim, 'push is {"version": ..., "image": SHA256, "method": "push"}')
+            if not isinstance(image, str) or not re.fullmatch(r"[0-9a-f]{64}", image):
+                raise StateError(dim, f"image {image!r} is not a SHA-256 in lowercase hex")
+            value.update(image=image, method="push")
+            return value
         uri = raw.get("uri")
         if uri is not None:
             if not isinstance(uri, str) or not re.match(r"^(coaps?|https?)://\S+$", uri):
@@ -470,6 +483,14 @@ class PullFirmware:
 
 
 @dataclass(frozen=True, slots=True)
+class PushFirmware:
+    """Write the image bytes (the repository image with SHA-256 ``image``) to /5/0/0 in a
+    block-wise (Block1) Write: the device has the package once it acknowledged."""
+
+    image: str
+
+
+@dataclass(frozen=True, slots=True)
 class InstallFirmware:
     """Execute /5/0/2 Update: the downloaded image is installed; the device reboots."""
 
@@ -488,7 +509,9 @@ class Fail:
     reason: str
 
 
-Step = WriteConfig | WriteFlags | SetApns | PullFirmware | InstallFirmware | Wait | Fail
+Step = (
+    WriteConfig | WriteFlags | SetApns | PullFirmware | PushFirmware | InstallFirmware | Wait | Fail
+)
 
 
 def apn_instances(leaves: Leaves) -> dict[str, int]:
@@ -539,6 +562,8 @@ def plan(
             return InstallFirmware()
         if attempted and isinstance(result, int) and result not in (0, 1):
             return Fail(f"firmware update result {_name(FirmwareUpdateResult, result)} ({result})")
+        if value.get("method") == "push":
+            return PushFirmware(str(value["image"]))
         uri = value.get("uri")
         if not isinstance(uri, str):
             return Fail("desired firmware has no image URI; set firmware=VERSION@URI")
@@ -560,6 +585,7 @@ __all__ = [
     "Leaves",
     "Policy",
     "PullFirmware",
+    "PushFirmware",
     "Reported",
     "SetApns",
     "StateError",

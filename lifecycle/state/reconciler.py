@@ -43,7 +43,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +56,7 @@ from lifecycle.state.dimensions import (
     CFG_FLAGS,
     CFG_INSTANCE,
     CFG_RESULT,
+    FW_PACKAGE,
     FW_UPDATE,
     FW_URI,
     ORDER,
@@ -66,6 +67,7 @@ from lifecycle.state.dimensions import (
     InstallFirmware,
     Policy,
     PullFirmware,
+    PushFirmware,
     SetApns,
     Status,
     Step,
@@ -310,6 +312,7 @@ class Reconciler:
         *,
         excluded: Callable[[str, Dimension], bool] | None = None,
         clock: Callable[[], float] = time.time,
+        firmware_content: Callable[[str], Awaitable[bytes | None]] | None = None,
     ) -> None:
         self.server = server
         self.store = store
@@ -318,6 +321,8 @@ class Reconciler:
         self.config = config or ReconcilerConfig()
         self.excluded: Callable[[str, Dimension], bool] = excluded or (lambda ep, dim: False)
         self.clock = clock
+        #: The bytes of a repository image by SHA-256 (push firmware); None: push unsupported.
+        self.firmware_content = firmware_content
         self.queue = WorkQueue()
         self._loop_time: Callable[[], float] = time.monotonic
         self.bucket = TokenBucket(self.config.rate, self.config.burst, self._loop_time())
@@ -732,6 +737,21 @@ class Reconciler:
                 )
                 self._attempted[(endpoint, dim)] = want.generation
                 record.update(step="pull-firmware", uri=step.uri)
+            elif isinstance(step, PushFirmware):
+                content = None
+                if self.firmware_content is not None:
+                    content = await self.firmware_content(step.image)
+                if content is None:
+                    raise _Permanent(
+                        f"firmware image {step.image[:16]} is not in the repository (or is "
+                        "quarantined): push needs a published image"
+                    )
+                # Block1 of the whole image: one round trip per 1 KiB block.
+                push_ops = dict(ops, timeout=max(timeout, 5.0 + len(content) / 1024.0))
+                package = SingleResource(FW_PACKAGE.ids[2], Value.opaque(content))
+                _check(await server.write(endpoint, FW_PACKAGE, package, **push_ops), "push package")
+                self._attempted[(endpoint, dim)] = want.generation
+                record.update(step="push-firmware", image=step.image, size=len(content))
             elif isinstance(step, InstallFirmware):
                 _check(await server.execute(endpoint, FW_UPDATE, None, **ops), "execute update")
                 self._attempted[(endpoint, dim)] = want.generation

@@ -86,6 +86,19 @@ class ServerSide(EndpointState):
             self._send_response(request, message, observation, now)
         return observation
 
+    def respond_slice(self, request: IncomingRequest, message: Message, now: float) -> None:
+        """Answer ``request`` with one block the application cut itself (``message`` carries
+        its Block2 option and at most one block of payload): no Block2 cache is kept, so every
+        later block reaches the application again -- for a resource served from a shared
+        in-memory copy whose per-block progress the application counts (a firmware image).
+        """
+        if request.responded:
+            raise LocalProtocolError(f"{request!r} has already been answered")
+        if not is_response(message.code):
+            raise LocalProtocolError(f"{message.code} is not a response code")
+        message.opt.observe = None
+        self._send_response(request, message, None, now)
+
     def send_notification(
         self,
         observation: Observation,

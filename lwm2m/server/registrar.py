@@ -43,6 +43,7 @@ from lwm2m.server.registration import (
     code_text,
     parse_request,
 )
+from lwm2m.server.resources import ResourceServing
 from lwm2m.server.security import (
     IdentityRefused,
     audit_line,
@@ -85,7 +86,7 @@ _IdentityRule = IdentityRefused | _RecordCheck | Callable[[Tx], IdentityRefused 
 _RegisterRow = tuple[NewRegistration, _IdentityRule, float]
 
 
-class RegistrationInterface:
+class RegistrationInterface(ResourceServing):
     """Handles requests devices send; the runtime provides the state and helpers below."""
 
     config: ServerConfig
@@ -122,6 +123,9 @@ class RegistrationInterface:
         known = self._by_peer.get(peer)
         if known is not None:
             known.last_seen = self._loop.time()
+        if self._resources is not None and self._serves(message):
+            self._answer_resource(channel, event)  # e.g. a firmware image (resources.py)
+            return
         parsed = parse_request(
             message, allowed_versions=self.config.allowed_versions, lifetimes=self._lifetimes
         )
