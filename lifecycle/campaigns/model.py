@@ -395,6 +395,9 @@ class CohortVerdict:
     verdict: Verdict
     reasons: tuple[str, ...]
     counts: Mapping[str, int]
+    artifact_bad: tuple[str, ...] = ()
+    """Endpoints in the cohort whose failure was ARTIFACT_BAD, whatever the verdict: the
+    engine may quarantine the artifact (which halts every campaign that uses it)."""
 
 
 __all__ = [
