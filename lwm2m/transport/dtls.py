@@ -10,7 +10,13 @@ Design (the *why*; numbers and counters are in docs/TRANSPORT.md):
 * **Two tables.** Handshakes in progress and established sessions live apart, each an
   ``OrderedDict`` keyed by address: handshakes are capped globally (oldest evicted) and per source
   IP, established sessions are capped with least-recently-used eviction. Handshakes therefore
-  never push out established devices, and all bookkeeping is O(1) per datagram.
+  never push out established devices, and all bookkeeping is O(1) per datagram (O(per-source
+  cap) when a source is full).
+* **Fair handshake slots** (issue 14 item 4). A source IP at its cap does not lock out the next
+  device behind the same NAT: its oldest *half-open* handshake (the client never answered the
+  server's flight) makes room, else its oldest handshake. Half-open handshakes also time out
+  sooner (``half_open_timeout``) than progressing ones. A flood of stalled handshakes from one
+  IP thus only evicts itself, while a real client, which answers within a round trip, finishes.
 * **Identity.** The PSK identity is captured during the handshake through the store adapter;
   the certificate identity is read from the verified peer certificate. The ``Peer`` built once
   at the end of the handshake goes with every message of the session.
@@ -117,6 +123,9 @@ class DtlsServerConfig:
     #: (the device retransmits and gets in once a slot frees). Devices behind one carrier NAT
     #: share an IP: raise this for fleets that reboot together behind CGNAT.
     max_handshakes_per_source: int = 16
+    #: Seconds a handshake may stay half-open (its client never answered our flight) before it
+    #: is dropped; progressing handshakes get the full retransmission budget.
+    half_open_timeout: float = 4.0
     #: Seconds without a datagram from the device after which its session is closed.
     idle_timeout: float = 3600.0
     #: Mbed TLS's initial and maximum handshake retransmission timeouts (seconds); the
@@ -137,8 +146,8 @@ class DtlsServerConfig:
         for name in ("max_sessions", "max_handshakes", "max_handshakes_per_source"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"{name} must be at least 1")
-        if self.idle_timeout <= 0:
-            raise ConfigurationError("idle_timeout must be positive")
+        if self.idle_timeout <= 0 or self.half_open_timeout <= 0:
+            raise ConfigurationError("idle_timeout and half_open_timeout must be positive")
         check_handshake_settings(self.handshake_timeout_min, self.handshake_timeout_max, self.mtu)
 
     def ciphers(self) -> tuple[str, ...]:
@@ -162,6 +171,7 @@ class _Session:
         "rto",
         "source",
         "started",
+        "state0",
         "timer",
     )
 
@@ -180,6 +190,12 @@ class _Session:
         self.fresh = True
         self.keylog_tries = 0
         self.max_payload = 0
+        #: Mbed TLS's handshake state once the server's first flight went out: a handshake
+        #: still there is half-open (the client never answered).
+        self.state0: object = None
+
+    def half_open(self) -> bool:
+        return self.state0 is None or self.buffer._handshake_state == self.state0
 
 
 class DtlsServer(asyncio.DatagramProtocol):
@@ -200,7 +216,8 @@ class DtlsServer(asyncio.DatagramProtocol):
         self._keylog = KeyLog(config.key_log) if config.key_log is not None else None
         self._established: OrderedDict[Address, _Session] = OrderedDict()
         self._handshaking: OrderedDict[Address, _Session] = OrderedDict()
-        self._per_source: dict[str, int] = {}
+        #: Handshakes in progress per source IP, oldest first.
+        self._by_source: dict[str, OrderedDict[Address, _Session]] = {}
         self._spare: Any = None
         self._rbuf = bytearray(MAX_PLAINTEXT)
         self._rview = memoryview(self._rbuf)
@@ -412,16 +429,28 @@ class DtlsServer(asyncio.DatagramProtocol):
             scrub(buf)
             return
         # The cookie was valid: the sender really receives at ``addr``. Admit it?
-        source = addr[0]
-        if self._per_source.get(source, 0) >= self._config.max_handshakes_per_source:
-            stats.handshakes_refused_per_source += 1
-            self._log_refused("too many handshakes from %s in progress; ignored", source)
-            scrub(buf)
-            return
+        self._make_room(addr[0])
         self._spare = None
         s = _Session(addr, buf, _monotonic(), self._config.handshake_timeout_min)
         self._admit_handshake(s)
         self._advance(s, from_timer=False)
+        s.state0 = buf._handshake_state
+
+    def _make_room(self, source: str) -> None:
+        """A source at its cap gives up its oldest half-open handshake (else its oldest)."""
+        mine = self._by_source.get(source)
+        if mine is None or len(mine) < self._config.max_handshakes_per_source:
+            return
+        victim = next((s for s in mine.values() if s.half_open()), None)
+        if victim is None:
+            victim = next(iter(mine.values()))
+        self._drop_handshake(victim)
+        self.stats.handshakes_evicted_per_source += 1
+        self._log_refused(
+            "%s is at its %d handshakes in progress; dropped its oldest stalled one",
+            source,
+            self._config.max_handshakes_per_source,
+        )
 
     def _admit_handshake(self, s: _Session) -> None:
         if len(self._handshaking) >= self._config.max_handshakes:
@@ -430,7 +459,10 @@ class DtlsServer(asyncio.DatagramProtocol):
             self.stats.handshakes_evicted += 1
             self._log_refused("handshake table full; dropped the oldest handshake")
         self._handshaking[s.address] = s
-        self._per_source[s.source] = self._per_source.get(s.source, 0) + 1
+        mine = self._by_source.get(s.source)
+        if mine is None:
+            mine = self._by_source[s.source] = OrderedDict()
+        mine[s.address] = s
         self.stats.handshakes_started += 1
 
     def _new_buffer(self) -> Any:
@@ -535,11 +567,11 @@ class DtlsServer(asyncio.DatagramProtocol):
         if s.timer is not None:
             s.timer.cancel()
             s.timer = None
-        left = self._per_source.get(s.source, 1) - 1
-        if left > 0:
-            self._per_source[s.source] = left
-        else:
-            self._per_source.pop(s.source, None)
+        mine = self._by_source.get(s.source)
+        if mine is not None and mine.get(s.address) is s:
+            del mine[s.address]
+            if not mine:
+                del self._by_source[s.source]
 
     def _promote(self, s: _Session) -> None:
         del self._handshaking[s.address]
@@ -638,9 +670,7 @@ class DtlsServer(asyncio.DatagramProtocol):
         self.stats.reconnects += 1
         logger.info("DTLS peer %s started a new handshake", s.peer)
         self._ended(s, "replaced")
-        if self._per_source.get(s.source, 0) >= self._config.max_handshakes_per_source:
-            self.stats.handshakes_refused_per_source += 1
-            return
+        self._make_room(s.source)
         now = _monotonic()
         s.peer = None
         s.psk_identity = None
@@ -650,6 +680,7 @@ class DtlsServer(asyncio.DatagramProtocol):
         s.keylog_tries = 0
         self._admit_handshake(s)
         self._advance(s, from_timer=False)
+        s.state0 = s.buffer._handshake_state
 
     def _ended(self, s: _Session, reason: str) -> None:
         """Tell the owner a session's ``Peer`` is gone for good (not on ``close()``)."""
@@ -707,10 +738,12 @@ class DtlsServer(asyncio.DatagramProtocol):
                 logger.info("expired %d idle DTLS session(s)", len(expired))
             overdue = []
             hs_cutoff = now - self._handshake_deadline
+            half_open_cutoff = now - self._config.half_open_timeout
             for s in self._handshaking.values():
-                if s.started > hs_cutoff:
+                if s.started > half_open_cutoff:
                     break
-                overdue.append(s)
+                if s.started <= hs_cutoff or s.half_open():
+                    overdue.append(s)
             for s in overdue:
                 self._drop_handshake(s)
                 self.stats.handshakes_failed += 1

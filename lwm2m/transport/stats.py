@@ -38,7 +38,8 @@ class TransportStats:
     psk_store_errors: int = 0  #: the PSK store raised during a lookup (treated as unknown)
     bad_finished: int = 0  #: Finished did not verify: wrong PSK or tampered handshake
     certificate_rejected: int = 0  #: client certificate missing or not trusted
-    handshakes_refused_per_source: int = 0  #: over the per-source handshake limit
+    handshakes_refused_per_source: int = 0  #: over the per-source handshake limit (unused now)
+    handshakes_evicted_per_source: int = 0  #: a source at its cap gave up its oldest stalled one
     handshakes_evicted: int = 0  #: oldest handshake dropped because the handshake table was full
     reconnects: int = 0  #: a device handshook again from the address of a live session
 

@@ -72,14 +72,9 @@ def test_a_handshake_flood_from_one_source_is_capped_and_established_devices_car
         flood = [HalfHandshake(port) for _ in range(10)]
         try:
             await asyncio.gather(*(h.start() for h in flood))
-            await eventually(
-                lambda: (
-                    server.stats.handshakes_started + server.stats.handshakes_refused_per_source
-                    >= 11
-                )
-            )
-            assert server.handshake_count == 3
-            assert server.stats.handshakes_refused_per_source == 7
+            await eventually(lambda: server.stats.handshakes_started >= 11)
+            assert server.handshake_count == 3  # the source's oldest stalled ones made room
+            assert server.stats.handshakes_evicted_per_source == 7
             for mid in range(5):
                 assert await echo_roundtrip(device, sink, mid) == ECHO
             assert server.session_count == 1
