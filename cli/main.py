@@ -30,7 +30,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug, not an operator mistake
 
 LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "apn-profile": ("cli.artifacts_cmd", "apn_profile", "APN profiles per carrier / country."),
     "audit": ("cli.audit_cmd", "audit", "The one audit log: who changed what; verify, prove."),
+    "bundle": ("cli.artifacts_cmd", "bundle", "Versioned config bundles: publish, diff."),
     "bootstrap": ("cli.bootstrap_cmd", "bootstrap", "Bootstrap policies, status, audit trail."),
     "groups": ("cli.inventory_cmd", "groups", "Named device groups: dynamic or snapshot."),
     "identities": ("cli.identities_cmd", "identities", "Factory identities of the devices."),

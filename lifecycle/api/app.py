@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from lifecycle.api.artifact_routes import TAGS as ARTIFACT_TAGS
 from lifecycle.api.audit_routes import TAGS as AUDIT_TAGS
 from lifecycle.api.auth import current_principal
 from lifecycle.api.bootstrap_routes import TAGS as BOOTSTRAP_TAGS
@@ -55,6 +56,7 @@ TAGS = [
     *INVENTORY_TAGS,
     *TOKEN_TAGS,
     *STATE_TAGS,
+    *ARTIFACT_TAGS,
     *AUDIT_TAGS,
 ]
 
@@ -166,6 +168,7 @@ def _install_handlers(app: FastAPI) -> None:
 def create_app(context: ApiContext) -> FastAPI:
     """The management API over ``context`` (its server, store, model and token)."""
     from lifecycle.api import (
+        artifact_routes,
         audit_routes,
         bootstrap_routes,
         routes,
@@ -209,6 +212,7 @@ def create_app(context: ApiContext) -> FastAPI:
         inventory_routes.router,
         token_routes.router,
         state_routes.router,
+        artifact_routes.router,
         audit_routes.router,
     ):
         app.include_router(

@@ -1,0 +1,427 @@
+"""Artifacts: versioned config bundles and APN (connectivity) profiles.
+
+======================================================  ========  ================================
+``POST /v1/bundles/{name}/versions``                    operator  publish a version (immutable)
+``GET /v1/bundles``                                     viewer    bundle names, latest versions
+``GET /v1/bundles/{name}/versions``                     viewer    every version, semantic order
+``GET /v1/bundles/{name}/versions/{version}``           viewer    one version with its content
+``GET /v1/bundles/{name}/diff?from=&to=[&scope=]``      viewer    key-level diff of two versions
+``PUT /v1/apn-profiles/{name}``                         operator  create or replace a profile
+``GET /v1/apn-profiles[/{name}]``                       viewer    the profiles
+``DELETE /v1/apn-profiles/{name}``                      operator  delete a profile
+======================================================  ========  ================================
+
+Every change commits with its audit record before the answer. Artifacts are shared by every
+tenant (they carry no device data). Errors name the field and the fix: 422 for bad input,
+409 for a published version with other content (the message names the version to use), 404
+for an unknown bundle, version or profile. See docs/ARTIFACTS.md.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from lifecycle.api.auth import Role, context_of
+from lifecycle.api.context import ApiContext
+from lifecycle.api.errors import ApiError
+from lifecycle.api.render import iso8601
+from lifecycle.api.scope import Scoped
+from lifecycle.artifacts.bundles import (
+    BundleConflict,
+    BundleError,
+    BundleRepository,
+    BundleVersion,
+    UnknownBundle,
+    check_scope,
+)
+from lifecycle.artifacts.connectivity import (
+    ApnProfile,
+    ConnectivityRepository,
+    ProfileError,
+    ProfileExists,
+    UnknownProfile,
+)
+from lwm2m.store import Tx
+
+router = APIRouter()
+Context = Annotated[ApiContext, Depends(context_of)]
+TAGS = [
+    {
+        "name": "artifacts",
+        "description": "Versioned config bundles (publish, versions, diff, overlays) and APN "
+        "profiles per carrier / country.",
+    }
+]
+
+_bundles = BundleRepository()
+_profiles = ConnectivityRepository()
+
+
+def _bundle_error(err: BundleError) -> ApiError:
+    if isinstance(err, UnknownBundle):
+        return ApiError(404, "not_found", err.message, field=err.field)
+    if isinstance(err, BundleConflict):
+        return ApiError(409, "conflict", err.message, field=err.field)
+    return ApiError(422, "invalid_input", f"{err.field}: {err.message}", field=err.field)
+
+
+def _profile_error(err: ProfileError) -> ApiError:
+    if isinstance(err, UnknownProfile):
+        return ApiError(404, "not_found", err.message, field=err.field)
+    if isinstance(err, ProfileExists):
+        return ApiError(409, "conflict", err.message, field=err.field)
+    return ApiError(422, "invalid_input", f"{err.field}: {err.message}", field=err.field)
+
+
+class PublishIn(BaseModel):
+    """A bundle version to publish."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: str = Field(description="semantic version, e.g. 1.4.0 (what devices report)")
+    content: dict[str, Any] = Field(description="the configuration: a JSON object")
+    overlays: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description='per-cohort key patches: {"region=eu": {"set": {...}, "remove": [...]}} '
+        "(a plain object means set); scopes region=, policy_group=, carrier=, country=",
+    )
+    description: str = Field(default="", max_length=1000)
+
+
+class OverlayOut(BaseModel):
+    scope: str
+    set: dict[str, Any]
+    remove: list[str]
+    digest: str = Field(description="SHA-256 of the merged content's CBOR encoding (hex)")
+    size: int
+
+
+class VersionOut(BaseModel):
+    name: str
+    version: str
+    digest: str = Field(description="SHA-256 of the content's canonical CBOR encoding (hex)")
+    size: int
+    overlays: list[OverlayOut]
+    description: str
+    published_by: str
+    published_at: str
+    created: bool | None = Field(default=None, description="publish: False when it existed")
+    content: dict[str, Any] | None = None
+
+
+class BundleSummary(BaseModel):
+    name: str
+    versions: int
+    latest: str
+
+
+class DiffOut(BaseModel):
+    name: str
+    from_version: str
+    to_version: str
+    scope: str | None
+    added: dict[str, Any]
+    removed: dict[str, Any]
+    changed: dict[str, dict[str, Any]] = Field(description="key -> {old, new}")
+
+
+class ProfileOut(BaseModel):
+    name: str
+    apns: list[str]
+    active: str
+    variants: dict[str, dict[str, Any]]
+    description: str
+    revision: int
+    updated_by: str
+    updated_at: str
+    changed: bool | None = None
+
+
+def _version_out(
+    found: BundleVersion, *, content: dict[str, Any] | None = None, created: bool | None = None
+) -> VersionOut:
+    return VersionOut(
+        name=found.name,
+        version=found.version,
+        digest=found.digest,
+        size=found.size,
+        overlays=[
+            OverlayOut(
+                scope=o.scope,
+                set=dict(o.patch.set),
+                remove=list(o.patch.remove),
+                digest=o.digest,
+                size=o.size,
+            )
+            for o in found.overlays
+        ],
+        description=found.description,
+        published_by=found.published_by,
+        published_at=iso8601(found.published_at),
+        created=created,
+        content=content,
+    )
+
+
+def _profile_out(found: ApnProfile, changed: bool | None = None) -> ProfileOut:
+    return ProfileOut(
+        name=found.name,
+        apns=list(found.apns),
+        active=found.active,
+        variants={k: dict(v) for k, v in found.variants.items()},
+        description=found.description,
+        revision=found.revision,
+        updated_by=found.updated_by,
+        updated_at=iso8601(found.updated_at),
+        changed=changed,
+    )
+
+
+# -- config bundles ----------------------------------------------------------------------------
+
+
+@router.post(
+    "/bundles/{name}/versions",
+    tags=["artifacts"],
+    summary="Publish a config bundle version",
+    response_model=VersionOut,
+    response_model_exclude_unset=True,
+)
+async def publish_bundle_version(
+    ctx: Context, scope: Scoped, name: str, body: PublishIn
+) -> VersionOut:
+    """Publish ``name@version`` (content-addressed, immutable). The same content and overlays
+    again answer the existing version (``created`` false); other content is 409."""
+    scope.principal.require(Role.OPERATOR)
+    principal, store, now = scope.principal, ctx.store, time.time()
+
+    def write(tx: Tx) -> tuple[BundleVersion, bool, dict[str, Any]]:
+        found, created = _bundles.publish(
+            tx,
+            name,
+            body.version,
+            body.content,
+            overlays=body.overlays,
+            description=body.description,
+            actor=principal.actor,
+            now=now,
+        )
+        if created:
+            store.audit.append(
+                tx,
+                actor=principal.actor,
+                action="bundle.publish",
+                subject=f"bundle:{found.ref}",
+                now=now,
+                token_id=principal.token_id,
+                detail={
+                    "digest": found.digest,
+                    "size": found.size,
+                    "overlays": {o.scope: o.digest for o in found.overlays},
+                },
+            )
+        return found, created, _bundles.content(tx, found)
+
+    try:
+        found, created, content = await store.write(write)
+    except BundleError as err:
+        raise _bundle_error(err) from None
+    return _version_out(found, content=content, created=created)
+
+
+@router.get(
+    "/bundles",
+    tags=["artifacts"],
+    summary="List config bundles",
+    response_model=list[BundleSummary],
+)
+async def list_bundle_names(ctx: Context, scope: Scoped) -> list[BundleSummary]:
+    rows = await ctx.store.read(_bundles.names)
+    return [BundleSummary(name=n, versions=c, latest=latest) for n, c, latest in rows]
+
+
+@router.get(
+    "/bundles/{name}/versions",
+    tags=["artifacts"],
+    summary="List a config bundle's versions",
+    response_model=list[VersionOut],
+    response_model_exclude_unset=True,
+)
+async def list_bundle_versions(ctx: Context, scope: Scoped, name: str) -> list[VersionOut]:
+    found = await ctx.store.read(lambda tx: _bundles.versions(tx, name))
+    if not found:
+        raise ApiError(
+            404,
+            "not_found",
+            f"no published config bundle {name!r}; list them with `fleetloop bundle list`",
+        )
+    return [_version_out(v) for v in found]
+
+
+@router.get(
+    "/bundles/{name}/versions/{version}",
+    tags=["artifacts"],
+    summary="Show a config bundle version",
+    response_model=VersionOut,
+    response_model_exclude_unset=True,
+)
+async def show_bundle_version(
+    ctx: Context,
+    scope: Scoped,
+    name: str,
+    version: str,
+    overlay: Annotated[
+        str | None, Query(description="show this overlay's merged content (region=eu ...)")
+    ] = None,
+) -> VersionOut:
+    def read(tx: Tx) -> tuple[BundleVersion, dict[str, Any]]:
+        found = _bundles.resolve(tx, f"{name}@{version}")
+        where = check_scope(overlay) if overlay is not None else None
+        return found, _bundles.content(tx, found, where)
+
+    try:
+        found, content = await ctx.store.read(read)
+    except BundleError as err:
+        raise _bundle_error(err) from None
+    return _version_out(found, content=content)
+
+
+@router.get(
+    "/bundles/{name}/diff",
+    tags=["artifacts"],
+    summary="Diff two versions of a config bundle",
+    response_model=DiffOut,
+)
+async def diff_bundle_versions(
+    ctx: Context,
+    scope: Scoped,
+    name: str,
+    from_version: Annotated[str, Query(alias="from", description="the older version")],
+    to_version: Annotated[str, Query(alias="to", description="the newer version")],
+    overlay: Annotated[
+        str | None, Query(description="diff this overlay's merged content (region=eu ...)")
+    ] = None,
+) -> DiffOut:
+    """Added, removed and changed top-level keys of ``name@from`` -> ``name@to``."""
+
+    def read(tx: Tx) -> DiffOut:
+        where = check_scope(overlay) if overlay is not None else None
+        diff = _bundles.diff(tx, name, from_version, to_version, scope=where).as_json()
+        return DiffOut(
+            name=name, from_version=from_version, to_version=to_version, scope=where, **diff
+        )
+
+    try:
+        return await ctx.store.read(read)
+    except BundleError as err:
+        raise _bundle_error(err) from None
+
+
+# -- APN profiles ------------------------------------------------------------------------------
+
+
+@router.put(
+    "/apn-profiles/{name}",
+    tags=["artifacts"],
+    summary="Create or replace an APN profile",
+    response_model=ProfileOut,
+)
+async def put_apn_profile(
+    ctx: Context,
+    scope: Scoped,
+    name: str,
+    body: dict[str, Any],
+    create: Annotated[
+        bool | None,
+        Query(description="true: refuse an existing name; false: refuse a missing one"),
+    ] = None,
+) -> ProfileOut:
+    """``{"apns": [...], "active": ..., "variants": {"carrier=acme": {"apns": [...]}},
+    "description": ...}``; the revision grows when the content changes."""
+    scope.principal.require(Role.OPERATOR)
+    principal, store, now = scope.principal, ctx.store, time.time()
+
+    def write(tx: Tx) -> tuple[ApnProfile, bool]:
+        found, changed = _profiles.put(
+            tx, name, body, actor=principal.actor, now=now, create=create
+        )
+        if changed:
+            store.audit.append(
+                tx,
+                actor=principal.actor,
+                action="apn-profile.put",
+                subject=f"apn-profile:{name}",
+                now=now,
+                token_id=principal.token_id,
+                detail=found.as_json(),
+            )
+        return found, changed
+
+    try:
+        found, changed = await store.write(write)
+    except ProfileError as err:
+        raise _profile_error(err) from None
+    return _profile_out(found, changed)
+
+
+@router.get(
+    "/apn-profiles",
+    tags=["artifacts"],
+    summary="List APN profiles",
+    response_model=list[ProfileOut],
+    response_model_exclude_unset=True,
+)
+async def list_apn_profiles(ctx: Context, scope: Scoped) -> list[ProfileOut]:
+    return [_profile_out(p) for p in await ctx.store.read(_profiles.list)]
+
+
+@router.get(
+    "/apn-profiles/{name}",
+    tags=["artifacts"],
+    summary="Show an APN profile",
+    response_model=ProfileOut,
+    response_model_exclude_unset=True,
+)
+async def get_apn_profile(ctx: Context, scope: Scoped, name: str) -> ProfileOut:
+    try:
+        return _profile_out(await ctx.store.read(lambda tx: _profiles.require(tx, name)))
+    except ProfileError as err:
+        raise _profile_error(err) from None
+
+
+@router.delete(
+    "/apn-profiles/{name}",
+    tags=["artifacts"],
+    summary="Delete an APN profile",
+    response_model=ProfileOut,
+    response_model_exclude_unset=True,
+)
+async def delete_apn_profile(ctx: Context, scope: Scoped, name: str) -> ProfileOut:
+    """Campaigns keep what they resolved: deleting a profile changes no running campaign."""
+    scope.principal.require(Role.OPERATOR)
+    principal, store, now = scope.principal, ctx.store, time.time()
+
+    def write(tx: Tx) -> ApnProfile:
+        found = _profiles.delete(tx, name)
+        store.audit.append(
+            tx,
+            actor=principal.actor,
+            action="apn-profile.delete",
+            subject=f"apn-profile:{name}",
+            now=now,
+            token_id=principal.token_id,
+            detail={"revision": found.revision},
+        )
+        return found
+
+    try:
+        return _profile_out(await store.write(write))
+    except ProfileError as err:
+        raise _profile_error(err) from None
+
+
+__all__ = ["TAGS", "router"]

@@ -1,0 +1,98 @@
+"""``fleetloop bundle`` and ``fleetloop apn-profile`` through click's CliRunner against a real
+service (API + server in a background loop): publish (immutable, 409 naming the fix, exit 1),
+versions, show with an overlay, diff, APN profile CRUD, one-line errors, never a traceback."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cli.harness import Background, background_service, invoke
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Background]:
+    with background_service(tmp_path_factory.mktemp("data")) as background:
+        yield background
+
+
+def _run(served: Background, *args: str, code: int = 0) -> tuple[str, str]:
+    result = invoke(served.service.data_dir, *args)
+    assert result.exit_code == code, (args, result.output)
+    assert "Traceback" not in result.output
+    return result.stdout, result.stderr
+
+
+def test_publish_list_show_diff(served: Background, tmp_path: Path) -> None:
+    (tmp_path / "v1.json").write_text(json.dumps({"interval": 60, "debug": False}))
+    (tmp_path / "eu.json").write_text(json.dumps({"set": {"server": "eu"}, "remove": ["debug"]}))
+    out, _ = _run(
+        served,
+        "bundle",
+        "publish",
+        "tracker",
+        "1.0.0",
+        f"@{tmp_path / 'v1.json'}",
+        "--overlay",
+        f"region=eu=@{tmp_path / 'eu.json'}",
+    )
+    assert "tracker@1.0.0 published: sha-256" in out and "overlay region=eu" in out
+    out, _ = _run(
+        served,
+        "bundle",
+        "publish",
+        "tracker",
+        "1.0.0",
+        f"@{tmp_path / 'v1.json'}",
+        "--overlay",
+        f"region=eu=@{tmp_path / 'eu.json'}",
+    )
+    assert "already published" in out
+    _, err = _run(served, "bundle", "publish", "tracker", "1.0.0", '{"interval": 5}', code=1)
+    assert err.count("\n") == 1 and "tracker@1.0.1" in err and "immutable" in err
+    _run(served, "bundle", "publish", "tracker", "1.1.0", '{"interval": 30, "apn_watchdog": true}')
+    out, _ = _run(served, "bundle", "list")
+    assert "tracker" in out and "1.1.0" in out
+    versions = json.loads(_run(served, "bundle", "list", "tracker", "--json")[0])
+    assert [v["version"] for v in versions] == ["1.0.0", "1.1.0"]
+    shown = json.loads(_run(served, "bundle", "show", "tracker@1.0.0", "--overlay", "region=eu")[0])
+    assert shown["content"] == {"interval": 60, "server": "eu"}
+    out, _ = _run(served, "bundle", "diff", "tracker", "1.0.0", "1.1.0")
+    assert out.splitlines() == [
+        "+ apn_watchdog: true",
+        "- debug: false",
+        "~ interval: 60 -> 30",
+    ]
+    _, err = _run(served, "bundle", "show", "tracker@9.0.0", code=1)
+    assert "no published config bundle tracker@9.0.0" in err
+    _, err = _run(served, "bundle", "publish", "tracker", "newest", "{}", code=2)  # 422
+    assert "version" in err and "semantic version" in err
+
+
+def test_apn_profile_crud(served: Background) -> None:
+    out, _ = _run(
+        served,
+        "apn-profile",
+        "create",
+        "iot",
+        "--apn",
+        "iot.global",
+        "--variant",
+        "carrier=acme=iot.acme,iot.global",
+    )
+    assert "revision 1" in out and "carrier=acme: iot.acme of iot.acme,iot.global" in out
+    _, err = _run(served, "apn-profile", "create", "iot", "--apn", "x", code=1)
+    assert "apn-profile update" in err
+    out, _ = _run(served, "apn-profile", "update", "iot", "--apn", "iot.world")
+    assert "revision 2" in out
+    listed = json.loads(_run(served, "apn-profile", "list", "--json")[0])
+    assert [(p["name"], p["active"]) for p in listed] == [("iot", "iot.world")]
+    _, err = _run(served, "apn-profile", "create", "bad", "--apn", "not an apn!", code=2)
+    assert "apns" in err
+    _run(served, "apn-profile", "delete", "iot")
+    _, err = _run(served, "apn-profile", "show", "iot", code=1)
+    assert "no APN profile 'iot'" in err
+    _, err = _run(served, "apn-profile", "create", "x", code=2)
