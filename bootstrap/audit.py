@@ -13,7 +13,7 @@ them), and an outcome for refusals and failures.
 remain to check the old chain once, during that migration.
 
 Secrets never enter a record: details carry PSK identities and key *fingerprints*
-(:func:`key_fingerprint`), never keys.
+(``lwm2m.store.secrets.key_fingerprint``, keyed), never keys.
 """
 
 from __future__ import annotations
@@ -36,11 +36,6 @@ _DEVICE_ACTION_PREFIXES = ("identity.", "bootstrap.")
 _OUTCOMES = {"bootstrap.refused": "refused", "bootstrap.failed": "failed"}
 
 JsonValue = Any
-
-
-def key_fingerprint(key: bytes) -> str:
-    """What an audit record may say about a secret key: the first 16 hex of its SHA-256."""
-    return hashlib.sha256(key).hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,7 +247,6 @@ __all__ = [
     "AuditRepository",
     "ChainVerdict",
     "LegacyRecord",
-    "key_fingerprint",
     "migrate_legacy_chain",
     "record_hash",
     "verify_chain",

@@ -18,8 +18,7 @@ APN Link, Bootstrap on Registration Failure and the retry resources.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,8 +166,12 @@ class ProvisioningPlan:
         nodes: dict[Path, Node] = {w.path: w.instance for w in self.writes}
         return encode_nodes(ContentFormat.SENML_CBOR, nodes, model)
 
-    def audit_detail(self) -> dict[str, Any]:
-        """What the audit trail records: URIs, kinds, identities and fingerprints -- no keys."""
+    def audit_detail(self, fingerprint: Callable[[bytes], str]) -> dict[str, Any]:
+        """What the audit trail records: URIs, kinds, identities and fingerprints -- no keys.
+
+        ``fingerprint`` names a key: the store's keyed one
+        (``lwm2m.store.secrets.key_fingerprint``); a plain SHA-256 prefix of a short key is
+        reversed by trying keys."""
         creds = self.credentials
         detail: dict[str, Any] = {
             "policy": self.policy_name,
@@ -180,7 +183,7 @@ class ProvisioningPlan:
         }
         if creds.psk is not None:
             detail["psk_identity"] = creds.psk.identity
-            detail["psk_key_sha256_16"] = hashlib.sha256(creds.psk.key).hexdigest()[:16]
+            detail["psk_key_fingerprint"] = fingerprint(creds.psk.key)
         if creds.certificate is not None:
             detail["certificate_serial"] = creds.certificate.serial
             detail["certificate_fingerprint"] = creds.certificate.fingerprint

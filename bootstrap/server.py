@@ -38,6 +38,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from aiocoap import Message
@@ -83,6 +84,7 @@ from lwm2m.coap import (
 )
 from lwm2m.codec import ContentFormat
 from lwm2m.store import Page, Store, Tx
+from lwm2m.store.secrets import key_fingerprint
 from lwm2m.transport import (
     Address,
     CertificateIdentity,
@@ -736,7 +738,7 @@ class BootstrapServer:
         issued = [c for i in context.issued for c in i.certificates]
         new_serials = {c.serial for c in issued}
         security = plan.endpoint_security(now)
-        detail = plan.audit_detail()
+        detail = plan.audit_detail(partial(key_fingerprint, self.store))
         detail["channel"] = context.channel.describe()
 
         def op(tx: Tx) -> None:

@@ -992,7 +992,7 @@ def _security_rows(items: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
             s["endpoint"],
             ",".join(s["modes"]),
             s["psk_identity"],
-            f"{s['psk_key_length']} bytes, sha256 {s['psk_key_sha256_prefix']}…"
+            f"{s['psk_key_length']} bytes, fingerprint {s['psk_key_fingerprint']}"
             if s["psk_key_length"]
             else None,
             s["x509_subject"],

@@ -120,13 +120,13 @@ class ObservationOut(Out):
 
 
 class SecurityOut(Out):
-    """An endpoint's credentials; the key itself is never shown (length and hash prefix)."""
+    """An endpoint's credentials; the key itself is never shown (length and keyed fingerprint)."""
 
     endpoint: str
     modes: list[str]
     psk_identity: str | None
     psk_key_length: int | None
-    psk_key_sha256_prefix: str | None
+    psk_key_fingerprint: str | None
     x509_subject: str | None
     x509_fingerprint_sha256: str | None
     allow_nosec: bool

@@ -265,7 +265,7 @@ async def show_device(ctx: Context, scope: Scoped, endpoint: str) -> JsonObject:
         "objects": objects_json(reg, ctx.model),
         "last_values": last_values_json(values, ctx.model),
         "observations": [observation_json(o, ctx.model) for o in ctx.server.observations(endpoint)],
-        "security": security_json(security) if security is not None else None,
+        "security": security_json(security, ctx.store) if security is not None else None,
     }
 
 

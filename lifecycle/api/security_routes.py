@@ -3,7 +3,7 @@
 ``PUT /v1/security/{endpoint}`` replaces the endpoint's record as a whole -- what the request
 says is exactly what is configured afterwards, which is the least surprising rule for
 credentials. Keys go in as hex and never come out: responses show a PSK's length and the
-first 8 hex digits of its SHA-256 (:func:`lifecycle.api.views.security_json`).
+keyed fingerprint (:func:`lifecycle.api.views.security_json`).
 
 A certificate is given as PEM; its subject (RFC 4514) and SHA-256 fingerprint are stored, so
 the device must present that exact certificate (pinning) or one with that subject.
@@ -140,7 +140,7 @@ async def list_security(
     )
     items = await scope.filter(page.items, lambda s: s.endpoint)
     return {
-        "items": [security_json(s) for s in items],
+        "items": [security_json(s, ctx.store) for s in items],
         "next_after": page.next_after,
         "next_cursor": page.next_after,
     }
@@ -158,7 +158,7 @@ async def get_security(ctx: Context, scope: Scoped, endpoint: str) -> JsonObject
     found = await ctx.store.read(lambda tx: ctx.store.security.get(tx, endpoint))
     if found is None:
         raise _no_record(endpoint)
-    return security_json(found)
+    return security_json(found, ctx.store)
 
 
 @router.put(
@@ -198,7 +198,7 @@ async def set_security(
         raise InputError("body.x509_fingerprint", str(err)) from err
     stored = await ctx.store.read(lambda tx: ctx.store.security.get(tx, endpoint))
     assert stored is not None
-    return {**security_json(stored), "replaced": previous is not None}
+    return {**security_json(stored, ctx.store), "replaced": previous is not None}
 
 
 @router.delete(
@@ -219,7 +219,7 @@ async def remove_security(ctx: Context, scope: Scoped, endpoint: str) -> JsonObj
     removed = await ctx.store.write(
         lambda tx: (ctx.store.security.remove(tx, endpoint), audited(tx))[0]
     )
-    return {**security_json(removed), "removed": True}
+    return {**security_json(removed, ctx.store), "removed": True}
 
 
 def _audit_detail(ctx: ApiContext, record: EndpointSecurity) -> dict[str, Any]:

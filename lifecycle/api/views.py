@@ -8,7 +8,6 @@ enough to check which key is configured without revealing any of its bits.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,6 +39,7 @@ from lwm2m.server import (
     Updated,
 )
 from lwm2m.store import EndpointSecurity, QueuedRequest, Registration, ReportedValue
+from lwm2m.store.secrets import key_fingerprint
 
 FORMAT_NAMES: dict[str, int] = {
     f.name.lower().replace("_", "-"): int(f)
@@ -117,13 +117,11 @@ def last_values_json(values: Mapping[Path, ReportedValue], model: ObjectModel) -
     return [reported_value_json(values[p], model) for p in sorted(values)]
 
 
-def key_fingerprint(key: bytes) -> str:
-    """First 8 hex digits of the key's SHA-256: identifies a key without disclosing it."""
-    return hashlib.sha256(key).hexdigest()[:8]
-
-
-def security_json(security: EndpointSecurity) -> JsonObject:
-    """An endpoint's credentials with the key withheld (module docstring)."""
+def security_json(security: EndpointSecurity, store: Any) -> JsonObject:
+    """An endpoint's credentials with the key withheld (module docstring): the key shows as
+    its length and its keyed fingerprint (``lwm2m.store.secrets.key_fingerprint``, HMAC under
+    the server's secrets key) -- a plain SHA-256 prefix of a short key is reversed by trying
+    keys (issue 14)."""
     psk = security.psk
     x509 = security.x509
     modes = [m for m, on in (("psk", psk), ("x509", x509), ("nosec", security.allow_nosec)) if on]
@@ -132,7 +130,7 @@ def security_json(security: EndpointSecurity) -> JsonObject:
         "modes": modes,
         "psk_identity": psk.identity if psk else None,
         "psk_key_length": len(psk.key) if psk else None,
-        "psk_key_sha256_prefix": key_fingerprint(psk.key) if psk else None,
+        "psk_key_fingerprint": key_fingerprint(store, psk.key) if psk else None,
         "x509_subject": x509.subject if x509 else None,
         "x509_fingerprint_sha256": x509.fingerprint_sha256 if x509 else None,
         "allow_nosec": security.allow_nosec,

@@ -33,7 +33,8 @@ def test_set_list_show_and_remove_without_ever_echoing_the_key(
             assert body["modes"] == ["psk"]
             assert body["psk_identity"] == "id-1"
             assert body["psk_key_length"] == 16
-            assert body["psk_key_sha256_prefix"] == hashlib.sha256(KEY).hexdigest()[:8]
+            assert len(body["psk_key_fingerprint"]) == 16  # keyed: no SHA-256 prefix of the key
+            assert hashlib.sha256(KEY).hexdigest()[:8] not in created.text
             assert body["replaced"] is False
             for response in [
                 created,
