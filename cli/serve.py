@@ -54,6 +54,7 @@ from cli.settings import Listen, ServeSettings
 from lifecycle.api import ApiContext, create_app
 from lifecycle.api.bootstrap_routes import BootstrapApi
 from lifecycle.api.render import iso8601
+from lifecycle.artifacts.firmware_serving import FirmwareServing, base_uris
 from lifecycle.audit_events import AuditComponent
 from lifecycle.inventory_events import InventoryService
 from lifecycle.operators import OperatorRegistry
@@ -233,6 +234,7 @@ class Service:
         self.schema_guard: SchemaGuard | None = None
         self.retention: TelemetryRetention | None = None
         self.esipa: esim_cmd.RunningEsipa | None = None
+        self.firmware: FirmwareServing | None = None
 
     async def start(self) -> ApiInfo:
         settings = self.settings
@@ -309,6 +311,17 @@ class Service:
         except ValueError as err:
             raise ServeError(f"invalid reconciler setting: {err}") from None
         self.state.install(self.lifecycle)
+        # Firmware images served on the DM server's own sockets (/fw/<id>), pushed from cache.
+        self.firmware = FirmwareServing(self.store)
+        self.firmware.install(self.server)
+        self.state.reconciler.firmware_content = self.firmware.content
+        if self.bootstrap is not None and self.bootstrap.server is not None:
+            # DM PSK rotation by server-initiated re-bootstrap (credentials dimension)
+            from lifecycle.artifacts.credentials import CredentialRotator
+
+            self.state.reconciler.credentials = CredentialRotator(
+                self.store, self.server, self.bootstrap.manager
+            )
         self.state.start()
         operators = OperatorRegistry(self.store)
         self.lifecycle.start()
@@ -328,6 +341,7 @@ class Service:
         self.context.audit = self.audit
         app = create_app(self.context)
         app.state.bootstrap = self.bootstrap
+        app.state.firmware = self.firmware
         self.schema_guard = guard_for(self.store)  # recreates a dropped schema; GET /ready
         app.state.readiness = self.schema_guard
         self.schema_guard.start()
@@ -352,6 +366,9 @@ class Service:
             await asyncio.sleep(0.01)
         coap = _bound(self.server.coap_address)
         coaps = _bound(self.server.coaps_address)
+        self.firmware.base_uris = base_uris(
+            coap.json() if coap else None, coaps.json() if coaps else None
+        )
         url = api_url(host, port)
         self.info = ApiInfo(
             url=url,

@@ -26,6 +26,7 @@ from lifecycle.api.auth import current_principal
 from lifecycle.api.bootstrap_routes import TAGS as BOOTSTRAP_TAGS
 from lifecycle.api.context import ApiContext
 from lifecycle.api.errors import ApiError, unknown_endpoint
+from lifecycle.api.firmware_routes import TAGS as FIRMWARE_TAGS
 from lifecycle.api.inventory_routes import TAGS as INVENTORY_TAGS
 from lifecycle.api.naming import ERROR_RESPONSES, operation_id
 from lifecycle.api.parse import InputError
@@ -57,6 +58,7 @@ TAGS = [
     *TOKEN_TAGS,
     *STATE_TAGS,
     *ARTIFACT_TAGS,
+    *FIRMWARE_TAGS,
     *AUDIT_TAGS,
 ]
 
@@ -171,6 +173,7 @@ def create_app(context: ApiContext) -> FastAPI:
         artifact_routes,
         audit_routes,
         bootstrap_routes,
+        firmware_routes,
         routes,
         security_routes,
         state_routes,
@@ -213,6 +216,7 @@ def create_app(context: ApiContext) -> FastAPI:
         token_routes.router,
         state_routes.router,
         artifact_routes.router,
+        firmware_routes.router,
         audit_routes.router,
     ):
         app.include_router(

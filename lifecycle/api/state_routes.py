@@ -213,7 +213,8 @@ def _desired_values(
             parsed[dim] = parse_desired(dim, raw)
         except StateError as err:
             raise ApiError(422, "invalid_input", str(err), field=f"values.{name}") from None
-        if dim is Dimension.FIRMWARE and policy is Policy.ENFORCE and "uri" not in parsed[dim]:
+        firmware = parsed[dim] if dim is Dimension.FIRMWARE else {}
+        if firmware and policy is Policy.ENFORCE and not {"uri", "image"} & set(firmware):
             raise ApiError(
                 422,
                 "invalid_input",

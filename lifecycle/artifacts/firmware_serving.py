@@ -238,4 +238,22 @@ class FirmwareServing:
         ]
 
 
-__all__ = ["METADATA_TTL", "DownloadProgress", "FirmwareServing"]
+def base_uris(coap: dict[str, object] | None, coaps: dict[str, object] | None) -> dict[str, str]:
+    """``{"coap": ..., "coaps": ...}`` base URIs of the image endpoint from the DM server's
+    bound sockets (``{"host", "port"}``). A wildcard host is replaced by
+    ``FLEETLOOP_FIRMWARE_HOST`` (the address devices reach the server at), else 127.0.0.1."""
+    import os
+
+    out: dict[str, str] = {}
+    for scheme, bound in (("coap", coap), ("coaps", coaps)):
+        if bound is None:
+            continue
+        host = str(bound["host"])
+        if host in ("0.0.0.0", "::", ""):
+            host = os.environ.get("FLEETLOOP_FIRMWARE_HOST", "127.0.0.1")
+        text = f"[{host}]" if ":" in host else host
+        out[scheme] = f"{scheme}://{text}:{bound['port']}"
+    return out
+
+
+__all__ = ["METADATA_TTL", "DownloadProgress", "FirmwareServing", "base_uris"]

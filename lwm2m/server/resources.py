@@ -156,7 +156,7 @@ class ResourceServing:
         core = channel.core
         if found is None:
             code = Code.INTERNAL_SERVER_ERROR if failed else Code.NOT_FOUND
-            core.respond(request, Message(code=code), now)
+            core.respond_slice(request, Message(code=code), now)
             channel.flush()
             return
         payload = found.payload
@@ -168,10 +168,10 @@ class ResourceServing:
             reply.opt.etag = found.etag
         if start >= len(payload) and not (start == 0 and not payload):
             bad = Message(code=Code.BAD_OPTION, payload=b"Block2 beyond the end of the resource")
-            core.respond(request, bad, now)
+            core.respond_slice(request, bad, now)
         elif asked.block == 0 and len(payload) <= size and request.block2 is None:
             reply.payload = payload
-            core.respond(request, reply, now)
+            core.respond_slice(request, reply, now)
         else:
             end = start + size
             reply.payload = payload[start:end]

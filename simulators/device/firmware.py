@@ -21,7 +21,8 @@ State machine (TS Core 1.1 E.6, /5/0/3 State and /5/0/5 Update Result)::
 * **Failures on purpose** (:class:`~simulators.profiles.Behaviour`): a download fails with
   probability ``firmware_download_failure`` (result 4); an installed image fails to boot with
   ``firmware_boot_failure`` -- the device reboots, its bootloader reverts to the old image,
-  /3/0/3 is unchanged and the result is 8.
+  /3/0/3 is unchanged and the result is 8. An image whose header says ``"bootloop": true``
+  (``build_image(..., bootloop=True)``) fails the same way on every device: one bad image.
 
 A reboot that interrupts a download or an installation (:func:`after_reboot`) leaves the
 device Idle with result 4 or 8, as a real device finds it on boot.
@@ -71,20 +72,27 @@ class ImageError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ImageInfo:
-    """What the device learnt from a valid image's header."""
+    """What the device learnt from a valid image's header (``bootloop``: the image is built
+    not to boot -- a test's bad image, see :func:`build_image`)."""
 
     version: str
     size: int
+    bootloop: bool = False
 
 
-def build_image(version: str, size: int = 4096, *, seed: int = 0) -> bytes:
+def build_image(version: str, size: int = 4096, *, seed: int = 0, bootloop: bool = False) -> bytes:
     """A valid firmware image for ``version`` with a ``size``-byte body (deterministic bytes,
-    so a test can corrupt one and know the digest no longer matches)."""
+    so a test can corrupt one and know the digest no longer matches). ``bootloop``: every
+    device that installs it fails to boot it and reverts (result 8), as with the profile's
+    ``firmware_boot_failure`` -- so a test can make ONE image bad."""
     if size < 0:
         raise ValueError("size must not be negative")
     block = hashlib.sha256(f"{version}/{seed}".encode()).digest()
     body = (block * (size // len(block) + 1))[:size]
-    header = cbor2.dumps({"v": version, "n": size, "sha256": hashlib.sha256(body).digest()})
+    fields: dict[str, object] = {"v": version, "n": size, "sha256": hashlib.sha256(body).digest()}
+    if bootloop:
+        fields["bootloop"] = True
+    header = cbor2.dumps(fields)
     return MAGIC + len(header).to_bytes(2, "big") + header + body
 
 
@@ -113,7 +121,7 @@ def parse_image(image: bytes) -> ImageInfo:
         raise ImageError(integrity, f"body is {len(body)} bytes, header says {header['n']}")
     if hashlib.sha256(body).digest() != header["sha256"]:
         raise ImageError(integrity, "SHA-256 of the body does not match the header")
-    return ImageInfo(header["v"], len(body))
+    return ImageInfo(header["v"], len(body), header.get("bootloop") is True)
 
 
 def _get(store: ObjectStore, rid: int, now: float) -> object:
@@ -149,6 +157,16 @@ def firmware_object(
     install_time: float = 2.0,
 ) -> ObjectTemplate:
     """Object 5 with the behaviour of the module docstring."""
+    #: Endpoints whose downloaded package is a boot-looping image (only while downloaded:
+    #: the device keeps no copy of the image, so this is all it remembers of it).
+    bootloops: set[str] = set()
+
+    def accept(device: DeviceActions, info: ImageInfo, now: float) -> None:
+        if info.bootloop:
+            bootloops.add(device.store.endpoint)
+        else:
+            bootloops.discard(device.store.endpoint)
+        _accept(device, info, now)
 
     def package_uri_written(device: DeviceActions, path: Path, now: float) -> None:
         services.cancel_fetch(device, now)
@@ -183,7 +201,7 @@ def firmware_object(
                 _finish(device, int(exc.result), at)
                 return
             services.report(device, "firmware_downloaded", at)
-            _accept(device, info, at)
+            accept(device, info, at)
 
         problem = services.fetch(device, uri, now, done)
         if problem is not None:
@@ -206,15 +224,18 @@ def firmware_object(
             return
         _set(device, RESULT, int(FirmwareUpdateResult.INITIAL), now)
         services.report(device, "firmware_downloaded", now)
-        _accept(device, info, now)
+        accept(device, info, now)
 
     def update(device: DeviceActions, path: Path, args: Arguments, now: float) -> None:
         if _state(device.store, now) != _DOWNLOADED:
             raise MethodNotAllowed("Update needs a downloaded package (State 2)")
         _set(device, STATE, _UPDATING, now)
 
+        bad_image = device.store.endpoint in bootloops
+        bootloops.discard(device.store.endpoint)
+
         def installed(at: float) -> None:
-            if services.chance(boot_failure):
+            if bad_image or services.chance(boot_failure):
                 # The new image did not boot; the bootloader went back to the old one.
                 services.report(device, "firmware_reverted", at)
                 _finish(device, int(FirmwareUpdateResult.UPDATE_FAILED), at)

@@ -719,20 +719,27 @@ class FleetEngine:
         return index
 
     def fetch(self, device: DeviceActions, uri: str, now: float, done: FetchDone) -> int | None:
-        """Block-wise GET of ``uri`` through the shared endpoint (``coap://`` only)."""
+        """Block-wise GET of ``uri`` through the shared endpoint: ``coap://`` anywhere, and
+        ``coaps://`` from the server the device is registered with (over its DTLS session:
+        the runner sends a device's datagrams for its server's address through it)."""
         index = self._index_of(device)
         try:
             parts = urlsplit(uri)
             port = parts.port
         except ValueError:
             return 7
-        if parts.scheme != "coap":
+        if parts.scheme not in ("coap", "coaps"):
             return 9 if parts.scheme else 7
         if not parts.hostname:
             return 7
-        address = self.resolver(parts.hostname, port or 5683)
+        secure = parts.scheme == "coaps"
+        address = self.resolver(parts.hostname, port or (5684 if secure else 5683))
         if address is None:
             return 7
+        if secure:
+            server = getattr(device, "server", None)
+            if not isinstance(server, tuple) or server[1] != address:
+                return 9  # no DTLS session with that server: this device cannot fetch there
         message = Message(
             code=Code.GET,
             uri_path=tuple(unquote(s) for s in parts.path.split("/") if s),
