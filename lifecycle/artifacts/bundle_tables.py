@@ -1,4 +1,5 @@
-"""Tables of the artifact repositories: versioned config bundles and APN (connectivity) profiles.
+"""Tables of the artifact repositories: versioned config bundles, APN (connectivity) profiles
+and credential rotations.
 
 Content stays where the reconciler already finds it: ``lc_config_bundle`` (name -> CBOR
 content + SHA-256), under a *delivery name* per published variant -- ``NAME@VERSION`` for the
@@ -77,11 +78,32 @@ class ApnProfileRow(LifecycleModel, table=True):
 
 APN_PROFILE = table_of(ApnProfileRow)
 
+
+class CredentialRotationRow(LifecycleModel, table=True):
+    """The last credential rotation of one device: which generation was asked for, when, the
+    fingerprint of the key it replaces (never the key) and whether the device proved the new
+    one (it registered again after its re-bootstrap with a key other than the old)."""
+
+    __tablename__ = "lc_credential_rotation"
+
+    endpoint: str = Field(primary_key=True)
+    generation: int
+    phase: str  # requested | verified
+    old_fingerprint: str | None = None
+    requested_at: float = Field(sa_type=Double)
+    verified_at: float | None = Field(default=None, sa_type=Double)
+    detail: str = Field(default="", sa_type=Text)
+
+
+CREDENTIAL_ROTATION = table_of(CredentialRotationRow)
+
 __all__ = [
     "APN_PROFILE",
     "BUNDLE_OVERLAY",
     "BUNDLE_VERSION",
+    "CREDENTIAL_ROTATION",
     "ApnProfileRow",
     "BundleOverlayRow",
     "BundleVersionRow",
+    "CredentialRotationRow",
 ]

@@ -106,15 +106,29 @@ class Status(StrEnum):
         return self in (Status.PENDING, Status.DRIFTED, Status.FAILED, Status.UNKNOWN)
 
 
-#: Dimensions the reconciler can apply today; the others are report-only by construction
-#: (credential rotation and eSIM profiles are the campaigns and eSIM issues).
+#: Dimensions the reconciler can apply today; eSIM profiles are report-only by construction
+#: (the eSIM issue). Credentials are rotated by re-bootstrap through the reconciler's
+#: ``credentials`` hook (:mod:`lifecycle.artifacts.credentials`; without it: failed, saying so).
 APPLICABLE = frozenset(
-    {Dimension.FIRMWARE, Dimension.CONFIG, Dimension.CONNECTIVITY, Dimension.FLAGS}
+    {
+        Dimension.FIRMWARE,
+        Dimension.CONFIG,
+        Dimension.CONNECTIVITY,
+        Dimension.FLAGS,
+        Dimension.CREDENTIALS,
+    }
 )
 
 #: The order in which the reconciler applies a device's dimensions: cheap and local first,
-#: those that cost the device its connection (APN re-attach, firmware reboot) last.
-ORDER = (Dimension.FLAGS, Dimension.CONFIG, Dimension.CONNECTIVITY, Dimension.FIRMWARE)
+#: those that cost the device its connection (APN re-attach, firmware reboot, re-bootstrap)
+#: last.
+ORDER = (
+    Dimension.FLAGS,
+    Dimension.CONFIG,
+    Dimension.CONNECTIVITY,
+    Dimension.FIRMWARE,
+    Dimension.CREDENTIALS,
+)
 
 CFG = 32001
 FW_VERSION = Path.of(3, 0, 3)
@@ -496,6 +510,14 @@ class InstallFirmware:
 
 
 @dataclass(frozen=True, slots=True)
+class RotateCredentials:
+    """Rotate the device's DM credentials to ``generation`` (server-initiated re-bootstrap:
+    only the bootstrap server may write the Security object)."""
+
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
 class Wait:
     """A change is under way on the device (download, apply); its report will come."""
 
@@ -510,7 +532,15 @@ class Fail:
 
 
 Step = (
-    WriteConfig | WriteFlags | SetApns | PullFirmware | PushFirmware | InstallFirmware | Wait | Fail
+    WriteConfig
+    | WriteFlags
+    | SetApns
+    | PullFirmware
+    | PushFirmware
+    | InstallFirmware
+    | RotateCredentials
+    | Wait
+    | Fail
 )
 
 
@@ -568,6 +598,8 @@ def plan(
         if not isinstance(uri, str):
             return Fail("desired firmware has no image URI; set firmware=VERSION@URI")
         return PullFirmware(uri)
+    if dim is Dimension.CREDENTIALS:
+        return RotateCredentials(int(value["generation"]))
     return Fail(f"{dim.value} is report-only: fleetloop does not apply it yet")
 
 
@@ -587,6 +619,7 @@ __all__ = [
     "PullFirmware",
     "PushFirmware",
     "Reported",
+    "RotateCredentials",
     "SetApns",
     "StateError",
     "Status",

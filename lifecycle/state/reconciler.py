@@ -45,7 +45,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from lifecycle.state.dimensions import (
     APPLICABLE,
@@ -68,6 +68,7 @@ from lifecycle.state.dimensions import (
     Policy,
     PullFirmware,
     PushFirmware,
+    RotateCredentials,
     SetApns,
     Status,
     Step,
@@ -297,6 +298,16 @@ class _Pass:
     stale: set[Dimension] = field(default_factory=set)
     #: Dimensions this pass wrote (only their new values can come from a notification).
     changed: set[Dimension] = field(default_factory=set)
+    #: Verified values no device resource reports (credentials: the rotation proven).
+    reported: dict[Dimension, dict[str, Any]] = field(default_factory=dict)
+
+
+class CredentialRotation(Protocol):
+    """What the reconciler needs to rotate credentials: ``rotate`` answers ``"requested"``,
+    ``"waiting"`` or ``"verified"`` and raises an exception whose ``permanent`` attribute
+    says whether retrying could help (:mod:`lifecycle.artifacts.credentials`)."""
+
+    async def rotate(self, endpoint: str, generation: int) -> str: ...
 
 
 class Reconciler:
@@ -323,6 +334,10 @@ class Reconciler:
         self.clock = clock
         #: The bytes of a repository image by SHA-256 (push firmware); None: push unsupported.
         self.firmware_content = firmware_content
+        #: Rotates a device's DM credentials (:class:`CredentialRotation`; serve sets
+        #: :class:`lifecycle.artifacts.credentials.CredentialRotator` when the bootstrap server
+        #: runs); None: a desired credentials generation fails, saying why.
+        self.credentials: CredentialRotation | None = None
         self.queue = WorkQueue()
         self._loop_time: Callable[[], float] = time.monotonic
         self.bucket = TokenBucket(self.config.rate, self.config.burst, self._loop_time())
@@ -558,7 +573,7 @@ class Reconciler:
             attempted = self._attempted.get((endpoint, want.dimension)) == want.generation
             step = plan(want, leaves, bundle=_content(bundle, want), attempted=attempted)
             unread = work.verify - work.read
-            if unread and isinstance(step, SetApns | InstallFirmware):
+            if unread and isinstance(step, SetApns | InstallFirmware | RotateCredentials):
                 # This step costs the device its connection (re-attach, reboot): read back
                 # what was changed so far while it still answers.
                 _status_outcome(await self.observer.read_back(endpoint, _paths(unread)), "verify")
@@ -581,6 +596,7 @@ class Reconciler:
         if not dims and not work.steps:
             return
         values = self.observer.values_of(endpoint, work.verify)
+        values.update(work.reported)
         outcome = "failed" if work.failures else "ok"
         done = await self.observer.record(
             endpoint,
@@ -749,9 +765,13 @@ class Reconciler:
                 # Block1 of the whole image: one round trip per 1 KiB block.
                 push_ops = dict(ops, timeout=max(timeout, 5.0 + len(content) / 1024.0))
                 package = SingleResource(FW_PACKAGE.ids[2], Value.opaque(content))
-                _check(await server.write(endpoint, FW_PACKAGE, package, **push_ops), "push package")
+                _check(
+                    await server.write(endpoint, FW_PACKAGE, package, **push_ops), "push package"
+                )
                 self._attempted[(endpoint, dim)] = want.generation
                 record.update(step="push-firmware", image=step.image, size=len(content))
+            elif isinstance(step, RotateCredentials):
+                await self._rotate(endpoint, step, work, record)
             elif isinstance(step, InstallFirmware):
                 _check(await server.execute(endpoint, FW_UPDATE, None, **ops), "execute update")
                 self._attempted[(endpoint, dim)] = want.generation
@@ -760,6 +780,33 @@ class Reconciler:
             raise _Permanent(f"{dim.value}: {err}") from None
         if "step" in record:
             work.steps.append(record)
+
+    async def _rotate(
+        self, endpoint: str, step: RotateCredentials, work: _Pass, record: dict[str, Any]
+    ) -> None:
+        """Rotate the DM credentials by re-bootstrap; verified once the device registered
+        with the new key (the rotator decides), which no resource reports: the value is
+        recorded from here."""
+        if self.credentials is None:
+            raise _Permanent(
+                "credential rotation needs the bootstrap server (fleetloop serve with "
+                "--bs-coap or --bs-coaps on): only it may write the Security object"
+            )
+        try:
+            progress = await self.credentials.rotate(endpoint, step.generation)
+        except Exception as err:
+            if getattr(err, "permanent", False):
+                raise _Permanent(f"rotate credentials: {err}") from None
+            raise _Transient(f"rotate credentials: {err}") from None
+        if progress == "verified":
+            work.reported[Dimension.CREDENTIALS] = {"generation": step.generation}
+            work.verify.add(Dimension.CREDENTIALS)
+            work.read.add(Dimension.CREDENTIALS)  # nothing to read back: the rotator proved it
+            record.update(step="verified", by="registration with the new key")
+        elif progress == "requested":
+            record.update(step="rotate-credentials", via="re-bootstrap")
+        else:
+            record.update(step="wait", reason="re-bootstrap under way")
 
     async def _set_apns(
         self, endpoint: str, step: SetApns, record: dict[str, Any], ops: dict[str, Any]
