@@ -322,13 +322,6 @@ class Service:
             self.state.reconciler.credentials = CredentialRotator(
                 self.store, self.server, self.bootstrap.manager
             )
-        if self.bootstrap is not None and self.bootstrap.server is not None:
-            # DM PSK rotation by server-initiated re-bootstrap (credentials dimension)
-            from lifecycle.artifacts.credentials import CredentialRotator
-
-            self.state.reconciler.credentials = CredentialRotator(
-                self.store, self.server, self.bootstrap.manager
-            )
         self.state.start()
         operators = OperatorRegistry(self.store)
         self.lifecycle.start()
