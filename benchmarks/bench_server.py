@@ -194,6 +194,15 @@ def _cpu() -> float:
     return process_cpu_seconds(os.getpid())
 
 
+def _split() -> tuple[float, float]:
+    """CPU seconds of the event loop's thread and of the store's writer thread, for the
+    per-phase split (where an operation's CPU goes: the CoAP/LwM2M side or the store)."""
+    from benchmarks.bench_fleet import thread_cpu_seconds
+
+    threads = thread_cpu_seconds()
+    return threads.get("MainThread", 0.0), threads.get("fleetloop-store-writer", 0.0)
+
+
 async def _bench(devices: int, sends: int, updates: int, window: int) -> dict[str, Any]:
     data_dir = tempfile.mkdtemp(prefix="fleetloop-bench-")
     store = Store.open(None, data_dir)
@@ -207,10 +216,10 @@ async def _bench(devices: int, sends: int, updates: int, window: int) -> dict[st
         args=(server.coap_address[1], devices, sends, updates, window, child),
     )
     loop = asyncio.get_running_loop()
-    cpu0 = _cpu()
+    cpu0, split0 = _cpu(), _split()
     process.start()
     _, register_s, retransmissions = await loop.run_in_executor(None, parent.recv)
-    cpu_register = _cpu() - cpu0
+    cpu_register, split1 = _cpu() - cpu0, _split()
     assert len(server.registrations()) == devices
 
     gate = asyncio.Semaphore(window)
@@ -226,18 +235,24 @@ async def _bench(devices: int, sends: int, updates: int, window: int) -> dict[st
     parent.send("go")
     cpu2 = _cpu()
     _, send_s = await loop.run_in_executor(None, parent.recv)
-    cpu3 = _cpu()
+    cpu3, split3 = _cpu(), _split()
+    batches3 = store.batcher.stats.batches
     _, update_s = await loop.run_in_executor(None, parent.recv)
-    cpu4 = _cpu()
+    cpu4, split4 = _cpu(), _split()
+    update_batches = store.batcher.stats.batches - batches3
     _, deregister_s = await loop.run_in_executor(None, parent.recv)
     await store.flush()
-    cpu5 = _cpu()
+    cpu5, split5 = _cpu(), _split()
     cpu_send, cpu_update, cpu_deregister = cpu3 - cpu2, cpu4 - cpu3, cpu5 - cpu4
     assert not server.registrations()
     process.join(30)
     await server.stop()
     await store.aclose()
     total_sends = devices * sends
+
+    def per_op(before: tuple[float, float], after: tuple[float, float], ops: int) -> list[float]:
+        return [round((b - a) / max(ops, 1) * 1e6, 1) for a, b in zip(before, after, strict=True)]
+
     return {
         "devices": devices,
         "register_per_s": round(devices / register_s),
@@ -251,6 +266,11 @@ async def _bench(devices: int, sends: int, updates: int, window: int) -> dict[st
         "update_cpu_us": round(cpu_update / max(devices * updates, 1) * 1e6, 1),
         "deregister_per_s": round(devices / deregister_s),
         "deregister_cpu_us": round(cpu_deregister / devices * 1e6, 1),
+        # [event loop, store writer] CPU per operation (the rest: other threads, e.g. readers)
+        "register_split_us": per_op(split0, split1, devices),
+        "update_split_us": per_op(split3, split4, devices * updates),
+        "update_per_commit": round(devices * updates / max(update_batches, 1), 1),
+        "deregister_split_us": per_op(split4, split5, devices),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
         f"Python {platform.python_version()}",
     }

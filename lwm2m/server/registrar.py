@@ -100,6 +100,7 @@ class RegistrationInterface(ResourceServing):
     _by_id: dict[str, Device]
     _by_peer: dict[Peer, Device]
     _queued_in_store: set[str]
+    _running: bool
 
     if TYPE_CHECKING:
 
@@ -136,11 +137,11 @@ class RegistrationInterface(ResourceServing):
                 self._refused(endpoint, peer, parsed.reason, parsed.code, audited=False)
             self._respond(channel, event, parsed.code, parsed.reason)
         elif isinstance(parsed, RegisterRequest):
-            self._spawn(self._register(channel, event, parsed))
+            self._register(channel, event, parsed)
         elif isinstance(parsed, UpdateRequest):
-            self._spawn(self._update(channel, event, parsed))
+            self._update(channel, event, parsed)
         elif isinstance(parsed, DeregisterRequest):
-            self._spawn(self._deregister(channel, event, parsed))
+            self._deregister(channel, event, parsed)
         elif isinstance(parsed, SendRequest):
             self._on_send(channel, event, parsed, known)
 
@@ -270,9 +271,29 @@ class RegistrationInterface(ResourceServing):
         self._refused(endpoint, peer, refused.reason, Code.FORBIDDEN, audited=True)
         self._respond(channel, event, Code.FORBIDDEN, refused.reason)
 
-    async def _register(
-        self, channel: Channel, event: RequestReceived, request: RegisterRequest
+    def _after_commit(
+        self,
+        future: asyncio.Future[Any],
+        then: Callable[[asyncio.Future[Any]], None],
     ) -> None:
+        """Run ``then(future)`` once the store's group commit resolved ``future``.
+
+        Why a callback and not a task per request: a task (creation, first step, wake-up)
+        was a tenth of an Update's server CPU (issue 13). The order is the same: commits
+        resolve in submission order and their callbacks run in that order. A server that
+        stopped meanwhile answers nothing (as the cancelled task did)."""
+
+        def done(fut: asyncio.Future[Any]) -> None:
+            if not self._running or fut.cancelled():
+                return
+            try:
+                then(fut)
+            except Exception:
+                logger.exception("server task failed")
+
+        future.add_done_callback(done)
+
+    def _register(self, channel: Channel, event: RequestReceived, request: RegisterRequest) -> None:
         peer = cast(Peer, event.peer)
         rule = self._identity_rule(request.endpoint, peer)
         if isinstance(rule, IdentityRefused):
@@ -293,13 +314,34 @@ class RegistrationInterface(ResourceServing):
         )
         row: _RegisterRow = (new, rule, self._wall())
         try:
-            outcome: (
-                tuple[Registration, Registration | None] | IdentityRefused
-            ) = await self.store.batcher.submit_row(self._register_rows, row)
+            future = self.store.batcher.submit_row(self._register_rows, row)
         except StoreError as exc:
-            logger.warning("Register of %s not stored: %s", request.endpoint, exc)
-            self._respond(channel, event, Code.SERVICE_UNAVAILABLE, "store unavailable; retry")
+            self._register_failed(channel, event, request, exc)
             return
+        self._after_commit(future, lambda fut: self._registered(channel, event, request, peer, fut))
+
+    def _register_failed(
+        self, channel: Channel, event: RequestReceived, request: RegisterRequest, exc: Exception
+    ) -> None:
+        logger.warning("Register of %s not stored: %s", request.endpoint, exc)
+        self._respond(channel, event, Code.SERVICE_UNAVAILABLE, "store unavailable; retry")
+
+    def _registered(
+        self,
+        channel: Channel,
+        event: RequestReceived,
+        request: RegisterRequest,
+        peer: Peer,
+        future: asyncio.Future[Any],
+    ) -> None:
+        """The Register's row committed (or failed): index the device and answer."""
+        exc = future.exception()
+        if exc is not None:
+            if not isinstance(exc, StoreError):
+                raise exc
+            self._register_failed(channel, event, request, exc)
+            return
+        outcome: tuple[Registration, Registration | None] | IdentityRefused = future.result()
         if isinstance(outcome, IdentityRefused):
             self._refuse_identity(channel, event, request.endpoint, peer, outcome)
             return
@@ -327,19 +369,37 @@ class RegistrationInterface(ResourceServing):
         self._emit(Registered(reg.endpoint, reg, replaced))
         self._wake(device)
 
-    async def _update(
-        self, channel: Channel, event: RequestReceived, request: UpdateRequest
-    ) -> None:
+    def _update(self, channel: Channel, event: RequestReceived, request: UpdateRequest) -> None:
         peer = cast(Peer, event.peer)
         device = self._by_id.get(request.registration_id)
         if device is None:
             self._respond(channel, event, Code.NOT_FOUND, "unknown registration; register again")
             return
-        endpoint = device.endpoint
-        if stored_identity(peer) != device.registration.identity and not await self._identity_ok(
-            channel, event, endpoint, peer
-        ):
+        if stored_identity(peer) != device.registration.identity:
+            self._spawn(self._update_checked(channel, event, request, device, peer))
             return
+        self._submit_update(channel, event, request, device, peer)
+
+    async def _update_checked(
+        self,
+        channel: Channel,
+        event: RequestReceived,
+        request: UpdateRequest,
+        device: Device,
+        peer: Peer,
+    ) -> None:
+        """An Update from another identity than the registration's: check it first (a read)."""
+        if await self._identity_ok(channel, event, device.endpoint, peer):
+            self._submit_update(channel, event, request, device, peer)
+
+    def _submit_update(
+        self,
+        channel: Channel,
+        event: RequestReceived,
+        request: UpdateRequest,
+        device: Device,
+        peer: Peer,
+    ) -> None:
         changes = RegistrationUpdate(
             lifetime=request.lifetime,
             binding=request.binding,
@@ -358,18 +418,52 @@ class RegistrationInterface(ResourceServing):
         # issue 13. The store applied ``changes`` to its row; the same goes to our copy below.
         now = self._wall()
         try:
-            await self.store.batcher.submit_row(
+            future = self.store.batcher.submit_row(
                 self.store.registrations.apply_updates, (request.registration_id, changes, now)
             )
-        except NotFound as exc:
+        except StoreError as exc:
+            self._update_failed(channel, event, request, device, exc)
+            return
+        self._after_commit(
+            future,
+            lambda fut: self._updated(channel, event, request, device, peer, changes, now, fut),
+        )
+
+    def _update_failed(
+        self,
+        channel: Channel,
+        event: RequestReceived,
+        request: UpdateRequest,
+        device: Device,
+        exc: BaseException,
+    ) -> None:
+        if isinstance(exc, NotFound):
             if self._by_id.get(request.registration_id) is device:
                 self._drop(device, "expired", keep_queue=False)
             self._respond(channel, event, Code.NOT_FOUND, str(exc))
             return
-        except StoreError as exc:
-            logger.warning("Update of %s not stored: %s", endpoint, exc)
-            self._respond(channel, event, Code.SERVICE_UNAVAILABLE, "store unavailable; retry")
+        if not isinstance(exc, StoreError):
+            raise exc
+        logger.warning("Update of %s not stored: %s", device.endpoint, exc)
+        self._respond(channel, event, Code.SERVICE_UNAVAILABLE, "store unavailable; retry")
+
+    def _updated(
+        self,
+        channel: Channel,
+        event: RequestReceived,
+        request: UpdateRequest,
+        device: Device,
+        peer: Peer,
+        changes: RegistrationUpdate,
+        now: float,
+        future: asyncio.Future[Any],
+    ) -> None:
+        """The Update committed (or failed): apply it to the in-memory copy and answer."""
+        exc = future.exception()
+        if exc is not None:
+            self._update_failed(channel, event, request, device, exc)
             return
+        endpoint = device.endpoint
         if self._by_id.get(request.registration_id) is not device:
             self._respond(channel, event, Code.NOT_FOUND, "registration replaced; register again")
             return
@@ -391,7 +485,7 @@ class RegistrationInterface(ResourceServing):
         self._emit(Updated(endpoint, reg, previous))
         self._wake(device)
 
-    async def _deregister(
+    def _deregister(
         self, channel: Channel, event: RequestReceived, request: DeregisterRequest
     ) -> None:
         peer = cast(Peer, event.peer)
@@ -399,15 +493,55 @@ class RegistrationInterface(ResourceServing):
         if device is None:
             self._respond(channel, event, Code.NOT_FOUND, "unknown registration")
             return
-        if stored_identity(peer) != device.registration.identity and not await self._identity_ok(
-            channel, event, device.endpoint, peer
-        ):
+        if stored_identity(peer) != device.registration.identity:
+            self._spawn(self._deregister_checked(channel, event, request, device, peer))
             return
+        self._submit_deregister(channel, event, request, device)
+
+    async def _deregister_checked(
+        self,
+        channel: Channel,
+        event: RequestReceived,
+        request: DeregisterRequest,
+        device: Device,
+        peer: Peer,
+    ) -> None:
+        """A De-register from another identity than the registration's: check it first."""
+        if await self._identity_ok(channel, event, device.endpoint, peer):
+            self._submit_deregister(channel, event, request, device)
+
+    def _submit_deregister(
+        self, channel: Channel, event: RequestReceived, request: DeregisterRequest, device: Device
+    ) -> None:
         try:
-            await self.store.batcher.submit_row(self._remove_rows, request.registration_id)
+            future = self.store.batcher.submit_row(self._remove_rows, request.registration_id)
         except StoreError as exc:
-            logger.warning("De-register of %s not stored: %s", device.endpoint, exc)
-            self._respond(channel, event, Code.SERVICE_UNAVAILABLE, "store unavailable; retry")
+            self._deregister_failed(channel, event, device, exc)
+            return
+        self._after_commit(
+            future, lambda fut: self._deregistered(channel, event, request, device, fut)
+        )
+
+    def _deregister_failed(
+        self, channel: Channel, event: RequestReceived, device: Device, exc: BaseException
+    ) -> None:
+        if not isinstance(exc, StoreError):
+            raise exc
+        logger.warning("De-register of %s not stored: %s", device.endpoint, exc)
+        self._respond(channel, event, Code.SERVICE_UNAVAILABLE, "store unavailable; retry")
+
+    def _deregistered(
+        self,
+        channel: Channel,
+        event: RequestReceived,
+        request: DeregisterRequest,
+        device: Device,
+        future: asyncio.Future[Any],
+    ) -> None:
+        """The De-register committed (or failed): forget the device and answer."""
+        exc = future.exception()
+        if exc is not None:
+            self._deregister_failed(channel, event, device, exc)
             return
         if self._by_id.get(request.registration_id) is device:
             self._drop(device, "de-registered", keep_queue=False)

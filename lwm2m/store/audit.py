@@ -50,6 +50,10 @@ _L = AUDIT_LOG.c
 _D = AUDIT_DEVICE.c
 _K = AUDIT_CHECKPOINT.c
 _PAGE = 5000
+_MAX_SEQ = select(func.max(_L.seq))
+_INSERT_RECORD = AUDIT_LOG.insert()
+_INSERT_DEVICES = AUDIT_DEVICE.insert()
+_HEAD_MEMO = "audit.head"  # Tx.memo key: the last seq this transaction appended
 
 JsonValue = Any
 
@@ -216,11 +220,20 @@ class AuditLog:
         except (TypeError, ValueError) as err:
             raise AuditError(f"audit detail of {action} on {subject} is not JSON: {err}") from None
         devices = tuple(dict.fromkeys(str(e) for e in endpoints))
-        if tx.dialect == "postgresql":
-            tx.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
-        head = tx.execute(select(func.max(_L.seq))).scalar_one_or_none()
+        # The head is read once per transaction: the append lock (SQLite's write lock, the
+        # PostgreSQL advisory lock) is held until the transaction ends, so no other process
+        # can append meanwhile and the next seq is the last one this transaction wrote + 1.
+        # Kept on the transaction, not the process: another process (bootstrap, the CLI)
+        # may append between two transactions, and a rolled-back transaction takes its
+        # memo with it, so a retry reads the head again. The `SELECT max(seq)` per append
+        # was 12-14 % of the reconciler's CPU (docs/BENCHMARKS.md, issue 13).
+        head: int | None = tx.memo.get(_HEAD_MEMO)
+        if head is None:
+            if tx.dialect == "postgresql":
+                tx.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+            head = int(tx.execute(_MAX_SEQ).scalar_one_or_none() or 0)
         record = AuditRecord(
-            seq=int(head or 0) + 1,
+            seq=head + 1,
             at=float(now),
             actor=actor,
             token_id=token_id,
@@ -231,12 +244,14 @@ class AuditLog:
             detail=clean,
             outcome=outcome,
         )
-        return self._insert(tx, record)
+        record = self._insert(tx, record)
+        tx.memo[_HEAD_MEMO] = record.seq  # only once the rows are in
+        return record
 
     def _insert(self, tx: Tx, record: AuditRecord) -> AuditRecord:
         record = replace(record, leaf_hash=record.computed_leaf_hash())
         tx.execute(
-            AUDIT_LOG.insert(),
+            _INSERT_RECORD,
             {
                 "seq": record.seq,
                 "at": record.at,
@@ -253,7 +268,7 @@ class AuditLog:
         )
         if record.endpoints:
             tx.execute(
-                AUDIT_DEVICE.insert(),
+                _INSERT_DEVICES,
                 [{"seq": record.seq, "endpoint": e} for e in record.endpoints],
             )
         return record

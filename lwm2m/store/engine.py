@@ -23,13 +23,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from sqlalchemy import Delete, Engine, Select, Update, create_engine, event
+from sqlalchemy import Delete, Engine, Insert, Select, Update, create_engine, event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL, Connection, CursorResult, make_url
+from sqlalchemy.engine import URL, Connection, CursorResult, Dialect, make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql.base import Executable
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ClauseElement
 
 from lwm2m.store.errors import StoreError, redact_url, unavailable
 
@@ -184,7 +186,7 @@ class Tx:
     (cache invalidation must not happen for a write that was rolled back).
     """
 
-    __slots__ = ("_conn", "_hooks", "_read_only", "_wrote", "dialect")
+    __slots__ = ("_conn", "_hooks", "_read_only", "_wrote", "dialect", "memo")
 
     def __init__(self, conn: Connection, *, read_only: bool = False) -> None:
         self._conn = conn
@@ -192,6 +194,10 @@ class Tx:
         self._read_only = read_only
         self._wrote = False
         self._hooks: list[Callable[[], None]] = []
+        #: Per-transaction scratch space for repositories (e.g. the audit log's head while
+        #: this transaction holds the append lock); gone with the transaction, so a rollback
+        #: or a retry starts from what the database says.
+        self.memo: dict[str, Any] = {}
 
     def execute(
         self, statement: Executable, params: Sequence[dict[str, Any]] | dict[str, Any] | None = None
@@ -208,6 +214,52 @@ class Tx:
             else:
                 self._wrote = True  # inserts, DDL and anything opaque count as writes
         return result
+
+    def executemany_direct(
+        self, statement: Update | Delete | Insert, rows: Sequence[dict[str, Any]]
+    ) -> int:
+        """Run a fixed write statement over many parameter dicts on the driver's own cursor;
+        returns the rows it changed (summed over ``rows``).
+
+        Why: for a group commit of Updates or De-registers, SQLAlchemy's per-row parameter
+        processing (``construct_params``, bind processors) cost as much CPU as the database
+        (docs/BENCHMARKS.md, issue 13). Here the statement is compiled once per dialect and
+        the rows go to the DBAPI ``executemany`` as they are, so only use it for columns
+        whose Python values the driver takes without conversion (str, int, float, bool,
+        None) -- the registration columns. Errors come back as SQLAlchemy's ``DBAPIError``
+        (what the batcher's failure isolation expects), and a failed call counts as a write
+        (part of it may have run), so the batcher rolls back.
+        """
+        if self._read_only:
+            raise StoreError("write attempted in a read-only transaction (use Store.write)")
+        if not rows:
+            return 0
+        dialect = self._conn.dialect
+        sql, order = _compiled(statement, dialect)
+        params: Sequence[Any] = (
+            [tuple(row[name] for name in order) for row in rows] if order is not None else rows
+        )
+        dbapi_conn = self._conn.connection.dbapi_connection
+        assert dbapi_conn is not None
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.executemany(sql, params)
+            count = int(cursor.rowcount)
+        except dialect.loaded_dbapi.Error as err:
+            self._wrote = True
+            raise sa_exc.DBAPIError.instance(
+                sql,
+                params,
+                err,
+                dialect.loaded_dbapi.Error,
+                connection_invalidated=dialect.is_disconnect(err, dbapi_conn, cursor),
+                dialect=dialect,
+            ) from err
+        finally:
+            cursor.close()
+        if isinstance(statement, Insert) or count != 0:
+            self._wrote = True
+        return count
 
     def after_commit(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` once this transaction has committed (never if it rolls back)."""
@@ -230,3 +282,18 @@ class Tx:
     def _take_hooks(self) -> list[Callable[[], None]]:
         hooks, self._hooks = self._hooks, []
         return hooks
+
+
+_COMPILED: dict[tuple[int, str], tuple[ClauseElement, str, tuple[str, ...] | None]] = {}
+
+
+def _compiled(statement: ClauseElement, dialect: Dialect) -> tuple[str, tuple[str, ...] | None]:
+    """``statement``'s SQL for ``dialect`` and, for positional drivers (SQLite's ``?``), the
+    parameter names in placeholder order; cached (the statements are module constants)."""
+    key = (id(statement), dialect.name)
+    hit = _COMPILED.get(key)
+    if hit is None or hit[0] is not statement:
+        compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
+        order = tuple(compiled.positiontup or ()) if compiled.positional else None
+        hit = _COMPILED[key] = (statement, str(compiled), order)
+    return hit[1], hit[2]

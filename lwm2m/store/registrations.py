@@ -274,10 +274,10 @@ class RegistrationRepository:
             results.append((reg, current.get(new.endpoint)))
             current[new.endpoint] = latest[new.endpoint] = reg
         if stored_ids:
-            tx.execute(_DELETE_OBSERVATIONS, stored_ids)
-            tx.execute(_DELETE_BY_ID, stored_ids)
+            tx.executemany_direct(_DELETE_OBSERVATIONS, stored_ids)
+            tx.executemany_direct(_DELETE_BY_ID, stored_ids)
         if latest:
-            tx.execute(_INSERT, [_to_row(reg) for reg in latest.values()])
+            tx.executemany_direct(_INSERT, [_to_row(reg) for reg in latest.values()])
         return results
 
     def _new(self, new: NewRegistration, now: float) -> Registration:
@@ -407,8 +407,9 @@ class RegistrationRepository:
             rounds[occurrence].append(position)
         for positions in rounds:
             params = [_apply_params(*updates[position]) for position in positions]
-            result = tx.execute(_APPLY_UPDATE, params)
-            if result.supports_sane_multi_rowcount() and result.rowcount == len(params):
+            # The driver's executemany (no per-row SQLAlchemy processing); both drivers sum
+            # the rowcount over the rows (sqlite3, psycopg 3).
+            if tx.executemany_direct(_APPLY_UPDATE, params) == len(params):
                 continue
             ids = [updates[position][0] for position in positions]
             stamped: dict[str, float] = {}
@@ -430,8 +431,8 @@ class RegistrationRepository:
         same whether or not the row was still there). Unknown ids are no-ops."""
         params = [{"id": rid} for rid in dict.fromkeys(registration_ids)]
         if params:
-            tx.execute(_DELETE_OBSERVATIONS, params)
-            tx.execute(_DELETE_BY_ID, params)
+            tx.executemany_direct(_DELETE_OBSERVATIONS, params)
+            tx.executemany_direct(_DELETE_BY_ID, params)
 
     def get(self, tx: Tx, registration_id: str) -> Registration | None:
         """The registration with this id, expired or not (compare ``expires_at`` yourself)."""

@@ -117,6 +117,61 @@ def test_appends_in_one_group_commit_get_distinct_seqs(store: Store) -> None:
     assert sorted(r.seq for r in records) == list(range(1, 21))
 
 
+def test_the_head_is_read_again_by_each_transaction_so_another_writer_is_no_conflict(
+    store: Store,
+    target,  # type: ignore[no-untyped-def]
+) -> None:
+    """The next seq is kept per transaction, not per process: a second store (another
+    process: bootstrap, the CLI) appending between two transactions of the first does not
+    make the first reuse a seq."""
+    other = target.open()
+    try:
+        with store.transaction() as tx:
+            first = [
+                store.audit.append(tx, actor="a", action="x", subject=str(i), now=1.0).seq
+                for i in range(3)
+            ]
+        with other.transaction() as tx:
+            theirs = other.audit.append(tx, actor="b", action="y", subject="s", now=2.0).seq
+        with store.transaction() as tx:
+            after = store.audit.append(tx, actor="a", action="x", subject="z", now=3.0).seq
+    finally:
+        other.close()
+    assert (first, theirs, after) == ([1, 2, 3], 4, 5)
+    assert store.read_sync(lambda tx: store.audit.verify(tx)).ok
+
+
+def test_a_batch_retried_after_a_failed_neighbour_appends_from_the_stored_head(
+    store: Store,
+) -> None:
+    """A group commit rolled back because one write failed after writing runs again without
+    it: the appends of the retry must start from the stored head, not from the rolled-back
+    transaction's seqs (no gap, which verify would call a deletion)."""
+
+    def bad(tx: Tx) -> None:
+        store.audit.append(tx, actor="a", action="bad", subject="s", now=1.0)
+        raise RuntimeError("failed after writing")
+
+    async def main() -> list[object]:
+        return await asyncio.gather(
+            store.write(
+                lambda tx: store.audit.append(tx, actor="a", action="x", subject="1", now=1.0)
+            ),
+            store.write(bad),
+            store.write(
+                lambda tx: store.audit.append(tx, actor="a", action="x", subject="2", now=1.0)
+            ),
+            return_exceptions=True,
+        )
+
+    first, failed, second = asyncio.run(main())
+    assert isinstance(failed, RuntimeError)
+    assert isinstance(first, AuditRecord) and isinstance(second, AuditRecord)
+    assert (first.seq, second.seq) == (1, 2)
+    assert store.read_sync(store.audit.size) == 2
+    assert store.read_sync(lambda tx: store.audit.verify(tx)).ok
+
+
 def test_list_filters_by_time_action_actor_endpoint_tenant_and_pages(store: Store) -> None:
     fill(store, 12)
 
