@@ -392,3 +392,19 @@ def test_any_json_like_input_raises_only_campaign_error(raw: Any) -> None:
 def test_damaging_a_valid_spec_raises_only_campaign_error(damage: dict[str, Any]) -> None:
     with contextlib.suppress(CampaignError):
         parse_spec({**FULL, **damage})
+
+
+def test_the_example_in_docs_campaigns_parses() -> None:
+    yaml = pytest.importorskip("yaml")
+    from pathlib import Path
+
+    page = (Path(__file__).parents[3] / "docs" / "CAMPAIGNS.md").read_text()
+    block = page.split("<!-- campaign-spec-example -->")[1].split(
+        "<!-- /campaign-spec-example -->"
+    )[0]
+    text = block.strip().removeprefix("```yaml").removesuffix("```")
+    spec = parse_spec(yaml.safe_load(text))
+    assert spec.dimensions == (Dimension.CONFIG, Dimension.FIRMWARE, Dimension.CONNECTIVITY)
+    assert spec.canary.approval and spec.membership is Membership.DYNAMIC
+    assert len(spec.windows) == 2 and spec.gates.max_timeouts is None
+    assert parse_spec(spec_to_dict(spec)) == spec
