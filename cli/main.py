@@ -34,6 +34,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "audit": ("cli.audit_cmd", "audit", "The one audit log: who changed what; verify, prove."),
     "bundle": ("cli.artifacts_cmd", "bundle", "Versioned config bundles: publish, diff."),
     "bootstrap": ("cli.bootstrap_cmd", "bootstrap", "Bootstrap policies, status, audit trail."),
+    "firmware": ("cli.firmware_cmd", "firmware", "Firmware images: upload, quarantine."),
     "groups": ("cli.inventory_cmd", "groups", "Named device groups: dynamic or snapshot."),
     "identities": ("cli.identities_cmd", "identities", "Factory identities of the devices."),
     "inventory": ("cli.inventory_cmd", "inventory", "Device records, stages and labels."),

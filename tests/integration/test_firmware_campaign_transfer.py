@@ -9,6 +9,7 @@ refusing new downloads, and an acknowledged upload surviving ``kill -9``.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -230,3 +231,37 @@ def test_an_acknowledged_upload_survives_kill_9(tmp_path: Path) -> None:
             if not answer.opt.block2.more:
                 break
         assert got == image
+
+
+def test_the_cli_trusts_a_key_signs_uploads_lists_and_quarantines(
+    serve: Serve, tmp_path: Path
+) -> None:
+    (tmp_path / "public.pem").write_bytes(PUBLIC)
+    (tmp_path / "private.pem").write_bytes(PRIVATE)
+    image = build_image("9.1.0", 3000, seed=8)
+    (tmp_path / "fw.bin").write_bytes(image)
+    added = serve.cli("firmware", "key", "add", "acme-cli", str(tmp_path / "public.pem"))
+    assert added.returncode == 0, added.stderr
+    signed = serve.cli(
+        "firmware", "sign", str(tmp_path / "fw.bin"), "--key", str(tmp_path / "private.pem")
+    )
+    assert signed.returncode == 0, signed.stderr
+    (tmp_path / "fw.sig").write_text(signed.stdout)
+    fw = str(tmp_path / "fw.bin")
+    wrong = serve.cli("firmware", "upload", fw, "--version", "9.1.0", "--signature", "00" * 70)
+    assert wrong.returncode == 2 and "trusted vendor key" in wrong.stderr  # 422: input
+    assert serve.cli("firmware", "upload", fw, "--version", "9.1.0").returncode == 2
+    uploaded = serve.cli(
+        "firmware", "upload", fw, "--version", "9.1.0",
+        "--signature-file", str(tmp_path / "fw.sig"), "--sku", "cam", "--json",
+    )  # fmt: skip
+    assert uploaded.returncode == 0, uploaded.stderr
+    image_id = json.loads(uploaded.stdout)["id"]
+    listed = serve.cli("firmware", "list", "--version", "9.1.0")
+    assert image_id in listed.stdout and "cam" in listed.stdout
+    marked = serve.cli("firmware", "quarantine", image_id, "--reason", "cli test")
+    assert marked.returncode == 0 and "quarantined" in marked.stdout
+    shown = serve.cli("firmware", "show", image_id)
+    assert "QUARANTINED" in shown.stdout and "cli test" in shown.stdout
+    missing = serve.cli("firmware", "show", "0123456789abcdef")
+    assert missing.returncode == 1 and "no such image" in missing.stderr
