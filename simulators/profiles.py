@@ -13,7 +13,13 @@ and the same order of events makes the same devices fail:
   installed image fails to boot (and the device reverts to the old one) with
   ``firmware_boot_failure``, each config Apply is rejected with ``config_reject``, each APN
   change loses connectivity with ``apn_loss``;
-* **per device** -- a device is slow with probability ``slow`` (each datagram it sends waits
+* **per bundle** -- a config Apply is refused (result 3, invalid) for every version in
+  ``config_reject_versions`` and every bundle with a top-level key in ``config_reject_keys``:
+  deterministic, so a test can make one bundle bad for one region's devices (spawn that
+  region's identities with their own profile) while the others take it;
+* **per device** -- a device is *silent* with probability ``silent`` (it registers and keeps
+  its registration up to date, but never answers a server's request: a hung application
+  task), slow with probability ``slow`` (each datagram it sends waits
   ``slow_delay`` seconds first: a busy MCU or a modem in deep coverage), and reboot-prone with
   probability ``reboot_prone`` (it restarts without warning after an exponentially distributed
   time with mean ``reboot_mean`` seconds, again and again). A device's traits are drawn from a
@@ -46,6 +52,12 @@ class Behaviour:
     reboot_mean: float = 3600.0
     #: Seconds to flash and boot a downloaded firmware image (Updating -> reboot).
     install_time: float = 2.0
+    #: Probability a device never answers a server's request once registered.
+    silent: float = 0.0
+    #: Config versions every device of the profile refuses to apply (result 3).
+    config_reject_versions: frozenset[str] = frozenset()
+    #: Bundle keys every device of the profile refuses: a bundle with one is invalid here.
+    config_reject_keys: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         for name in (
@@ -55,6 +67,7 @@ class Behaviour:
             "apn_loss",
             "slow",
             "reboot_prone",
+            "silent",
         ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -86,9 +99,9 @@ class DeviceProfile:
         if self.lifetime <= 0:
             raise ValueError("lifetime must be positive")
 
-    def with_behaviour(self, **changes: float) -> DeviceProfile:
+    def with_behaviour(self, **changes: float | frozenset[str]) -> DeviceProfile:
         """A copy whose behaviour has ``changes`` (probabilities and timings)."""
-        behaviour = dataclasses.replace(self.behaviour, **changes)
+        behaviour = dataclasses.replace(self.behaviour, **changes)  # type: ignore[arg-type]
         return dataclasses.replace(self, behaviour=behaviour)
 
     def with_link(self, **changes: object) -> DeviceProfile:
@@ -137,7 +150,8 @@ def profile(name: str) -> DeviceProfile:
         raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}") from None
 
 
-BEHAVIOUR_FIELDS = tuple(f.name for f in dataclasses.fields(Behaviour))
+BEHAVIOUR_FIELDS = tuple(f.name for f in dataclasses.fields(Behaviour) if f.type == "float")
+"""The numeric behaviour fields (``sim run --behaviour NAME=NUMBER``)."""
 LINK_FIELDS = tuple(f.name for f in dataclasses.fields(LinkProfile) if f.name != "name")
 
 __all__ = [

@@ -9,6 +9,8 @@ fleet through the :class:`~simulators.device.services.DeviceServices` they are g
 
 from __future__ import annotations
 
+import cbor2
+
 from lwm2m.model import Path
 from objects.builtin.fleet_config import FleetConfigResource as Cfg
 from objects.builtin.fleet_config import FleetConfigResult
@@ -28,25 +30,49 @@ from simulators.profiles import Behaviour
 CONFIG = 32001
 
 
-def _config_object(base: DeviceTemplate, services: DeviceServices, reject: float) -> ObjectTemplate:
-    """32001 whose Apply is refused with probability ``reject`` (result 3, the detail says it
-    was the simulated device's choice) and whose outcomes are counted."""
+def _refusal(bundle: object, version: object, behaviour: Behaviour) -> str | None:
+    """Why this device refuses the staged bundle by its profile (None: it does not)."""
+    if isinstance(version, str) and version in behaviour.config_reject_versions:
+        return f"version {version} is refused here (simulated behaviour: config_reject_versions)"
+    if behaviour.config_reject_keys and isinstance(bundle, bytes):
+        try:
+            content = cbor2.loads(bundle)
+        except Exception:  # an undecodable bundle is config_apply's to refuse
+            return None
+        if isinstance(content, dict):
+            bad = sorted(k for k in content if k in behaviour.config_reject_keys)
+            if bad:
+                return f"key {bad[0]!r} is refused here (simulated behaviour: config_reject_keys)"
+    return None
+
+
+def _config_object(
+    base: DeviceTemplate, services: DeviceServices, behaviour: Behaviour
+) -> ObjectTemplate:
+    """32001 whose Apply is refused with probability ``config_reject``, and always for the
+    versions and keys the behaviour lists (result 3; the detail says it was the simulated
+    device's choice), and whose outcomes are counted."""
     template = base.objects[CONFIG]
+    reject = behaviour.config_reject
 
     def apply(device: DeviceActions, path: Path, args: Arguments, now: float) -> None:
         iid = path.ids[1]
         result = Path.of(CONFIG, iid, Cfg.APPLY_RESULT)
+        refused = None
         if (
             args.get(0) is not None
             and device.store.get(result, now) != FleetConfigResult.APPLYING
             and not args.has(1)
-            and services.chance(reject)
         ):
-            device.store.set(
-                Path.of(CONFIG, iid, Cfg.APPLY_RESULT_DETAIL),
-                "the device refused the bundle (simulated behaviour: config_reject)",
-                now,
+            refused = _refusal(
+                device.store.get(Path.of(CONFIG, iid, Cfg.BUNDLE), now),
+                device.store.get(Path.of(CONFIG, iid, Cfg.CONFIG_VERSION), now),
+                behaviour,
             )
+            if refused is None and services.chance(reject):
+                refused = "the device refused the bundle (simulated behaviour: config_reject)"
+        if refused is not None:
+            device.store.set(Path.of(CONFIG, iid, Cfg.APPLY_RESULT_DETAIL), refused, now)
             device.store.set(result, int(FleetConfigResult.REJECTED_INVALID), now)
             services.report(device, "config_rejected", now)
             return
@@ -107,7 +133,7 @@ def fleet_template(
         ),
         statistics_object(services),
         *cellular_objects(base, services, apn=apn),
-        _config_object(base, services, behaviour.config_reject),
+        _config_object(base, services, behaviour),
         esim_object(),
     )
 

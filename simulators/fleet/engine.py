@@ -110,7 +110,7 @@ STATUS_NAMES = (
 )
 
 # Device flags (one byte per device).
-STARTED, GAVE_UP, NO_APN, CUT, SLOW, REBOOT_PRONE, COUNTING = 1, 2, 4, 8, 16, 32, 64
+STARTED, GAVE_UP, NO_APN, CUT, SLOW, REBOOT_PRONE, COUNTING, SILENT = 1, 2, 4, 8, 16, 32, 64, 128
 OFFLINE = NO_APN | CUT
 
 
@@ -156,6 +156,8 @@ class Counters:
     dropped_offline: int = 0
     dropped_asleep: int = 0
     dropped_nat: int = 0
+    #: Requests a silent device (``Behaviour.silent``) left unanswered.
+    dropped_silent: int = 0
     nat_rebinds: int = 0
     duplicated: int = 0
     apn_changes: int = 0
@@ -188,6 +190,11 @@ def _unit(seed: object, endpoint: str, salt: str) -> float:
     """A per-device uniform draw in [0, 1) that depends only on seed, name and purpose."""
     digest = hashlib.blake2b(f"{seed}/{endpoint}/{salt}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2.0**64
+
+
+def _is_request(data: bytes) -> bool:
+    """Whether a CoAP datagram carries a request (code class 0, not the empty message)."""
+    return len(data) >= 2 and 0 < data[1] < 32
 
 
 def _peer_of(event: Event) -> Hashable:
@@ -310,6 +317,8 @@ class FleetEngine:
             flags |= SLOW
         if behaviour.reboot_prone and _unit(self.seed, endpoint, "reboot") < behaviour.reboot_prone:
             flags |= REBOOT_PRONE
+        if behaviour.silent and _unit(self.seed, endpoint, "silent") < behaviour.silent:
+            flags |= SILENT
         self.flags.append(flags)
         for column in (
             self.timer_at,
@@ -422,6 +431,9 @@ class FleetEngine:
         flags = self.flags[index]
         if flags & OFFLINE:
             counters.dropped_offline += 1
+            return
+        if flags & SILENT and _is_request(data) and self.status[index] == REGISTERED:
+            counters.dropped_silent += 1  # a hung application: it never answers a server
             return
         link = self.groups[self.group_of[index]].profile.link
         if link.nat_timeout and now - self.last_tx[index] > link.nat_timeout:
