@@ -118,6 +118,18 @@ class ObjectStore:
             return self._instances[oid]
         return self.object_template(oid).instances
 
+    def structure_is_template(self) -> bool:
+        """Whether every object has exactly the template's instances (none created or
+        deleted): then what depends on the structure only is the template's."""
+        return self._instances is None
+
+    def object_is_template(self, oid: int) -> bool:
+        """Whether object ``oid`` has the template's instances and values (nothing written
+        or created in it). Dynamic defaults may still differ per device."""
+        if self._instances is not None and oid in self._instances:
+            return False
+        return self._values is None or all(key[0] != oid for key in self._values)
+
     def instance_ids(self, oid: int) -> tuple[int, ...]:
         return tuple(sorted(self._instance_map(oid)))
 

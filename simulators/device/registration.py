@@ -17,6 +17,7 @@ from objects.errors import InvalidBinding
 from simulators.device.content import PROTECTED
 from simulators.device.formats import FormatProfile
 from simulators.device.objects import ObjectStore
+from simulators.device.template import Dynamic
 
 SERVER_OBJECT = 1
 LIFETIME, DEFAULT_PMIN, DEFAULT_PMAX, BINDING, UPDATE_TRIGGER = 1, 2, 3, 7, 8
@@ -51,7 +52,39 @@ def _int(store: ObjectStore, iid: int, rid: int, default: int) -> int:
 
 
 def server_account(store: ObjectStore) -> ServerAccount:
-    """The account of the first Server instance (4.04-free: missing resources use defaults)."""
+    """The account of the first Server instance (4.04-free: missing resources use defaults).
+
+    Shared through the template's memo while the device's Server object is the template's
+    and has no dynamic default (then every device of the template has the same account)."""
+    if not store.object_is_template(SERVER_OBJECT):
+        return _server_account(store)
+    memo = store.template.memo
+    account = memo.get(_ACCOUNT_MEMO)
+    if account is None:
+        account = _server_account(store)
+        memo[_ACCOUNT_MEMO] = account if not _has_dynamic(store, SERVER_OBJECT) else False
+    elif account is False:
+        return _server_account(store)
+    assert isinstance(account, ServerAccount)
+    return account
+
+
+_ACCOUNT_MEMO = "registration.server_account"
+
+
+def _has_dynamic(store: ObjectStore, oid: int) -> bool:
+    """Whether a default of object ``oid`` is computed per device (serial number, clock)."""
+    obj = store.template.objects.get(oid)
+    if obj is None:
+        return False
+    return any(
+        isinstance(default, Dynamic)
+        for instance in obj.instances.values()
+        for default in instance.resources.values()
+    )
+
+
+def _server_account(store: ObjectStore) -> ServerAccount:
     iids = store.instance_ids(SERVER_OBJECT)
     if not iids:
         raise LookupError("the device has no LwM2M Server instance to register with")
@@ -110,7 +143,22 @@ def register_query(
 
 def object_links(store: ObjectStore, profile: FormatProfile) -> str:
     """The Register/Update payload: root link, then objects (with ``ver`` when not 1.0, or
-    when they have no instance) and their instances. Security and OSCORE are never listed."""
+    when they have no instance) and their instances. Security and OSCORE are never listed.
+
+    It depends on the structure only, so a device with the template's instances gets the
+    template's payload, built once (``DeviceTemplate.memo``)."""
+    if not store.structure_is_template():
+        return _object_links(store, profile)
+    key = ("registration.object_links", profile.root_link, tuple(profile.register_formats))
+    memo = store.template.memo
+    links = memo.get(key)
+    if links is None:
+        links = memo[key] = _object_links(store, profile)
+    assert isinstance(links, str)
+    return links
+
+
+def _object_links(store: ObjectStore, profile: FormatProfile) -> str:
     links: list[Link] = []
     if profile.root_link:
         params: list[tuple[str, str | None]] = [("rt", "oma.lwm2m")]

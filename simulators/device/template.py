@@ -18,7 +18,7 @@ A default is one of:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol
@@ -140,13 +140,17 @@ class DeviceTemplate:
     still address them and get 4.04).
     """
 
-    __slots__ = ("model", "objects")
+    __slots__ = ("memo", "model", "objects")
 
     def __init__(self, objects: Iterable[ObjectTemplate], model: ObjectModel) -> None:
         self.objects: Mapping[int, ObjectTemplate] = MappingProxyType(
             {o.id: o for o in sorted(objects, key=lambda o: o.id)}
         )
         self.model = model
+        #: What is derived from the template alone (the Register payload, the server account),
+        #: computed once and shared by every device still as the template made it: building
+        #: them per device was half of a simulated device's start-up CPU (issue 13).
+        self.memo: dict[Hashable, object] = {}
         for oid in self.objects:
             if model.get(oid) is None:
                 raise ValueError(f"object {oid} of the template is not in the model")

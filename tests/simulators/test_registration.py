@@ -294,3 +294,27 @@ def test_queue_mode_wakes_for_a_notification_and_updates_first() -> None:
     assert pair.of_type(Woke) == [Woke("notification")]
     assert [u.at for u in pair.updates()] == [50]
     assert [t for t, _ in pair.notifications[handle]] == [50]
+
+
+def test_devices_of_one_template_share_its_payload_and_account_until_one_diverges() -> None:
+    """The Register payload and the server account are built once per template (issue 13),
+    but a device that wrote its lifetime or created an instance gets its own."""
+    from simulators.device.objects import ObjectStore
+    from simulators.device.registration import object_links, server_account
+
+    template = default_template()
+    first, second = ObjectStore(template, "ep-1"), ObjectStore(template, "ep-2")
+    links, account = object_links(first, ANJAY), server_account(first)
+    assert object_links(second, ANJAY) is links
+    assert server_account(second) is account
+
+    second.set("/1/0/1", account.lifetime + 60)
+    assert server_account(second).lifetime == account.lifetime + 60
+    assert server_account(first).lifetime == account.lifetime
+    created = second.create_instance(1)
+    assert f"</1/{created}>" in object_links(second, ANJAY)
+    assert f"</1/{created}>" not in links
+    assert object_links(first, ANJAY) == links
+    second.reset()
+    assert object_links(second, ANJAY) == links
+    assert server_account(second) == account
