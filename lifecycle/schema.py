@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import lifecycle.artifacts.bundle_tables
 import lifecycle.artifacts.firmware_tables
+import lifecycle.campaigns.tables
 import lifecycle.groups
 import lifecycle.operators
 import lifecycle.state.tables
@@ -21,7 +22,12 @@ SCHEMA_VERSION = 1
 
 _LOCK_KEY = 0x6C63_7363_6865  # "lcsche": pg_advisory_xact_lock key, concurrent starts queue up
 
-_MODULES = (lifecycle.groups, lifecycle.operators, lifecycle.artifacts.firmware_tables)
+_MODULES = (
+    lifecycle.groups,
+    lifecycle.operators,
+    lifecycle.campaigns.tables,
+    lifecycle.artifacts.firmware_tables,
+)
 
 
 def create_schema(store: Store, now: float | None = None) -> None:

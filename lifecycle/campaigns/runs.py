@@ -1,0 +1,329 @@
+"""The campaign engine's memory: one :class:`CampaignRun` per campaign, with its waves and
+devices, mirroring the ``lc_campaign*`` rows (sans-IO: no asyncio, no database, time passed in).
+
+The runner (:mod:`lifecycle.campaigns.component`) changes these objects only through the
+methods here, each of which marks what it touched *dirty*; the runner writes every dirty row
+in the tick's one transaction before it acts on any of it (a desired value is written in that
+same transaction). So memory is never ahead of the tables by more than one uncommitted tick,
+and a restart that rebuilds the runs from the tables (:func:`device_from_row` ...) resumes
+where the last commit left off.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lifecycle.campaigns.model import (
+    CampaignSpec,
+    CampaignState,
+    Component,
+    DeviceState,
+    FailureKind,
+    Member,
+    Outcome,
+    Scope,
+)
+from lifecycle.state.dimensions import Dimension
+
+#: States of a device the campaign has changed (a desired value was written for it).
+CHANGED = frozenset(
+    {
+        DeviceState.DELIVERING,
+        DeviceState.VERIFIED,
+        DeviceState.SUCCEEDED,
+        DeviceState.FAILED,
+        DeviceState.TIMED_OUT,
+    }
+)
+#: States still waiting for something (a device report, a deadline, the bake end).
+IN_FLIGHT = frozenset({DeviceState.DELIVERING, DeviceState.VERIFIED, DeviceState.REVERTING})
+
+
+@dataclass(slots=True)
+class DeviceRun:
+    """One member of one campaign (``lc_campaign_device``)."""
+
+    campaign: str
+    member: Member
+    wave: int
+    state: DeviceState = DeviceState.QUEUED
+    component: int = 0
+    generation: int | None = None
+    reverts: dict[str, int] = field(default_factory=dict)  # dimension -> revert generation
+    attempt: int = 0
+    deadline: float | None = None
+    rollback: dict[str, Any] = field(default_factory=dict)  # dimension -> value | None
+    failure: FailureKind | None = None
+    reason: str = ""
+    acked: bool = False
+    deregistrations: int = 0
+    registrations: int = 0
+    error_results: int = 0
+    admitted_at: float | None = None
+    verified_at: float | None = None
+    updated_at: float = 0.0
+
+    @property
+    def endpoint(self) -> str:
+        return self.member.endpoint
+
+    @property
+    def changed(self) -> bool:
+        """Whether the campaign wrote a desired value for this device (and did not undo it)."""
+        return self.state in CHANGED and self.generation is not None
+
+    def cohort(self) -> dict[Scope, str]:
+        m = self.member
+        return {
+            Scope.REGION: m.region,
+            Scope.CARRIER: m.carrier,
+            Scope.POLICY_GROUP: m.policy_group,
+        }
+
+    def outcome(self) -> Outcome:
+        return Outcome(
+            self.endpoint,
+            self.state,
+            self.cohort(),
+            self.failure,
+            self.acked,
+            self.deregistrations,
+            0,
+            self.error_results,
+        )
+
+
+@dataclass(slots=True)
+class WaveRun:
+    """One planned wave (``lc_campaign_wave``); index 0 is the canary."""
+
+    index: int
+    name: str
+    bake_s: float
+    approval: bool = False
+    state: str = "pending"  # pending | running | done
+    started_at: float | None = None
+    done_at: float | None = None
+    verdicts: list[dict[str, Any]] = field(default_factory=list)
+    #: (scope, key) of verdicts already acted on (a failed cohort reverted, an inconclusive
+    #: one accepted by an operator) -- kept in ``verdicts`` as ``"acted": true``.
+    acted: set[tuple[str, str]] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class CampaignRun:
+    """One campaign with its waves and devices (``lc_campaign``)."""
+
+    id: str
+    spec: CampaignSpec
+    state: CampaignState
+    created_by: str
+    created_at: float
+    reason: str = ""
+    wave: int = 0
+    seed: str = ""
+    artifacts: tuple[str, ...] = ()
+    reverted_cohorts: set[tuple[str, str]] = field(default_factory=set)
+    conflicts: list[list[str]] = field(default_factory=list)
+    updated_at: float = 0.0
+    finished_at: float | None = None
+    waves: list[WaveRun] = field(default_factory=list)
+    devices: dict[str, DeviceRun] = field(default_factory=dict)
+    #: Dirty tracking: the runner writes these and clears them.
+    dirty_devices: set[str] = field(default_factory=set)
+    dirty_waves: set[int] = field(default_factory=set)
+    dirty: bool = False
+    #: Device states changed since the gates last looked.
+    stale: bool = True
+    #: Per-state counts, kept current by :meth:`move` (status and gates read them).
+    counts: dict[DeviceState, int] = field(default_factory=dict)
+
+    # -- bookkeeping ---------------------------------------------------------------------
+    def touch(self, now: float) -> None:
+        self.dirty = True
+        self.updated_at = now
+
+    def add(self, device: DeviceRun) -> None:
+        self.devices[device.endpoint] = device
+        self.counts[device.state] = self.counts.get(device.state, 0) + 1
+        self.dirty_devices.add(device.endpoint)
+
+    def move(self, device: DeviceRun, state: DeviceState, now: float, reason: str = "") -> None:
+        """Set ``device``'s state (counts and dirty marks follow)."""
+        if device.state is not state:
+            self.counts[device.state] = self.counts.get(device.state, 0) - 1
+            self.counts[state] = self.counts.get(state, 0) + 1
+            device.state = state
+            self.stale = True
+        if reason:
+            device.reason = reason
+        device.updated_at = now
+        self.dirty_devices.add(device.endpoint)
+
+    def mark(self, device: DeviceRun, now: float) -> None:
+        device.updated_at = now
+        self.dirty_devices.add(device.endpoint)
+
+    def set_state(self, state: CampaignState, now: float, reason: str = "") -> None:
+        self.state = state
+        self.stale = True
+        if reason:
+            self.reason = reason
+        if not state.active:
+            self.finished_at = now
+        self.touch(now)
+
+    # -- views -----------------------------------------------------------------------------
+    def component(self, index: int) -> Component:
+        return self.spec.components[index]
+
+    def in_wave(self, index: int) -> Iterator[DeviceRun]:
+        return (d for d in self.devices.values() if d.wave == index)
+
+    def in_flight(self) -> int:
+        return sum(self.counts.get(s, 0) for s in (DeviceState.DELIVERING, DeviceState.REVERTING))
+
+    def cohort_reverted(self, member: Member) -> bool:
+        for scope in (Scope.REGION, Scope.CARRIER, Scope.POLICY_GROUP):
+            if (scope.value, member.cohort(scope)) in self.reverted_cohorts:
+                return True
+        return False
+
+    def holds(self) -> Iterable[tuple[str, Dimension]]:
+        """(endpoint, dimension) pairs this campaign holds (``holder``)."""
+        if not self.state.active:
+            return
+        for device in self.devices.values():
+            if device.state in (DeviceState.SKIPPED, DeviceState.REVERTED):
+                continue
+            for dim in self.spec.dimensions:
+                yield device.endpoint, dim
+
+
+# -- rows <-> runs ---------------------------------------------------------------------------
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def device_row(d: DeviceRun) -> dict[str, Any]:
+    m = d.member
+    return {
+        "campaign": d.campaign,
+        "endpoint": m.endpoint,
+        "wave": d.wave,
+        "region": m.region,
+        "carrier": m.carrier,
+        "sku": m.sku,
+        "policy_group": m.policy_group,
+        "country": m.country,
+        "utc_offset": m.utc_offset_minutes,
+        "wake_interval": m.wake_interval_s,
+        "state": d.state.value,
+        "component": d.component,
+        "generation": d.generation,
+        "reverts": _dumps(d.reverts),
+        "attempt": d.attempt,
+        "deadline": d.deadline,
+        "rollback": _dumps(d.rollback),
+        "failure": d.failure.value if d.failure else None,
+        "reason": d.reason,
+        "acked": d.acked,
+        "deregistrations": d.deregistrations,
+        "registrations": d.registrations,
+        "error_results": d.error_results,
+        "admitted_at": d.admitted_at,
+        "verified_at": d.verified_at,
+        "updated_at": d.updated_at,
+    }
+
+
+def device_from_row(row: Mapping[str, Any]) -> DeviceRun:
+    member = Member(
+        row["endpoint"],
+        row["region"] or "",
+        row["carrier"] or "",
+        row["sku"] or "",
+        row["policy_group"] or "",
+        row["country"] or "",
+        row["utc_offset"],
+        row["wake_interval"],
+    )
+    return DeviceRun(
+        campaign=row["campaign"],
+        member=member,
+        wave=int(row["wave"]),
+        state=DeviceState(row["state"]),
+        component=int(row["component"]),
+        generation=row["generation"],
+        reverts=json.loads(row["reverts"] or "{}"),
+        attempt=int(row["attempt"]),
+        deadline=row["deadline"],
+        rollback=json.loads(row["rollback"] or "{}"),
+        failure=FailureKind(row["failure"]) if row["failure"] else None,
+        reason=row["reason"] or "",
+        acked=bool(row["acked"]),
+        deregistrations=int(row["deregistrations"]),
+        registrations=int(row["registrations"]),
+        error_results=int(row["error_results"]),
+        admitted_at=row["admitted_at"],
+        verified_at=row["verified_at"],
+        updated_at=float(row["updated_at"]),
+    )
+
+
+def wave_row(campaign: str, w: WaveRun) -> dict[str, Any]:
+    verdicts = [
+        {**v, "acted": (v.get("scope"), v.get("key")) in w.acted}
+        for v in w.verdicts
+        if isinstance(v, dict)
+    ]
+    acted_only = [
+        {"scope": s, "key": k, "acted": True}
+        for s, k in sorted(w.acted)
+        if not any((v.get("scope"), v.get("key")) == (s, k) for v in w.verdicts)
+    ]
+    return {
+        "campaign": campaign,
+        "index": w.index,
+        "name": w.name,
+        "bake_s": w.bake_s,
+        "approval": w.approval,
+        "state": w.state,
+        "started_at": w.started_at,
+        "done_at": w.done_at,
+        "verdicts": _dumps(verdicts + acted_only),
+    }
+
+
+def wave_from_row(row: Mapping[str, Any]) -> WaveRun:
+    verdicts = json.loads(row["verdicts"] or "[]")
+    acted = {(v["scope"], v["key"]) for v in verdicts if v.get("acted")}
+    return WaveRun(
+        index=int(row["index"]),
+        name=row["name"],
+        bake_s=float(row["bake_s"]),
+        approval=bool(row["approval"]),
+        state=row["state"],
+        started_at=row["started_at"],
+        done_at=row["done_at"],
+        verdicts=[v for v in verdicts if "verdict" in v],
+        acted=acted,
+    )
+
+
+__all__ = [
+    "CHANGED",
+    "IN_FLIGHT",
+    "CampaignRun",
+    "DeviceRun",
+    "WaveRun",
+    "device_from_row",
+    "device_row",
+    "wave_from_row",
+    "wave_row",
+]

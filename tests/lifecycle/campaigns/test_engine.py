@@ -1,0 +1,382 @@
+"""The campaign engine's state machine and tables on SQLite and PostgreSQL.
+
+A real LwM2M server (no device registered), store, state component and inventory; the devices'
+verifications are recorded through the real state observer (``observer.record``), so the
+engine learns VERIFIED / FAILED through the same status hook as in ``fleetloop serve``. What
+it writes is read back from the tables: desired values and their generations, the campaign
+rows, the idempotency keys and the audit log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from lifecycle.campaigns.component import CampaignComponent, CampaignConflict
+from lifecycle.campaigns.model import (
+    CampaignSpec,
+    CampaignState,
+    CanarySpec,
+    Component,
+    Deadlines,
+    DeviceState,
+    GateSpec,
+    OnFailure,
+    Pacing,
+    Scope,
+    WaveSpec,
+)
+from lifecycle.campaigns.tables import STEP
+from lifecycle.inventory import DeviceRecord
+from lifecycle.inventory_events import InventoryService
+from lifecycle.schema import create_schema
+from lifecycle.service import LifecycleService
+from lifecycle.state.component import StateComponent
+from lifecycle.state.dimensions import Dimension, Policy
+from lwm2m.server import LwM2MServer, ServerConfig
+from lwm2m.store import Store
+from tests.lifecycle.api.conftest import database_url  # noqa: F401  (fixture: both databases)
+
+LAST: dict[str, Any] = {}
+V1 = {"v": "1"}
+V2 = {"v": "2"}
+
+
+@pytest.fixture
+def store(database_url: str | None, tmp_path: Path) -> Iterator[Store]:  # noqa: F811
+    opened = Store.open(database_url, tmp_path)
+    opened.create_schema()
+    create_schema(opened)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+@dataclass
+class Rig:
+    store: Store
+    server: LwM2MServer
+    state: StateComponent
+    inventory: InventoryService
+    campaigns: CampaignComponent
+
+    async def _told(self, endpoint: str, value: dict[str, str]) -> None:
+        """Wait until the state layer holds ``value`` as the desired one (the engine commits,
+        then tells it): a device can only answer a change it was sent."""
+        observer = self.state.observer
+
+        async def told() -> bool:
+            if not observer.ready(endpoint):
+                await observer.state(endpoint)
+            want = observer.desired.get(endpoint, {}).get(Dimension.FLAGS)
+            return want is not None and want.value == value
+
+        await eventually(told)
+
+    async def verify(self, endpoints: list[str], value: dict[str, str]) -> None:
+        """The devices report ``value`` verified (a read-back, as the reconciler records)."""
+        for endpoint in endpoints:
+            await self._told(endpoint, value)
+            await self.state.observer.record(endpoint, {Dimension.FLAGS: value}, "verify")
+
+    async def refuse(self, endpoints: list[str], reason: str, value: dict[str, str]) -> None:
+        """The devices refuse ``value`` for good (what the reconciler records)."""
+        for endpoint in endpoints:
+            await self._told(endpoint, value)
+            await self.state.observer.record(
+                endpoint, {}, "verify", failures={Dimension.FLAGS: reason}
+            )
+
+    async def desired(self, endpoint: str) -> tuple[dict[str, Any], int, str] | None:
+        found = await self.store.read(lambda tx: self.state.repository.desired(tx, endpoint))
+        want = found.get(Dimension.FLAGS)
+        if want is None:
+            return None
+        rows = await self.store.read(lambda tx: self.state.repository.view(tx, endpoint))
+        return want.value, want.generation, str(rows[0].set_by)
+
+    async def states(self, cid: str) -> dict[str, int]:
+        return dict((await self.campaigns.status(cid))["counts"])
+
+    async def devices_in(self, cid: str, state: DeviceState) -> list[str]:
+        report = await self.campaigns.report(cid)
+        return [d["endpoint"] for d in report["device_list"] if d["state"] == state.value]
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not reached in time; last status: {LAST}")
+        await asyncio.sleep(0.02)
+
+
+def _records(prefix: str, regions: dict[str, int]) -> list[DeviceRecord]:
+    out = []
+    n = 0
+    for region, count in regions.items():
+        for _ in range(count):
+            n += 1
+            out.append(
+                DeviceRecord(
+                    f"{prefix}{n:04d}", region=region, carrier="c1", sku="s1", country="DE",
+                    created_at=1.0, updated_at=1.0, stage="active",
+                )
+            )  # fmt: skip
+    return out
+
+
+@asynccontextmanager
+async def rig(store: Store, records: list[DeviceRecord]) -> AsyncIterator[Rig]:
+    config = ServerConfig(coap_host="127.0.0.1", coap_port=0, coaps_port=None)
+    server = await LwM2MServer.start(config, store)
+    service = LifecycleService(server)
+    inventory = InventoryService(store)
+    inventory.attach(service)
+    state = StateComponent(server, store)
+    state.install(service)
+    await store.write(lambda tx: inventory.repository.upsert_many(tx, records))
+    endpoints = [r.endpoint for r in records]
+    # the fleet runs V1 (desired and verified): the last-known-good value
+    await store.write(
+        lambda tx: state.repository.set_desired(
+            tx, endpoints, {Dimension.FLAGS: V1}, policy=Policy.ENFORCE, actor="op", now=1.0
+        )
+    )
+    campaigns = CampaignComponent(server, store, state, inventory, coalesce_s=0.0)
+    campaigns.install(service)
+    harness = Rig(store, server, state, inventory, campaigns)
+    await harness.verify(endpoints, V1)
+    campaigns.start()
+    await campaigns.ready()
+    try:
+        yield harness
+    finally:
+        await campaigns.stop()
+        await server.stop()
+
+
+def _spec(prefix: str, **changes: Any) -> CampaignSpec:
+    base = CampaignSpec(
+        name="flags v2",
+        selector=f"endpoint={prefix}*",
+        components=(Component(Dimension.FLAGS, V2, artifact="flags-v2"),),
+        canary=CanarySpec(per_stratum=2, max_devices=10, bake_s=0.0),
+        waves=(WaveSpec(percent=100.0, bake_s=0.0),),
+        pacing=Pacing(rate=1000.0, concurrency=1000),
+        gates=GateSpec(min_sample=2, min_ack_pct=None, cohort_by=(Scope.REGION,)),
+        deadlines=Deadlines(delivered_s=30.0, applied_s=30.0, verified_s=30.0),
+    )
+    return _replace(base, **changes)
+
+
+def _replace(spec: CampaignSpec, **changes: Any) -> CampaignSpec:
+    from dataclasses import replace
+
+    return replace(spec, **changes)
+
+
+async def _steps(store: Store, cid: str) -> list[tuple[str, str, int]]:
+    rows = await store.read(
+        lambda tx: list(tx.execute(select(STEP.c.endpoint, STEP.c.step, STEP.c.attempt)
+                                   .where(STEP.c.campaign == cid)))
+    )  # fmt: skip
+    return [(r.endpoint, r.step, int(r.attempt)) for r in rows]
+
+
+async def _audit_actions(store: Store, cid: str) -> list[str]:
+    records = await store.read(
+        lambda tx: store.audit.list(tx, subject=f"campaign:{cid}", limit=1000)
+    )
+    return [r.action for r in records]
+
+
+def test_a_campaign_delivers_through_desired_state_wave_by_wave_and_completes(
+    store: Store,
+) -> None:
+    async def case() -> None:
+        records = _records("ok-", {"eu": 6, "us": 6})
+        async with rig(store, records) as r:
+            cid = await r.campaigns.create(_spec("ok-"), actor="op")
+            await eventually(lambda: _count(r, cid, DeviceState.DELIVERING, 4))
+            canary = await r.devices_in(cid, DeviceState.DELIVERING)
+            # only the canary (2 per stratum) has the new value, written by the campaign
+            await r._told(canary[0], V2)  # committed, then told to the state layer
+            assert await r.desired(canary[0]) == (V2, 2, f"campaign:{cid}")
+            queued = await r.devices_in(cid, DeviceState.QUEUED)
+            assert len(queued) == 8 and await r.desired(queued[0]) == (V1, 1, "op")
+            await r.verify(canary, V2)
+            await eventually(lambda: _count(r, cid, DeviceState.DELIVERING, 8))
+            rest = await r.devices_in(cid, DeviceState.DELIVERING)
+            assert set(rest).isdisjoint(canary)
+            await r.verify(rest, V2)
+            await eventually(lambda: _state(r, cid, CampaignState.COMPLETED))
+            status = await r.campaigns.status(cid)
+            assert status["counts"] == {"succeeded": 12}
+            assert [w["state"] for w in status["waves"]] == ["done", "done"]
+            assert {v["verdict"] for w in status["waves"] for v in w["verdicts"]} == {"passed"}
+            # one idempotency key per device, no holds left
+            steps = await _steps(store, cid)
+            assert sorted(steps) == sorted((e.endpoint, "deliver:0:flags", 1) for e in records)
+            assert r.campaigns.holder("ok-0001", Dimension.FLAGS) is None
+            actions = await _audit_actions(store, cid)
+            for action in ("campaign.create", "campaign.wave_start", "campaign.gate",
+                           "campaign.wave_done", "campaign.complete"):  # fmt: skip
+                assert action in actions, actions
+
+    asyncio.run(asyncio.wait_for(case(), 60))
+
+
+async def _count(r: Rig, cid: str, state: DeviceState, n: int) -> bool:
+    LAST.update(await r.campaigns.status(cid))  # shown when a wait fails
+    return bool(LAST["counts"].get(state.value, 0) == n)
+
+
+async def _state(r: Rig, cid: str, state: CampaignState) -> bool:
+    LAST.update(await r.campaigns.status(cid))
+    return bool(LAST["state"] == state.value)
+
+
+def test_a_failing_region_is_reverted_to_last_known_good_while_the_other_completes(
+    store: Store,
+) -> None:
+    async def case() -> None:
+        records = _records("rv-", {"eu": 6, "us": 6})
+        async with rig(store, records) as r:
+            spec = _spec("rv-", canary=CanarySpec(per_stratum=3, max_devices=10, bake_s=0.0))
+            cid = await r.campaigns.create(spec, actor="op")
+            await eventually(lambda: _count(r, cid, DeviceState.DELIVERING, 6))
+            canary = await r.devices_in(cid, DeviceState.DELIVERING)
+            eu = [e for e in canary if int(e[3:]) <= 6]
+            us = [e for e in canary if int(e[3:]) > 6]
+            assert len(eu) == len(us) == 3
+            await r.verify(us, V2)
+            await r.refuse(eu, "apply result rejected_invalid (3)", V2)
+            await eventually(lambda: _count(r, cid, DeviceState.REVERTING, 3))
+            for endpoint in eu:  # back on V1, a new generation, written by the campaign
+                await r._told(endpoint, V1)
+                assert await r.desired(endpoint) == (V1, 3, f"campaign:{cid}")
+            status = await r.campaigns.status(cid)
+            assert status["reverted_cohorts"] == [{"scope": "region", "key": "eu"}]
+            # eu's queued devices are skipped, us goes on to the next wave
+            await eventually(lambda: _count(r, cid, DeviceState.DELIVERING, 3))
+            rest = await r.devices_in(cid, DeviceState.DELIVERING)
+            assert all(int(e[3:]) > 6 for e in rest)
+            await r.verify(eu, V1)
+            await r.verify(rest, V2)
+            await eventually(lambda: _state(r, cid, CampaignState.COMPLETED))
+            counts = await r.states(cid)
+            assert counts == {"succeeded": 6, "reverted": 3, "skipped": 3}
+            report = await r.campaigns.report(cid)
+            assert report["by_region"]["eu"] == {"reverted": 3, "skipped": 3}
+            assert any("cohort reverted" in f["reason"] for f in report["failures"])
+            assert "campaign.revert" in await _audit_actions(store, cid)
+
+    asyncio.run(asyncio.wait_for(case(), 60))
+
+
+def test_after_a_restart_the_engine_resumes_from_its_tables_without_writing_twice(
+    store: Store,
+) -> None:
+    async def case() -> None:
+        records = _records("rs-", {"eu": 5, "us": 5})
+        async with rig(store, records) as r:
+            cid = await r.campaigns.create(_spec("rs-"), actor="op")
+            await eventually(lambda: _count(r, cid, DeviceState.DELIVERING, 4))
+            canary = await r.devices_in(cid, DeviceState.DELIVERING)
+            # the engine goes away (its task is cancelled: nothing more is written) ...
+            await r.campaigns.stop()
+            # ... while one device's verification commits without it hearing of it
+            r.state.observer.status_hooks.clear()
+            await r.verify(canary[:1], V2)
+            again = CampaignComponent(r.server, store, r.state, r.inventory, coalesce_s=0.0)
+            again.install(LifecycleService(r.server))
+            again.start()
+            await again.ready()
+            r.campaigns = again
+            await eventually(lambda: _count(r, cid, DeviceState.VERIFIED, 0))
+            await eventually(lambda: _count(r, cid, DeviceState.DELIVERING, 3))
+            await r.verify(canary[1:], V2)
+            await eventually(lambda: _count(r, cid, DeviceState.DELIVERING, 6))
+            await r.verify(await r.devices_in(cid, DeviceState.DELIVERING), V2)
+            await eventually(lambda: _state(r, cid, CampaignState.COMPLETED))
+            assert (await r.states(cid)) == {"succeeded": 10}
+            steps = await _steps(store, cid)
+            assert len(steps) == len(set(steps)) == 10  # each device written exactly once
+            for endpoint in canary:
+                assert (await r.desired(endpoint))[1] == 2  # type: ignore[index]
+
+    asyncio.run(asyncio.wait_for(case(), 60))
+
+
+def test_halt_policy_pause_resume_and_abort_with_revert(store: Store) -> None:
+    async def case() -> None:
+        records = _records("hl-", {"eu": 4, "us": 4})
+        async with rig(store, records) as r:
+            spec = _spec("hl-", on_failure=OnFailure.HALT)
+            cid = await r.campaigns.create(spec, actor="op")
+            await eventually(lambda: _count(r, cid, DeviceState.DELIVERING, 4))
+            canary = await r.devices_in(cid, DeviceState.DELIVERING)
+            await r.campaigns.pause(cid, actor="op")
+            with pytest.raises(CampaignConflict):
+                await r.campaigns.pause(cid, actor="op")
+            await r.verify(canary, V2)
+            await eventually(lambda: _count(r, cid, DeviceState.SUCCEEDED, 4))
+            await asyncio.sleep(0.2)
+            assert (await r.states(cid)).get("delivering", 0) == 0  # paused: nobody admitted
+            await r.campaigns.resume(cid, actor="op")
+            await eventually(lambda: _count(r, cid, DeviceState.DELIVERING, 4))
+            wave = await r.devices_in(cid, DeviceState.DELIVERING)
+            await r.refuse(wave, "apply result rejected_invalid (3)", V2)
+            await eventually(lambda: _state(r, cid, CampaignState.HALTED))
+            status = await r.campaigns.status(cid)
+            assert "gate failed" in status["reason"]
+            await r.campaigns.abort(cid, revert=True, actor="op")
+            await eventually(lambda: _count(r, cid, DeviceState.REVERTING, 8))
+            for endpoint in canary + wave:
+                await r._told(endpoint, V1)
+            await r.verify(canary + wave, V1)
+            await eventually(lambda: _state(r, cid, CampaignState.ABORTED))
+            assert (await r.states(cid)) == {"reverted": 8}
+            actions = await _audit_actions(store, cid)
+            for action in ("campaign.pause", "campaign.resume", "campaign.halt",
+                           "campaign.abort", "campaign.revert", "campaign.aborted"):  # fmt: skip
+                assert action in actions, actions
+
+    asyncio.run(asyncio.wait_for(case(), 60))
+
+
+def test_held_devices_are_left_out_of_a_second_campaign_and_a_silent_device_times_out(
+    store: Store,
+) -> None:
+    async def case() -> None:
+        records = _records("hd-", {"eu": 3})
+        async with rig(store, records) as r:
+            first = await r.campaigns.create(
+                _spec("hd-", deadlines=Deadlines(0.2, 0.2, 0.2, 0.2)), actor="op"
+            )
+            assert r.campaigns.holder("hd-0001", Dimension.FLAGS) == first
+            second = _spec("hd-", components=(Component(Dimension.FLAGS, {"v": "3"}),))
+            with pytest.raises(Exception, match="no device to change"):
+                await r.campaigns.create(second, actor="op")
+            # nobody verifies: every admitted device times out (counted by the gates)
+            await eventually(lambda: _count(r, first, DeviceState.TIMED_OUT, 2), timeout=5)
+            status = await r.campaigns.status(first)
+            assert status["waves"][0]["verdicts"]
+            report = await r.campaigns.report(first)
+            assert any("deadline" in f["reason"] for f in report["failures"])
+            n = await store.read(
+                lambda tx: tx.execute(select(func.count()).select_from(STEP)).scalar_one()
+            )
+            assert n >= 2
+
+    asyncio.run(asyncio.wait_for(case(), 60))
