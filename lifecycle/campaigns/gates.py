@@ -94,7 +94,8 @@ def evaluate_all(
     wave_over: bool = False,
 ) -> list[CohortVerdict]:
     """The batch verdict first, then each scope of ``gates.cohort_by``. ``control`` is either
-    per scope (``{Scope.REGION: {"eu": Telemetry(...)}}``) or one mapping of keys used for
+    per scope (``{Scope.REGION: {"eu": Telemetry(...)}}``; without a ``Scope.BATCH`` entry
+    the batch's control is one scope's cohorts added up) or one mapping of keys used for
     every scope (the keys of different scopes rarely collide, but per scope is exact)."""
     scopes = [Scope.BATCH, *(s for s in dict.fromkeys(gates.cohort_by) if s is not Scope.BATCH)]
     verdicts: list[CohortVerdict] = []
@@ -119,8 +120,30 @@ def _control_for(
         return None
     if any(isinstance(k, Scope) for k in control):
         per_scope = control.get(scope)
-        return per_scope if isinstance(per_scope, Mapping) else None
+        if isinstance(per_scope, Mapping):
+            return per_scope
+        if scope is Scope.BATCH:
+            return _batch_control(control)  # type: ignore[arg-type]
+        return None
     return control  # type: ignore[return-value]
+
+
+def _batch_control(control: Mapping[Scope, Mapping[str, Telemetry]]) -> dict[str, Telemetry]:
+    """The batch's control when none is given: the control devices of one cohort scope added
+    up (each scope partitions the same control devices, so any one gives the whole)."""
+    for scope in (Scope.REGION, Scope.CARRIER, Scope.POLICY_GROUP):
+        cohorts = control.get(scope)
+        if cohorts:
+            parts = list(cohorts.values())
+            return {
+                "": Telemetry(
+                    devices=sum(t.devices for t in parts),
+                    deregistrations=sum(t.deregistrations for t in parts),
+                    missed_updates=sum(t.missed_updates for t in parts),
+                    error_results=sum(t.error_results for t in parts),
+                )
+            }
+    return {}
 
 
 def _decide(

@@ -209,6 +209,23 @@ def test_evaluate_all_takes_control_per_scope() -> None:
     assert got == {Scope.BATCH: Verdict.PASSED, Scope.REGION: Verdict.FAILED}
 
 
+def test_the_batch_control_defaults_to_the_cohorts_added_up() -> None:
+    gates = GateSpec(min_sample=2, max_deregistration_excess_pct=10.0, cohort_by=(Scope.REGION,))
+    outcomes = [outcome(i, S.SUCCEEDED, "eu", deregistrations=i % 2) for i in range(4)]  # 50%
+    control = {
+        Scope.REGION: {
+            "eu": Telemetry(devices=10, deregistrations=5),  # 50%
+            "us": Telemetry(devices=10, deregistrations=1),  # 10%
+        }
+    }
+    verdicts = evaluate_all(gates, outcomes, control=control, wave_over=True)
+    batch = next(v for v in verdicts if v.scope is Scope.BATCH)
+    assert batch.verdict is Verdict.FAILED  # against 6/20 = 30%: +20 pp
+    assert "vs control 30.0% = +20.0 pp" in batch.reasons[0]
+    eu = next(v for v in verdicts if v.scope is Scope.REGION)
+    assert eu.verdict is Verdict.PASSED
+
+
 def test_an_artifact_bad_failure_is_reported_whatever_the_verdict() -> None:
     gates = GateSpec(min_sample=5, max_failure_pct=50.0, min_ack_pct=None, min_verified_pct=None)
     outcomes = [*many([S.SUCCEEDED] * 9), outcome(99, S.FAILED, failure=FailureKind.ARTIFACT_BAD)]
