@@ -263,14 +263,17 @@ async def upload_firmware(
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_IMAGE_SIZE:
         raise ApiError(
-            413, "too_large", f"an image is at most {MAX_IMAGE_SIZE} bytes", field="body"
+            422, "invalid_input", f"body: an image is at most {MAX_IMAGE_SIZE} bytes", field="body"
         )
     content = bytearray()
     async for chunk in request.stream():
         content += chunk
         if len(content) > MAX_IMAGE_SIZE:
             raise ApiError(
-                413, "too_large", f"an image is at most {MAX_IMAGE_SIZE} bytes", field="body"
+                422,
+                "invalid_input",
+                f"body: an image is at most {MAX_IMAGE_SIZE} bytes",
+                field="body",
             )
     data = bytes(content)
     repo, store = _repo(request), context_of(request).store

@@ -133,6 +133,7 @@ def test_a_256_kib_image_is_pulled_and_pushed_by_200_devices_at_once(serve: Serv
         secure_ids = generate(40, prefix="fwx-s-", seed=4)
         try:
             for identity in secure_ids:
+                assert identity.psk_identity is not None and identity.psk_key is not None
                 await api.put(
                     f"/v1/security/{identity.endpoint}",
                     {

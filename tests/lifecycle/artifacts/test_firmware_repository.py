@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -118,22 +119,27 @@ def test_bad_uploads_get_typed_errors_naming_the_fix(store: Store) -> None:
     repo = _repo(store)
     image = build_image("1.0.0", 10)
     signature = sign_image(image, VENDOR[0])
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"version": "latest"}, "semantic version"),
         ({"content": b""}, "empty"),
         ({"signature": b""}, "no signature"),
         ({"skus": ["bad sku!"]}, "SKU"),
     ]
     for change, words in cases:
-        args = {"content": image, "version": "1.0.0", "signature": signature, "skus": []}
+        args: dict[str, Any] = {
+            "content": image,
+            "version": "1.0.0",
+            "signature": signature,
+            "skus": [],
+        }
         args.update(change)
         with pytest.raises(InvalidImage, match=words), store.transaction() as tx:
             repo.publish(
                 tx,
-                args["content"],  # type: ignore[arg-type]
-                version=args["version"],  # type: ignore[arg-type]
-                signature=args["signature"],  # type: ignore[arg-type]
-                skus=args["skus"],  # type: ignore[arg-type]
+                args["content"],
+                version=args["version"],
+                signature=args["signature"],
+                skus=args["skus"],
                 actor="op",
                 now=1.0,
             )
