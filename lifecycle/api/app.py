@@ -206,7 +206,9 @@ def create_app(context: ApiContext) -> FastAPI:
     from lifecycle.api import readiness
 
     readiness.install(app)  # GET /ready; 503 while the store lacks its tables (issue 14)
-    protected = [Depends(current_principal)]
+    from lifecycle.api.text_guard import refuse_nul  # NUL refused on every store alike
+
+    protected = [Depends(current_principal), Depends(refuse_nul)]
     for router in (
         routes.router,
         security_routes.router,

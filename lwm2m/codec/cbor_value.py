@@ -132,6 +132,8 @@ def _convert(data_type: DataType, item: object, tagged: bool) -> Value:
         raise _fail(f"tag 1 (epoch time) on a {data_type.value} value", 0)
     direct = _DIRECT.get(data_type)
     if direct is not None and isinstance(item, direct):
+        if isinstance(item, str) and "\x00" in item:  # refused for every store alike
+            raise _fail(f"{data_type.value} holds a NUL character (U+0000)", 0)
         return Value(data_type, item)  # type: ignore[arg-type]
     if data_type is DataType.NONE and item is None:
         return Value.none()

@@ -17,7 +17,7 @@ import re
 
 from lwm2m.codec.errors import DecodeError, EncodeError
 from lwm2m.codec.scalar import make_node, node_value, parse_objlnk, value_definition
-from lwm2m.model import DataType, Node, ObjectModel, ObjLink, Path, Value
+from lwm2m.model import DataType, ModelError, Node, ObjectModel, ObjLink, Path, Value
 from lwm2m.model.values import INT64_MAX, INT64_MIN, UINT64_MAX
 
 CONTENT_FORMAT = 0
@@ -54,6 +54,8 @@ def parse_text_value(data_type: DataType, payload: bytes) -> Value:
             return Value(data_type, payload.decode("utf-8"))
         except UnicodeDecodeError as exc:
             raise _fail("text is not valid UTF-8", exc.start) from None
+        except ModelError as exc:  # NUL (U+0000): refused for every store alike
+            raise _fail(str(exc), payload.find(b"\x00")) from None
     if data_type is DataType.OPAQUE:
         try:
             return Value.opaque(base64.b64decode(payload, validate=True))

@@ -29,6 +29,7 @@ from lwm2m.codec.scalar import check_type, types_compatible
 from lwm2m.model import (
     DataType,
     LwM2MObject,
+    ModelError,
     MultipleResource,
     Node,
     ObjectInstance,
@@ -118,6 +119,8 @@ def _value(data: bytes, entry: _Entry, data_type: DataType) -> Value:
             return Value(data_type, raw.decode("utf-8"))
         except UnicodeDecodeError as exc:
             raise _fail(f"{entry.name}: invalid UTF-8", entry.start + exc.start) from None
+        except ModelError as exc:  # NUL (U+0000): refused for every store alike
+            raise _fail(f"{entry.name}: {exc}", entry.start + raw.find(b"\x00")) from None
     if data_type is DataType.OPAQUE:
         return Value.opaque(raw)
     if data_type in (DataType.INTEGER, DataType.TIME, DataType.UNSIGNED_INTEGER):

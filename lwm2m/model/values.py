@@ -108,6 +108,10 @@ def _check(data_type: DataType, value: Any) -> Any:
     if data_type in (DataType.STRING, DataType.CORELNK):
         if not isinstance(value, str):
             raise InvalidValue(f"{data_type.value} needs str, got {type(value).__name__}")
+        if "\x00" in value:
+            # One rule for every store (issue 14 item 6): PostgreSQL text cannot hold NUL, so a
+            # device's or operator's string with one is refused here, where it enters.
+            raise InvalidValue(f"{data_type.value} holds a NUL character (U+0000)")
         return value
     if data_type in (DataType.INTEGER, DataType.TIME):
         if isinstance(value, datetime) and data_type is DataType.TIME:

@@ -172,6 +172,8 @@ def _query(message: Message) -> dict[str, str | None] | Refusal:
             return Refusal(Code.BAD_REQUEST, f"query parameter without a name: {item!r}")
         if name in params:
             return Refusal(Code.BAD_REQUEST, f"query parameter {name!r} given twice")
+        if "\x00" in item:  # PostgreSQL text cannot hold it; refused on every store alike
+            return Refusal(Code.BAD_REQUEST, f"query parameter {name[:40]!r} holds a NUL character")
         params[name] = value if sep else None
     return params
 
@@ -213,6 +215,8 @@ def _objects(message: Message) -> tuple[RegistrationObjects, str] | Refusal:
         text = bytes(message.payload).decode("utf-8")
     except UnicodeDecodeError:
         return Refusal(Code.BAD_REQUEST, "the object list is not valid UTF-8")
+    if "\x00" in text:  # as for query values (issue 14 item 6)
+        return Refusal(Code.BAD_REQUEST, "the object list holds a NUL character")
     parsed = _object_list(text) if len(text) <= CACHED_OBJECT_LIST_CHARS else _parse_list(text)
     return parsed if isinstance(parsed, Refusal) else (parsed, text)
 

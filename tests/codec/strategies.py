@@ -26,7 +26,7 @@ def values_of(dtype: DataType) -> st.SearchStrategy[Value]:
     """Any valid value of ``dtype`` (floats finite: NaN/inf are tested separately)."""
     inner: st.SearchStrategy[object]
     if dtype in (DataType.STRING, DataType.CORELNK):
-        inner = st.text(max_size=40)
+        inner = st.text(max_size=40).filter(lambda t: "\x00" not in t)  # NUL: no LwM2M string
     elif dtype in (DataType.INTEGER, DataType.TIME):
         inner = st.integers(min_value=-(2**63), max_value=2**63 - 1)
     elif dtype is DataType.UNSIGNED_INTEGER:

@@ -1,0 +1,35 @@
+"""NUL (U+0000) is refused at the API's edge, identically on SQLite and PostgreSQL.
+
+Why (issue 14 item 6): PostgreSQL ``text`` cannot hold NUL, SQLite can. A path, query or JSON
+string with ``%00`` / ``\\u0000`` therefore reached the store and came back as HTTP 500 "store
+error" on PostgreSQL only (41 such requests in the hardening probe), while the same request
+succeeded on SQLite. No endpoint name, identity, selector or LwM2M string an operator types
+needs NUL, so the one rule is: refuse it before any route runs, with 422 naming where it was.
+"""
+
+from __future__ import annotations
+
+import re
+
+from fastapi import Request
+
+from lifecycle.api.parse import InputError
+
+#: ``\u0000`` in JSON text that is not itself an escaped backslash followed by ``u0000``.
+_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000", re.IGNORECASE)
+
+_WHY = "holds a NUL character (U+0000), which no fleetloop value may contain; remove it"
+
+
+async def refuse_nul(request: Request) -> None:
+    """FastAPI dependency: :class:`InputError` (422) for NUL in the path, a query parameter
+    or a JSON body."""
+    if "\x00" in request.url.path or "\x00" in request.scope.get("path", ""):
+        raise InputError("path", f"the request path {_WHY}")
+    for name, value in request.query_params.multi_items():
+        if "\x00" in name or "\x00" in value:
+            raise InputError(f"query.{name.replace(chr(0), '?')[:40]}", f"the value {_WHY}")
+    if "json" in request.headers.get("content-type", ""):
+        body = await request.body()
+        if b"\x00" in body or _JSON_NUL.search(body):
+            raise InputError("body", f"a string of the JSON body {_WHY}")
