@@ -17,8 +17,10 @@ connectivity   ``"profile:NAME"`` or ``{"profile": NAME}`` (an APN profile; its 
                ``{"apns": [...], "active": ...}``)
 credentials    ``{"rotate": "psk"}`` (the next rotation number across the fleet) or
                ``{"generation": N}``
-firmware       delegated to :class:`lifecycle.artifacts.firmware.FirmwareRepository` when it
-               exists, else the state layer's ``"2.4.1"`` / ``{"version", "uri"}``
+firmware       with ``base_uri``: an image id, SHA-256 or version, resolved by
+               :class:`lifecycle.artifacts.firmware.FirmwareRepository` into a pull (or push)
+               of fleetloop's own image; otherwise the state layer's ``"2.4.1"`` /
+               ``{"version", "uri"}``
 flags, esim    as the state layer parses them
 =============  ===============================================================================
 
@@ -191,15 +193,15 @@ def make_resolver(
             and firmware is not None
             and fw_module is not None
             and base_uri is not None
-            and not (isinstance(raw, dict) and "uri" in raw)
+            and isinstance(raw, str)
         ):
             try:
                 image = firmware.resolve(tx, raw)
-            except ValueError as err:
+                component: Component = fw_module.firmware_component(
+                    image, base_uri=base_uri, method=method
+                )
+            except ValueError as err:  # FirmwareError: unknown, ambiguous, quarantined
                 raise CampaignError(_field(dimension), str(err)) from None
-            component: Component = fw_module.firmware_component(
-                image, base_uri=base_uri, method=method
-            )
             return component
         try:
             value = parse_desired(dimension, raw)

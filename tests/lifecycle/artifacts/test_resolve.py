@@ -145,3 +145,67 @@ def test_any_input_resolves_or_is_a_campaign_error(
         assert err.field == f"components.{dimension.value}"
     else:
         assert component.dimension is dimension
+
+
+def test_firmware_references_resolve_through_the_firmware_repository(store: Store) -> None:
+    from lifecycle.artifacts.firmware import FirmwareRepository, new_vendor_key, sign_image
+    from simulators.device.firmware import build_image
+
+    vendor = new_vendor_key()
+    repo = FirmwareRepository(store.audit)
+    image = build_image("2.1.0", 3000)
+    with store.transaction() as tx:
+        repo.add_vendor_key(tx, "acme", vendor[1].decode(), actor="op", now=1.0)
+        made = repo.publish(
+            tx,
+            image,
+            version="2.1.0",
+            signature=sign_image(image, vendor[0]),
+            skus=["t1"],
+            actor="op",
+            now=2.0,
+        )
+
+    def resolve(raw: object) -> object:
+        return store.read_sync(
+            lambda tx: make_resolver(tx, base_uri="coap://fleet:5683/")(Dimension.FIRMWARE, raw)
+        )
+
+    component = resolve("2.1.0")
+    assert component.value == {"version": "2.1.0", "uri": f"coap://fleet:5683/fw/{made.id}"}
+    assert component.size == len(image)
+    with pytest.raises(CampaignError) as err:
+        resolve("9.9.9")
+    assert err.value.field == "components.firmware"
+    # without a base URI the state layer's forms apply
+    plain = store.read_sync(lambda tx: make_resolver(tx)(Dimension.FIRMWARE, "2.1.0"))
+    assert plain.value == {"version": "2.1.0"}
+
+
+def test_parse_spec_resolves_a_change_and_it_round_trips_resolved(store: Store) -> None:
+    from lifecycle.campaigns.spec import parse_spec, spec_to_dict
+
+    _publish(store)
+    raw = {
+        "name": "tracker 1.1 with the 2027 APNs",
+        "selector": "sku=T1",
+        "change": [
+            {"config": "tracker@1.1.0"},
+            {"connectivity": "profile:iot"},
+            {"credentials": {"rotate": "psk"}},
+        ],
+    }
+    spec = store.read_sync(lambda tx: parse_spec(raw, resolve=make_resolver(tx)))
+    config, connectivity, credentials = spec.components
+    assert config.overlays.keys() == {"region=eu"} and config.artifact == "bundle:tracker@1.1.0"
+    assert connectivity.overlays.keys() == {"carrier=acme"}
+    assert credentials.value == {"generation": 1}
+    # the persisted (resolved) form parses back without the repositories
+    assert parse_spec(spec_to_dict(spec)) == spec
+    with pytest.raises(CampaignError) as err:
+        store.read_sync(
+            lambda tx: parse_spec(
+                {**raw, "change": [{"config": "tracker@7.0.0"}]}, resolve=make_resolver(tx)
+            )
+        )
+    assert err.value.field.startswith("change[0]") and "tracker@7.0.0" in err.value.message
