@@ -110,7 +110,7 @@ class RegistrationInterface(ResourceServing):
 
         def _drop(self, device: Device, reason: str, *, keep_queue: bool) -> None: ...
 
-        def _push(self, when: float, kind: str, key: Any) -> None: ...
+        def _arm_expiry(self, device: Device) -> None: ...
 
         def _emit(self, event: ServerEvent) -> None: ...
 
@@ -363,7 +363,7 @@ class RegistrationInterface(ResourceServing):
             check_store = True
         device.check_store_queue = check_store or (old is None and replaced is not None)
         self._index(device)
-        self._push(reg.expires_at, "reg", reg.id)
+        self._arm_expiry(device)
         self.stats["registrations"] += 1
         self._respond(channel, event, Code.CREATED, location=("rd", reg.id))
         self._emit(Registered(reg.endpoint, reg, replaced))
@@ -479,7 +479,7 @@ class RegistrationInterface(ResourceServing):
             self._by_peer[peer] = device
         device.channel = channel
         device.last_seen = self._loop.time()
-        self._push(reg.expires_at, "reg", reg.id)
+        self._arm_expiry(device)
         self.stats["updates"] += 1
         self._respond(channel, event, Code.CHANGED)
         self._emit(Updated(endpoint, reg, previous))

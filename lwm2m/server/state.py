@@ -78,6 +78,8 @@ class Device:
         "channel",
         "check_store_queue",
         "draining",
+        "expiry_at",
+        "expiry_seq",
         "inflight",
         "last_seen",
         "observations",
@@ -107,6 +109,10 @@ class Device:
         #: The store may hold queued requests this process has not loaded (after a restart).
         self.check_store_queue = False
         self.draining = False
+        #: The server's expiry timer entry for this registration (its heap sequence number
+        #: and time; None: none armed). See ``LwM2MServer._arm_expiry``.
+        self.expiry_seq: int | None = None
+        self.expiry_at = 0.0
 
     @property
     def endpoint(self) -> str:

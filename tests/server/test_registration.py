@@ -257,6 +257,40 @@ def test_lifetime_expiry_removes_the_registration(store: Store) -> None:
     run(scenario())
 
 
+def test_updates_extend_the_expiry_with_one_timer_entry_and_a_shorter_lifetime_wins(
+    store: Store,
+) -> None:
+    """Updates that extend the lifetime keep one expiry entry in the server's timer heap (an
+    entry per Update grew the heap by every Update until the old expiry: issue 13); the
+    registration still expires a lifetime after its last Update, and an Update that shortens
+    the lifetime makes it expire at the shorter time."""
+
+    def reg_entries(server: LwM2MServer) -> int:
+        return sum(1 for entry in server._heap if entry[2] == "reg")
+
+    async def scenario() -> None:
+        async with running_server(store) as server:
+            client = await RawClient().connect(server.coap_address)
+            response = await client.register("extended", lifetime=1)
+            path = location(response)
+            for _ in range(4):  # 1.6 s of Updates: past the first lifetime
+                await asyncio.sleep(0.4)
+                assert (await client.request(Code.POST, path)).code == Code.CHANGED
+                assert reg_entries(server) <= 2
+            assert server.registration("extended") is not None
+            await eventually(lambda: server.registration("extended") is None, timeout=3)
+            assert reg_entries(server) == 0
+
+            response = await client.register("shortened", lifetime=60)
+            path = location(response)
+            updated = await client.request(Code.POST, path, query=("lt=1",))
+            assert updated.code == Code.CHANGED
+            await eventually(lambda: server.registration("shortened") is None, timeout=3)
+            client.close()
+
+    run(scenario())
+
+
 def test_register_again_replaces_the_old_registration_and_cancels_its_observations(
     store: Store,
 ) -> None:
