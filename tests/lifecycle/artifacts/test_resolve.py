@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from lifecycle.artifacts.bundles import BundleRepository
 from lifecycle.artifacts.connectivity import ConnectivityRepository
 from lifecycle.artifacts.resolve import make_resolver
-from lifecycle.campaigns.model import CampaignError, Member
+from lifecycle.campaigns.model import CampaignError, Component, Member
 from lifecycle.state.dimensions import Dimension, Policy, parse_desired
 from lifecycle.state.repository import StateRepository
 from lwm2m.store import Store
@@ -166,7 +166,7 @@ def test_firmware_references_resolve_through_the_firmware_repository(store: Stor
             now=2.0,
         )
 
-    def resolve(raw: object) -> object:
+    def resolve(raw: object) -> Component:
         return store.read_sync(
             lambda tx: make_resolver(tx, base_uri="coap://fleet:5683/")(Dimension.FIRMWARE, raw)
         )
