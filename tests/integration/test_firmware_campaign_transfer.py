@@ -21,6 +21,8 @@ import pytest
 from aiocoap import Message
 from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import Type
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lifecycle.artifacts.firmware import new_vendor_key, sign_image
 from simulators.device.firmware import build_image
@@ -60,13 +62,15 @@ def _trust(serve: Serve, name: str) -> None:
     assert response.status_code in (201,), response.text
 
 
-def _coap_get(port: int, path: tuple[str, ...], block: int | None, mid: int) -> Message:
-    """One CON GET over a real UDP socket (Block2 ``block`` at 1024 bytes)."""
+def _coap_get(
+    port: int, path: tuple[str, ...], block: int | None, mid: int, szx: int = 6
+) -> Message:
+    """One CON GET over a real UDP socket (Block2 ``block`` at ``2**(szx+4)`` bytes)."""
     request = Message(code=Code.GET)
     request.mtype, request.mid, request.token = Type.CON, mid, mid.to_bytes(2, "big")
     request.opt.uri_path = path
     if block is not None:
-        request.opt.block2 = (block, False, 6)
+        request.opt.block2 = (block, False, szx)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         sock.settimeout(5)
@@ -111,6 +115,27 @@ def test_block2_resumes_at_any_block_with_the_etag_and_quarantine_refuses_new_do
     ).json()
     assert not lifted["quarantined"]
     assert _coap_get(port, path, 0, 108).code == Code.CONTENT
+    fuzz_blocks(port, path, image)
+
+
+def fuzz_blocks(port: int, path: tuple[str, ...], image: bytes) -> None:
+    """Any Block2 number and size over the wire: the right slice, or 4.02 past the end."""
+    mids = iter(range(1000, 60000))
+
+    @settings(max_examples=40, deadline=None, database=None)
+    @given(block=st.integers(min_value=0, max_value=2**16), szx=st.integers(0, 6))
+    def check(block: int, szx: int) -> None:
+        answer = _coap_get(port, path, block, next(mids), szx)
+        size = 1 << (szx + 4)
+        if block * size >= len(image):
+            assert answer.code == Code.BAD_OPTION
+        else:
+            assert answer.code == Code.CONTENT
+            assert answer.payload == image[block * size : (block + 1) * size]
+            assert answer.opt.block2.block_number == block
+            assert answer.opt.block2.more == ((block + 1) * size < len(image))
+
+    check()
 
 
 async def _rows(api: Api, endpoints: list[str]) -> dict[str, dict[str, Any]]:
@@ -181,7 +206,7 @@ def test_a_256_kib_image_is_pulled_and_pushed_by_200_devices_at_once(serve: Serv
                     },
                 )
                 # Meanwhile other devices register: the downloads must not stall them.
-                late = fleet.spawn(100, prefix="fwx-late-")
+                late = fleet.spawn(60, prefix="fwx-late-")
                 await fleet.wait_registered(timeout=60)
                 assert all(fleet.device(i).registered for i in late)
 
