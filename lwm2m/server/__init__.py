@@ -38,6 +38,10 @@ talks to devices only through this API, never through CoAP::
                                                                      # Notification, SendReceived,
                                                                      # QueueStateChanged,
                                                                      # ObservationEnded
+    server.serve_resource("fw", provider)                            # GET /fw/... from devices:
+                                                                     # provider(ResourceRequest)
+                                                                     # -> ServedResource | None,
+                                                                     # Block2 cut per request
     await server.stop()
 
 Every operation takes ``format`` (a content format number overriding
@@ -77,6 +81,11 @@ from lwm2m.server.events import (
     Updated,
 )
 from lwm2m.server.formats import CLIENT_CHOICE, choose_format
+from lwm2m.server.resources import (
+    ResourceProvider,
+    ResourceRequest,
+    ServedResource,
+)
 from lwm2m.server.results import (
     CompositeReadResult,
     CreateResult,
@@ -117,7 +126,10 @@ __all__ = [
     "RegistrationRefused",
     "Removed",
     "ReportedValue",
+    "ResourceProvider",
+    "ResourceRequest",
     "SendReceived",
+    "ServedResource",
     "ServerConfig",
     "ServerError",
     "ServerEvent",
