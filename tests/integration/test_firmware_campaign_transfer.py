@@ -291,3 +291,51 @@ def test_the_cli_trusts_a_key_signs_uploads_lists_and_quarantines(
     assert "QUARANTINED" in shown.stdout and "cli test" in shown.stdout
     missing = serve.cli("firmware", "show", "0123456789abcdef")
     assert missing.returncode == 1 and "no such image" in missing.stderr
+
+
+def test_one_boot_looping_image_fails_every_device_that_installs_it(serve: Serve) -> None:
+    """An image whose header says bootloop: devices download it (integrity fine), install it,
+    fail to boot it and come back on the old version with Update Result 8 -- a permanent
+    failure of the generation, while the same devices take a good image afterwards."""
+    _trust(serve, "acme-loop")
+    bad_image = build_image("6.6.6", 20_000, seed=6, bootloop=True)
+    good_image = build_image("6.6.7", 20_000, seed=7)
+    bad = _upload(serve, bad_image, "6.6.6", sign_image(bad_image, PRIVATE), 201)
+    good = _upload(serve, good_image, "6.6.7", sign_image(good_image, PRIVATE), 201)
+    profile = DeviceProfile().with_behaviour(install_time=0.2)
+
+    async def case() -> None:
+        api = Api(serve)
+        try:
+            async with DeviceFleet(serve.coap_uri, seed=6) as fleet:
+                devices = [
+                    fleet.device(i).endpoint
+                    for i in fleet.spawn(4, prefix="fwx-loop-", profile=profile)
+                ]
+                await fleet.wait_registered(timeout=30)
+                for image in (bad, good):
+                    value = {"version": image["version"], "uri": image["uris"]["coap"]}
+                    await api.put(
+                        "/v1/state", {"endpoints": devices, "values": {"firmware": value}}
+                    )
+
+                    async def settled() -> bool:
+                        rows = await _rows(api, devices)
+                        return all(r["status"] in ("applied", "failed") for r in rows.values())
+
+                    await eventually(settled, timeout=60)
+                    rows = await _rows(api, devices)
+                    expected = "failed" if image is bad else "applied"
+                    assert {r["status"] for r in rows.values()} == {expected}, rows
+                    for endpoint in devices:
+                        running = await api.get(f"/v1/devices/{endpoint}/data/3/0/3")
+                        result = await api.get(f"/v1/devices/{endpoint}/data/5/0/5")
+                        if image is bad:
+                            assert running["content"]["value"] == "1.0.0"
+                            assert result["content"]["value"] == 8  # did not boot: reverted
+                        else:
+                            assert running["content"]["value"] == "6.6.7"
+        finally:
+            await api.aclose()
+
+    run(case(), timeout=150)
