@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from bootstrap.errors import InvalidIdentity
+from lwm2m.naming import endpoint_name_problem
 
-_ENDPOINT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,127}")
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,63}")
 _HEX = re.compile(r"(?:[0-9a-fA-F]{2})+")
 
@@ -118,12 +118,9 @@ def check_endpoint(name: str) -> str:
     """The LwM2M endpoint client name: 1..128 characters a Uri-Query can carry unescaped
     (letters, digits and ``. _ : @ + -``), starting with a letter or digit (``urn:imei:...``
     names are fine)."""
-    if not _ENDPOINT.fullmatch(name):
-        raise InvalidIdentity(
-            "endpoint",
-            f"{name!r} is not a valid endpoint name (1-128 of A-Z a-z 0-9 . _ : @ + -, "
-            "starting with a letter or digit)",
-        )
+    problem = endpoint_name_problem(name)  # the system's one rule (lwm2m.naming)
+    if problem is not None:
+        raise InvalidIdentity("endpoint", problem)
     return name
 
 

@@ -23,13 +23,14 @@ from aiocoap.numbers.codes import Code
 
 from lwm2m.codec.errors import CodecError
 from lwm2m.codec.link import RegistrationObjects, parse_registration
+from lwm2m.naming import MAX_ENDPOINT_NAME_LENGTH, endpoint_name_problem
 from lwm2m.server.config import is_version
 
 LINK_FORMAT = 40
 #: Object lists up to this many characters are parsed once and remembered (see
 #: :func:`_object_list`); longer ones (rare: block-wise Registers) are parsed every time.
 CACHED_OBJECT_LIST_CHARS = 2048
-MAX_ENDPOINT_LENGTH = 255
+MAX_ENDPOINT_LENGTH = MAX_ENDPOINT_NAME_LENGTH
 _BINDING_LETTERS = frozenset("UQSNT")
 
 
@@ -244,13 +245,8 @@ def _object_list(text: str) -> RegistrationObjects | Refusal:
 def _endpoint(value: str | None) -> str | Refusal:
     if value is None or value == "":
         return Refusal(Code.BAD_REQUEST, "missing endpoint name (ep=)")
-    if len(value) > MAX_ENDPOINT_LENGTH:
-        return Refusal(
-            Code.BAD_REQUEST, f"endpoint name longer than {MAX_ENDPOINT_LENGTH} characters"
-        )
-    if not value.isprintable():
-        return Refusal(Code.BAD_REQUEST, "endpoint name holds control characters")
-    return value
+    problem = endpoint_name_problem(value)  # the system's one rule (lwm2m.naming)
+    return value if problem is None else Refusal(Code.BAD_REQUEST, problem)
 
 
 def parse_register(

@@ -94,8 +94,8 @@ def test_alternate_root_path() -> None:
     [
         ((), b"", 40, Code.BAD_REQUEST, "endpoint"),
         (("ep=",), b"", 40, Code.BAD_REQUEST, "endpoint"),
-        (("ep=" + "x" * 256,), b"", 40, Code.BAD_REQUEST, "longer"),
-        (("ep=a\tb",), b"", 40, Code.BAD_REQUEST, "control"),
+        (("ep=" + "x" * 256,), b"", 40, Code.BAD_REQUEST, "not a valid endpoint name"),
+        (("ep=a\tb",), b"", 40, Code.BAD_REQUEST, "not a valid endpoint name"),
         (("ep=a", "lt=5"), b"", 40, Code.BAD_REQUEST, "outside"),
         (("ep=a", "lt=100001"), b"", 40, Code.BAD_REQUEST, "outside"),
         (("ep=a", "lt=-1"), b"", 40, Code.BAD_REQUEST, "lifetime"),
