@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
+from fastapi import FastAPI
 
 import objects
 from cli import bootstrap_cmd, esim_cmd
@@ -56,6 +57,7 @@ from lifecycle.api.bootstrap_routes import BootstrapApi
 from lifecycle.api.render import iso8601
 from lifecycle.artifacts.firmware_serving import FirmwareServing, base_uris
 from lifecycle.audit_events import AuditComponent
+from lifecycle.campaigns.component import CampaignComponent
 from lifecycle.inventory_events import InventoryService
 from lifecycle.operators import OperatorRegistry
 from lifecycle.schema import create_schema as create_lifecycle_schema
@@ -214,6 +216,21 @@ def _log_api_exposure(listen_host: str) -> None:
         )
 
 
+def _mount_campaigns(app: FastAPI, campaigns: CampaignComponent) -> None:
+    """The campaign engine's internal HTTP face (:mod:`lifecycle.campaigns.internal_api`),
+    until the campaign API routes land in ``lifecycle/api``."""
+    from fastapi import Depends
+
+    from lifecycle.api.app import API_PREFIX
+    from lifecycle.api.auth import current_principal
+    from lifecycle.campaigns import internal_api
+
+    app.state.campaigns = campaigns
+    app.include_router(
+        internal_api.router, prefix=API_PREFIX, dependencies=[Depends(current_principal)]
+    )
+
+
 class Service:
     """The running pieces, so that shutdown can undo exactly what start-up did."""
 
@@ -230,6 +247,7 @@ class Service:
         self.bootstrap: BootstrapApi | None = None
         self.lifecycle: LifecycleService | None = None
         self.state: StateComponent | None = None
+        self.campaigns: CampaignComponent | None = None
         self.audit: AuditComponent | None = None
         self.schema_guard: SchemaGuard | None = None
         self.retention: TelemetryRetention | None = None
@@ -323,6 +341,11 @@ class Service:
                 self.store, self.server, self.bootstrap.manager
             )
         self.state.start()
+        # campaigns deliver through desired state: their handlers run after the state's
+        campaigns = CampaignComponent(self.server, self.store, self.state, inventory)
+        campaigns.install(self.lifecycle)
+        campaigns.start()
+        self.campaigns = campaigns
         operators = OperatorRegistry(self.store)
         self.lifecycle.start()
         try:  # the eIM's ESipa HTTPS listener (--esipa-https, default off)
@@ -339,7 +362,9 @@ class Service:
         self.context.state = self.state
         self.context.inventory = inventory
         self.context.audit = self.audit
+        self.context.campaigns = self.campaigns
         app = create_app(self.context)
+        _mount_campaigns(app, campaigns)
         app.state.bootstrap = self.bootstrap
         app.state.firmware = self.firmware
         self.schema_guard = guard_for(self.store)  # recreates a dropped schema; GET /ready
@@ -421,6 +446,8 @@ class Service:
             await self.esipa.server.stop()
         if self.lifecycle is not None:
             await self.lifecycle.stop()
+        if self.campaigns is not None:
+            await self.campaigns.stop()
         if self.state is not None:
             await self.state.stop()
         if self.bootstrap is not None and self.bootstrap.server is not None:

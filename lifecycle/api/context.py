@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 
 from lifecycle.audit_events import AuditComponent
+from lifecycle.campaigns.component import CampaignComponent
 from lifecycle.inventory_events import InventoryService
 from lifecycle.operators import OperatorRegistry
 from lifecycle.service import LifecycleService
@@ -48,6 +49,7 @@ class ApiContext:
     operators: OperatorRegistry | None = None  # named tokens; None: only the serve token
     tenants: TenantDirectory | None = None  # endpoint -> tenant; made on first use if None
     audit: AuditComponent | None = None  # checkpoint signing, refusal aggregation
+    campaigns: CampaignComponent | None = None  # the campaign engine (holder() for state set)
     closing: bool = False
 
     def close_streams(self) -> None:

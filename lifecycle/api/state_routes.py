@@ -225,6 +225,26 @@ def _desired_values(
     return parsed
 
 
+def _refuse_held(ctx: ApiContext, endpoints: list[str], values: dict[Dimension, Any]) -> None:
+    """409 when a campaign holds a dimension of a named device: a direct change would race
+    the campaign's waves and its rollback targets (pause or abort the campaign first)."""
+    if ctx.campaigns is None:
+        return
+    for endpoint in endpoints:
+        for dim in values:
+            held = ctx.campaigns.holder(endpoint, dim)
+            if held is not None:
+                raise ApiError(
+                    409,
+                    "conflict",
+                    f"{dim.value} of device {endpoint!r} is held by campaign {held}; change it "
+                    f"through the campaign, or end it first (`fleetloop campaign abort {held}`)",
+                    endpoint=endpoint,
+                    campaign=held,
+                    field=f"values.{dim.value}",
+                )
+
+
 class _UnknownBundle(Exception):
     def __init__(self, name: str) -> None:
         self.name = name
@@ -243,6 +263,7 @@ async def set_state(ctx: Context, scope: Scoped, body: StateSet) -> StateSetResu
     policy = Policy(body.policy)
     values = _desired_values(ctx, body.values, policy)
     endpoints = await _selection(ctx, scope, body.select, body.endpoints)
+    _refuse_held(ctx, endpoints, values)
     now = time.time()
     principal = scope.principal
     store = ctx.store

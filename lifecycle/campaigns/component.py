@@ -906,6 +906,12 @@ class CampaignComponent:
             run.spec.gates, outcomes, control=control or None, wave_over=wave_over
         )
         shown = [_verdict_json(v) for v in verdicts]
+        keys = {(v["scope"], v["key"]) for v in shown}
+        # a verdict acted on (a reverted cohort) stays on record after it leaves the outcomes
+        shown += [
+            v for v in wave.verdicts
+            if (v["scope"], v["key"]) in wave.acted and (v["scope"], v["key"]) not in keys
+        ]  # fmt: skip
         if shown != wave.verdicts:
             old = {(v["scope"], v["key"]): v["verdict"] for v in wave.verdicts}
             wave.verdicts = shown
