@@ -9,10 +9,12 @@ profiles (docs/ARTIFACTS.md).
     fleetloop bundle diff tracker 1.3.0 1.4.0     # + added, - removed, ~ changed keys
     fleetloop apn-profile create iot-2027 --apn iot.global --variant carrier=acme=iot.acme
     fleetloop apn-profile list | show NAME | update NAME ... | delete NAME
+    fleetloop credentials rotate --select region=eu [--dry-run]
+    fleetloop credentials renew --within-days 30 [--select ...] [--dry-run]
 
-HTTP only (``/v1/bundles``, ``/v1/apn-profiles``); ``--json`` prints the API's JSON. Exit
-codes as everywhere: 1 the request failed (409: a published version with other content),
-2 a usage mistake, 3 no server reached.
+HTTP only (``/v1/bundles``, ``/v1/apn-profiles``, ``/v1/credentials``); ``--json`` prints
+the API's JSON. Exit codes as everywhere: 1 the request failed (409: a published version
+with other content), 2 a usage mistake, 3 no server reached.
 """
 
 from __future__ import annotations
@@ -320,4 +322,66 @@ def profile_delete(name: str) -> None:
     click.echo(f"deleted APN profile {found['name']} (revision {found['revision']})")
 
 
-__all__ = ["apn_profile", "bundle"]
+# -- credentials -------------------------------------------------------------------------------
+
+
+@click.group("credentials")
+def credentials() -> None:
+    """DM credential rotation by re-bootstrap; certificate renewal."""
+
+
+def _print_rotation(found: dict[str, Any], verb: str) -> None:
+    for item in found.get("expiring") or []:
+        click.echo(
+            f"  {item['endpoint']}: certificate {item['serial']} expires {item['not_after']}"
+        )
+    if found["dry_run"]:
+        click.echo(
+            f"{found['selected']} devices would {verb} to credentials generation "
+            f"{found['generation']} (dry run: nothing changed)"
+        )
+        return
+    click.echo(
+        f"{found['changed']} of {found['selected']} devices {verb} to credentials generation "
+        f"{found['generation']}; follow with `fleetloop state drift --select ...`"
+    )
+
+
+@credentials.command("rotate")
+@click.option("--select", "selector", required=True, help="inventory selector (region=eu,...)")
+@click.option("--dry-run", is_flag=True, help="list the devices, change nothing")
+@json_option
+def credentials_rotate(selector: str, dry_run: bool, as_json: bool) -> None:
+    """Rotate the DM PSK (or certificate) of the selected devices: each re-bootstraps, gets a
+    fresh credential and registers with it; the old one is refused from then on."""
+    with api() as client:
+        found = client.request(
+            "POST", "/credentials/rotate", json_body={"select": selector, "dry_run": dry_run}
+        )
+    if as_json:
+        print_json(found)
+        return
+    _print_rotation(found, "rotate")
+
+
+@credentials.command("renew")
+@click.option("--within-days", type=float, required=True, help="certificates expiring this soon")
+@click.option("--select", "selector", help="only devices this selector names")
+@click.option("--dry-run", is_flag=True, help="list the devices, change nothing")
+@json_option
+def credentials_renew(
+    within_days: float, selector: str | None, dry_run: bool, as_json: bool
+) -> None:
+    """Renew (by re-bootstrap) every DM certificate that expires within N days."""
+    body: dict[str, Any] = {"within_days": within_days, "dry_run": dry_run}
+    if selector:
+        body["select"] = selector
+    with api() as client:
+        found = client.request("POST", "/credentials/renew", json_body=body)
+    if as_json:
+        print_json(found)
+        return
+    _print_rotation(found, "renew")
+
+
+__all__ = ["apn_profile", "bundle", "credentials"]

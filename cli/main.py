@@ -33,6 +33,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "apn-profile": ("cli.artifacts_cmd", "apn_profile", "APN profiles per carrier / country."),
     "audit": ("cli.audit_cmd", "audit", "The one audit log: who changed what; verify, prove."),
     "bundle": ("cli.artifacts_cmd", "bundle", "Versioned config bundles: publish, diff."),
+    "credentials": ("cli.artifacts_cmd", "credentials", "Rotate DM credentials, renew certs."),
     "bootstrap": ("cli.bootstrap_cmd", "bootstrap", "Bootstrap policies, status, audit trail."),
     "firmware": ("cli.firmware_cmd", "firmware", "Firmware images: upload, quarantine."),
     "groups": ("cli.inventory_cmd", "groups", "Named device groups: dynamic or snapshot."),

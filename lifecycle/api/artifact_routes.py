@@ -9,6 +9,9 @@
 ``PUT /v1/apn-profiles/{name}``                         operator  create or replace a profile
 ``GET /v1/apn-profiles[/{name}]``                       viewer    the profiles
 ``DELETE /v1/apn-profiles/{name}``                      operator  delete a profile
+``POST /v1/credentials/rotate``                         operator  rotate a selection's DM PSKs
+``POST /v1/credentials/renew``                          operator  rotate where the DM certificate
+                                                                  expires within N days
 ======================================================  ========  ================================
 
 Every change commits with its audit record before the answer. Artifacts are shared by every
@@ -45,6 +48,12 @@ from lifecycle.artifacts.connectivity import (
     ProfileExists,
     UnknownProfile,
 )
+from lifecycle.artifacts.credentials import ExpiringCertificate, expiring_certificates
+from lifecycle.artifacts.resolve import next_rotation
+from lifecycle.inventory import InventoryRepository
+from lifecycle.selector import SelectorError, parse_selector
+from lifecycle.state.dimensions import Dimension, Policy
+from lifecycle.state.repository import StateRepository
 from lwm2m.store import Tx
 
 router = APIRouter()
@@ -52,13 +61,17 @@ Context = Annotated[ApiContext, Depends(context_of)]
 TAGS = [
     {
         "name": "artifacts",
-        "description": "Versioned config bundles (publish, versions, diff, overlays) and APN "
-        "profiles per carrier / country.",
+        "description": "Versioned config bundles (publish, versions, diff, overlays), APN "
+        "profiles per carrier / country, credential rotation and certificate renewal.",
     }
 ]
 
 _bundles = BundleRepository()
 _profiles = ConnectivityRepository()
+_state = StateRepository()
+_inventory = InventoryRepository()
+MAX_ROTATION = 100_000
+DAY = 86_400.0
 
 
 def _bundle_error(err: BundleError) -> ApiError:
@@ -422,6 +435,157 @@ async def delete_apn_profile(ctx: Context, scope: Scoped, name: str) -> ProfileO
         return _profile_out(await store.write(write))
     except ProfileError as err:
         raise _profile_error(err) from None
+
+
+# -- credentials -------------------------------------------------------------------------------
+
+
+class RotateIn(BaseModel):
+    """Devices whose DM credentials rotate (by re-bootstrap)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    select: str = Field(description="inventory selector, e.g. region=eu-west,sku=T1")
+    dry_run: bool = Field(default=False, description="list the devices, change nothing")
+
+
+class RenewIn(BaseModel):
+    """Rotate where the device's DM certificate expires soon."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    within_days: float = Field(gt=0, le=3650, description="expiring within this many days")
+    select: str | None = Field(default=None, description="only devices this selector names")
+    dry_run: bool = Field(default=False, description="list the devices, change nothing")
+
+
+class ExpiringOut(BaseModel):
+    endpoint: str
+    serial: str
+    not_after: str
+
+
+class RotationOut(BaseModel):
+    generation: int = Field(description="the credentials generation set (next rotation number)")
+    selected: int
+    changed: int
+    dry_run: bool
+    endpoints: list[str] = Field(description="the first 1000 devices")
+    expiring: list[ExpiringOut] | None = None
+
+
+async def _rotate(
+    ctx: ApiContext,
+    scope: Scoped,
+    select: str | None,
+    *,
+    within_days: float | None,
+    dry_run: bool,
+) -> RotationOut:
+    principal, store, now = scope.principal, ctx.store, time.time()
+    selector = None
+    if select is not None:
+        try:
+            selector = parse_selector(select)
+        except SelectorError as err:
+            raise ApiError(422, "invalid_input", f"select: {err}", field="select") from None
+
+    def choose(tx: Tx) -> tuple[list[str], list[ExpiringCertificate]]:
+        chosen = (
+            _inventory.endpoints(tx, selector, principal.tenants) if selector is not None else None
+        )
+        if within_days is None:
+            return chosen or [], []
+        expiring = expiring_certificates(tx, within_s=within_days * DAY, now=now)
+        if chosen is not None:
+            wanted = set(chosen)
+            expiring = [e for e in expiring if e.endpoint in wanted]
+        return [e.endpoint for e in expiring], expiring
+
+    endpoints, expiring = await store.read(choose)
+    visible = await scope.visible(endpoints)
+    endpoints = [e for e in endpoints if e in visible]
+    expiring = [e for e in expiring if e.endpoint in visible]
+    if len(endpoints) > MAX_ROTATION:
+        raise ApiError(
+            422,
+            "invalid_input",
+            f"the selection has {len(endpoints)} devices; at most {MAX_ROTATION} at once -- "
+            "narrow the selector, or rotate in waves with a campaign",
+            field="select",
+        )
+
+    def write(tx: Tx) -> tuple[int, int]:
+        generation = next_rotation(tx)
+        if dry_run or not endpoints:
+            return generation, 0
+        changes = _state.set_desired(
+            tx,
+            endpoints,
+            {Dimension.CREDENTIALS: {"generation": generation}},
+            policy=Policy.ENFORCE,
+            actor=principal.actor,
+            now=now,
+        )
+        store.audit.append(
+            tx,
+            actor=principal.actor,
+            action="credentials.renew" if within_days is not None else "credentials.rotate",
+            subject=f"credentials:generation-{generation}",
+            now=now,
+            token_id=principal.token_id,
+            endpoints=endpoints[:1000],
+            detail={"select": select, "within_days": within_days, "selected": len(endpoints)},
+        )
+        return generation, sum(1 for c in changes if c.changed)
+
+    generation, changed = await (store.read(write) if dry_run else store.write(write))
+    if changed and ctx.state is not None:
+        ctx.state.reconciler.desired_changed(endpoints)
+    return RotationOut(
+        generation=generation,
+        selected=len(endpoints),
+        changed=changed,
+        dry_run=dry_run,
+        endpoints=endpoints[:1000],
+        expiring=[
+            ExpiringOut(endpoint=e.endpoint, serial=e.serial, not_after=iso8601(e.not_after))
+            for e in expiring[:1000]
+        ]
+        if within_days is not None
+        else None,
+    )
+
+
+@router.post(
+    "/credentials/rotate",
+    tags=["artifacts"],
+    summary="Rotate the DM credentials of a selection",
+    response_model=RotationOut,
+    response_model_exclude_unset=True,
+)
+async def rotate_credentials(ctx: Context, scope: Scoped, body: RotateIn) -> RotationOut:
+    """Set the next credentials generation on the selected devices: the reconciler makes each
+    re-bootstrap (fresh PSK or certificate) and verifies its registration with it; the old
+    credential is refused from then on (docs/ARTIFACTS.md)."""
+    scope.principal.require(Role.OPERATOR)
+    return await _rotate(ctx, scope, body.select, within_days=None, dry_run=body.dry_run)
+
+
+@router.post(
+    "/credentials/renew",
+    tags=["artifacts"],
+    summary="Renew DM certificates that expire soon",
+    response_model=RotationOut,
+    response_model_exclude_unset=True,
+)
+async def renew_credentials(ctx: Context, scope: Scoped, body: RenewIn) -> RotationOut:
+    """Rotate the credentials of every device (of ``select``) whose current DM certificate
+    expires within ``within_days`` days (already expired included)."""
+    scope.principal.require(Role.OPERATOR)
+    return await _rotate(
+        ctx, scope, body.select, within_days=body.within_days, dry_run=body.dry_run
+    )
 
 
 __all__ = ["TAGS", "router"]

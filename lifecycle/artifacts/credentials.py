@@ -26,7 +26,14 @@ step for it is :class:`~lifecycle.state.dimensions.RotateCredentials`, which cal
    dimension is applied); until then the pass waits (the device's registration wakes it).
 
 A device that never comes back stays pending; a campaign's deadline turns that into
-TIMED_OUT. A NoSec device has no PSK to rotate: a permanent failure that says so.
+TIMED_OUT. A NoSec device has no credential to rotate: a permanent failure that says so.
+
+**Certificates** rotate the same way: a device whose bootstrap policy provisions certificates
+gets a fresh key pair and certificate from the CA at its re-bootstrap (the previous one is
+revoked as superseded), and the proof compares the pinned certificate fingerprint instead of
+the PSK. :func:`expiring_certificates` lists the devices whose current DM certificate expires
+within a window -- ``POST /v1/credentials/renew`` (``fleetloop credentials renew
+--within-days N``) sets the next credentials generation on exactly those.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from sqlalchemy import select
 
 from bootstrap.errors import BootstrapError, RebootstrapFailed, UnknownIdentity
 from bootstrap.manager import BootstrapManager, DmServer
+from bootstrap.tables import CERTIFICATE
 from lifecycle.artifacts.bundle_tables import CREDENTIAL_ROTATION
 from lwm2m.store import Store, Tx
 
@@ -137,11 +145,16 @@ class CredentialRotator:
         self.rotations = RotationRepository()
 
     async def _current_key(self, endpoint: str) -> tuple[bool, str | None]:
-        """(has a security record, fingerprint of its PSK)."""
+        """(has a security record, fingerprint of its PSK -- or of its pinned certificate)."""
         security = await self.store.read(lambda tx: self.store.security.get(tx, endpoint))
         if security is None:
             return False, None
-        return True, fingerprint(security.psk.key if security.psk is not None else None)
+        if security.psk is not None:
+            return True, fingerprint(security.psk.key)
+        if security.x509 is not None:
+            pinned = security.x509.fingerprint_sha256 or security.x509.subject
+            return True, "x509:" + pinned
+        return True, None
 
     async def rotate(self, endpoint: str, generation: int) -> Progress:
         """Move ``endpoint`` towards credentials generation ``generation`` (module docstring).
@@ -167,7 +180,7 @@ class CredentialRotator:
         has_record, old = await self._current_key(endpoint)
         if old is None:
             raise RotationFailed(
-                f"{endpoint} has no PSK in the DM store"
+                f"{endpoint} has no PSK or certificate in the DM store"
                 + ("" if has_record else " (no security record: it registers with NoSec)")
                 + "; there is nothing to rotate -- give it credentials through bootstrap first",
                 permanent=True,
@@ -204,12 +217,48 @@ class CredentialRotator:
         return await self.store.read(lambda tx: self.rotations.get(tx, endpoint))
 
 
+@dataclass(frozen=True, slots=True)
+class ExpiringCertificate:
+    """A device's current DM certificate that expires within the window asked for."""
+
+    endpoint: str
+    serial: str
+    not_after: float
+
+
+_CERT = CERTIFICATE.c
+
+
+def expiring_certificates(tx: Tx, *, within_s: float, now: float) -> list[ExpiringCertificate]:
+    """Devices whose newest unrevoked DM certificate (``bs_certificate``, kind ``device-dm``)
+    expires before ``now + within_s`` (already expired ones included), endpoint order. Only
+    the newest counts: a device renewed meanwhile has a later one."""
+    rows = tx.execute(
+        select(_CERT.endpoint, _CERT.serial, _CERT.not_after).where(
+            _CERT.kind == "device-dm", _CERT.revoked_at.is_(None), _CERT.endpoint.is_not(None)
+        )
+    )
+    newest: dict[str, tuple[float, str]] = {}
+    for row in rows:
+        current = newest.get(row.endpoint)
+        if current is None or row.not_after > current[0]:
+            newest[str(row.endpoint)] = (float(row.not_after), str(row.serial))
+    limit = now + within_s
+    return [
+        ExpiringCertificate(endpoint, serial, not_after)
+        for endpoint, (not_after, serial) in sorted(newest.items())
+        if not_after <= limit
+    ]
+
+
 __all__ = [
     "ACTOR",
     "CredentialRotator",
+    "ExpiringCertificate",
     "Progress",
     "Rotation",
     "RotationFailed",
     "RotationRepository",
+    "expiring_certificates",
     "fingerprint",
 ]
