@@ -24,6 +24,7 @@ from lifecycle.api.artifact_routes import TAGS as ARTIFACT_TAGS
 from lifecycle.api.audit_routes import TAGS as AUDIT_TAGS
 from lifecycle.api.auth import current_principal
 from lifecycle.api.bootstrap_routes import TAGS as BOOTSTRAP_TAGS
+from lifecycle.api.campaign_routes import TAGS as CAMPAIGN_TAGS
 from lifecycle.api.context import ApiContext
 from lifecycle.api.errors import ApiError, unknown_endpoint
 from lifecycle.api.firmware_routes import TAGS as FIRMWARE_TAGS
@@ -60,6 +61,7 @@ TAGS = [
     *ARTIFACT_TAGS,
     *FIRMWARE_TAGS,
     *AUDIT_TAGS,
+    *CAMPAIGN_TAGS,
 ]
 
 
@@ -173,6 +175,7 @@ def create_app(context: ApiContext) -> FastAPI:
         artifact_routes,
         audit_routes,
         bootstrap_routes,
+        campaign_routes,
         firmware_routes,
         routes,
         security_routes,
@@ -220,6 +223,7 @@ def create_app(context: ApiContext) -> FastAPI:
         artifact_routes.router,
         firmware_routes.router,
         audit_routes.router,
+        campaign_routes.router,
     ):
         app.include_router(
             router, prefix=API_PREFIX, dependencies=protected, responses=ERROR_RESPONSES
