@@ -13,9 +13,13 @@ device's reason, never applied.
 
 from __future__ import annotations
 
+import os
+import signal
+from pathlib import Path
 from typing import Any
 
 import cbor2
+import httpx
 import pytest
 
 from lifecycle.artifacts.resolve import make_resolver
@@ -24,7 +28,7 @@ from lifecycle.state.dimensions import Dimension
 from lwm2m.store import Store
 from simulators.fleet.runner import DeviceFleet
 from simulators.profiles import DeviceProfile
-from tests.integration.conftest import Api, Serve, eventually, run
+from tests.integration.conftest import Api, Serve, eventually, run, start_serve
 
 pytestmark = pytest.mark.integration
 
@@ -114,3 +118,42 @@ def test_overlays_deliver_each_region_its_content_and_a_refusing_region_fails(
             await api.aclose()
 
     run(case(), timeout=120)
+
+
+def test_a_published_version_and_a_profile_survive_kill_9(tmp_path: Path) -> None:
+    """What the API acknowledged is on disk: after ``kill -9`` and a restart the version
+    answers with the same digest and overlays, still refuses other content, and the APN
+    profile is there with its revision."""
+
+    def call(serve: Serve, method: str, url: str, body: Any = None) -> httpx.Response:
+        return httpx.request(
+            method,
+            f"{serve.url}{url}",
+            json=body,
+            headers={"Authorization": f"Bearer {serve.token}"},
+            timeout=30,
+        )
+
+    with start_serve(tmp_path / "data") as first:
+        published = call(
+            first,
+            "POST",
+            "/v1/bundles/k9/versions",
+            {"version": "3.0.0", "content": BASE, "overlays": OVERLAYS},
+        )
+        assert published.status_code == 200, published.text
+        profile = call(first, "PUT", "/v1/apn-profiles/k9", {"apns": ["iot.k9"]})
+        assert profile.status_code == 200, profile.text
+        os.kill(first.process.pid, signal.SIGKILL)
+        first.process.wait(timeout=10)
+    (tmp_path / "data" / "api.json").unlink(missing_ok=True)
+    with start_serve(tmp_path / "data") as second:
+        shown = call(second, "GET", "/v1/bundles/k9/versions/3.0.0").json()
+        assert shown["digest"] == published.json()["digest"]
+        assert shown["content"] == BASE and len(shown["overlays"]) == 2
+        refused = call(
+            second, "POST", "/v1/bundles/k9/versions", {"version": "3.0.0", "content": {"x": 1}}
+        )
+        assert refused.status_code == 409 and "k9@3.0.1" in refused.json()["message"]
+        again = call(second, "GET", "/v1/apn-profiles/k9").json()
+        assert (again["active"], again["revision"]) == ("iot.k9", 1)
