@@ -194,6 +194,47 @@ def is_client_hello(data: bytes) -> bool:
     )
 
 
+#: The server answers records of a session it does not have at most this often per address,
+#: remembering this many addresses.
+LOST_SESSION_ALERT_INTERVAL = 1.0
+LOST_SESSION_ALERT_MEMORY = 4096
+_ALERT, _APPLICATION_DATA = 21, 23
+_FATAL, _UNEXPECTED_MESSAGE = 2, 10
+
+
+def is_foreign_record(data: bytes) -> bool:
+    """An application-data record of an established session (epoch > 0): from an address
+    the server has no session with, it means the device still holds one we lost."""
+    return (
+        len(data) >= 13
+        and data[0] == _APPLICATION_DATA
+        and data[1] == 0xFE
+        and (data[3] or data[4]) != 0
+    )
+
+
+def lost_session_alert(record: bytes) -> bytes:
+    """A plaintext (epoch 0) fatal ``unexpected_message`` alert in the record's version."""
+    return bytes(
+        (_ALERT, record[1], record[2], 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, _FATAL, _UNEXPECTED_MESSAGE)
+    )
+
+
+def is_lost_session_alert(data: bytes) -> bool:
+    """A plaintext (epoch 0) fatal alert: the server has no session for us (it restarted).
+    Mbed TLS drops it (wrong epoch), so the client checks the raw datagram itself."""
+    return (
+        len(data) == 15
+        and data[0] == _ALERT
+        and data[1] == 0xFE
+        and data[3] == 0
+        and data[4] == 0
+        and data[11] == 0
+        and data[12] == 2
+        and data[13] == _FATAL
+    )
+
+
 def cookie_param(addr: Address) -> bytes:
     """The transport-level client id Mbed TLS binds cookies to: address bytes + port."""
     host = addr[0]

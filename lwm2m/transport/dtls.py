@@ -55,11 +55,15 @@ from lwm2m.transport._common import (
     ERR_SSL_TIMEOUT,
     ERR_SSL_UNKNOWN_IDENTITY,
     ERR_X509_CERT_VERIFY_FAILED,
+    LOST_SESSION_ALERT_INTERVAL,
+    LOST_SESSION_ALERT_MEMORY,
     MAX_DATAGRAM,
     RateLimitedLog,
     cookie_param,
     describe,
     is_client_hello,
+    is_foreign_record,
+    lost_session_alert,
     open_socket,
     split_records,
     take_output,
@@ -216,6 +220,8 @@ class DtlsServer(asyncio.DatagramProtocol):
         self._keylog = KeyLog(config.key_log) if config.key_log is not None else None
         self._established: OrderedDict[Address, _Session] = OrderedDict()
         self._handshaking: OrderedDict[Address, _Session] = OrderedDict()
+        #: When each address was last told its session is gone (see ``_tell_session_lost``).
+        self._told_lost: OrderedDict[Address, float] = OrderedDict()
         #: Handshakes in progress per source IP, oldest first.
         self._by_source: dict[str, OrderedDict[Address, _Session]] = {}
         self._spare: Any = None
@@ -394,6 +400,8 @@ class DtlsServer(asyncio.DatagramProtocol):
         stats = self.stats
         if not is_client_hello(data):
             stats.dropped_no_session += 1
+            if is_foreign_record(data):
+                self._tell_session_lost(data, addr)
             return
         if len(data) > MAX_DATAGRAM:
             stats.dropped_oversized += 1
@@ -451,6 +459,23 @@ class DtlsServer(asyncio.DatagramProtocol):
             source,
             self._config.max_handshakes_per_source,
         )
+
+    def _tell_session_lost(self, data: bytes, addr: Address) -> None:
+        """Application data of a session we do not have (we restarted, e.g. after kill -9, or
+        evicted it): answer a plaintext fatal alert so the device handshakes again now instead
+        of after its CoAP exchange times out (~93 s). At most one per address per second; the
+        alert (15 bytes) is smaller than any record that triggers it, so it amplifies nothing."""
+        now = _monotonic()
+        told = self._told_lost
+        last = told.get(addr)
+        if last is not None and now - last < LOST_SESSION_ALERT_INTERVAL:
+            return
+        told[addr] = now
+        told.move_to_end(addr)
+        if len(told) > LOST_SESSION_ALERT_MEMORY:
+            told.popitem(last=False)
+        self._sendto(lost_session_alert(data), addr)
+        self.stats.lost_session_alerts += 1
 
     def _admit_handshake(self, s: _Session) -> None:
         if len(self._handshaking) >= self._config.max_handshakes:

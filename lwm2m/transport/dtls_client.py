@@ -29,6 +29,7 @@ from lwm2m.transport._common import (
     MAX_DATAGRAM,
     RateLimitedLog,
     describe,
+    is_lost_session_alert,
     split_records,
     take_output,
     tls_error_code,
@@ -284,7 +285,10 @@ class DtlsClient(asyncio.DatagramProtocol):
             if len(data) > MAX_DATAGRAM:
                 self.stats.dropped_oversized += 1
             elif self._state is _State.ESTABLISHED:
-                self._on_record(data)
+                if is_lost_session_alert(data):
+                    self._server_lost_session()
+                else:
+                    self._on_record(data)
             elif self._state is _State.HANDSHAKING:
                 self._buffer.receive_from_network(data)
                 self._advance(from_timer=False)
@@ -423,6 +427,25 @@ class DtlsClient(asyncio.DatagramProtocol):
             self._flush()
             if delivered and self._fresh:
                 self._try_keylog()
+
+    def _server_lost_session(self) -> None:
+        """The server answered our record with a plaintext fatal alert: it has no session for
+        us (it restarted after a crash, or evicted us). Mbed TLS ignores unprotected alerts, so
+        without this the device learns only when its CoAP exchange times out (~93 s). It cannot
+        be authenticated; the cost of a forged one is one new handshake, which the owner starts
+        from the session-closed callback (reason ``"lost by server"``)."""
+        self.stats.fatal_alerts_received += 1
+        logger.info("DTLS server %s no longer has our session; handshake again", self._peer)
+        self._set_closed(TransportClosed("the server lost the DTLS session"))
+        if self._transport is not None:
+            self._transport.close()
+        callback = self._on_session_closed
+        if callback is not None and self._peer is not None:
+            try:
+                callback(self._peer, "lost by server")
+            except Exception:
+                self.stats.sink_errors += 1
+                self._log_sink("session-closed callback failed", exc_info=True)
 
     def _try_keylog(self) -> None:
         if self._config.key_log is None:

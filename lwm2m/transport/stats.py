@@ -39,6 +39,7 @@ class TransportStats:
     bad_finished: int = 0  #: Finished did not verify: wrong PSK or tampered handshake
     certificate_rejected: int = 0  #: client certificate missing or not trusted
     handshakes_refused_per_source: int = 0  #: over the per-source handshake limit (unused now)
+    lost_session_alerts: int = 0  #: fatal alerts answering a session we do not have
     handshakes_evicted_per_source: int = 0  #: a source at its cap gave up its oldest stalled one
     handshakes_evicted: int = 0  #: oldest handshake dropped because the handshake table was full
     reconnects: int = 0  #: a device handshook again from the address of a live session
