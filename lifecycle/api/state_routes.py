@@ -28,6 +28,7 @@ from lifecycle.api.context import ApiContext
 from lifecycle.api.errors import ApiError
 from lifecycle.api.render import iso8601
 from lifecycle.api.scope import Scope, Scoped
+from lifecycle.artifacts.bundles import BundleError, BundleRepository
 from lifecycle.inventory import InventoryRepository
 from lifecycle.selector import SelectorError, parse_selector
 from lifecycle.state.dimensions import Dimension, Policy, StateError, parse_desired
@@ -245,6 +246,14 @@ def _refuse_held(ctx: ApiContext, endpoints: list[str], values: dict[Dimension, 
                 )
 
 
+def _versioned_bundle(tx: Tx, ref: str) -> dict[str, Any] | None:
+    """The desired config value of published bundle ``ref`` (None: no such version)."""
+    try:
+        return BundleRepository(_repo).resolve(tx, ref).desired()
+    except BundleError:
+        return None
+
+
 class _UnknownBundle(Exception):
     def __init__(self, name: str) -> None:
         self.name = name
@@ -272,13 +281,20 @@ async def set_state(ctx: Context, scope: Scoped, body: StateSet) -> StateSetResu
         resolved = dict(values)
         config = resolved.get(Dimension.CONFIG)
         if config is not None and set(config) == {"bundle"}:
-            bundle = _repo.bundle(tx, str(config["bundle"]))
+            name = str(config["bundle"])
+            bundle = _repo.bundle(tx, name) if "@" not in name else None
             if bundle is None:
-                raise _UnknownBundle(str(config["bundle"]))
-            resolved[Dimension.CONFIG] = parse_desired(
-                Dimension.CONFIG,
-                {"version": bundle.name, "digest": bundle.digest, "bundle": bundle.name},
-            )
+                # a versioned bundle (docs/ARTIFACTS.md): NAME@VERSION, or NAME's latest version;
+                # its base content for every device (per-cohort overlays are a campaign's)
+                versioned = _versioned_bundle(tx, name)
+                if versioned is None:
+                    raise _UnknownBundle(name)
+                resolved[Dimension.CONFIG] = versioned
+            else:
+                resolved[Dimension.CONFIG] = parse_desired(
+                    Dimension.CONFIG,
+                    {"version": bundle.name, "digest": bundle.digest, "bundle": bundle.name},
+                )
         changes = _repo.set_desired(
             tx, endpoints, resolved, policy=policy, actor=principal.actor, now=now
         )
@@ -309,7 +325,8 @@ async def set_state(ctx: Context, scope: Scoped, body: StateSet) -> StateSetResu
             "invalid_input",
             f"values.config: no config bundle {err.name!r}; register it first with "
             f"`fleetloop state bundle put {err.name} FILE.json` "
-            f"(PUT /v1/config-bundles/{err.name})",
+            f"(PUT /v1/config-bundles/{err.name}), or publish a version with "
+            "`fleetloop bundle publish NAME VERSION FILE.json` and set config=NAME@VERSION",
             field="values.config",
         ) from None
     if ctx.state is not None:

@@ -5,6 +5,7 @@ versions, show with an overlay, diff, APN profile CRUD, one-line errors, never a
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,3 +97,29 @@ def test_apn_profile_crud(served: Background) -> None:
     _, err = _run(served, "apn-profile", "show", "iot", code=1)
     assert "no APN profile 'iot'" in err
     _, err = _run(served, "apn-profile", "create", "x", code=2)
+
+
+def test_state_set_takes_a_versioned_bundle_and_the_device_applies_it(
+    served: Background,
+) -> None:
+    device = served.add_device("dev-bundle")
+    _run(served, "bundle", "publish", "fleet-cfg", "2.0.0", '{"interval": 15}')
+    _run(served, "bundle", "publish", "fleet-cfg", "2.1.0", '{"interval": 20}')
+    _run(served, "state", "set", "--endpoint", "dev-bundle", "config=fleet-cfg@2.0.0")
+    shown = json.loads(_run(served, "state", "show", "dev-bundle", "--json")[0])
+    config = {r["dimension"]: r for r in shown["dimensions"]}["config"]
+    assert config["desired"]["bundle"] == "fleet-cfg@2.0.0"
+    assert config["desired"]["version"] == "2.0.0"
+    # a plain name with no flat bundle of that name means its latest version
+    _run(served, "state", "set", "--endpoint", "dev-bundle", "config=fleet-cfg")
+    shown = json.loads(_run(served, "state", "show", "dev-bundle", "--json")[0])
+    config = {r["dimension"]: r for r in shown["dimensions"]}["config"]
+    assert config["desired"]["version"] == "2.1.0"
+    deadline = time.monotonic() + 20
+    while served.on_loop(device.read, "/32001/0/4") != "2.1.0":
+        assert time.monotonic() < deadline, "the device did not apply fleet-cfg@2.1.0"
+        time.sleep(0.1)
+    _, err = _run(
+        served, "state", "set", "--endpoint", "dev-bundle", "config=fleet-cfg@9.0.0", code=2
+    )
+    assert "fleetloop bundle publish" in err
