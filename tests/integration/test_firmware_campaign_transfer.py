@@ -213,6 +213,8 @@ def test_a_256_kib_image_is_pulled_and_pushed_by_200_devices_at_once(serve: Serv
                 everyone = pull + secure + push
 
                 async def applied() -> bool:
+                    # 200 state reads per poll compete with the transfer: poll once a second
+                    await asyncio.sleep(1.0)
                     rows = await _rows(api, everyone)
                     return all(r["status"] in ("applied", "failed") for r in rows.values())
 
