@@ -26,6 +26,9 @@ over-count, and are re-summed exactly before anything is refused for them.
 
 from __future__ import annotations
 
+import logging
+import re
+from collections import OrderedDict
 from collections.abc import Container
 from dataclasses import dataclass
 
@@ -39,9 +42,12 @@ from lwm2m.coap.peer import PeerState
 __all__ = [
     "Block1Admission",
     "IngressLimits",
+    "RefusalLog",
     "ServerBusy",
     "Unauthorized",
     "install_block1_admission",
+    "refusal_kind",
+    "shown",
 ]
 
 
@@ -204,3 +210,118 @@ def install_block1_admission(
         core.block1_guard = guard  # type: ignore[attr-defined]
         guards.append(guard)
     return guards
+
+
+# -- refusal logging (issue 14 item 2) ----------------------------------------------------------
+
+
+class _Refusals:
+    __slots__ = ("level", "logger", "suppressed", "until")
+
+    def __init__(self, logger: logging.Logger, level: int, until: float) -> None:
+        self.logger = logger
+        self.level = level
+        self.until = until
+        self.suppressed = 0
+
+
+class RefusalLog:
+    """Refusal log lines that do not scale with the attacker.
+
+    Every refused Register was one log line (~1.3 KB, the attacker's text inside: ~3.1 GB/h
+    under a flood). Now: per (source address, kind of refusal) at most one line per
+    ``interval``; what was held back is counted and reported in one summary line once the
+    interval is over (``refused N more like this from SOURCE ...``). At most ``burst`` lines
+    per interval in all, whatever the number of sources, and at most ``max_keys`` sources
+    remembered (the oldest forgotten). Callers cut the attacker's text before it gets here.
+    """
+
+    def __init__(self, *, interval: float = 1.0, burst: int = 20, max_keys: int = 1024) -> None:
+        self.interval = interval
+        self.burst = burst
+        self.max_keys = max_keys
+        self._keys: OrderedDict[tuple[str, str], _Refusals] = OrderedDict()
+        self._window_end = float("-inf")
+        self._lines = 0
+        self._over_burst = 0
+        self._over_burst_logger: logging.Logger | None = None
+        #: Lines held back since start (for operators and tests).
+        self.suppressed_total = 0
+
+    def log(
+        self,
+        logger: logging.Logger,
+        level: int,
+        now: float,
+        source: str,
+        kind: str,
+        msg: str,
+        *args: object,
+    ) -> bool:
+        """Log ``msg % args`` unless this source logged this kind within ``interval``;
+        True if the line was written."""
+        if now >= self._window_end:
+            self._close_window(now)
+        key = (source, kind)
+        entry = self._keys.get(key)
+        if entry is not None and now < entry.until:
+            entry.suppressed += 1
+            self.suppressed_total += 1
+            return False
+        if self._lines >= self.burst:
+            self._over_burst += 1
+            self._over_burst_logger = logger
+            self.suppressed_total += 1
+            return False
+        self._lines += 1
+        if entry is None:
+            entry = self._keys[key] = _Refusals(logger, level, now + self.interval)
+            if len(self._keys) > self.max_keys:
+                self._keys.popitem(last=False)
+        else:
+            entry.until = now + self.interval
+            self._keys.move_to_end(key)
+        logger.log(level, msg, *args)
+        return True
+
+    def _close_window(self, now: float) -> None:
+        """Summaries of what the last interval held back; forget quiet sources."""
+        self._window_end = now + self.interval
+        self._lines = 0
+        if self._over_burst and self._over_burst_logger is not None:
+            self._over_burst_logger.warning(
+                "refused %d more requests from many sources (refusal log limited to %d lines "
+                "per %g s)",
+                self._over_burst,
+                self.burst,
+                self.interval,
+            )
+            self._over_burst = 0
+        done = [key for key, entry in self._keys.items() if entry.until <= now]
+        for key in done:
+            entry = self._keys.pop(key)
+            if entry.suppressed:
+                entry.logger.log(
+                    entry.level,
+                    "refused %d more like this from %s (%s) in the last %g s",
+                    entry.suppressed,
+                    key[0],
+                    key[1],
+                    self.interval,
+                )
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def refusal_kind(code: str, reason: str) -> str:
+    """What makes two refusals "alike": the code and the reason with quoted (attacker's)
+    text blanked, cut to 60 characters."""
+    return f"{code} {_QUOTED.sub('…', reason)[:60]}"
+
+
+def shown(text: str | None, limit: int = 64) -> str:
+    """An attacker's text as it may appear in a log line: repr, cut to ``limit``."""
+    if text is None:
+        return "-"
+    return repr(text if len(text) <= limit else text[:limit] + "...")

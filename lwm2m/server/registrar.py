@@ -30,6 +30,7 @@ from lwm2m.server.events import (
     ServerEvent,
     Updated,
 )
+from lwm2m.server.ingress_limits import RefusalLog, refusal_kind, shown
 from lwm2m.server.observations import newest_content, timestamped_values
 from lwm2m.server.operations import decode_report, is_multi_format
 from lwm2m.server.queue import QueuedEntry
@@ -93,6 +94,8 @@ class RegistrationInterface(ResourceServing):
     store: Store
     model: ObjectModel
     stats: dict[str, int]
+    #: Refusal log lines, rate-limited per source and kind; made on first use.
+    _refusal_log: RefusalLog | None = None
     _loop: asyncio.AbstractEventLoop
     _wall: Callable[[], float]
     _lifetimes: LifetimeRules
@@ -166,10 +169,20 @@ class RegistrationInterface(ResourceServing):
     ) -> None:
         self.stats["refused"] += 1
         text = code_text(code)
+        # Rate-limited per source and kind, the attacker's text cut (issue 14 item 2).
+        refusals = self._refusal_log
+        if refusals is None:
+            refusals = self._refusal_log = RefusalLog()
+        now, source, kind = self._loop.time(), str(peer.address[0]), refusal_kind(text, reason)
+        short = endpoint if endpoint is None else endpoint[:64]
         if audited:
-            audit.warning(audit_line("registration_refused", endpoint, peer, reason, text))
+            line = audit_line("registration_refused", short, peer, reason[:200], text)
+            refusals.log(audit, logging.WARNING, now, source, kind, "%s", line)
         else:
-            logger.info("refused %s from %s: %s %s", endpoint, peer, text, reason)
+            refusals.log(
+                logger, logging.INFO, now, source, kind, "refused %s from %s: %s %s",
+                shown(endpoint), peer, text, reason[:200],
+            )  # fmt: skip
         self._emit(
             RegistrationRefused(
                 endpoint=endpoint,
