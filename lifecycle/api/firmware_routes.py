@@ -354,7 +354,8 @@ async def quarantine_firmware(
     request: Request, scope: Scoped, image: str, body: QuarantineBody
 ) -> JsonObject:
     """No new download and no new campaign may use it from now on (downloads under way may
-    finish); who, why and when are recorded and audited."""
+    finish), and every campaign delivering it halts; who, why and when are recorded and
+    audited."""
     repo, store = _repo(request), context_of(request).store
     actor = scope.principal.actor
     ref = (await _image(request, image)).id
@@ -365,7 +366,23 @@ async def quarantine_firmware(
     serving = _serving(request)
     if serving is not None:
         serving.refresh(marked)
+    await _halt_campaigns(request, marked.id, body.reason, actor, scope.principal.token_id)
     return image_json(marked, serving)
+
+
+async def _halt_campaigns(
+    request: Request, image_id: str, reason: str, actor: str, token_id: str | None
+) -> None:
+    """Campaigns name a firmware image by its id: quarantining it here halts every campaign
+    that delivers it too, as ``POST /v1/artifacts/quarantine`` does (when the campaign engine
+    runs in this server)."""
+    engine = getattr(context_of(request), "campaigns", None) or getattr(
+        request.app.state, "campaigns", None
+    )
+    quarantine = getattr(engine, "quarantine", None)
+    if quarantine is None:
+        return
+    await quarantine(image_id, actor=actor, reason=reason, token_id=token_id)
 
 
 @router.delete(

@@ -108,6 +108,8 @@ def test_block2_resumes_at_any_block_with_the_etag_and_quarantine_refuses_new_do
         headers=headers,
     ).json()
     assert marked["quarantined"] and marked["quarantine"]["reason"] == "test: bad image"
+    halted = httpx.get(f"{serve.url}/v1/artifacts/quarantine", headers=headers).json()
+    assert shown["id"] in {item["artifact"] for item in halted["items"]}  # campaigns halt too
     assert _coap_get(port, path, 0, 106).code == Code.NOT_FOUND  # no NEW download
     assert _coap_get(port, path, 3, 107).payload == image[3072:4096]  # one under way finishes
     lifted = httpx.delete(
