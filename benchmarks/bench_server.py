@@ -1,14 +1,16 @@
 """Server benchmark: Register rate (each acknowledged after its group commit), server-initiated
-Read rate, and Send rate, with the server's CPU per operation.
+Read rate, notification ingest, Send rate, Update and De-register, with the server's CPU per
+operation.
 
 The server runs in this process on a fresh SQLite store. A separate load process holds N
 devices, one UDP socket each, speaking raw CoAP with aiocoap's Message codec and nothing else:
 the devices must cost less than the server they measure. The devices register, then answer
-every GET with a text value while the server reads each of them, then each sends SenML-CBOR
-Sends.
+every GET with a text value while the server reads each of them, then observes each of them
+(/3/0/9); each device sends ``--notifies`` NON notifications, then SenML-CBOR Sends, empty
+Updates and a De-register.
 
-    .venv/bin/python -m benchmarks.bench_server --devices 2000 [--updates 5] [--window 200]
-        [--repeat 3] [--baseline]
+    .venv/bin/python -m benchmarks.bench_server --devices 2000 [--updates 5] [--notifies 5]
+        [--window 200] [--repeat 3] [--baseline]
 
 Prints one JSON line of results. CPU is the server process's ``time.process_time`` (the store's
 writer thread included) divided by the operations completed.
@@ -54,6 +56,7 @@ class _Device(asyncio.DatagramProtocol):
         self.answered = 0
         self.acked: set[int] = set()
         self.retransmissions = 0
+        self.observed: bytes | None = None  # the token of the server's observation
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -89,6 +92,9 @@ class _Device(asyncio.DatagramProtocol):
         if message.code.is_request():
             reply = Message(code=Code.CONTENT, payload=b"42")
             reply.opt.content_format = 0
+            if message.opt.observe == 0:
+                reply.opt.observe = 1
+                self.observed = message.token
             reply.mtype, reply.mid, reply.token = Type.ACK, message.mid, message.token
             self.transport.sendto(reply.encode(), addr)
             self.answered += 1
@@ -111,7 +117,13 @@ def _same(device: _Device) -> _Device:
 
 
 async def _load(
-    port: int, devices: int, sends: int, updates: int, window: int, conn: Connection
+    port: int,
+    devices: int,
+    sends: int,
+    updates: int,
+    window: int,
+    conn: Connection,
+    notifies: int = 0,
 ) -> None:
     loop = asyncio.get_running_loop()
     waiters: dict[tuple[int, int], asyncio.Future[Message]] = {}
@@ -139,7 +151,22 @@ async def _load(
     await asyncio.gather(*(register(d) for d in fleet))
     seconds = time.perf_counter() - start
     conn.send(("registered", seconds, sum(d.retransmissions for d in fleet)))
-    await loop.run_in_executor(None, conn.recv)  # the server has read every device
+    await loop.run_in_executor(None, conn.recv)  # the server has read and observed them
+    # Notifications: NON 2.05 with the observation's token, ``notifies`` per device, sent in
+    # rounds of one per device (a round fits the server's receive buffer).
+    start = time.perf_counter()
+    for seq in range(2, notifies + 2):
+        for device in fleet:
+            if device.observed is None or device.transport is None:
+                continue
+            device.mid = (device.mid + 1) % 65536
+            note = Message(code=Code.CONTENT, payload=str(seq).encode())
+            note.opt.content_format = 0
+            note.opt.observe = seq
+            note.mtype, note.mid, note.token = Type.NON, device.mid, device.observed
+            device.transport.sendto(note.encode())
+        await asyncio.sleep(0.05)
+    conn.send(("notified", time.perf_counter() - start))
     nodes = {Path.parse("/3/0/9"): SingleResource(9, Value.integer(42))}
     body = encode_timestamped(
         ContentFormat.SENML_CBOR, [TimestampedNodes(None, nodes)], BUILTIN_MODEL
@@ -183,9 +210,15 @@ async def _load(
 
 
 def _load_main(
-    port: int, devices: int, sends: int, updates: int, window: int, conn: Connection
+    port: int,
+    devices: int,
+    sends: int,
+    updates: int,
+    window: int,
+    conn: Connection,
+    notifies: int = 0,
 ) -> None:
-    asyncio.run(_load(port, devices, sends, updates, window, conn))
+    asyncio.run(_load(port, devices, sends, updates, window, conn, notifies))
 
 
 # -- server process -------------------------------------------------------------------------
@@ -203,7 +236,9 @@ def _split() -> tuple[float, float]:
     return threads.get("MainThread", 0.0), threads.get("fleetloop-store-writer", 0.0)
 
 
-async def _bench(devices: int, sends: int, updates: int, window: int) -> dict[str, Any]:
+async def _bench(
+    devices: int, sends: int, updates: int, window: int, notifies: int = 5
+) -> dict[str, Any]:
     data_dir = tempfile.mkdtemp(prefix="fleetloop-bench-")
     store = Store.open(None, data_dir)
     store.create_schema()
@@ -213,7 +248,7 @@ async def _bench(devices: int, sends: int, updates: int, window: int) -> dict[st
     parent, child = mp.Pipe()
     process = mp.Process(
         target=_load_main,
-        args=(server.coap_address[1], devices, sends, updates, window, child),
+        args=(server.coap_address[1], devices, sends, updates, window, child, notifies),
     )
     loop = asyncio.get_running_loop()
     cpu0, split0 = _cpu(), _split()
@@ -232,7 +267,27 @@ async def _bench(devices: int, sends: int, updates: int, window: int) -> dict[st
     cpu1, start = _cpu(), time.perf_counter()
     await asyncio.gather(*(read(f"bench-{i}") for i in range(devices)))
     read_s, cpu_read = time.perf_counter() - start, _cpu() - cpu1
+
+    async def observe(ep: str) -> None:
+        async with gate:
+            result = await server.observe(ep, "/3/0/9")
+            assert result.ok and result.observation_id, result
+
+    await asyncio.gather(*(observe(f"bench-{i}") for i in range(devices)))
+    await store.flush()
     parent.send("go")
+    # Notifications: ingested (decoded, recorded as telemetry, committed) per server CPU.
+    cpu_n0, split_n0, count0 = _cpu(), _split(), server.stats["notifications"]
+    await loop.run_in_executor(None, parent.recv)  # every notification is sent
+    expected, last, stalled = devices * notifies, -1, 0
+    while server.stats["notifications"] - count0 < expected and stalled < 20:
+        now_count = server.stats["notifications"]
+        stalled = stalled + 1 if now_count == last else 0
+        last = now_count
+        await asyncio.sleep(0.05)
+    await store.flush()
+    notified = server.stats["notifications"] - count0
+    cpu_notify, split_n1 = _cpu() - cpu_n0, _split()
     cpu2 = _cpu()
     _, send_s = await loop.run_in_executor(None, parent.recv)
     cpu3, split3 = _cpu(), _split()
@@ -264,6 +319,9 @@ async def _bench(devices: int, sends: int, updates: int, window: int) -> dict[st
         "send_cpu_us": round(cpu_send / max(total_sends, 1) * 1e6),
         "update_per_s": round(devices * updates / update_s) if updates else 0,
         "update_cpu_us": round(cpu_update / max(devices * updates, 1) * 1e6, 1),
+        "notifications": notified,
+        "notification_cpu_us": round(cpu_notify / max(notified, 1) * 1e6, 1),
+        "notification_split_us": per_op(split_n0, split_n1, notified),
         "deregister_per_s": round(devices / deregister_s),
         "deregister_cpu_us": round(cpu_deregister / devices * 1e6, 1),
         # [event loop, store writer] CPU per operation (the rest: other threads, e.g. readers)
@@ -281,6 +339,9 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--sends", type=int, default=5, help="Sends per device")
     parser.add_argument("--updates", type=int, default=5, help="empty Updates per device")
+    parser.add_argument(
+        "--notifies", type=int, default=5, help="notifications per device (NON, text)"
+    )
     parser.add_argument("--repeat", type=int, default=1, help="runs; prints each and the median")
     parser.add_argument(
         "--baseline", action="store_true", help="also the raw-UDP echo, before each run"
@@ -302,7 +363,9 @@ def main() -> None:
             base = _baseline(5.0)
             run["baseline_round_trips_per_s"] = round(base["round_trips_per_s"])
             run["baseline_cpu_us_per_datagram"] = round(base["server_cpu_us_per_datagram"], 1)
-        run.update(asyncio.run(_bench(args.devices, args.sends, args.updates, args.window)))
+        run.update(
+            asyncio.run(_bench(args.devices, args.sends, args.updates, args.window, args.notifies))
+        )
         print(json.dumps(run), flush=True)
         runs.append(run)
     if len(runs) > 1:

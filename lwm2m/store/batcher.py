@@ -237,6 +237,12 @@ class GroupCommitBatcher:
         self._enqueue(_Item(None, future, loop, writer, (row,), per_row=True))
         return future
 
+    def submit_row_nowait(self, writer: RowWriter[R], row: R) -> None:
+        """:meth:`submit_row` with nobody waiting: consecutive rows share one call, in order;
+        a row whose result is an exception is logged and counted like a failed
+        :meth:`submit_nowait`."""
+        self._enqueue(_Item(None, None, None, writer, (row,), per_row=True))
+
     async def flush(self) -> None:
         """Return once everything submitted before this call has been committed (or failed)."""
         await self.submit(_noop)

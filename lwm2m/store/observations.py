@@ -21,6 +21,22 @@ from lwm2m.store.tables import OBSERVATION, REGISTRATION
 _O = OBSERVATION.c
 _BY_TOKEN = select(OBSERVATION).where(_O.token == bindparam("token"))
 _REGISTRATION_EXISTS = select(REGISTRATION.c.endpoint).where(REGISTRATION.c.id == bindparam("id"))
+_ENDPOINTS_OF = select(REGISTRATION.c.id, REGISTRATION.c.endpoint).where(
+    REGISTRATION.c.id.in_(bindparam("ids", expanding=True))
+)
+_TOKENS_IN = select(_O.token).where(_O.token.in_(bindparam("tokens", expanding=True)))
+_COLUMNS = (
+    "token",
+    "registration_id",
+    "endpoint",
+    "paths",
+    "composite",
+    "content_format",
+    "attributes",
+    "created_at",
+)
+_INSERT = OBSERVATION.insert().values({name: bindparam(name) for name in _COLUMNS})
+_IN_CHUNK = 500
 
 
 def paths_to_json(paths: tuple[Path, ...]) -> str:
@@ -56,6 +72,19 @@ def _from_row(row: Row[Any]) -> Observation:
     )
 
 
+def _row(observation: Observation) -> dict[str, Any]:
+    return {
+        "token": observation.token.hex(),
+        "registration_id": observation.registration_id,
+        "endpoint": observation.endpoint,
+        "paths": paths_to_json(observation.paths),
+        "composite": observation.composite,
+        "content_format": observation.content_format,
+        "attributes": json.dumps([list(a) for a in observation.attributes]),
+        "created_at": observation.created_at,
+    }
+
+
 class ObservationRepository:
     """Active observations by token, registration and endpoint."""
 
@@ -77,20 +106,53 @@ class ObservationRepository:
             )
         if tx.execute(_BY_TOKEN, {"token": observation.token.hex()}).first() is not None:
             raise Conflict(f"observation token {observation.token.hex()} is already in use")
-        tx.execute(
-            OBSERVATION.insert(),
-            {
-                "token": observation.token.hex(),
-                "registration_id": observation.registration_id,
-                "endpoint": observation.endpoint,
-                "paths": paths_to_json(observation.paths),
-                "composite": observation.composite,
-                "content_format": observation.content_format,
-                "attributes": json.dumps([list(a) for a in observation.attributes]),
-                "created_at": observation.created_at,
-            },
-        )
+        tx.execute(_INSERT, _row(observation))
         return observation
+
+    def add_many(
+        self, tx: Tx, observations: list[Observation]
+    ) -> list[Observation | NotFound | Conflict | ValueError]:
+        """:meth:`add` for many at once, in order: one result per observation (the
+        observation, or the error :meth:`add` would have raised; nothing is written for it).
+
+        Why: observing a fleet wrote each observation with two SELECTs and an INSERT of its
+        own, and those statements were most of the store writer's CPU while a server set up
+        observations on 10 000 devices (issue 13). Here one SELECT per 500 registrations and
+        tokens, and one executemany."""
+        results: list[Observation | NotFound | Conflict | ValueError] = []
+        ids = list(dict.fromkeys(o.registration_id for o in observations))
+        tokens = list(dict.fromkeys(o.token.hex() for o in observations))
+        owners: dict[str, str] = {}
+        taken: set[str] = set()
+        for start in range(0, len(ids), _IN_CHUNK):
+            for row in tx.execute(_ENDPOINTS_OF, {"ids": ids[start : start + _IN_CHUNK]}):
+                owners[row.id] = row.endpoint
+        for start in range(0, len(tokens), _IN_CHUNK):
+            for row in tx.execute(_TOKENS_IN, {"tokens": tokens[start : start + _IN_CHUNK]}):
+                taken.add(row.token)
+        rows: list[dict[str, Any]] = []
+        for observation in observations:
+            token = observation.token.hex()
+            owner = owners.get(observation.registration_id)
+            if not observation.paths:
+                results.append(ValueError("an observation needs at least one path"))
+            elif owner is None:
+                results.append(NotFound(f"registration {observation.registration_id!r} is unknown"))
+            elif owner != observation.endpoint:
+                results.append(
+                    Conflict(
+                        f"registration {observation.registration_id!r} belongs to {owner!r}, "
+                        f"not {observation.endpoint!r}"
+                    )
+                )
+            elif token in taken:
+                results.append(Conflict(f"observation token {token} is already in use"))
+            else:
+                taken.add(token)
+                rows.append(_row(observation))
+                results.append(observation)
+        tx.executemany_direct(_INSERT, rows)
+        return results
 
     def get(self, tx: Tx, token: bytes) -> Observation | None:
         row = tx.execute(_BY_TOKEN, {"token": token.hex()}).first()

@@ -425,3 +425,34 @@ def test_consecutive_rows_share_one_call_in_order_and_each_submitter_gets_its_ow
     assert isinstance(results[3], Registration) and results[3].endpoint == "between"
     assert sorted(endpoints(store)) == ["a", "b", "between", "c"]
     assert store.batcher.stats.failed_items == 1
+
+
+def test_rows_nobody_waits_for_share_one_call_and_a_failed_row_is_counted(store: Store) -> None:
+    """submit_row_nowait: like submit_row (one call per run of rows, in order), and a row whose
+    result is an exception is counted as a lost fire-and-forget write, not raised."""
+    calls: list[list[str]] = []
+
+    def register_rows(tx: Tx, rows: list[str]) -> list[Any]:
+        calls.append(list(rows))
+        return [
+            Conflict("refused on purpose")
+            if endpoint == "refused"
+            else store.registrations.register(tx, new(endpoint), 0.0)[0].endpoint
+            for endpoint in rows
+        ]
+
+    async def main() -> None:
+        gate = Gate()
+        gated = await gate.close_behind_writer(store)
+        batcher = store.batcher
+        batcher.submit_row_nowait(register_rows, "a")
+        batcher.submit_row_nowait(register_rows, "refused")
+        batcher.submit_row_nowait(register_rows, "b")
+        gate.released.set()
+        await gated
+        await batcher.flush()
+
+    asyncio.run(main())
+    assert calls == [["a", "refused", "b"]]
+    assert sorted(endpoints(store)) == ["a", "b"]
+    assert store.batcher.stats.lost_unawaited == 1

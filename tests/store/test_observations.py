@@ -92,3 +92,36 @@ def test_observations_go_with_their_registration(store: Store) -> None:
         removed = store.observations.remove_for_registration(tx, b.id)
         assert {o.token for o in removed} == {b"\x0b", b"\x0c"}
         assert store.observations.for_registration(tx, b.id) == []
+
+
+def test_add_many_writes_the_good_ones_and_answers_each_like_add(store: Store) -> None:
+    reg = register(store, "ep-1")
+    other = register(store, "ep-2")
+    with store.transaction() as tx:
+        store.observations.add(tx, obs(reg, b"\x09", "/3"))
+    batch = [
+        obs(reg, b"\x01", "/3/0/9", composite=True, content_format=112, created_at=7),
+        Observation(b"\x02", "gone", "ep-1", (Path.of(3),)),  # registration unknown
+        Observation(b"\x03", other.id, "ep-1", (Path.of(3),)),  # someone else's registration
+        Observation(b"\x04", reg.id, "ep-1", ()),  # no path
+        obs(reg, b"\x09", "/4"),  # token in use (stored)
+        obs(other, b"\x05", "/5"),
+        obs(other, b"\x05", "/6"),  # token in use (earlier in the same call)
+    ]
+    with store.transaction() as tx:
+        results = store.observations.add_many(tx, batch)
+    assert results[0] == batch[0] and results[5] == batch[5]
+    assert isinstance(results[1], NotFound)
+    assert isinstance(results[2], Conflict) and "belongs to" in str(results[2])
+    assert isinstance(results[3], ValueError)
+    assert isinstance(results[4], Conflict) and "already in use" in str(results[4])
+    assert isinstance(results[6], Conflict) and "already in use" in str(results[6])
+    with store.transaction() as tx:
+        assert store.observations.get(tx, b"\x01") == batch[0]
+        assert store.observations.get(tx, b"\x05") == batch[5]
+        assert [o.token for o in store.observations.for_registration(tx, reg.id)] == [
+            b"\x09",
+            b"\x01",
+        ]
+        assert store.observations.get(tx, b"\x02") is None
+        assert store.observations.get(tx, b"\x04") is None
