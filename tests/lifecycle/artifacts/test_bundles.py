@@ -116,36 +116,36 @@ def test_diff_between_versions_is_key_level(store: Store) -> None:
     }
 
 
-@pytest.mark.parametrize(
-    ("call", "field"),
-    [
-        (lambda tx: repo.publish(tx, "bad name", "1.0.0", {}, actor="o", now=0), "name"),
-        (lambda tx: repo.publish(tx, "b", "latest", {}, actor="o", now=0), "version"),
-        (lambda tx: repo.publish(tx, "b", "1.0.0", [1], actor="o", now=0), "content"),
-        (
-            lambda tx: repo.publish(
-                tx, "b", "1.0.0", {}, overlays={"planet=mars": {}}, actor="o", now=0
-            ),
-            "overlays",
+BAD_INPUT: list[tuple[Any, str]] = [
+    (lambda tx: repo.publish(tx, "bad name", "1.0.0", {}, actor="o", now=0), "name"),
+    (lambda tx: repo.publish(tx, "b", "latest", {}, actor="o", now=0), "version"),
+    (lambda tx: repo.publish(tx, "b", "1.0.0", [1], actor="o", now=0), "content"),
+    (
+        lambda tx: repo.publish(
+            tx, "b", "1.0.0", {}, overlays={"planet=mars": {}}, actor="o", now=0
         ),
-        (
-            lambda tx: repo.publish(
-                tx,
-                "b",
-                "1.0.0",
-                {},
-                overlays={"region=eu": {"set": {"a": 1}, "remove": ["a"]}},
-                actor="o",
-                now=0,
-            ),
-            "overlays.region=eu",
+        "overlays",
+    ),
+    (
+        lambda tx: repo.publish(
+            tx,
+            "b",
+            "1.0.0",
+            {},
+            overlays={"region=eu": {"set": {"a": 1}, "remove": ["a"]}},
+            actor="o",
+            now=0,
         ),
-    ],
-)
-def test_bad_input_is_a_typed_error_naming_the_field(store: Store, call: Any, field: str) -> None:
-    with pytest.raises(BundleError) as err, store.transaction() as tx:
-        call(tx)
-    assert err.value.field == field
+        "overlays.region=eu",
+    ),
+]
+
+
+def test_bad_input_is_a_typed_error_naming_the_field(store: Store) -> None:
+    for call, field in BAD_INPUT:  # one store for all cases: each is refused before writing
+        with pytest.raises(BundleError) as err, store.transaction() as tx:
+            call(tx)
+        assert err.value.field == field
     assert store.read_sync(lambda tx: repo.names(tx)) == []
 
 

@@ -68,26 +68,24 @@ def test_a_device_gets_its_carriers_set_before_its_countrys(store: Store) -> Non
     assert made.value_for(carrier="other", country="FR")["active"] == "iot.global"
 
 
-@pytest.mark.parametrize(
-    ("body", "field"),
-    [
-        ({"apns": []}, "apns"),
-        ({"apns": ["bad apn!"]}, "apns"),
-        ({"apns": ["a"], "variants": {"planet=mars": {"apns": ["b"]}}}, "variants"),
-        (
-            {"apns": ["a"], "variants": {"carrier=x": {"apns": ["b"], "active": "c"}}},
-            "variants.carrier=x",
-        ),
-        ({"apns": ["a"], "colour": "red"}, "colour"),
-        (["a"], "body"),
-    ],
-)
-def test_bad_profiles_are_typed_errors_naming_the_field(
-    store: Store, body: object, field: str
-) -> None:
-    with pytest.raises(ProfileError) as err, store.transaction() as tx:
-        repo.put(tx, "p", body, actor="op", now=1.0)
-    assert err.value.field == field
+BAD_PROFILES: list[tuple[object, str]] = [
+    ({"apns": []}, "apns"),
+    ({"apns": ["bad apn!"]}, "apns"),
+    ({"apns": ["a"], "variants": {"planet=mars": {"apns": ["b"]}}}, "variants"),
+    (
+        {"apns": ["a"], "variants": {"carrier=x": {"apns": ["b"], "active": "c"}}},
+        "variants.carrier=x",
+    ),
+    ({"apns": ["a"], "colour": "red"}, "colour"),
+    (["a"], "body"),
+]
+
+
+def test_bad_profiles_are_typed_errors_naming_the_field(store: Store) -> None:
+    for body, field in BAD_PROFILES:
+        with pytest.raises(ProfileError) as err, store.transaction() as tx:
+            repo.put(tx, "p", body, actor="op", now=1.0)
+        assert err.value.field == field, body
     assert store.read_sync(repo.list) == []
 
 

@@ -4,6 +4,8 @@ credential rotation numbers, pass-through dimensions, and typed errors naming th
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -14,9 +16,13 @@ from lifecycle.artifacts.resolve import make_resolver
 from lifecycle.campaigns.model import CampaignError, Component, Member
 from lifecycle.state.dimensions import Dimension, Policy, parse_desired
 from lifecycle.state.repository import StateRepository
-from lwm2m.store import Store
+from lwm2m.store import Store, Tx
 
 CONTENT = {"interval": 60, "server": "a.example"}
+
+
+def _resolve(dimension: Dimension, raw: object, tx: Tx) -> Component:
+    return make_resolver(tx)(dimension, raw)
 
 
 def _publish(store: Store) -> None:
@@ -41,21 +47,20 @@ def _publish(store: Store) -> None:
         )
 
 
-@pytest.mark.parametrize(
-    "raw", ["tracker@1.1.0", "tracker", {"bundle": "tracker", "version": "1.1.0"}]
-)
-def test_config_references_resolve_to_the_version_with_its_overlays(
-    store: Store, raw: object
-) -> None:
+def test_config_references_resolve_to_the_version_with_its_overlays(store: Store) -> None:
     _publish(store)
-    component = store.read_sync(lambda tx: make_resolver(tx)(Dimension.CONFIG, raw))
-    assert component.artifact == "bundle:tracker@1.1.0"
-    assert component.value["version"] == "1.1.0" and component.value["bundle"] == "tracker@1.1.0"
-    assert parse_desired(Dimension.CONFIG, dict(component.value)) == component.value
-    eu = component.value_for(Member("d", region="eu"))
-    assert eu["bundle"] == "tracker@1.1.0:region=eu" and eu["digest"] != component.value["digest"]
-    assert component.value_for(Member("d", region="us")) == component.value
-    assert component.size > 0
+    refs: list[object] = ["tracker@1.1.0", "tracker", {"bundle": "tracker", "version": "1.1.0"}]
+    for raw in refs:
+        component = store.read_sync(partial(_resolve, Dimension.CONFIG, raw))
+        assert component.artifact == "bundle:tracker@1.1.0", raw
+        assert component.value["version"] == "1.1.0"
+        assert component.value["bundle"] == "tracker@1.1.0"
+        assert parse_desired(Dimension.CONFIG, dict(component.value)) == component.value
+        eu = component.value_for(Member("d", region="eu"))
+        assert eu["bundle"] == "tracker@1.1.0:region=eu"
+        assert eu["digest"] != component.value["digest"]
+        assert component.value_for(Member("d", region="us")) == component.value
+        assert component.size > 0
 
 
 def test_a_flat_bundle_name_still_resolves(store: Store) -> None:
@@ -95,25 +100,23 @@ def test_flags_pass_through(store: Store) -> None:
     assert component.value == {"x": "true"}
 
 
-@pytest.mark.parametrize(
-    ("dimension", "raw", "says"),
-    [
-        (Dimension.CONFIG, "tracker@9.9.9", "no published config bundle tracker@9.9.9"),
-        (Dimension.CONFIG, "nothing", "no published config bundle nothing"),
-        (Dimension.CONFIG, {"bundle": "tracker", "colour": 1}, "unknown key"),
-        (Dimension.CONNECTIVITY, "profile:nope", "no APN profile 'nope'"),
-        (Dimension.CREDENTIALS, {"rotate": "rsa"}, "rotate"),
-        (Dimension.FLAGS, ["x"], "flags"),
-    ],
-)
-def test_unresolvable_components_name_the_field(
-    store: Store, dimension: Dimension, raw: object, says: str
-) -> None:
+UNRESOLVABLE: list[tuple[Dimension, object, str]] = [
+    (Dimension.CONFIG, "tracker@9.9.9", "no published config bundle tracker@9.9.9"),
+    (Dimension.CONFIG, "nothing", "no published config bundle nothing"),
+    (Dimension.CONFIG, {"bundle": "tracker", "colour": 1}, "unknown key"),
+    (Dimension.CONNECTIVITY, "profile:nope", "no APN profile 'nope'"),
+    (Dimension.CREDENTIALS, {"rotate": "rsa"}, "rotate"),
+    (Dimension.FLAGS, ["x"], "flags"),
+]
+
+
+def test_unresolvable_components_name_the_field(store: Store) -> None:
     _publish(store)
-    with pytest.raises(CampaignError) as err:
-        store.read_sync(lambda tx: make_resolver(tx)(dimension, raw))
-    assert err.value.field == f"components.{dimension.value}"
-    assert says in str(err.value)
+    for dimension, raw, says in UNRESOLVABLE:
+        with pytest.raises(CampaignError) as err:
+            store.read_sync(partial(_resolve, dimension, raw))
+        assert err.value.field == f"components.{dimension.value}"
+        assert says in str(err.value), (raw, str(err.value))
 
 
 _raw = st.recursive(
