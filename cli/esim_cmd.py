@@ -1,4 +1,17 @@
-"""The eIM in ``fleetloop serve``: the optional ESipa HTTPS listener (``--esipa-https``).
+"""The eIM: ``fleetloop esim ...`` (operator commands through the API) and, for ``fleetloop
+serve``, the optional ESipa HTTPS listener (``--esipa-https``) with the esim dimension's
+applier (:mod:`lifecycle.esim`).
+
+Operator commands (``/v1/esim/...``; docs/ESIM.md)::
+
+    fleetloop esim import EUICC.pem --eum EUM.pem [--endpoint EP] [--eid EID]
+    fleetloop esim import --manifest euiccs.json      # [{"euicc_certificate": PEM, ...}, ...]
+    fleetloop esim list | show EID|EP | results EID|EP | packages EID|EP
+    fleetloop esim enable EID|EP ICCID [--no-rollback] | disable | delete EID|EP ICCID
+    fleetloop esim list-profiles EID|EP
+
+Exit codes as the rest of the CLI: 1 the request failed (the message names the eUICC and the
+fix), 2 a usage mistake, 3 no server reached.
 
 The eIM signing key lives in the data directory (``eim-key.pem``, P-256, 0600, made on first
 start); ``--eim-ci`` names the PEM bundle of CI certificates eUICC chains must lead to (the GSMA
@@ -8,22 +21,29 @@ without it the listener only starts on a loopback address. docs/SGP32.md, docs/C
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+import click
 
-from cli.settings import ServeSettings
-from lwm2m.store import Store
-from sgp32.eim import Eim, EimDeployment
-from sgp32.eim.schema import create_schema
-from sgp32.eim.sql import EimStore
-from sgp32.esipa.https import EsipaHttpsServer, server_ssl_context
-from sgp32.signing import EimIdentity
+from cli.commands import api, json_option
+from cli.output import print_json, table
+
+if TYPE_CHECKING:  # the serve side is imported when serve starts it: the CLI stays light
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from cli.settings import ServeSettings
+    from lifecycle.esim import EsimComponent
+    from lifecycle.state.component import StateComponent
+    from lwm2m.store import Store
+    from sgp32.eim.sql import EimStore
+    from sgp32.esipa.https import EsipaHttpsServer
 
 log = logging.getLogger("fleetloop.esim")
 KEY_FILE = "eim-key.pem"
@@ -39,12 +59,20 @@ class RunningEsipa:
     eims: EimStore
     host: str
     port: int
+    component: EsimComponent
 
     def json(self) -> dict[str, object]:
         return {"host": self.host, "port": self.port}
 
+    async def stop(self) -> None:
+        await self.server.stop()
+        await self.component.stop()
+
 
 def load_or_create_key(data_dir: Path) -> ec.EllipticCurvePrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     path = data_dir / KEY_FILE
     if not path.exists():
         key = ec.generate_private_key(ec.SECP256R1())
@@ -64,6 +92,8 @@ def load_or_create_key(data_dir: Path) -> ec.EllipticCurvePrivateKey:
 
 
 def load_cis(path: Path | None) -> list[x509.Certificate]:
+    from cryptography import x509
+
     if path is None:
         log.warning("no --eim-ci: eUICCs cannot be imported until a CI is configured")
         return []
@@ -74,9 +104,17 @@ def load_cis(path: Path | None) -> list[x509.Certificate]:
 
 
 async def start_in_serve(
-    settings: ServeSettings, store: Store, data_dir: Path
+    settings: ServeSettings, store: Store, data_dir: Path, state: StateComponent | None = None
 ) -> RunningEsipa | None:
-    """Start the ESipa HTTPS listener when ``--esipa-https`` is set (default: off)."""
+    """Start the ESipa HTTPS listener when ``--esipa-https`` is set (default: off), with the
+    applier of the esim dimension attached to ``state``'s reconciler."""
+    from lifecycle.esim import EsimComponent
+    from sgp32.eim import Eim, EimDeployment
+    from sgp32.eim.schema import create_schema
+    from sgp32.eim.sql import EimStore
+    from sgp32.esipa.https import EsipaHttpsServer, server_ssl_context
+    from sgp32.signing import EimIdentity
+
     listen = settings.esipa_https
     if listen is None:
         return None
@@ -86,10 +124,229 @@ async def start_in_serve(
     tls = None
     if settings.x509_cert is not None and settings.x509_key is not None:
         tls = server_ssl_context(settings.x509_cert, settings.x509_key)
-    server = EsipaHttpsServer(eims.handle, tls=tls)
+    component = EsimComponent(eims, state)
+    server = EsipaHttpsServer(component.handle, tls=tls)
     host, port = await server.start(listen.host or "127.0.0.1", listen.port)
+    component.attach()
     log.info(
         "ESipa HTTPS listening",
         extra={"address": f"{host}:{port}", "tls": tls is not None, "eim_id": identity.eim_id},
     )
-    return RunningEsipa(server, eims, host, port)
+    return RunningEsipa(server, eims, host, port, component)
+
+
+# ---- fleetloop esim ... (operator commands) ----------------------------------------------------
+
+
+@click.group()
+def esim() -> None:
+    """eSIM (SGP.32 eIM): eUICCs, profiles, signed packages and their results."""
+
+
+def _pem(path: Path, what: str) -> str:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise click.UsageError(f"cannot read the {what} {path}: {err}") from None
+
+
+def _ref(euicc: str) -> str:
+    return quote(euicc, safe="")
+
+
+@esim.command("import")
+@click.argument("euicc_cert", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--eum", "eum_cert", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--eid", help="the EID the certificate must carry (refused if it differs)")
+@click.option("--endpoint", help="the LwM2M device carrying this eUICC")
+@click.option(
+    "--manifest",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help='JSON list of {"euicc_certificate", "eum_certificate", "eid"?, "endpoint"?}',
+)
+@click.option("--tenant", help="the tenant the eUICCs belong to")
+@json_option
+def import_(
+    euicc_cert: Path | None,
+    eum_cert: Path | None,
+    eid: str | None,
+    endpoint: str | None,
+    manifest: Path | None,
+    tenant: str | None,
+    as_json: bool,
+) -> None:
+    """Import eUICCs: their certificate chains must verify to the server's CI (--eim-ci).
+
+    One eUICC: EUICC_CERT (PEM) --eum EUM.pem; many: --manifest FILE.json. A batch is all or
+    nothing."""
+    if manifest is not None:
+        if euicc_cert is not None:
+            raise click.UsageError("give either EUICC_CERT --eum EUM or --manifest, not both")
+        try:
+            items = json.loads(_pem(manifest, "manifest"))
+        except json.JSONDecodeError as err:
+            raise click.UsageError(f"{manifest}: not JSON ({err})") from None
+        if not isinstance(items, list) or not items:
+            raise click.UsageError(f"{manifest}: expected a non-empty JSON list of eUICCs")
+    else:
+        if euicc_cert is None or eum_cert is None:
+            raise click.UsageError("give EUICC_CERT and --eum EUM_CERT (or --manifest FILE)")
+        item: dict[str, Any] = {
+            "euicc_certificate": _pem(euicc_cert, "eUICC certificate"),
+            "eum_certificate": _pem(eum_cert, "EUM certificate"),
+        }
+        if eid is not None:
+            item["eid"] = eid
+        if endpoint is not None:
+            item["endpoint"] = endpoint
+        items = [item]
+    body: dict[str, Any] = {"euiccs": items}
+    if tenant is not None:
+        body["tenant"] = tenant
+    with api() as client:
+        done = client.request("POST", "/esim/euiccs", json_body=body)
+    if as_json:
+        print_json(done)
+        return
+    for e in done["items"]:
+        linked = f" (device {e['endpoint']})" if e.get("endpoint") else ""
+        click.echo(f"imported eUICC {e['eid']}{linked}, eIM {e['eim_id']}")
+
+
+@esim.command("list")
+@json_option
+def list_(as_json: bool) -> None:
+    """The eUICCs the eIM knows, with their enabled profile and queue."""
+    with api() as client:
+        found = client.request("GET", "/esim/euiccs")
+    if as_json:
+        print_json(found)
+        return
+    rows = [
+        (e["eid"], e.get("endpoint") or "-", e.get("enabled_iccid") or "-", e["queued"])
+        for e in found["items"]
+    ]
+    click.echo(table(("EID", "ENDPOINT", "ENABLED", "QUEUED"), rows))
+
+
+@esim.command("show")
+@click.argument("euicc")
+@json_option
+def show(euicc: str, as_json: bool) -> None:
+    """EID|EP: profiles, enabled, fallback, pending packages, last results."""
+    with api() as client:
+        e = client.request("GET", f"/esim/euiccs/{_ref(euicc)}")
+    if as_json:
+        print_json(e)
+        return
+    click.echo(f"eUICC {e['eid']}  device {e.get('endpoint') or '-'}  eIM {e['eim_id']}")
+    click.echo(f"  EUM      {e['eum']}")
+    click.echo(f"  counter  {e['counter_value']}")
+    rows = [
+        (
+            p["iccid"],
+            p["state"],
+            "yes" if p["fallback"] else "",
+            p.get("carrier") or "",
+            p["note"],
+        )
+        for p in e["profiles"]
+    ]
+    click.echo(table(("ICCID", "STATE", "FALLBACK", "CARRIER", "NOTE"), rows))
+    for p in e["queue"]:
+        ops = ", ".join(o["op"] for o in p["operations"])
+        click.echo(f"  queued   #{p['counter_value']} {ops} ({p['state']})")
+    for p in e["packages"][:5]:
+        click.echo(f"  result   #{p['counter_value']} {_result_line(p)}")
+
+
+def _result_line(p: dict[str, Any]) -> str:
+    result = p.get("result")
+    if result is None:
+        return str(p["state"])
+    answers = ", ".join(f"{name}={value}" for name, value in result["results"])
+    if result["kind"] == "euiccPackageErrorSigned":
+        return f"refused by the eUICC (error {result['error_code']})"
+    return answers + (" -- ROLLED BACK" if result["rolled_back"] else "")
+
+
+def _queue(euicc: str, body: dict[str, Any], as_json: bool) -> None:
+    with api() as client:
+        p = client.request("POST", f"/esim/euiccs/{_ref(euicc)}/packages", json_body=body)
+    if as_json:
+        print_json(p)
+        return
+    click.echo(
+        f"queued {body['operation']} for eUICC {p['eid']}: package #{p['counter_value']} "
+        f"(eimTransactionId {p['transaction_id']}); the IPA fetches it on its next poll"
+    )
+
+
+@esim.command("enable")
+@click.argument("euicc")
+@click.argument("iccid")
+@click.option("--no-rollback", is_flag=True, help="enable without rollbackFlag")
+@json_option
+def enable(euicc: str, iccid: str, no_rollback: bool, as_json: bool) -> None:
+    """Queue enabling profile ICCID on EID|EP (with rollbackFlag unless --no-rollback)."""
+    _queue(euicc, {"operation": "enable", "iccid": iccid, "rollback": not no_rollback}, as_json)
+
+
+@esim.command("disable")
+@click.argument("euicc")
+@click.argument("iccid")
+@json_option
+def disable(euicc: str, iccid: str, as_json: bool) -> None:
+    """Queue disabling profile ICCID on EID|EP."""
+    _queue(euicc, {"operation": "disable", "iccid": iccid}, as_json)
+
+
+@esim.command("delete")
+@click.argument("euicc")
+@click.argument("iccid")
+@json_option
+def delete(euicc: str, iccid: str, as_json: bool) -> None:
+    """Queue deleting (disabled) profile ICCID on EID|EP."""
+    _queue(euicc, {"operation": "delete", "iccid": iccid}, as_json)
+
+
+@esim.command("list-profiles")
+@click.argument("euicc")
+@json_option
+def list_profiles(euicc: str, as_json: bool) -> None:
+    """Queue listProfileInfo on EID|EP (the answer refreshes `esim show`)."""
+    _queue(euicc, {"operation": "list-profiles"}, as_json)
+
+
+@esim.command("packages")
+@click.argument("euicc")
+@json_option
+def packages(euicc: str, as_json: bool) -> None:
+    """EID|EP's packages, newest first, with their results."""
+    with api() as client:
+        found = client.request("GET", f"/esim/euiccs/{_ref(euicc)}/packages")
+    if as_json:
+        print_json(found)
+        return
+    rows = [
+        (p["counter_value"], ", ".join(o["op"] for o in p["operations"]), _result_line(p))
+        for p in found["items"]
+    ]
+    click.echo(table(("#", "OPERATIONS", "RESULT"), rows))
+
+
+@esim.command("results")
+@click.argument("euicc")
+@json_option
+def results(euicc: str, as_json: bool) -> None:
+    """Every result EID|EP's IPA delivered (accepted or refused), newest first."""
+    with api() as client:
+        found = client.request("GET", f"/esim/euiccs/{_ref(euicc)}/results")
+    if as_json:
+        print_json(found)
+        return
+    rows = [
+        (r["received_at_epoch"], r["outcome"], r.get("counter_value") or "-", r["detail"])
+        for r in found["items"]
+    ]
+    click.echo(table(("RECEIVED", "OUTCOME", "COUNTER", "DETAIL"), rows))

@@ -35,6 +35,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "bundle": ("cli.artifacts_cmd", "bundle", "Versioned config bundles: publish, diff."),
     "credentials": ("cli.artifacts_cmd", "credentials", "Rotate DM credentials, renew certs."),
     "bootstrap": ("cli.bootstrap_cmd", "bootstrap", "Bootstrap policies, status, audit trail."),
+    "esim": ("cli.esim_cmd", "esim", "eSIM (SGP.32 eIM): eUICCs, profiles, packages."),
     "firmware": ("cli.firmware_cmd", "firmware", "Firmware images: upload, quarantine."),
     "groups": ("cli.inventory_cmd", "groups", "Named device groups: dynamic or snapshot."),
     "identities": ("cli.identities_cmd", "identities", "Factory identities of the devices."),

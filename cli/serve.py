@@ -349,7 +349,9 @@ class Service:
         operators = OperatorRegistry(self.store)
         self.lifecycle.start()
         try:  # the eIM's ESipa HTTPS listener (--esipa-https, default off)
-            self.esipa = await esim_cmd.start_in_serve(settings, self.store, self.data_dir)
+            self.esipa = await esim_cmd.start_in_serve(
+                settings, self.store, self.data_dir, self.state
+            )
         except (esim_cmd.EsimSetupError, Sgp32Error, OSError) as err:
             message = f"cannot start the eIM (--esipa-https {settings.esipa_https}): {err}"
             raise ServeError(message) from None
@@ -367,6 +369,7 @@ class Service:
         _mount_campaigns(app, campaigns)
         app.state.bootstrap = self.bootstrap
         app.state.firmware = self.firmware
+        app.state.esim = self.esipa.component if self.esipa else None  # /v1/esim
         self.schema_guard = guard_for(self.store)  # recreates a dropped schema; GET /ready
         app.state.readiness = self.schema_guard
         self.schema_guard.start()
@@ -443,7 +446,7 @@ class Service:
                 with contextlib.suppress(BaseException):
                     await self.api_task
         if self.esipa is not None:
-            await self.esipa.server.stop()
+            await self.esipa.stop()
         if self.lifecycle is not None:
             await self.lifecycle.stop()
         if self.campaigns is not None:

@@ -27,6 +27,7 @@ from lifecycle.api.bootstrap_routes import TAGS as BOOTSTRAP_TAGS
 from lifecycle.api.campaign_routes import TAGS as CAMPAIGN_TAGS
 from lifecycle.api.context import ApiContext
 from lifecycle.api.errors import ApiError, unknown_endpoint
+from lifecycle.api.esim_routes import TAGS as ESIM_TAGS
 from lifecycle.api.firmware_routes import TAGS as FIRMWARE_TAGS
 from lifecycle.api.inventory_routes import TAGS as INVENTORY_TAGS
 from lifecycle.api.naming import ERROR_RESPONSES, operation_id
@@ -60,6 +61,7 @@ TAGS = [
     *STATE_TAGS,
     *ARTIFACT_TAGS,
     *FIRMWARE_TAGS,
+    *ESIM_TAGS,
     *AUDIT_TAGS,
     *CAMPAIGN_TAGS,
 ]
@@ -176,6 +178,7 @@ def create_app(context: ApiContext) -> FastAPI:
         audit_routes,
         bootstrap_routes,
         campaign_routes,
+        esim_routes,
         firmware_routes,
         routes,
         security_routes,
@@ -222,6 +225,7 @@ def create_app(context: ApiContext) -> FastAPI:
         state_routes.router,
         artifact_routes.router,
         firmware_routes.router,
+        esim_routes.router,
         audit_routes.router,
         campaign_routes.router,
     ):

@@ -106,9 +106,11 @@ class Status(StrEnum):
         return self in (Status.PENDING, Status.DRIFTED, Status.FAILED, Status.UNKNOWN)
 
 
-#: Dimensions the reconciler can apply today; eSIM profiles are report-only by construction
-#: (the eSIM issue). Credentials are rotated by re-bootstrap through the reconciler's
-#: ``credentials`` hook (:mod:`lifecycle.artifacts.credentials`; without it: failed, saying so).
+#: Dimensions the reconciler's LwM2M pass can apply. The eSIM profile is not among them: the
+#: eUICC is reached through the eIM over ESipa, so the reconciler hands it to an *external
+#: applier* (``Reconciler.external``, :mod:`lifecycle.esim` in serve). Credentials are rotated
+#: by re-bootstrap through the reconciler's ``credentials`` hook
+#: (:mod:`lifecycle.artifacts.credentials`; without it: failed, saying so).
 APPLICABLE = frozenset(
     {
         Dimension.FIRMWARE,
@@ -401,6 +403,13 @@ def satisfies(dimension: Dimension, desired: Mapping[str, JsonValue], reported: 
         have = reported.get("apns") or []
         return reported.get("active") == desired.get("active") and all(
             a in have for a in desired.get("apns", [])
+        )
+    if dimension is Dimension.ESIM:
+        # Enabled, and confirmed: an enable with rollbackFlag that the eIM has only seen in a
+        # notification ("enabled_pending") may still roll back (lifecycle.esim).
+        return bool(
+            reported.get("iccid") == desired.get("iccid")
+            and reported.get("state", "enabled") == "enabled"
         )
     return dict(reported) == dict(desired)
 

@@ -310,6 +310,14 @@ class CredentialRotation(Protocol):
     async def rotate(self, endpoint: str, generation: int) -> str: ...
 
 
+class ExternalApplier(Protocol):
+    """Applies a dimension the LwM2M pass cannot (the eSIM profile: through the eIM). It is
+    told which endpoints' desired values changed and records its verdicts itself
+    (``StateObserver.record``), so status hooks and campaigns see them like any other."""
+
+    def desired_changed(self, endpoints: list[str]) -> None: ...
+
+
 class Reconciler:
     """The asyncio shell around :class:`WorkQueue` (module docstring)."""
 
@@ -338,6 +346,9 @@ class Reconciler:
         #: :class:`lifecycle.artifacts.credentials.CredentialRotator` when the bootstrap server
         #: runs); None: a desired credentials generation fails, saying why.
         self.credentials: CredentialRotation | None = None
+        #: Dimensions applied by another component (:class:`ExternalApplier`; serve sets the
+        #: eIM's for esim when it runs); they are never part of an LwM2M pass.
+        self.external: dict[Dimension, ExternalApplier] = {}
         self.queue = WorkQueue()
         self._loop_time: Callable[[], float] = time.monotonic
         self.bucket = TokenBucket(self.config.rate, self.config.burst, self._loop_time())
@@ -387,6 +398,8 @@ class Reconciler:
         self.observer.desired_changed(endpoints)
         for endpoint in endpoints:
             self.schedule(endpoint, RECONCILE)
+        for applier in self.external.values():
+            applier.desired_changed(endpoints)
 
     def start(self) -> None:
         """Start the workers and set up observations on devices already registered (a
@@ -889,6 +902,7 @@ def _content(bundle: ConfigBundle | None, want: Desired) -> bytes | None:
 __all__ = [
     "OBSERVE",
     "RECONCILE",
+    "ExternalApplier",
     "Reconciler",
     "ReconcilerConfig",
     "TokenBucket",

@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Row, delete, insert, select, update
+from sqlalchemy import Row, delete, func, insert, select, update
 
 from lwm2m.store import Store, Tx
 from lwm2m.store.audit import AuditLog
@@ -27,7 +27,8 @@ from sgp32.eim.model import (
     ProfileState,
     ResultRecord,
 )
-from sgp32.eim.tables import EUICC, PACKAGE, PROFILE, RESULT
+from sgp32.eim.tables import ENDPOINT, EUICC, PACKAGE, PROFILE, RESULT
+from sgp32.errors import Sgp32Error, UnknownEuicc
 from sgp32.packages import Eco, Psmo
 
 _E, _P, _R, _F = EUICC.c, PACKAGE.c, RESULT.c, PROFILE.c
@@ -91,10 +92,24 @@ class SqlLedger:
         row = self._tx.execute(select(EUICC).where(_E.eid == eid)).one_or_none()
         return _euicc(row) if row is not None else None
 
-    def euiccs(self, tenant: str | None = None) -> list[EuiccRecord]:
+    def euiccs(
+        self,
+        tenant: str | None = None,
+        *,
+        after: str | None = None,
+        limit: int | None = None,
+        tenants: frozenset[str] | None = None,
+    ) -> list[EuiccRecord]:
+        """By EID; `after`/`limit` page through them, `tenants` keeps only those tenants'."""
         query = select(EUICC).order_by(_E.eid)
         if tenant is not None:
             query = query.where(_E.tenant == tenant)
+        if tenants is not None:
+            query = query.where(_E.tenant.in_(sorted(tenants)))
+        if after is not None:
+            query = query.where(_E.eid > after)
+        if limit is not None:
+            query = query.limit(limit)
         return [_euicc(r) for r in self._tx.execute(query)]
 
     def add_euicc(self, record: EuiccRecord) -> None:
@@ -110,6 +125,59 @@ class SqlLedger:
                 tenant=record.tenant,
             )
         )
+
+    # ---- the device each eUICC is in (for the lifecycle's esim dimension) -------------------
+
+    def link_endpoint(self, eid: str, endpoint: str) -> None:
+        """Record that `endpoint` (an LwM2M device) carries the eUICC `eid`, replacing an
+        earlier link of either; refused (`EuiccConflict`) for an unregistered EID."""
+        if self.euicc(eid) is None:
+            raise UnknownEuicc(f"EID {eid} is not registered with the eIM; import it first")
+        self._tx.execute(delete(ENDPOINT).where(ENDPOINT.c.endpoint == endpoint))
+        self._tx.execute(delete(ENDPOINT).where(ENDPOINT.c.eid == eid))
+        self._tx.execute(insert(ENDPOINT).values(eid=eid, endpoint=endpoint))
+
+    def endpoints(self, eids: Sequence[str] | None = None) -> dict[str, str]:
+        """EID -> endpoint of the linked eUICCs (all, or those of `eids`)."""
+        query = select(ENDPOINT.c.eid, ENDPOINT.c.endpoint)
+        if eids is not None:
+            query = query.where(ENDPOINT.c.eid.in_(list(eids)))
+        return {str(r.eid): str(r.endpoint) for r in self._tx.execute(query)}
+
+    def eid_of(self, endpoint: str) -> str | None:
+        """The EID of the eUICC linked to `endpoint`, if any."""
+        found = self._tx.execute(
+            select(ENDPOINT.c.eid).where(ENDPOINT.c.endpoint == endpoint)
+        ).scalar_one_or_none()
+        return str(found) if found is not None else None
+
+    def open_packages(self, eid: str) -> list[PackageRecord]:
+        """The queued or delivered (unanswered) packages of `eid`, oldest first."""
+        rows = self._tx.execute(
+            select(PACKAGE)
+            .where(_P.eid == eid, _P.state.in_([s.value for s in OPEN_STATES]))
+            .order_by(_P.counter_value)
+        )
+        return [_package(r) for r in rows]
+
+    def open_counts(self) -> dict[str, int]:
+        """EID -> how many packages wait in its queue (for listings)."""
+        count = func.count().label("n")
+        rows = self._tx.execute(
+            select(_P.eid, count)
+            .where(_P.state.in_([s.value for s in OPEN_STATES]))
+            .group_by(_P.eid)
+        )
+        return {str(r.eid): int(r.n) for r in rows}
+
+    def enabled_profiles(self) -> dict[str, str]:
+        """EID -> ICCID of its enabled (or enabled, pending confirmation) profile."""
+        rows = self._tx.execute(
+            select(_F.eid, _F.iccid).where(
+                _F.state.in_([ProfileState.ENABLED.value, ProfileState.PENDING.value])
+            )
+        )
+        return {str(r.eid): str(r.iccid) for r in rows}
 
     def next_counter(self, eid: str) -> int:
         """One UPDATE ... RETURNING: the row lock serialises concurrent queues of one EID."""
@@ -230,6 +298,15 @@ class SqlLedger:
         )
 
 
+class ImportRefused(Sgp32Error):
+    """One eUICC of an import batch was refused; nothing of the batch was written."""
+
+    def __init__(self, index: int, cause: Sgp32Error) -> None:
+        super().__init__(f"euiccs[{index}]: {cause}")
+        self.index = index
+        self.cause = cause
+
+
 class EimStore:
     """The eIM core on the store: every call is one committed transaction."""
 
@@ -260,14 +337,49 @@ class EimStore:
         now: float,
         actor: str,
         tenant: str | None = None,
+        endpoint: str | None = None,
+        eid: str | None = None,
     ) -> EuiccRecord:
-        return await self.store.write(
-            lambda tx: self.eim.register_euicc(
-                self.ledger(tx),
-                euicc_certificate=euicc_certificate,
-                eum_certificate=eum_certificate,
+        return (
+            await self.register_many(
+                [(euicc_certificate, eum_certificate, eid, endpoint)],
                 now=now,
                 actor=actor,
                 tenant=tenant,
             )
-        )
+        )[0]
+
+    async def register_many(
+        self,
+        chains: Sequence[tuple[bytes, bytes, str | None, str | None]],
+        *,
+        now: float,
+        actor: str,
+        tenant: str | None = None,
+    ) -> list[EuiccRecord]:
+        """Import eUICCs - (eUICC certificate, EUM certificate, expected EID or None, endpoint
+        or None) each - in ONE transaction: a chain that does not verify refuses the batch
+        (`ImportRefused` names its index), so an import is all or nothing."""
+
+        def write(tx: Tx) -> list[EuiccRecord]:
+            ledger = self.ledger(tx)
+            out = []
+            for index, (euicc_der, eum_der, eid, endpoint) in enumerate(chains):
+                try:
+                    record = self.eim.register_euicc(
+                        ledger,
+                        euicc_certificate=euicc_der,
+                        eum_certificate=eum_der,
+                        eid=eid,
+                        now=now,
+                        actor=actor,
+                        tenant=tenant,
+                    )
+                    if endpoint is not None:
+                        ledger.link_endpoint(record.eid, endpoint)
+                except Sgp32Error as exc:
+                    raise ImportRefused(index, exc) from exc
+                out.append(record)
+            return out
+
+        return await self.store.write(write)

@@ -84,3 +84,14 @@ PROFILE = Table(
     Column("carrier", Text),
     Column("note", Text, nullable=False),
 )
+
+ENDPOINT = Table(
+    "eim_endpoint",
+    METADATA,
+    # Which LwM2M device carries the eUICC: the state layer's esim dimension is set per
+    # endpoint and reached through the eIM by EID. A table of its own (not a column of
+    # eim_euicc) so that adding it needed no migration of schema v1.
+    Column("eid", Text, primary_key=True),
+    Column("endpoint", Text, nullable=False),
+    UniqueConstraint("endpoint", name="uq_eim_endpoint_endpoint"),
+)

@@ -40,8 +40,9 @@ def make_cert(
     *,
     ca: bool,
     policy: x509.ObjectIdentifier,
-    not_after: datetime = NOW + timedelta(days=3650),
+    not_after: datetime | None = None,
     permitted: x509.Name | None = None,
+    now: datetime = NOW,
 ) -> x509.Certificate:
     usage = dict.fromkeys(
         [
@@ -64,8 +65,8 @@ def make_cert(
         .issuer_name(issuer)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - timedelta(days=1))
-        .not_valid_after(not_after)
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(not_after or now + timedelta(days=3650))
         .add_extension(x509.KeyUsage(**usage), critical=True)
         .add_extension(
             x509.CertificatePolicies([x509.PolicyInformation(policy, None)]), critical=True
@@ -81,8 +82,13 @@ def make_cert(
 
 
 def make_pki(
-    curve: ec.EllipticCurve | None = None, eid: str = TEST_EID, eum_prefix: str = "89049032"
+    curve: ec.EllipticCurve | None = None,
+    eid: str = TEST_EID,
+    eum_prefix: str = "89049032",
+    now: datetime = NOW,
 ) -> MadePki:
+    """The chain, valid from a day before `now` (NOW: the fixed test time; a test against a
+    running server passes the real time)."""
     curve = curve or ec.SECP256R1()
     ci_key, eum_key, euicc_key = (ec.generate_private_key(curve) for _ in range(3))
     ci_name = _name((NameOID.COMMON_NAME, "fleetloop test CI"))
@@ -93,16 +99,25 @@ def make_pki(
         (NameOID.ORGANIZATION_NAME, "Test EUM"),
     )
     permitted = _name((NameOID.SERIAL_NUMBER, eum_prefix), (NameOID.ORGANIZATION_NAME, "Test EUM"))
-    ci = make_cert(ci_name, ci_key, ci_name, ci_key, ca=True, policy=POLICY_CI)
+    ci = make_cert(ci_name, ci_key, ci_name, ci_key, ca=True, policy=POLICY_CI, now=now)
     eum = make_cert(
-        eum_name, eum_key, ci_name, ci_key, ca=True, policy=POLICY_EUM, permitted=permitted
+        eum_name,
+        eum_key,
+        ci_name,
+        ci_key,
+        ca=True,
+        policy=POLICY_EUM,
+        permitted=permitted,
+        now=now,
     )
-    euicc = make_cert(euicc_name, euicc_key, eum_name, eum_key, ca=False, policy=POLICY_EUICC)
+    euicc = make_cert(
+        euicc_name, euicc_key, eum_name, eum_key, ca=False, policy=POLICY_EUICC, now=now
+    )
     return MadePki(ci_key, ci, eum_key, eum, euicc_key, euicc)
 
 
 def make_euicc(
-    pki: MadePki, eid: str, curve: ec.EllipticCurve | None = None
+    pki: MadePki, eid: str, curve: ec.EllipticCurve | None = None, now: datetime = NOW
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     """Another eUICC under the same EUM (the EID must start with the EUM's prefix 89049032)."""
     key = ec.generate_private_key(curve or ec.SECP256R1())
@@ -111,7 +126,9 @@ def make_euicc(
         (NameOID.SERIAL_NUMBER, eid),
         (NameOID.ORGANIZATION_NAME, "Test EUM"),
     )
-    cert = make_cert(subject, key, pki.eum.subject, pki.eum_key, ca=False, policy=POLICY_EUICC)
+    cert = make_cert(
+        subject, key, pki.eum.subject, pki.eum_key, ca=False, policy=POLICY_EUICC, now=now
+    )
     return key, cert
 
 

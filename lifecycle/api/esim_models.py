@@ -1,0 +1,144 @@
+"""The typed bodies and answers of the eSIM routes (:mod:`lifecycle.api.esim_routes`)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Operation = Literal[
+    "enable",
+    "disable",
+    "delete",
+    "list-profiles",
+    "set-fallback",
+    "unset-fallback",
+    "list-eim",
+    "delete-eim",
+]
+
+
+class EuiccImportItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    euicc_certificate: str = Field(
+        description="the eUICC certificate (CERT.EUICC.ECDSA): PEM, or DER in base64",
+        max_length=16384,
+    )
+    eum_certificate: str = Field(
+        description="the EUM certificate that issued it (CERT.EUM.ECDSA): PEM or base64 DER",
+        max_length=16384,
+    )
+    eid: str | None = Field(
+        default=None,
+        description="the EID the certificate must carry (32 digits); refused if it differs",
+        pattern=r"^[0-9]{32}$",
+    )
+    endpoint: str | None = Field(
+        default=None,
+        description="the LwM2M endpoint of the device carrying this eUICC (the esim dimension "
+        "of that device is applied through it)",
+        min_length=1,
+        max_length=255,
+    )
+
+
+class EuiccImportBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    euiccs: list[EuiccImportItem] = Field(min_length=1, max_length=1000)
+    tenant: str | None = Field(
+        default=None, description="the tenant the eUICCs belong to (a scoped token: one of its)"
+    )
+
+
+class EuiccOut(BaseModel):
+    eid: str
+    endpoint: str | None = Field(description="the LwM2M device carrying it, when linked")
+    eim_id: str = Field(description="the eIM identity it is associated with")
+    counter_value: int = Field(description="the last counterValue the eIM used for it")
+    tenant: str | None
+    registered_at: str | None
+    registered_at_epoch: float | None
+    enabled_iccid: str | None = Field(description="the enabled profile as the eIM knows it")
+    queued: int = Field(description="packages waiting for the IPA (queued or delivered)")
+
+
+class EuiccList(BaseModel):
+    items: list[EuiccOut]
+    next_cursor: str | None = Field(description="the cursor of the next page; null: the last")
+
+
+class ProfileOut(BaseModel):
+    iccid: str
+    state: Literal["enabled", "disabled", "enabled_pending"] = Field(
+        description="enabled_pending: enabled with rollbackFlag, the signed result not yet in"
+    )
+    fallback: bool
+    carrier: str | None
+    note: str = Field(description="how the eIM learnt it: confirmed, rolled back, notification…")
+    updated_at_epoch: float
+
+
+class PackageResultOut(BaseModel):
+    kind: str = Field(description="euiccPackageResultSigned or euiccPackageErrorSigned")
+    results: list[Any] = Field(description="per operation: [name, value], in package order")
+    error_code: int | None
+    rolled_back: bool = Field(description="the eUICC rolled the enable back (rollbackResult)")
+
+
+class PackageOut(BaseModel):
+    eid: str
+    counter_value: int
+    transaction_id: str = Field(description="eimTransactionId, hex")
+    state: Literal["queued", "delivered", "done", "failed"]
+    operations: list[dict[str, Any]]
+    actor: str
+    created_at_epoch: float
+    delivered_at_epoch: float | None
+    result_at_epoch: float | None
+    result: PackageResultOut | None
+
+
+class PackageList(BaseModel):
+    items: list[PackageOut]
+
+
+class ResultOut(BaseModel):
+    received_at_epoch: float
+    outcome: str = Field(description="accepted, duplicate, or why it was refused")
+    transaction_id: str | None
+    counter_value: int | None
+    detail: dict[str, Any]
+
+
+class ResultList(BaseModel):
+    items: list[ResultOut]
+
+
+class EuiccDetail(EuiccOut):
+    eum: str = Field(description="the EUM certificate's subject")
+    profiles: list[ProfileOut]
+    queue: list[PackageOut] = Field(description="packages waiting for the IPA, oldest first")
+    packages: list[PackageOut] = Field(description="the last answered packages, newest first")
+    results: list[ResultOut] = Field(description="the last results received, newest first")
+
+
+class EuiccImportResult(BaseModel):
+    items: list[EuiccOut]
+
+
+class PackageBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    operation: Operation = Field(description="the PSMO (or eCO) to queue")
+    iccid: str | None = Field(
+        default=None,
+        description="the profile (enable, disable, delete, set-fallback; list-profiles: only it)",
+        pattern=r"^89[0-9]{16,20}F?$",
+    )
+    rollback: bool = Field(
+        default=True,
+        description="enable: rollbackFlag -- the eUICC falls back unless the result reaches "
+        "the eIM over the new profile",
+    )
+    eim_id: str | None = Field(
+        default=None, description="delete-eim: the eimId to remove", max_length=128
+    )

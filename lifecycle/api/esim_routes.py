@@ -1,0 +1,445 @@
+"""The eIM over HTTP: ``/v1/esim/...`` (docs/ESIM.md, docs/API.md "eSIM").
+
+* ``POST /v1/esim/euiccs`` imports eUICCs -- each its certificate and its EUM's, verified up
+  to the CI ``fleetloop serve --eim-ci`` trusts, optionally linked to the LwM2M device that
+  carries it -- into the running eIM, all or nothing in one transaction.
+* ``GET /v1/esim/euiccs[/{euicc}]``: eUICCs with their profiles, queue and last results.
+* ``POST /v1/esim/euiccs/{euicc}/packages`` signs and queues a PSMO or eCO (the IPA fetches it
+  on its next poll); ``GET .../packages`` and ``GET .../results`` show what came back.
+
+``{euicc}`` is an EID (32 digits) or the endpoint of the device the eUICC is linked to. An eUICC
+outside the caller's tenants answers exactly what an unknown one answers. Roles: GET viewer,
+POST operator (auth.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from fastapi import APIRouter, Query, Request
+
+from lifecycle.api.errors import ApiError
+from lifecycle.api.esim_models import (
+    EuiccDetail,
+    EuiccImportBody,
+    EuiccImportResult,
+    EuiccList,
+    PackageBody,
+    PackageList,
+    PackageOut,
+    ResultList,
+)
+from lifecycle.api.render import JsonObject, timestamp_fields
+from lifecycle.api.scope import Scope, Scoped
+from lifecycle.esim import EsimComponent
+from lwm2m.store import Tx
+from sgp32.eim import EuiccRecord, PackageRecord, ProfileRecord, ResultRecord
+from sgp32.eim.ledger import OPEN_STATES
+from sgp32.eim.sql import ImportRefused, SqlLedger
+from sgp32.errors import EimError, EuiccConflict, Sgp32Error, UnknownEuicc
+from sgp32.packages import (
+    Delete,
+    DeleteEim,
+    Disable,
+    Eco,
+    Enable,
+    ListEim,
+    ListProfileInfo,
+    Psmo,
+    SetFallbackAttribute,
+    UnsetFallbackAttribute,
+)
+
+router = APIRouter()
+TAGS = [
+    {
+        "name": "esim",
+        "description": "The eIM (SGP.32): eUICCs, their profiles, signed PSMO/eCO packages "
+        "and the eUICCs' results (docs/ESIM.md).",
+    }
+]
+RECENT = 20
+
+
+def _esim(request: Request) -> EsimComponent:
+    found = getattr(request.app.state, "esim", None)
+    if not isinstance(found, EsimComponent):
+        raise ApiError(
+            503,
+            "esim_disabled",
+            "the eIM is not running on this server; start `fleetloop serve` with "
+            "--esipa-https HOST:PORT and --eim-ci CI.pem (docs/ESIM.md)",
+        )
+    return found
+
+
+def certificate_der(text: str, field: str) -> bytes:
+    """A certificate given as PEM or base64 DER, as DER; 422 naming the field otherwise."""
+    stripped = text.strip()
+    try:
+        if stripped.startswith("-----BEGIN"):
+            cert = x509.load_pem_x509_certificate(stripped.encode())
+            return cert.public_bytes(serialization.Encoding.DER)
+        der = base64.b64decode("".join(stripped.split()), validate=True)
+        x509.load_der_x509_certificate(der)
+        return der
+    except (ValueError, binascii.Error):
+        raise ApiError(
+            422,
+            "invalid_input",
+            f"{field}: not an X.509 certificate; give it as PEM or as base64 DER",
+            field=field,
+        ) from None
+
+
+@contextmanager
+def _errors(eid: str | None = None) -> Iterator[None]:
+    try:
+        yield
+    except ImportRefused as err:
+        status = 409 if isinstance(err.cause, EuiccConflict) else 422
+        code = "conflict" if status == 409 else "invalid_input"
+        raise ApiError(
+            status,
+            code,
+            f"{err}; nothing of this import was written -- fix or drop that entry",
+            field=f"euiccs[{err.index}]",
+        ) from None
+    except UnknownEuicc as err:
+        raise ApiError(404, "not_found", str(err), eid=eid) from None
+    except EuiccConflict as err:
+        raise ApiError(409, "conflict", str(err), eid=eid) from None
+    except (EimError, Sgp32Error) as err:
+        raise ApiError(422, "invalid_input", str(err), eid=eid) from None
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+
+def euicc_json(
+    record: EuiccRecord, endpoint: str | None, enabled: str | None, queued: int
+) -> JsonObject:
+    return {
+        "eid": record.eid,
+        "endpoint": endpoint,
+        "eim_id": record.eim_id,
+        "counter_value": record.counter_value,
+        "tenant": record.tenant,
+        **timestamp_fields("registered_at", record.registered_at),
+        "enabled_iccid": enabled,
+        "queued": queued,
+    }
+
+
+def profile_json(p: ProfileRecord) -> JsonObject:
+    return {
+        "iccid": p.iccid,
+        "state": p.state.value,
+        "fallback": p.fallback,
+        "carrier": p.carrier,
+        "note": p.note,
+        "updated_at_epoch": p.updated_at,
+    }
+
+
+def package_json(p: PackageRecord) -> JsonObject:
+    result = None
+    if p.result is not None:
+        answers = p.result.get("results") or []
+        result = {
+            "kind": p.result.get("kind", ""),
+            "results": answers,
+            "error_code": p.result.get("error_code"),
+            "rolled_back": any(a and a[0] == "rollbackResult" for a in answers),
+        }
+    return {
+        "eid": p.eid,
+        "counter_value": p.counter_value,
+        "transaction_id": p.transaction_id.hex(),
+        "state": p.state.value,
+        "operations": list(p.operations),
+        "actor": p.actor,
+        "created_at_epoch": p.created_at,
+        "delivered_at_epoch": p.delivered_at,
+        "result_at_epoch": p.result_at,
+        "result": result,
+    }
+
+
+def result_json(r: ResultRecord) -> JsonObject:
+    return {
+        "received_at_epoch": r.received_at,
+        "outcome": r.outcome,
+        "transaction_id": r.transaction_id.hex() if r.transaction_id else None,
+        "counter_value": r.counter_value,
+        "detail": r.detail,
+    }
+
+
+def _eum_subject(record: EuiccRecord) -> str:
+    try:
+        return x509.load_der_x509_certificate(record.eum_certificate).subject.rfc4514_string()
+    except ValueError:
+        return ""
+
+
+def _find(ledger: SqlLedger, ref: str) -> tuple[EuiccRecord, str | None] | None:
+    """The eUICC an EID or a linked endpoint names, and its endpoint."""
+    record = ledger.euicc(ref)
+    eid = ref if record is not None else ledger.eid_of(ref)
+    if record is None and eid is not None:
+        record = ledger.euicc(eid)
+    if record is None:
+        return None
+    return record, ledger.endpoints([record.eid]).get(record.eid)
+
+
+def _unknown(ref: str) -> ApiError:
+    return ApiError(
+        404,
+        "not_found",
+        f"no eUICC {ref!r} (an EID or the endpoint of a device its eUICC is linked to); "
+        "list them with GET /v1/esim/euiccs (`fleetloop esim list`), import with "
+        "`fleetloop esim import`",
+        euicc=ref,
+    )
+
+
+async def _resolve(component: EsimComponent, scope: Scope, ref: str) -> EuiccRecord:
+    found = await component.eims.store.read(lambda tx: _find(component.eims.ledger(tx), ref))
+    if found is None or not scope.principal.sees(found[0].tenant):
+        raise _unknown(ref)
+    return found[0]
+
+
+def operation_of(body: PackageBody) -> Psmo | Eco:
+    """The PSMO/eCO a body asks for; 422 naming the missing field."""
+    needs_iccid = {"enable", "disable", "delete", "set-fallback"}
+    if body.operation in needs_iccid and body.iccid is None:
+        raise ApiError(
+            422,
+            "invalid_input",
+            f"iccid: {body.operation} needs the profile's ICCID",
+            field="iccid",
+        )
+    iccid = body.iccid or ""
+    if body.operation == "enable":
+        return Enable(iccid, rollback=body.rollback)
+    if body.operation == "disable":
+        return Disable(iccid)
+    if body.operation == "delete":
+        return Delete(iccid)
+    if body.operation == "list-profiles":
+        return ListProfileInfo(iccid=body.iccid)
+    if body.operation == "set-fallback":
+        return SetFallbackAttribute(iccid)
+    if body.operation == "unset-fallback":
+        return UnsetFallbackAttribute()
+    if body.operation == "list-eim":
+        return ListEim()
+    if body.eim_id is None:
+        raise ApiError(
+            422, "invalid_input", "eim_id: delete-eim needs the eimId to remove", field="eim_id"
+        )
+    return DeleteEim(body.eim_id)
+
+
+# -- routes ------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/esim/euiccs",
+    response_model=EuiccImportResult,
+    tags=["esim"],
+    summary="Import eUICCs (EID + certificate chain)",
+    status_code=201,
+)
+async def import_euiccs(request: Request, scope: Scoped, body: EuiccImportBody) -> JsonObject:
+    """Each chain must verify up to a CI the server trusts (``--eim-ci``) at the time of
+    import; one refused entry refuses the whole batch (the answer names its index). Importing
+    the same certificate again is a no-op that keeps the counter; a new ``endpoint`` relinks."""
+    component = _esim(request)
+    tenant = body.tenant
+    principal = scope.principal
+    if not principal.all_tenants:
+        assert principal.tenants is not None
+        if tenant is None and len(principal.tenants) == 1:
+            tenant = next(iter(principal.tenants))
+        if tenant is None or not principal.sees(tenant):
+            raise ApiError(
+                422,
+                "invalid_input",
+                "tenant: name one of your tenants for the imported eUICCs",
+                field="tenant",
+            )
+    chains = [
+        (
+            certificate_der(item.euicc_certificate, f"euiccs[{i}].euicc_certificate"),
+            certificate_der(item.eum_certificate, f"euiccs[{i}].eum_certificate"),
+            item.eid,
+            item.endpoint,
+        )
+        for i, item in enumerate(body.euiccs)
+    ]
+    with _errors():
+        records = await component.eims.register_many(
+            chains, now=time.time(), actor=principal.actor, tenant=tenant
+        )
+    links = {r.eid: item.endpoint for r, item in zip(records, body.euiccs, strict=True)}
+    linked = [e for e, ep in links.items() if ep is not None]
+    if linked:
+        component.touch(linked)
+    eims = component.eims
+
+    def read(tx: Tx) -> tuple[dict[str, str], dict[str, str], dict[str, int]]:
+        ledger = eims.ledger(tx)
+        return ledger.endpoints(list(links)), ledger.enabled_profiles(), ledger.open_counts()
+
+    endpoints, enabled, counts = await eims.store.read(read)
+    return {
+        "items": [
+            euicc_json(r, endpoints.get(r.eid), enabled.get(r.eid), counts.get(r.eid, 0))
+            for r in records
+        ]
+    }
+
+
+@router.get(
+    "/esim/euiccs",
+    response_model=EuiccList,
+    tags=["esim"],
+    summary="List eUICCs",
+)
+async def list_euiccs(
+    request: Request,
+    scope: Scoped,
+    limit: int = Query(100, ge=1, le=1000, description="at most this many, by EID"),
+    cursor: str | None = Query(None, description="next_cursor of the previous page"),
+) -> JsonObject:
+    """With the enabled profile the eIM knows of and the size of each queue; one page at a
+    time (docs/API.md, Paging)."""
+    eims = _esim(request).eims
+    tenants = scope.principal.tenants
+
+    def read(
+        tx: Tx,
+    ) -> tuple[list[EuiccRecord], dict[str, str], dict[str, str], dict[str, int]]:
+        ledger = eims.ledger(tx)
+        records = ledger.euiccs(after=cursor, limit=limit + 1, tenants=tenants)
+        eids = [r.eid for r in records]
+        return records, ledger.endpoints(eids), ledger.enabled_profiles(), ledger.open_counts()
+
+    records, endpoints, enabled, counts = await eims.store.read(read)
+    page = records[:limit]
+    return {
+        "items": [
+            euicc_json(r, endpoints.get(r.eid), enabled.get(r.eid), counts.get(r.eid, 0))
+            for r in page
+        ],
+        "next_cursor": page[-1].eid if len(records) > limit else None,
+    }
+
+
+@router.get(
+    "/esim/euiccs/{euicc}",
+    response_model=EuiccDetail,
+    tags=["esim"],
+    summary="Show an eUICC: profiles, queue, last results",
+)
+async def show_euicc(request: Request, scope: Scoped, euicc: str) -> JsonObject:
+    component = _esim(request)
+    record = await _resolve(component, scope, euicc)
+    eims = component.eims
+
+    def read(
+        tx: Tx,
+    ) -> tuple[str | None, list[ProfileRecord], list[PackageRecord], list[ResultRecord]]:
+        ledger = eims.ledger(tx)
+        return (
+            ledger.endpoints([record.eid]).get(record.eid),
+            ledger.profiles(record.eid),
+            ledger.packages(record.eid),
+            ledger.results(record.eid),
+        )
+
+    endpoint, profiles, packages, results = await eims.store.read(read)
+    queue = [p for p in packages if p.state in OPEN_STATES]
+    answered = [p for p in packages if p.state not in OPEN_STATES][::-1][:RECENT]
+    enabled = next((p.iccid for p in profiles if p.state.value != "disabled"), None)
+    return {
+        **euicc_json(record, endpoint, enabled, len(queue)),
+        "eum": _eum_subject(record),
+        "profiles": [profile_json(p) for p in profiles],
+        "queue": [package_json(p) for p in queue],
+        "packages": [package_json(p) for p in answered],
+        "results": [result_json(r) for r in results[::-1][:RECENT]],
+    }
+
+
+@router.post(
+    "/esim/euiccs/{euicc}/packages",
+    response_model=PackageOut,
+    tags=["esim"],
+    summary="Queue a signed PSMO/eCO package",
+    status_code=201,
+)
+async def queue_esim_package(
+    request: Request, scope: Scoped, euicc: str, body: PackageBody
+) -> JsonObject:
+    """Signed with the eUICC's eIM key and the next counterValue (committed with the package,
+    never reused); the IPA fetches it on its next poll. The answer is the queued package; its
+    result shows in ``GET .../packages`` once the eUICC's signed result is in."""
+    component = _esim(request)
+    record = await _resolve(component, scope, euicc)
+    operation = operation_of(body)
+    with _errors(record.eid):
+        package = await component.eims.queue(
+            record.eid, [operation], now=time.time(), actor=scope.principal.actor
+        )
+    return package_json(package)
+
+
+@router.get(
+    "/esim/euiccs/{euicc}/packages",
+    response_model=PackageList,
+    tags=["esim"],
+    summary="List an eUICC's packages and their results",
+)
+async def list_esim_packages(
+    request: Request,
+    scope: Scoped,
+    euicc: str,
+    limit: int = Query(100, ge=1, le=1000, description="the newest this many"),
+) -> JsonObject:
+    component = _esim(request)
+    record = await _resolve(component, scope, euicc)
+    eims = component.eims
+    packages = await eims.store.read(lambda tx: eims.ledger(tx).packages(record.eid))
+    return {"items": [package_json(p) for p in packages[::-1][:limit]]}
+
+
+@router.get(
+    "/esim/euiccs/{euicc}/results",
+    response_model=ResultList,
+    tags=["esim"],
+    summary="List the results an eUICC's IPA delivered",
+)
+async def list_esim_results(
+    request: Request,
+    scope: Scoped,
+    euicc: str,
+    limit: int = Query(100, ge=1, le=1000, description="the newest this many"),
+) -> JsonObject:
+    """Every result, accepted or refused (signature, counter, replay: the reason is the
+    outcome), newest first."""
+    component = _esim(request)
+    record = await _resolve(component, scope, euicc)
+    eims = component.eims
+    results = await eims.store.read(lambda tx: eims.ledger(tx).results(record.eid))
+    return {"items": [result_json(r) for r in results[::-1][:limit]]}

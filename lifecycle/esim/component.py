@@ -1,0 +1,360 @@
+"""The esim dimension, applied through the eIM: desired ``{"iccid": ...}`` -> an enable PSMO
+with rollbackFlag on the device's eUICC -> verified by the eUICC's signed result.
+
+The LwM2M reconciler cannot apply it (the eUICC is reached over ESipa, not over the device's
+CoAP session), so :class:`EsimComponent` registers as the reconciler's *external applier* for
+:attr:`~lifecycle.state.dimensions.Dimension.ESIM`: it is told when desired values change and
+whenever the eIM accepts a result or a notification from an eUICC, and it then judges the
+device (:func:`judge`, pure) and records the verdict through the state observer, so the status
+hooks -- and the campaign engine behind them -- see ``applied`` / ``failed`` like for any
+other dimension:
+
+* **applied**: the eIM's profile table shows the desired ICCID enabled *and confirmed* -- the
+  signed result of the enable reached the eIM (which, with rollbackFlag, it can only do over the
+  new profile's connectivity);
+* **failed**: the signed result carries ``rollbackResult`` (the IPA could not reach the eIM
+  over the new profile in time and the eUICC fell back to the previous one), an enable result
+  other than ok, or a signed package error; the reason names which;
+* otherwise pending: the package waits in the EID's queue (the IPA polls for it).
+
+Each desired generation gets at most one package, tagged with its generation in the package's
+actor (``state:esim:g<N>``): a restart finds it again instead of queueing another, and a
+rolled-back generation is not retried until an operator (or a campaign's revert) sets a new
+value. Work is batched: one read transaction per batch of devices, one write for the packages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from lifecycle.state.component import StateComponent
+from lifecycle.state.dimensions import (
+    Desired,
+    Dimension,
+    Policy,
+    Reported,
+    Status,
+    satisfies,
+    status,
+)
+from lifecycle.state.tables import DESIRED
+from lwm2m.store import Tx
+from sgp32.eim import Exchange, NotificationHandled, PackageRecord, PackageState, ResultAccepted
+from sgp32.eim.model import ProfileRecord, ProfileState
+from sgp32.eim.sql import EimStore
+from sgp32.packages import Enable
+
+log = logging.getLogger("fleetloop.esim")
+
+ACTOR_PREFIX = "state:esim:g"
+"""Actor of the packages the state layer queues: ``state:esim:g<generation>``."""
+
+ENABLE_RESULT = {
+    0: "ok",
+    1: "iccidOrAidNotFound",
+    2: "profileNotInDisabledState",
+    3: "disallowedByPolicy",
+    5: "catBusy",
+    6: "undefinedError",
+    7: "commandError",
+}
+PACKAGE_ERROR = {
+    3: "invalidEid",
+    4: "replayError",
+    6: "counterValueOutOfRange",
+    127: "undefinedError",
+}
+BATCH = 200
+
+
+def package_actor(generation: int) -> str:
+    return f"{ACTOR_PREFIX}{generation}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What to do for one device: the reported value to record (None: nothing known), the
+    failure reason of the current generation (None: not failed), whether to queue the enable
+    now, and a one-line note for logs and the audit."""
+
+    reported: dict[str, Any] | None
+    failure: str | None = None
+    queue: bool = False
+    note: str = ""
+
+
+def reported_of(profiles: Sequence[ProfileRecord]) -> dict[str, Any] | None:
+    """The esim reported value from the eIM's profile table: the enabled profile."""
+    for p in profiles:
+        if p.state in (ProfileState.ENABLED, ProfileState.PENDING):
+            value: dict[str, Any] = {"iccid": p.iccid, "state": p.state.value}
+            if p.carrier:
+                value["carrier"] = p.carrier
+            if p.fallback:
+                value["fallback"] = True
+            return value
+    return None
+
+
+def judge(
+    want: Desired | None,
+    current: Reported | None,
+    eid: str | None,
+    profiles: Sequence[ProfileRecord],
+    packages: Sequence[PackageRecord],
+) -> Verdict:
+    """The verdict for one device (module docstring). ``packages``: the EID's packages."""
+    reported = reported_of(profiles)
+    if want is None or want.policy is not Policy.ENFORCE:
+        return Verdict(reported)
+    if reported is not None and satisfies(Dimension.ESIM, want.value, reported):
+        return Verdict(reported, note="enabled and confirmed by the eUICC's signed result")
+    if current is not None and current.failed_generation == want.generation:
+        return Verdict(reported, note="failed earlier: waits for a new desired value")
+    if eid is None:
+        return Verdict(
+            reported,
+            failure="no eUICC is linked to this device: import its eUICC with the endpoint "
+            "(`fleetloop esim import ... --endpoint EP`)",
+        )
+    iccid = want.value["iccid"]
+    tagged = [
+        p
+        for p in packages
+        if p.actor == package_actor(want.generation)
+        and any(op.get("op") == "enable" and op.get("iccid") == iccid for op in p.operations)
+    ]
+    if not tagged:
+        return Verdict(reported, queue=True, note=f"enable {iccid} with rollbackFlag queued")
+    package = max(tagged, key=lambda p: p.counter_value)
+    if package.state in (PackageState.QUEUED, PackageState.DELIVERED):
+        return Verdict(reported, note=f"package {package.counter_value} {package.state.value}")
+    result = package.result or {}
+    if package.state is PackageState.FAILED:
+        code = result.get("error_code")
+        name = PACKAGE_ERROR.get(code, str(code)) if isinstance(code, int) else str(code)
+        return Verdict(
+            reported, failure=f"the eUICC refused the package (euiccPackageErrorCode {name})"
+        )
+    answers = [(k, v) for k, v in result.get("results", [])]
+    if any(k == "rollbackResult" for k, _ in answers):
+        back = reported.get("iccid") if reported else "the previous profile"
+        return Verdict(
+            reported,
+            failure=f"rolled back: profile {iccid} could not reach the eIM in time, the eUICC "
+            f"fell back to {back}",
+        )
+    for kind, value in answers:
+        if kind == "enableResult" and value != 0:
+            name = ENABLE_RESULT.get(value, str(value))
+            return Verdict(reported, failure=f"enable {iccid} refused by the eUICC: {name}")
+    return Verdict(reported, note="enable ok; waiting for the profile state to confirm it")
+
+
+class EsimComponent:
+    """The eIM in serve: wraps the ESipa handler and applies the esim dimension (module
+    docstring). ``state`` None: the eIM runs without the state layer (tests of the binding)."""
+
+    def __init__(
+        self,
+        eims: EimStore,
+        state: StateComponent | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.eims = eims
+        self.state = state
+        self.clock = clock
+        self._endpoints: set[str] = set()
+        self._eids: set[str] = set()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.stats = {"queued": 0, "applied": 0, "failed": 0, "judged": 0}
+
+    # -- wiring ----------------------------------------------------------------------------
+    def attach(self) -> None:
+        """Become the reconciler's external applier for esim and start the worker; every
+        enforced esim desired value is judged once (a restart may have missed results)."""
+        if self.state is not None:
+            self.state.reconciler.external[Dimension.ESIM] = self
+        self._task = asyncio.create_task(self._run(), name="esim-applier")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def handle(self, data: bytes, now: float) -> Exchange:
+        """The ESipa handler: the eIM's exchange, then the device it concerns is judged again
+        when a result or notification was accepted."""
+        exchange = await self.eims.handle(data, now)
+        for outcome in exchange.outcomes:
+            if isinstance(outcome, ResultAccepted | NotificationHandled) and outcome.eid:
+                self._eids.add(outcome.eid)
+                self._wakeup.set()
+        return exchange
+
+    def desired_changed(self, endpoints: list[str]) -> None:
+        self._endpoints.update(endpoints)
+        self._wakeup.set()
+
+    def touch(self, eids: Iterable[str]) -> None:
+        """Judge these eUICCs' devices again (after an operator queued something for them)."""
+        self._eids.update(eids)
+        self._wakeup.set()
+
+    @property
+    def idle(self) -> bool:
+        return not self._endpoints and not self._eids
+
+    # -- the worker ------------------------------------------------------------------------
+    async def _run(self) -> None:
+        if self.state is not None:
+            try:
+                await self._sweep()
+            except Exception:
+                log.exception("esim: the start-up sweep failed")
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._endpoints or self._eids:
+                try:
+                    await self._batch()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("esim: a batch failed; retrying in a second")
+                    await asyncio.sleep(1.0)
+
+    async def _sweep(self) -> None:
+        def read(tx: Tx) -> list[str]:
+            rows = tx.execute(
+                select(DESIRED.c.endpoint).where(
+                    DESIRED.c.dimension == Dimension.ESIM.value,
+                    DESIRED.c.policy == Policy.ENFORCE.value,
+                )
+            )
+            return [str(r.endpoint) for r in rows]
+
+        self._endpoints.update(await self.eims.store.read(read))
+        self._wakeup.set()
+
+    async def _batch(self) -> None:
+        endpoints = sorted(self._endpoints)[:BATCH]
+        self._endpoints.difference_update(endpoints)
+        eids = sorted(self._eids)[:BATCH]
+        self._eids.difference_update(eids)
+        eims = self.eims
+
+        def read(tx: Tx) -> dict[str, tuple[str | None, list[ProfileRecord], list[PackageRecord]]]:
+            ledger = eims.ledger(tx)
+            by_eid = {e: ep for e, ep in ledger.endpoints(eids).items()}
+            wanted = dict.fromkeys([*endpoints, *by_eid.values()])
+            out: dict[str, tuple[str | None, list[ProfileRecord], list[PackageRecord]]] = {}
+            for endpoint in wanted:
+                eid = ledger.eid_of(endpoint)
+                if eid is None:
+                    out[endpoint] = (None, [], [])
+                else:
+                    out[endpoint] = (eid, ledger.profiles(eid), ledger.packages(eid))
+            return out
+
+        found = await eims.store.read(read)
+        if self.state is None:
+            return
+        observer = self.state.observer
+        verdicts: dict[str, tuple[Desired | None, str | None, Verdict]] = {}
+        for endpoint, (eid, profiles, packages) in found.items():
+            desired, reported = await observer.state(endpoint)
+            want = desired.get(Dimension.ESIM)
+            verdict = judge(want, reported.get(Dimension.ESIM), eid, profiles, packages)
+            verdicts[endpoint] = (want, eid, verdict)
+            self.stats["judged"] += 1
+        to_queue = [
+            (eid, want)
+            for want, eid, v in verdicts.values()
+            if v.queue and eid is not None and want is not None
+        ]
+        if to_queue:
+            await self._queue(to_queue)
+        await asyncio.gather(*(self._record(ep, *item) for ep, item in verdicts.items()))
+
+    async def _queue(self, items: list[tuple[str, Desired]]) -> None:
+        eims, now = self.eims, self.clock()
+
+        def write(tx: Tx) -> None:
+            ledger = eims.ledger(tx)
+            for eid, want in items:
+                eims.eim.queue(
+                    ledger,
+                    eid,
+                    [Enable(str(want.value["iccid"]), rollback=True)],
+                    now=now,
+                    actor=package_actor(want.generation),
+                )
+
+        await eims.store.write(write)
+        self.stats["queued"] += len(items)
+
+    async def _record(
+        self, endpoint: str, want: Desired | None, eid: str | None, verdict: Verdict
+    ) -> None:
+        assert self.state is not None
+        observer = self.state.observer
+        values: dict[Dimension, Any] = {}
+        if verdict.reported is not None:
+            values[Dimension.ESIM] = verdict.reported
+        failures = {Dimension.ESIM: verdict.failure} if verdict.failure and want else None
+        if not values and not failures:
+            return
+        _, reported = await observer.state(endpoint)
+        before = reported.get(Dimension.ESIM)
+        newly_applied = (
+            want is not None
+            and verdict.reported is not None
+            and status(want, Reported(Dimension.ESIM, verdict.reported, want.generation))
+            is Status.APPLIED
+            and (before is None or before.observed_generation != want.generation)
+        )
+        audit = None
+        if failures or newly_applied:
+            store = self.eims.store
+            outcome = "failed" if failures else "ok"
+            detail = {
+                "eid": eid,
+                "generation": want.generation if want else None,
+                "iccid": want.value.get("iccid") if want else None,
+                "reported": verdict.reported,
+                "reason": verdict.failure or verdict.note,
+            }
+
+            def audit(tx: Tx, now: float) -> None:
+                store.audit.append(
+                    tx,
+                    actor="system:eim",
+                    action="state.esim",
+                    subject=f"device:{endpoint}",
+                    now=now,
+                    endpoints=[endpoint],
+                    detail=detail,
+                    outcome=outcome,
+                )
+
+        done = await observer.record(
+            endpoint, values, "esim", failures=failures, audit=audit, reschedule=False
+        )
+        for item in done:
+            if item.after is not item.before:
+                if item.after is Status.APPLIED:
+                    self.stats["applied"] += 1
+                elif item.after is Status.FAILED:
+                    self.stats["failed"] += 1

@@ -1,0 +1,158 @@
+"""A real ``fleetloop serve`` with its eIM (``--esipa-https`` over TLS, ``--eim-ci``) and
+simulated eUICCs + IPAs that reach it over the HTTPS ESipa binding: for the API, CLI and
+esim-dimension tests (and benchmarks/bench_esim_switch.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from simulators.esim.euicc import EimAssociation, SimEuicc, SimProfile
+from simulators.esim.https import HttpsIpa, client_for
+from simulators.esim.ipa import SimIpa
+from tests.integration.conftest import Serve, _wait_for_api_json, fleetloop
+from tests.sgp32.pki import MadePki, eid_with_check, make_euicc, make_pki
+from tests.sgp32.tls import client_context, make_tls
+
+EIM_ID = "eim.fleetloop.test"
+OLD_ICCID = "8988247000000000011"
+NEW_ICCID = "8988247000000000029"
+OLD_CARRIER, NEW_CARRIER = "Carrier A", "Carrier B"
+
+
+def pem(cert: Any) -> str:
+    return str(cert.public_bytes(serialization.Encoding.PEM).decode())
+
+
+def der(cert: Any) -> bytes:
+    return bytes(cert.public_bytes(serialization.Encoding.DER))
+
+
+@dataclass
+class EsimWorld:
+    """The server, its eIM's public key, the test PKI (valid now) and the devices made."""
+
+    serve: Serve
+    pki: MadePki
+    eim_key: ec.EllipticCurvePublicKey
+    tls_ca: Path
+    euiccs: dict[str, SimEuicc] = field(default_factory=dict)
+    certs: dict[str, tuple[str, str]] = field(default_factory=dict)  # eid -> (euicc, eum) PEM
+
+    @property
+    def esipa_url(self) -> str:
+        return f"https://127.0.0.1:{self.serve.port('esipa_https')}"
+
+    def device(
+        self, prefix: str, n: int, served: set[str] | None = None, rollback_after: float = 30.0
+    ) -> tuple[SimEuicc, SimIpa]:
+        """eUICC n of a family `prefix` (a 7-digit number): profile at carrier A enabled
+        (the fallback), one at carrier B disabled."""
+        eid = eid_with_check(f"890490320000000000000{prefix}{n:07d}")
+        key, cert = make_euicc(self.pki, eid, now=datetime.now(UTC))
+        euicc = SimEuicc(
+            eid=eid,
+            key=key,
+            certificate_der=der(cert),
+            eum_certificate_der=der(self.pki.eum),
+            profiles={
+                OLD_ICCID: SimProfile(OLD_ICCID, OLD_CARRIER, enabled=True, fallback=True),
+                NEW_ICCID: SimProfile(NEW_ICCID, NEW_CARRIER),
+            },
+            eims={EIM_ID: EimAssociation(EIM_ID, self.eim_key)},
+        )
+        self.euiccs[eid] = euicc
+        self.certs[eid] = (pem(cert), pem(self.pki.eum))
+        carriers = {OLD_CARRIER, NEW_CARRIER} if served is None else served
+        return euicc, SimIpa(euicc, carriers, rollback_after=rollback_after)
+
+    def import_item(self, eid: str, endpoint: str | None = None) -> dict[str, Any]:
+        euicc_pem, eum_pem = self.certs[eid]
+        item: dict[str, Any] = {"euicc_certificate": euicc_pem, "eum_certificate": eum_pem}
+        if endpoint is not None:
+            item["endpoint"] = endpoint
+        return item
+
+    def client(self) -> httpx.AsyncClient:
+        return client_for(client_context(self.tls_ca))
+
+
+async def poll(ipas: Sequence[HttpsIpa], rounds: int = 1) -> None:
+    """Each IPA talks to the eIM until quiet (or offline), `rounds` times, concurrently."""
+
+    async def one(ipa: HttpsIpa) -> None:
+        for _ in range(rounds):
+            await ipa.settle()
+
+    await asyncio.gather(*(one(i) for i in ipas))
+
+
+@contextmanager
+def esim_serve(folder: Path, extra: Sequence[str] = ()) -> Iterator[EsimWorld]:
+    """``fleetloop serve`` with the eIM on, every port ephemeral on 127.0.0.1; SIGTERM at the
+    end."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pki = make_pki(now=datetime.now(UTC))
+    ci = folder / "ci.pem"
+    ci.write_text(pem(pki.ci))
+    cert, key, ca = make_tls(folder)
+    data_dir = folder / "data"
+    command = [
+        *fleetloop(),
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--coap",
+        "127.0.0.1:0",
+        "--coaps",
+        "127.0.0.1:0",
+        "--bs-coap",
+        "off",
+        "--bs-coaps",
+        "off",
+        "--api",
+        "127.0.0.1:0",
+        "--esipa-https",
+        "127.0.0.1:0",
+        "--eim-id",
+        EIM_ID,
+        "--eim-ci",
+        str(ci),
+        "--x509-cert",
+        str(cert),
+        "--x509-key",
+        str(key),
+        "--x509-ca",
+        str(ca),
+        "--log-level",
+        "warning",
+        *extra,
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETLOOP_")}
+    log = (folder / "serve.log").open("w")
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=log, text=True)
+    try:
+        info = _wait_for_api_json(data_dir, process)
+        loaded = serialization.load_pem_private_key((data_dir / "eim-key.pem").read_bytes(), None)
+        assert isinstance(loaded, ec.EllipticCurvePrivateKey)
+        yield EsimWorld(Serve(process, data_dir, info), pki, loaded.public_key(), ca)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
