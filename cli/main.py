@@ -33,6 +33,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "apn-profile": ("cli.artifacts_cmd", "apn_profile", "APN profiles per carrier / country."),
     "audit": ("cli.audit_cmd", "audit", "The one audit log: who changed what; verify, prove."),
     "bundle": ("cli.artifacts_cmd", "bundle", "Versioned config bundles: publish, diff."),
+    "campaign": ("cli.campaign_cmd", "campaign", "Staged roll-outs with health gates."),
     "credentials": ("cli.artifacts_cmd", "credentials", "Rotate DM credentials, renew certs."),
     "bootstrap": ("cli.bootstrap_cmd", "bootstrap", "Bootstrap policies, status, audit trail."),
     "esim": ("cli.esim_cmd", "esim", "eSIM (SGP.32 eIM): eUICCs, profiles, packages."),
