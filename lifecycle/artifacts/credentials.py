@@ -25,8 +25,11 @@ step for it is :class:`~lifecycle.state.dimensions.RotateCredentials`, which cal
    then it is *verified* and the reconciler records ``{"generation": N}`` as reported (the
    dimension is applied); until then the pass waits (the device's registration wakes it).
 
-A device that never comes back stays pending; a campaign's deadline turns that into
-TIMED_OUT. A NoSec device has no credential to rotate: a permanent failure that says so.
+A device registered ``retry_after`` seconds after the request with its old registration or
+its old credential did not re-bootstrap (the Execute was lost with a crash, or the bootstrap
+failed before its commit, so the old key still works): it is asked again. A device that
+never comes back stays pending; a campaign's deadline turns that into TIMED_OUT. A NoSec
+device has no credential to rotate: a permanent failure that says so.
 
 **Certificates** rotate the same way: a device whose bootstrap policy provisions certificates
 gets a fresh key pair and certificate from the CA at its re-bootstrap (the previous one is
@@ -137,11 +140,14 @@ class CredentialRotator:
         bootstrap: BootstrapManager,
         *,
         clock: Callable[[], float] = time.time,
+        retry_after: float = 300.0,
     ) -> None:
         self.store = store
         self.dm_server = dm_server
         self.bootstrap = bootstrap
         self.clock = clock
+        #: Seconds after which a device still on its old registration is asked again.
+        self.retry_after = retry_after
         self.rotations = RotationRepository()
 
     async def _current_key(self, endpoint: str) -> tuple[bool, str | None]:
@@ -176,7 +182,9 @@ class CredentialRotator:
                 )
                 await self.store.write(lambda tx: self.rotations.put(tx, proven))
                 return Progress.VERIFIED
-            return Progress.WAITING
+            if not await self._stuck(found):
+                return Progress.WAITING
+            return await self._request(endpoint, generation, found.old_fingerprint)
         has_record, old = await self._current_key(endpoint)
         if old is None:
             raise RotationFailed(
@@ -185,6 +193,23 @@ class CredentialRotator:
                 + "; there is nothing to rotate -- give it credentials through bootstrap first",
                 permanent=True,
             )
+        return await self._request(endpoint, generation, old)
+
+    async def _stuck(self, rotation: Rotation) -> bool:
+        """Asked long ago, and the device is registered on the registration it had then or
+        with the credential it had then (a device that is away may still be bootstrapping)."""
+        if self.clock() - rotation.requested_at <= self.retry_after:
+            return False
+        registration = self.dm_server.registration(rotation.endpoint)
+        if registration is None:
+            return False
+        if registration.registered_at < rotation.requested_at:
+            return True
+        _, current = await self._current_key(rotation.endpoint)
+        return current == rotation.old_fingerprint
+
+    async def _request(self, endpoint: str, generation: int, old: str | None) -> Progress:
+        """Execute /1/x/9 and record the request (``old``: the credential it replaces)."""
         requested_at = self.clock()
         try:
             await self.bootstrap.rebootstrap(endpoint, dm_server=self.dm_server, actor=ACTOR)

@@ -2,7 +2,8 @@
 DTLS sockets on 127.0.0.1 port 0), SQLite and PostgreSQL: a PSK device and a certificate
 device each rotate -- requested, waiting while it re-bootstraps, verified once it registered
 with the new credential -- the old credential stops working, a superseded DM certificate is
-revoked (so it no longer counts as expiring), and a NoSec device fails permanently."""
+revoked (so it no longer counts as expiring), a NoSec device fails permanently, and a request
+the device never acted on is asked again."""
 
 from __future__ import annotations
 
@@ -16,8 +17,11 @@ from bootstrap import create_schema as create_bootstrap_schema
 from lifecycle.artifacts.credentials import (
     CredentialRotator,
     Progress,
+    Rotation,
     RotationFailed,
+    RotationRepository,
     expiring_certificates,
+    fingerprint,
 )
 from lwm2m.store import Store
 from lwm2m.transport import HandshakeFailed, X509Credentials
@@ -117,3 +121,41 @@ def test_psk_and_certificate_devices_rotate_and_the_old_credential_is_refused(
             assert KEYS["dev-psk"] != new_psk.psk.key  # the bootstrap key is not the DM key
 
     run(scenario(), timeout=90)
+
+
+def test_a_request_the_device_never_acted_on_is_asked_again(store: Store) -> None:
+    """A rotation recorded as requested long ago (the Execute lost with a crash) while the
+    device kept its registration: the next pass asks again instead of waiting forever."""
+    create_bootstrap_schema(store)
+
+    async def scenario() -> None:
+        async with running(store) as s:
+            device = s.device("dev-psk")
+            await device.start()
+            await device.wait_registered()
+            old = await security(store, "dev-psk")
+            assert old.psk is not None
+            registration = s.dm["eu"].registration("dev-psk")
+            assert registration is not None
+            lost = Rotation(
+                "dev-psk",
+                1,
+                "requested",
+                fingerprint(old.psk.key),
+                registration.registered_at + 0.001,  # after it registered; never re-bootstrapped
+                None,
+                "re-bootstrap",
+            )
+            await store.write(lambda tx: RotationRepository().put(tx, lost))
+            patient = CredentialRotator(store, s.dm["eu"], s.bs.manager, retry_after=3600.0)
+            assert await patient.rotate("dev-psk", 1) is Progress.WAITING
+            rotator = CredentialRotator(store, s.dm["eu"], s.bs.manager, retry_after=0.0)
+            await asyncio.sleep(0.01)  # a moment after the lost request
+            mark = len(device.events)
+            assert await rotator.rotate("dev-psk", 1) is Progress.REQUESTED
+            await _registered_again(s, "dev-psk", mark)
+            await _rotated(rotator, "dev-psk", 1)
+            new = await security(store, "dev-psk")
+            assert new.psk is not None and new.psk.key != old.psk.key
+
+    run(scenario(), timeout=60)
