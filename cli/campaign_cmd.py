@@ -249,6 +249,8 @@ def _size(n: int) -> str:
 
 
 def _seconds(s: float) -> str:
+    if 0 < s < 1:
+        return "under 1 s"
     if s < 120:
         return f"{s:.0f} s"
     if s < 7200:
