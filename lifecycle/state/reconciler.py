@@ -100,6 +100,8 @@ log = logging.getLogger("fleetloop.lifecycle.reconciler")
 OBSERVE = "observe"
 REOBSERVE = "reobserve"
 RECONCILE = "reconcile"
+CREDENTIALS_RECHECK = 60.0
+"""Seconds after a credential rotation step before the device is looked at again."""
 MAX_APN_SWITCHES = 3
 """Link writes per generation before a connectivity change counts as failed (the device kept
 falling back: its carrier does not serve the APN)."""
@@ -816,10 +818,16 @@ class Reconciler:
             work.verify.add(Dimension.CREDENTIALS)
             work.read.add(Dimension.CREDENTIALS)  # nothing to read back: the rotator proved it
             record.update(step="verified", by="registration with the new key")
-        elif progress == "requested":
+            return
+        if progress == "requested":
             record.update(step="rotate-credentials", via="re-bootstrap")
         else:
             record.update(step="wait", reason="re-bootstrap under way")
+        # The device's new registration normally brings the next pass; look again later in
+        # case it never comes (the rotator then asks again, or the device is gone).
+        asyncio.get_running_loop().call_later(
+            CREDENTIALS_RECHECK, self.schedule, endpoint, RECONCILE
+        )
 
     async def _set_apns(
         self, endpoint: str, step: SetApns, record: dict[str, Any], ops: dict[str, Any]
