@@ -50,7 +50,7 @@ from lwm2m.store import Tx
 from sgp32.eim import Exchange, NotificationHandled, PackageRecord, PackageState, ResultAccepted
 from sgp32.eim.model import ProfileRecord, ProfileState
 from sgp32.eim.sql import EimStore
-from sgp32.packages import Enable
+from sgp32.packages import Enable, ListProfileInfo, Psmo
 
 log = logging.getLogger("fleetloop.esim")
 
@@ -279,8 +279,9 @@ class EsimComponent:
             verdict = judge(want, reported.get(Dimension.ESIM), eid, profiles, packages)
             verdicts[endpoint] = (want, eid, verdict)
             self.stats["judged"] += 1
+        known = {eid: any(p.carrier for p in profiles) for eid, profiles, _ in found.values()}
         to_queue = [
-            (eid, want)
+            (eid, want, known.get(eid, False))
             for want, eid, v in verdicts.values()
             if v.queue and eid is not None and want is not None
         ]
@@ -288,18 +289,19 @@ class EsimComponent:
             await self._queue(to_queue)
         await asyncio.gather(*(self._record(ep, *item) for ep, item in verdicts.items()))
 
-    async def _queue(self, items: list[tuple[str, Desired]]) -> None:
+    async def _queue(self, items: list[tuple[str, Desired, bool]]) -> None:
+        """One package per device: the enable with rollbackFlag, preceded by listProfileInfo
+        while the eIM knows none of the eUICC's carriers (the answer, taken before the enable,
+        names them -- the profile the device falls back to included)."""
         eims, now = self.eims, self.clock()
 
         def write(tx: Tx) -> None:
             ledger = eims.ledger(tx)
-            for eid, want in items:
+            for eid, want, carriers_known in items:
+                enable = Enable(str(want.value["iccid"]), rollback=True)
+                operations: list[Psmo] = [enable] if carriers_known else [ListProfileInfo(), enable]
                 eims.eim.queue(
-                    ledger,
-                    eid,
-                    [Enable(str(want.value["iccid"]), rollback=True)],
-                    now=now,
-                    actor=package_actor(want.generation),
+                    ledger, eid, operations, now=now, actor=package_actor(want.generation)
                 )
 
         await eims.store.write(write)
