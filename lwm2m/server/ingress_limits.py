@@ -30,7 +30,7 @@ import logging
 import re
 from collections import OrderedDict
 from collections.abc import Container
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiocoap import Message
 from aiocoap.numbers.codes import Code
@@ -41,6 +41,8 @@ from lwm2m.coap.peer import PeerState
 
 __all__ = [
     "Block1Admission",
+    "IngestBudget",
+    "IngestMeter",
     "IngressLimits",
     "RefusalLog",
     "ServerBusy",
@@ -63,6 +65,8 @@ class IngressLimits:
     unregistered_total: int = 1024 * 1024
     #: Everything every peer holds together.
     total: int = 64 * 1024 * 1024
+    #: Sends and notifications one registered device may have stored per second (item 3).
+    device_ingest: IngestBudget = field(default_factory=lambda: IngestBudget())
 
     def __post_init__(self) -> None:
         for name in ("register_body", "device_body", "unregistered_total", "total"):
@@ -325,3 +329,82 @@ def shown(text: str | None, limit: int = 64) -> str:
     if text is None:
         return "-"
     return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+# -- per-device ingest budget (issue 14 item 3) -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IngestBudget:
+    """What one registered device may make the server store per second: Sends and
+    notifications together, counted in messages and in payload bytes (token buckets)."""
+
+    messages_per_second: float = 20.0
+    message_burst: int = 200
+    bytes_per_second: float = 64 * 1024
+    byte_burst: int = 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if min(self.messages_per_second, self.message_burst) <= 0:
+            raise ValueError("IngestBudget messages_per_second and message_burst must be > 0")
+        if min(self.bytes_per_second, self.byte_burst) <= 0:
+            raise ValueError("IngestBudget bytes_per_second and byte_burst must be > 0")
+
+
+class IngestMeter:
+    """Token buckets per endpoint for :class:`IngestBudget`.
+
+    One device sent 5 000 Sends x 50 values in 18 s (250 000 rows) before this. Over budget, a
+    Send is answered 4.29 Too Many Requests with Max-Age saying when to retry (RFC 8516) and a
+    notification is acknowledged by CoAP but not decoded, stored or published; both counted.
+    Nothing is queued: the meter is three numbers per endpoint, and endpoints whose buckets
+    are full again are forgotten every ``sweep_every`` calls.
+    """
+
+    def __init__(self, budget: IngestBudget, *, sweep_every: int = 10_000) -> None:
+        self.budget = budget
+        self._buckets: dict[str, list[float]] = {}
+        self._calls = 0
+        self._sweep_every = sweep_every
+        #: Messages refused, for operators and tests.
+        self.refused = 0
+
+    def wait(self, endpoint: str, now: float, size: int) -> float | None:
+        """None when ``endpoint`` may send a message of ``size`` bytes now (and charge it),
+        else the seconds until it may."""
+        budget = self.budget
+        self._calls += 1
+        if self._calls % self._sweep_every == 0:
+            self._sweep(now)
+        bucket = self._buckets.get(endpoint)
+        if bucket is None:
+            bucket = self._buckets[endpoint] = [
+                float(budget.message_burst),
+                float(budget.byte_burst),
+                now,
+            ]
+        else:
+            elapsed = max(0.0, now - bucket[2])
+            bucket[0] = min(budget.message_burst, bucket[0] + elapsed * budget.messages_per_second)
+            bucket[1] = min(budget.byte_burst, bucket[1] + elapsed * budget.bytes_per_second)
+            bucket[2] = now
+        size = min(size, budget.byte_burst)  # one message larger than the burst still passes
+        if bucket[0] >= 1.0 and bucket[1] >= size:
+            bucket[0] -= 1.0
+            bucket[1] -= size
+            return None
+        self.refused += 1
+        return max(
+            (1.0 - bucket[0]) / budget.messages_per_second,
+            (size - bucket[1]) / budget.bytes_per_second,
+            0.0,
+        )
+
+    def _sweep(self, now: float) -> None:
+        budget = self.budget
+        full = (
+            budget.message_burst / budget.messages_per_second
+            + budget.byte_burst / budget.bytes_per_second
+        )
+        for endpoint in [e for e, b in self._buckets.items() if now - b[2] > full]:
+            del self._buckets[endpoint]

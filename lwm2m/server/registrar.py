@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -30,7 +31,7 @@ from lwm2m.server.events import (
     ServerEvent,
     Updated,
 )
-from lwm2m.server.ingress_limits import RefusalLog, refusal_kind, shown
+from lwm2m.server.ingress_limits import IngestMeter, RefusalLog, refusal_kind, shown
 from lwm2m.server.observations import newest_content, timestamped_values
 from lwm2m.server.operations import decode_report, is_multi_format
 from lwm2m.server.queue import QueuedEntry
@@ -96,6 +97,8 @@ class RegistrationInterface(ResourceServing):
     stats: dict[str, int]
     #: Refusal log lines, rate-limited per source and kind; made on first use.
     _refusal_log: RefusalLog | None = None
+    #: Per-device ingest budget of Sends and notifications; made on first use.
+    _ingest_meter: IngestMeter | None = None
     _loop: asyncio.AbstractEventLoop
     _wall: Callable[[], float]
     _lifetimes: LifetimeRules
@@ -566,6 +569,14 @@ class RegistrationInterface(ResourceServing):
         self.store.registrations.remove_many(tx, registration_ids)
         return [None] * len(registration_ids)
 
+    def _ingest_wait(self, endpoint: str, size: int) -> float | None:
+        """None if ``endpoint`` may have another Send/notification of ``size`` bytes stored
+        now, else the seconds until it may (``ServerConfig.ingress.device_ingest``)."""
+        meter = self._ingest_meter
+        if meter is None:
+            meter = self._ingest_meter = IngestMeter(self.config.ingress.device_ingest)
+        return meter.wait(endpoint, self._loop.time(), size)
+
     # -- Send -----------------------------------------------------------------------------------
     def _on_send(
         self,
@@ -580,6 +591,17 @@ class RegistrationInterface(ResourceServing):
             )
             return
         reg = device.registration
+        wait = self._ingest_wait(reg.endpoint, len(request.payload))
+        if wait is not None:  # issue 14 item 3: RFC 8516, retry after Max-Age
+            self.stats["throttled_sends"] = self.stats.get("throttled_sends", 0) + 1
+            throttled = Message(
+                code=Code.TOO_MANY_REQUESTS,
+                payload=b"this device's ingest budget is spent; retry after Max-Age seconds",
+            )
+            throttled.opt.max_age = max(1, math.ceil(wait))
+            channel.core.respond(event.request, throttled, channel.now())
+            channel.flush()
+            return
         if reg.lwm2m_version == "1.0":
             self._respond(channel, event, Code.METHOD_NOT_ALLOWED, "Send needs LwM2M 1.1 or later")
             return

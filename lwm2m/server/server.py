@@ -536,6 +536,9 @@ class LwM2MServer(RegistrationInterface, DeviceManagementApi):
         response = Response.from_message(event.message)
         if not response.success:
             return  # a final error notification; ObservationCancelled follows
+        if self._ingest_wait(device.endpoint, len(event.message.payload)) is not None:
+            self.stats["throttled_notifications"] = self.stats.get("throttled_notifications", 0) + 1
+            return  # over its ingest budget (issue 14 item 3): acknowledged, not stored
         try:
             content, fmt = decode_content(
                 response,
