@@ -787,10 +787,17 @@ async def cancel_observation(
     summary="Queued requests of a device",
 )
 async def queued_requests(ctx: Context, scope: Scoped, endpoint: str) -> list[JsonObject]:
-    """Requests waiting for (or recently delivered to) a sleeping queue-mode device."""
+    """Requests waiting for (or recently delivered to) a sleeping queue-mode device.
+
+    404 ``unknown_endpoint`` for a device that is neither registered nor has requests left
+    in its queue (issue 14 item 9: it was 200 ``[]``, as if the device existed), and for one
+    outside the caller's tenants."""
     if not await scope.sees(endpoint):
-        return []  # what an unknown endpoint answers: nothing queued
-    return [queued_request_json(r) for r in await ctx.server.queued_requests(endpoint)]
+        raise unknown_endpoint(endpoint)
+    queued = await ctx.server.queued_requests(endpoint)
+    if not queued and ctx.server.registration(endpoint) is None:
+        raise unknown_endpoint(endpoint)
+    return [queued_request_json(r) for r in queued]
 
 
 @router.delete(

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from lifecycle.api.audit_routes import audit_change
 from lifecycle.api.auth import Role, context_of, needs
@@ -58,7 +58,8 @@ class SecurityBody(BaseModel):
     x509_fingerprint: str | None = Field(
         default=None, description="SHA-256 of the device certificate (DER), 64 hex digits"
     )
-    allow_nosec: bool = Field(
+    # Strict: JSON true/false only -- 0, 1 and "yes" were taken as booleans (issue 14 item 9).
+    allow_nosec: StrictBool = Field(
         default=False, description="allow this endpoint to register over plain CoAP"
     )
 
