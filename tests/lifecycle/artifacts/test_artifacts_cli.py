@@ -146,7 +146,7 @@ def test_schemathesis_finds_no_server_error_on_the_artifact_routes(served: Backg
     assert len(operations) == 11
 
     @settings(
-        max_examples=200, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        max_examples=100, deadline=None, database=None, suppress_health_check=list(HealthCheck)
     )
     @given(data=st.data())
     def check(data: st.DataObject) -> None:
