@@ -235,6 +235,23 @@ def is_lost_session_alert(data: bytes) -> bool:
     )
 
 
+def hello_in_session_version(data: bytes) -> bytes:
+    """An epoch-0 ClientHello whose record version Mbed TLS would refuse inside a live session,
+    with the record version set to DTLS 1.0 (0xFEFF); anything else unchanged.
+
+    Why (issue 14 item 13): Anjay 3.14 (mbedtls) opens its new handshake from the address of
+    its live session with record version 0xFE00. Mbed TLS takes any 0xFExx on a fresh
+    context, but a live one checks the record version against the negotiated one and drops
+    the record silently, so the device got neither HelloVerifyRequest nor ServerHello until
+    its handshake timed out (~140 s). RFC 6347 §4.1 lets the ClientHello's record version
+    differ; for epoch 0 it is authenticated by nothing (the handshake hash covers handshake
+    messages, not record headers), so normalising it changes no security property.
+    """
+    if not is_client_hello(data) or data[2] in (0xFF, 0xFD):
+        return data
+    return data[:1] + b"\xfe\xff" + data[3:]
+
+
 def cookie_param(addr: Address) -> bytes:
     """The transport-level client id Mbed TLS binds cookies to: address bytes + port."""
     host = addr[0]

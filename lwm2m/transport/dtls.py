@@ -61,6 +61,7 @@ from lwm2m.transport._common import (
     RateLimitedLog,
     cookie_param,
     describe,
+    hello_in_session_version,
     is_client_hello,
     is_foreign_record,
     lost_session_alert,
@@ -339,6 +340,8 @@ class DtlsServer(asyncio.DatagramProtocol):
         try:
             session = self._established.get(addr)
             if session is not None:
+                if data and data[0] == 22:  # a handshake record: a new ClientHello? (item 13)
+                    data = hello_in_session_version(data)
                 self._on_established(session, data)
                 return
             session = self._handshaking.get(addr)
