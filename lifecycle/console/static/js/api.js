@@ -105,16 +105,17 @@ export function devicePath(endpoint, kind, lwm2mPath) {
   return `/devices/${encodeURIComponent(endpoint)}/${kind}/${tail}`;
 }
 
-// The server-sent event stream (GET /events). EventSource cannot send an Authorization
-// header, so this reads the stream with fetch() and parses the SSE framing itself.
+// The server-sent event stream (GET /events, or another stream's `path` such as a
+// campaign's). EventSource cannot send an Authorization header, so this reads the stream
+// with fetch() and parses the SSE framing itself.
 // Calls onEvent(type, data) per message; returns a function that closes the stream.
 // Reconnects after a dropped connection (not after 401, which means log in again).
-export function streamEvents(query, onEvent, onState = () => {}) {
+export function streamEvents(query, onEvent, onState = () => {}, path = "/events") {
   const controller = new AbortController();
   let stopped = false;
 
   async function once() {
-    const url = new URL(`${API_BASE}/events`, location.origin);
+    const url = new URL(`${API_BASE}${path}`, location.origin);
     for (const [key, value] of Object.entries(query || {})) {
       for (const item of Array.isArray(value) ? value : [value]) url.searchParams.append(key, item);
     }

@@ -4,7 +4,7 @@
 //          #/devices/{endpoint}  one device
 //          #/groups[/{name}]     groups and their members
 //          #/audit               the audit log and its verification
-//          #/campaigns           campaign views (arrive with the campaigns API)
+//          #/campaigns[/{id}]    campaigns, one campaign live (waves, cohorts, gates, verbs)
 // A view module exports render(root, view) and registers its cleanup (closing its event
 // stream, stopping timers) with view.onLeave, which runs when the operator navigates away.
 
@@ -24,6 +24,7 @@ const ROUTES = [
   { pattern: /^\/groups\/([^/]+)$/, name: "groups", module: groups },
   { pattern: /^\/audit$/, name: "audit", module: audit },
   { pattern: /^\/campaigns$/, name: "campaigns", module: campaigns },
+  { pattern: /^\/campaigns\/([^/]+)$/, name: "campaigns", module: campaigns },
 ];
 
 const $ = (id) => document.getElementById(id);
