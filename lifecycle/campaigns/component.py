@@ -491,8 +491,15 @@ class CampaignComponent:
                     d.verified_at = now
                     d.deadline = None
                     d.registrations = 0
-                    run.move(d, DeviceState.VERIFIED, now)
-                    self._due(now + run.waves[d.wave].bake_s)
+                    bake = run.waves[d.wave].bake_s
+                    if bake <= 0:  # nothing to bake: succeeded now (one row write, not two)
+                        run.move(d, DeviceState.SUCCEEDED, now)
+                        pacer = self._pacers.get(run.id)
+                        if pacer is not None:
+                            pacer.succeeded(1)
+                    else:
+                        run.move(d, DeviceState.VERIFIED, now)
+                        self._due(now + bake)
             elif change.after is Status.FAILED:
                 kind = _classify(dim, change)
                 d.acked = kind is not FailureKind.TRANSIENT
@@ -604,9 +611,8 @@ class CampaignComponent:
 
     def _timers(self, run: CampaignRun, now: float) -> None:
         succeeded = 0
-        for d in list(run.devices.values()):
-            if d.state not in IN_FLIGHT:
-                continue
+        for endpoint in list(run.flight):
+            d = run.devices[endpoint]
             if d.state is DeviceState.VERIFIED:
                 end = (d.verified_at or now) + run.waves[d.wave].bake_s
                 if end <= now:
@@ -672,13 +678,14 @@ class CampaignComponent:
             from lifecycle.campaigns.plan import in_window as in_window_fn
 
             in_window = in_window_fn
-        flight = {DeviceState.DELIVERING, DeviceState.VERIFIED}
-        in_flight = 0
+        flight = (DeviceState.DELIVERING, DeviceState.VERIFIED)
+        in_flight = sum(run.counts.get(s, 0) for s in flight)
         per_carrier: dict[str, int] = {}
-        for d in run.devices.values():
-            if d.state in flight:
-                in_flight += 1
-                per_carrier[d.member.carrier] = per_carrier.get(d.member.carrier, 0) + 1
+        if run.spec.pacing.per_carrier:
+            for endpoint in run.flight:
+                d = run.devices[endpoint]
+                if d.state in flight:
+                    per_carrier[d.member.carrier] = per_carrier.get(d.member.carrier, 0) + 1
         deferred: list[str] = []
         first = run.component(0)
         while queue:
@@ -886,14 +893,22 @@ class CampaignComponent:
         if due > now:
             self._due(due)  # outcomes changed: judge them soon, not on every report
             return
-        self._gate_due[run.id] = now + GATE_INTERVAL_S
+        started = time.perf_counter()
         run.stale = False
+        try:
+            self._judge(run, wave, now)
+        finally:
+            # at most ~10% of the loop on gates, however big the wave
+            spent = time.perf_counter() - started
+            self._gate_due[run.id] = now + max(GATE_INTERVAL_S, 10 * spent)
+
+    def _judge(self, run: CampaignRun, wave: WaveRun, now: float) -> None:
         from lifecycle.campaigns.gates import evaluate_all
 
         devices = [d for d in run.in_wave(wave.index) if d.state is not DeviceState.SKIPPED]
         queued = any(d.state is DeviceState.QUEUED for d in devices)
         outcomes = [
-            d.outcome()
+            run.outcome(d)
             for d in devices
             if d.state is not DeviceState.QUEUED and not run.cohort_reverted(d.member)
         ]
@@ -1098,10 +1113,12 @@ class CampaignComponent:
         busy = any(run.counts.get(s, 0) for s in IN_FLIGHT)
         if run.state is CampaignState.RUNNING and run.wave >= len(run.waves) and not busy:
             run.set_state(CampaignState.COMPLETED, now, run.reason or "every wave done")
+            self._release(run)
             self._audit(run, "campaign.complete", now, [], self._summary_counts(run))
             self._publish({"type": "state", "campaign": run.id, "state": run.state.value})
         elif run.state is CampaignState.REVERTING and not run.counts.get(DeviceState.REVERTING):
             run.set_state(CampaignState.ABORTED, now, run.reason)
+            self._release(run)
             self._audit(run, "campaign.aborted", now, [], self._summary_counts(run))
             self._publish({"type": "state", "campaign": run.id, "state": run.state.value})
 
@@ -1421,6 +1438,7 @@ class CampaignComponent:
                 self._revert(run, [d for d in run.devices.values() if d.changed], now, why)
             else:
                 run.set_state(CampaignState.ABORTED, now, why)
+                self._release(run)
             self._publish({"type": "state", "campaign": cid, "state": run.state.value})
             await self._flush(now)
         self._wakeup.set()
@@ -1526,20 +1544,32 @@ class CampaignComponent:
             raise UnknownCampaign(cid)
         return found
 
-    async def status(self, cid: str) -> dict[str, Any]:
+    async def status(self, cid: str, *, waves: bool = True) -> dict[str, Any]:
         """State, reason, counts per state, per wave (with per-cohort counts and the gate
-        verdicts) and the conflicts left out."""
+        verdicts) and the conflicts left out. ``waves=False``: without the per-wave part
+        (constant cost, for a progress bar polled often)."""
         run = await self._run_of(cid)
-        waves = []
-        for w in run.waves:
+        per_wave = []
+        for w in run.waves if waves else ():
             counts: dict[str, int] = {}
-            cohorts: dict[str, dict[str, dict[str, int]]] = {}
+            region: dict[str, dict[str, int]] = {}
+            carrier: dict[str, dict[str, int]] = {}
+            group: dict[str, dict[str, int]] = {}
             for d in run.in_wave(w.index):
-                counts[d.state.value] = counts.get(d.state.value, 0) + 1
-                for scope, key in d.cohort().items():
-                    by = cohorts.setdefault(scope.value, {}).setdefault(key, {})
-                    by[d.state.value] = by.get(d.state.value, 0) + 1
-            waves.append(
+                name = d.state.value
+                counts[name] = counts.get(name, 0) + 1
+                m = d.member
+                for by_key, key in (
+                    (region, m.region),
+                    (carrier, m.carrier),
+                    (group, m.policy_group),
+                ):
+                    by = by_key.get(key)
+                    if by is None:
+                        by = by_key[key] = {}
+                    by[name] = by.get(name, 0) + 1
+            cohorts = {"region": region, "carrier": carrier, "policy_group": group}
+            per_wave.append(
                 {
                     "index": w.index,
                     "name": w.name,
@@ -1569,7 +1599,7 @@ class CampaignComponent:
             "finished_at": run.finished_at,
             "devices": len(run.devices),
             "counts": {s.value: n for s, n in run.counts.items() if n},
-            "waves": waves,
+            "waves": per_wave,
             "reverted_cohorts": [{"scope": s, "key": k} for s, k in sorted(run.reverted_cohorts)],
             "conflicts": len(run.conflicts),
             "artifacts": list(run.artifacts),

@@ -81,9 +81,9 @@ async def create(request: Request, engine: Engine, caller: Caller, body: dict[st
 
 
 @router.get("/{cid}")
-async def status(engine: Engine, caller: Caller, cid: str) -> Any:
+async def status(engine: Engine, caller: Caller, cid: str, waves: bool = True) -> Any:
     try:
-        return await engine.status(cid)
+        return await engine.status(cid, waves=waves)
     except UnknownCampaign as err:
         raise _error(err) from None
 

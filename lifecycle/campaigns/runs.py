@@ -140,6 +140,12 @@ class CampaignRun:
     stale: bool = True
     #: Per-state counts, kept current by :meth:`move` (status and gates read them).
     counts: dict[DeviceState, int] = field(default_factory=dict)
+    #: Devices per wave, and the endpoints waiting for something (:data:`IN_FLIGHT`): the
+    #: runner's per-tick work walks these, not every device of a 10 000-device campaign.
+    by_wave: dict[int, list[DeviceRun]] = field(default_factory=dict)
+    flight: set[str] = field(default_factory=set)
+    #: Gate outcomes per endpoint, dropped when the device changes (rebuilt on demand).
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
 
     # -- bookkeeping ---------------------------------------------------------------------
     def touch(self, now: float) -> None:
@@ -148,7 +154,10 @@ class CampaignRun:
 
     def add(self, device: DeviceRun) -> None:
         self.devices[device.endpoint] = device
+        self.by_wave.setdefault(device.wave, []).append(device)
         self.counts[device.state] = self.counts.get(device.state, 0) + 1
+        if device.state in IN_FLIGHT:
+            self.flight.add(device.endpoint)
         self.dirty_devices.add(device.endpoint)
 
     def move(self, device: DeviceRun, state: DeviceState, now: float, reason: str = "") -> None:
@@ -158,14 +167,25 @@ class CampaignRun:
             self.counts[state] = self.counts.get(state, 0) + 1
             device.state = state
             self.stale = True
+            if state in IN_FLIGHT:
+                self.flight.add(device.endpoint)
+            else:
+                self.flight.discard(device.endpoint)
         if reason:
             device.reason = reason
-        device.updated_at = now
-        self.dirty_devices.add(device.endpoint)
+        self.mark(device, now)
 
     def mark(self, device: DeviceRun, now: float) -> None:
         device.updated_at = now
         self.dirty_devices.add(device.endpoint)
+        self.outcomes.pop(device.endpoint, None)
+
+    def outcome(self, device: DeviceRun) -> Outcome:
+        """``device``'s gate outcome (cached until it changes)."""
+        found = self.outcomes.get(device.endpoint)
+        if found is None:
+            found = self.outcomes[device.endpoint] = device.outcome()
+        return found
 
     def set_state(self, state: CampaignState, now: float, reason: str = "") -> None:
         self.state = state
@@ -181,12 +201,14 @@ class CampaignRun:
         return self.spec.components[index]
 
     def in_wave(self, index: int) -> Iterator[DeviceRun]:
-        return (d for d in self.devices.values() if d.wave == index)
+        return iter(self.by_wave.get(index, ()))
 
     def in_flight(self) -> int:
         return sum(self.counts.get(s, 0) for s in (DeviceState.DELIVERING, DeviceState.REVERTING))
 
     def cohort_reverted(self, member: Member) -> bool:
+        if not self.reverted_cohorts:
+            return False
         for scope in (Scope.REGION, Scope.CARRIER, Scope.POLICY_GROUP):
             if (scope.value, member.cohort(scope)) in self.reverted_cohorts:
                 return True
