@@ -29,6 +29,7 @@ from lifecycle.campaigns.model import (
     Deadlines,
     DeviceState,
     GateSpec,
+    Membership,
     OnFailure,
     Pacing,
     Scope,
@@ -378,5 +379,46 @@ def test_held_devices_are_left_out_of_a_second_campaign_and_a_silent_device_time
                 lambda tx: tx.execute(select(func.count()).select_from(STEP)).scalar_one()
             )
             assert n >= 2
+
+    asyncio.run(asyncio.wait_for(case(), 60))
+
+
+def test_dynamic_membership_rollback_by_selector_and_quarantine(store: Store) -> None:
+    async def case() -> None:
+        records = _records("dy-", {"eu": 4})
+        async with rig(store, records) as r:
+            spec = _spec(
+                "dy-",
+                membership=Membership.DYNAMIC,
+                canary=CanarySpec(per_stratum=4, max_devices=10, bake_s=30.0),
+            )
+            cid = await r.campaigns.create(spec, actor="op")
+            await eventually(lambda: _count(r, cid, DeviceState.DELIVERING, 4))
+            await r.verify(await r.devices_in(cid, DeviceState.DELIVERING), V2)
+            await eventually(lambda: _count(r, cid, DeviceState.VERIFIED, 4))  # baking 30 s
+            # a device that joins the selection mid-campaign enters the current wave
+            late = _records("dy-", {"eu": 5})[4:]
+            await store.write(lambda tx: r.inventory.repository.upsert_many(tx, late))
+            await eventually(lambda: _count(r, cid, DeviceState.DELIVERING, 1))
+            assert r.campaigns.holder("dy-0005", Dimension.FLAGS) == cid
+            await r.verify(["dy-0005"], V2)
+            await eventually(lambda: _count(r, cid, DeviceState.VERIFIED, 5))
+            # rollback by selector: the matching changed devices go back to last-known-good
+            n = await r.campaigns.rollback(cid, selector="endpoint=dy-0001", actor="op")
+            assert n == 1
+            await eventually(lambda: _count(r, cid, DeviceState.REVERTING, 1))
+            await r.verify(["dy-0001"], V1)
+            await eventually(lambda: _count(r, cid, DeviceState.REVERTED, 1))
+            assert r.campaigns.holder("dy-0001", Dimension.FLAGS) is None
+            # quarantining the artifact halts the campaign; a new one using it is refused
+            halted = await r.campaigns.quarantine("flags-v2", actor="op", reason="bad")
+            assert halted == [cid]
+            assert (await r.campaigns.status(cid))["state"] == "halted"
+            with pytest.raises(CampaignConflict, match="quarantined"):
+                await r.campaigns.create(_spec("dy-"), actor="op")
+            with pytest.raises(CampaignConflict, match="quarantined"):
+                await r.campaigns.resume(cid, actor="op")
+            actions = await _audit_actions(store, cid)
+            assert {"campaign.join", "campaign.rollback", "campaign.revert"} <= set(actions)
 
     asyncio.run(asyncio.wait_for(case(), 60))
