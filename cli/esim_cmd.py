@@ -9,6 +9,7 @@ Operator commands (``/v1/esim/...``; docs/ESIM.md)::
     fleetloop esim list | show EID|EP | results EID|EP | packages EID|EP
     fleetloop esim enable EID|EP ICCID [--no-rollback] | disable | delete EID|EP ICCID
     fleetloop esim list-profiles EID|EP
+    fleetloop esim download EID|EP '1$smdp.example.com$MATCHING-ID'
 
 Exit codes as the rest of the CLI: 1 the request failed (the message names the eUICC and the
 fix), 2 a usage mistake, 3 no server reached.
@@ -24,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -113,6 +115,7 @@ async def start_in_serve(
     from sgp32.eim.schema import create_schema
     from sgp32.eim.sql import EimStore
     from sgp32.esipa.https import EsipaHttpsServer, server_ssl_context
+    from sgp32.esipa.relay import Es9Relay
     from sgp32.signing import EimIdentity
 
     listen = settings.esipa_https
@@ -124,7 +127,9 @@ async def start_in_serve(
     tls = None
     if settings.x509_cert is not None and settings.x509_key is not None:
         tls = server_ssl_context(settings.x509_cert, settings.x509_key)
-    component = EsimComponent(eims, state)
+    ca = os.environ.get("FLEETLOOP_EIM_SMDP_CA")  # SM-DP+ TLS roots (default: the system's)
+    relay = Es9Relay(ssl.create_default_context(cafile=ca) if ca else None)
+    component = EsimComponent(eims, state, relay=relay)
     server = EsipaHttpsServer(component.handle, tls=tls)
     host, port = await server.start(listen.host or "127.0.0.1", listen.port)
     component.attach()
@@ -316,6 +321,16 @@ def delete(euicc: str, iccid: str, as_json: bool) -> None:
 def list_profiles(euicc: str, as_json: bool) -> None:
     """Queue listProfileInfo on EID|EP (the answer refreshes `esim show`)."""
     _queue(euicc, {"operation": "list-profiles"}, as_json)
+
+
+@esim.command("download")
+@click.argument("euicc")
+@click.argument("activation_code")
+@json_option
+def download(euicc: str, activation_code: str, as_json: bool) -> None:
+    """Queue a ProfileDownloadTrigger: EID|EP downloads the profile of ACTIVATION_CODE
+    (1$SM-DP+ address$matching ID) through the eIM's ES9+ relay."""
+    _queue(euicc, {"operation": "download", "activation_code": activation_code}, as_json)
 
 
 @esim.command("packages")

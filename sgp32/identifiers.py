@@ -45,3 +45,18 @@ def iccid_from_bytes(value: bytes) -> str:
     if not swapped.isdigit():
         raise InvalidIdentifier(f"ICCID {value.hex()}: not BCD digits")
     return swapped
+
+
+def check_activation_code(code: str) -> tuple[str, str]:
+    """An SGP.22 4.1 activation code ``1$SM-DP+ address$matching ID[$...]``: (address,
+    matching ID). The eIM hands it to the IPA as it is; this only refuses what could never
+    work, naming the part."""
+    parts = code.split("$")
+    if len(code) > 255 or len(parts) < 3 or parts[0] != "1":
+        raise InvalidIdentifier(
+            f"activation code {code[:64]!r}: expected 1$SM-DP+ address$matching ID"
+        )
+    address, matching_id = parts[1], parts[2]
+    if not address or any(c.isspace() or c == "/" for c in address):
+        raise InvalidIdentifier(f"activation code: {address!r} is no SM-DP+ address (an FQDN)")
+    return address, matching_id

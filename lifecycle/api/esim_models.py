@@ -15,6 +15,7 @@ Operation = Literal[
     "unset-fallback",
     "list-eim",
     "delete-eim",
+    "download",
 ]
 
 
@@ -128,7 +129,9 @@ class EuiccImportResult(BaseModel):
 
 class PackageBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    operation: Operation = Field(description="the PSMO (or eCO) to queue")
+    operation: Operation = Field(
+        description="the PSMO or eCO to queue, or download (a ProfileDownloadTrigger)"
+    )
     iccid: str | None = Field(
         default=None,
         description="the profile (enable, disable, delete, set-fallback; list-profiles: only it)",
@@ -141,4 +144,10 @@ class PackageBody(BaseModel):
     )
     eim_id: str | None = Field(
         default=None, description="delete-eim: the eimId to remove", max_length=128
+    )
+    activation_code: str | None = Field(
+        default=None,
+        description="download: the activation code 1$SM-DP+ address$matching ID (a "
+        "ProfileDownloadTrigger; the IPA downloads through the eIM's ES9+ relay)",
+        max_length=255,
     )

@@ -243,7 +243,7 @@ def operation_of(body: PackageBody) -> Psmo | Eco:
         return UnsetFallbackAttribute()
     if body.operation == "list-eim":
         return ListEim()
-    if body.eim_id is None:
+    if body.operation == "download" or body.eim_id is None:
         raise ApiError(
             422, "invalid_input", "eim_id: delete-eim needs the eimId to remove", field="eim_id"
         )
@@ -397,6 +397,19 @@ async def queue_esim_package(
     result shows in ``GET .../packages`` once the eUICC's signed result is in."""
     component = _esim(request)
     record = await _resolve(component, scope, euicc)
+    if body.operation == "download":
+        if body.activation_code is None:
+            raise ApiError(
+                422,
+                "invalid_input",
+                "activation_code: download needs the activation code (1$SM-DP+ address$ID)",
+                field="activation_code",
+            )
+        with _errors(record.eid):
+            trigger = await component.eims.queue_download(
+                record.eid, body.activation_code, now=time.time(), actor=scope.principal.actor
+            )
+        return package_json(trigger)
     operation = operation_of(body)
     with _errors(record.eid):
         package = await component.eims.queue(

@@ -47,9 +47,11 @@ from lifecycle.state.dimensions import (
 )
 from lifecycle.state.tables import DESIRED
 from lwm2m.store import Tx
+from sgp32.asn1 import decode_from_ipa
 from sgp32.eim import Exchange, NotificationHandled, PackageRecord, PackageState, ResultAccepted
 from sgp32.eim.model import ProfileRecord, ProfileState
 from sgp32.eim.sql import EimStore
+from sgp32.esipa.relay import RELAYED, Es9Relay
 from sgp32.packages import Enable, ListProfileInfo, Psmo
 
 log = logging.getLogger("fleetloop.esim")
@@ -168,9 +170,12 @@ class EsimComponent:
         eims: EimStore,
         state: StateComponent | None = None,
         clock: Callable[[], float] = time.time,
+        relay: Es9Relay | None = None,
     ) -> None:
         self.eims = eims
         self.state = state
+        #: The ES9+ relay of indirect profile downloads (None: refused as unsupported).
+        self.relay = relay
         self.clock = clock
         self._endpoints: set[str] = set()
         self._eids: set[str] = set()
@@ -187,6 +192,8 @@ class EsimComponent:
         self._task = asyncio.create_task(self._run(), name="esim-applier")
 
     async def stop(self) -> None:
+        if self.relay is not None:
+            await self.relay.aclose()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -194,8 +201,13 @@ class EsimComponent:
             self._task = None
 
     async def handle(self, data: bytes, now: float) -> Exchange:
-        """The ESipa handler: the eIM's exchange, then the device it concerns is judged again
-        when a result or notification was accepted."""
+        """The ESipa handler: an indirect-download message goes to the ES9+ relay; anything
+        else is the eIM's exchange, after which the device it concerns is judged again when a
+        result or notification was accepted."""
+        if self.relay is not None:
+            message = decode_from_ipa(data)  # garbage: CodecError, the binding answers 400
+            if message.name in RELAYED:
+                return Exchange(await self.relay.relay(message.name, message.body), ())
         exchange = await self.eims.handle(data, now)
         for outcome in exchange.outcomes:
             if isinstance(outcome, ResultAccepted | NotificationHandled) and outcome.eid:

@@ -35,6 +35,8 @@ from sgp32.eim.model import (
     PackageDelivered,
     PackageRecord,
     PackageState,
+    ProfileRecord,
+    ProfileState,
     Refusal,
     ResultAccepted,
     ResultDuplicate,
@@ -48,13 +50,21 @@ from sgp32.errors import (
     SignatureInvalid,
     UnknownEuicc,
 )
-from sgp32.identifiers import eid_from_bytes
+from sgp32.identifiers import check_activation_code, eid_from_bytes, iccid_from_bytes
 from sgp32.notifications import verify_other_notification
 from sgp32.packages import Eco, ListProfileInfo, Psmo
-from sgp32.signing import NO_ASSOCIATION_TOKEN, sign_euicc_package, verify_euicc_package_result
+from sgp32.signing import (
+    NO_ASSOCIATION_TOKEN,
+    sign_euicc_package,
+    verify_euicc_package_result,
+    verify_raw,
+)
 
 DEVICE_ACTOR = "eim"
 """Audit actor of what the IPA/eUICC did (operators appear under their own name)."""
+
+DOWNLOAD_TRIGGER = "profileDownloadTrigger"
+"""The operation name of a queued ProfileDownloadTrigger (not a PSMO: never signed)."""
 
 # ESipa error codes (SGP.32 6.3)
 NO_PACKAGE, EID_NOT_FOUND, INVALID_EID, MISSING_EID, UNDEFINED = 1, 2, 3, 4, 127
@@ -208,6 +218,58 @@ class Eim:
         )
         return package
 
+    def queue_download(
+        self,
+        ledger: Ledger,
+        eid: str,
+        activation_code: str,
+        *,
+        now: float,
+        actor: str,
+    ) -> PackageRecord:
+        """Put a ProfileDownloadTrigger (SGP.32 2.11.1.3) with an activation code on `eid`'s
+        queue. It is not signed (it is no eUICC package) but it takes the next counterValue as
+        its place in the queue -- the eUICC only needs counters to grow, gaps are fine -- and
+        an eimTransactionId the result is matched on."""
+        check_activation_code(activation_code)
+        euicc = ledger.euicc(eid)
+        if euicc is None:
+            raise UnknownEuicc(f"EID {eid} is not registered with the eIM; import it first")
+        counter = ledger.next_counter(eid)
+        transaction_id = counter.to_bytes(4, "big") + self._random(4)
+        der = encode(
+            "ProfileDownloadTriggerRequest",
+            {
+                "profileDownloadData": ("activationCode", activation_code),
+                "eimTransactionId": transaction_id,
+            },
+        )
+        package = PackageRecord(
+            eid=eid,
+            counter_value=counter,
+            transaction_id=transaction_id,
+            eim_id=euicc.eim_id,
+            operations=({"op": DOWNLOAD_TRIGGER, "activation_code": activation_code},),
+            request_der=der,
+            state=PackageState.QUEUED,
+            created_at=now,
+            actor=actor,
+        )
+        ledger.add_package(package)
+        ledger.audit(
+            actor=actor,
+            action="esim.download.queue",
+            eid=eid,
+            now=now,
+            tenant=euicc.tenant,
+            detail={
+                "counter": counter,
+                "transaction_id": transaction_id.hex(),
+                "activation_code": activation_code,
+            },
+        )
+        return package
+
     # ---- IPA side -----------------------------------------------------------------------------
 
     def handle(self, ledger: Ledger, data: bytes, now: float) -> Exchange:
@@ -267,8 +329,14 @@ class Eim:
                     "transaction_id": package.transaction_id.hex(),
                 },
             )
-        request = decode("EuiccPackageRequest", package.request_der)
-        reply = encode_to_ipa("getEimPackageResponse", ("euiccPackageRequest", request))
+        if package.operations and package.operations[0].get("op") == DOWNLOAD_TRIGGER:
+            trigger = decode("ProfileDownloadTriggerRequest", package.request_der)
+            reply = encode_to_ipa(
+                "getEimPackageResponse", ("profileDownloadTriggerRequest", trigger)
+            )
+        else:
+            request = decode("EuiccPackageRequest", package.request_der)
+            reply = encode_to_ipa("getEimPackageResponse", ("euiccPackageRequest", request))
         return Exchange(
             reply, (PackageDelivered(eid, package.counter_value, package.transaction_id),)
         )
@@ -305,6 +373,9 @@ class Eim:
         elif kind == "ePRAndNotifications":
             epr = value["euiccPackageResult"]
             notifications = list(value["notificationList"])
+        elif kind == "profileDownloadTriggerResult":
+            done = self._download_result(ledger, euicc, value, now)
+            return Exchange(answer(("emptyResponse", {})), (done,))
         else:
             unsupported = self._refuse(
                 ledger,
@@ -451,6 +522,84 @@ class Eim:
             eid, package.counter_value, tid, result.kind, result.results, result.error_code, state
         )
         return outcome, result.seq_number
+
+    def _download_result(
+        self, ledger: Ledger, euicc: EuiccRecord, value: dict[str, Any], now: float
+    ) -> Outcome:
+        """The IPA's answer to a ProfileDownloadTrigger: a signed ProfileInstallationResult
+        (verified with the eUICC's key; success adds the profile, disabled) or a download
+        error. Matched on the trigger's eimTransactionId."""
+        der = encode("ProfileDownloadTriggerResult", value)
+        tid = value.get("eimTransactionId")
+        package = ledger.package(euicc.eid, tid) if tid is not None else None
+        if package is None or package.operations[0].get("op") != DOWNLOAD_TRIGGER:
+            message = f"no download trigger with eimTransactionId {tid.hex() if tid else None}"
+            return self._refuse(ledger, euicc, now, Refusal.UNKNOWN_PACKAGE, message, tid, der)
+        if package.state in (PackageState.DONE, PackageState.FAILED):
+            ledger.add_result(
+                ResultRecord(euicc.eid, now, "duplicate", tid, package.counter_value, der, {})
+            )
+            return ResultDuplicate(euicc.eid, package.transaction_id)
+        kind, data = value["profileDownloadTriggerResultData"]
+        summary: dict[str, Any] = {"kind": "profileDownloadTriggerResult", "der": der.hex()}
+        iccid = None
+        if kind == "profileInstallationResult":
+            pir = data["profileInstallationResultData"]
+            try:
+                verify_raw(
+                    _public_key(euicc.euicc_certificate),
+                    encode("ProfileInstallationResultData", pir),
+                    data["euiccSignPIR"],
+                    "euiccSignPIR",
+                )
+            except SignatureInvalid as exc:
+                return self._refuse(
+                    ledger, euicc, now, Refusal.SIGNATURE_INVALID, str(exc), tid, der
+                )
+            raw_iccid = pir["notificationMetadata"].get("iccid")
+            iccid = iccid_from_bytes(raw_iccid) if raw_iccid is not None else None
+            final, detail = pir["finalResult"]
+            ok = final == "successResult"
+            summary["results"] = [
+                ["profileInstallationResult", "success" if ok else jsonable(detail)]
+            ]
+            summary["iccid"] = iccid
+        else:
+            ok = False
+            summary["results"] = [["profileDownloadError", data["profileDownloadErrorReason"]]]
+        state = PackageState.DONE if ok else PackageState.FAILED
+        ledger.update_package(
+            dataclasses.replace(package, state=state, result_at=now, result=summary)
+        )
+        if ok and iccid is not None:
+            profiles = {p.iccid: p for p in ledger.profiles(euicc.eid)}
+            if iccid not in profiles:
+                profiles[iccid] = ProfileRecord(
+                    euicc.eid, iccid, ProfileState.DISABLED, False, now, note="installed"
+                )
+            ledger.replace_profiles(euicc.eid, sorted(profiles.values(), key=lambda p: p.iccid))
+        detail = {k: v for k, v in summary.items() if k != "der"}
+        ledger.add_result(
+            ResultRecord(euicc.eid, now, "accepted", tid, package.counter_value, der, detail)
+        )
+        ledger.audit(
+            actor=DEVICE_ACTOR,
+            action="esim.download.result",
+            eid=euicc.eid,
+            now=now,
+            tenant=euicc.tenant,
+            outcome="ok" if ok else "error",
+            detail={"counter": package.counter_value, **detail},
+        )
+        return ResultAccepted(
+            euicc.eid,
+            package.counter_value,
+            package.transaction_id,
+            "profileDownloadTriggerResult",
+            tuple((r[0], r[1]) for r in summary["results"]),
+            None,
+            state,
+        )
 
     def _handle_notification(self, ledger: Ledger, body: tuple[str, Any], now: float) -> Exchange:
         kind, value = body

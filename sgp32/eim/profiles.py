@@ -78,6 +78,12 @@ def apply_results(
         elif kind == "unsetFallbackAttribute":
             for other in list(table):
                 _set(table, eid, other, now, fallback=False)
+    if rolled_back and not any(name == "enableResult" for name, _ in paired):
+        # The rollback result alone (SGP.32 5.9.16 is not at hand to say whether the enable's
+        # own result travels with it): the enable of this package did not stick either way.
+        for op in operations:
+            if op["op"] == "enable" and op.get("iccid") is not None:
+                _set(table, eid, op["iccid"], now, state=ProfileState.DISABLED, note="rolled back")
     return sorted(table.values(), key=lambda p: p.iccid)
 
 

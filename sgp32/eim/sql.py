@@ -329,6 +329,15 @@ class EimStore:
             lambda tx: self.eim.queue(self.ledger(tx), eid, operations, now=now, actor=actor)
         )
 
+    async def queue_download(
+        self, eid: str, activation_code: str, *, now: float, actor: str
+    ) -> PackageRecord:
+        return await self.store.write(
+            lambda tx: self.eim.queue_download(
+                self.ledger(tx), eid, activation_code, now=now, actor=actor
+            )
+        )
+
     async def register(
         self,
         *,

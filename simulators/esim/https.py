@@ -52,7 +52,11 @@ class HttpsIpa:
         for count in range(1, limit + 1):
             if not await self.exchange(now):
                 return count - 1
-            idle = not self.ipa.pending and not self.ipa.euicc.notifications
+            idle = (
+                not self.ipa.pending
+                and not self.ipa.euicc.notifications
+                and self.ipa.download is None
+            )
             if self.ipa.last_get_answer == "eimPackageError:1" and idle:
                 return count
         raise EsipaError(f"EID {self.ipa.euicc.eid}: no quiet state after {limit} exchanges")

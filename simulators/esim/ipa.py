@@ -15,14 +15,28 @@ from typing import Any
 
 from sgp32.asn1 import decode_from_eim, encode_to_eim
 from sgp32.identifiers import eid_to_bytes
+from simulators.esim.download import Es10bDownload
 from simulators.esim.euicc import Result, SimEuicc
 
 
 @dataclass
 class _PendingResult:
-    result: Result
+    result: Any
     seq_number: int | None
     sent_over_rollback_profile: bool = False
+    kind: str = "euiccPackageResult"
+
+
+@dataclass
+class _Download:
+    """An indirect profile download under way (SGP.32 3.2.3): the trigger and the next step."""
+
+    eim_transaction_id: bytes | None
+    smdp_address: str
+    matching_id: str
+    step: str = "initiate"  # initiate -> authenticate -> bpp
+    transaction_id: bytes | None = None
+    body: Any = None
 
 
 @dataclass
@@ -35,6 +49,10 @@ class SimIpa:
     last_get_answer: str | None = None
     refused: list[Result] = field(default_factory=list)
     """Results the eUICC gave for packages it refused (for tests and logs)."""
+    downloader: Es10bDownload | None = None
+    """The eUICC's ES10b download functions; None: a download trigger is answered with an
+    error (the device cannot download)."""
+    download: _Download | None = None
 
     @property
     def connected(self) -> bool:
@@ -65,11 +83,11 @@ class SimIpa:
             return None
         eid = eid_to_bytes(self.euicc.eid)
         if self.pending:
-            body = {
-                "eidValue": eid,
-                "eimPackageResult": ("euiccPackageResult", self.pending[0].result),
-            }
+            first = self.pending[0]
+            body = {"eidValue": eid, "eimPackageResult": (first.kind, first.result)}
             return encode_to_eim("provideEimPackageResult", body)
+        if self.download is not None:
+            return self._download_message(self.download)
         if self.euicc.notifications:
             seq = min(self.euicc.notifications)
             note = self.euicc.notifications[seq]
@@ -90,10 +108,82 @@ class SimIpa:
             self._package(message.body, now)
         elif message.name == "provideEimPackageResultResponse":
             self._acknowledged(message.body)
+        elif self.download is not None:
+            self._download_answer(self.download, message.name, message.body)
+
+    # ---- indirect profile download (the eIM relays ES9+) -----------------------------------
+
+    def _trigger(self, value: dict[str, Any]) -> None:
+        tid = value.get("eimTransactionId")
+        kind, data = value.get("profileDownloadData", ("", None))
+        parts = str(data).split("$") if kind == "activationCode" else []
+        if self.downloader is None or len(parts) < 3:
+            self._download_failed(tid)
+            return
+        self.download = _Download(tid, parts[1], parts[2])
+
+    def _download_failed(self, tid: bytes | None, reason: int = 127) -> None:
+        result: dict[str, Any] = {
+            "profileDownloadTriggerResultData": (
+                "profileDownloadError",
+                {"profileDownloadErrorReason": reason},
+            )
+        }
+        if tid is not None:
+            result["eimTransactionId"] = tid
+        self.download = None
+        self.pending.append(_PendingResult(result, None, kind="profileDownloadTriggerResult"))
+
+    def _download_message(self, d: _Download) -> bytes:
+        assert self.downloader is not None
+        if d.step == "initiate":
+            body: dict[str, Any] = {
+                "euiccChallenge": self.downloader.get_challenge(),
+                "smdpAddress": d.smdp_address,
+                "euiccInfo1": self.downloader.euicc_info1(),
+            }
+            if d.eim_transaction_id is not None:
+                body["eimTransactionId"] = d.eim_transaction_id
+            return encode_to_eim("initiateAuthenticationRequestEsipa", body)
+        if d.step == "authenticate":
+            response = self.downloader.authenticate_server(d.body, d.matching_id)
+            return encode_to_eim(
+                "authenticateClientRequestEsipa",
+                {"transactionId": d.transaction_id, "authenticateServerResponse": response},
+            )
+        response = self.downloader.prepare_download(d.body)
+        return encode_to_eim(
+            "getBoundProfilePackageRequestEsipa",
+            {"transactionId": d.transaction_id, "prepareDownloadResponse": response},
+        )
+
+    def _download_answer(self, d: _Download, name: str, body: tuple[str, Any]) -> None:
+        kind, value = body
+        if kind.endswith("ErrorEsipa"):
+            self._download_failed(d.eim_transaction_id)
+            return
+        if name == "initiateAuthenticationResponseEsipa":
+            d.transaction_id = value["serverSigned1"]["transactionId"]
+            d.step, d.body = "authenticate", value
+        elif name == "authenticateClientResponseEsipa":
+            d.step, d.body = "bpp", value
+        elif name == "getBoundProfilePackageResponseEsipa":
+            assert self.downloader is not None
+            pir = self.downloader.load_bound_profile_package(value["boundProfilePackage"])
+            result: dict[str, Any] = {
+                "profileDownloadTriggerResultData": ("profileInstallationResult", pir)
+            }
+            if d.eim_transaction_id is not None:
+                result["eimTransactionId"] = d.eim_transaction_id
+            self.download = None
+            self.pending.append(_PendingResult(result, None, kind="profileDownloadTriggerResult"))
 
     def _package(self, body: tuple[str, Any], now: float) -> None:
         kind, value = body
         self.last_get_answer = kind if kind != "eimPackageError" else f"eimPackageError:{value}"
+        if kind == "profileDownloadTriggerRequest":
+            self._trigger(value)
+            return
         if kind != "euiccPackageRequest":
             return
         result = self.euicc.load_package(value)

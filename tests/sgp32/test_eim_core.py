@@ -14,11 +14,13 @@ from sgp32.eim import (
     NotificationHandled,
     PackageDelivered,
     PackageState,
+    ProfileRecord,
     ProfileState,
     Refusal,
     ResultAccepted,
     ResultDuplicate,
 )
+from sgp32.eim.profiles import apply_results
 from sgp32.errors import CertificateChainError, EuiccConflict, UnknownEuicc
 from sgp32.identifiers import eid_to_bytes
 from sgp32.packages import Disable, Enable, SetFallbackAttribute, UnsetFallbackAttribute
@@ -306,3 +308,17 @@ def test_fallback_attribute_follows_the_results(world: World) -> None:
     assert dataclasses.asdict(ledger.packages(euicc.eid)[1])["operations"] == (
         {"op": "unsetFallbackAttribute"},
     )
+
+
+def test_a_rollback_result_without_the_enables_own_result_still_rolls_the_target_back() -> None:
+    """SGP.32 5.9.16 was not at hand: whether the re-signed result repeats the enable's own
+    result is open (the reference vector carries both). Either shape leaves the target off."""
+    before = [
+        ProfileRecord("e", OLD_ICCID, ProfileState.DISABLED, True, 0.0),
+        ProfileRecord("e", NEW_ICCID, ProfileState.PENDING, False, 0.0),
+    ]
+    ops = [{"op": "enable", "iccid": NEW_ICCID, "rollback": True}]
+    for results in ([("rollbackResult", 0)], [("enableResult", 0), ("rollbackResult", 0)]):
+        after = {p.iccid: p for p in apply_results("e", before, ops, results, 1.0)}
+        assert after[NEW_ICCID].state == ProfileState.DISABLED
+        assert after[NEW_ICCID].note == "rolled back"

@@ -223,8 +223,24 @@ def test_refusals_write_nothing_and_name_the_fix(world: EsimWorld, tmp_path: Pat
                 expect=422,
             )
             assert bad["field"] == "body.operation"
+            no_code = await api.post(
+                f"/v1/esim/euiccs/{ok.eid}/packages", {"operation": "download"}, expect=422
+            )
+            assert no_code["field"] == "activation_code"
+            bad_code = await api.post(
+                f"/v1/esim/euiccs/{ok.eid}/packages",
+                {"operation": "download", "activation_code": "LPA:1$smdp"},
+                expect=422,
+            )
+            assert "1$SM-DP+ address$matching ID" in bad_code["message"]
             shown = await api.get(f"/v1/esim/euiccs/{ok.eid}")
             assert shown["queue"] == [] and shown["counter_value"] == 0  # nothing was signed
+            trigger = await api.post(
+                f"/v1/esim/euiccs/{ok.eid}/packages",
+                {"operation": "download", "activation_code": "1$smdp.example.com$ORDER-1"},
+                expect=201,
+            )
+            assert trigger["operations"][0]["op"] == "profileDownloadTrigger"
         finally:
             await api.aclose()
 

@@ -1,0 +1,232 @@
+"""ES9+ (SGP.22 6.5, HTTPS + JSON) for the eIM's indirect-download relay, sans-IO.
+
+In an indirect profile download (SGP.32 3.2.3) the IPA does not talk to the SM-DP+ itself: it
+sends its ES9+ calls to the eIM over ESipa as ASN.1 (InitiateAuthenticationRequestEsipa BF39,
+AuthenticateClientRequestEsipa BF3B, GetBoundProfilePackageRequestEsipa BF3A,
+CancelSessionRequestEsipa BF41, pending notifications), and the eIM makes the ES9+ call to the
+SM-DP+ on its behalf. This module converts both ways:
+
+* :func:`request_for` -- an ESipa message from the IPA -> the ES9+ function and its JSON body;
+* :func:`answer_for` -- the SM-DP+'s JSON answer -> the ESipa answer's DER for the IPA.
+
+ES9+ carries the binary data objects base64-encoded *with their tags* (serverSigned1 as its
+SEQUENCE, serverSignature1 as its 5F37 TLV, euiccCiPKIdToBeUsed as an OCTET STRING TLV) and the
+transactionId as upper-case hex. An SM-DP+ error ("Failed" with a subject/reason code) becomes
+the ESipa error alternative of the function; what does not decode raises :class:`Es9Error`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any
+
+from sgp32.asn1 import decode, encode, encode_to_ipa
+from sgp32.errors import Sgp32Error
+
+ES9_PATH = "/gsma/rsp2/es9plus/"
+ADMIN_PROTOCOL = "gsma/rsp/v2.5.0"
+SIGNATURE_TAG = b"\x5f\x37"
+UNDEFINED = 127
+
+
+class Es9Error(Sgp32Error):
+    """An ES9+ answer the relay cannot use (not JSON of the expected shape, bad base64/DER)."""
+
+
+@dataclass(frozen=True)
+class Es9Request:
+    """One ES9+ call: the function (path suffix), its JSON body, and the SM-DP+ it goes to
+    (None: the one this transaction's session started with)."""
+
+    function: str
+    body: dict[str, Any]
+    smdp_address: str | None = None
+    transaction_id: bytes | None = None
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def unb64(text: Any, field: str) -> bytes:
+    if not isinstance(text, str):
+        raise Es9Error(f"ES9+ answer: {field} is missing or not a string")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise Es9Error(f"ES9+ answer: {field} is not base64") from None
+
+
+def _length(n: int) -> bytes:
+    if n < 0x80:
+        return bytes([n])
+    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(body)]) + body
+
+
+def tlv(tag: bytes, value: bytes) -> bytes:
+    return tag + _length(len(value)) + value
+
+
+def untlv(data: bytes, tag: bytes, field: str) -> bytes:
+    """The value of a single TLV with `tag` (DER lengths)."""
+    if not data.startswith(tag) or len(data) < len(tag) + 1:
+        raise Es9Error(f"ES9+ answer: {field} does not start with tag {tag.hex().upper()}")
+    rest = data[len(tag) :]
+    first = rest[0]
+    if first < 0x80:
+        length, start = first, 1
+    else:
+        size = first & 0x7F
+        length, start = int.from_bytes(rest[1 : 1 + size], "big"), 1 + size
+    value = rest[start : start + length]
+    if len(value) != length or start + length != len(rest):
+        raise Es9Error(f"ES9+ answer: {field} has a wrong length")
+    return value
+
+
+def transaction_hex(tid: bytes) -> str:
+    return tid.hex().upper()
+
+
+def request_for(name: str, body: Any) -> Es9Request:
+    """The ES9+ call for an ESipa message from the IPA (`decode_from_ipa`'s name and body)."""
+    if name == "initiateAuthenticationRequestEsipa":
+        json_body: dict[str, Any] = {"euiccChallenge": b64(body["euiccChallenge"])}
+        if "euiccInfo1" in body:
+            json_body["euiccInfo1"] = b64(encode("EUICCInfo1", body["euiccInfo1"]))
+        address = body.get("smdpAddress")
+        if address is None:
+            raise Es9Error("initiateAuthentication: no smdpAddress (no default SM-DP+ here)")
+        json_body["smdpAddress"] = address
+        return Es9Request("initiateAuthentication", json_body, address)
+    if name == "authenticateClientRequestEsipa":
+        tid = body["transactionId"]
+        response = encode("AuthenticateServerResponse", body["authenticateServerResponse"])
+        return Es9Request(
+            "authenticateClient",
+            {"transactionId": transaction_hex(tid), "authenticateServerResponse": b64(response)},
+            transaction_id=tid,
+        )
+    if name == "getBoundProfilePackageRequestEsipa":
+        tid = body["transactionId"]
+        response = encode("PrepareDownloadResponse", body["prepareDownloadResponse"])
+        return Es9Request(
+            "getBoundProfilePackage",
+            {"transactionId": transaction_hex(tid), "prepareDownloadResponse": b64(response)},
+            transaction_id=tid,
+        )
+    if name == "cancelSessionRequestEsipa":
+        tid = body["transactionId"]
+        response = encode("CancelSessionResponse", body["cancelSessionResponse"])
+        return Es9Request(
+            "cancelSession",
+            {"transactionId": transaction_hex(tid), "cancelSessionResponse": b64(response)},
+            transaction_id=tid,
+        )
+    raise Es9Error(f"{name} is not relayed to an SM-DP+")
+
+
+def _failed(answer: dict[str, Any]) -> str | None:
+    header = answer.get("header")
+    status = header.get("functionExecutionStatus") if isinstance(header, dict) else None
+    if not isinstance(status, dict):
+        raise Es9Error("ES9+ answer: header.functionExecutionStatus is not an object")
+    if str(status.get("status", "")).startswith("Executed"):
+        return None
+    data = status.get("statusCodeData")
+    data = data if isinstance(data, dict) else {}
+    return (
+        f"{data.get('subjectCode', '?')}/{data.get('reasonCode', '?')}: {data.get('message', '')}"
+    )
+
+
+def answer_for(function: str, answer: Any) -> tuple[bytes, str | None]:
+    """The ESipa answer (DER) for the SM-DP+'s JSON `answer` to `function`, and the SM-DP+'s
+    failure text when it failed (for the log/audit; the IPA gets the function's ESipa error)."""
+    if not isinstance(answer, dict):
+        raise Es9Error(f"ES9+ {function}: the answer is not a JSON object")
+    try:
+        failure = _failed(answer)
+        return _answer(function, answer, failure), failure
+    except Es9Error:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, Sgp32Error) as exc:
+        raise Es9Error(f"ES9+ {function}: the answer does not decode ({exc})") from None
+
+
+def _answer(function: str, answer: dict[str, Any], failure: str | None) -> bytes:
+    tid_text = answer.get("transactionId")
+    tid = bytes.fromhex(tid_text) if isinstance(tid_text, str) else None
+    if function == "initiateAuthentication":
+        if failure is not None:
+            return encode_to_ipa(
+                "initiateAuthenticationResponseEsipa",
+                ("initiateAuthenticationErrorEsipa", UNDEFINED),
+            )
+        signed1 = decode("ServerSigned1", unb64(answer["serverSigned1"], "serverSigned1"))
+        ok: dict[str, Any] = {
+            "serverSigned1": signed1,
+            "serverSignature1": untlv(
+                unb64(answer["serverSignature1"], "serverSignature1"),
+                SIGNATURE_TAG,
+                "serverSignature1",
+            ),
+            "euiccCiPKIdentifierToBeUsed": untlv(
+                unb64(answer["euiccCiPKIdToBeUsed"], "euiccCiPKIdToBeUsed"),
+                b"\x04",
+                "euiccCiPKIdToBeUsed",
+            ),
+            "serverCertificate": decode(
+                "Certificate", unb64(answer["serverCertificate"], "serverCertificate")
+            ),
+        }
+        if tid is not None:
+            ok["transactionId"] = tid
+        return encode_to_ipa(
+            "initiateAuthenticationResponseEsipa", ("initiateAuthenticationOkEsipa", ok)
+        )
+    if function == "authenticateClient":
+        if failure is not None:
+            return encode_to_ipa(
+                "authenticateClientResponseEsipa", ("authenticateClientErrorEsipa", UNDEFINED)
+            )
+        ok = {
+            "smdpSigned2": decode("SmdpSigned2", unb64(answer["smdpSigned2"], "smdpSigned2")),
+            "smdpSignature2": untlv(
+                unb64(answer["smdpSignature2"], "smdpSignature2"), SIGNATURE_TAG, "smdpSignature2"
+            ),
+            "smdpCertificate": decode(
+                "Certificate", unb64(answer["smdpCertificate"], "smdpCertificate")
+            ),
+        }
+        if tid is not None:
+            ok["transactionId"] = tid
+        if "profileMetadata" in answer:
+            ok["profileMetaData"] = decode(
+                "StoreMetadataRequest", unb64(answer["profileMetadata"], "profileMetadata")
+            )
+        return encode_to_ipa("authenticateClientResponseEsipa", ("authenticateClientOkDPEsipa", ok))
+    if function == "getBoundProfilePackage":
+        if failure is not None:
+            return encode_to_ipa(
+                "getBoundProfilePackageResponseEsipa",
+                ("getBoundProfilePackageErrorEsipa", UNDEFINED),
+            )
+        bpp = decode(
+            "BoundProfilePackage", unb64(answer["boundProfilePackage"], "boundProfilePackage")
+        )
+        ok = {"boundProfilePackage": bpp}
+        if tid is not None:
+            ok["transactionId"] = tid
+        return encode_to_ipa(
+            "getBoundProfilePackageResponseEsipa", ("getBoundProfilePackageOkEsipa", ok)
+        )
+    if function == "cancelSession":
+        value: tuple[str, Any] = (
+            ("cancelSessionError", UNDEFINED) if failure else ("cancelSessionOk", {})
+        )
+        return encode_to_ipa("cancelSessionResponseEsipa", value)
+    raise Es9Error(f"ES9+ function {function} is not relayed")
