@@ -82,7 +82,7 @@ from lifecycle.campaigns.runs import IN_FLIGHT, CampaignRun, DeviceRun, WaveRun
 from lifecycle.campaigns.zones import utc_offset
 from lifecycle.inventory import DeviceRecord
 from lifecycle.inventory_events import InventoryService
-from lifecycle.selector import SelectorError, parse_selector
+from lifecycle.selector import Selector, SelectorError, parse_selector
 from lifecycle.service import LifecycleService
 from lifecycle.state.component import StateComponent
 from lifecycle.state.dimensions import (
@@ -221,6 +221,10 @@ class CampaignComponent:
         self._task: asyncio.Task[None] | None = None
         self._loaded = asyncio.Event()
         self._running = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: Whether any active campaign has dynamic membership (read from the writer thread).
+        self._dynamic = False
+        self._selectors: dict[str, Selector] = {}
         self._next_due: float | None = None
         #: Counters for operators, tests and the benchmark.
         self.stats: dict[str, int] = {"ticks": 0, "writes": 0, "rows": 0, "events": 0}
@@ -239,6 +243,7 @@ class CampaignComponent:
         """Load the active campaigns and start the runner (returns at once)."""
         if self._task is None:
             self._running = True
+            self._loop = asyncio.get_running_loop()
             self._task = asyncio.create_task(self._run(), name="campaigns")
 
     async def stop(self) -> None:
@@ -277,22 +282,15 @@ class CampaignComponent:
             self._wakeup.set()
 
     def _on_inventory_change(self, tx: Tx, records: Iterable[DeviceRecord]) -> None:
-        """Dynamic membership: a record that now matches a dynamic campaign's selector joins
-        it (decided in the next tick; this runs inside the inventory's transaction)."""
-        dynamic = [
-            r
-            for r in self.runs.values()
-            if r.spec.membership is Membership.DYNAMIC and r.state.active
-        ]
-        if not dynamic:
+        """Dynamic membership: a changed record may now match a dynamic campaign's selector
+        (decided in the next tick). This runs inside the inventory's transaction, on the
+        store's writer thread: it only appends to the (thread-safe) deque and wakes the
+        runner through the loop -- no campaign state is read here."""
+        if not self._dynamic or self._loop is None:
             return
         for record in records:
-            for run in dynamic:
-                if record.endpoint in run.devices:
-                    continue
-                self._events.append(_Event("join", record.endpoint, record=record))
-                self._wakeup.set()
-                break
+            self._events.append(_Event("join", record.endpoint, record=record))
+        self._loop.call_soon_threadsafe(self._wakeup.set)
 
     # -- the runner ----------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -342,6 +340,7 @@ class CampaignComponent:
         self._events.clear()
         self._writes.clear()
         self._quarantined = quarantined
+        self._dynamic = False
         for run in runs:
             self._adopt(run)
         # Devices mid-change: the reconciler lost its queue with the process; ask it again
@@ -358,6 +357,8 @@ class CampaignComponent:
 
     def _adopt(self, run: CampaignRun) -> None:
         self.runs[run.id] = run
+        if run.spec.membership is Membership.DYNAMIC:
+            self._dynamic = True
         for endpoint, dim in run.holds():
             self._holders[(endpoint, dim)] = run.id
         for endpoint in run.devices:
@@ -433,6 +434,7 @@ class CampaignComponent:
         for run in [r for r in self.runs.values() if not r.state.active]:
             self._release(run)
             del self.runs[run.id]
+        self._dynamic = any(r.spec.membership is Membership.DYNAMIC for r in self.runs.values())
 
     def _due(self, at: float) -> None:
         if self._next_due is None or at < self._next_due:
@@ -573,10 +575,13 @@ class CampaignComponent:
                 or record.stage == "retired"
             ):
                 continue
-            try:
-                if not parse_selector(run.spec.selector).matches(record):
+            selector = self._selectors.get(run.id)
+            if selector is None:
+                try:
+                    selector = self._selectors[run.id] = parse_selector(run.spec.selector)
+                except SelectorError:
                     continue
-            except SelectorError:
+            if not selector.matches(record):
                 continue
             member = self._member(record)
             if run.cohort_reverted(member) or any(
@@ -1075,17 +1080,20 @@ class CampaignComponent:
             dims = [c.dimension for c in run.spec.components[: d.component + 1]]
             if d.generation is None and dims:
                 dims = dims[:-1]  # the last component was never written
-            targets: dict[Dimension, Any] = {dim: d.rollback.get(dim.value) for dim in dims}
-            missing = [dim.value for dim, value in targets.items() if value is None]
-            if missing:
+            targets: dict[Dimension, Any] = {
+                dim: d.rollback[dim.value] for dim in dims if d.rollback.get(dim.value) is not None
+            }
+            missing = [dim.value for dim in dims if dim not in targets]
+            if missing:  # reported (status, report), never silently skipped
                 stuck.append(d.endpoint)
                 d.reason = f"no last-known-good value for {', '.join(missing)}: not reverted"
                 run.mark(d, now)
-                continue
+                if not targets:
+                    continue
             d.reverts = {}
             d.attempt += 1
-            d.deadline = now + sum(self._budget(run, d, dim) for dim in dims)
-            run.move(d, DeviceState.REVERTING, now, why)
+            d.deadline = now + sum(self._budget(run, d, dim) for dim in targets)
+            run.move(d, DeviceState.REVERTING, now, d.reason if missing else why)
             for dim, value in targets.items():
                 d.reverts[dim.value] = -1  # pending until the write tells its generation
                 self._writes.append(

@@ -422,3 +422,50 @@ def test_dynamic_membership_rollback_by_selector_and_quarantine(store: Store) ->
             assert {"campaign.join", "campaign.rollback", "campaign.revert"} <= set(actions)
 
     asyncio.run(asyncio.wait_for(case(), 60))
+
+
+def test_components_apply_in_order_and_a_missing_rollback_target_is_reported(
+    store: Store,
+) -> None:
+    apn = {"apns": ["apn-new"], "active": "apn-new"}
+
+    async def case() -> None:
+        records = _records("mc-", {"eu": 2})
+        async with rig(store, records) as r:
+            spec = _spec(
+                "mc-",
+                components=(
+                    Component(Dimension.FLAGS, V2, artifact="flags-v2"),
+                    Component(Dimension.CONNECTIVITY, apn, artifact="apn-new"),
+                ),
+                canary=CanarySpec(per_stratum=2, max_devices=10, bake_s=0.0),
+            )
+            cid = await r.campaigns.create(spec, actor="op")
+            await eventually(lambda: _count(r, cid, DeviceState.DELIVERING, 2))
+            first, second = sorted(await r.devices_in(cid, DeviceState.DELIVERING))
+            await r._told(first, V2)
+
+            async def connectivity(endpoint: str) -> Any:
+                desired = await store.read(lambda tx: r.state.repository.desired(tx, endpoint))
+                want = desired.get(Dimension.CONNECTIVITY)
+                return want.value if want is not None else None
+
+            assert await connectivity(first) is None  # not before the flags verified
+            await r.verify([first], V2)
+            await eventually(lambda: _has(connectivity(first), apn))
+            assert (await r.states(cid)).get("delivering") == 2  # still on its 2nd component
+            # abort --revert: flags go back to V1; connectivity had no value before the
+            # campaign (no desired, nothing reported): reported, not silently skipped
+            await r.campaigns.abort(cid, revert=True, actor="op")
+            await eventually(lambda: _count(r, cid, DeviceState.REVERTING, 2))
+            await r.verify([first, second], V1)
+            await eventually(lambda: _state(r, cid, CampaignState.ABORTED))
+            report = await r.campaigns.report(cid)
+            assert report["no_rollback_target"] == [first]
+            assert await connectivity(first) == apn  # nothing to go back to
+
+    asyncio.run(asyncio.wait_for(case(), 60))
+
+
+async def _has(value: Awaitable[Any], expected: Any) -> bool:
+    return bool(await value == expected)
