@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # the serve side is imported when serve starts it: the CLI st
     from cli.settings import ServeSettings
     from lifecycle.esim import EsimComponent
     from lifecycle.state.component import StateComponent
+    from lwm2m.server import LwM2MServer
     from lwm2m.store import Store
     from sgp32.eim.sql import EimStore
     from sgp32.esipa.https import EsipaHttpsServer
@@ -106,10 +107,15 @@ def load_cis(path: Path | None) -> list[x509.Certificate]:
 
 
 async def start_in_serve(
-    settings: ServeSettings, store: Store, data_dir: Path, state: StateComponent | None = None
+    settings: ServeSettings,
+    store: Store,
+    data_dir: Path,
+    state: StateComponent | None = None,
+    dm_server: LwM2MServer | None = None,
 ) -> RunningEsipa | None:
     """Start the ESipa HTTPS listener when ``--esipa-https`` is set (default: off), with the
-    applier of the esim dimension attached to ``state``'s reconciler."""
+    applier of the esim dimension attached to ``state``'s reconciler, and ESipa over CoAP
+    (``POST /gsma/rsp2/asn1``) on ``dm_server``'s CoAP and CoAPs sockets."""
     from lifecycle.esim import EsimComponent
     from sgp32.eim import Eim, EimDeployment
     from sgp32.eim.schema import create_schema
@@ -133,6 +139,10 @@ async def start_in_serve(
     server = EsipaHttpsServer(component.handle, tls=tls)
     host, port = await server.start(listen.host or "127.0.0.1", listen.port)
     component.attach()
+    if dm_server is not None:
+        from sgp32.esipa.coap import METHODS, PREFIX, esipa_provider
+
+        dm_server.serve_resource(PREFIX, esipa_provider(component.handle), methods=METHODS)
     log.info(
         "ESipa HTTPS listening",
         extra={"address": f"{host}:{port}", "tls": tls is not None, "eim_id": identity.eim_id},

@@ -46,6 +46,10 @@ class ResourceRequest:
     szx: int
     endpoint: str | None
     address: str
+    #: "GET", or "POST" for a prefix served with ``methods={"POST"}`` (then ``payload`` is
+    #: the request body, reassembled from its Block1 blocks by the CoAP core).
+    method: str = "GET"
+    payload: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +59,8 @@ class ServedResource:
     payload: bytes
     etag: bytes | None = None
     content_format: int = OCTET_STREAM
+    #: The response code; None: 2.05 Content (GET) or 2.04 Changed (POST).
+    code: int | None = None
 
 
 ResourceProvider = Callable[
@@ -66,6 +72,7 @@ class ResourceServing:
     """Mixin of :class:`~lwm2m.server.LwM2MServer`: the provider registry and the answering."""
 
     _resources: dict[str, ResourceProvider] | None = None
+    _resource_methods: dict[str, frozenset[str]] | None = None
     _by_peer: dict[Peer, Device]
     stats: dict[str, int]
 
@@ -73,27 +80,45 @@ class ResourceServing:
 
         def _spawn(self, coro: Coroutine[Any, Any, None]) -> None: ...
 
-    def serve_resource(self, prefix: str, provider: ResourceProvider | None) -> None:
+    def serve_resource(
+        self,
+        prefix: str,
+        provider: ResourceProvider | None,
+        *,
+        methods: frozenset[str] = frozenset({"GET"}),
+    ) -> None:
         """Serve ``GET /<prefix>/...`` from ``provider`` (None: stop serving ``prefix``).
 
-        ``prefix`` must not be an LwM2M interface path (``rd``, ``bs``, ``dp``)."""
+        ``methods={"POST"}`` serves POST instead (an RPC-style endpoint such as SGP.32 ESipa's
+        ``/gsma/rsp2/asn1``): the provider gets the body, and its answer goes out whole through
+        the CoAP core (Block2 cut and cached there, so a POST is never run twice for one
+        answer). ``prefix`` must not be an LwM2M interface path (``rd``, ``bs``, ``dp``)."""
         if not prefix or "/" in prefix or prefix in ("rd", "bs", "dp"):
             raise ValueError(f"{prefix!r} cannot be a served resource prefix")
+        if not methods or not methods <= {"GET", "POST"}:
+            raise ValueError(f"served resources answer GET or POST, not {sorted(methods)}")
         if self._resources is None:
             self._resources = {}
+        if self._resource_methods is None:
+            self._resource_methods = {}
         if provider is None:
             self._resources.pop(prefix, None)
+            self._resource_methods.pop(prefix, None)
         else:
             self._resources[prefix] = provider
+            self._resource_methods[prefix] = methods
 
     def _serves(self, message: Message) -> bool:
         """Whether ``message`` is a GET of a served resource (checked before the LwM2M
         interfaces; cheap when nothing is served)."""
         resources = self._resources
-        if not resources or message.code != Code.GET:
+        if not resources or message.code not in (Code.GET, Code.POST):
             return False
         path = message.opt.uri_path
-        return bool(path) and path[0] in resources
+        if not path or path[0] not in resources:
+            return False
+        methods = (self._resource_methods or {}).get(path[0], frozenset({"GET"}))
+        return ("GET" if message.code == Code.GET else "POST") in methods
 
     def _answer_resource(self, channel: Channel, event: RequestReceived) -> None:
         message = event.message
@@ -111,6 +136,8 @@ class ResourceServing:
             szx=min(szx, max_szx),
             endpoint=device.endpoint if device is not None else None,
             address=str(peer).split(" ")[0],
+            method="GET" if message.code == Code.GET else "POST",
+            payload=message.payload if message.code == Code.POST else b"",
         )
         try:
             found = provider(asked)
@@ -157,6 +184,15 @@ class ResourceServing:
         if found is None:
             code = Code.INTERNAL_SERVER_ERROR if failed else Code.NOT_FOUND
             core.respond_slice(request, Message(code=code), now)
+            channel.flush()
+            return
+        if asked.method == "POST":
+            answer = Message(code=Code(found.code) if found.code else Code.CHANGED)
+            answer.payload = found.payload
+            if found.payload:
+                answer.opt.content_format = found.content_format
+            core.respond(request, answer, now)  # any size: the core cuts and caches Block2
+            self.stats["resource_posts"] = self.stats.get("resource_posts", 0) + 1
             channel.flush()
             return
         payload = found.payload

@@ -40,11 +40,15 @@ class HttpsIpa:
         sent = self.ipa.outgoing(now)
         if sent is None:
             return False
+        self.ipa.incoming(sent, await self._post(sent), now)
+        return True
+
+    async def _post(self, sent: bytes) -> bytes | None:
+        """One ESipa message over the binding; the answer (None: empty)."""
         response = await self.client.post(self.url, content=sent, headers=HEADERS)
         if response.status_code not in (200, 204):
             raise EsipaError(f"eIM answered {response.status_code}: {response.text.strip()}")
-        self.ipa.incoming(sent, response.content if response.status_code == 200 else None, now)
-        return True
+        return response.content if response.status_code == 200 else None
 
     async def settle(self, now: float | None = None, limit: int = 50) -> int:
         """Exchanges until the eIM has no package and nothing is left to send."""
