@@ -141,9 +141,10 @@ def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
-async def _start(data_dir: Path) -> tuple[Service, str, str]:
+async def _start(data_dir: Path, database_url: str | None) -> tuple[Service, str, str]:
     settings = ServeSettings(
         data_dir=data_dir,
+        database_url=database_url,
         coap=Listen("127.0.0.1", 0),
         coaps=None,
         bs_coap=None,
@@ -183,11 +184,46 @@ def _seed(world: CampaignWorld) -> None:
 
 
 @contextmanager
-def campaign_world(data_dir: Path) -> Iterator[CampaignWorld]:
+def postgres_schema() -> Iterator[str | None]:
+    """A fresh PostgreSQL schema for one module's world (dropped afterwards): its URL, or
+    skip when the server is unreachable -- except under ``CI``, where that fails."""
+    import os
+    import secrets
+
+    import pytest
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from tests.store.conftest import pg_base_url
+
+    admin = create_engine(pg_base_url(), connect_args={"connect_timeout": 3})
+    schema = f"cw_{secrets.token_hex(6)}"
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as err:
+        admin.dispose()
+        reason = f"PostgreSQL unreachable ({type(err).__name__}); set FLEETLOOP_TEST_PG_URL"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must test PostgreSQL: {reason}")
+        pytest.skip(reason)
+    url = make_url(pg_base_url()).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@contextmanager
+def campaign_world(data_dir: Path, database_url: str | None = None) -> Iterator[CampaignWorld]:
+    """The world on SQLite (under ``data_dir``) or on ``database_url`` (PostgreSQL)."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="campaign-server", daemon=True)
     thread.start()
-    service, url, token = asyncio.run_coroutine_threadsafe(_start(data_dir), loop).result(30)
+    started = asyncio.run_coroutine_threadsafe(_start(data_dir, database_url), loop)
+    service, url, token = started.result(30)
     world = CampaignWorld(loop, service, url, token, data_dir)
     try:
         _seed(world)

@@ -27,12 +27,21 @@ from tests.lifecycle.api.campaign_world import (
     campaign_world,
     endpoints,
     fast_spec,
+    postgres_schema,
 )
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CampaignWorld]:
-    with campaign_world(tmp_path_factory.mktemp("campaign-api") / "data") as running:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[CampaignWorld]:
+    """The served fleet on SQLite, then on PostgreSQL (a schema of its own)."""
+    data_dir = tmp_path_factory.mktemp("campaign-api") / "data"
+    if request.param == "sqlite":
+        with campaign_world(data_dir) as running:
+            yield running
+        return
+    with postgres_schema() as url, campaign_world(data_dir, url) as running:
         yield running
 
 
