@@ -12,7 +12,7 @@ Phases:
 * ``serve`` -- ``fleetloop serve`` (SQLite, ephemeral ports, reconciler unpaced) as a
   subprocess; N plain-CoAP devices with ideal links (this process) register and the state
   observer sets up its observation on each.
-* ``campaign`` -- one campaign (``POST /v1/internal/campaigns``) sets a new config bundle on
+* ``campaign`` -- one campaign (``POST /v1/campaigns``) sets a new config bundle on
   all N: a canary of ``--canary`` devices, then one wave of the rest, no bake, pacing and
   concurrency unbounded; the clock stops when the campaign is ``completed``: every device
   wrote Config Version + Bundle + Digest, executed Apply and was verified on the campaign's
@@ -59,7 +59,7 @@ async def _campaign(
     }
     profiler = _profiler(serve, profile)
     cpu0, t0, fleet0 = serve.cpu(), time.perf_counter(), time.process_time()
-    answer = await api.post("/v1/internal/campaigns", json=spec)
+    answer = await api.post("/v1/campaigns", json=spec)
     answer.raise_for_status()
     cid = answer.json()["id"]
     created = time.perf_counter() - t0
@@ -68,13 +68,12 @@ async def _campaign(
 
     async def completed() -> bool:
         nonlocal canary_done
-        brief = {"waves": "false"}  # counts only: the poll must not cost the server much
-        status.update((await api.get(f"/v1/internal/campaigns/{cid}", params=brief)).json())
+        status.update((await api.get(f"/v1/campaigns/{cid}")).json())
         if not canary_done and status["wave"] >= 1:
             canary_done = time.perf_counter() - t0
         return bool(status["state"] in ("completed", "halted", "inconclusive"))
 
-    await _until(completed, 1200, "the campaign completed")
+    await _until(completed, 1200, "the campaign completed")  # polled every 0.2 s
     seconds = time.perf_counter() - t0
     cpu = serve.cpu() - cpu0
     fleet_cpu = time.process_time() - fleet0

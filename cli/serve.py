@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
-from fastapi import FastAPI
 
 import objects
 from cli import bootstrap_cmd, esim_cmd
@@ -216,21 +215,6 @@ def _log_api_exposure(listen_host: str) -> None:
         )
 
 
-def _mount_campaigns(app: FastAPI, campaigns: CampaignComponent) -> None:
-    """The campaign engine's internal HTTP face (:mod:`lifecycle.campaigns.internal_api`),
-    until the campaign API routes land in ``lifecycle/api``."""
-    from fastapi import Depends
-
-    from lifecycle.api.app import API_PREFIX
-    from lifecycle.api.auth import current_principal
-    from lifecycle.campaigns import internal_api
-
-    app.state.campaigns = campaigns
-    app.include_router(
-        internal_api.router, prefix=API_PREFIX, dependencies=[Depends(current_principal)]
-    )
-
-
 class Service:
     """The running pieces, so that shutdown can undo exactly what start-up did."""
 
@@ -366,7 +350,6 @@ class Service:
         self.context.audit = self.audit
         self.context.campaigns = self.campaigns
         app = create_app(self.context)
-        _mount_campaigns(app, campaigns)
         app.state.bootstrap = self.bootstrap
         app.state.firmware = self.firmware
         app.state.esim = self.esipa.component if self.esipa else None  # /v1/esim
