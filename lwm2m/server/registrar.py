@@ -114,7 +114,9 @@ class RegistrationInterface(ResourceServing):
 
         def _index(self, device: Device) -> None: ...
 
-        def _drop(self, device: Device, reason: str, *, keep_queue: bool) -> None: ...
+        def _drop(
+            self, device: Device, reason: str, *, keep_queue: bool, rows_gone: bool = False
+        ) -> None: ...
 
         def _arm_expiry(self, device: Device) -> None: ...
 
@@ -368,7 +370,7 @@ class RegistrationInterface(ResourceServing):
         if old is not None:
             queue, old.queue = old.queue, []
             check_store = old.check_store_queue
-            self._drop(old, "replaced by a new Register", keep_queue=True)
+            self._drop(old, "replaced by a new Register", keep_queue=True, rows_gone=True)
         device = Device(reg, channel, peer, self._loop.time())
         device.queue = queue
         # The store's queue is read only when it may hold rows nobody in memory holds: no
@@ -560,7 +562,7 @@ class RegistrationInterface(ResourceServing):
             self._deregister_failed(channel, event, device, exc)
             return
         if self._by_id.get(request.registration_id) is device:
-            self._drop(device, "de-registered", keep_queue=False)
+            self._drop(device, "de-registered", keep_queue=False, rows_gone=True)
         self._respond(channel, event, Code.DELETED)
         self._emit(Deregistered(device.endpoint, device.registration))
 

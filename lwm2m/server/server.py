@@ -393,7 +393,7 @@ class LwM2MServer(RegistrationInterface, DeviceManagementApi):
         registration = device.registration
         await self.store.write(lambda tx: self.store.registrations.remove(tx, registration.id))
         if self._by_endpoint.get(endpoint) is device:
-            self._drop(device, "removed by an operator", keep_queue=False)
+            self._drop(device, "removed by an operator", keep_queue=False, rows_gone=True)
         self._emit(Removed(endpoint, registration, actor))
         return registration
 
@@ -431,14 +431,20 @@ class LwM2MServer(RegistrationInterface, DeviceManagementApi):
         if device.peer is not None and self._by_peer.get(device.peer) is device:
             del self._by_peer[device.peer]
 
-    def _drop(self, device: Device, reason: str, *, keep_queue: bool) -> None:
+    def _drop(
+        self, device: Device, reason: str, *, keep_queue: bool, rows_gone: bool = False
+    ) -> None:
         """Forget a registration's runtime state: observations end (passively: the device's
         next notification gets RST), requests on the wire end ``DEREGISTERED``, and queued
-        requests are cancelled unless the endpoint registered again (``keep_queue``)."""
+        requests are cancelled unless the endpoint registered again (``keep_queue``).
+
+        ``rows_gone``: the store deleted the registration's observation rows with the
+        registration (De-register, replacement, expiry, removal), so none is deleted one by
+        one (that was a read and a delete per observation on the writer: issue 13)."""
         self._unindex(device)
         channel = device.channel
         for obs in list(device.observations.values()):
-            self._end_observation(obs, reason, forget=True)
+            self._end_observation(obs, reason, forget=True, store_row=not rows_gone)
         for handle in list(device.inflight):
             pending = self._pending.pop(handle, None)
             if channel is not None:
@@ -607,7 +613,9 @@ class LwM2MServer(RegistrationInterface, DeviceManagementApi):
         results = self.store.observations.add_many(tx, rows)
         return [None if isinstance(r, NotFound) else r for r in results]
 
-    def _end_observation(self, obs: ObservationState, reason: str, *, forget: bool) -> None:
+    def _end_observation(
+        self, obs: ObservationState, reason: str, *, forget: bool, store_row: bool = True
+    ) -> None:
         if self._observations.pop(obs.id, None) is None:
             return
         self._obs_by_handle.pop(obs.handle, None)
@@ -615,8 +623,9 @@ class LwM2MServer(RegistrationInterface, DeviceManagementApi):
         device.observations.pop(obs.id, None)
         if forget and device.channel is not None:
             device.channel.core.cancel_request(obs.handle, device.channel.now())
-        token = obs.handle.token
-        self._store_nowait(lambda tx: self._remove_observation_row(tx, token))
+        if store_row:
+            token = obs.handle.token
+            self._store_nowait(lambda tx: self._remove_observation_row(tx, token))
         self._emit(ObservationEnded(device.endpoint, obs.id, reason))
 
     def _remove_observation_row(self, tx: Tx, token: bytes) -> None:

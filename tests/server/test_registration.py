@@ -98,6 +98,34 @@ def test_int_103_deregistration(store: Store) -> None:
     run(scenario())
 
 
+def test_deregistration_ends_the_observations_and_their_rows_go_with_the_registration(
+    store: Store,
+) -> None:
+    """The observation rows are deleted by the De-register's own commit (not one by one
+    afterwards, issue 13): none is left, the end is announced, and no write failed."""
+
+    async def scenario() -> None:
+        async with running_server(store) as server, collecting(server) as log:
+            device = SimulatedDevice("bye", coap_uri(server))
+            await device.start()
+            await device.wait_registered()
+            observed = await server.observe("bye", "/3/0/9")
+            assert observed.ok and observed.observation_id is not None
+            await store.flush()
+            assert len(store.read_sync(lambda tx: store.observations.for_endpoint(tx, "bye"))) == 1
+            await device.stop()
+            await eventually(lambda: bool(log.of(Deregistered)))
+            assert server.observations("bye") == []
+            assert any(
+                e.observation_id == observed.observation_id for e in log.of(ObservationEnded)
+            )
+            await store.flush()
+            assert store.read_sync(lambda tx: store.observations.for_endpoint(tx, "bye")) == []
+            assert store.batcher.stats.failed_items == 0
+
+    run(scenario())
+
+
 def test_int_104_registration_update_trigger(store: Store) -> None:
     async def scenario() -> None:
         async with (
