@@ -17,11 +17,14 @@ Python API (for the API routes, the CLI, the SSE stream and the console)::
     await campaigns.abort(cid, revert=True, actor=...)  # revert everything changed, or keep it
     await campaigns.rollback(cid, selector="region=eu", actor=...)  # revert matching devices
     await campaigns.quarantine("bundle-v9", actor=..., reason="...")  # halts its campaigns
+    campaigns.quarantined() -> {artifact: {reason, actor, at}}
     await campaigns.status(cid)   # dict: state, reason, counts, per wave & cohort, verdicts
-    await campaigns.report(cid)   # dict: what changed where, failures by reason, why it stopped
+    await campaigns.status(cid, waves=False)            # constant cost: state and counts
+    await campaigns.report(cid, limit=1000)  # what changed where, failures, why it stopped
     await campaigns.list(states=None, tenants=None)     # summaries, newest first
     campaigns.holder(endpoint, dimension) -> campaign id | None
     async for event in campaigns.subscribe(): ...       # progress events (dicts) for SSE
+    await campaigns.ready()       # the active campaigns are loaded (after start)
 
 Errors: :class:`~lifecycle.campaigns.model.CampaignError` (``field``, ``message``) for a
 request that is wrong (422), :class:`CampaignConflict` (a subclass) for one that conflicts
@@ -43,6 +46,8 @@ How it works (docs/CAMPAIGNS.md, "How a campaign runs"):
   transaction, tells the reconciler, and then evaluates the gates on what is now committed.
   A gate's consequence (a revert, a halt) is again written before it is acted on. Between
   events the runner sleeps until the next due time (a deadline, a bake end, a pacing slot).
+* **Nothing is excluded from the reconciler.** The state component's ``excluded`` hook
+  stays unused: a campaign's devices are the reconciler's to deliver to, like any other.
 * **Crash safety.** Every transition is a row before it has effects; a restart rebuilds
   memory from the tables and resumes: devices admitted before the crash have their desired
   value and their key (never written twice), queued ones are admitted once, deadlines are
@@ -79,6 +84,7 @@ from lifecycle.campaigns.model import (
 )
 from lifecycle.campaigns.repository import CampaignRepository
 from lifecycle.campaigns.runs import IN_FLIGHT, CampaignRun, DeviceRun, WaveRun
+from lifecycle.campaigns.views import report_of, status_of
 from lifecycle.campaigns.zones import utc_offset
 from lifecycle.inventory import DeviceRecord
 from lifecycle.inventory_events import InventoryService
@@ -1554,121 +1560,13 @@ class CampaignComponent:
 
     async def status(self, cid: str, *, waves: bool = True) -> dict[str, Any]:
         """State, reason, counts per state, per wave (with per-cohort counts and the gate
-        verdicts) and the conflicts left out. ``waves=False``: without the per-wave part
-        (constant cost, for a progress bar polled often)."""
-        run = await self._run_of(cid)
-        per_wave = []
-        for w in run.waves if waves else ():
-            counts: dict[str, int] = {}
-            region: dict[str, dict[str, int]] = {}
-            carrier: dict[str, dict[str, int]] = {}
-            group: dict[str, dict[str, int]] = {}
-            for d in run.in_wave(w.index):
-                name = d.state.value
-                counts[name] = counts.get(name, 0) + 1
-                m = d.member
-                for by_key, key in (
-                    (region, m.region),
-                    (carrier, m.carrier),
-                    (group, m.policy_group),
-                ):
-                    by = by_key.get(key)
-                    if by is None:
-                        by = by_key[key] = {}
-                    by[name] = by.get(name, 0) + 1
-            cohorts = {"region": region, "carrier": carrier, "policy_group": group}
-            per_wave.append(
-                {
-                    "index": w.index,
-                    "name": w.name,
-                    "state": w.state,
-                    "bake_s": w.bake_s,
-                    "approval": w.approval,
-                    "started_at": w.started_at,
-                    "done_at": w.done_at,
-                    "devices": sum(counts.values()),
-                    "counts": counts,
-                    "cohorts": cohorts,
-                    "verdicts": [
-                        {**v, "acted": (v["scope"], v["key"]) in w.acted} for v in w.verdicts
-                    ],
-                }
-            )
-        return {
-            "id": run.id,
-            "name": run.spec.name,
-            "tenant": run.spec.tenant,
-            "state": run.state.value,
-            "reason": run.reason,
-            "wave": run.wave,
-            "created_by": run.created_by,
-            "created_at": run.created_at,
-            "updated_at": run.updated_at,
-            "finished_at": run.finished_at,
-            "devices": len(run.devices),
-            "counts": {s.value: n for s, n in run.counts.items() if n},
-            "waves": per_wave,
-            "reverted_cohorts": [{"scope": s, "key": k} for s, k in sorted(run.reverted_cohorts)],
-            "conflicts": len(run.conflicts),
-            "artifacts": list(run.artifacts),
-            "components": [
-                {"dimension": c.dimension.value, "artifact": c.artifact}
-                for c in run.spec.components
-            ],
-        }
+        verdicts) and the conflicts left out (:func:`lifecycle.campaigns.views.status_of`).
+        ``waves=False``: without the per-wave part (constant cost, for a progress bar)."""
+        return status_of(await self._run_of(cid), waves=waves)
 
     async def report(self, cid: str, *, limit: int = 1000) -> dict[str, Any]:
-        """What changed where and why it stopped: per cohort counts, failures grouped by
-        reason (with sample devices), devices without a rollback target, conflicts, and the
-        first ``limit`` devices with their state."""
-        run = await self._run_of(cid)
-        by_region: dict[str, dict[str, int]] = {}
-        reasons: dict[str, list[str]] = {}
-        unrevertable = []
-        for d in run.devices.values():
-            c = by_region.setdefault(d.member.region or "-", {})
-            c[d.state.value] = c.get(d.state.value, 0) + 1
-            if d.state in (
-                DeviceState.FAILED,
-                DeviceState.TIMED_OUT,
-                DeviceState.SKIPPED,
-            ) or d.reason.startswith("no last-known-good"):
-                reasons.setdefault(f"{d.state.value}: {d.reason or d.failure or ''}", []).append(
-                    d.endpoint
-                )
-            if d.reason.startswith("no last-known-good"):
-                unrevertable.append(d.endpoint)
-        return {
-            **(await self.status(cid)),
-            "stopped": run.reason,
-            "by_region": by_region,
-            "changed": sum(
-                1
-                for d in run.devices.values()
-                if d.state in (DeviceState.SUCCEEDED, DeviceState.VERIFIED)
-            ),
-            "reverted": run.counts.get(DeviceState.REVERTED, 0),
-            "failures": [
-                {"reason": r, "devices": len(eps), "examples": sorted(eps)[:10]}
-                for r, eps in sorted(reasons.items(), key=lambda kv: -len(kv[1]))
-            ],
-            "no_rollback_target": sorted(unrevertable),
-            "conflict_list": run.conflicts[:limit],
-            "device_list": [
-                {
-                    "endpoint": d.endpoint,
-                    "wave": d.wave,
-                    "state": d.state.value,
-                    "region": d.member.region,
-                    "carrier": d.member.carrier,
-                    "policy_group": d.member.policy_group,
-                    "failure": d.failure.value if d.failure else None,
-                    "reason": d.reason,
-                    "rollback": d.rollback,
-                }
-                for d in sorted(run.devices.values(), key=lambda d: d.endpoint)[:limit]
-            ],
-        }
+        """What changed where and why it stopped (:func:`lifecycle.campaigns.views.report_of`)."""
+        return report_of(await self._run_of(cid), limit=limit)
 
     async def list(
         self, *, states: Iterable[str] | None = None, tenants: frozenset[str] | None = None
