@@ -19,6 +19,7 @@ from sgp32.identifiers import iccid_from_bytes
 from sgp32.notifications import ProfileNotification
 
 OK = 0
+NOT_IN_DISABLED_STATE = 2  # enableResult profileNotInDisabledState
 
 
 def _by_iccid(profiles: Iterable[ProfileRecord]) -> dict[str, ProfileRecord]:
@@ -59,6 +60,12 @@ def apply_results(
         kind, iccid = op["op"], op.get("iccid")
         if name == "listProfileInfoResult":
             table = _by_iccid(from_profile_info(eid, value, now))
+            continue
+        if kind == "enable" and name == "enableResult" and value == NOT_IN_DISABLED_STATE:
+            # The signed answer says the profile is already enabled -- and it reached us, so
+            # whatever the eIM had as pending (a rollback's notification) is confirmed.
+            if iccid is not None and not rolled_back:
+                _enable(table, eid, iccid, now, ProfileState.ENABLED, "already enabled")
             continue
         if value != OK:
             continue

@@ -322,3 +322,15 @@ def test_a_rollback_result_without_the_enables_own_result_still_rolls_the_target
         after = {p.iccid: p for p in apply_results("e", before, ops, results, 1.0)}
         assert after[NEW_ICCID].state == ProfileState.DISABLED
         assert after[NEW_ICCID].note == "rolled back"
+
+
+def test_enabling_an_enabled_profile_confirms_it() -> None:
+    """profileNotInDisabledState is the eUICC saying, signed, that the profile IS enabled."""
+    before = [
+        ProfileRecord("e", OLD_ICCID, ProfileState.PENDING, True, 0.0),
+        ProfileRecord("e", NEW_ICCID, ProfileState.DISABLED, False, 0.0),
+    ]
+    ops = [{"op": "enable", "iccid": OLD_ICCID, "rollback": True}]
+    after = {p.iccid: p for p in apply_results("e", before, ops, [("enableResult", 2)], 1.0)}
+    assert after[OLD_ICCID].state == ProfileState.ENABLED
+    assert after[OLD_ICCID].note == "already enabled"
