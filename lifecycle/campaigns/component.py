@@ -748,6 +748,9 @@ class CampaignComponent:
         state_repo = self.state.repository
         repo = self.repository
         store = self.store
+        # What to write, fixed now: ``write`` may run more than once (the group commit
+        # re-runs a batch without a unit that failed), so it must not consume the marks.
+        marks = [(r, r.dirty, sorted(r.dirty_waves), list(r.dirty_devices)) for r in runs]
 
         def write(tx: Tx) -> list[StatusChange]:
             instant: list[StatusChange] = []
@@ -833,9 +836,9 @@ class CampaignComponent:
                                 have.detail if have else "",
                             )
                         )
-            # 5. the campaign rows, then the audit records
-            for run in runs:
-                self.stats["rows"] += repo.save(tx, run)
+            # 5. the campaign rows (what was dirty when the tick began), then the audit
+            for run, dirty, waves, endpoints in marks:
+                repo.save(tx, run, campaign=dirty, waves=waves, endpoints=endpoints)
             for record in audits:
                 store.audit.append(tx, now=now, **record)
             for op in extra:
@@ -844,6 +847,11 @@ class CampaignComponent:
 
         instant = await store.write(write)
         self.stats["writes"] += 1
+        for run, _, waves, endpoints in marks:  # committed: clear what was written
+            run.dirty = False
+            run.dirty_waves.difference_update(waves)
+            run.dirty_devices.difference_update(endpoints)
+            self.stats["rows"] += len(endpoints)
         if writes:
             self.state.reconciler.desired_changed(sorted({w.device.endpoint for w in writes}))
         for change in instant:

@@ -76,23 +76,32 @@ class CampaignRepository:
     """The campaign tables (module docstring). Stateless."""
 
     # -- writing ---------------------------------------------------------------------------
-    def save(self, tx: Tx, run: CampaignRun, *, everything: bool = False) -> int:
-        """Write what is dirty in ``run`` (``everything``: all of it); clears the marks.
-        Returns the device rows written."""
+    def save(
+        self,
+        tx: Tx,
+        run: CampaignRun,
+        *,
+        campaign: bool = True,
+        waves: Sequence[int] | None = None,
+        endpoints: Sequence[str] | None = None,
+    ) -> int:
+        """Write ``run``'s campaign row (``campaign``), the ``waves`` and the devices of
+        ``endpoints`` (None: all of them). Leaves the dirty marks alone: the group commit may
+        run this again (a batch it shared failed), so the caller clears them after the
+        commit. Returns the device rows written."""
         dialect = tx.dialect
-        if run.dirty or everything:
+        if campaign:
             tx.execute(_UPSERT[(dialect, "campaign")], [campaign_row(run)])
-        waves = range(len(run.waves)) if everything else sorted(run.dirty_waves)
-        if waves:
-            tx.execute(_UPSERT[(dialect, "wave")], [wave_row(run.id, run.waves[i]) for i in waves])
-        endpoints = list(run.devices) if everything else list(run.dirty_devices)
-        for start in range(0, len(endpoints), CHUNK):
-            rows = [device_row(run.devices[e]) for e in endpoints[start : start + CHUNK]]
+        indices = range(len(run.waves)) if waves is None else sorted(waves)
+        if indices:
+            tx.execute(
+                _UPSERT[(dialect, "wave")], [wave_row(run.id, run.waves[i]) for i in indices]
+            )
+        chosen = list(run.devices) if endpoints is None else list(endpoints)
+        for start in range(0, len(chosen), CHUNK):
+            rows = [device_row(run.devices[e]) for e in chosen[start : start + CHUNK]]
             tx.execute(_UPSERT[(dialect, "device")], rows)
-        run.dirty = False
-        run.dirty_waves.clear()
-        run.dirty_devices.clear()
-        return len(endpoints)
+        return len(chosen)
 
     def steps_taken(
         self, tx: Tx, campaign: str, keys: Sequence[tuple[str, str, int]]
