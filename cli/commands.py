@@ -1054,14 +1054,17 @@ def security_set(
 
 
 @security.command("list")
+@click.option(
+    "--select", metavar="SELECTOR", help="only devices the selector names (region=eu,label:x)"
+)
 @json_option
-def security_list(as_json: bool) -> None:
+def security_list(select: str | None, as_json: bool) -> None:
     """Every endpoint's security record (keys are never shown)."""
     items: list[dict[str, Any]] = []
     after: str | None = None
     with api() as client:
         while True:
-            page = client.request("GET", "/security", params={"after": after})
+            page = client.request("GET", "/security", params={"after": after, "select": select})
             items.extend(page["items"])
             after = page.get("next_after")
             if not after:

@@ -112,8 +112,12 @@ def import_(
 @click.option("--policy-group")
 @click.option("--status", type=click.Choice(["active", "revoked"]))
 @click.option("--batch", help="an import batch id (from the import report)")
+@click.option(
+    "--select", metavar="SELECTOR", help="only devices the selector names (carrier=tmo,label:x)"
+)
 @json_option
 def list_(
+    select: str | None,
     tenant: str | None,
     region: str | None,
     sku: str | None,
@@ -130,6 +134,7 @@ def list_(
         "policy_group": policy_group,
         "status": status,
         "batch": batch,
+        "select": select,
         "limit": 1000,
     }
     items: list[dict[str, Any]] = []

@@ -75,6 +75,7 @@ from lifecycle.api.models import (
 from lifecycle.api.naming import JSON_ERRORS, seq_cursor
 from lifecycle.api.render import JsonObject, timestamp_fields
 from lifecycle.api.scope import Scope, Scoped
+from lifecycle.api.selection import filtered_page, selected
 
 router = APIRouter()
 Context = Annotated[ApiContext, Depends(context_of)]
@@ -289,6 +290,7 @@ async def import_identities(
     summary="List factory identities",
 )
 async def list_identities(
+    ctx: Context,
     bs: Bootstrap,
     scope: Scoped,
     after: Annotated[str | None, Query(description="older name of cursor")] = None,
@@ -300,6 +302,9 @@ async def list_identities(
     policy_group: str | None = None,
     status: Annotated[str | None, Query(pattern="^(active|revoked)$")] = None,
     batch: Annotated[str | None, Query(description="import batch id")] = None,
+    select: Annotated[
+        str | None, Query(description="only devices the selector names (docs/GROUPS.md)")
+    ] = None,
 ) -> JsonObject:
     mine = scope.principal.tenants
     if mine is not None and tenant is not None and tenant not in mine:
@@ -307,15 +312,26 @@ async def list_identities(
         return {"items": [], "next_after": None, "next_cursor": None}
     if mine is not None and len(mine) == 1:
         tenant = next(iter(mine))  # one tenant: filter in SQL, pages stay full
-    page = await bs.manager.list_identities(
+    chosen = await selected(ctx, scope, select)
+
+    async def fetch(start: str | None, size: int) -> Any:
+        return await bs.manager.list_identities(
+            after=start,
+            limit=size,
+            tenant=tenant,
+            region=region,
+            sku=sku,
+            policy_group=policy_group,
+            status=None if status is None else IdentityStatus(status),
+            import_batch=batch,
+        )
+
+    page = await filtered_page(
+        fetch,
+        lambda i: chosen is None or i.endpoint in chosen,
+        lambda i: i.endpoint,
         after=after,
         limit=limit,
-        tenant=tenant,
-        region=region,
-        sku=sku,
-        policy_group=policy_group,
-        status=None if status is None else IdentityStatus(status),
-        import_batch=batch,
     )
     items = [i for i in page.items if scope.principal.sees(i.tenant)]
     return {

@@ -48,6 +48,7 @@ from lifecycle.api.parse import (
 )
 from lifecycle.api.render import JsonObject, iso8601, node_to_json, nodes_to_json
 from lifecycle.api.scope import Scope, Scoped
+from lifecycle.api.selection import selected
 from lifecycle.api.views import (
     FORMAT_NAMES,
     format_name,
@@ -134,16 +135,7 @@ def _check(
     }
 
 
-async def _selected(ctx: ApiContext, scope: Scope, select: str | None) -> set[str] | None:
-    """The endpoints an inventory selector names (of the caller's tenants); ``None``: no
-    selector, every device."""
-    if not select:
-        return None
-    from lifecycle.api.audit_routes import selected_endpoints
-    from lifecycle.api.inventory_routes import selector_of
-
-    query = selected_endpoints(selector_of(select), scope.principal.tenants)
-    return set(await ctx.store.read(lambda tx: list(tx.execute(query).scalars())))
+_selected = selected
 
 
 async def _visible_device(ctx: ApiContext, scope: Scope, endpoint: str) -> None:

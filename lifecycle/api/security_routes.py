@@ -28,6 +28,7 @@ from lifecycle.api.models import SecurityChange, SecurityOut, SecurityPage
 from lifecycle.api.parse import InputError
 from lifecycle.api.render import JsonObject
 from lifecycle.api.scope import Scoped
+from lifecycle.api.selection import filtered_page, selected
 from lifecycle.api.views import security_json
 from lwm2m.store import EndpointSecurity, PskCredential, X509Credential
 from lwm2m.store.secrets import MIN_PSK_BYTES, key_fingerprint
@@ -133,11 +134,26 @@ async def list_security(
     after: Annotated[str | None, Query(description="older name of cursor")] = None,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+    select: Annotated[
+        str | None, Query(description="only devices the selector names (docs/GROUPS.md)")
+    ] = None,
 ) -> JsonObject:
-    """Security records in endpoint order; ``next_cursor`` pages on (keys are never shown)."""
+    """Security records in endpoint order; ``next_cursor`` pages on (keys are never shown).
+    ``select`` keeps the records of the devices an inventory selector names."""
     after = after if after is not None else cursor
-    page = await ctx.store.read(
-        lambda tx: ctx.store.security.list_page(tx, after=after, limit=limit)
+    chosen = await selected(ctx, scope, select)
+
+    async def fetch(start: str | None, size: int) -> Any:
+        return await ctx.store.read(
+            lambda tx: ctx.store.security.list_page(tx, after=start, limit=size)
+        )
+
+    page = await filtered_page(
+        fetch,
+        lambda s: chosen is None or s.endpoint in chosen,
+        lambda s: s.endpoint,
+        after=after,
+        limit=limit,
     )
     items = await scope.filter(page.items, lambda s: s.endpoint)
     return {

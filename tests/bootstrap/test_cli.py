@@ -85,6 +85,13 @@ def test_from_factory_csv_to_a_registered_device(service: Background, tmp_path: 
     listed = json.loads(fleetloop(service, "identities", "list", "--json"))
     assert [i["endpoint"] for i in listed] == ["lab-0001", "tracker-0001", "tracker-0002"]
     assert all("psk_key" not in i for i in listed)
+    # a selector (the inventory's language) filters identities like every other list
+    selected = json.loads(
+        fleetloop(
+            service, "identities", "list", "--select", "sku=TRK-1,endpoint!=tracker-0002", "--json"
+        )
+    )
+    assert [i["endpoint"] for i in selected] == ["tracker-0001"]
     shown = json.loads(fleetloop(service, "identities", "show", "490154203237518", "--json"))
     assert shown["endpoint"] == "tracker-0001" and shown["bootstrap"]["phase"] == "never"
 

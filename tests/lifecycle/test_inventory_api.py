@@ -205,3 +205,60 @@ def test_the_cli_lists_labels_moves_and_groups_through_the_api(
             assert code == 0 and "deleted" in out
 
     run(scenario, timeout=60)
+
+
+def test_select_filters_the_security_list_and_pages_exactly(
+    tmp_path: Path,
+    database_url: str | None,  # noqa: F811
+) -> None:
+    """`select=` on GET /v1/security keeps only the selected devices' records, and a page
+    limit smaller than the selection pages on from the last record read (issue 11: a
+    selector on every list)."""
+
+    async def scenario() -> None:
+        async with inventory_api(tmp_path, database_url) as api:
+            http = api.http
+            names = [f"sec-{i}" for i in range(6)]
+            devices = [api.device(name) for name in names]
+            for device in devices:
+                await device.__aenter__()
+            try:
+                for device in devices:
+                    await device.wait_registered()
+
+                async def all_known() -> bool:
+                    page = await ok(
+                        await http.get("/v1/inventory", params={"select": "endpoint=sec-*"})
+                    )
+                    return bool(page["count"] == 6)
+
+                await eventually(all_known)
+                pick = {"select": "endpoint in (sec-1,sec-4)", "labels": {"add": {"pilot": ""}}}
+                assert (await ok(await http.post("/v1/inventory/bulk", json=pick)))["count"] == 2
+            finally:
+                for device in devices:
+                    await device.__aexit__(None, None, None)
+            for name in names:
+                body = {"psk_identity": name, "psk_key": "00112233445566778899aabbccddeeff"}
+                await ok(await http.put(f"/v1/security/{name}", json=body))
+            everything = await ok(await http.get("/v1/security"))
+            assert [s["endpoint"] for s in everything["items"]] == names
+            first = await ok(
+                await http.get("/v1/security", params={"select": "label:pilot", "limit": 1})
+            )
+            assert [s["endpoint"] for s in first["items"]] == ["sec-1"]
+            assert first["next_cursor"] == "sec-1"
+            rest = await ok(await http.get(
+                "/v1/security",
+                params={"select": "label:pilot", "limit": 1, "cursor": first["next_cursor"]},
+            ))  # fmt: skip
+            assert [s["endpoint"] for s in rest["items"]] == ["sec-4"]
+            last = await ok(await http.get(
+                "/v1/security",
+                params={"select": "label:pilot", "limit": 1, "cursor": rest["next_cursor"]},
+            ))  # fmt: skip
+            assert last["items"] == [] and last["next_cursor"] is None
+            bad = await http.get("/v1/security", params={"select": "regon=x"})
+            assert bad.status_code == 422 and bad.json()["field"] == "select"
+
+    run(scenario, timeout=60)
