@@ -21,6 +21,13 @@ Phases:
   process from /proc, every thread) per device-change, and its ratio to the baseline's CPU
   per datagram.
 
+``--staged`` runs the issue's staged rollout instead (the end-to-end test's scenario at 1 000
+devices): four regions, one of whose devices refuse the new bundle; every device first runs
+the old bundle (its last-known-good); the campaign (canary, 10 %, 40 %, 50 %, revert at region
+scope) must end ``completed`` with that region's gate failed, its canary devices reverted and
+its other devices skipped, the other regions on the new bundle. Figures: seconds to the end,
+and the outcome counts.
+
 ``--profile DIR`` runs ``py-spy record`` (raw collapsed stacks, ``DIR/campaign.txt``) on the
 serve process for exactly the campaign phase. Prints a Markdown table and one JSON line.
 """
@@ -41,7 +48,7 @@ import httpx
 from benchmarks.bench_fleet import _baseline, machine
 from benchmarks.bench_reconciler import Serve, _profiler, _until
 from simulators.fleet.runner import DeviceFleet
-from simulators.profiles import DeviceProfile
+from simulators.profiles import Behaviour, DeviceProfile
 
 
 async def _campaign(
@@ -94,6 +101,68 @@ async def _campaign(
     }
 
 
+REGIONS = ("eu", "us", "ap", "sa")
+REFUSING = "ap"
+
+
+async def _staged(api: httpx.AsyncClient, fleet: DeviceFleet, devices: int) -> dict[str, Any]:
+    """The staged rollout with one refusing region (module docstring)."""
+    for region in REGIONS:
+        moved = await api.post(
+            "/v1/inventory/bulk", json={"select": f"endpoint=cs-{region}-*", "region": region}
+        )
+        moved.raise_for_status()
+    for name, version in (("stage-v1", 1), ("stage-v2", 2)):
+        (await api.put(f"/v1/config-bundles/{name}", json={"v": version})).raise_for_status()
+    base = await api.put(
+        "/v1/state", json={"select": "endpoint=cs-*", "values": {"config": "stage-v1"}}
+    )
+    base.raise_for_status()
+
+    async def in_line() -> bool:
+        drift = await api.get("/v1/state/drift", params={"select": "endpoint=cs-*", "limit": 1})
+        return not drift.json()["items"]
+
+    await _until(in_line, 600, "every device on the last-known-good bundle")
+    spec = {
+        "name": "staged", "selector": "endpoint=cs-*", "change": [{"config": "stage-v2"}],
+        "canary": {"per_stratum": 5, "bake": 1},
+        "waves": [{"percent": p, "bake": 1} for p in (10, 40, 50)],
+        "pacing": {"rate": 1000, "max_rate": 1000, "concurrency": 100_000},
+        "gates": {"min_sample": 3, "cohort_by": ["region"]},
+        "revert_scope": "region",
+    }  # fmt: skip
+    t0 = time.perf_counter()
+    answer = await api.post("/v1/campaigns", json=spec)
+    answer.raise_for_status()
+    cid = answer.json()["id"]
+    status: dict[str, Any] = {}
+
+    async def ended() -> bool:
+        status.update((await api.get(f"/v1/campaigns/{cid}")).json())
+        return bool(status["state"] not in ("running", "paused"))
+
+    await _until(ended, 600, "the staged campaign ended")
+    seconds = time.perf_counter() - t0
+    per_region = devices // len(REGIONS)
+    expected = {
+        "succeeded": per_region * (len(REGIONS) - 1),
+        "reverted": 5,
+        "skipped": per_region - 5,
+    }
+    reverted = [(c["scope"], c["key"]) for c in status["reverted_cohorts"]]
+    if (
+        status["state"] != "completed"
+        or status["counts"] != expected
+        or reverted != [("region", REFUSING)]
+    ):
+        raise RuntimeError(
+            f"staged campaign ended {status['state']} ({status['reason']}): "
+            f"{status['counts']}, reverted {reverted}; expected {expected}"
+        )
+    return {"devices": devices, "seconds": seconds, "counts": status["counts"]}
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
     if args.baseline > 0:
@@ -106,6 +175,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     try:
         async with DeviceFleet(serve.coap_uri, seed=1, start_rate=args.start_rate) as fleet:
+            if args.staged:
+                refusing = Behaviour(config_reject_versions=frozenset({"stage-v2"}))
+                for region in REGIONS:
+                    profile = DeviceProfile(
+                        lifetime=3600, behaviour=refusing if region == REFUSING else Behaviour()
+                    )
+                    fleet.spawn(
+                        args.devices // len(REGIONS), prefix=f"cs-{region}-", profile=profile
+                    )
+                await fleet.wait_registered(timeout=600)
+                results["staged"] = await _staged(
+                    api, fleet, args.devices // len(REGIONS) * len(REGIONS)
+                )
+                return results
             fleet.spawn(args.devices, prefix="cb-", profile=DeviceProfile(lifetime=3600))
             await fleet.wait_registered(timeout=600)
 
@@ -126,7 +209,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await api.aclose()
         serve.close()
     base = results.get("baseline")
-    if base:
+    if base and "campaign" in results:
         results["campaign"]["cpu_ratio_to_baseline"] = (
             results["campaign"]["server_cpu_us_per_change"] / base["server_cpu_us_per_datagram"]
         )
@@ -141,6 +224,12 @@ def table(results: dict[str, Any]) -> str:
         lines.append(
             f"| raw UDP echo (baseline) | - | - | {base['round_trips_per_s']:,.0f} round trips/s "
             f"| {base['server_cpu_us_per_datagram']:.0f} µs per datagram |"
+        )
+    staged = results.get("staged")
+    if staged:
+        lines.append(
+            f"| staged rollout, one region refuses (completed: {staged['counts']}) "
+            f"| {staged['devices']} | {staged['seconds']:.2f} | - | - |"
         )
     r = results.get("campaign")
     if r:
@@ -165,6 +254,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--start-rate", type=float, default=500.0, help="device starts per s")
     parser.add_argument("--baseline", type=float, default=5.0, help="seconds (0: skip)")
     parser.add_argument("--profile", default=None, help="py-spy the campaign phase into DIR")
+    parser.add_argument(
+        "--staged", action="store_true", help="the staged rollout with one refusing region"
+    )
     args = parser.parse_args(argv)
     results = asyncio.run(run(args))
     results["machine"] = machine()
