@@ -5,7 +5,8 @@ server's tables.
 * a staged config rollout where one region's devices refuse the bundle: that region's gate
   fails and only it is reverted to the last-known-good bundle while the others complete;
 * ``kill -9`` of the server mid-wave, twice, and a restart on the same data directory: the
-  campaign completes with every device applying the bundle exactly once, none skipped;
+  campaign completes with every device applying the bundle exactly once, none skipped (on
+  SQLite and on PostgreSQL);
 * halt policy, pause / resume and ``abort --revert``;
 * queue-mode devices updated when they wake (in-process server: ``serve`` keeps the
   protocol's 93-second awake window and a test must not wait for it; real sockets all the
@@ -17,12 +18,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sqlite3
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from bootstrap.repository import create_schema as create_bootstrap_schema
 from lifecycle.campaigns.component import CampaignComponent
@@ -50,6 +51,7 @@ from simulators.fleet.engine import Outcome
 from simulators.fleet.runner import DeviceFleet
 from simulators.profiles import Behaviour, DeviceProfile
 from tests.integration.conftest import Api, Serve, _wait_for_api_json, eventually, fleetloop, run
+from tests.lifecycle.api.conftest import database_url  # noqa: F401  (fixture: both databases)
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::ResourceWarning")]
 
@@ -183,12 +185,15 @@ def test_a_region_that_refuses_the_bundle_fails_its_gate_and_only_it_is_reverted
 # -- kill -9 -----------------------------------------------------------------------------------
 
 
-def _start(data_dir: Path, coap: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+def _start(
+    data_dir: Path, coap: str, database: str | None
+) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     (data_dir / "api.json").unlink(missing_ok=True)
     command = [
         *fleetloop(), "serve", "--data-dir", str(data_dir), "--coap", coap, "--coaps", "off",
         "--bs-coap", "off", "--bs-coaps", "off", "--api", "127.0.0.1:0",
         "--log-level", "warning",
+        *(["--database-url", database] if database else []),
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETLOOP_")}
     log = (data_dir.parent / "serve-campaign.log").open("a")
@@ -196,21 +201,30 @@ def _start(data_dir: Path, coap: str) -> tuple[subprocess.Popen[str], dict[str, 
     return process, _wait_for_api_json(data_dir, process)
 
 
-def _steps_per_device(data_dir: Path, cid: str) -> dict[str, int]:
-    with sqlite3.connect(data_dir / "fleetloop.db") as db:
-        rows = db.execute(
-            "SELECT endpoint, count(*) FROM lc_campaign_step WHERE campaign = ? GROUP BY endpoint",
-            (cid,),
-        ).fetchall()
+def _steps_per_device(data_dir: Path, database: str | None, cid: str) -> dict[str, int]:
+    url = database or f"sqlite:///{data_dir / 'fleetloop.db'}"
+    engine = create_engine(url)
+    try:
+        with engine.connect() as db:
+            rows = db.execute(
+                text(
+                    "SELECT endpoint, count(*) FROM lc_campaign_step WHERE campaign = :c "
+                    "GROUP BY endpoint"
+                ),
+                {"c": cid},
+            ).fetchall()
+    finally:
+        engine.dispose()
     return {str(e): int(n) for e, n in rows}
 
 
 def test_kill_9_mid_wave_twice_then_the_campaign_completes_every_device_updated_once(
     tmp_path: Path,
+    database_url: str | None,  # noqa: F811
 ) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir(mode=0o700)
-    process, info = _start(data_dir, "127.0.0.1:0")
+    process, info = _start(data_dir, "127.0.0.1:0", database_url)
     processes = [process]
     count = 150
 
@@ -242,7 +256,7 @@ def test_kill_9_mid_wave_twice_then_the_campaign_completes_every_device_updated_
                 await api.aclose()
                 process.send_signal(signal.SIGKILL)
                 process.wait(timeout=10)
-                process, info = _start(data_dir, f"127.0.0.1:{port}")
+                process, info = _start(data_dir, f"127.0.0.1:{port}", database_url)
                 processes.append(process)
                 serve = Serve(process, data_dir, info)
                 api = Api(serve)
@@ -252,7 +266,9 @@ def test_kill_9_mid_wave_twice_then_the_campaign_completes_every_device_updated_
                 assert fleet.device(i).read("/32001/0/4") == "k9-v2"
                 assert _applies(fleet, i) == 1, fleet.device(i).endpoint
             await api.aclose()
-        steps = _steps_per_device(data_dir, cid)  # one idempotency key (one write) per device
+        steps = _steps_per_device(
+            data_dir, database_url, cid
+        )  # one idempotency key (one write) per device
         assert len(steps) == count and set(steps.values()) == {1}
 
     try:
