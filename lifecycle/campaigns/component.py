@@ -349,6 +349,9 @@ class CampaignComponent:
         self._dynamic = False
         for run in runs:
             self._adopt(run)
+            if run.id not in self._control and _guarded(run.spec):  # the guards' control cohort
+                _, control = await self._members_of(run.spec)
+                self._control[run.id] = {e: k for e, k in control.items() if e not in run.devices}
         # Devices mid-change: the reconciler lost its queue with the process; ask it again
         # (their desired values are committed; nothing is written twice).
         pending = [
@@ -1231,14 +1234,7 @@ class CampaignComponent:
             chosen = inventory.endpoints(tx, selector, tenants)
             records = inventory.get_many(tx, chosen)
             others: list[DeviceRecord] = []
-            if any(
-                getattr(spec.gates, f) is not None
-                for f in (
-                    "max_deregistration_excess_pct",
-                    "max_missed_update_excess_pct",
-                    "max_error_excess_pct",
-                )
-            ):
+            if _guarded(spec):
                 rest = set(inventory.endpoints(tx, everything, tenants)) - set(chosen)
                 others = inventory.get_many(tx, sorted(rest))
             return records, others
@@ -1583,6 +1579,19 @@ class CampaignComponent:
         return await self.store.read(
             lambda tx: self.repository.summaries(tx, states=states, tenants=tenants)
         )
+
+
+def _guarded(spec: CampaignSpec) -> bool:
+    """Whether the spec's gates have telemetry guards (which need a control cohort)."""
+    g = spec.gates
+    return any(
+        v is not None
+        for v in (
+            g.max_deregistration_excess_pct,
+            g.max_missed_update_excess_pct,
+            g.max_error_excess_pct,
+        )
+    )
 
 
 def _wave_plan(w: WaveRun, endpoints: list[str]) -> Any:
