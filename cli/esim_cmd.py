@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # the serve side is imported when serve starts it: the CLI st
 
     from cli.settings import ServeSettings
     from lifecycle.esim import EsimComponent
+    from lifecycle.service import LifecycleService
     from lifecycle.state.component import StateComponent
     from lwm2m.server import LwM2MServer
     from lwm2m.store import Store
@@ -112,10 +113,12 @@ async def start_in_serve(
     data_dir: Path,
     state: StateComponent | None = None,
     dm_server: LwM2MServer | None = None,
+    service: LifecycleService | None = None,
 ) -> RunningEsipa | None:
     """Start the ESipa HTTPS listener when ``--esipa-https`` is set (default: off), with the
     applier of the esim dimension attached to ``state``'s reconciler, and ESipa over CoAP
-    (``POST /gsma/rsp2/asn1``) on ``dm_server``'s CoAP and CoAPs sockets."""
+    (``POST /gsma/rsp2/asn1``) on ``dm_server``'s CoAP and CoAPs sockets, and through object
+    3443 of the devices registered with it (``service``'s events)."""
     from lifecycle.esim import EsimComponent
     from sgp32.eim import Eim, EimDeployment
     from sgp32.eim.schema import create_schema
@@ -143,6 +146,12 @@ async def start_in_serve(
         from sgp32.esipa.coap import METHODS, PREFIX, esipa_provider
 
         dm_server.serve_resource(PREFIX, esipa_provider(component.handle), methods=METHODS)
+        if service is not None:  # ESipa through object 3443 for LwM2M-only devices
+            from lifecycle.esim.object3443 import Object3443Binding
+
+            binding = Object3443Binding(dm_server, component)
+            binding.install(service)
+            component.on_stop.append(binding.stop)
     log.info(
         "ESipa HTTPS listening",
         extra={"address": f"{host}:{port}", "tls": tls is not None, "eim_id": identity.eim_id},

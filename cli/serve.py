@@ -334,7 +334,7 @@ class Service:
         self.lifecycle.start()
         try:  # the eIM's ESipa HTTPS listener (--esipa-https, default off)
             self.esipa = await esim_cmd.start_in_serve(
-                settings, self.store, self.data_dir, self.state, self.server
+                settings, self.store, self.data_dir, self.state, self.server, self.lifecycle
             )
         except (esim_cmd.EsimSetupError, Sgp32Error, OSError) as err:
             message = f"cannot start the eIM (--esipa-https {settings.esipa_https}): {err}"

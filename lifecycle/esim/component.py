@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -181,6 +181,8 @@ class EsimComponent:
         self._eids: set[str] = set()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        #: Coroutines to run on stop (the object 3443 binding's tasks).
+        self.on_stop: list[Callable[[], Awaitable[None]]] = []
         self.stats = {"queued": 0, "applied": 0, "failed": 0, "judged": 0}
 
     # -- wiring ----------------------------------------------------------------------------
@@ -192,6 +194,8 @@ class EsimComponent:
         self._task = asyncio.create_task(self._run(), name="esim-applier")
 
     async def stop(self) -> None:
+        for stop in self.on_stop:
+            await stop()
         if self.relay is not None:
             await self.relay.aclose()
         if self._task is not None:

@@ -1,0 +1,75 @@
+"""ESipa through LwM2M object 3443 against a real ``fleetloop serve``: a simulated device
+managed only over LwM2M carries an eUICC whose IPA puts its messages in /3443/0/3; the eIM
+observes them, answers in /3443/0/2 and clears with /3443/0/4. An enable queued through the
+API reaches the eUICC that way and its signed result comes back the same way."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from simulators.esim.lwm2m import Object3443Ipa
+from simulators.runner import SimulatedDevice
+from tests.integration.conftest import Api, eventually, run
+from tests.sgp32.serve_world import NEW_ICCID, EsimWorld, esim_serve
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EsimWorld]:
+    with esim_serve(tmp_path_factory.mktemp("esim-3443")) as running:
+        yield running
+
+
+def test_an_enable_travels_through_object_3443(world: EsimWorld) -> None:
+    euicc, ipa = world.device("61", 1)
+    glue = Object3443Ipa(ipa)
+    endpoint = "esim-3443-1"
+
+    async def case() -> None:
+        api = Api(world.serve)
+        device = SimulatedDevice(
+            endpoint, world.serve.coap_uri, template=glue.template(world.serve.coap_uri)
+        )
+        try:
+            await device.start()
+            await api.post(
+                "/v1/esim/euiccs",
+                {"euiccs": [world.import_item(euicc.eid, endpoint)]},
+                expect=201,
+            )
+            await api.post(
+                f"/v1/esim/euiccs/{endpoint}/packages",
+                {"operation": "enable", "iccid": NEW_ICCID},
+                expect=201,
+            )
+
+            async def observed() -> bool:  # the eIM observes /3443/0/3 once registered
+                found = await api.get(f"/v1/devices/{endpoint}/observations")
+                items = found["items"] if isinstance(found, dict) else found
+                return any("/3443/0/3" in str(o) for o in items)
+
+            await eventually(observed, timeout=10)
+
+            async def done() -> bool:
+                if glue.last_sent is None:
+                    glue.poll(device.set, time.time())
+                shown = await api.get(f"/v1/esim/euiccs/{endpoint}")
+                return bool(shown["packages"] and shown["packages"][0]["state"] == "done")
+
+            await eventually(done, timeout=20)
+            assert euicc.enabled is not None and euicc.enabled.iccid == NEW_ICCID
+            shown = await api.get(f"/v1/esim/euiccs/{endpoint}")
+            profile = {p["iccid"]: p for p in shown["profiles"]}[NEW_ICCID]
+            assert (profile["state"], profile["note"]) == ("enabled", "confirmed")
+            assert device.read("/3443/0/3") == b""  # cleared by the eIM
+        finally:
+            await device.stop()
+            await api.aclose()
+            await asyncio.sleep(0)
+
+    run(case(), timeout=60)
