@@ -11,7 +11,7 @@ from sqlalchemy import select
 from lwm2m.store import Store
 from sgp32.eim import Exchange, PackageState, ProfileState, ResultAccepted
 from sgp32.eim.schema import create_schema
-from sgp32.eim.sql import EimStore, SqlLedger
+from sgp32.eim.sql import EimStore, ImportRefused, SqlLedger
 from sgp32.eim.tables import EUICC
 from sgp32.errors import InvalidIdentifier
 from sgp32.packages import Disable, Enable
@@ -117,3 +117,44 @@ def test_the_counter_moves_only_with_its_package(world: World, eim_store: Store)
         ledger = SqlLedger(tx, store.audit)
         assert tx.execute(select(EUICC.c.counter_value)).scalar_one() == 21
         assert [p.counter_value for p in ledger.packages(euicc.eid)] == list(range(1, 22))
+
+
+def test_import_batches_links_and_listings(world: World, eim_store: Store) -> None:
+    """register_many is all or nothing; endpoint links move with a relink; the listings the
+    API pages through and counts from agree on both databases."""
+    eims = EimStore(eim_store, world.eim)
+    devices = [world.device(n)[0] for n in range(1, 5)]
+    chains = [
+        (d.certificate_der, d.eum_certificate_der, None, f"ep-{n}") for n, d in enumerate(devices)
+    ]
+    bad = (devices[0].eum_certificate_der, devices[0].eum_certificate_der, None, None)
+
+    async def main() -> None:
+        with pytest.raises(ImportRefused) as refused:
+            await eims.register_many([*chains[:2], bad], now=T0, actor="alice")
+        assert refused.value.index == 2
+        with eim_store.transaction() as tx:
+            assert eims.ledger(tx).euiccs() == []  # the two good ones were not kept either
+        records = await eims.register_many(chains, now=T0, actor="alice")
+        assert [r.eid for r in records] == [d.eid for d in devices]
+        # relink: ep-0 moves to the second eUICC, whose old link ep-1 goes away
+        await eims.register_many(
+            [(devices[1].certificate_der, devices[1].eum_certificate_der, None, "ep-0")],
+            now=T0,
+            actor="alice",
+        )
+        await eims.queue(devices[2].eid, [Enable(NEW_ICCID, True)], now=T0, actor="alice")
+
+    asyncio.run(main())
+    with eim_store.transaction() as tx:
+        ledger = eims.ledger(tx)
+        links = ledger.endpoints()
+        assert links == {devices[1].eid: "ep-0", devices[2].eid: "ep-2", devices[3].eid: "ep-3"}
+        assert ledger.eid_of("ep-0") == devices[1].eid and ledger.eid_of("ep-1") is None
+        assert ledger.open_counts() == {devices[2].eid: 1}
+        ordered = sorted(d.eid for d in devices)
+        page = ledger.euiccs(limit=2)
+        assert [r.eid for r in page] == ordered[:2]
+        assert [r.eid for r in ledger.euiccs(after=page[-1].eid)] == ordered[2:]
+        assert ledger.euiccs(tenants=frozenset({"nobody"})) == []
+        assert ledger.enabled_profiles() == {}

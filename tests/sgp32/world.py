@@ -86,7 +86,7 @@ def run_until_idle(
     world: World, ledger: Ledger, ipa: SimIpa, now: float, limit: int = 20
 ) -> list[Exchange]:
     """Round trips until the IPA polls and hears "no package"."""
-    done = []
+    done: list[Exchange] = []
     ipa.last_get_answer = None
     for _ in range(limit):
         exchange = step(world, ledger, ipa, now)
