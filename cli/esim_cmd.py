@@ -9,6 +9,7 @@ Operator commands (``/v1/esim/...``; docs/ESIM.md)::
     fleetloop esim list | show EID|EP | results EID|EP | packages EID|EP
     fleetloop esim enable EID|EP ICCID [--no-rollback] | disable | delete EID|EP ICCID
     fleetloop esim list-profiles EID|EP
+    fleetloop esim fallback EID|EP ICCID | --unset
     fleetloop esim download EID|EP '1$smdp.example.com$MATCHING-ID'
 
 Exit codes as the rest of the CLI: 1 the request failed (the message names the eUICC and the
@@ -340,6 +341,21 @@ def delete(euicc: str, iccid: str, as_json: bool) -> None:
 def list_profiles(euicc: str, as_json: bool) -> None:
     """Queue listProfileInfo on EID|EP (the answer refreshes `esim show`)."""
     _queue(euicc, {"operation": "list-profiles"}, as_json)
+
+
+@esim.command("fallback")
+@click.argument("euicc")
+@click.argument("iccid", required=False)
+@click.option("--unset", is_flag=True, help="remove the fallback attribute")
+@json_option
+def fallback(euicc: str, iccid: str | None, unset: bool, as_json: bool) -> None:
+    """Queue setting the fallback attribute on profile ICCID of EID|EP (or --unset it)."""
+    if unset == (iccid is not None):
+        raise click.UsageError("give the fallback profile's ICCID, or --unset")
+    body = (
+        {"operation": "unset-fallback"} if unset else {"operation": "set-fallback", "iccid": iccid}
+    )
+    _queue(euicc, body, as_json)
 
 
 @esim.command("download")

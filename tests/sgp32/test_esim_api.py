@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from simulators.esim.https import HttpsIpa
@@ -249,3 +250,64 @@ def test_refusals_write_nothing_and_name_the_fix(world: EsimWorld, tmp_path: Pat
     assert missing.returncode == 1 and "no eUICC 'no-such-device'" in missing.stderr
     usage = serve.cli("esim", "import")
     assert usage.returncode == 2
+    fallback = serve.cli("esim", "fallback", ok.eid, OLD_ICCID)
+    assert fallback.returncode == 0 and "set-fallback" in fallback.stdout, fallback.stderr
+    assert serve.cli("esim", "fallback", ok.eid).returncode == 2
+
+
+def test_roles_and_tenants_as_on_every_route(world: EsimWorld) -> None:
+    """GET is a viewer's, POST an operator's; an eUICC of another tenant answers exactly what
+    an unknown one answers, and a tenant token imports into its own tenant."""
+    acme, _ = world.device("13", 1)
+    other, _ = world.device("13", 2)
+
+    async def case() -> None:
+        api = Api(world.serve)
+        try:
+            await api.post(
+                "/v1/esim/euiccs",
+                {"euiccs": [world.import_item(other.eid)], "tenant": "globex"},
+                expect=201,
+            )
+            tokens = {}
+            for name, role, tenants in (
+                ("esim-viewer", "viewer", None),
+                ("esim-acme", "operator", ["acme"]),
+            ):
+                made = await api.post(
+                    "/v1/tokens", {"name": name, "role": role, "tenants": tenants}, expect=201
+                )
+                tokens[name] = made["token"]
+            viewer = httpx.AsyncClient(
+                base_url=world.serve.url,
+                headers={"Authorization": f"Bearer {tokens['esim-viewer']}"},
+            )
+            tenant = httpx.AsyncClient(
+                base_url=world.serve.url,
+                headers={"Authorization": f"Bearer {tokens['esim-acme']}"},
+            )
+            try:
+                assert (await viewer.get("/v1/esim/euiccs")).status_code == 200
+                refused = await viewer.post(
+                    f"/v1/esim/euiccs/{other.eid}/packages", json={"operation": "list-profiles"}
+                )
+                assert refused.status_code == 403 and refused.json()["status"] == "forbidden"
+
+                imported = await tenant.post(
+                    "/v1/esim/euiccs", json={"euiccs": [world.import_item(acme.eid)]}
+                )
+                assert imported.status_code == 201
+                assert imported.json()["items"][0]["tenant"] == "acme"
+                listed = (await tenant.get("/v1/esim/euiccs")).json()["items"]
+                assert [e["eid"] for e in listed] == [acme.eid]
+                hidden = await tenant.get(f"/v1/esim/euiccs/{other.eid}")
+                unknown = await tenant.get("/v1/esim/euiccs/89049032000000000000000000000000")
+                assert hidden.status_code == unknown.status_code == 404
+                assert hidden.json()["status"] == unknown.json()["status"] == "not_found"
+            finally:
+                await viewer.aclose()
+                await tenant.aclose()
+        finally:
+            await api.aclose()
+
+    run(case(), timeout=30)
