@@ -658,7 +658,9 @@ class CampaignComponent:
         if pacer is None:
             from lifecycle.campaigns.plan import Pacer
 
-            pacer = self._pacers[run.id] = Pacer(run.spec.pacing, now)
+            # after a restart the rate keeps the growth its successes earned
+            done = run.counts.get(DeviceState.SUCCEEDED, 0)
+            pacer = self._pacers[run.id] = Pacer(run.spec.pacing, now, succeeded=done)
         return pacer
 
     def _admit(self, run: CampaignRun, now: float) -> None:
