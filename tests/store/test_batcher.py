@@ -456,3 +456,16 @@ def test_rows_nobody_waits_for_share_one_call_and_a_failed_row_is_counted(store:
     assert calls == [["a", "refused", "b"]]
     assert sorted(endpoints(store)) == ["a", "b"]
     assert store.batcher.stats.lost_unawaited == 1
+
+
+def test_a_write_the_loop_never_hands_over_is_still_committed(store: Store) -> None:
+    """Writes are handed to the writer at the end of the event loop's turn (one batch per
+    burst, issue 13). If that turn never ends -- the loop blocks or stops -- the writer still
+    takes them after a short wait instead of leaving them queued."""
+    committed = threading.Event()
+
+    async def main() -> None:
+        store.batcher.submit_nowait(lambda tx: tx.after_commit(committed.set))
+        assert committed.wait(2.0)  # blocks the loop: its turn does not end meanwhile
+
+    asyncio.run(main())
