@@ -99,21 +99,37 @@ async def poll(ipas: Sequence[HttpsIpa], rounds: int = 1) -> None:
     await asyncio.gather(*(one(i) for i in ipas))
 
 
-@contextmanager
-def esim_serve(folder: Path, extra: Sequence[str] = ()) -> Iterator[EsimWorld]:
-    """``fleetloop serve`` with the eIM on, every port ephemeral on 127.0.0.1; SIGTERM at the
-    end."""
-    folder.mkdir(parents=True, exist_ok=True)
-    pki = make_pki(now=datetime.now(UTC))
-    ci = folder / "ci.pem"
-    ci.write_text(pem(pki.ci))
-    cert, key, ca = make_tls(folder)
-    data_dir = folder / "data"
+@dataclass
+class EsimFiles:
+    """What a serve with the eIM needs on disk (kept across a restart: same data directory,
+    same CI, same TLS identity)."""
+
+    folder: Path
+    pki: MadePki
+    ci: Path
+    tls: tuple[Path, Path, Path]  # certificate, key, CA
+
+    @property
+    def data_dir(self) -> Path:
+        return self.folder / "data"
+
+    @classmethod
+    def make(cls, folder: Path) -> EsimFiles:
+        folder.mkdir(parents=True, exist_ok=True)
+        pki = make_pki(now=datetime.now(UTC))
+        ci = folder / "ci.pem"
+        ci.write_text(pem(pki.ci))
+        return cls(folder, pki, ci, make_tls(folder))
+
+
+def start_serve(files: EsimFiles, extra: Sequence[str] = ()) -> EsimWorld:
+    """Start ``fleetloop serve`` with the eIM on (every port ephemeral on 127.0.0.1)."""
+    cert, key, ca = files.tls
     command = [
         *fleetloop(),
         "serve",
         "--data-dir",
-        str(data_dir),
+        str(files.data_dir),
         "--coap",
         "127.0.0.1:0",
         "--coaps",
@@ -129,7 +145,7 @@ def esim_serve(folder: Path, extra: Sequence[str] = ()) -> Iterator[EsimWorld]:
         "--eim-id",
         EIM_ID,
         "--eim-ci",
-        str(ci),
+        str(files.ci),
         "--x509-cert",
         str(cert),
         "--x509-key",
@@ -141,18 +157,31 @@ def esim_serve(folder: Path, extra: Sequence[str] = ()) -> Iterator[EsimWorld]:
         *extra,
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETLOOP_")}
-    log = (folder / "serve.log").open("w")
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=log, text=True)
+    (files.data_dir / "api.json").unlink(missing_ok=True)
+    with (files.folder / "serve.log").open("a") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=log, text=True)
+    info = _wait_for_api_json(files.data_dir, process)
+    loaded = serialization.load_pem_private_key((files.data_dir / "eim-key.pem").read_bytes(), None)
+    assert isinstance(loaded, ec.EllipticCurvePrivateKey)
+    return EsimWorld(Serve(process, files.data_dir, info), files.pki, loaded.public_key(), ca)
+
+
+def stop_serve(world: EsimWorld) -> None:
+    process = world.serve.process
+    process.send_signal(signal.SIGTERM)
     try:
-        info = _wait_for_api_json(data_dir, process)
-        loaded = serialization.load_pem_private_key((data_dir / "eim-key.pem").read_bytes(), None)
-        assert isinstance(loaded, ec.EllipticCurvePrivateKey)
-        yield EsimWorld(Serve(process, data_dir, info), pki, loaded.public_key(), ca)
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextmanager
+def esim_serve(folder: Path, extra: Sequence[str] = ()) -> Iterator[EsimWorld]:
+    """``fleetloop serve`` with the eIM on, every port ephemeral on 127.0.0.1; SIGTERM at the
+    end."""
+    world = start_serve(EsimFiles.make(folder), extra)
+    try:
+        yield world
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+        stop_serve(world)
