@@ -230,7 +230,7 @@ def test_results_that_cannot_be_trusted_are_typed_refusals(world: World) -> None
         "euiccPackageErrorUnsigned",
         {"eimId": EIM_ID, "eimTransactionId": package.transaction_id},
     )
-    assert send(unsigned).reason == Refusal.UNAUTHENTICATED  # type: ignore[attr-defined]
+    assert send(unsigned).reason == Refusal.UNAUTHENTICATED  # type: ignore[arg-type, attr-defined]
     assert isinstance(send(genuine), ResultAccepted)
     assert send(genuine) == ResultDuplicate(euicc.eid, package.transaction_id)
     other = sign_euicc_package_result(

@@ -89,9 +89,12 @@ def _counters_consistent(target: StoreTarget, eid: str) -> int:
     """The stored counter is exactly the number of packages (none lost, none reused)."""
     with target.open() as store, store.transaction() as tx:
         counter = tx.execute(select(EUICC.c.counter_value).where(EUICC.c.eid == eid)).scalar_one()
-        count, top = tx.execute(
-            select(func.count(), func.max(PACKAGE.c.counter_value)).where(PACKAGE.c.eid == eid)
+        row = tx.execute(
+            select(func.count().label("n"), func.max(PACKAGE.c.counter_value).label("top")).where(
+                PACKAGE.c.eid == eid
+            )
         ).one()
+        count, top = row.n, row.top
     assert counter == count == (top or 0)
     return int(counter)
 

@@ -98,7 +98,7 @@ def test_a_replayed_and_a_forged_package_are_refused(
     rogue = Eim(EimDeployment.of([rogue_identity], [world.pki.ci]))
     rogue_ledger = MemoryLedger()
     world.register(rogue_ledger, euicc)
-    rogue_ledger.add_euicc(dataclasses.replace(rogue_ledger.euicc(euicc.eid), counter_value=40))  # type: ignore[type-var]
+    rogue_ledger.add_euicc(dataclasses.replace(rogue_ledger.euicc(euicc.eid), counter_value=40))  # type: ignore[arg-type, type-var]
     rogue.queue(rogue_ledger, euicc.eid, [Enable(NEW_ICCID)], now=T0, actor="mallory")
 
     async def rogue_handle(data: bytes, now: float) -> Any:

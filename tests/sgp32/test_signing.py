@@ -91,7 +91,7 @@ def test_builders_reproduce_the_signed_part_of_the_reference_vectors(
             eid=TEST_EID,
             counter_value=counter,
             transaction_id=bytes([txbyte] * 16),
-            operations=operations,
+            operations=operations,  # type: ignore[arg-type]
         )
         assert encode("EuiccPackageSigned", signed).hex() == by_file[name]["signed_part_hex"], name
 
