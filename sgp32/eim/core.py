@@ -284,6 +284,23 @@ class Eim:
         refused = ResultRefused(None, Refusal.UNSUPPORTED, f"{message.name} is not served here")
         return Exchange(None, (refused,))
 
+    def quiet_poll(self, ledger: Ledger, data: bytes) -> Exchange | None:
+        """The answer to a GetEimPackageRequest that needs no write -- nothing queued for a
+        known EID, or an EID error -- else None (the caller then runs :meth:`handle` in a
+        write transaction). Most polls find nothing: this keeps them off the write path."""
+        message = decode_from_ipa(data)
+        if message.name != "getEimPackageRequest" or "notifyStateChange" in message.body:
+            return None
+        euicc, code, refused = self._euicc(ledger, message.body["eidValue"])
+        if euicc is None:
+            assert refused is not None
+            reply = encode_to_ipa("getEimPackageResponse", ("eimPackageError", code))
+            return Exchange(reply, (refused,))
+        if ledger.next_package(euicc.eid) is not None:
+            return None
+        reply = encode_to_ipa("getEimPackageResponse", ("eimPackageError", NO_PACKAGE))
+        return Exchange(reply, (NoPackage(euicc.eid),))
+
     def _euicc(
         self, ledger: Ledger, eid_value: bytes | None
     ) -> tuple[EuiccRecord | None, int, ResultRefused | None]:

@@ -320,6 +320,9 @@ class EimStore:
     async def handle(self, data: bytes, now: float) -> Exchange:
         """One ESipa exchange; returns after COMMIT. Garbage raises `CodecError` unwritten."""
         decode_from_ipa(data)  # refuse garbage before it takes a place in a group commit
+        quiet = await self.store.read(lambda tx: self.eim.quiet_poll(self.ledger(tx), data))
+        if quiet is not None:
+            return quiet  # a poll that found nothing: answered from a read
         return await self.store.write(lambda tx: self.eim.handle(self.ledger(tx), data, now))
 
     async def queue(
