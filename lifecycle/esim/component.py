@@ -47,7 +47,7 @@ from lifecycle.state.dimensions import (
 )
 from lifecycle.state.tables import DESIRED
 from lwm2m.store import Tx
-from sgp32.asn1 import decode_from_ipa
+from sgp32.asn1 import decode_from_ipa, encode
 from sgp32.eim import Exchange, NotificationHandled, PackageRecord, PackageState, ResultAccepted
 from sgp32.eim.model import ProfileRecord, ProfileState
 from sgp32.eim.sql import EimStore
@@ -91,6 +91,18 @@ class Verdict:
     failure: str | None = None
     queue: bool = False
     note: str = ""
+
+
+def smdp_notification(name: str, body: Any) -> str | None:
+    """The SM-DP+ address of a HandleNotification carrying a ProfileInstallationResult (the
+    eUICC addresses those to the SM-DP+ of the download), else None."""
+    if name != "handleNotificationEsipa" or body[0] != "pendingNotification":
+        return None
+    kind, value = body[1]
+    if kind != "profileInstallationResult":
+        return None
+    address = value["profileInstallationResultData"]["notificationMetadata"]["notificationAddress"]
+    return str(address)
 
 
 def reported_of(profiles: Sequence[ProfileRecord]) -> dict[str, Any] | None:
@@ -212,6 +224,11 @@ class EsimComponent:
             message = decode_from_ipa(data)  # garbage: CodecError, the binding answers 400
             if message.name in RELAYED:
                 return Exchange(await self.relay.relay(message.name, message.body), ())
+            address = smdp_notification(message.name, message.body)
+            if address is not None:  # an installation result for the SM-DP+: forwarded
+                pending = encode("PendingNotification", message.body[1])
+                await self.relay.notify(address, pending)
+                return Exchange(None, ())
         exchange = await self.eims.handle(data, now)
         for outcome in exchange.outcomes:
             if isinstance(outcome, ResultAccepted | NotificationHandled) and outcome.eid:

@@ -22,7 +22,15 @@ from typing import Any
 import httpx
 
 from sgp32.asn1 import encode_to_ipa
-from sgp32.es9plus import ADMIN_PROTOCOL, ES9_PATH, UNDEFINED, Es9Error, answer_for, request_for
+from sgp32.es9plus import (
+    ADMIN_PROTOCOL,
+    ES9_PATH,
+    UNDEFINED,
+    Es9Error,
+    answer_for,
+    b64,
+    request_for,
+)
 
 log = logging.getLogger("fleetloop.sgp32.relay")
 SESSION_TTL = 600.0
@@ -116,6 +124,26 @@ class Es9Relay:
                 self._sessions[bytes.fromhex(tid_text)] = (address, self._clock())
         self.calls.append(RelayedCall(request.function, address, failure))
         return answer
+
+    async def notify(self, smdp_address: str, pending_notification_der: bytes) -> bool:
+        """ES9+ handleNotification: a notification the eUICC addressed to an SM-DP+ (the
+        installation result of an indirect download), forwarded as it is. True when the SM-DP+
+        took it."""
+        url = f"https://{smdp_address}{ES9_PATH}handleNotification"
+        body = {"pendingNotification": b64(pending_notification_der)}
+        try:
+            response = await self._client.post(
+                url, json=body, headers={"X-Admin-Protocol": ADMIN_PROTOCOL}
+            )
+            ok = response.status_code in (200, 204)
+        except httpx.HTTPError as exc:
+            log.warning("ES9+ handleNotification failed", extra={"smdp": smdp_address})
+            self.calls.append(RelayedCall("handleNotification", smdp_address, str(exc)))
+            return False
+        self.calls.append(
+            RelayedCall("handleNotification", smdp_address, None if ok else "refused")
+        )
+        return ok
 
 
 def _function_of(name: str) -> str:

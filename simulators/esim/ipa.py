@@ -170,6 +170,9 @@ class SimIpa:
         elif name == "getBoundProfilePackageResponseEsipa":
             assert self.downloader is not None
             pir = self.downloader.load_bound_profile_package(value["boundProfilePackage"])
+            # the same signed result, as a notification for the SM-DP+ (sent after the result)
+            seq = pir["profileInstallationResultData"]["notificationMetadata"]["seqNumber"]
+            self.euicc.notifications[seq] = ("profileInstallationResult", pir)
             result: dict[str, Any] = {
                 "profileDownloadTriggerResultData": ("profileInstallationResult", pir)
             }

@@ -99,7 +99,10 @@ def test_a_triggered_download_is_relayed_installed_verified_and_then_enabled(
                     "initiateAuthentication",
                     "authenticateClient",
                     "getBoundProfilePackage",
+                    "handleNotification",
                 ]
+                assert smdp.notifications, "the installation result reached the SM-DP+"
+                assert smdp.notifications[0][:2] == b"\xbf\x37"  # a ProfileInstallationResult
                 assert euicc.profiles[NEW_ICCID].carrier == "Carrier C"
                 assert not euicc.profiles[NEW_ICCID].enabled
                 await eims.queue(euicc.eid, [Enable(NEW_ICCID, True)], now=T0, actor="alice")
