@@ -47,7 +47,7 @@ from lifecycle.state.dimensions import (
 )
 from lifecycle.state.tables import DESIRED
 from lwm2m.store import Tx
-from sgp32.asn1 import decode_from_ipa, encode
+from sgp32.asn1 import decode_from_ipa, encode, encode_to_ipa
 from sgp32.eim import Exchange, NotificationHandled, PackageRecord, PackageState, ResultAccepted
 from sgp32.eim.model import ProfileRecord, ProfileState
 from sgp32.eim.sql import EimStore
@@ -75,6 +75,7 @@ PACKAGE_ERROR = {
     127: "undefinedError",
 }
 BATCH = 200
+INVALID_EIM_TRANSACTION_ID = 52
 
 
 def package_actor(generation: int) -> str:
@@ -223,6 +224,9 @@ class EsimComponent:
         if self.relay is not None:
             message = decode_from_ipa(data)  # garbage: CodecError, the binding answers 400
             if message.name in RELAYED:
+                refused = await self._unknown_trigger(message.name, message.body)
+                if refused is not None:
+                    return Exchange(refused, ())
                 return Exchange(await self.relay.relay(message.name, message.body), ())
             address = smdp_notification(message.name, message.body)
             if address is not None:  # an installation result for the SM-DP+: forwarded
@@ -235,6 +239,21 @@ class EsimComponent:
                 self._eids.add(outcome.eid)
                 self._wakeup.set()
         return exchange
+
+    async def _unknown_trigger(self, name: str, body: Any) -> bytes | None:
+        """InitiateAuthentication naming an eimTransactionId that is no open download trigger
+        of this eIM: the ESipa error invalidEimTransactionId (SGP.32 6.3), not relayed."""
+        if name != "initiateAuthenticationRequestEsipa" or "eimTransactionId" not in body:
+            return None
+        tid = body["eimTransactionId"]
+        eims = self.eims
+        found = await eims.store.read(lambda tx: eims.ledger(tx).open_download_trigger(tid))
+        if found is not None:
+            return None
+        return encode_to_ipa(
+            "initiateAuthenticationResponseEsipa",
+            ("initiateAuthenticationErrorEsipa", INVALID_EIM_TRANSACTION_ID),
+        )
 
     def desired_changed(self, endpoints: list[str]) -> None:
         self._endpoints.update(endpoints)

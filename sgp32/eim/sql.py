@@ -17,7 +17,7 @@ from sqlalchemy import Row, delete, func, insert, select, update
 from lwm2m.store import Store, Tx
 from lwm2m.store.audit import AuditLog
 from sgp32.asn1 import decode_from_ipa
-from sgp32.eim.core import Eim, Exchange
+from sgp32.eim.core import DOWNLOAD_TRIGGER, Eim, Exchange
 from sgp32.eim.ledger import OPEN_STATES
 from sgp32.eim.model import (
     EuiccRecord,
@@ -159,6 +159,21 @@ class SqlLedger:
             .order_by(_P.counter_value)
         )
         return [_package(r) for r in rows]
+
+    def open_download_trigger(self, transaction_id: bytes) -> PackageRecord | None:
+        """The delivered, unanswered ProfileDownloadTrigger with this eimTransactionId (the
+        IPA names it in InitiateAuthentication; it carries no EID)."""
+        rows = self._tx.execute(
+            select(PACKAGE).where(
+                _P.transaction_id == transaction_id,
+                _P.state.in_([s.value for s in OPEN_STATES]),
+            )
+        )
+        for row in rows:
+            package = _package(row)
+            if package.operations and package.operations[0].get("op") == DOWNLOAD_TRIGGER:
+                return package
+        return None
 
     def open_counts(self) -> dict[str, int]:
         """EID -> how many packages wait in its queue (for listings)."""

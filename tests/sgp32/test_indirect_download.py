@@ -19,6 +19,7 @@ from cryptography.x509.oid import NameOID
 
 from lifecycle.esim import EsimComponent
 from lwm2m.store import Store
+from sgp32.asn1 import decode_from_eim, encode_to_eim
 from sgp32.eim import PackageState, ProfileState
 from sgp32.eim.schema import create_schema
 from sgp32.eim.sql import EimStore
@@ -154,5 +155,29 @@ def test_a_download_the_smdp_refuses_fails_the_trigger(
     assert packages[0].state == PackageState.FAILED
     assert packages[0].result is not None
     assert packages[0].result["results"] == [["profileDownloadError", 127]]
+
+    # an InitiateAuthentication naming no open trigger is refused, never relayed
+    (tmp_path / "again").mkdir()
+
+    async def stray() -> bytes:
+        async with running(world, store, tmp_path / "again") as (_, smdp, url, ca):
+            client = client_for(client_context(ca))
+            try:
+                sent = encode_to_eim(
+                    "initiateAuthenticationRequestEsipa",
+                    {
+                        "euiccChallenge": b"\x01" * 16,
+                        "smdpAddress": smdp.address,
+                        "eimTransactionId": b"\x99" * 8,
+                    },
+                )
+                answer = await client.post(url + "/gsma/rsp2/asn1", content=sent)
+                assert smdp.calls == []
+                return answer.content
+            finally:
+                await client.aclose()
+
+    reply = decode_from_eim(asyncio.run(stray()))
+    assert reply.body == ("initiateAuthenticationErrorEsipa", 52)
     with pytest.raises(InvalidIdentifier):
         world.eim.queue_download(None, euicc.eid, "LPA:1$x", now=T0, actor="a")  # type: ignore[arg-type]
