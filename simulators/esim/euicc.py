@@ -17,8 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from sgp32.asn1 import encode
 from sgp32.errors import SignatureInvalid
 from sgp32.identifiers import eid_to_bytes, iccid_from_bytes, iccid_to_bytes
 from sgp32.notifications import DELETE, DISABLE, ENABLE, sign_other_notification
@@ -204,7 +207,54 @@ class SimEuicc:
             return ("listEimResult", ("eimIdList", [{"eimId": e} for e in sorted(self.eims)]))
         if name == "deleteEim":
             return ("deleteEimResult", OK if self.eims.pop(body["eimId"], None) else 1)
-        return ("processingTerminated", 2)  # addEim/updateEim: not simulated (unknownOrDamaged)
+        if name == "addEim":
+            return ("addEimResult", self._add_eim(body))
+        if name == "updateEim":
+            return ("updateEimResult", self._update_eim(body))
+        return ("processingTerminated", 2)  # unknownOrDamagedCommand
+
+    def _eim_key(self, body: dict[str, Any]) -> ec.EllipticCurvePublicKey | None:
+        kind, value = body.get("eimPublicKeyData", (None, None))
+        if kind == "eimPublicKey":
+            key = serialization.load_der_public_key(encode("SubjectPublicKeyInfo", value))
+        elif kind == "eimCertificate":
+            key = x509.load_der_x509_certificate(encode("Certificate", value)).public_key()
+        else:
+            return None
+        return key if isinstance(key, ec.EllipticCurvePublicKey) else None
+
+    def _add_eim(self, body: dict[str, Any]) -> tuple[str, int]:
+        """eCO addEim: a new associated eIM with its key and counter; an associationToken
+        of -1 asks the eUICC to make one (returned instead of the result code)."""
+        eim_id = body["eimId"]
+        if eim_id in self.eims:
+            return ("addEimResultCode", 2)  # associatedEimAlreadyExists
+        key = self._eim_key(body)
+        if key is None:
+            return ("addEimResultCode", 7)  # commandError: no usable eIM key
+        counter = body.get("counterValue", 0)
+        if not 0 <= counter <= MAX_COUNTER:
+            return ("addEimResultCode", 6)  # counterValueOutOfRange
+        token = body.get("associationToken", NO_ASSOCIATION_TOKEN)
+        made = token == -1
+        if made:
+            token = 1 + max((a.association_token for a in self.eims.values()), default=0)
+        self.eims[eim_id] = EimAssociation(eim_id, key, counter, token)
+        return ("associationToken", token) if made else ("addEimResultCode", OK)
+
+    def _update_eim(self, body: dict[str, Any]) -> int:
+        association = self.eims.get(body["eimId"])
+        if association is None:
+            return 1  # eimNotFound
+        key = self._eim_key(body)
+        if key is not None:
+            association.public_key = key
+        counter = body.get("counterValue")
+        if counter is not None:
+            if not 0 <= counter <= MAX_COUNTER:
+                return 6  # counterValueOutOfRange
+            association.counter_value = counter
+        return OK
 
     def _profile_info(self) -> list[dict[str, Any]]:
         infos = []

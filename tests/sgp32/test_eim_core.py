@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from sgp32.asn1 import decode_from_eim, encode_to_eim
@@ -23,7 +24,16 @@ from sgp32.eim import (
 from sgp32.eim.profiles import apply_results
 from sgp32.errors import CertificateChainError, EuiccConflict, UnknownEuicc
 from sgp32.identifiers import eid_to_bytes
-from sgp32.packages import Disable, Enable, SetFallbackAttribute, UnsetFallbackAttribute
+from sgp32.packages import (
+    AddEim,
+    Disable,
+    EimConfiguration,
+    Enable,
+    ListEim,
+    SetFallbackAttribute,
+    UnsetFallbackAttribute,
+    UpdateEim,
+)
 from sgp32.signing import EimIdentity, sign_euicc_package, sign_euicc_package_result
 from tests.sgp32.pki import MadePki, make_pki
 from tests.sgp32.world import (
@@ -334,3 +344,55 @@ def test_enabling_an_enabled_profile_confirms_it() -> None:
     after = {p.iccid: p for p in apply_results("e", before, ops, [("enableResult", 2)], 1.0)}
     assert after[OLD_ICCID].state == ProfileState.ENABLED
     assert after[OLD_ICCID].note == "already enabled"
+
+
+def test_add_and_update_eim_ecos_change_whom_the_euicc_trusts(world: World) -> None:
+    """eCO addEim associates a second eIM (its key, counter, an associationToken the eUICC
+    makes on request); updateEim replaces its key: the old key's packages are refused after."""
+    ledger = MemoryLedger()
+    euicc, ipa = world.device(1)
+    world.register(ledger, euicc)
+    second = EimIdentity("eim2.fleetloop.test", ec.generate_private_key(ec.SECP256R1()))
+
+    def spki(identity: EimIdentity) -> bytes:
+        return identity.public_key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    add = AddEim(EimConfiguration(second.eim_id, public_key_der=spki(second), association_token=-1))
+    world.eim.queue(ledger, euicc.eid, [add, ListEim()], now=T0, actor="alice")
+    run_until_idle(world, ledger, ipa, T0 + 1)
+    package = ledger.packages(euicc.eid)[-1]
+    assert package.result is not None
+    assert package.result["results"][0] == ["addEimResult", ["associationToken", 1]]
+    listed = package.result["results"][1][1]
+    assert {e["eimId"] for e in listed[1]} == {EIM_ID, second.eim_id}
+
+    def from_second(identity: EimIdentity, counter: int) -> str:
+        signed = sign_euicc_package(
+            identity,
+            eid=euicc.eid,
+            counter_value=counter,
+            transaction_id=bytes([counter]),
+            operations=[ListEim()],
+            association_token=1,
+        )
+        return str(euicc.load_package(signed.value)[0])
+
+    assert from_second(second, 1) == "euiccPackageResultSigned"
+    again = world.eim.queue(
+        ledger, euicc.eid, [AddEim(EimConfiguration(second.eim_id, public_key_der=spki(second)))],
+        now=T0, actor="alice",
+    )  # fmt: skip
+    run_until_idle(world, ledger, ipa, T0 + 2)
+    done = ledger.package(euicc.eid, again.transaction_id)
+    assert done is not None and done.result is not None
+    assert done.result["results"] == [["addEimResult", ["addEimResultCode", 2]]]  # exists
+
+    rotated = EimIdentity(second.eim_id, ec.generate_private_key(ec.SECP256R1()))
+    update = UpdateEim(EimConfiguration(second.eim_id, public_key_der=spki(rotated)))
+    world.eim.queue(ledger, euicc.eid, [update], now=T0, actor="alice")
+    run_until_idle(world, ledger, ipa, T0 + 3)
+    assert ledger.packages(euicc.eid)[-1].result["results"] == [["updateEimResult", 0]]  # type: ignore[index]
+    assert from_second(second, 2) == "euiccPackageErrorUnsigned"  # the old key: refused
+    assert from_second(rotated, 2) == "euiccPackageResultSigned"
