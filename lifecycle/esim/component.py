@@ -305,6 +305,14 @@ class EsimComponent:
         self._endpoints.difference_update(endpoints)
         eids = sorted(self._eids)[:BATCH]
         self._eids.difference_update(eids)
+        try:
+            await self._judge(endpoints, eids)
+        except BaseException:
+            self._endpoints.update(endpoints)  # judged again after the pause (a batch is
+            self._eids.update(eids)  # idempotent: packages are found again by their tag)
+            raise
+
+    async def _judge(self, endpoints: list[str], eids: list[str]) -> None:
         eims = self.eims
 
         def read(tx: Tx) -> dict[str, tuple[str | None, list[ProfileRecord], list[PackageRecord]]]:
