@@ -7,6 +7,7 @@ from a registered device's address, so the IPA's device registers over LwM2M fir
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -15,7 +16,10 @@ from aiocoap.numbers.codes import Code
 
 from simulators.esim.coap import CoapIpa
 from simulators.esim.euicc import SimProfile
+from simulators.esim.https import EsipaError, HttpsIpa
+from simulators.esim.ipa import SimIpa
 from tests.integration.conftest import Api, run
+from tests.server.conftest import RawClient
 from tests.sgp32.serve_world import NEW_ICCID, OLD_ICCID, EsimWorld, esim_serve
 
 pytestmark = pytest.mark.integration
@@ -80,6 +84,62 @@ def test_packages_and_results_travel_over_coap_blockwise(world: EsimWorld) -> No
             assert (await context.request(other).response).code == Code.NOT_FOUND
         finally:
             await context.shutdown()
+            await api.aclose()
+
+    run(case(), timeout=60)
+
+
+class CoapsIpa(HttpsIpa):
+    """The simulated IPA over CoAPs: the repository's own CoAP core on a DTLS-PSK session
+    (Block1/Block2 done by the core), as a device registered over LwM2M on it."""
+
+    def __init__(self, ipa: SimIpa, raw: RawClient) -> None:
+        self.ipa = ipa
+        self.raw = raw
+        self.clock = time.time
+
+    async def _post(self, sent: bytes) -> bytes | None:
+        answer = await self.raw.request(
+            Code.POST, "/gsma/rsp2/asn1", payload=sent, content_format=42, timeout=10.0
+        )
+        if answer.code != Code.CHANGED:
+            raise EsipaError(f"eIM answered {answer.code}: {answer.payload[:200]!r}")
+        return answer.payload or None
+
+
+def test_esipa_over_coaps_with_a_psk_session(world: EsimWorld) -> None:
+    euicc, ipa = world.device("42", 1)
+    for n in range(40):  # the listProfileInfo result needs Block1 here too
+        iccid = f"8988247000002{n:04d}00"
+        euicc.profiles[iccid] = SimProfile(iccid, f"Carrier {n:02d} with a long name")
+    endpoint, key = "esim-coaps-1", bytes(range(16))
+
+    async def case() -> None:
+        api = Api(world.serve)
+        raw = RawClient()
+        try:
+            await api.put(
+                f"/v1/security/{endpoint}", {"psk_identity": endpoint, "psk_key": key.hex()}
+            )
+            await raw.connect(
+                ("127.0.0.1", world.serve.port("coaps")), psk=(endpoint.encode(), key)
+            )
+            assert (await raw.register(endpoint)).code == Code.CREATED
+            await api.post(
+                "/v1/esim/euiccs", {"euiccs": [world.import_item(euicc.eid)]}, expect=201
+            )
+            for body in (
+                {"operation": "list-profiles"},
+                {"operation": "enable", "iccid": NEW_ICCID},
+            ):
+                await api.post(f"/v1/esim/euiccs/{euicc.eid}/packages", body, expect=201)
+            await CoapsIpa(ipa, raw).settle()
+            assert euicc.enabled is not None and euicc.enabled.iccid == NEW_ICCID
+            shown = await api.get(f"/v1/esim/euiccs/{euicc.eid}")
+            assert len(shown["profiles"]) == 42
+            assert [p["state"] for p in shown["packages"]] == ["done", "done"]
+        finally:
+            raw.close()
             await api.aclose()
 
     run(case(), timeout=60)
