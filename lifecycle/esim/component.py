@@ -49,6 +49,7 @@ from lifecycle.state.tables import DESIRED
 from lwm2m.store import Tx
 from sgp32.asn1 import decode_from_ipa, encode, encode_to_ipa
 from sgp32.eim import Exchange, NotificationHandled, PackageRecord, PackageState, ResultAccepted
+from sgp32.eim.core import DOWNLOAD_TRIGGER
 from sgp32.eim.model import ProfileRecord, ProfileState
 from sgp32.eim.sql import EimStore
 from sgp32.esipa.relay import RELAYED, Es9Relay
@@ -91,6 +92,10 @@ class Verdict:
     reported: dict[str, Any] | None
     failure: str | None = None
     queue: bool = False
+    download: str | None = None
+    """Queue a ProfileDownloadTrigger with this activation code (the profile is missing)."""
+    list_profiles: bool = False
+    """Queue listProfileInfo alone (before deciding whether a download is needed)."""
     note: str = ""
 
 
@@ -148,6 +153,9 @@ def judge(
         and any(op.get("op") == "enable" and op.get("iccid") == iccid for op in p.operations)
     ]
     if not tagged:
+        code = want.value.get("activation_code")
+        if code is not None and iccid not in {p.iccid for p in profiles}:
+            return _download_phase(reported, profiles, packages, want, str(code))
         return Verdict(reported, queue=True, note=f"enable {iccid} with rollbackFlag queued")
     package = max(tagged, key=lambda p: p.counter_value)
     if package.state in (PackageState.QUEUED, PackageState.DELIVERED):
@@ -172,6 +180,49 @@ def judge(
             name = ENABLE_RESULT.get(value, str(value))
             return Verdict(reported, failure=f"enable {iccid} refused by the eUICC: {name}")
     return Verdict(reported, note="enable ok; waiting for the profile state to confirm it")
+
+
+def _first_op(package: PackageRecord) -> str | None:
+    return str(package.operations[0].get("op")) if package.operations else None
+
+
+def _download_phase(
+    reported: dict[str, Any] | None,
+    profiles: Sequence[ProfileRecord],
+    packages: Sequence[PackageRecord],
+    want: Desired,
+    code: str,
+) -> Verdict:
+    """The profile is not on the eUICC as far as the eIM knows: learn the profile list first
+    (when the eIM knows none), then download it (ProfileDownloadTrigger, relayed to the
+    SM-DP+); the enable follows once the installation result is in."""
+    tag = package_actor(want.generation)
+    mine = [p for p in packages if p.actor == tag]
+    if not profiles:
+        listing = [
+            p for p in mine if p.operations and p.operations[0].get("op") == "listProfileInfo"
+        ]
+        if not listing:
+            return Verdict(reported, list_profiles=True, note="listProfileInfo queued")
+        if listing[-1].state in (PackageState.QUEUED, PackageState.DELIVERED):
+            return Verdict(reported, note="waiting for the profile list")
+    downloads = [p for p in mine if _first_op(p) == DOWNLOAD_TRIGGER]
+    if not downloads:
+        return Verdict(reported, download=code, note=f"download of {want.value['iccid']} queued")
+    trigger = max(downloads, key=lambda p: p.counter_value)
+    if trigger.state in (PackageState.QUEUED, PackageState.DELIVERED):
+        return Verdict(reported, note=f"download {trigger.counter_value} {trigger.state.value}")
+    result = trigger.result or {}
+    if trigger.state is PackageState.FAILED:
+        return Verdict(
+            reported,
+            failure=f"download of {want.value['iccid']} failed: {result.get('results')}",
+        )
+    return Verdict(
+        reported,
+        failure=f"the download installed {result.get('iccid')}, not {want.value['iccid']}: "
+        "check the activation code",
+    )
 
 
 class EsimComponent:
@@ -339,7 +390,17 @@ class EsimComponent:
             verdict = judge(want, reported.get(Dimension.ESIM), eid, profiles, packages)
             verdicts[endpoint] = (want, eid, verdict)
             self.stats["judged"] += 1
-        known = {eid: any(p.carrier for p in profiles) for eid, profiles, _ in found.values()}
+        extra = [
+            (eid, want, v)
+            for want, eid, v in verdicts.values()
+            if (v.download or v.list_profiles) and eid is not None and want is not None
+        ]
+        if extra:
+            await self._queue_other(extra)
+        known = {
+            eid: bool(profiles) and all(p.carrier for p in profiles)
+            for eid, profiles, _ in found.values()
+        }
         to_queue = [
             (eid, want, known.get(eid, False))
             for want, eid, v in verdicts.values()
@@ -349,10 +410,27 @@ class EsimComponent:
             await self._queue(to_queue)
         await asyncio.gather(*(self._record(ep, *item) for ep, item in verdicts.items()))
 
+    async def _queue_other(self, items: list[tuple[str, Desired, Verdict]]) -> None:
+        """The download phase's packages: listProfileInfo alone, or the download trigger."""
+        eims, now = self.eims, self.clock()
+
+        def write(tx: Tx) -> None:
+            ledger = eims.ledger(tx)
+            for eid, want, verdict in items:
+                actor = package_actor(want.generation)
+                if verdict.download is not None:
+                    eims.eim.queue_download(ledger, eid, verdict.download, now=now, actor=actor)
+                else:
+                    eims.eim.queue(ledger, eid, [ListProfileInfo()], now=now, actor=actor)
+
+        await eims.store.write(write)
+        self.stats["queued"] += len(items)
+
     async def _queue(self, items: list[tuple[str, Desired, bool]]) -> None:
         """One package per device: the enable with rollbackFlag, preceded by listProfileInfo
-        while the eIM knows none of the eUICC's carriers (the answer, taken before the enable,
-        names them -- the profile the device falls back to included)."""
+        while the eIM does not know every profile's carrier (the answer, taken before the
+        enable, names them -- the profile the device falls back to, and one just downloaded,
+        included)."""
         eims, now = self.eims, self.clock()
 
         def write(tx: Tx) -> None:

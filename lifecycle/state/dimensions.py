@@ -206,6 +206,7 @@ _VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._+~-]{0,63}$")
 _APN = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.-]{0,99}$")
 _FLAG = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 _ICCID = re.compile(r"^89[0-9]{16,20}F?$")
+_ACTIVATION_CODE = re.compile(r"^1\$[^$\s/]+\$[^$]*(\$.*)?$")
 
 
 def _version(dim: str, text: object, what: str = "version") -> str:
@@ -225,7 +226,8 @@ def parse_desired(dimension: Dimension, raw: JsonValue) -> dict[str, JsonValue]:
     config ``{"version": ..., "digest": <sha-256 hex>}`` (the API resolves a bundle name to
     this); connectivity ``"apn-a,apn-b"`` (the first is active) or ``{"apns": [...],
     "active": ...}``; flags ``{"name": "value", ...}`` (the whole set); credentials
-    ``{"generation": N}``; esim ``"8944..."`` or ``{"iccid": ...}``.
+    ``{"generation": N}``; esim ``"8944..."`` or ``{"iccid": ..., "activation_code": ...}`` (the
+    code downloads the profile first where the eUICC does not have it).
     """
     dim = dimension.value
     if dimension is Dimension.FIRMWARE:
@@ -301,10 +303,19 @@ def parse_desired(dimension: Dimension, raw: JsonValue) -> dict[str, JsonValue]:
         return {"generation": gen}
     if isinstance(raw, str):
         raw = {"iccid": raw}
-    iccid = raw.get("iccid") if isinstance(raw, dict) else None
+    if not isinstance(raw, dict) or set(raw) - {"iccid", "activation_code"}:
+        raise StateError(dim, 'give "ICCID" or {"iccid": ..., "activation_code": "1$..."}')
+    iccid = raw.get("iccid")
     if not isinstance(iccid, str) or not _ICCID.match(iccid):
         raise StateError(dim, f"iccid {iccid!r} is not an ICCID (89 and 16..20 digits)")
-    return {"iccid": iccid}
+    esim: dict[str, JsonValue] = {"iccid": iccid}
+    code = raw.get("activation_code")
+    if code is not None:
+        # Where the profile is not on the eUICC yet, the eIM downloads it first (lifecycle.esim).
+        if not isinstance(code, str) or not _ACTIVATION_CODE.match(code):
+            raise StateError(dim, "activation_code must be 1$SM-DP+ address$matching ID")
+        esim["activation_code"] = code
+    return esim
 
 
 # -- reported values ---------------------------------------------------------------------------

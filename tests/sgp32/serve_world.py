@@ -8,7 +8,7 @@ import asyncio
 import os
 import signal
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -122,7 +122,9 @@ class EsimFiles:
         return cls(folder, pki, ci, make_tls(folder))
 
 
-def start_serve(files: EsimFiles, extra: Sequence[str] = ()) -> EsimWorld:
+def start_serve(
+    files: EsimFiles, extra: Sequence[str] = (), env_extra: Mapping[str, str] | None = None
+) -> EsimWorld:
     """Start ``fleetloop serve`` with the eIM on (every port ephemeral on 127.0.0.1)."""
     cert, key, ca = files.tls
     command = [
@@ -157,6 +159,7 @@ def start_serve(files: EsimFiles, extra: Sequence[str] = ()) -> EsimWorld:
         *extra,
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETLOOP_")}
+    env.update(env_extra or {})
     (files.data_dir / "api.json").unlink(missing_ok=True)
     with (files.folder / "serve.log").open("a") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=log, text=True)

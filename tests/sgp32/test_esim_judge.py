@@ -89,3 +89,30 @@ def test_report_only_never_queues() -> None:
     report_only = Desired(Dimension.ESIM, {"iccid": NEW}, 1, Policy.REPORT_ONLY)
     verdict = judge(report_only, None, EID, profiles(OLD), [])
     assert not verdict.queue and verdict.failure is None and verdict.reported is not None
+
+
+def test_a_missing_profile_is_listed_then_downloaded_then_enabled() -> None:
+    code = "1$smdp.example.com$ORDER-1"
+    want = Desired(Dimension.ESIM, {"iccid": NEW, "activation_code": code}, 3)
+    old_only = [ProfileRecord(EID, OLD, ProfileState.ENABLED, True, 0.0, "Carrier")]
+
+    def op(name: str, state: PackageState, result: dict[str, Any] | None = None) -> PackageRecord:
+        return PackageRecord(
+            EID, 7, b"\x01", "eim", ({"op": name},), b"", state, 0.0, package_actor(3),
+            result=result,
+        )  # fmt: skip
+
+    assert judge(want, None, EID, [], []).list_profiles  # nothing known: ask first
+    listed = op("listProfileInfo", PackageState.DONE)
+    assert judge(want, None, EID, old_only, [listed]).download == code
+    trigger = op("profileDownloadTrigger", PackageState.DELIVERED)
+    waiting = judge(want, None, EID, old_only, [listed, trigger])
+    assert not waiting.queue and waiting.download is None and waiting.failure is None
+    failed = op("profileDownloadTrigger", PackageState.FAILED, {"results": [["x", 127]]})
+    assert "download of" in (judge(want, None, EID, old_only, [failed]).failure or "")
+    installed = [*old_only, ProfileRecord(EID, NEW, ProfileState.DISABLED, False, 0.0)]
+    done = op("profileDownloadTrigger", PackageState.DONE, {"iccid": NEW})
+    assert judge(want, None, EID, installed, [done]).queue  # now the enable
+    # without an activation code a missing profile is simply enabled (and refused if absent)
+    plain = Desired(Dimension.ESIM, {"iccid": NEW}, 3)
+    assert judge(plain, None, EID, old_only, []).queue
