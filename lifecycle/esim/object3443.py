@@ -7,7 +7,9 @@ IPA's signal that it may put its next message there (objects/builtin/esim.py).
 
 One exchange at a time per device (a lock per endpoint): the answer to one message is written
 before the next is read. A device registering with /3443 in its object links is observed; a
-notification that carries an empty /3443/0/3 (cleared) is ignored.
+notification that carries an empty /3443/0/3 (cleared) is ignored. An answer the device does
+not take (the IPA busy: 5.03) is tried again after 1, 2, 4 s while the IPA still holds the
+same message.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ ESIM_OBJECT = 3443
 EIM_MESSAGE = Path.of(ESIM_OBJECT, 0, 2)
 IPA_MESSAGE = Path.of(ESIM_OBJECT, 0, 3)
 CLEAR = Path.of(ESIM_OBJECT, 0, 4)
+RETRY_SECONDS = 1.0
+MAX_ATTEMPTS = 4
 
 
 def _ipa_message(content: Mapping[Path, Node]) -> bytes | None:
@@ -96,7 +100,17 @@ class Object3443Binding:
         if message is not None:
             self._spawn(self._exchange(event.endpoint, message))
 
-    async def _exchange(self, endpoint: str, message: bytes) -> None:
+    async def _retry(self, endpoint: str, message: bytes, attempt: int) -> None:
+        """The answer could not be written: once the pause is over, run the message again if
+        the IPA still holds it (the eIM's exchange is idempotent: the same package again, a
+        result again is a duplicate)."""
+        await asyncio.sleep(RETRY_SECONDS * 2 ** (attempt - 1))
+        read = await self.server.read(endpoint, IPA_MESSAGE, timeout=self.timeout)
+        held = _ipa_message({IPA_MESSAGE: read.content}) if read.content is not None else None
+        if read.ok and held == message:
+            await self._exchange(endpoint, message, attempt)
+
+    async def _exchange(self, endpoint: str, message: bytes, attempt: int = 0) -> None:
         lock = self._locks.setdefault(endpoint, asyncio.Lock())
         async with lock:
             try:
@@ -111,8 +125,13 @@ class Object3443Binding:
                 node = SingleResource(EIM_MESSAGE.ids[2], Value.opaque(exchange.reply))
                 written = await self.server.write(endpoint, EIM_MESSAGE, node, timeout=self.timeout)
                 if not written.ok:
-                    log.warning("cannot write /3443/0/2", extra={"endpoint": endpoint})
-                    return  # the IPA message stays: the next notification retries
+                    log.warning(
+                        "cannot write /3443/0/2",
+                        extra={"endpoint": endpoint, "attempt": attempt + 1},
+                    )
+                    if attempt + 1 < MAX_ATTEMPTS:
+                        self._spawn(self._retry(endpoint, message, attempt + 1))
+                    return
             cleared = await self.server.execute(endpoint, CLEAR, timeout=self.timeout)
             if cleared.ok:
                 self.exchanges += 1

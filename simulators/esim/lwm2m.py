@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from lwm2m.model import Path
 from objects import builtin_definition
 from simulators.device.defaults import default_template
+from simulators.device.errors import ServiceUnavailable
 from simulators.device.execute import Arguments
 from simulators.device.template import (
     DeviceActions,
@@ -37,6 +38,8 @@ class Object3443Ipa:
     ipa: SimIpa
     last_sent: bytes | None = None
     answered: bool = False
+    busy_writes: int = 0
+    """Writes of /3443/0/2 to refuse with 5.03 (the IPA busy), for tests of the eIM's retry."""
 
     def template(self, server_uri: str) -> DeviceTemplate:
         instance = InstanceTemplate({0: 0, 1: self.ipa.euicc.eid, 2: b"", 3: b"", 4: None})
@@ -45,6 +48,7 @@ class Object3443Ipa:
             {0: instance},
             handlers={4: self._cleared},
             on_write={2: self._eim_message},
+            write_guard=self._guard,
         )
         return default_template(server_uri=server_uri).replace(esim)
 
@@ -63,6 +67,11 @@ class Object3443Ipa:
         self.last_sent, self.answered = message, False
         set_value(IPA_MESSAGE, message)
         return True
+
+    def _guard(self, device: DeviceActions, path: Path, now: float) -> None:
+        if self.busy_writes > 0 and path.ids[2:3] == (2,):
+            self.busy_writes -= 1
+            raise ServiceUnavailable("the IPA is busy")
 
     def _eim_message(self, device: DeviceActions, path: Path, now: float) -> None:
         answer = device.store.get(EIM_MESSAGE, now)

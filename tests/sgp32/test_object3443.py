@@ -25,10 +25,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EsimWorld]:
         yield running
 
 
-def test_an_enable_travels_through_object_3443(world: EsimWorld) -> None:
-    euicc, ipa = world.device("61", 1)
-    glue = Object3443Ipa(ipa)
-    endpoint = "esim-3443-1"
+@pytest.mark.parametrize("busy_writes", [0, 1], ids=["plain", "ipa-busy-once"])
+def test_an_enable_travels_through_object_3443(world: EsimWorld, busy_writes: int) -> None:
+    """With the IPA busy the first time (5.03 on the Write), the eIM writes the answer again
+    once the pause is over."""
+    euicc, ipa = world.device("61", 1 + busy_writes)
+    glue = Object3443Ipa(ipa, busy_writes=busy_writes)
+    endpoint = f"esim-3443-{1 + busy_writes}"
 
     async def case() -> None:
         api = Api(world.serve)
@@ -67,6 +70,7 @@ def test_an_enable_travels_through_object_3443(world: EsimWorld) -> None:
             profile = {p["iccid"]: p for p in shown["profiles"]}[NEW_ICCID]
             assert (profile["state"], profile["note"]) == ("enabled", "confirmed")
             assert device.read("/3443/0/3") == b""  # cleared by the eIM
+            assert glue.busy_writes == 0
         finally:
             await device.stop()
             await api.aclose()
