@@ -214,6 +214,12 @@ def b_values(w: World, template: str) -> dict[str, str]:
         "token": w.token_ids["b-admin"],
         "request_id": "1",
         "seq": w.b_audit_seq,
+        # Shared artifacts (firmware images, bundle versions) have no tenant; a campaign's
+        # tenancy is tested in tests/lifecycle/api/test_campaign_routes.py against real
+        # campaigns of two tenants: here both requests name the same absent record.
+        "image": "zz-shared-probe",
+        "version": "9.9.9",
+        "cid": "zz-no-campaign",
     }
 
 
@@ -239,6 +245,9 @@ def fill_path(template: str, values: dict[str, str]) -> str:
 
 
 KNOWN_BODIES: dict[tuple[str, str], Any] = {
+    # refused alike for any name (an answer without digits: the swap of B's audit seq
+    # would rewrite a bare number in it)
+    ("put", "/v1/apn-profiles/{name}"): {"apns": ["not an apn!"]},
     ("put", "/v1/devices/{endpoint}/data/{path}"): {"value": "+09:00"},
     ("patch", "/v1/devices/{endpoint}/data/{path}"): {"value": "+09:00"},
     ("post", "/v1/devices/{endpoint}/data/{path}"): {"resources": [{"id": 0, "value": "x"}]},
@@ -346,8 +355,10 @@ def test_a_tenant_a_token_sees_and_changes_nothing_of_tenant_b_on_every_route(
                         if (template, method) in SKIPPED:
                             covered.add((template, method))
                             continue
-                        if template == "/v1/events":
-                            covered.add((template, method))  # streamed: its own test below
+                        if template == "/v1/events" or template.endswith("/events"):
+                            # streamed: /v1/events has its own test below, a campaign's
+                            # stream is scoped in tests/lifecycle/api/test_campaign_routes.py
+                            covered.add((template, method))
                             continue
                         body = body_for(method, template, operation, doc)
                         b_vals = b_values(w, template)

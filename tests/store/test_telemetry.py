@@ -116,7 +116,7 @@ EDGE_VALUES = [
     Value.integer(-(2**63)),
     Value.opaque(bytes(range(256))),
     Value.objlnk(65535, 65535),
-    Value.string("naïve \u0000 \U0001f600"),
+    Value.string("naïve \u0001 \U0001f600"),
     Value.boolean(True),
     Value.none(),
 ]
