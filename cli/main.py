@@ -95,6 +95,13 @@ class FleetloopGroup(click.Group):
             raise
         except KeyboardInterrupt:
             ctx.exit(130)
+        except BrokenPipeError:
+            # `fleetloop devices list | head`: the reader left; stop quietly, as a Unix tool
+            # does (no error line: nothing is wrong). Point stdout at /dev/null so the
+            # interpreter's final flush does not raise again.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            ctx.exit(141)
         except Exception as err:
             if os.environ.get("FLEETLOOP_DEBUG"):
                 raise

@@ -230,3 +230,26 @@ def test_remove_a_stale_device_then_it_registers_again_when_it_talks(served: Bac
     served.call(device.wait_for(lambda e: type(e).__name__ == "Registered", 15.0, since=since))
     listed = json.loads(ok(served, "devices", "list", "--json"))
     assert "dev-stale" in [d["endpoint"] for d in listed]
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly(served: Background) -> None:
+    """`fleetloop devices list | head -1`: the pipe closes before the table is written; the
+    command stops without an error line (it said "internal error (BrokenPipeError)")."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETLOOP_")}
+    env["FLEETLOOP_DATA_DIR"] = str(data_dir(served))
+    env["FLEETLOOP_CONTEXTS"] = str(data_dir(served) / "no-contexts.json")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "devices", "list"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # the reader is gone before anything is written
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=30) == 141, stderr
+    assert stderr == ""
