@@ -82,6 +82,9 @@ from lwm2m.coap import (
     RequestReceived,
     ResponseReceived,
 )
+from lwm2m.coap.blockwise import Block1Assembly
+from lwm2m.coap.errors import RemoteProtocolError, RequestEntityTooLarge
+from lwm2m.coap.peer import PeerState
 from lwm2m.codec import ContentFormat
 from lwm2m.store import Page, Store, Tx
 from lwm2m.store.secrets import key_fingerprint
@@ -103,6 +106,22 @@ if TYPE_CHECKING:
     from lwm2m.server import LwM2MServer
 
 log = logging.getLogger("fleetloop.bootstrap")
+
+
+def refuse_block1(
+    ps: PeerState, message: Message, assembly: Block1Assembly | None, adding: int
+) -> RemoteProtocolError:
+    """The Block1 guard of the bootstrap sockets: every block-wise request body is refused
+    before a byte is buffered (issue 14 item 1). No bootstrap request from a device carries a
+    body that needs Block1 (Bootstrap-Request is a POST with its parameters in the query), and
+    the peers are not authenticated yet, so buffering would only serve a flood."""
+    return RequestEntityTooLarge(
+        "the bootstrap server takes no block-wise request bodies", size1=MAX_BOOTSTRAP_BODY
+    )
+
+
+MAX_BOOTSTRAP_BODY = 1024
+"""Size1 in the 4.13 answer: a request to the bootstrap server fits one datagram."""
 
 
 class _RateLimitedWarning:
@@ -373,6 +392,7 @@ class BootstrapServer:
 
     def _listener(self, kind: Literal["coap", "coaps"]) -> _Listener:
         core = CoapEndpoint(rng=self._rng, config=self.config.coap)
+        core.block1_guard = refuse_block1
         holder: list[_Listener] = []
         shell: CoapShell[Event] = CoapShell(core, lambda event: self._on_event(holder[0], event))
         listener = _Listener(kind, core, shell)

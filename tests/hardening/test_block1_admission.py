@@ -145,3 +145,25 @@ def test_a_block_wise_send_from_an_unregistered_address_is_refused_unbuffered(
         assert answer.code == Code.UNAUTHORIZED, answer
     finally:
         assert server.stop() == 0
+
+
+def test_the_bootstrap_sockets_buffer_no_block_wise_body(
+    tmp_path: Path, udp: socket.socket
+) -> None:
+    """No bootstrap request needs Block1, and its peers are not authenticated yet: block 0
+    is refused with 4.13 before a byte is held (it was 2.31 Continue, up to 16 MiB)."""
+    server = ServeProcess(tmp_path / "data", extra_args=("--bs-coap", "127.0.0.1:0"))
+    server.start()
+    try:
+        port = int(server.info["extra"]["bs_coap"]["port"])
+        message = Message(code=Code.POST)
+        message.mtype, message.mid, message.token = Type.CON, next(_MIDS) & 0xFFFF, b"bs"
+        message.opt.uri_path = ("bs",)
+        message.opt.uri_query = ("ep=block1-dev",)
+        message.opt.block1 = (0, True, 6)
+        message.payload = bytes(BLOCK)
+        answer = _exchange(udp, port, bytes(message.encode()))
+        assert answer.code == Code.REQUEST_ENTITY_TOO_LARGE, answer
+        assert b"no block-wise request bodies" in answer.payload
+    finally:
+        assert server.stop() == 0
