@@ -161,9 +161,18 @@ def _verdict_json(v: Any) -> dict[str, Any]:
     }
 
 
-def _target(dimension: Dimension, desired: Desired | None, reported: Reported | None) -> Any:
+def _target(
+    dimension: Dimension,
+    desired: Desired | None,
+    reported: Reported | None,
+    firmware: Callable[[str], dict[str, Any] | None] = lambda version: None,
+) -> Any:
     """A device's last-known-good value of ``dimension``: its desired value, else its
-    reported value when that is a usable desired value, else None (no rollback target)."""
+    reported value when that is a usable desired value, else None (no rollback target).
+
+    A reported firmware version is usable when the firmware repository holds exactly one
+    image of that version (``firmware(version)``: its push value) -- the device is put back
+    on the very image it ran, delivered by fleetloop itself."""
     if desired is not None:
         return dict(desired.value)
     if reported is None or reported.value is None:
@@ -179,9 +188,22 @@ def _target(dimension: Dimension, desired: Desired | None, reported: Reported | 
                 {"version": value.get("version"), "digest": digest, "bundle": value.get("version")},
             )
         if dimension is Dimension.FIRMWARE:
-            return None  # no image URI to go back to
+            version = value.get("version")
+            return firmware(version) if isinstance(version, str) else None
         return parse_desired(dimension, value)
     except StateError:
+        return None
+
+
+def _firmware_image(tx: Tx, version: str) -> dict[str, Any] | None:
+    """The push value of the one repository image of ``version`` (None: none, several, or
+    quarantined -- then the device has no firmware rollback target, and the report says so)."""
+    from lifecycle.artifacts.firmware import FirmwareError, FirmwareRepository, firmware_component
+
+    try:
+        image = FirmwareRepository().resolve(tx, version)
+        return dict(firmware_component(image, base_uri="", method="push").value)
+    except FirmwareError:
         return None
 
 
@@ -765,10 +787,19 @@ class CampaignComponent:
                 eps = [w.device.endpoint for w in capture]
                 desired = state_repo.desired_of(tx, eps)
                 reported = state_repo.reported_of(tx, eps)
+                images: dict[str, dict[str, Any] | None] = {}
+
+                def firmware(version: str) -> dict[str, Any] | None:
+                    if version not in images:
+                        images[version] = _firmware_image(tx, version)
+                    return images[version]
+
                 for w in capture:
                     ep = w.device.endpoint
                     w.device.rollback = {
-                        dim.value: _target(dim, desired[ep].get(dim), reported[ep].get(dim))
+                        dim.value: _target(
+                            dim, desired[ep].get(dim), reported[ep].get(dim), firmware
+                        )
                         for dim in w.run.spec.dimensions
                     }
             # 2. idempotency keys: a key already there means the value was written before

@@ -251,3 +251,32 @@ def test_parse_desired_firmware_push_forms_fail_typed(raw: dict[str, object]) ->
     except StateError:
         return
     assert "version" in value
+
+
+def test_a_reported_firmware_version_is_a_rollback_target_when_the_repository_holds_it(
+    store: Store,
+) -> None:
+    """A device that never had a desired firmware is reverted to the image it reported
+    running (pushed by fleetloop), when exactly one image of that version is held; else it has
+    no firmware rollback target (the campaign report lists it)."""
+    from lifecycle.campaigns.component import _firmware_image, _target
+    from lifecycle.state.dimensions import Reported
+
+    repo = _repo(store)
+    image = build_image("1.4.0", 3000)
+    with store.transaction() as tx:
+        published = repo.publish(
+            tx, image, version="1.4.0", signature=sign_image(image, VENDOR[0]), actor="op", now=2.0
+        )
+    ran = Reported(Dimension.FIRMWARE, {"version": "1.4.0", "update_state": "idle"})
+    unknown = Reported(Dimension.FIRMWARE, {"version": "0.9.0"})
+    with store.transaction() as tx:
+
+        def lookup(version: str) -> dict[str, Any] | None:
+            return _firmware_image(tx, version)
+
+        target = _target(Dimension.FIRMWARE, None, ran, lookup)
+        assert target == {"version": "1.4.0", "image": published.sha256, "method": "push"}
+        assert _target(Dimension.FIRMWARE, None, unknown, lookup) is None
+        repo.quarantine(tx, published.id, reason="bad", actor="op", now=3.0)
+        assert _firmware_image(tx, "1.4.0") is None  # never back onto a quarantined image
