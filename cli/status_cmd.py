@@ -1,5 +1,6 @@
 """``fleetloop status`` (is the server healthy, how busy, where it listens) and ``fleetloop
-watch`` (the server's events as they happen: registrations, notifications, audit records).
+watch`` (the server's events as they happen: registrations, notifications, campaign progress
+and audit records; ``--kind registration,campaign,audit`` selects).
 
 Both talk to the API only (``GET /v1/status``, ``GET /v1/events``); ``watch`` ends on Ctrl-C
 or SIGTERM like ``observe``.
@@ -25,7 +26,28 @@ EVENT_TYPES = (
     "send",
     "queue_state",
     "observation_ended",
+    "campaign_progress",
+    "campaign_wave",
+    "campaign_state",
+    "campaign_revert",
+    "campaign_quarantine",
+    "audit",
 )
+EVENT_KINDS = ("registration", "notification", "queue", "campaign", "audit")
+"""Families of event types (``GET /v1/events?kind=``; docs/API.md, Event stream)."""
+
+
+def _kinds(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> list[str]:
+    kinds: list[str] = []
+    for value in values:
+        for name in value.split(","):
+            name = name.strip()
+            if name not in EVENT_KINDS:
+                raise click.BadParameter(
+                    f"{name!r} is not a kind of event; use {', '.join(EVENT_KINDS)}"
+                )
+            kinds.append(name)
+    return kinds
 
 
 @click.command()
@@ -81,12 +103,46 @@ def describe(event: str, data: Any) -> str:
         return f"{event:<13} {endpoint}  {' '.join(values) or data.get('paths')}"
     if event == "registration_refused":
         return f"{event:<13} {endpoint}  {data.get('reason')} ({data.get('code')})"
+    if event.startswith("campaign_"):
+        return _describe_campaign(event, data)
+    if event == "audit":
+        devices = ",".join(data.get("endpoints") or [])
+        who = f"{data.get('actor')} {data.get('action')} {data.get('subject')}"
+        return f"{event:<13} #{data.get('seq')} {who} {devices} ({data.get('outcome')})".rstrip()
     rest = {k: v for k, v in data.items() if k not in ("type", "endpoint")}
     return f"{event:<13} {endpoint}  {json.dumps(rest, ensure_ascii=False)}"
 
 
+def _describe_campaign(event: str, data: dict[str, Any]) -> str:
+    kind = data.get("event")
+    head = f"{event:<13} {data.get('campaign', '')}"
+    if kind == "wave":
+        return f"{head}  wave {data.get('wave')} {data.get('state')}"
+    if kind == "state":
+        reason = f": {data['reason']}" if data.get("reason") else ""
+        return f"{head}  {data.get('state')}{reason}"
+    if kind == "revert":
+        return f"{head}  reverting {data.get('devices')} device(s): {data.get('reason')}"
+    if kind == "progress":
+        counts = " ".join(f"{k}={v}" for k, v in sorted((data.get("counts") or {}).items()))
+        return f"{head}  {data.get('state')} {counts}".rstrip()
+    if kind == "quarantine":
+        halted = ",".join(data.get("halted") or [])
+        return f"{event:<13} {data.get('artifact')} quarantined ({data.get('reason')}) {halted}"
+    rest = {k: v for k, v in data.items() if k not in ("type", "event", "campaign")}
+    return f"{head}  {json.dumps(rest, ensure_ascii=False)}"
+
+
 @click.command()
 @click.option("--endpoint", "endpoints", multiple=True, help="only this device (repeatable)")
+@click.option(
+    "--kind",
+    "kinds",
+    multiple=True,
+    callback=_kinds,
+    metavar="KIND[,KIND]",
+    help="only these kinds of event: " + ", ".join(EVENT_KINDS) + " (repeatable)",
+)
 @click.option(
     "--type",
     "types",
@@ -97,13 +153,23 @@ def describe(event: str, data: Any) -> str:
 @click.option("--count", type=click.IntRange(min=1), help="stop after this many events")
 @json_option
 def watch(
-    endpoints: tuple[str, ...], types: tuple[str, ...], count: int | None, as_json: bool
+    endpoints: tuple[str, ...],
+    kinds: list[str],
+    types: tuple[str, ...],
+    count: int | None,
+    as_json: bool,
 ) -> None:
-    """Stream the server's events as they happen (registrations, notifications, ...) until
-    Ctrl-C; ``--json`` prints one JSON object per line."""
+    """Stream the server's events as they happen (registrations, notifications, campaign
+    waves and gate decisions, audit records, ...) until Ctrl-C; ``--json`` prints one JSON
+    object per line."""
     seen = 0
     with api() as client:
-        events = client.events({"endpoint": list(endpoints) or None, "type": list(types) or None})
+        query = {
+            "endpoint": list(endpoints) or None,
+            "kind": ",".join(kinds) or None,
+            "type": list(types) or None,
+        }
+        events = client.events(query)
         try:
             stop_on_sigterm()
             for event, data in events:

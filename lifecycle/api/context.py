@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 
+from lifecycle.api.event_sources import AuditTail
 from lifecycle.audit_events import AuditComponent
 from lifecycle.campaigns.component import CampaignComponent
 from lifecycle.inventory_events import InventoryService
@@ -50,6 +51,7 @@ class ApiContext:
     tenants: TenantDirectory | None = None  # endpoint -> tenant; made on first use if None
     audit: AuditComponent | None = None  # checkpoint signing, refusal aggregation
     campaigns: CampaignComponent | None = None  # the campaign engine (holder() for state set)
+    audit_tail: AuditTail | None = None  # the committed audit log, for /v1/events
     closing: bool = False
 
     def close_streams(self) -> None:
