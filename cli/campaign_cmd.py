@@ -10,6 +10,7 @@ Through the management API (``/v1/campaigns``, ``/v1/artifacts/quarantine``)::
     fleetloop campaign pause|resume|approve ID
     fleetloop campaign abort ID --keep|--revert
     fleetloop campaign rollback ID --select region=eu
+    fleetloop campaign rollback ID --scope region=eu      # also of an ended campaign
     fleetloop campaign quarantine ARTIFACT --reason "boot loops"
 
 A spec file is YAML or JSON (the API takes JSON; this command converts). Flags fill in or
@@ -306,6 +307,8 @@ def show_status(found: dict[str, Any]) -> None:
     )
     click.echo("  " + "   ".join(parts))
     click.echo(f"  {_bar(found['counts'], found['devices'])}   {_counts(found['counts'])}")
+    if found.get("rolling_back"):
+        click.echo(f"  rolling back: {found['rolling_back']} devices still reverting")
     if found.get("conflicts"):
         click.echo(f"  {found['conflicts']} devices left out: held by other campaigns")
     if found.get("reverted_cohorts"):
@@ -573,16 +576,27 @@ def abort(cid: str, mode: str | None, as_json: bool) -> None:
 
 @campaign.command("rollback")
 @click.argument("cid", metavar="ID")
-@click.option("--select", "selector", required=True, help="which of its devices (selector)")
+@click.option(
+    "--scope",
+    help="which of its devices by the campaign's own cohorts: all, wave=N (or a wave's "
+    "name: canary), region=NAME, carrier=NAME, policy_group=NAME, sku=NAME",
+)
+@click.option("--select", "selector", help="which of its devices (selector on the inventory)")
 @json_option
-def rollback(cid: str, selector: str, as_json: bool) -> None:
-    """Put the campaign's devices matching --select back on their last-known-good value (its
-    queued ones are skipped); the rest of the campaign goes on."""
-    found = _verb(cid, "rollback", {"selector": selector})
+def rollback(cid: str, scope: str | None, selector: str | None, as_json: bool) -> None:
+    """Put the campaign's devices in --scope and/or matching --select back on their
+    last-known-good value (its queued ones are skipped); a running campaign goes on. Works
+    on an ended campaign too (completed, aborted): follow it with `campaign status ID
+    --watch`. Refused (exit 1) when a newer campaign changed those devices since."""
+    if not scope and not selector:
+        raise click.UsageError("say which devices: --scope all|wave=N|region=NAME|... or --select")
+    body = {k: v for k, v in (("scope", scope), ("selector", selector)) if v}
+    found = _verb(cid, "rollback", body)
     if as_json:
         print_json(found)
         return
-    click.echo(f"rolling back {found['reverting']} devices of campaign {cid} ({selector})")
+    what = ", ".join(f"{k} {v}" for k, v in body.items())
+    click.echo(f"rolling back {found['reverting']} devices of campaign {cid} ({what})")
     _show_verb(found["campaign"], "rollback started")
 
 

@@ -52,12 +52,24 @@ class AbortIn(BaseModel):
 
 
 class RollbackIn(BaseModel):
+    """Which of the campaign's devices to revert: a ``scope``, a ``selector``, or both (the
+    devices in the scope that match the selector); at least one."""
+
     model_config = ConfigDict(extra="forbid")
-    selector: str = Field(
+    scope: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=300,
+        description="the campaign's own cohorts: all, wave=N (or batch=N, or a wave's name "
+        "such as canary), region=NAME, carrier=NAME, policy_group=NAME, sku=NAME",
+        examples=["region=eu-west", "wave=1", "all"],
+    )
+    selector: str | None = Field(
+        default=None,
         min_length=1,
         max_length=4096,
-        description="the campaign's devices to revert (selector language, docs/GROUPS.md), "
-        "e.g. region=eu-west",
+        description="the campaign's devices to revert (selector language, docs/GROUPS.md, "
+        "on the inventory now), e.g. region=eu-west",
         examples=["region=eu-west"],
     )
 
@@ -208,6 +220,11 @@ class CampaignOut(CampaignSummaryOut):
     waves: list[WaveOut]
     reverted_cohorts: list[CohortRef]
     conflicts: int = Field(description="devices left out because another campaign held them")
+    rolling_back: int = Field(
+        default=0,
+        description="an ended campaign being rolled back (`rollback`): its devices still "
+        "reverting (0 for an active campaign, whose counts show them)",
+    )
     components: list[ComponentOut]
 
 

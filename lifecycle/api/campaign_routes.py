@@ -138,7 +138,8 @@ def _errors() -> Iterator[None]:
     except UnknownCampaign as err:
         raise ApiError(404, "not_found", str(err), campaign=err.campaign) from None
     except CampaignConflict as err:
-        raise ApiError(409, "conflict", err.message, field=err.field) from None
+        extra: dict[str, Any] = {"holders": list(err.holders)} if err.holders else {}
+        raise ApiError(409, "conflict", err.message, field=err.field, **extra) from None
     except CampaignError as err:
         raise ApiError(
             422, "invalid_input", f"{err.field}: {err.message}", field=err.field
@@ -460,15 +461,30 @@ async def abort_campaign(
     "/campaigns/{cid}/rollback",
     response_model=RollbackOut,
     tags=["campaigns"],
-    summary="Revert the campaign's devices matching a selector",
+    summary="Revert the campaign's devices in a scope or matching a selector",
     operation_id="rollbackCampaign",
 )
 async def rollback_campaign(
     request: Request, scope: Scoped, cid: str, body: RollbackIn
 ) -> dict[str, Any]:
-    """The matching devices it changed go back to their last-known-good value and its queued
-    ones are skipped; the campaign otherwise goes on. 409 for a campaign that has ended."""
-    reverting = await _verb(request, scope, cid, "rollback", selector=body.selector)
+    """The devices it changed in ``scope`` (all, wave=N, region=, carrier=, policy_group=,
+    sku=) that match ``selector`` go back to the last-known-good value recorded when each
+    was admitted, and its queued ones are skipped; a running campaign otherwise goes on. An
+    ended campaign (completed, aborted) is rolled back as well: its devices show
+    ``reverting`` then ``reverted`` in the status, and it ends ``reverted`` once nothing it
+    changed is left. 409 (naming the campaign, ``holders``) when another campaign holds or
+    has since changed those devices' dimension; 422 for a scope it does not have."""
+    engine = _engine(request)
+    await _visible_status(engine, scope, cid)
+    principal = scope.principal
+    with _errors():
+        reverting = await engine.rollback(
+            cid,
+            selector=body.selector,
+            scope=body.scope,
+            actor=principal.actor,
+            token_id=principal.token_id,
+        )
     return {"reverting": int(reverting), "campaign": await _answer(request, scope, cid)}
 
 
@@ -569,7 +585,7 @@ async def _campaign_messages(
         yield _sse("ready", {"type": "ready", "campaign": cid})
         first = _status_json(await engine.status(cid))
         yield _sse("status", first)
-        if first["state"] in ENDED:
+        if first["state"] in ENDED and not first.get("rolling_back"):
             yield _sse("end", {"type": "end", "campaign": cid, "state": first["state"]})
             return
         last_status = time.monotonic()
@@ -594,7 +610,7 @@ async def _campaign_messages(
                 yield _sse("status", found)
                 last_status = last_sent = now
                 stale = False
-                if found["state"] in ENDED:
+                if found["state"] in ENDED and not found.get("rolling_back"):
                     yield _sse("end", {"type": "end", "campaign": cid, "state": found["state"]})
                     return
             if now - last_sent >= keepalive:

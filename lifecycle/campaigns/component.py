@@ -68,6 +68,8 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from sqlalchemy import select
+
 from lifecycle.campaigns.model import (
     CampaignError,
     CampaignSpec,
@@ -83,7 +85,7 @@ from lifecycle.campaigns.model import (
     Verdict,
 )
 from lifecycle.campaigns.repository import CampaignRepository
-from lifecycle.campaigns.runs import IN_FLIGHT, CampaignRun, DeviceRun, WaveRun
+from lifecycle.campaigns.runs import CHANGED, IN_FLIGHT, CampaignRun, DeviceRun, WaveRun
 from lifecycle.campaigns.views import report_of, status_of
 from lifecycle.campaigns.zones import utc_offset
 from lifecycle.inventory import DeviceRecord
@@ -116,7 +118,10 @@ MAX_AUDIT_ENDPOINTS = 1000
 
 
 class CampaignConflict(CampaignError):
-    """The request conflicts with the campaign's state or another campaign (HTTP 409)."""
+    """The request conflicts with the campaign's state or another campaign (HTTP 409);
+    ``holders``: the other campaigns in the way, where that is the conflict."""
+
+    holders: tuple[str, ...] = ()
 
 
 class UnknownCampaign(LookupError):
@@ -149,6 +154,11 @@ class _Event:
 
 
 _FINAL_OK = (Verdict.PASSED,)
+
+_WAITING = -2
+"""``DeviceRun.reverts`` value of a dimension whose revert waits for the one after it."""
+
+_BACK = (DeviceState.REVERTING, DeviceState.REVERTED)
 
 
 def _verdict_json(v: Any) -> dict[str, Any]:
@@ -357,7 +367,8 @@ class CampaignComponent:
         repo = self.repository
 
         def read(tx: Tx) -> tuple[list[CampaignRun], dict[str, dict[str, Any]]]:
-            runs = [r for i in repo.active_ids(tx) if (r := repo.load(tx, i)) is not None]
+            ids = repo.active_ids(tx) + repo.rolling_back_ids(tx)
+            runs = [r for i in ids if (r := repo.load(tx, i)) is not None]
             return runs, repo.quarantined(tx)
 
         runs, quarantined = await self.store.read(read)
@@ -370,6 +381,7 @@ class CampaignComponent:
         self._quarantined = quarantined
         self._dynamic = False
         for run in runs:
+            run.reopened = not run.state.active  # an ended campaign rolling devices back
             self._adopt(run)
             if run.id not in self._control and _guarded(run.spec):  # the guards' control cohort
                 _, control = await self._members_of(run.spec)
@@ -392,8 +404,10 @@ class CampaignComponent:
             self._dynamic = True
         for endpoint, dim in run.holds():
             self._holders[(endpoint, dim)] = run.id
-        for endpoint in run.devices:
-            self._members.setdefault(endpoint, set()).add(run.id)
+        ended = not run.state.active  # rolling back: only its reverting devices matter
+        for endpoint, d in run.devices.items():
+            if not ended or d.state is DeviceState.REVERTING:
+                self._members.setdefault(endpoint, set()).add(run.id)
         for wave in run.waves:
             self._queues[(run.id, wave.index)] = deque(
                 d.endpoint for d in run.in_wave(wave.index) if d.state is DeviceState.QUEUED
@@ -463,6 +477,8 @@ class CampaignComponent:
                 break
             await self._flush(now)
         for run in [r for r in self.runs.values() if not r.state.active]:
+            if run.counts.get(DeviceState.REVERTING):
+                continue  # ended, still rolling devices back (abort --keep, rollback)
             self._release(run)
             del self.runs[run.id]
         self._dynamic = any(r.spec.membership is Membership.DYNAMIC for r in self.runs.values())
@@ -553,11 +569,13 @@ class CampaignComponent:
                 )
         elif d.state is DeviceState.REVERTING:
             want = d.reverts.get(dim.value)
-            if not want or change.generation != want:
+            if not want or want < 0 or change.generation != want:
                 return
             if change.after is Status.APPLIED:
                 d.reverts[dim.value] = 0
                 run.mark(d, now)
+                if self._revert_next(run, d):
+                    return
                 if not any(d.reverts.values()):
                     d.deadline = None
                     run.move(d, DeviceState.REVERTED, now)
@@ -960,7 +978,14 @@ class CampaignComponent:
     def _judge(self, run: CampaignRun, wave: WaveRun, now: float) -> None:
         from lifecycle.campaigns.gates import evaluate_all
 
-        devices = [d for d in run.in_wave(wave.index) if d.state is not DeviceState.SKIPPED]
+        # skipped devices are not judged, nor devices an operator rolled back (reverted
+        # outside a reverted cohort): a separate outcome, not "unverified"
+        devices = [
+            d
+            for d in run.in_wave(wave.index)
+            if d.state is not DeviceState.SKIPPED
+            and not (d.state in _BACK and not run.cohort_reverted(d.member))
+        ]
         queued = any(d.state is DeviceState.QUEUED for d in devices)
         outcomes = [
             run.outcome(d)
@@ -1140,15 +1165,11 @@ class CampaignComponent:
                 run.mark(d, now)
                 if not targets:
                     continue
-            d.reverts = {}
+            d.reverts = {dim.value: _WAITING for dim in targets}
             d.attempt += 1
             d.deadline = now + sum(self._budget(run, d, dim) for dim in targets)
             run.move(d, DeviceState.REVERTING, now, d.reason if missing else why)
-            for dim, value in targets.items():
-                d.reverts[dim.value] = -1  # pending until the write tells its generation
-                self._writes.append(
-                    _Write(run, d, dim, value, f"revert:{dim.value}", d.attempt, revert=True)
-                )
+            self._revert_next(run, d)
             reverting.append(d.endpoint)
         self._audit(
             run,
@@ -1166,6 +1187,23 @@ class CampaignComponent:
             {"type": "revert", "campaign": run.id, "devices": len(reverting), "reason": why}
         )
 
+    def _revert_next(self, run: CampaignRun, d: DeviceRun) -> bool:
+        """Write ``d``'s next revert: components are undone in reverse order, each once the
+        one after it verified (the APN before the config before the firmware). False when
+        none is waiting."""
+        for component in reversed(run.spec.components):
+            dim = component.dimension
+            if d.reverts.get(dim.value) == _WAITING:
+                d.reverts[dim.value] = -1  # pending until the write tells its generation
+                self._writes.append(
+                    _Write(
+                        run, d, dim, d.rollback[dim.value], f"revert:{dim.value}", d.attempt,
+                        revert=True,
+                    )
+                )  # fmt: skip
+                return True
+        return False
+
     def _progress(self, run: CampaignRun, now: float) -> None:
         """Finish a campaign whose work is done."""
         busy = any(run.counts.get(s, 0) for s in IN_FLIGHT)
@@ -1178,6 +1216,20 @@ class CampaignComponent:
             run.set_state(CampaignState.ABORTED, now, run.reason)
             self._release(run)
             self._audit(run, "campaign.aborted", now, [], self._summary_counts(run))
+            self._publish({"type": "state", "campaign": run.id, "state": run.state.value})
+        elif run.reopened and not run.counts.get(DeviceState.REVERTING):
+            # the rollback of an ended campaign is over: REVERTED when nothing it changed
+            # is left on its change, else it keeps its ended state
+            run.reopened = False
+            if not any(run.counts.get(s, 0) for s in CHANGED):
+                run.set_state(
+                    CampaignState.REVERTED,
+                    now,
+                    "rolled back: every device it changed is back on its last-known-good value",
+                )
+            else:
+                run.touch(now)
+            self._audit(run, "campaign.rollback_done", now, [], self._summary_counts(run))
             self._publish({"type": "state", "campaign": run.id, "state": run.state.value})
 
     @staticmethod
@@ -1476,6 +1528,10 @@ class CampaignComponent:
             run = await self._verb(cid)
             if run.state is CampaignState.REVERTING:
                 raise CampaignConflict("abort", f"campaign {cid} is already reverting")
+            if not run.state.active:  # ended, rolling devices back
+                raise CampaignConflict(
+                    "campaign", f"campaign {cid} is {run.state.value}; nothing to abort"
+                )
             now = self.clock()
             for d in run.devices.values():
                 if d.state is DeviceState.QUEUED:
@@ -1495,40 +1551,160 @@ class CampaignComponent:
         self._wakeup.set()
 
     async def rollback(
-        self, cid: str, *, selector: str, actor: str, token_id: str | None = None
+        self,
+        cid: str,
+        *,
+        selector: str | None = None,
+        scope: str | None = None,
+        actor: str,
+        token_id: str | None = None,
     ) -> int:
-        """Revert the campaign's changed devices that match ``selector`` (and skip its queued
-        ones); the number reverting. The campaign otherwise keeps its state."""
-        try:
-            chosen = parse_selector(selector)
-        except SelectorError as err:
-            raise CampaignError("selector", str(err)) from None
+        """Revert the campaign's changed devices in ``scope`` (``all``, ``wave=N`` /
+        ``batch=N`` or a wave's name, ``region=``, ``carrier=``, ``policy_group=``, ``sku=``
+        -- the cohorts the campaign recorded) that match ``selector`` (the inventory now),
+        and skip its queued ones; the number reverting. An active campaign otherwise keeps
+        its state. An **ended** campaign (completed, aborted, reverted) is loaded again from
+        its rows: each device goes back to the last-known-good value recorded at its
+        admission, through desired state, verified like any change; the campaign keeps its
+        ended state (``reverted`` once nothing it changed is left) and holds only the devices
+        it is rolling back. Refused (:class:`CampaignConflict`, naming the campaign) when
+        another campaign holds, or has since changed, a dimension of those devices."""
+        if not selector and not scope:
+            raise CampaignError(
+                "scope",
+                "say which devices: a scope (all, wave=N, region=NAME, carrier=NAME, "
+                "policy_group=NAME, sku=NAME) or a selector",
+            )
+        chosen: Selector | None = None
+        if selector:
+            try:
+                chosen = parse_selector(selector)
+            except SelectorError as err:
+                raise CampaignError("selector", str(err)) from None
         async with self._lock:
-            run = await self._verb(cid)
-            from lifecycle.inventory import InventoryRepository
+            await self._loaded.wait()
+            run = self.runs.get(cid)
+            ended = run is None or not run.state.active
+            if run is None:
+                found = await self.store.read(lambda tx: self.repository.load(tx, cid))
+                if found is None:
+                    raise UnknownCampaign(cid)
+                if found.state.active:  # pragma: no cover - active campaigns are loaded
+                    raise CampaignConflict("campaign", f"campaign {cid} is not loaded yet")
+                run = found
+            in_scope = _scope_filter(run, scope)
+            devices = [d for d in run.devices.values() if in_scope(d)]
+            if chosen is not None:
+                from lifecycle.inventory import InventoryRepository
 
-            inventory = self.inventory.repository if self.inventory else InventoryRepository()
-            matched = set(await self.store.read(lambda tx: inventory.endpoints(tx, chosen)))
+                inventory = self.inventory.repository if self.inventory else InventoryRepository()
+                picked = chosen
+                matched = set(await self.store.read(lambda tx: inventory.endpoints(tx, picked)))
+                devices = [d for d in devices if d.endpoint in matched]
+            changed = [d for d in devices if d.changed]
+            if ended:
+                await self._rollback_conflicts(run, changed)
             now = self.clock()
-            devices = [d for d in run.devices.values() if d.endpoint in matched]
             for d in devices:
                 if d.state is DeviceState.QUEUED:
                     run.move(d, DeviceState.SKIPPED, now, f"rolled back by {actor}")
                     self._release(run, d)
-            changed = [d for d in devices if d.changed]
+            what = " ".join(
+                part
+                for part in (
+                    f"--scope {scope}" if scope else "",
+                    f"--select {selector}" if selector else "",
+                )
+                if part
+            )
             self._audit(
                 run,
                 "campaign.rollback",
                 now,
                 [d.endpoint for d in changed],
-                {"selector": selector},
+                {"selector": selector, "scope": scope, "ended": run.state.value if ended else None},
                 actor=actor,
                 token_id=token_id,
             )
-            self._revert(run, changed, now, f"rollback --select {selector} by {actor}")
+            self._revert(run, changed, now, f"rollback {what} by {actor}")
+            if ended and run.id not in self.runs:
+                run.reopened = True
+                self._adopt(run)  # holds and events of the devices rolling back
+                self._control.pop(run.id, None)
+            elif ended:
+                run.reopened = True
+                for d in changed:
+                    self._members.setdefault(d.endpoint, set()).add(run.id)
+                    for dim in run.spec.dimensions:
+                        self._holders[(d.endpoint, dim)] = run.id
+            if ended:
+                self._publish({"type": "state", "campaign": cid, "state": run.state.value})
             await self._flush(now)
         self._wakeup.set()
-        return len(changed)
+        return sum(1 for d in changed if d.state is DeviceState.REVERTING)
+
+    async def _rollback_conflicts(self, run: CampaignRun, devices: list[DeviceRun]) -> None:
+        """Refuse to roll an ended campaign back over a newer change: a dimension of one of
+        ``devices`` held by another active campaign, or whose desired value is no longer the
+        one this campaign delivered (another campaign, an operator set it since; a newer
+        campaign rolled back itself is out of the way again)."""
+        from lifecycle.state.tables import DESIRED
+
+        mine = f"campaign:{run.id}"
+        wanted = {d.endpoint: _written(run, d) for d in devices}
+        dims = sorted({dim.value for ds in wanted.values() for dim in ds})
+        endpoints = sorted(wanted)
+
+        def read(tx: Tx) -> dict[tuple[str, str], tuple[str, Any]]:
+            found: dict[tuple[str, str], tuple[str, Any]] = {}
+            c = DESIRED.c
+            for start in range(0, len(endpoints), 500):
+                rows = tx.execute(
+                    select(c.endpoint, c.dimension, c.set_by, c.value).where(
+                        c.endpoint.in_(endpoints[start : start + 500]), c.dimension.in_(dims)
+                    )
+                )
+                for r in rows:
+                    found[(r.endpoint, r.dimension)] = (str(r.set_by), json.loads(r.value))
+            return found
+
+        if not endpoints:
+            return
+        current = await self.store.read(read)
+        delivered = {c.dimension: c for c in run.spec.components}
+        clashes: dict[tuple[str, str], list[str]] = {}  # (who, dimension) -> endpoints
+        for endpoint, written in wanted.items():
+            member = run.devices[endpoint].member
+            for dim in written:
+                holder = self._holders.get((endpoint, dim))
+                who = mine
+                if holder is not None and holder != run.id:
+                    who = f"campaign:{holder}"
+                elif (endpoint, dim.value) in current:
+                    set_by, value = current[(endpoint, dim.value)]
+                    if value != json.loads(json.dumps(dict(delivered[dim].value_for(member)))):
+                        who = set_by if set_by != mine else "an operator"
+                if who != mine:
+                    clashes.setdefault((who, dim.value), []).append(endpoint)
+        if not clashes:
+            return
+        parts = []
+        for (who, dim_name), eps in sorted(clashes.items()):
+            name = f"campaign {who.split(':', 1)[1]}" if who.startswith("campaign:") else who
+            parts.append(
+                f"{name} changed {dim_name} of {len(eps)} of these devices since "
+                f"(e.g. {', '.join(sorted(eps)[:3])})"
+            )
+        error = CampaignConflict(
+            "scope",
+            f"cannot roll campaign {run.id} back: "
+            + "; ".join(parts)
+            + ": roll that change back first, or narrow the scope",
+        )
+        error.holders = tuple(
+            sorted({who.split(":", 1)[1] for who, _ in clashes if who.startswith("campaign:")})
+        )
+        raise error
 
     async def quarantine(
         self, artifact: str, *, actor: str, reason: str = "", token_id: str | None = None
@@ -1612,6 +1788,45 @@ class CampaignComponent:
         return await self.store.read(
             lambda tx: self.repository.summaries(tx, states=states, tenants=tenants)
         )
+
+
+def _written(run: CampaignRun, d: DeviceRun) -> list[Dimension]:
+    """The dimensions the campaign wrote on ``d`` (what a revert undoes)."""
+    dims = [c.dimension for c in run.spec.components[: d.component + 1]]
+    if d.generation is None and dims:
+        dims = dims[:-1]  # the last component was never written
+    return dims
+
+
+def _scope_filter(run: CampaignRun, scope: str | None) -> Callable[[DeviceRun], bool]:
+    """Which devices of ``run`` a rollback ``scope`` names (:meth:`rollback`)."""
+    if scope is None or scope.strip() in ("", "all", "campaign"):
+        return lambda d: True
+    kind, sep, value = scope.strip().partition("=")
+    kind, value = kind.strip().replace("-", "_"), value.strip()
+    fix = "use all, wave=N, region=NAME, carrier=NAME, policy_group=NAME or sku=NAME"
+    if not sep or not value:
+        raise CampaignError("scope", f"{scope[:60]!r} is no scope; {fix}")
+    if kind in ("wave", "batch"):
+        names = {w.name: w.index for w in run.waves}
+        index = names.get(value)
+        if index is None:
+            try:
+                index = int(value)
+            except ValueError:
+                index = -1
+        if not 0 <= index < len(run.waves):
+            waves = ", ".join(f"{w.index} ({w.name})" for w in run.waves)
+            raise CampaignError(
+                "scope", f"campaign {run.id} has no wave {value[:40]!r}; its waves: {waves}"
+            )
+        return lambda d: d.wave == index
+    if kind in ("region", "carrier", "policy_group"):
+        cohort = Scope(kind)
+        return lambda d: d.member.cohort(cohort) == value
+    if kind == "sku":
+        return lambda d: d.member.sku == value
+    raise CampaignError("scope", f"unknown scope {kind[:40]!r}; {fix}")
 
 
 def _guarded(spec: CampaignSpec) -> bool:

@@ -16,7 +16,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from lifecycle.campaigns.codec import dumps_spec, loads_spec
-from lifecycle.campaigns.model import CampaignState
+from lifecycle.campaigns.model import CampaignState, DeviceState
 from lifecycle.campaigns.runs import (
     CampaignRun,
     device_from_row,
@@ -147,6 +147,22 @@ class CampaignRepository:
     def active_ids(self, tx: Tx) -> list[str]:
         c = CAMPAIGN.c
         rows = tx.execute(select(c.id).where(c.state.in_(_ACTIVE)).order_by(c.created_at, c.id))
+        return [r.id for r in rows]
+
+    def rolling_back_ids(self, tx: Tx) -> list[str]:
+        """Ended campaigns with devices still being rolled back (``rollback`` of an ended
+        campaign): the engine loads them again after a restart."""
+        c, d = CAMPAIGN.c, DEVICE.c
+        rows = tx.execute(
+            select(c.id)
+            .where(
+                c.state.not_in(_ACTIVE),
+                select(d.endpoint)
+                .where(d.campaign == c.id, d.state == DeviceState.REVERTING.value)
+                .exists(),
+            )
+            .order_by(c.created_at, c.id)
+        )
         return [r.id for r in rows]
 
     def load(self, tx: Tx, campaign: str) -> CampaignRun | None:

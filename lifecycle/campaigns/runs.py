@@ -146,6 +146,9 @@ class CampaignRun:
     flight: set[str] = field(default_factory=set)
     #: Gate outcomes per endpoint, dropped when the device changes (rebuilt on demand).
     outcomes: dict[str, Outcome] = field(default_factory=dict)
+    #: An ended campaign loaded again to roll devices back (memory only: a restart finds it
+    #: again by its devices in ``reverting``).
+    reopened: bool = False
 
     # -- bookkeeping ---------------------------------------------------------------------
     def touch(self, now: float) -> None:
@@ -215,8 +218,13 @@ class CampaignRun:
         return False
 
     def holds(self) -> Iterable[tuple[str, Dimension]]:
-        """(endpoint, dimension) pairs this campaign holds (``holder``)."""
+        """(endpoint, dimension) pairs this campaign holds (``holder``): an ended campaign
+        holds only the devices it is rolling back."""
         if not self.state.active:
+            for device in self.devices.values():
+                if device.state is DeviceState.REVERTING:
+                    for dim in self.spec.dimensions:
+                        yield device.endpoint, dim
             return
         for device in self.devices.values():
             if device.state in (DeviceState.SKIPPED, DeviceState.REVERTED):

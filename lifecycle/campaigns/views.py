@@ -61,6 +61,8 @@ def status_of(run: CampaignRun, *, waves: bool = True) -> dict[str, Any]:
         "finished_at": run.finished_at,
         "devices": len(run.devices),
         "counts": {s.value: n for s, n in run.counts.items() if n},
+        # an ended campaign rolling devices back (``rollback``): its devices still reverting
+        "rolling_back": 0 if run.state.active else run.counts.get(DeviceState.REVERTING, 0),
         "waves": per_wave,
         "reverted_cohorts": [{"scope": s, "key": k} for s, k in sorted(run.reverted_cohorts)],
         "conflicts": len(run.conflicts),
