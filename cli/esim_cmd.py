@@ -123,6 +123,7 @@ async def start_in_serve(
     from lifecycle.esim import EsimComponent
     from sgp32.eim import Eim, EimDeployment
     from sgp32.eim.schema import create_schema
+    from sgp32.eim.sessions import SqlSessions
     from sgp32.eim.sql import EimStore
     from sgp32.esipa.https import EsipaHttpsServer, server_ssl_context
     from sgp32.esipa.relay import Es9Relay
@@ -138,7 +139,9 @@ async def start_in_serve(
     if settings.x509_cert is not None and settings.x509_key is not None:
         tls = server_ssl_context(settings.x509_cert, settings.x509_key)
     ca = os.environ.get("FLEETLOOP_EIM_SMDP_CA")  # SM-DP+ TLS roots (default: the system's)
-    relay = Es9Relay(ssl.create_default_context(cafile=ca) if ca else None)
+    relay = Es9Relay(
+        ssl.create_default_context(cafile=ca) if ca else None, sessions=SqlSessions(store)
+    )
     component = EsimComponent(eims, state, relay=relay)
     server = EsipaHttpsServer(component.handle, tls=tls)
     host, port = await server.start(listen.host or "127.0.0.1", listen.port)

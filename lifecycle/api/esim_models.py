@@ -115,12 +115,28 @@ class ResultList(BaseModel):
     items: list[ResultOut]
 
 
+class DownloadOut(BaseModel):
+    transaction_id: str = Field(description="the SM-DP+'s transactionId, hex")
+    smdp_address: str
+    step: Literal[
+        "authenticateClient", "getBoundProfilePackage", "installing", "cancelled", "failed"
+    ] = Field(description="the ES9+ call the session waits for next, or how it ended")
+    created_at: float
+    updated_at: float
+    eim_transaction_id: str | None = Field(description="of the ProfileDownloadTrigger, hex")
+    eid: str | None
+    activation_code: str | None
+
+
 class EuiccDetail(EuiccOut):
     eum: str = Field(description="the EUM certificate's subject")
     profiles: list[ProfileOut]
     queue: list[PackageOut] = Field(description="packages waiting for the IPA, oldest first")
     packages: list[PackageOut] = Field(description="the last answered packages, newest first")
     results: list[ResultOut] = Field(description="the last results received, newest first")
+    downloads: list[DownloadOut] = Field(
+        description="indirect-download sessions the eIM relayed to SM-DP+s, newest first"
+    )
 
 
 class EuiccImportResult(BaseModel):

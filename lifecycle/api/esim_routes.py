@@ -41,6 +41,7 @@ from lifecycle.esim import EsimComponent
 from lwm2m.store import Tx
 from sgp32.eim import EuiccRecord, PackageRecord, ProfileRecord, ResultRecord
 from sgp32.eim.ledger import OPEN_STATES
+from sgp32.eim.sessions import SqlSessions
 from sgp32.eim.sql import ImportRefused, SqlLedger
 from sgp32.errors import EimError, EuiccConflict, Sgp32Error, UnknownEuicc
 from sgp32.packages import (
@@ -369,6 +370,7 @@ async def show_euicc(request: Request, scope: Scoped, euicc: str) -> JsonObject:
         )
 
     endpoint, profiles, packages, results = await eims.store.read(read)
+    downloads = await SqlSessions(eims.store).of_eid(record.eid, RECENT)
     queue = [p for p in packages if p.state in OPEN_STATES]
     answered = [p for p in packages if p.state not in OPEN_STATES][::-1][:RECENT]
     enabled = next((p.iccid for p in profiles if p.state.value != "disabled"), None)
@@ -379,6 +381,7 @@ async def show_euicc(request: Request, scope: Scoped, euicc: str) -> JsonObject:
         "queue": [package_json(p) for p in queue],
         "packages": [package_json(p) for p in answered],
         "results": [result_json(r) for r in results[::-1][:RECENT]],
+        "downloads": [d.json() for d in downloads],
     }
 
 

@@ -52,7 +52,7 @@ from sgp32.eim import Exchange, NotificationHandled, PackageRecord, PackageState
 from sgp32.eim.core import DOWNLOAD_TRIGGER
 from sgp32.eim.model import ProfileRecord, ProfileState
 from sgp32.eim.sql import EimStore
-from sgp32.esipa.relay import RELAYED, Es9Relay
+from sgp32.esipa.relay import RELAYED, Es9Relay, TriggerOrigin
 from sgp32.packages import Enable, ListProfileInfo, Psmo
 
 log = logging.getLogger("fleetloop.esim")
@@ -275,10 +275,11 @@ class EsimComponent:
         if self.relay is not None:
             message = decode_from_ipa(data)  # garbage: CodecError, the binding answers 400
             if message.name in RELAYED:
-                refused = await self._unknown_trigger(message.name, message.body)
+                refused, origin = await self._trigger_of(message.name, message.body)
                 if refused is not None:
                     return Exchange(refused, ())
-                return Exchange(await self.relay.relay(message.name, message.body), ())
+                answer = await self.relay.relay(message.name, message.body, origin)
+                return Exchange(answer, ())
             address = smdp_notification(message.name, message.body)
             if address is not None:  # an installation result for the SM-DP+: forwarded
                 pending = encode("PendingNotification", message.body[1])
@@ -291,20 +292,23 @@ class EsimComponent:
                 self._wakeup.set()
         return exchange
 
-    async def _unknown_trigger(self, name: str, body: Any) -> bytes | None:
-        """InitiateAuthentication naming an eimTransactionId that is no open download trigger
-        of this eIM: the ESipa error invalidEimTransactionId (SGP.32 6.3), not relayed."""
+    async def _trigger_of(self, name: str, body: Any) -> tuple[bytes | None, TriggerOrigin | None]:
+        """The download trigger an InitiateAuthentication names (kept with the relay's session),
+        or -- an eimTransactionId that is no open download trigger of this eIM -- the ESipa
+        error invalidEimTransactionId (SGP.32 6.3), not relayed."""
         if name != "initiateAuthenticationRequestEsipa" or "eimTransactionId" not in body:
-            return None
+            return None, None
         tid = body["eimTransactionId"]
         eims = self.eims
         found = await eims.store.read(lambda tx: eims.ledger(tx).open_download_trigger(tid))
         if found is not None:
-            return None
-        return encode_to_ipa(
+            code = found.operations[0].get("activation_code") if found.operations else None
+            return None, TriggerOrigin(tid, found.eid, str(code) if code is not None else None)
+        refused = encode_to_ipa(
             "initiateAuthenticationResponseEsipa",
             ("initiateAuthenticationErrorEsipa", INVALID_EIM_TRANSACTION_ID),
         )
+        return refused, None
 
     def desired_changed(self, endpoints: list[str]) -> None:
         self._endpoints.update(endpoints)

@@ -95,3 +95,22 @@ ENDPOINT = Table(
     Column("endpoint", Text, nullable=False),
     UniqueConstraint("endpoint", name="uq_eim_endpoint_endpoint"),
 )
+
+DOWNLOAD_SESSION = Table(
+    "eim_download_session",
+    METADATA,
+    # The indirect-download relay's sessions (SGP.32 3.2.3): the SM-DP+ transactionId the eIM
+    # relays for, the SM-DP+ it goes to, the eimTransactionId and activation code of the
+    # ProfileDownloadTrigger that started it, and the next ES9+ step. Committed before the IPA
+    # gets the answer that lets it take that step, so a restarted eIM relays the rest of the
+    # download to the same SM-DP+. A table of its own: schema v1 gains it by create_all.
+    Column("transaction_id", LargeBinary, primary_key=True),
+    Column("smdp_address", Text, nullable=False),
+    Column("eim_transaction_id", LargeBinary),
+    Column("eid", Text),
+    Column("activation_code", Text),
+    Column("step", Text, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Index("ix_eim_download_session_eid", "eid", "created_at"),
+)

@@ -5,9 +5,11 @@ The IPA's InitiateAuthentication / AuthenticateClient / GetBoundProfilePackage /
 arrive over ESipa; the relay makes the ES9+ call to the SM-DP+ (HTTPS, JSON; the SM-DP+'s TLS
 certificate checked against the configured CA bundle) and answers the IPA with the ESipa form
 of the SM-DP+'s answer. The SM-DP+ of a session is the one InitiateAuthentication named; later
-calls of the same transactionId go to it (kept in memory for `SESSION_TTL` seconds: a download
-that outlives a restart starts again, as SGP.22 allows). An SM-DP+ that cannot be reached or
-answers garbage gets the IPA the function's undefinedError, and the reason is logged.
+calls of the same transactionId go to it. Sessions live in a
+:class:`~sgp32.eim.sessions.RelaySessions` -- in serve the store's ``eim_download_session``,
+written before the IPA gets the answer, so a download survives a restart of the eIM; they end
+`SESSION_TTL` seconds after their last step. An SM-DP+ that cannot be reached or answers
+garbage gets the IPA the function's undefinedError, and the reason is logged.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 import httpx
 
 from sgp32.asn1 import encode_to_ipa
+from sgp32.eim.sessions import SESSION_TTL, DownloadSession, MemorySessions, RelaySessions, Step
 from sgp32.es9plus import (
     ADMIN_PROTOCOL,
     ES9_PATH,
@@ -33,7 +36,7 @@ from sgp32.es9plus import (
 )
 
 log = logging.getLogger("fleetloop.sgp32.relay")
-SESSION_TTL = 600.0
+__all__ = ["RELAYED", "SESSION_TTL", "Es9Relay", "RelayedCall", "TriggerOrigin"]
 
 RELAYED = frozenset(
     {
@@ -66,43 +69,56 @@ class RelayedCall:
     failure: str | None
 
 
+@dataclass(frozen=True)
+class TriggerOrigin:
+    """The ProfileDownloadTrigger an InitiateAuthentication answers (its eimTransactionId)."""
+
+    eim_transaction_id: bytes
+    eid: str
+    activation_code: str | None
+
+
+_NEXT = {
+    "initiateAuthentication": Step.AUTHENTICATE,
+    "authenticateClient": Step.BOUND_PACKAGE,
+    "getBoundProfilePackage": Step.INSTALLING,
+    "cancelSession": Step.CANCELLED,
+}
+
+
 class Es9Relay:
     """ES9+ towards SM-DP+s on behalf of IPAs. `tls`: the context that checks SM-DP+
-    certificates (the CA bundle); `scheme` is https except in tests of the plumbing."""
+    certificates (the CA bundle); `sessions`: where sessions are kept (default: memory)."""
 
     def __init__(
         self,
         tls: ssl.SSLContext | None = None,
         *,
         timeout: float = 30.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
+        sessions: RelaySessions | None = None,
     ) -> None:
         self._client = httpx.AsyncClient(verify=tls if tls is not None else True, timeout=timeout)
-        self._sessions: dict[bytes, tuple[str, float]] = {}
+        self.sessions: RelaySessions = sessions if sessions is not None else MemorySessions()
         self._clock = clock
         self.calls: list[RelayedCall] = []
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    def _address(self, transaction_id: bytes | None) -> str | None:
-        now = self._clock()
-        for tid, (_, at) in list(self._sessions.items()):
-            if now - at > SESSION_TTL:
-                del self._sessions[tid]
-        if transaction_id is None:
-            return None
-        found = self._sessions.get(transaction_id)
-        return found[0] if found else None
-
-    async def relay(self, name: str, body: Any) -> bytes:
-        """The ESipa answer (DER) to a relayed message from the IPA."""
+    async def relay(self, name: str, body: Any, origin: TriggerOrigin | None = None) -> bytes:
+        """The ESipa answer (DER) to a relayed message from the IPA. `origin`: the download
+        trigger an InitiateAuthentication names (kept with the session)."""
         try:
             request = request_for(name, body)
         except Es9Error as exc:
             log.warning("ES9+ relay refused the request", extra={"reason": str(exc)})
             return _error(_function_of(name))
-        address = request.smdp_address or self._address(request.transaction_id)
+        now = self._clock()
+        session = None
+        if request.transaction_id is not None:
+            session = await self.sessions.find(request.transaction_id, now)
+        address = request.smdp_address or (session.smdp_address if session else None)
         if address is None:
             self.calls.append(RelayedCall(request.function, None, "unknown transactionId"))
             return _error(request.function)
@@ -118,10 +134,28 @@ class Es9Relay:
             log.warning("ES9+ call failed", extra={"smdp": address, "function": request.function})
             self.calls.append(RelayedCall(request.function, address, str(exc)))
             return _error(request.function)
+        step = _NEXT[request.function] if failure is None else Step.FAILED
         if request.function == "initiateAuthentication" and failure is None:
             tid_text = response.json().get("transactionId")
-            if isinstance(tid_text, str):
-                self._sessions[bytes.fromhex(tid_text)] = (address, self._clock())
+            try:
+                tid = bytes.fromhex(tid_text) if isinstance(tid_text, str) else None
+            except ValueError:
+                tid = None
+            if tid is not None:  # committed before the IPA can take the next step
+                await self.sessions.open(
+                    DownloadSession(
+                        transaction_id=tid,
+                        smdp_address=address,
+                        step=step,
+                        created_at=now,
+                        updated_at=now,
+                        eim_transaction_id=origin.eim_transaction_id if origin else None,
+                        eid=origin.eid if origin else None,
+                        activation_code=origin.activation_code if origin else None,
+                    )
+                )
+        elif session is not None and request.transaction_id is not None:
+            await self.sessions.advance(request.transaction_id, step, now)
         self.calls.append(RelayedCall(request.function, address, failure))
         return answer
 
