@@ -65,6 +65,7 @@ from lwm2m.server.events import (
     Removed,
     ServerEvent,
 )
+from lwm2m.server.gc_policy import tune_collector
 from lwm2m.server.ingress_limits import install_block1_admission
 from lwm2m.server.observations import (
     ObservationState,
@@ -116,6 +117,7 @@ from lwm2m.store import (
     Tx,
 )
 from lwm2m.store import Observation as StoredObservation
+from lwm2m.store.dtls_sessions import StoreDtlsSessions
 from lwm2m.store.tables import OBSERVATION, QUEUED_REQUEST
 from lwm2m.transport import (
     Address,
@@ -228,7 +230,11 @@ class LwM2MServer(RegistrationInterface, DeviceManagementApi):
                 channel = Channel(self._on_coap_event, True, config)
                 dtls = await DtlsServer.create(
                     channel.shell,
-                    DtlsServerConfig(psk_store=store.psk_store(), x509=config.x509),
+                    DtlsServerConfig(
+                        psk_store=store.psk_store(),
+                        x509=config.x509,
+                        session_store=StoreDtlsSessions(store),  # sessions survive restarts
+                    ),
                     config.coaps_host,
                     config.coaps_port,
                     on_session_closed=channel.shell.session_closed,
@@ -255,6 +261,7 @@ class LwM2MServer(RegistrationInterface, DeviceManagementApi):
                     device.peer = udp_peer(device.registration.address)
                     self._by_peer[device.peer] = device
         self._running = True
+        tune_collector()  # fewer cyclic-GC passes per request (lwm2m/server/gc_policy.py)
         self._arm_timer()
         self._housekeeping = self._loop.call_later(HOUSEKEEPING_INTERVAL, self._on_housekeeping)
         logger.info(
