@@ -214,6 +214,20 @@ class AuditCheckpointRow(StoreModel, table=True):
     at: float = Field(sa_type=Double)
 
 
+class DtlsSessionRow(StoreModel, table=True):
+    """A parked DTLS session, so sessions survive a restart (``lwm2m.store.dtls_sessions``).
+
+    ``session`` is the transport's blob (``lwm2m.transport.parking``), sealed: it holds the
+    session's master secret. New in place without a schema version bump: ``create_all``
+    adds the table, and an older fleetloop ignores it."""
+
+    __tablename__ = "dtls_session"
+
+    peer_key: str = Field(primary_key=True)
+    session: bytes = Field(sa_type=LargeBinary)
+    updated_at: float = Field(sa_type=Double)
+
+
 def _table(model: type[StoreModel]) -> Table:
     return cast(Table, model.__table__)  # type: ignore[attr-defined]
 
@@ -229,3 +243,4 @@ QUEUED_REQUEST = _table(QueuedRequestRow)
 AUDIT_LOG = _table(AuditLogRow)
 AUDIT_DEVICE = _table(AuditDeviceRow)
 AUDIT_CHECKPOINT = _table(AuditCheckpointRow)
+DTLS_SESSION = _table(DtlsSessionRow)

@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from time import monotonic as _monotonic
@@ -98,6 +99,19 @@ from lwm2m.transport.errors import (
     WrongTransport,
 )
 from lwm2m.transport.interface import DatagramSink, SessionClosed
+from lwm2m.transport.parking import (
+    OUT_RESERVATION,
+    ParkingError,
+    SessionStore,
+    counters,
+    decode_blob,
+    encode_blob,
+    key_address,
+    patch_counters,
+    peer_key,
+    restore_connection,
+    save_connection,
+)
 from lwm2m.transport.peer import Address, CertificateIdentity, Identity, Peer, PskIdentity
 from lwm2m.transport.stats import TransportStats
 
@@ -120,7 +134,8 @@ class DtlsServerConfig:
     x509: X509Credentials | None = None
     psk_ciphers: tuple[str, ...] = PSK_CIPHERS
     certificate_ciphers: tuple[str, ...] = CERTIFICATE_CIPHERS
-    #: Established sessions kept (≈ 50 KiB each); the least recently used is evicted beyond.
+    #: Live established sessions (≈ 45 KiB of Mbed TLS context each); beyond, the least
+    #: recently used is parked (or evicted when parking is off or it cannot be parked).
     max_sessions: int = 10_000
     #: Handshakes in progress, all sources together; the oldest is dropped beyond.
     max_handshakes: int = 1_000
@@ -142,17 +157,35 @@ class DtlsServerConfig:
     mtu: int = DEFAULT_MTU
     #: Append NSS key-log lines (``CLIENT_RANDOM ...``) for Wireshark here. Debugging only.
     key_log: str | os.PathLike[str] | None = None
+    #: Park a session after this many seconds without a record from its device: its state
+    #: is saved (≈ 300 bytes) and its context freed; the device's next record restores it,
+    #: with no handshake. ``None`` keeps every session live until ``idle_timeout``.
+    park_after: float | None = 60.0
+    #: Parked sessions kept; beyond, the oldest is dropped (its device handshakes again).
+    max_parked: int = 1_000_000
+    #: Where parked sessions (and live sessions' counters) are written so that sessions
+    #: survive a restart, graceful or ``kill -9`` (see :mod:`lwm2m.transport.parking`).
+    session_store: SessionStore | None = None
+    #: Seconds between writes of changed sessions to ``session_store``. After a crash, a
+    #: replay of a record received in the last ``persist_interval`` before it is accepted once.
+    persist_interval: float = 1.0
 
     def __post_init__(self) -> None:
         if self.psk_store is None and self.x509 is None:
             raise ConfigurationError("a DTLS server needs a PSK store, X.509 credentials, or both")
         if self.psk_store is not None and not isinstance(self.psk_store, PskStore):
             raise ConfigurationError("psk_store must have lookup(identity: bytes) -> bytes | None")
-        for name in ("max_sessions", "max_handshakes", "max_handshakes_per_source"):
+        for name in ("max_sessions", "max_handshakes", "max_handshakes_per_source", "max_parked"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"{name} must be at least 1")
         if self.idle_timeout <= 0 or self.half_open_timeout <= 0:
             raise ConfigurationError("idle_timeout and half_open_timeout must be positive")
+        if self.park_after is not None and self.park_after <= 0:
+            raise ConfigurationError("park_after must be positive (or None: never park)")
+        if self.persist_interval <= 0:
+            raise ConfigurationError("persist_interval must be positive")
+        if self.session_store is not None and not isinstance(self.session_store, SessionStore):
+            raise ConfigurationError("session_store must have load_all, load, save and delete")
         check_handshake_settings(self.handshake_timeout_min, self.handshake_timeout_max, self.mtu)
 
     def ciphers(self) -> tuple[str, ...]:
@@ -168,12 +201,18 @@ class _Session:
         "address",
         "buffer",
         "fresh",
+        "in_top",
         "keylog_tries",
         "last_seen",
+        "limit",
         "max_payload",
+        "out_next",
+        "parkable",
         "peer",
         "psk_identity",
+        "reserve",
         "rto",
+        "snap",
         "source",
         "started",
         "state0",
@@ -198,9 +237,32 @@ class _Session:
         #: Mbed TLS's handshake state once the server's first flight went out: a handshake
         #: still there is half-open (the client never answered).
         self.state0: object = None
+        #: Parking and persistence (see :mod:`lwm2m.transport.parking`): the last saved
+        #: connection state, the next outgoing and the highest incoming sequence number, the
+        #: outgoing reservation, and ``limit``: no record at or above it may be sent, because a
+        #: blob with that reservation may be in the store (-1: no blob of this session yet).
+        self.parkable = True
+        self.snap: bytes | None = None
+        self.out_next = 0
+        self.in_top = 0
+        self.reserve = 0
+        self.limit = -1
 
     def half_open(self) -> bool:
         return self.state0 is None or self.buffer._handshake_state == self.state0
+
+
+class _Parked:
+    """A parked session: its saved connection state and what the server needs to resume it."""
+
+    __slots__ = ("conn", "last_seen", "limit", "peer", "reserve")
+
+    def __init__(self, conn: bytes, peer: Peer, last_seen: float, reserve: int, limit: int) -> None:
+        self.conn = conn
+        self.peer = peer
+        self.last_seen = last_seen
+        self.reserve = reserve
+        self.limit = limit
 
 
 class DtlsServer(asyncio.DatagramProtocol):
@@ -235,7 +297,16 @@ class DtlsServer(asyncio.DatagramProtocol):
         self._closed = False
         self._closed_waiter: asyncio.Future[None] | None = None
         self._sweeper: asyncio.TimerHandle | None = None
-        self._sweep_interval = max(0.05, min(config.idle_timeout / 4, 5.0))
+        first_deadline = min(config.idle_timeout, config.park_after or config.idle_timeout)
+        self._sweep_interval = max(0.05, min(first_deadline / 4, 5.0))
+        #: Parked sessions by address, oldest first.
+        self._parked: OrderedDict[Address, _Parked] = OrderedDict()
+        self._store = config.session_store
+        self._persist = self._store is not None
+        #: Addresses whose stored session must be written (or deleted) at the next flush.
+        self._dirty: dict[Address, None] = {}
+        self._writer: asyncio.Task[None] | None = None
+        self._flusher: asyncio.TimerHandle | None = None
         self._handshake_deadline = 2 * config.handshake_timeout_max + 1.0
         self._log_internal = RateLimitedLog(logger, logging.ERROR)
         self._log_sink = RateLimitedLog(logger, logging.ERROR)
@@ -286,6 +357,8 @@ class DtlsServer(asyncio.DatagramProtocol):
         """
         self = cls(sink, config, on_session_closed)
         loop = self._loop
+        if self._persist:
+            await self._load_parked()
         sock = open_socket(host, port, receive_buffer)
         self._closed_waiter = loop.create_future()
         try:
@@ -294,6 +367,8 @@ class DtlsServer(asyncio.DatagramProtocol):
             sock.close()
             raise
         self._sweeper = loop.call_later(self._sweep_interval, self._sweep)
+        if self._persist:
+            self._flusher = loop.call_later(config.persist_interval, self._on_flush_timer)
         return self
 
     # -- introspection ------------------------------------------------------------------------
@@ -312,6 +387,11 @@ class DtlsServer(asyncio.DatagramProtocol):
         """Handshakes in progress."""
         return len(self._handshaking)
 
+    @property
+    def parked_count(self) -> int:
+        """Parked sessions (state saved, no live context)."""
+        return len(self._parked)
+
     def peers(self) -> list[Peer]:
         """The peers of all established sessions, least recently active first."""
         return [s.peer for s in self._established.values() if s.peer is not None]
@@ -328,6 +408,9 @@ class DtlsServer(asyncio.DatagramProtocol):
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
         if self._closed_waiter is not None and not self._closed_waiter.done():
             self._closed_waiter.set_result(None)
 
@@ -347,6 +430,15 @@ class DtlsServer(asyncio.DatagramProtocol):
             session = self._handshaking.get(addr)
             if session is not None:
                 self._on_handshaking(session, data)
+            elif (
+                addr in self._parked
+                and len(data) >= 13
+                and data[1] == 0xFE
+                and (data[3] or data[4])  # epoch > 0: a record of the parked session
+            ):
+                session = self._unpark(addr)
+                if session is not None:
+                    self._on_established(session, data)
             else:
                 self._on_unknown(data, addr)
         except Exception:
@@ -367,10 +459,16 @@ class DtlsServer(asyncio.DatagramProtocol):
         # readinto (and its WantReadError) that would only confirm that.
         single = n_data >= 13 and ((data[11] << 8) | data[12]) + 13 == n_data
         delivered = 0
+        # Once Mbed TLS returns the record's plaintext it is authentic: its sequence number is
+        # the incoming high-water mark persisted for restores after a crash.
+        seq = int.from_bytes(data[5:11], "big") if single and self._persist else 0
         try:
             buf.receive_from_network(data)
             while True:
                 n = buf.readinto(self._rbuf, MAX_PLAINTEXT)
+                if single and self._persist and seq > s.in_top:
+                    s.in_top = seq
+                    self._dirty[s.address] = None
                 delivered += 1
                 self.stats.messages_received += 1
                 try:
@@ -623,20 +721,36 @@ class DtlsServer(asyncio.DatagramProtocol):
         s.max_payload = self._config.mtu - record_overhead(cipher)
         s.last_seen = _monotonic()
         s.fresh = True
+        old = self._parked.pop(s.address, None)
+        if old is not None:
+            self._ended_peer(old.peer, "replaced")
+        self._insert_established(s)
+        self.stats.handshakes_completed += 1
+        logger.info("DTLS session with %s established (%s)", s.peer, cipher)
+
+    def _insert_established(self, s: _Session) -> None:
+        """Add a live session; at the cap the least recently used one is parked (or, when it
+        cannot be, evicted)."""
         established = self._established
-        if len(established) >= self._config.max_sessions:
-            _, lru = established.popitem(last=False)
+        while len(established) >= self._config.max_sessions:
+            lru = next(iter(established.values()))
+            if self._config.park_after is not None and self._park(lru):
+                continue
+            del established[lru.address]
             self.stats.sessions_evicted += 1
             self._close_buffer(lru.buffer, lru.address)
             self._log_refused("session table full; evicted the least recently used session")
             self._ended(lru, "evicted")
         established[s.address] = s
-        self.stats.handshakes_completed += 1
-        logger.info("DTLS session with %s established (%s)", s.peer, cipher)
 
     def _session_settled(self, s: _Session) -> None:
         """First application record after the handshake: Mbed TLS has wrapped it up."""
         s.fresh = False
+        self._keylog_settled(s)
+        if self._persist and not s.fresh and self._established.get(s.address) is s:
+            self._snapshot(s)
+
+    def _keylog_settled(self, s: _Session) -> None:
         if self._keylog is None:
             return
         exported = export_secrets(s.buffer)
@@ -712,14 +826,22 @@ class DtlsServer(asyncio.DatagramProtocol):
 
     def _ended(self, s: _Session, reason: str) -> None:
         """Tell the owner a session's ``Peer`` is gone for good (not on ``close()``)."""
+        if self._persist:
+            self._dirty[s.address] = None  # its stored copy goes too (unless replaced)
+        if s.peer is not None:
+            self._ended_peer(s.peer, reason)
+
+    def _ended_peer(self, peer: Peer, reason: str) -> None:
+        if self._persist:
+            self._dirty[peer.address] = None
         callback = self._on_session_closed
-        if callback is None or s.peer is None:
+        if callback is None:
             return
         try:
-            callback(s.peer, reason)
+            callback(peer, reason)
         except Exception:
             self.stats.sink_errors += 1
-            self._log_sink("session-closed callback failed for %s", s.peer, exc_info=True)
+            self._log_sink("session-closed callback failed for %s", peer, exc_info=True)
 
     def _remove_established(self, s: _Session) -> None:
         if self._established.get(s.address) is s:
@@ -764,6 +886,25 @@ class DtlsServer(asyncio.DatagramProtocol):
                 self._ended(s, "expired")
             if expired:
                 logger.info("expired %d idle DTLS session(s)", len(expired))
+            gone = []
+            for p in self._parked.values():
+                if p.last_seen > cutoff:
+                    break
+                gone.append(p)
+            for p in gone:
+                del self._parked[p.peer.address]
+                self.stats.parked_expired += 1
+                self._ended_peer(p.peer, "expired")
+            if self._config.park_after is not None:
+                park_cutoff = now - self._config.park_after
+                idle = []
+                for s in self._established.values():
+                    if s.last_seen > park_cutoff:
+                        break
+                    if s.parkable and not s.fresh:
+                        idle.append(s)
+                for s in idle:
+                    self._park(s)
             overdue = []
             hs_cutoff = now - self._handshake_deadline
             half_open_cutoff = now - self._config.half_open_timeout
@@ -810,6 +951,10 @@ class DtlsServer(asyncio.DatagramProtocol):
         MTU, :class:`SendFailed` if Mbed TLS fails (the session is then dropped).
         """
         s = self._established.get(peer.address)
+        if s is None and not self._closed:
+            parked = self._parked.get(peer.address)
+            if parked is not None and parked.peer == peer:
+                s = self._unpark(peer.address)
         if s is None or (s.peer is not peer and s.peer != peer):
             if self._closed:
                 raise TransportClosed("DTLS server is closed")
@@ -821,11 +966,18 @@ class DtlsServer(asyncio.DatagramProtocol):
                 f"{len(data)} bytes do not fit one DTLS record (at most {s.max_payload} with "
                 f"MTU {self._config.mtu}); use block-wise transfer"
             )
+        if self._persist and not self._may_send(s):
+            raise SendFailed(
+                f"DTLS write to {peer} deferred: its sequence-number reservation is not stored "
+                "yet (retry shortly)"
+            )
         buf = s.buffer
         try:
             n = buf.write(data)
             out = buf.peek_outgoing(n)
             buf.consume_outgoing(n)
+            if self._persist:
+                s.out_next = int.from_bytes(out[5:11], "big") + 1
         except TLSError as exc:
             self._remove_established(s)
             self.stats.session_errors += 1
@@ -840,14 +992,25 @@ class DtlsServer(asyncio.DatagramProtocol):
     # -- closing ------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Send close_notify to every established device, drop handshakes, release the socket."""
+        """Drop handshakes and release the socket. Established sessions get close_notify --
+        except with a session store, where they are parked and written to it instead, so that
+        devices carry on with the next server process without a handshake."""
         if self._closed:
             return
+        if self._persist:
+            for s in list(self._established.values()):
+                if not (s.parkable and not s.fresh and self._park(s)):
+                    self._dirty[s.address] = None
         self._shutdown_tables(notify=True)
         self._closed = True
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
+        if self._persist:
+            self._writer = self._loop.create_task(self._final_write(self._writer))
         if self._transport is not None:
             self._transport.close()
         if self._keylog is not None:
@@ -864,6 +1027,231 @@ class DtlsServer(asyncio.DatagramProtocol):
                 self._close_buffer(s.buffer, s.address)
 
     async def wait_closed(self) -> None:
-        """Wait until the socket is released (after :meth:`close`)."""
+        """Wait until the socket is released (after :meth:`close`) and, with a session
+        store, the parked sessions are written."""
         if self._closed_waiter is not None:
             await self._closed_waiter
+        while self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
+
+    # -- parking ------------------------------------------------------------------------------
+
+    def _snapshot(self, s: _Session) -> None:
+        """Save a settled session's state for the store (Mbed TLS resets the buffer on save,
+        so the state is loaded straight back into a fresh buffer)."""
+        try:
+            conn = save_connection(s.buffer)
+        except ParkingError:
+            s.parkable = False  # e.g. a CBC suite: stays live, does not survive a restart
+            self.stats.park_failures += 1
+            return
+        try:
+            buf = restore_connection(self._context, conn)
+        except ParkingError:
+            self.stats.park_failures += 1
+            self._remove_established(s)
+            self._ended(s, "error")
+            return
+        buf.setmtu(self._config.mtu)
+        buf.setcookieparam(cookie_param(s.address))
+        s.buffer = buf
+        s.snap = conn
+        s.out_next, s.in_top = counters(conn)
+        s.reserve = s.out_next + OUT_RESERVATION
+        self._dirty[s.address] = None
+
+    def _park(self, s: _Session) -> bool:
+        """Save ``s`` and free its context; ``False`` (and ``s`` untouched) if Mbed TLS
+        cannot save it."""
+        if s.peer is None or s.fresh:
+            return False
+        try:
+            conn = save_connection(s.buffer)
+        except ParkingError:
+            s.parkable = False
+            self.stats.park_failures += 1
+            return False
+        self._remove_established(s)
+        out_next, _ = counters(conn)
+        reserve = s.reserve
+        if self._persist and reserve < out_next + OUT_RESERVATION // 2:
+            reserve = out_next + OUT_RESERVATION
+        parked = self._parked
+        parked[s.address] = _Parked(conn, s.peer, s.last_seen, reserve, s.limit)
+        parked.move_to_end(s.address)
+        self.stats.sessions_parked += 1
+        if self._persist:
+            self._dirty[s.address] = None
+        while len(parked) > self._config.max_parked:
+            _, oldest = parked.popitem(last=False)
+            self.stats.parked_evicted += 1
+            self._ended_peer(oldest.peer, "evicted")
+        return True
+
+    def _unpark(self, addr: Address) -> _Session | None:
+        """Resume a parked session (it leaves the parked table whatever happens: a saved
+        state is restored at most once, so its replay window is never reused)."""
+        p = self._parked.pop(addr)
+        try:
+            buf = restore_connection(self._context, p.conn)
+            out_next, in_top = counters(p.conn)
+        except ParkingError:
+            self.stats.park_failures += 1
+            self._log_failed("could not resume the parked DTLS session of %s", p.peer)
+            self._ended_peer(p.peer, "error")
+            return None
+        buf.setmtu(self._config.mtu)
+        buf.setcookieparam(cookie_param(addr))
+        s = _Session(addr, buf, _monotonic(), self._config.handshake_timeout_min)
+        s.peer = p.peer
+        s.max_payload = self._config.mtu - record_overhead(buf.cipher())
+        s.fresh = False
+        s.snap = p.conn
+        s.out_next = out_next
+        s.in_top = in_top
+        s.reserve = p.reserve
+        s.limit = p.limit
+        self._insert_established(s)
+        self.stats.sessions_restored += 1
+        return s
+
+    def _may_send(self, s: _Session) -> bool:
+        """Keep outgoing sequence numbers below every reservation that may be stored; ask
+        for the next reservation once half of the current one is used."""
+        if s.snap is None:
+            return True  # nothing of this session is stored yet: a restore cannot happen
+        if s.out_next + OUT_RESERVATION // 2 >= s.reserve:
+            s.reserve = s.out_next + OUT_RESERVATION
+            self._dirty[s.address] = None
+        if 0 <= s.limit <= s.out_next:
+            self.stats.sends_deferred += 1
+            return False
+        return True
+
+    async def _load_parked(self) -> None:
+        """Start-up: every stored session becomes a parked one. Each outgoing counter jumps
+        to its stored reservation and each replay window to its incoming high-water mark; the
+        new reservations are committed before the socket opens."""
+        store = self._store
+        assert store is not None
+        try:
+            rows = await store.load_all()
+        except Exception:
+            self.stats.session_store_errors += 1
+            logger.exception("could not load the stored DTLS sessions; devices handshake again")
+            return
+        wall = time.time()
+        now = _monotonic()
+        loaded: list[tuple[float, Address, _Parked]] = []
+        rewrite: dict[str, bytes] = {}
+        drop: list[str] = []
+        for key, blob in rows:
+            try:
+                addr = key_address(key)
+                stored = decode_blob(blob)
+                conn = patch_counters(stored.connection, stored.out_reservation, stored.in_top)
+            except ParkingError as exc:
+                self.stats.park_failures += 1
+                self._log_failed("dropping stored DTLS session %r: %s", key, exc)
+                drop.append(key)
+                continue
+            age = max(0.0, wall - stored.last_seen)
+            if age >= self._config.idle_timeout:
+                drop.append(key)
+                continue
+            reserve = stored.out_reservation + OUT_RESERVATION
+            rewrite[key] = encode_blob(stored.last_seen, reserve, 0, stored.identity, conn)
+            peer = Peer(addr, stored.identity, True)
+            loaded.append((now - age, addr, _Parked(conn, peer, now - age, reserve, reserve)))
+        try:
+            if rewrite:
+                await store.save(rewrite)
+            if drop:
+                await store.delete(drop)
+        except Exception:
+            self.stats.session_store_errors += 1
+            logger.exception("could not reserve sequence numbers for the stored DTLS sessions")
+            return  # without a committed reservation, restoring could repeat sequence numbers
+        loaded.sort(key=lambda item: item[0])
+        for _, addr, parked in loaded[-self._config.max_parked :]:
+            self._parked[addr] = parked
+        self.stats.sessions_loaded += len(self._parked)
+        if loaded:
+            logger.info("resumed %d stored DTLS session(s) as parked", len(self._parked))
+
+    def _on_flush_timer(self) -> None:
+        self._flusher = None
+        if self._closed:
+            return
+        try:
+            self._flush_dirty()
+        except Exception:
+            self.stats.internal_errors += 1
+            self._log_internal("DTLS session persistence failed", exc_info=True)
+        self._flusher = self._loop.call_later(self._config.persist_interval, self._on_flush_timer)
+
+    def _flush_dirty(self) -> None:
+        """Write every changed session to the store (one write in flight at a time, so the
+        store sees them in order)."""
+        if not self._dirty or (self._writer is not None and not self._writer.done()):
+            return
+        self._writer = self._loop.create_task(self._write(*self._collect()))
+
+    async def _final_write(self, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None and not previous.done():
+            await asyncio.wait([previous])
+        if self._dirty:
+            await self._write(*self._collect())
+
+    def _collect(
+        self,
+    ) -> tuple[dict[str, bytes], list[str], list[tuple[_Session | _Parked, int]]]:
+        wall = time.time()
+        now = _monotonic()
+        saves: dict[str, bytes] = {}
+        deletes: list[str] = []
+        issued: list[tuple[_Session | _Parked, int]] = []
+        for addr in self._dirty:
+            key = peer_key(addr)
+            s = self._established.get(addr)
+            if s is not None and s.snap is not None and s.peer is not None:
+                saves[key] = encode_blob(
+                    wall - (now - s.last_seen), s.reserve, s.in_top, s.peer.identity, s.snap
+                )
+                issued.append((s, s.reserve))
+                continue
+            p = self._parked.get(addr) if s is None else None
+            if p is not None:
+                saves[key] = encode_blob(
+                    wall - (now - p.last_seen), p.reserve, 0, p.peer.identity, p.conn
+                )
+                issued.append((p, p.reserve))
+            else:
+                deletes.append(key)
+        self._dirty.clear()
+        for obj, reserve in issued:
+            if obj.limit < 0:
+                obj.limit = reserve  # the first blob of this session: in the store from now on
+        return saves, deletes, issued
+
+    async def _write(
+        self,
+        saves: dict[str, bytes],
+        deletes: list[str],
+        issued: list[tuple[_Session | _Parked, int]],
+    ) -> None:
+        store = self._store
+        assert store is not None
+        try:
+            if saves:
+                await store.save(saves)
+            if deletes:
+                await store.delete(deletes)
+        except Exception:
+            self.stats.session_store_errors += 1
+            self._log_internal("could not write DTLS sessions to the store", exc_info=True)
+            return
+        for obj, reserve in issued:
+            if reserve > obj.limit:
+                obj.limit = reserve  # committed: records up to it may now be sent
+        self.stats.sessions_persisted += len(saves)

@@ -52,6 +52,17 @@ class TransportStats:
     session_errors: int = 0  #: a live session failed in Mbed TLS and was dropped
     keylog_failures: int = 0  #: key-log export was requested but Mbed TLS refused it
 
+    # DTLS: parking and the session store.
+    sessions_parked: int = 0  #: idle (or least recently used) sessions saved and freed
+    sessions_restored: int = 0  #: parked sessions resumed by a record (or a send), no handshake
+    parked_expired: int = 0  #: parked sessions dropped after the idle timeout
+    parked_evicted: int = 0  #: oldest parked sessions dropped at ``max_parked``
+    park_failures: int = 0  #: Mbed TLS could not save or restore a session (or a stored blob)
+    sessions_loaded: int = 0  #: stored sessions resumed as parked at start-up
+    sessions_persisted: int = 0  #: session blobs written to the store
+    session_store_errors: int = 0  #: the session store raised (logged, rate-limited)
+    sends_deferred: int = 0  #: sends refused until a sequence-number reservation is stored
+
     def snapshot(self) -> dict[str, int]:
         """A copy of all counters, for metrics export and tests."""
         return asdict(self)
