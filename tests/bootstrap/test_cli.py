@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import pytest
 
 from cli.settings import Listen, ServeSettings
@@ -185,8 +186,9 @@ def test_api_errors_say_what_to_do(service: Background, tmp_path: Path) -> None:
 def test_bootstrap_serve_alone_is_a_command() -> None:
     from cli.main import main
 
-    assert "serve" in main.commands["bootstrap"].commands  # type: ignore[attr-defined]
+    ctx = click.Context(main)  # groups load lazily (cli.main.LAZY_COMMANDS): ask, don't peek
+    assert "serve" in main.get_command(ctx, "bootstrap").commands  # type: ignore[union-attr]
     assert {"import", "list", "show", "revoke", "move"} <= set(
-        main.commands["identities"].commands  # type: ignore[attr-defined]
+        main.get_command(ctx, "identities").commands  # type: ignore[union-attr]
     )
-    assert "rebootstrap" in main.commands
+    assert "rebootstrap" in main.list_commands(ctx)
