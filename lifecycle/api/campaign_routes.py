@@ -526,20 +526,16 @@ async def quarantine_artifact(request: Request, scope: Scoped, body: QuarantineI
 
 
 async def _quarantine_firmware(request: Request, artifact: str, reason: str, actor: str) -> None:
-    """A campaign names a firmware image by its id: quarantine it in the repository too, so
-    downloads stop as well (nothing to do for other artifacts, or when it is already)."""
+    """A campaign names a firmware image by its id: the engine quarantined it in the
+    repository too (one quarantine); the download cache learns it now, not at its next
+    metadata check (nothing to do for other artifacts)."""
     from lifecycle.api.firmware_routes import _repo, _serving
-    from lifecycle.artifacts.firmware import FirmwareError
 
+    del reason, actor  # recorded by the engine, in the same transaction
     repo, store = _repo(request), context_of(request).store
-    try:
-        marked = await store.write(
-            lambda tx: repo.quarantine(tx, artifact, reason=reason, actor=actor, now=time.time())
-        )
-    except FirmwareError:
-        return  # not a firmware image id, or quarantined already
+    marked = await store.read(lambda tx: repo.image(tx, artifact))
     serving = _serving(request)
-    if serving is not None:
+    if marked is not None and serving is not None:
         serving.refresh(marked)
 
 

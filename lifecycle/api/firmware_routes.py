@@ -403,6 +403,13 @@ async def unquarantine_firmware(request: Request, scope: Scoped, image: str) -> 
     serving = _serving(request)
     if serving is not None:
         serving.refresh(lifted)
+    # one quarantine: campaigns may use the image again (and those it halted may resume)
+    engine = getattr(context_of(request), "campaigns", None) or getattr(
+        request.app.state, "campaigns", None
+    )
+    unquarantine = getattr(engine, "unquarantine", None)
+    if unquarantine is not None:
+        await unquarantine(lifted.id, actor=actor, token_id=scope.principal.token_id)
     return image_json(lifted, serving)
 
 

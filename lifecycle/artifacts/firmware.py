@@ -488,6 +488,11 @@ class FirmwareRepository:
             found = [i for i in found if i.compatible(sku)]
         return found
 
+    def quarantined_images(self, tx: Tx) -> list[FirmwareImage]:
+        """Every quarantined image (the campaign engine counts them as quarantined
+        artifacts: one quarantine, whichever route set it)."""
+        return [_image(r) for r in tx.execute(select(FW_IMAGE).where(_I.quarantined.is_(True)))]
+
     def content(self, tx: Tx, sha256: str) -> bytes | None:
         """The bytes of an image by SHA-256 (hex)."""
         row = tx.execute(_BLOB, {"sha256": sha256}).first()

@@ -160,6 +160,13 @@ _WAITING = -2
 
 _BACK = (DeviceState.REVERTING, DeviceState.REVERTED)
 
+_STOPPED = (
+    CampaignState.HALTED,
+    CampaignState.PAUSED,
+    CampaignState.INCONCLUSIVE,
+    CampaignState.AWAITING_APPROVAL,
+)
+
 
 def _verdict_json(v: Any) -> dict[str, Any]:
     return {
@@ -369,7 +376,16 @@ class CampaignComponent:
         def read(tx: Tx) -> tuple[list[CampaignRun], dict[str, dict[str, Any]]]:
             ids = repo.active_ids(tx) + repo.rolling_back_ids(tx)
             runs = [r for i in ids if (r := repo.load(tx, i)) is not None]
-            return runs, repo.quarantined(tx)
+            quarantined = repo.quarantined(tx)
+            # one quarantine: a firmware image quarantined in the repository is one for
+            # campaigns too (campaigns name an image by its id)
+            from lifecycle.artifacts.firmware import FirmwareRepository
+
+            for image in FirmwareRepository().quarantined_images(tx):
+                q = image.quarantine
+                if image.id not in quarantined and q is not None:
+                    quarantined[image.id] = {"reason": q.reason, "actor": q.by, "at": q.at}
+            return runs, quarantined
 
         runs, quarantined = await self.store.read(read)
         self.runs = {}
@@ -955,6 +971,14 @@ class CampaignComponent:
         return out
 
     def _gates(self, run: CampaignRun, now: float) -> None:
+        if run.state in _STOPPED and run.stale and run.waves:
+            # Devices in flight finish after a halt (a pause ...): an artifact-bad failure
+            # in the canary after the gate stopped it still quarantines the artifact (the
+            # canary's second region boot-loops a little after the first).
+            run.stale = False
+            canary = [d for d in run.in_wave(0) if d.state is not DeviceState.SKIPPED]
+            self._artifact_check(run, canary, now)
+            return
         if run.state is not CampaignState.RUNNING or run.wave >= len(run.waves):
             return
         wave = run.waves[run.wave]
@@ -1737,6 +1761,7 @@ class CampaignComponent:
         repo = self.repository
 
         def write(tx: Tx) -> None:
+            _quarantine_firmware(tx, self.store, artifact, reason, actor, now)
             if repo.quarantine(tx, artifact, reason=reason, actor=actor, now=now):
                 self.store.audit.append(
                     tx,
@@ -1756,6 +1781,41 @@ class CampaignComponent:
 
     def quarantined(self) -> dict[str, dict[str, Any]]:
         return dict(self._quarantined)
+
+    async def unquarantine(self, artifact: str, *, actor: str, token_id: str | None = None) -> bool:
+        """Lift ``artifact``'s quarantine (a firmware image's in the repository too): new
+        campaigns may use it and campaigns it halted may ``resume``. False when it was not
+        quarantined."""
+        async with self._lock:
+            now = self.clock()
+            known = self._quarantined.pop(artifact, None) is not None
+            repo, store = self.repository, self.store
+
+            def write(tx: Tx) -> bool:
+                from lifecycle.artifacts.firmware import FirmwareError, FirmwareRepository
+
+                lifted = repo.unquarantine(tx, artifact)
+                firmware = FirmwareRepository(store.audit)
+                image = firmware.image(tx, artifact)
+                if image is not None and image.quarantined:
+                    with contextlib.suppress(FirmwareError):
+                        firmware.unquarantine(tx, artifact, actor=actor, now=now)
+                    lifted = True
+                if lifted:
+                    store.audit.append(
+                        tx,
+                        actor=actor,
+                        action="campaign.unquarantine",
+                        subject=f"artifact:{artifact}",
+                        now=now,
+                        token_id=token_id,
+                        detail={},
+                    )
+                return lifted
+
+            lifted = await self.store.write(write)
+        self._publish_now({"type": "unquarantine", "artifact": artifact})
+        return lifted or known
 
     # -- reading -----------------------------------------------------------------------------------
     def holder(self, endpoint: str, dimension: Dimension) -> str | None:
@@ -1788,6 +1848,20 @@ class CampaignComponent:
         return await self.store.read(
             lambda tx: self.repository.summaries(tx, states=states, tenants=tenants)
         )
+
+
+def _quarantine_firmware(
+    tx: Tx, store: Store, artifact: str, reason: str, actor: str, now: float
+) -> None:
+    """A campaign names a firmware image by its id: quarantine the image in the firmware
+    repository too (no new download, the firmware views show it) -- one quarantine."""
+    from lifecycle.artifacts.firmware import FirmwareError, FirmwareRepository
+
+    firmware = FirmwareRepository(store.audit)
+    image = firmware.image(tx, artifact)
+    if image is not None and not image.quarantined:
+        with contextlib.suppress(FirmwareError):
+            firmware.quarantine(tx, image.id, reason=reason or "quarantined", actor=actor, now=now)
 
 
 def _written(run: CampaignRun, d: DeviceRun) -> list[Dimension]:

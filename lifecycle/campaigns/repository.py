@@ -137,6 +137,12 @@ class CampaignRepository:
         )
         return True
 
+    def unquarantine(self, tx: Tx, artifact: str) -> bool:
+        """Lift ``artifact``'s quarantine; False when it was not quarantined."""
+        q = QUARANTINE.c
+        done = tx.execute(QUARANTINE.delete().where(q.artifact == artifact))
+        return bool(done.rowcount)
+
     # -- reading ---------------------------------------------------------------------------
     def quarantined(self, tx: Tx) -> dict[str, dict[str, Any]]:
         return {

@@ -742,6 +742,12 @@ class Reconciler:
                 record.update(step="write-apply-config", version=step.version)
                 work.verify.add(dim)
                 work.changed.add(dim)
+            elif isinstance(step, SetApns) and self._attached_on(endpoint, step.active):
+                # Already attached on the active APN: the link write changes nothing and the
+                # device does not re-attach -- read it back now (else: pending for ever).
+                await self._set_apns(endpoint, step, record, ops)
+                work.verify.add(dim)
+                work.changed.add(dim)
             elif isinstance(step, SetApns):
                 key = (endpoint, dim)
                 switches = self._switches.get(key, (want.generation, 0))
@@ -828,6 +834,13 @@ class Reconciler:
         asyncio.get_running_loop().call_later(
             CREDENTIALS_RECHECK, self.schedule, endpoint, RECONCILE
         )
+
+    def _attached_on(self, endpoint: str, apn: str) -> bool:
+        """Whether the device reports ``apn`` as its active APN already."""
+        value = self.observer.values_of(endpoint, [Dimension.CONNECTIVITY]).get(
+            Dimension.CONNECTIVITY
+        )
+        return isinstance(value, dict) and value.get("active") == apn
 
     async def _set_apns(
         self, endpoint: str, step: SetApns, record: dict[str, Any], ops: dict[str, Any]

@@ -23,6 +23,10 @@ State machine (TS Core 1.1 E.6, /5/0/3 State and /5/0/5 Update Result)::
   ``firmware_boot_failure`` -- the device reboots, its bootloader reverts to the old image,
   /3/0/3 is unchanged and the result is 8. An image whose header says ``"bootloop": true``
   (``build_image(..., bootloop=True)``) fails the same way on every device: one bad image.
+  One whose header says ``"reboot_loop": true`` (``build_image(..., reboot_loop=True)``)
+  installs and boots (result 1, the new version reported) and then keeps rebooting: the
+  device reports ``firmware_reboot_loop`` and its fleet reboots it again after every boot,
+  a few times (:data:`simulators.fleet.engine.REBOOT_LOOP`).
 
 A reboot that interrupts a download or an installation (:func:`after_reboot`) leaves the
 device Idle with result 4 or 8, as a real device finds it on boot.
@@ -78,9 +82,17 @@ class ImageInfo:
     version: str
     size: int
     bootloop: bool = False
+    reboot_loop: bool = False
 
 
-def build_image(version: str, size: int = 4096, *, seed: int = 0, bootloop: bool = False) -> bytes:
+def build_image(
+    version: str,
+    size: int = 4096,
+    *,
+    seed: int = 0,
+    bootloop: bool = False,
+    reboot_loop: bool = False,
+) -> bytes:
     """A valid firmware image for ``version`` with a ``size``-byte body (deterministic bytes,
     so a test can corrupt one and know the digest no longer matches). ``bootloop``: every
     device that installs it fails to boot it and reverts (result 8), as with the profile's
@@ -92,6 +104,8 @@ def build_image(version: str, size: int = 4096, *, seed: int = 0, bootloop: bool
     fields: dict[str, object] = {"v": version, "n": size, "sha256": hashlib.sha256(body).digest()}
     if bootloop:
         fields["bootloop"] = True
+    if reboot_loop:
+        fields["reboot_loop"] = True
     header = cbor2.dumps(fields)
     return MAGIC + len(header).to_bytes(2, "big") + header + body
 
@@ -121,7 +135,12 @@ def parse_image(image: bytes) -> ImageInfo:
         raise ImageError(integrity, f"body is {len(body)} bytes, header says {header['n']}")
     if hashlib.sha256(body).digest() != header["sha256"]:
         raise ImageError(integrity, "SHA-256 of the body does not match the header")
-    return ImageInfo(header["v"], len(body), header.get("bootloop") is True)
+    return ImageInfo(
+        header["v"],
+        len(body),
+        header.get("bootloop") is True,
+        header.get("reboot_loop") is True,
+    )
 
 
 def _get(store: ObjectStore, rid: int, now: float) -> object:
@@ -160,12 +179,14 @@ def firmware_object(
     #: Endpoints whose downloaded package is a boot-looping image (only while downloaded:
     #: the device keeps no copy of the image, so this is all it remembers of it).
     bootloops: set[str] = set()
+    reboot_loops: set[str] = set()  # the same, for images that boot, then keep rebooting
 
     def accept(device: DeviceActions, info: ImageInfo, now: float) -> None:
-        if info.bootloop:
-            bootloops.add(device.store.endpoint)
-        else:
-            bootloops.discard(device.store.endpoint)
+        for marks, bad in ((bootloops, info.bootloop), (reboot_loops, info.reboot_loop)):
+            if bad:
+                marks.add(device.store.endpoint)
+            else:
+                marks.discard(device.store.endpoint)
         _accept(device, info, now)
 
     def package_uri_written(device: DeviceActions, path: Path, now: float) -> None:
@@ -233,6 +254,8 @@ def firmware_object(
 
         bad_image = device.store.endpoint in bootloops
         bootloops.discard(device.store.endpoint)
+        looping = device.store.endpoint in reboot_loops
+        reboot_loops.discard(device.store.endpoint)
 
         def installed(at: float) -> None:
             if bad_image or services.chance(boot_failure):
@@ -243,6 +266,8 @@ def firmware_object(
                 version = _get(device.store, PKG_VERSION, at)
                 device.store.set(Path.of(3, 0, 3), str(version), at)
                 services.report(device, "firmware_updated", at)
+                if looping:  # it boots, then keeps rebooting (its fleet reboots it)
+                    services.report(device, "firmware_reboot_loop", at)
                 _finish(device, int(FirmwareUpdateResult.SUCCESS), at)
             device.reboot(at)
 

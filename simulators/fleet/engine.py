@@ -111,6 +111,10 @@ STATUS_NAMES = (
 
 # Device flags (one byte per device).
 STARTED, GAVE_UP, NO_APN, CUT, SLOW, REBOOT_PRONE, COUNTING, SILENT = 1, 2, 4, 8, 16, 32, 64, 128
+REBOOT_LOOP = 4
+"""Reboots a device makes after booting a reboot-looping image (``build_image(...,
+reboot_loop=True)``), one every :data:`REBOOT_LOOP_EVERY` seconds after each boot."""
+REBOOT_LOOP_EVERY = 1.0
 OFFLINE = NO_APN | CUT
 
 
@@ -246,6 +250,8 @@ class FleetEngine:
         self.group_of = array("H")
         self.status = bytearray()
         self.flags = bytearray()
+        #: Devices running a reboot-looping image: reboots still to come (firmware.py).
+        self.reboot_loops: dict[int, int] = {}
         self.timer_at = array("d")
         self.last_tx = array("d")
         self._up_free = array("d")
@@ -713,6 +719,10 @@ class FleetEngine:
         self.wire.rebind(index)  # a restarted modem gets a new source port
         if self.flags[index] & REBOOT_PRONE:
             self._schedule_unexpected_reboot(index, now)
+        left = self.reboot_loops.get(index, 0)
+        if left > 0:  # a reboot-looping image: up again, and down again shortly after
+            self.reboot_loops[index] = left - 1
+            client.schedule(now + REBOOT_LOOP_EVERY, lambda at: client.reboot(at))
         if self.flags[index] & NO_APN:
             self._attach(index, cellular.active_apn(client.store), now, fallback=None)
 
@@ -878,6 +888,8 @@ class FleetEngine:
         outcomes = self.counters.outcomes
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
         index = self._index_of(device)
+        if outcome == "firmware_reboot_loop":
+            self.reboot_loops[index] = REBOOT_LOOP
         if self.events is not None or self.on_event is not None:
             self._record(index, Outcome(outcome))
 
