@@ -11,6 +11,9 @@ Operator commands (``/v1/esim/...``; docs/ESIM.md)::
     fleetloop esim list-profiles EID|EP
     fleetloop esim fallback EID|EP ICCID | --unset
     fleetloop esim download EID|EP '1$smdp.example.com$MATCHING-ID'
+    fleetloop esim eims                                # the eIM identities of the deployment
+    fleetloop esim eim add|update EID|EP... [--select SEL] [--bound-to EIMID] EIMID [--fqdn ..]
+    fleetloop esim eim delete EID|EP... [--select SEL] EIMID | eim list EID|EP...
 
 Exit codes as the rest of the CLI: 1 the request failed (the message names the eUICC and the
 fix), 2 a usage mistake, 3 no server reached.
@@ -49,6 +52,7 @@ if TYPE_CHECKING:  # the serve side is imported when serve starts it: the CLI st
     from lwm2m.store import Store
     from sgp32.eim.sql import EimStore
     from sgp32.esipa.https import EsipaHttpsServer
+    from sgp32.signing import EimIdentity
 
 log = logging.getLogger("fleetloop.esim")
 KEY_FILE = "eim-key.pem"
@@ -108,6 +112,52 @@ def load_cis(path: Path | None) -> list[x509.Certificate]:
         raise EsimSetupError(f"--eim-ci {path}: cannot read PEM certificates ({exc})") from exc
 
 
+def load_identities(path: Path | None) -> list[EimIdentity]:
+    """The extra eIM identities of ``--eim-identities FILE``: a JSON list of ``{"eim_id",
+    "key": PEM file (EC private key), "certificate": PEM file (optional, must match the
+    key)}``; relative paths are relative to the file. Every mistake names the entry."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from sgp32.errors import Sgp32Error
+    from sgp32.signing import EimIdentity
+
+    if path is None:
+        return []
+    where = f"--eim-identities {path}"
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EsimSetupError(f"{where}: cannot read a JSON list ({exc})") from exc
+    if not isinstance(entries, list):
+        raise EsimSetupError(f'{where}: expected a JSON list of {{"eim_id", "key", ...}}')
+    out = []
+    for i, entry in enumerate(entries):
+        at = f"{where}: [{i}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("eim_id"), str):
+            raise EsimSetupError(f"{at}: needs eim_id (text) and key (a PEM file)")
+        unknown = set(entry) - {"eim_id", "key", "certificate"}
+        if unknown:
+            raise EsimSetupError(f"{at}: unknown key(s) {', '.join(sorted(unknown))}")
+        try:
+            key_file = path.parent / str(entry["key"])
+            key = serialization.load_pem_private_key(key_file.read_bytes(), None)
+            cert = None
+            if entry.get("certificate") is not None:
+                cert_file = path.parent / str(entry["certificate"])
+                cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+        except (KeyError, OSError, ValueError, TypeError) as exc:
+            raise EsimSetupError(f"{at} ({entry.get('eim_id')}): {exc}") from exc
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise EsimSetupError(f"{at} ({entry['eim_id']}): the key is not an EC private key")
+        try:
+            out.append(EimIdentity(entry["eim_id"], key, cert))
+        except Sgp32Error as exc:
+            raise EsimSetupError(f"{at}: {exc}") from exc
+    return out
+
+
 async def start_in_serve(
     settings: ServeSettings,
     store: Store,
@@ -134,7 +184,8 @@ async def start_in_serve(
         return None
     create_schema(store)
     identity = EimIdentity(settings.eim_id, load_or_create_key(data_dir))
-    eims = EimStore(store, Eim(EimDeployment.of([identity], load_cis(settings.eim_ci))))
+    identities = [identity, *load_identities(settings.eim_identities)]
+    eims = EimStore(store, Eim(EimDeployment.of(identities, load_cis(settings.eim_ci))))
     tls = None
     if settings.x509_cert is not None and settings.x509_key is not None:
         tls = server_ssl_context(settings.x509_cert, settings.x509_key)
@@ -158,7 +209,11 @@ async def start_in_serve(
             component.on_stop.append(binding.stop)
     log.info(
         "ESipa HTTPS listening",
-        extra={"address": f"{host}:{port}", "tls": tls is not None, "eim_id": identity.eim_id},
+        extra={
+            "address": f"{host}:{port}",
+            "tls": tls is not None,
+            "eim_ids": ",".join(i.eim_id for i in identities),
+        },
     )
     return RunningEsipa(server, eims, host, port, component)
 
@@ -193,6 +248,7 @@ def _ref(euicc: str) -> str:
     help='JSON list of {"euicc_certificate", "eum_certificate", "eid"?, "endpoint"?}',
 )
 @click.option("--tenant", help="the tenant the eUICCs belong to")
+@click.option("--eim-id", help="the eIM identity they are associated with (default: --eim-id)")
 @json_option
 def import_(
     euicc_cert: Path | None,
@@ -201,6 +257,7 @@ def import_(
     endpoint: str | None,
     manifest: Path | None,
     tenant: str | None,
+    eim_id: str | None,
     as_json: bool,
 ) -> None:
     """Import eUICCs: their certificate chains must verify to the server's CI (--eim-ci).
@@ -231,6 +288,8 @@ def import_(
     body: dict[str, Any] = {"euiccs": items}
     if tenant is not None:
         body["tenant"] = tenant
+    if eim_id is not None:
+        body["eim_id"] = eim_id
     with api() as client:
         done = client.request("POST", "/esim/euiccs", json_body=body)
     if as_json:
@@ -242,19 +301,48 @@ def import_(
 
 
 @esim.command("list")
+@click.option("--eim-id", help="only the eUICCs bound to this eIM identity")
 @json_option
-def list_(as_json: bool) -> None:
-    """The eUICCs the eIM knows, with their enabled profile and queue."""
+def list_(eim_id: str | None, as_json: bool) -> None:
+    """The eUICCs the eIM knows, with their eIM, enabled profile and queue."""
+    path = "/esim/euiccs" + (f"?eim_id={quote(eim_id, safe='')}" if eim_id else "")
     with api() as client:
-        found = client.request("GET", "/esim/euiccs")
+        found = client.request("GET", path)
     if as_json:
         print_json(found)
         return
     rows = [
-        (e["eid"], e.get("endpoint") or "-", e.get("enabled_iccid") or "-", e["queued"])
+        (
+            e["eid"],
+            e.get("endpoint") or "-",
+            e["eim_id"],
+            e.get("enabled_iccid") or "-",
+            e["queued"],
+        )
         for e in found["items"]
     ]
-    click.echo(table(("EID", "ENDPOINT", "ENABLED", "QUEUED"), rows))
+    click.echo(table(("EID", "ENDPOINT", "EIM", "ENABLED", "QUEUED"), rows))
+
+
+@esim.command("eims")
+@json_option
+def eims(as_json: bool) -> None:
+    """The eIM identities of this deployment and how many eUICCs each is bound to."""
+    with api() as client:
+        found = client.request("GET", "/esim/eims")
+    if as_json:
+        print_json(found)
+        return
+    rows = [
+        (
+            i["eim_id"] + (" (default)" if i["default"] else ""),
+            i["curve"],
+            "yes" if i["certificate"] else "no",
+            i["euiccs"],
+        )
+        for i in found["items"]
+    ]
+    click.echo(table(("EIM", "CURVE", "CERTIFICATE", "EUICCS"), rows))
 
 
 @esim.command("show")
@@ -403,3 +491,177 @@ def results(euicc: str, as_json: bool) -> None:
         for r in found["items"]
     ]
     click.echo(table(("RECEIVED", "OUTCOME", "COUNTER", "DETAIL"), rows))
+
+
+# ---- eCOs: fleetloop esim eim add|update|delete|list ----------------------------------------
+
+
+@esim.group("eim")
+def eim() -> None:
+    """eIM Configuration Operations (eCO) for eUICCs: add, update, delete or list the eIMs
+    an eUICC is associated with. Each package is signed by the eUICC's own eIM."""
+
+
+def _targets(func: Any) -> Any:
+    func = click.option("--select", help="the eUICCs of the devices this selector names")(func)
+    func = click.option("--bound-to", help="only (or all) eUICCs bound to this eIM identity")(func)
+    return json_option(func)
+
+
+def _queue_eco(
+    euiccs: tuple[str, ...],
+    select: str | None,
+    bound_to: str | None,
+    body: dict[str, Any],
+    as_json: bool,
+) -> None:
+    if not euiccs and select is None and bound_to is None:
+        raise click.UsageError("name the eUICCs: EID|EP arguments, --select or --bound-to")
+    if len(euiccs) == 1 and select is None and bound_to is None:
+        _queue(euiccs[0], body, as_json)
+        return
+    selection: dict[str, Any] = dict(body)
+    if euiccs:
+        selection["eids"] = list(euiccs)
+    if select is not None:
+        selection["select"] = select
+    if bound_to is not None:
+        selection["bound_to"] = bound_to
+    with api() as client:
+        done = client.request("POST", "/esim/packages", json_body=selection)
+    if as_json:
+        print_json(done)
+        return
+    for p in done["items"]:
+        click.echo(
+            f"queued {body['operation']} for eUICC {p['eid']}: package #{p['counter_value']} "
+            f"(eimTransactionId {p['transaction_id']})"
+        )
+    if done["missing"]:
+        click.echo(f"no linked eUICC: {', '.join(done['missing'])}", err=True)
+
+
+def _config(
+    eim_id: str,
+    fqdn: str | None,
+    counter: int | None,
+    token: int | None,
+    public_key: Path | None,
+    certificate: Path | None,
+    indirect: bool,
+) -> dict[str, Any]:
+    config: dict[str, Any] = {"eim_id": eim_id}
+    if fqdn is not None:
+        config["fqdn"] = fqdn
+    if counter is not None:
+        config["counter_value"] = counter
+    if token is not None:
+        config["association_token"] = token
+    if public_key is not None:
+        config["public_key"] = _pem(public_key, "eIM public key")
+    if certificate is not None:
+        config["certificate"] = _pem(certificate, "eIM certificate")
+    if indirect:
+        config["indirect_profile_download"] = True
+    return config
+
+
+def _config_options(func: Any) -> Any:
+    options = [
+        click.option("--fqdn", help="eimFqdn: where the eUICC's IPA reaches that eIM"),
+        click.option("--counter", type=int, help="the counterValue the eUICC starts from"),
+        click.option(
+            "--association-token", type=int, help="associationToken (-1: the eUICC makes one)"
+        ),
+        click.option(
+            "--public-key",
+            type=click.Path(path_type=Path, dir_okay=False),
+            help="the eIM's public key (PEM); default for an eIM of this deployment: its own",
+        ),
+        click.option(
+            "--certificate",
+            type=click.Path(path_type=Path, dir_okay=False),
+            help="the eIM's certificate (PEM), instead of --public-key",
+        ),
+        click.option("--indirect-download", is_flag=True, help="indirectProfileDownload"),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@eim.command("add")
+@click.argument("eim_id")
+@click.argument("euiccs", nargs=-1)
+@_config_options
+@_targets
+def eim_add(
+    eim_id: str,
+    euiccs: tuple[str, ...],
+    fqdn: str | None,
+    counter: int | None,
+    association_token: int | None,
+    public_key: Path | None,
+    certificate: Path | None,
+    indirect_download: bool,
+    select: str | None,
+    bound_to: str | None,
+    as_json: bool,
+) -> None:
+    """Queue addEim EIM_ID on the eUICCs EID|EP... (or --select/--bound-to): associate them
+    with another eIM (of this deployment: its key is filled in)."""
+    config = _config(
+        eim_id, fqdn, counter, association_token, public_key, certificate, indirect_download
+    )
+    _queue_eco(euiccs, select, bound_to, {"operation": "add-eim", "eim": config}, as_json)
+
+
+@eim.command("update")
+@click.argument("eim_id")
+@click.argument("euiccs", nargs=-1)
+@_config_options
+@_targets
+def eim_update(
+    eim_id: str,
+    euiccs: tuple[str, ...],
+    fqdn: str | None,
+    counter: int | None,
+    association_token: int | None,
+    public_key: Path | None,
+    certificate: Path | None,
+    indirect_download: bool,
+    select: str | None,
+    bound_to: str | None,
+    as_json: bool,
+) -> None:
+    """Queue updateEim EIM_ID on the eUICCs EID|EP...: new key, counter, FQDN..."""
+    config = _config(
+        eim_id, fqdn, counter, association_token, public_key, certificate, indirect_download
+    )
+    _queue_eco(euiccs, select, bound_to, {"operation": "update-eim", "eim": config}, as_json)
+
+
+@eim.command("delete")
+@click.argument("eim_id")
+@click.argument("euiccs", nargs=-1)
+@_targets
+def eim_delete(
+    eim_id: str,
+    euiccs: tuple[str, ...],
+    select: str | None,
+    bound_to: str | None,
+    as_json: bool,
+) -> None:
+    """Queue deleteEim EIM_ID on the eUICCs EID|EP...: end their association with it."""
+    _queue_eco(euiccs, select, bound_to, {"operation": "delete-eim", "eim_id": eim_id}, as_json)
+
+
+@eim.command("list")
+@click.argument("euiccs", nargs=-1)
+@_targets
+def eim_list(
+    euiccs: tuple[str, ...], select: str | None, bound_to: str | None, as_json: bool
+) -> None:
+    """Queue listEim on the eUICCs EID|EP...: the answer (`esim packages`) names every eIM
+    each is associated with."""
+    _queue_eco(euiccs, select, bound_to, {"operation": "list-eim"}, as_json)

@@ -178,6 +178,11 @@ def _listen_option(flag: str, help_text: str) -> Callable[[F], F]:
 @_listen_option("--esipa-https", "eIM ESipa HTTPS listener (default off; docs/SGP32.md)")
 @click.option("--eim-id", metavar="TEXT", help="the eIM's eimId (default eim.fleetloop.local)")
 @click.option("--eim-ci", type=click.Path(dir_okay=False, path_type=Path), help="eUICC CIs (PEM)")
+@click.option(
+    "--eim-identities",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="more eIM identities: JSON [{eim_id, key, certificate}] (docs/ESIM.md)",
+)
 @click.option("--telemetry-max-age", metavar="DURATION", help="history kept (default 30d; off)")
 @click.option("--telemetry-max-rows", metavar="N", help="history rows per device (100000; off)")
 @click.option("--telemetry-retention-interval", metavar="DURATION", help="default 60s")

@@ -62,6 +62,7 @@ class ServeSettings:
     esipa_https: Listen | None = None
     eim_id: str = "eim.fleetloop.local"
     eim_ci: Path | None = None
+    eim_identities: Path | None = None
     telemetry_max_age: float | None = 30 * 86400.0
     telemetry_max_rows: int | None = 100_000
     telemetry_retention_interval: float = 60.0
@@ -268,6 +269,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("esipa_https", "--esipa-https", _optional_listen, None, "eIM ESipa HTTPS listener"),
     Setting("eim_id", "--eim-id", _text, "eim.fleetloop.local", "the eIM's eimId"),
     Setting("eim_ci", "--eim-ci", _path, None, "CI certificates (PEM) eUICC chains lead to"),
+    Setting("eim_identities", "--eim-identities", _path, None, "more eIM identities (JSON)"),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 CONFIG_ENV = ENV_PREFIX + "CONFIG"

@@ -15,6 +15,8 @@ Operation = Literal[
     "unset-fallback",
     "list-eim",
     "delete-eim",
+    "add-eim",
+    "update-eim",
     "download",
 ]
 
@@ -46,6 +48,13 @@ class EuiccImportItem(BaseModel):
 class EuiccImportBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     euiccs: list[EuiccImportItem] = Field(min_length=1, max_length=1000)
+    eim_id: str | None = Field(
+        default=None,
+        description="the eIM identity of this deployment the eUICCs are associated with "
+        "(default: the first, --eim-id); its key signs their packages",
+        min_length=1,
+        max_length=128,
+    )
     tenant: str | None = Field(
         default=None, description="the tenant the eUICCs belong to (a scoped token: one of its)"
     )
@@ -143,6 +152,35 @@ class EuiccImportResult(BaseModel):
     items: list[EuiccOut]
 
 
+class EimConfigBody(BaseModel):
+    """EimConfigurationData of an addEim/updateEim eCO. For an eIM identity of this
+    deployment the key (its certificate when configured) is filled in when neither is given."""
+
+    model_config = ConfigDict(extra="forbid")
+    eim_id: str = Field(min_length=1, max_length=128, description="the eimId to add or update")
+    fqdn: str | None = Field(default=None, max_length=255, description="eimFqdn")
+    id_type: int | None = Field(default=None, ge=1, le=3, description="1 OID, 2 FQDN, 3 other")
+    counter_value: int | None = Field(
+        default=None, ge=0, le=2**31 - 1, description="the counterValue the eUICC starts from"
+    )
+    association_token: int | None = Field(
+        default=None,
+        ge=-1,
+        le=2**31 - 1,
+        description="-1: the eUICC makes one and returns it in the result",
+    )
+    public_key: str | None = Field(
+        default=None, max_length=8192, description="the eIM's public key (PEM SubjectPublicKeyInfo)"
+    )
+    certificate: str | None = Field(
+        default=None, max_length=16384, description="the eIM's certificate (PEM)"
+    )
+    supported_protocols: list[int] = Field(
+        default_factory=list, description="EimSupportedProtocol bit numbers (0 eimRetrieveHttps, …)"
+    )
+    indirect_profile_download: bool = False
+
+
 class PackageBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     operation: Operation = Field(
@@ -161,9 +199,45 @@ class PackageBody(BaseModel):
     eim_id: str | None = Field(
         default=None, description="delete-eim: the eimId to remove", max_length=128
     )
+    eim: EimConfigBody | None = Field(
+        default=None, description="add-eim, update-eim: the eIM's configuration data"
+    )
     activation_code: str | None = Field(
         default=None,
         description="download: the activation code 1$SM-DP+ address$matching ID (a "
         "ProfileDownloadTrigger; the IPA downloads through the eIM's ES9+ relay)",
         max_length=255,
     )
+
+
+class SelectionPackageBody(PackageBody):
+    """The same package for every eUICC of a selection (one transaction: all or none)."""
+
+    eids: list[str] | None = Field(default=None, max_length=10000)
+    endpoints: list[str] | None = Field(
+        default=None, max_length=10000, description="devices whose linked eUICCs to address"
+    )
+    select: str | None = Field(
+        default=None, max_length=2000, description="inventory selector (docs/GROUPS.md)"
+    )
+    bound_to: str | None = Field(
+        default=None, max_length=128, description="only the eUICCs bound to this eIM identity"
+    )
+
+
+class SelectionPackageResult(BaseModel):
+    items: list[PackageOut]
+    missing: list[str] = Field(description="endpoints of the selection without a linked eUICC")
+
+
+class EimIdentityOut(BaseModel):
+    eim_id: str
+    default: bool = Field(description="the identity imports use unless told otherwise")
+    curve: str
+    public_key: str = Field(description="PEM SubjectPublicKeyInfo")
+    certificate: str | None = Field(description="PEM, when configured")
+    euiccs: int = Field(description="eUICCs bound to it (of the caller's tenants)")
+
+
+class EimIdentityList(BaseModel):
+    items: list[EimIdentityOut]

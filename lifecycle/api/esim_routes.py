@@ -6,6 +6,10 @@
 * ``GET /v1/esim/euiccs[/{euicc}]``: eUICCs with their profiles, queue and last results.
 * ``POST /v1/esim/euiccs/{euicc}/packages`` signs and queues a PSMO or eCO (the IPA fetches it
   on its next poll); ``GET .../packages`` and ``GET .../results`` show what came back.
+* ``POST /v1/esim/packages`` queues the same PSMO/eCO for every eUICC of a selection (EIDs,
+  endpoints, an inventory selector, the eUICCs bound to one eIM) in one transaction.
+* ``GET /v1/esim/eims``: the eIM identities of this deployment (eimId, public key,
+  certificate) and how many eUICCs each is bound to.
 
 ``{euicc}`` is an EID (32 digits) or the endpoint of the device the eUICC is linked to. An eUICC
 outside the caller's tenants answers exactly what an unknown one answers. Roles: GET viewer,
@@ -24,8 +28,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from fastapi import APIRouter, Query, Request
 
+from lifecycle.api.auth import context_of
 from lifecycle.api.errors import ApiError
 from lifecycle.api.esim_models import (
+    EimConfigBody,
+    EimIdentityList,
     EuiccDetail,
     EuiccImportBody,
     EuiccImportResult,
@@ -34,27 +41,33 @@ from lifecycle.api.esim_models import (
     PackageList,
     PackageOut,
     ResultList,
+    SelectionPackageBody,
+    SelectionPackageResult,
 )
 from lifecycle.api.render import JsonObject, timestamp_fields
 from lifecycle.api.scope import Scope, Scoped
+from lifecycle.api.selection import selected
 from lifecycle.esim import EsimComponent
 from lwm2m.store import Tx
-from sgp32.eim import EuiccRecord, PackageRecord, ProfileRecord, ResultRecord
+from sgp32.eim import EimDeployment, EuiccRecord, PackageRecord, ProfileRecord, ResultRecord
 from sgp32.eim.ledger import OPEN_STATES
 from sgp32.eim.sessions import SqlSessions
 from sgp32.eim.sql import ImportRefused, SqlLedger
 from sgp32.errors import EimError, EuiccConflict, Sgp32Error, UnknownEuicc
 from sgp32.packages import (
+    AddEim,
     Delete,
     DeleteEim,
     Disable,
     Eco,
+    EimConfiguration,
     Enable,
     ListEim,
     ListProfileInfo,
     Psmo,
     SetFallbackAttribute,
     UnsetFallbackAttribute,
+    UpdateEim,
 )
 
 router = APIRouter()
@@ -219,7 +232,56 @@ async def _resolve(component: EsimComponent, scope: Scope, ref: str) -> EuiccRec
     return found[0]
 
 
-def operation_of(body: PackageBody) -> Psmo | Eco:
+def _pem_der(text: str, field: str, kind: str) -> bytes:
+    """A PEM public key (SubjectPublicKeyInfo) or certificate as DER; 422 naming the field."""
+    try:
+        if kind == "certificate":
+            cert = x509.load_pem_x509_certificate(text.strip().encode())
+            return cert.public_bytes(serialization.Encoding.DER)
+        key = serialization.load_pem_public_key(text.strip().encode())
+        return key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    except (ValueError, TypeError):
+        raise ApiError(
+            422, "invalid_input", f"{field}: not a PEM {kind.replace('_', ' ')}", field=field
+        ) from None
+
+
+def eim_configuration(body: EimConfigBody, deployment: EimDeployment) -> EimConfiguration:
+    """EimConfigurationData for addEim/updateEim. For an eIM of this deployment without a key
+    or certificate in the body, its configured certificate (else its public key) is used."""
+    public_key = certificate = None
+    if body.public_key is not None:
+        public_key = _pem_der(body.public_key, "eim.public_key", "public_key")
+    if body.certificate is not None:
+        certificate = _pem_der(body.certificate, "eim.certificate", "certificate")
+    if public_key is not None and certificate is not None:
+        raise ApiError(
+            422, "invalid_input", "eim: give public_key or certificate, not both", field="eim"
+        )
+    local = deployment.identities.get(body.eim_id)
+    if public_key is None and certificate is None and local is not None:
+        if local.certificate is not None:
+            certificate = local.certificate.public_bytes(serialization.Encoding.DER)
+        else:
+            public_key = local.public_key.public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+    return EimConfiguration(
+        eim_id=body.eim_id,
+        fqdn=body.fqdn,
+        id_type=body.id_type,
+        counter_value=body.counter_value,
+        association_token=body.association_token,
+        public_key_der=public_key,
+        certificate_der=certificate,
+        supported_protocols=tuple(body.supported_protocols),
+        indirect_profile_download=body.indirect_profile_download,
+    )
+
+
+def operation_of(body: PackageBody, deployment: EimDeployment) -> Psmo | Eco:
     """The PSMO/eCO a body asks for; 422 naming the missing field."""
     needs_iccid = {"enable", "disable", "delete", "set-fallback"}
     if body.operation in needs_iccid and body.iccid is None:
@@ -244,6 +306,25 @@ def operation_of(body: PackageBody) -> Psmo | Eco:
         return UnsetFallbackAttribute()
     if body.operation == "list-eim":
         return ListEim()
+    if body.operation in ("add-eim", "update-eim"):
+        if body.eim is None:
+            raise ApiError(
+                422,
+                "invalid_input",
+                f"eim: {body.operation} needs the eIM's configuration ({{eim_id, ...}})",
+                field="eim",
+            )
+        config = eim_configuration(body.eim, deployment)
+        keyless = config.public_key_der is None and config.certificate_der is None
+        if body.operation == "add-eim" and keyless:
+            raise ApiError(
+                422,
+                "invalid_input",
+                f"eim: {body.eim.eim_id!r} is no eIM of this deployment; give its public_key "
+                "or certificate",
+                field="eim",
+            )
+        return AddEim(config) if body.operation == "add-eim" else UpdateEim(config)
     if body.operation == "download" or body.eim_id is None:
         raise ApiError(
             422, "invalid_input", "eim_id: delete-eim needs the eimId to remove", field="eim_id"
@@ -290,7 +371,7 @@ async def import_euiccs(request: Request, scope: Scoped, body: EuiccImportBody) 
     ]
     with _errors():
         records = await component.eims.register_many(
-            chains, now=time.time(), actor=principal.actor, tenant=tenant
+            chains, now=time.time(), actor=principal.actor, tenant=tenant, eim_id=body.eim_id
         )
     links = {r.eid: item.endpoint for r, item in zip(records, body.euiccs, strict=True)}
     linked = [e for e, ep in links.items() if ep is not None]
@@ -322,6 +403,7 @@ async def list_euiccs(
     scope: Scoped,
     limit: int = Query(100, ge=1, le=1000, description="at most this many, by EID"),
     cursor: str | None = Query(None, description="next_cursor of the previous page"),
+    eim_id: str | None = Query(None, description="only the eUICCs bound to this eIM identity"),
 ) -> JsonObject:
     """With the enabled profile the eIM knows of and the size of each queue; one page at a
     time (docs/API.md, Paging)."""
@@ -332,7 +414,7 @@ async def list_euiccs(
         tx: Tx,
     ) -> tuple[list[EuiccRecord], dict[str, str], dict[str, str], dict[str, int]]:
         ledger = eims.ledger(tx)
-        records = ledger.euiccs(after=cursor, limit=limit + 1, tenants=tenants)
+        records = ledger.euiccs(after=cursor, limit=limit + 1, tenants=tenants, eim_id=eim_id)
         eids = [r.eid for r in records]
         return records, ledger.endpoints(eids), ledger.enabled_profiles(), ledger.open_counts()
 
@@ -413,7 +495,7 @@ async def queue_esim_package(
                 record.eid, body.activation_code, now=time.time(), actor=scope.principal.actor
             )
         return package_json(trigger)
-    operation = operation_of(body)
+    operation = operation_of(body, component.eims.eim.deployment)
     with _errors(record.eid):
         package = await component.eims.queue(
             record.eid, [operation], now=time.time(), actor=scope.principal.actor
@@ -459,3 +541,136 @@ async def list_esim_results(
     eims = component.eims
     results = await eims.store.read(lambda tx: eims.ledger(tx).results(record.eid))
     return {"items": [result_json(r) for r in results[::-1][:limit]]}
+
+
+@router.post(
+    "/esim/packages",
+    response_model=SelectionPackageResult,
+    tags=["esim"],
+    summary="Queue a PSMO/eCO for every eUICC of a selection",
+    status_code=201,
+)
+async def queue_esim_selection(
+    request: Request, scope: Scoped, body: SelectionPackageBody
+) -> JsonObject:
+    """The eUICCs: ``eids``, the eUICCs linked to ``endpoints`` or to the devices ``select``
+    names, narrowed (or, alone, given) by ``bound_to`` (an eimId). Every package is signed
+    with its eUICC's own eIM key and counter, all in one transaction: one refusal (an ICCID
+    that does not parse, an unknown eimId) queues nothing. ``missing``: selected devices
+    without a linked eUICC."""
+    component = _esim(request)
+    eims = component.eims
+    if not (body.eids or body.endpoints or body.select or body.bound_to):
+        raise ApiError(
+            422,
+            "invalid_input",
+            "name the eUICCs: eids, endpoints, select (an inventory selector) or bound_to",
+            field="eids",
+        )
+    if body.bound_to is not None and body.bound_to not in eims.eim.deployment.identities:
+        raise ApiError(
+            422,
+            "invalid_input",
+            f"bound_to: {body.bound_to!r} is no eIM identity of this deployment "
+            "(GET /v1/esim/eims)",
+            field="bound_to",
+        )
+    if body.operation == "download" and body.activation_code is None:
+        raise ApiError(
+            422,
+            "invalid_input",
+            "activation_code: download needs the activation code (1$SM-DP+ address$ID)",
+            field="activation_code",
+        )
+    operation = None if body.operation == "download" else operation_of(body, eims.eim.deployment)
+    chosen = await selected(context_of(request), scope, body.select)
+    wanted_endpoints = set(body.endpoints or ()) | (chosen or set())
+    principal = scope.principal
+
+    def pick(tx: Tx) -> tuple[list[EuiccRecord], list[str], list[str]]:
+        ledger = eims.ledger(tx)
+        records: dict[str, EuiccRecord] = {}
+        unknown: list[str] = []
+        for ref in body.eids or ():
+            found = _find(ledger, ref)
+            if found is None or not principal.sees(found[0].tenant):
+                unknown.append(ref)
+            else:
+                records[found[0].eid] = found[0]
+        missing = []
+        for endpoint in sorted(wanted_endpoints):
+            eid = ledger.eid_of(endpoint)
+            record = ledger.euicc(eid) if eid is not None else None
+            if record is None or not principal.sees(record.tenant):
+                missing.append(endpoint)
+            else:
+                records[record.eid] = record
+        if body.bound_to is not None:
+            if not (body.eids or body.endpoints or body.select):
+                records = {
+                    r.eid: r for r in ledger.euiccs(tenants=principal.tenants, eim_id=body.bound_to)
+                }
+            records = {e: r for e, r in records.items() if r.eim_id == body.bound_to}
+        return sorted(records.values(), key=lambda r: r.eid), missing, unknown
+
+    records, missing, unknown = await eims.store.read(pick)
+    if unknown:
+        raise _unknown(unknown[0])
+    if not records:
+        raise ApiError(
+            422,
+            "invalid_input",
+            "the selection names no eUICC (devices without a linked eUICC: "
+            f"{', '.join(missing[:10]) or 'none'})",
+            field="eids",
+        )
+    now, actor = time.time(), principal.actor
+
+    def write(tx: Tx) -> list[PackageRecord]:
+        ledger = eims.ledger(tx)
+        if operation is None:
+            assert body.activation_code is not None
+            return [
+                eims.eim.queue_download(ledger, r.eid, body.activation_code, now=now, actor=actor)
+                for r in records
+            ]
+        return [eims.eim.queue(ledger, r.eid, [operation], now=now, actor=actor) for r in records]
+
+    with _errors():
+        packages = await eims.store.write(write)
+    component.touch([p.eid for p in packages])
+    return {"items": [package_json(p) for p in packages], "missing": missing}
+
+
+@router.get(
+    "/esim/eims",
+    response_model=EimIdentityList,
+    tags=["esim"],
+    summary="List the eIM identities of this deployment",
+)
+async def list_eims(request: Request, scope: Scoped) -> JsonObject:
+    """Each with its public key (what EUM/eUICC provisioning and another eIM's addEim need),
+    its certificate when configured, and how many eUICCs are bound to it."""
+    eims = _esim(request).eims
+    deployment = eims.eim.deployment
+    tenants = scope.principal.tenants
+    counts = await eims.store.read(lambda tx: eims.ledger(tx).eim_counts(tenants))
+    items = []
+    for eim_id, identity in deployment.identities.items():
+        public = identity.public_key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        cert = identity.certificate
+        items.append(
+            {
+                "eim_id": eim_id,
+                "default": eim_id == deployment.default_eim_id,
+                "curve": identity.public_key.curve.name,
+                "public_key": public.decode(),
+                "certificate": (
+                    cert.public_bytes(serialization.Encoding.PEM).decode() if cert else None
+                ),
+                "euiccs": counts.get(eim_id, 0),
+            }
+        )
+    return {"items": items}

@@ -144,6 +144,10 @@ class Eim:
                 raise EuiccConflict(
                     f"EID {verified.eid} is already registered with another eUICC certificate"
                 )
+            if eim_id is not None and existing.eim_id != identity.eim_id:
+                raise EuiccConflict(
+                    f"EID {verified.eid} is bound to eIM {existing.eim_id!r}, not {eim_id!r}"
+                )
             return existing
         record = EuiccRecord(
             eid=verified.eid,

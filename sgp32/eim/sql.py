@@ -99,9 +99,13 @@ class SqlLedger:
         after: str | None = None,
         limit: int | None = None,
         tenants: frozenset[str] | None = None,
+        eim_id: str | None = None,
     ) -> list[EuiccRecord]:
-        """By EID; `after`/`limit` page through them, `tenants` keeps only those tenants'."""
+        """By EID; `after`/`limit` page through them, `tenants` keeps only those tenants',
+        `eim_id` only the eUICCs bound to that eIM."""
         query = select(EUICC).order_by(_E.eid)
+        if eim_id is not None:
+            query = query.where(_E.eim_id == eim_id)
         if tenant is not None:
             query = query.where(_E.tenant == tenant)
         if tenants is not None:
@@ -174,6 +178,14 @@ class SqlLedger:
             if package.operations and package.operations[0].get("op") == DOWNLOAD_TRIGGER:
                 return package
         return None
+
+    def eim_counts(self, tenants: frozenset[str] | None = None) -> dict[str, int]:
+        """eimId -> how many eUICCs are bound to it."""
+        count = func.count().label("n")
+        query = select(_E.eim_id, count).group_by(_E.eim_id)
+        if tenants is not None:
+            query = query.where(_E.tenant.in_(sorted(tenants)))
+        return {str(r.eim_id): int(r.n) for r in self._tx.execute(query)}
 
     def open_counts(self) -> dict[str, int]:
         """EID -> how many packages wait in its queue (for listings)."""
@@ -383,6 +395,7 @@ class EimStore:
         now: float,
         actor: str,
         tenant: str | None = None,
+        eim_id: str | None = None,
     ) -> list[EuiccRecord]:
         """Import eUICCs - (eUICC certificate, EUM certificate, expected EID or None, endpoint
         or None) each - in ONE transaction: a chain that does not verify refuses the batch
@@ -401,6 +414,7 @@ class EimStore:
                         now=now,
                         actor=actor,
                         tenant=tenant,
+                        eim_id=eim_id,
                     )
                     if endpoint is not None:
                         ledger.link_endpoint(record.eid, endpoint)
