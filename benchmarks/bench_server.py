@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import gc
 import json
 import multiprocessing as mp
 import os
@@ -227,6 +228,34 @@ def _cpu() -> float:
     return process_cpu_seconds(os.getpid())
 
 
+class _GcMeter:
+    """CPU the cyclic garbage collector spent, from ``gc.callbacks`` (thread CPU of each
+    collection, whichever thread ran it): full collections walk the whole heap, and one that
+    lands in a short phase shows up as that phase's CPU per operation (issue 13)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.full = 0
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._start = time.thread_time()
+            return
+        self.seconds += time.thread_time() - self._start
+        self.full += info["generation"] == 2
+
+    def __enter__(self) -> _GcMeter:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self)
+
+    def mark(self) -> tuple[float, int]:
+        return self.seconds, self.full
+
+
 def _split() -> tuple[float, float]:
     """CPU seconds of the event loop's thread and of the store's writer thread, for the
     per-phase split (where an operation's CPU goes: the CoAP/LwM2M side or the store)."""
@@ -238,6 +267,13 @@ def _split() -> tuple[float, float]:
 
 async def _bench(
     devices: int, sends: int, updates: int, window: int, notifies: int = 5
+) -> dict[str, Any]:
+    with _GcMeter() as meter:
+        return await _bench_in(devices, sends, updates, window, notifies, meter)
+
+
+async def _bench_in(
+    devices: int, sends: int, updates: int, window: int, notifies: int, meter: _GcMeter
 ) -> dict[str, Any]:
     data_dir = tempfile.mkdtemp(prefix="fleetloop-bench-")
     store = Store.open(None, data_dir)
@@ -251,10 +287,10 @@ async def _bench(
         args=(server.coap_address[1], devices, sends, updates, window, child, notifies),
     )
     loop = asyncio.get_running_loop()
-    cpu0, split0 = _cpu(), _split()
+    cpu0, split0, gc0 = _cpu(), _split(), meter.mark()
     process.start()
     _, register_s, retransmissions = await loop.run_in_executor(None, parent.recv)
-    cpu_register, split1 = _cpu() - cpu0, _split()
+    cpu_register, split1, gc1 = _cpu() - cpu0, _split(), meter.mark()
     assert len(server.registrations()) == devices
 
     gate = asyncio.Semaphore(window)
@@ -278,6 +314,7 @@ async def _bench(
     parent.send("go")
     # Notifications: ingested (decoded, recorded as telemetry, committed) per server CPU.
     cpu_n0, split_n0, count0 = _cpu(), _split(), server.stats["notifications"]
+    gc_n0 = meter.mark()
     await loop.run_in_executor(None, parent.recv)  # every notification is sent
     expected, last, stalled = devices * notifies, -1, 0
     while server.stats["notifications"] - count0 < expected and stalled < 20:
@@ -287,23 +324,27 @@ async def _bench(
         await asyncio.sleep(0.05)
     await store.flush()
     notified = server.stats["notifications"] - count0
-    cpu_notify, split_n1 = _cpu() - cpu_n0, _split()
+    cpu_notify, split_n1, gc_n1 = _cpu() - cpu_n0, _split(), meter.mark()
     cpu2 = _cpu()
     _, send_s = await loop.run_in_executor(None, parent.recv)
-    cpu3, split3 = _cpu(), _split()
+    cpu3, split3, gc3 = _cpu(), _split(), meter.mark()
     batches3 = store.batcher.stats.batches
     _, update_s = await loop.run_in_executor(None, parent.recv)
-    cpu4, split4 = _cpu(), _split()
+    cpu4, split4, gc4 = _cpu(), _split(), meter.mark()
     update_batches = store.batcher.stats.batches - batches3
     _, deregister_s = await loop.run_in_executor(None, parent.recv)
     await store.flush()
-    cpu5, split5 = _cpu(), _split()
+    cpu5, split5, gc5 = _cpu(), _split(), meter.mark()
     cpu_send, cpu_update, cpu_deregister = cpu3 - cpu2, cpu4 - cpu3, cpu5 - cpu4
     assert not server.registrations()
     process.join(30)
     await server.stop()
     await store.aclose()
     total_sends = devices * sends
+
+    def gc_per_op(before: tuple[float, int], after: tuple[float, int], ops: int) -> list[float]:
+        """[cyclic-GC CPU µs per operation, full collections] of a phase."""
+        return [round((after[0] - before[0]) / max(ops, 1) * 1e6, 1), after[1] - before[1]]
 
     def per_op(before: tuple[float, float], after: tuple[float, float], ops: int) -> list[float]:
         return [round((b - a) / max(ops, 1) * 1e6, 1) for a, b in zip(before, after, strict=True)]
@@ -329,6 +370,11 @@ async def _bench(
         "update_split_us": per_op(split3, split4, devices * updates),
         "update_per_commit": round(devices * updates / max(update_batches, 1), 1),
         "deregister_split_us": per_op(split4, split5, devices),
+        # [cyclic-GC CPU µs per operation (included in the figures above), full collections]
+        "register_gc": gc_per_op(gc0, gc1, devices),
+        "notification_gc": gc_per_op(gc_n0, gc_n1, notified),
+        "update_gc": gc_per_op(gc3, gc4, devices * updates),
+        "deregister_gc": gc_per_op(gc4, gc5, devices),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
         f"Python {platform.python_version()}",
     }

@@ -20,7 +20,7 @@ from aiocoap import Message
 from lwm2m.coap.client_side import ClientSide
 from lwm2m.coap.events import CloseReason, Event, ObservationCancelled, ObserverRemoved
 from lwm2m.coap.exchange import Observation, RequestHandle, Transmission
-from lwm2m.coap.messages import ACK, CON, EMPTY, NON, RST, empty, is_response
+from lwm2m.coap.messages import ACK, CON, EMPTY, NON, RST, decode, empty, is_response
 from lwm2m.coap.peer import PeerState
 from lwm2m.coap.server_side import ServerSide
 from lwm2m.coap.state import ACTIVE, DONE, OBSERVING, TOUCH_GRANULARITY, Stats
@@ -42,7 +42,7 @@ class CoapEndpoint(ServerSide, ClientSide):
         if now >= self._next_housekeeping:
             self._housekeeping(now)
         try:
-            message = Message.decode(data)
+            message = decode(data)
         except Exception:  # aiocoap raises UnparsableMessage, UnicodeDecodeError, ValueError...
             self._malformed(data, peer, "undecodable")
             return

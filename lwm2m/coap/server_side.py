@@ -38,6 +38,7 @@ from lwm2m.coap.messages import (
     FETCH,
     GET,
     empty,
+    encode,
     is_response,
     is_success,
     scan_request_options,
@@ -359,7 +360,7 @@ class ServerSide(EndpointState):
         if request.confirmable and not request.acked:
             message.mtype = T_ACK
             message.mid = request.mid
-            data = message.encode()
+            data = encode(message)
             request.reply = data
             self._out.append((data, ps.peer))
             return
@@ -367,14 +368,14 @@ class ServerSide(EndpointState):
         message.mid = mid
         if request.confirmable:
             message.mtype = T_CON
-            tx = Transmission(ps, mid, message.encode(), observation, True, request.token)
+            tx = Transmission(ps, mid, encode(message), observation, True, request.token)
             if observation is not None:
                 observation.tx = tx
                 observation.since_con = 0
             self._start_con(tx, now)
         else:
             message.mtype = T_NON
-            self._out.append((message.encode(), ps.peer))
+            self._out.append((encode(message), ps.peer))
 
     def _emit_notification(
         self, observation: Observation, message: Message, now: float, confirmable: bool | None

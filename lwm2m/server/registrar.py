@@ -20,6 +20,7 @@ from aiocoap import Message
 from aiocoap.numbers.codes import Code
 
 from lwm2m.coap import RequestReceived
+from lwm2m.coap.messages import new_message
 from lwm2m.codec import CodecError
 from lwm2m.model import ModelError, ObjectModel
 from lwm2m.server.config import ServerConfig
@@ -57,6 +58,7 @@ from lwm2m.server.security import (
     stored_identity,
 )
 from lwm2m.server.state import Channel, Device, store_address
+from lwm2m.server.subscription import EventSubscription
 from lwm2m.store import (
     EndpointSecurity,
     NewRegistration,
@@ -87,6 +89,10 @@ class _RecordCheck:
 _IdentityRule = IdentityRefused | _RecordCheck | Callable[[Tx], IdentityRefused | None] | None
 _RegisterRow = tuple[NewRegistration, _IdentityRule, float]
 
+#: The changes of an empty Update from the registration's own address (the common Update: a
+#: lifetime refresh), shared instead of built per Update.
+_NO_CHANGES = RegistrationUpdate()
+
 
 class RegistrationInterface(ResourceServing):
     """Handles requests devices send; the runtime provides the state and helpers below."""
@@ -107,6 +113,7 @@ class RegistrationInterface(ResourceServing):
     _by_peer: dict[Peer, Device]
     _queued_in_store: set[str]
     _running: bool
+    _subscribers: set[EventSubscription]
 
     if TYPE_CHECKING:
 
@@ -163,7 +170,7 @@ class RegistrationInterface(ResourceServing):
     ) -> None:
         if event.request.responded:
             return
-        response = Message(code=code, payload=reason.encode("utf-8") if reason else b"")
+        response = new_message(code, reason.encode("utf-8") if reason else b"")
         if location:
             response.opt.location_path = location
         channel.core.respond(event.request, response, channel.now())
@@ -418,18 +425,10 @@ class RegistrationInterface(ResourceServing):
         device: Device,
         peer: Peer,
     ) -> None:
-        changes = RegistrationUpdate(
-            lifetime=request.lifetime,
-            binding=request.binding,
-            queue_mode=request.queue_mode(device.registration.lwm2m_version),
-            sms_number=request.sms_number,
-            object_links=request.object_links,
-            supported_formats=(
-                request.objects.content_formats
-                if request.objects is not None and request.objects.content_formats
-                else None
-            ),
-            address=store_address(peer) if peer != device.peer else None,
+        changes = (
+            _NO_CHANGES
+            if request.is_empty and request.binding_queue is None and peer == device.peer
+            else self._changes(request, device, peer)
         )
         # Every Update, the empty one too, is committed before its 2.04 (group-committed with
         # the other Updates of the batch, one executemany, no read): docs/BENCHMARKS.md,
@@ -445,6 +444,22 @@ class RegistrationInterface(ResourceServing):
         self._after_commit(
             future,
             lambda fut: self._updated(channel, event, request, device, peer, changes, now, fut),
+        )
+
+    @staticmethod
+    def _changes(request: UpdateRequest, device: Device, peer: Peer) -> RegistrationUpdate:
+        return RegistrationUpdate(
+            lifetime=request.lifetime,
+            binding=request.binding,
+            queue_mode=request.queue_mode(device.registration.lwm2m_version),
+            sms_number=request.sms_number,
+            object_links=request.object_links,
+            supported_formats=(
+                request.objects.content_formats
+                if request.objects is not None and request.objects.content_formats
+                else None
+            ),
+            address=store_address(peer) if peer != device.peer else None,
         )
 
     def _update_failed(
@@ -500,7 +515,8 @@ class RegistrationInterface(ResourceServing):
         self._arm_expiry(device)
         self.stats["updates"] += 1
         self._respond(channel, event, Code.CHANGED)
-        self._emit(Updated(endpoint, reg, previous))
+        if self._subscribers:  # no event object nobody reads
+            self._emit(Updated(endpoint, reg, previous))
         self._wake(device)
 
     def _deregister(
@@ -564,7 +580,8 @@ class RegistrationInterface(ResourceServing):
         if self._by_id.get(request.registration_id) is device:
             self._drop(device, "de-registered", keep_queue=False, rows_gone=True)
         self._respond(channel, event, Code.DELETED)
-        self._emit(Deregistered(device.endpoint, device.registration))
+        if self._subscribers:  # no event object nobody reads
+            self._emit(Deregistered(device.endpoint, device.registration))
 
     def _remove_rows(self, tx: Tx, registration_ids: list[str]) -> list[None]:
         """The group commit's De-registers in two statements (one result per row)."""

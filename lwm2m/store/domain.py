@@ -47,11 +47,15 @@ class Identity:
 
     @classmethod
     def nosec(cls) -> Identity:
-        return cls(IdentityKind.NOSEC, "")
+        """The one NoSec identity (frozen, so shared: one less object per plain request)."""
+        return _NOSEC
 
     @property
     def secure(self) -> bool:
         return self.kind is not IdentityKind.NOSEC
+
+
+_NOSEC = Identity(IdentityKind.NOSEC, "")
 
 
 @dataclass(frozen=True, slots=True)
