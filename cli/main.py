@@ -39,6 +39,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "esim": ("cli.esim_cmd", "esim", "eSIM (SGP.32 eIM): eUICCs, profiles, packages."),
     "firmware": ("cli.firmware_cmd", "firmware", "Firmware images: upload, quarantine."),
     "groups": ("cli.inventory_cmd", "groups", "Named device groups: dynamic or snapshot."),
+    "history": ("cli.telemetry_cmd", "history", "What a device reported for PATH over time."),
     "identities": ("cli.identities_cmd", "identities", "Factory identities of the devices."),
     "inventory": ("cli.inventory_cmd", "inventory", "Device records, stages and labels."),
     "rebootstrap": ("cli.bootstrap_cmd", "rebootstrap", "Send a device back to bootstrap."),

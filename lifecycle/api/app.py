@@ -33,6 +33,7 @@ from lifecycle.api.inventory_routes import TAGS as INVENTORY_TAGS
 from lifecycle.api.naming import ERROR_RESPONSES, operation_id
 from lifecycle.api.parse import InputError
 from lifecycle.api.state_routes import TAGS as STATE_TAGS
+from lifecycle.api.telemetry_routes import TAGS as TELEMETRY_TAGS
 from lifecycle.api.token_routes import TAGS as TOKEN_TAGS
 from lifecycle.console import mount_console
 from lwm2m.server import InvalidRequest, ServerError, UnknownEndpoint, UnknownObservation
@@ -64,6 +65,7 @@ TAGS = [
     *ESIM_TAGS,
     *AUDIT_TAGS,
     *CAMPAIGN_TAGS,
+    *TELEMETRY_TAGS,
 ]
 
 
@@ -184,6 +186,7 @@ def create_app(context: ApiContext) -> FastAPI:
         security_routes,
         state_routes,
         stream,
+        telemetry_routes,
         token_routes,
     )
 
@@ -228,6 +231,7 @@ def create_app(context: ApiContext) -> FastAPI:
         esim_routes.router,
         audit_routes.router,
         campaign_routes.router,
+        telemetry_routes.router,
     ):
         app.include_router(
             router, prefix=API_PREFIX, dependencies=protected, responses=ERROR_RESPONSES
