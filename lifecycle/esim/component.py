@@ -161,6 +161,12 @@ def judge(
     if package.state in (PackageState.QUEUED, PackageState.DELIVERED):
         return Verdict(reported, note=f"package {package.counter_value} {package.state.value}")
     result = package.result or {}
+    if package.state is PackageState.FAILED and result.get("ipa_error"):
+        return Verdict(
+            reported,
+            failure=f"the IPA could not process the package (eimPackageResultErrorCode "
+            f"{result['ipa_error']}); the eUICC never saw it",
+        )
     if package.state is PackageState.FAILED:
         code = result.get("error_code")
         name = PACKAGE_ERROR.get(code, str(code)) if isinstance(code, int) else str(code)

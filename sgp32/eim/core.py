@@ -68,6 +68,8 @@ DOWNLOAD_TRIGGER = "profileDownloadTrigger"
 
 # ESipa error codes (SGP.32 6.3)
 NO_PACKAGE, EID_NOT_FOUND, INVALID_EID, MISSING_EID, UNDEFINED = 1, 2, 3, 4, 127
+IPA_PACKAGE_ERROR = {1: "invalidPackageFormat", 2: "unknownPackage", 127: "undefinedError"}
+"""EimPackageResultErrorCode: the IPA could not process an eIM package."""
 
 
 @dataclass(frozen=True)
@@ -397,6 +399,9 @@ class Eim:
         elif kind == "profileDownloadTriggerResult":
             done = self._download_result(ledger, euicc, value, now)
             return Exchange(answer(("emptyResponse", {})), (done,))
+        elif kind == "eimPackageResultResponseError":
+            failed = self._package_error(ledger, euicc, value, now)
+            return Exchange(answer(("emptyResponse", {})), (failed,))
         else:
             unsupported = self._refuse(
                 ledger,
@@ -543,6 +548,66 @@ class Eim:
             eid, package.counter_value, tid, result.kind, result.results, result.error_code, state
         )
         return outcome, result.seq_number
+
+    def _package_error(
+        self, ledger: Ledger, euicc: EuiccRecord, value: dict[str, Any], now: float
+    ) -> Outcome:
+        """EimPackageResult eimPackageResultResponseError: the IPA could not process a package
+        (invalidPackageFormat, unknownPackage, undefinedError), so it never reached the eUICC.
+        Matched on the eimTransactionId, the package is failed (not delivered again: the IPA
+        would only refuse it again); without a known eimTransactionId it is recorded as
+        unknown_package. Unsigned: it can only end a package, never confirm anything."""
+        der = encode("EimPackageResult", ("eimPackageResultResponseError", value))
+        tid = value.get("eimTransactionId")
+        code = value["eimPackageResultErrorCode"]
+        package = ledger.package(euicc.eid, tid) if tid is not None else None
+        if package is None:
+            message = (
+                f"IPA error {IPA_PACKAGE_ERROR.get(code, code)} for no known package "
+                f"(eimTransactionId {tid.hex() if tid else None})"
+            )
+            return self._refuse(ledger, euicc, now, Refusal.UNKNOWN_PACKAGE, message, tid, der)
+        if package.state in (PackageState.DONE, PackageState.FAILED):
+            ledger.add_result(
+                ResultRecord(euicc.eid, now, "duplicate", tid, package.counter_value, der, {})
+            )
+            return ResultDuplicate(euicc.eid, package.transaction_id)
+        summary: dict[str, Any] = {
+            "kind": "eimPackageResultResponseError",
+            "results": [["eimPackageResultErrorCode", code]],
+            "error_code": None,
+            "ipa_error": IPA_PACKAGE_ERROR.get(code, str(code)),
+            "der": der.hex(),
+        }
+        ledger.update_package(
+            dataclasses.replace(package, state=PackageState.FAILED, result_at=now, result=summary)
+        )
+        detail = {k: v for k, v in summary.items() if k != "der"}
+        ledger.add_result(
+            ResultRecord(euicc.eid, now, "ipa_error", tid, package.counter_value, der, detail)
+        )
+        ledger.audit(
+            actor=DEVICE_ACTOR,
+            action="esim.result",
+            eid=euicc.eid,
+            now=now,
+            tenant=euicc.tenant,
+            outcome="error",
+            detail={
+                "counter": package.counter_value,
+                "transaction_id": package.transaction_id.hex(),
+                **detail,
+            },
+        )
+        return ResultAccepted(
+            euicc.eid,
+            package.counter_value,
+            package.transaction_id,
+            "eimPackageResultResponseError",
+            (("eimPackageResultErrorCode", code),),
+            None,
+            PackageState.FAILED,
+        )
 
     def _download_result(
         self, ledger: Ledger, euicc: EuiccRecord, value: dict[str, Any], now: float

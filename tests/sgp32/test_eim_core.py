@@ -396,3 +396,40 @@ def test_add_and_update_eim_ecos_change_whom_the_euicc_trusts(world: World) -> N
     assert ledger.packages(euicc.eid)[-1].result["results"] == [["updateEimResult", 0]]  # type: ignore[index]
     assert from_second(second, 2) == "euiccPackageErrorUnsigned"  # the old key: refused
     assert from_second(rotated, 2) == "euiccPackageResultSigned"
+
+
+def test_a_package_the_ipa_cannot_process_is_failed_not_delivered_again(world: World) -> None:
+    """EimPackageResult eimPackageResultResponseError (SGP.32 ProvideEimPackageResult): the
+    IPA names the package by eimTransactionId; it is failed with the IPA's code, recorded and
+    audited, and the next poll finds nothing (it was delivered again forever before)."""
+    ledger = MemoryLedger()
+    euicc, _ipa = world.device(1)
+    world.register(ledger, euicc)
+    package = world.eim.queue(ledger, euicc.eid, [Disable(OLD_ICCID)], now=T0, actor="a")
+    poll = encode_to_eim("getEimPackageRequest", {"eidValue": eid_to_bytes(euicc.eid)})
+    world.eim.handle(ledger, poll, T0 + 1)  # delivered
+    error = {"eimTransactionId": package.transaction_id, "eimPackageResultErrorCode": 1}
+    body = {
+        "eidValue": eid_to_bytes(euicc.eid),
+        "eimPackageResult": ("eimPackageResultResponseError", error),
+    }
+    message = encode_to_eim("provideEimPackageResult", body)
+    exchange = world.eim.handle(ledger, message, T0 + 2)
+    assert exchange.reply is not None
+    assert decode_from_eim(exchange.reply).body == ("emptyResponse", {})
+    outcome = exchange.outcomes[0]
+    assert isinstance(outcome, ResultAccepted)
+    assert outcome.package_state == PackageState.FAILED
+    stored = ledger.packages(euicc.eid)[0]
+    assert stored.state == PackageState.FAILED
+    assert stored.result is not None and stored.result["ipa_error"] == "invalidPackageFormat"
+    assert ledger.results(euicc.eid)[-1].outcome == "ipa_error"
+    assert ledger.audit_log[-1]["outcome"] == "error"
+    again = world.eim.handle(ledger, poll, T0 + 3)
+    assert again.reply is not None
+    assert decode_from_eim(again.reply).body == ("eimPackageError", 1)  # noEimPackageAvailable
+    assert isinstance(world.eim.handle(ledger, message, T0 + 4).outcomes[0], ResultDuplicate)
+    unknown = {"eimTransactionId": b"\x07" * 8, "eimPackageResultErrorCode": 2}
+    body["eimPackageResult"] = ("eimPackageResultResponseError", unknown)
+    refused = world.eim.handle(ledger, encode_to_eim("provideEimPackageResult", body), T0 + 5)
+    assert refused.outcomes[0].reason == Refusal.UNKNOWN_PACKAGE  # type: ignore[attr-defined]
