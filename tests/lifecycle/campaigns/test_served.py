@@ -37,6 +37,9 @@ from tests.lifecycle.api.campaign_world import _start
 
 T = TypeVar("T")
 
+# a served fleet with real timers: with the other heavy folders, one at a time (tests/conftest)
+pytestmark = pytest.mark.xdist_group("serve")
+
 OLD_APN = "iot.fleetloop"  # the simulated devices' APN
 NEW_APN = "iot.new"
 FAST = (
