@@ -172,3 +172,13 @@ def run_serve_once(data_dir: Path, timeout: float = 30.0, **kwargs: Any) -> tupl
         timeout=timeout,
     )
     return done.returncode, done.stderr
+
+
+def forget_dtls_sessions(data_dir: Path) -> int:
+    """Delete the DTLS sessions a stopped (or killed) serve stored in its SQLite database, so
+    that the next serve has lost them -- the recovery path of devices whose session the server
+    no longer has (since issue 13 sessions otherwise survive a restart). Returns rows deleted."""
+    import sqlite3
+
+    with sqlite3.connect(data_dir / "fleetloop.db") as db:
+        return db.execute("DELETE FROM dtls_session").rowcount

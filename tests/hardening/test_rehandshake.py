@@ -13,7 +13,7 @@ from pathlib import Path
 
 from simulators.device.events import Registered
 from simulators.runner import SimulatedDevice
-from tests.hardening.serve_proc import ServeProcess
+from tests.hardening.serve_proc import ServeProcess, forget_dtls_sessions
 
 KEY = bytes.fromhex("000102030405060708090a0b0c0d0e0f")
 
@@ -34,9 +34,11 @@ def test_a_dtls_psk_device_re_registers_after_the_server_restarts(tmp_path: Path
         try:
             await asyncio.wait_for(device.wait_registered(), 20)
             assert await asyncio.to_thread(server.stop) == 0
+            forget_dtls_sessions(server.data_dir)  # the path of a server that lost the session
             server.extra_args = ("--secure-only",)
             await asyncio.to_thread(server.start, coaps=coaps)
             mark = len(device.events)
+            device.trigger_update()  # no close_notify any more: the device finds out now
             await device.wait_event(Registered, 30, since=mark)
             assert device.rehandshakes >= 1
             with server.api() as api:
@@ -80,7 +82,10 @@ def test_a_dtls_fleet_handshakes_again_and_keeps_its_devices_registered(tmp_path
             await fleet.wait_registered(3, timeout=30)
             before = fleet.handshakes
             assert await asyncio.to_thread(server.stop) == 0
+            forget_dtls_sessions(server.data_dir)  # the path of a server that lost the sessions
             await asyncio.to_thread(server.start, coaps=coaps)
+            for index in range(3):  # no close_notify any more: the devices find out now
+                fleet.device(index).trigger_update()
             deadline = time.monotonic() + 60
             while fleet.handshakes < before + 3 and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)  # (wait_until is woken by device I/O only)
@@ -135,6 +140,7 @@ def test_a_dtls_fleet_handshakes_again_when_a_crashed_server_ignores_its_session
             await fleet.wait_registered(1, timeout=30)
             before = fleet.handshakes
             server.kill()
+            forget_dtls_sessions(server.data_dir)  # a crash before the session was stored
             await asyncio.to_thread(server.start, coaps=coaps)
             fleet.device(0).trigger_update()  # into the session the new process never had
             deadline = time.monotonic() + 60
