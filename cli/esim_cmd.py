@@ -11,6 +11,7 @@ Operator commands (``/v1/esim/...``; docs/ESIM.md)::
     fleetloop esim list-profiles EID|EP
     fleetloop esim fallback EID|EP ICCID | --unset
     fleetloop esim download EID|EP '1$smdp.example.com$MATCHING-ID'
+    fleetloop esim ipa-data EID|EP                     # IpaEuiccDataRequest
     fleetloop esim eims                                # the eIM identities of the deployment
     fleetloop esim eim add|update EID|EP... [--select SEL] [--bound-to EIMID] EIMID [--fqdn ..]
     fleetloop esim eim delete EID|EP... [--select SEL] EIMID | eim list EID|EP...
@@ -457,6 +458,16 @@ def download(euicc: str, activation_code: str, as_json: bool) -> None:
     """Queue a ProfileDownloadTrigger: EID|EP downloads the profile of ACTIVATION_CODE
     (1$SM-DP+ address$matching ID) through the eIM's ES9+ relay."""
     _queue(euicc, {"operation": "download", "activation_code": activation_code}, as_json)
+
+
+@esim.command("ipa-data")
+@click.argument("euicc")
+@json_option
+def ipa_data(euicc: str, as_json: bool) -> None:
+    """Queue an IpaEuiccDataRequest on EID|EP: its IPA reports EUICCInfo2, DeviceInfo and
+    its capabilities (what the eIM needs to generate ctxParams1 and expand compact download
+    messages)."""
+    _queue(euicc, {"operation": "ipa-data"}, as_json)
 
 
 @esim.command("packages")

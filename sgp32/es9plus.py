@@ -230,3 +230,108 @@ def _answer(function: str, answer: dict[str, Any], failure: str | None) -> bytes
         )
         return encode_to_ipa("cancelSessionResponseEsipa", value)
     raise Es9Error(f"ES9+ function {function} is not relayed")
+
+
+# ---- eIM-side data handling for the IPA (SGP.32 ipaFeatures eimCtxParams1Generation,
+# minimizeEsipaBytes): ctxParams1 made by the eIM, compact AuthenticateServerResponse expanded
+
+
+EIM_CTX_PARAMS1_GENERATION = 3
+"""IpaCapabilities.ipaFeatures bit: the IPA wants the eIM to generate ctxParams1."""
+
+
+@dataclass(frozen=True)
+class EuiccContext:
+    """What the eIM knows of the eUICC of a download: its certificates (from the import) and
+    the last IpaEuiccData its IPA sent (asn1tools value; None: never asked)."""
+
+    euicc_certificate: bytes
+    eum_certificate: bytes
+    ipa_data: dict[str, Any] | None = None
+
+
+def _has_bit(bits: Any, number: int) -> bool:
+    data, length = bits
+    return number < length and bool(data[number // 8] & (0x80 >> (number % 8)))
+
+
+def matching_id_of(activation_code: str | None) -> str | None:
+    """The matching ID of an activation code ``1$address$matchingId[$...]`` (None: none)."""
+    parts = (activation_code or "").split("$")
+    return parts[2] if len(parts) >= 3 and parts[2] else None
+
+
+def ctx_params1_for(activation_code: str | None, context: EuiccContext | None) -> Any | None:
+    """CtxParams1 the eIM generates (ctxParamsForCommonAuthentication: the matching ID of
+    the trigger's activation code, the DeviceInfo from the IPA's IpaEuiccData) -- only when
+    the IPA declared eimCtxParams1Generation in its IpaCapabilities; None otherwise."""
+    data = context.ipa_data if context is not None else None
+    if data is None or "deviceInfo" not in data or "ipaCapabilities" not in data:
+        return None
+    if not _has_bit(data["ipaCapabilities"]["ipaFeatures"], EIM_CTX_PARAMS1_GENERATION):
+        return None
+    params: dict[str, Any] = {"deviceInfo": data["deviceInfo"]}
+    matching = matching_id_of(activation_code)
+    if matching is not None:
+        params["matchingId"] = matching
+    return ("ctxParamsForCommonAuthentication", params)
+
+
+def expand_authenticate_response(
+    value: dict[str, Any],
+    *,
+    transaction_id: bytes,
+    server_address: str | None,
+    server_challenge: bytes | None,
+    ctx_params1: Any | None,
+    context: EuiccContext | None,
+) -> tuple[str, Any]:
+    """The SGP.22 authenticateResponseOk for a compactAuthenticateResponseOk from the IPA:
+    certificates the IPA left out come from the eUICC's registered chain; a
+    compactEuiccSigned1 becomes the EuiccSigned1 the eUICC signed -- transactionId,
+    serverAddress and serverChallenge of this session, the EUICCInfo2 of the IPA's
+    IpaEuiccData with the compact extCardResource put in, and the ctxParams1 the IPA sent
+    or else the one the eIM generated. Raises :class:`Es9Error` naming what is missing."""
+    kind, signed = value["signedData"]
+    if kind == "euiccSigned1":
+        euicc_signed1 = signed
+    else:
+        if server_address is None or server_challenge is None:
+            raise Es9Error("compactEuiccSigned1: the session has no serverSigned1 to rebuild from")
+        data = context.ipa_data if context is not None else None
+        if data is None or "euiccInfo2" not in data:
+            raise Es9Error(
+                "compactEuiccSigned1: the eIM has no EUICCInfo2 of this eUICC (queue an "
+                "IpaEuiccDataRequest first)"
+            )
+        params = signed.get("ctxParams1", ctx_params1)
+        if params is None:
+            raise Es9Error("compactEuiccSigned1 without ctxParams1, and the eIM generated none")
+        info2 = dict(data["euiccInfo2"])
+        info2["extCardResource"] = signed["extCardResource"]
+        euicc_signed1 = {
+            "transactionId": transaction_id,
+            "serverAddress": server_address,
+            "serverChallenge": server_challenge,
+            "euiccInfo2": info2,
+            "ctxParams1": params,
+        }
+    certificates = {}
+    for field, known in (
+        ("euiccCertificate", context.euicc_certificate if context else None),
+        ("eumCertificate", context.eum_certificate if context else None),
+    ):
+        if field in value:
+            certificates[field] = value[field]
+        elif known is not None:
+            certificates[field] = decode("Certificate", known)
+        else:
+            raise Es9Error(f"compact AuthenticateServerResponse: no {field} for this eUICC")
+    return (
+        "authenticateResponseOk",
+        {
+            "euiccSigned1": euicc_signed1,
+            "euiccSignature1": value["euiccSignature1"],
+            **certificates,
+        },
+    )

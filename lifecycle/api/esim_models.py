@@ -18,6 +18,7 @@ Operation = Literal[
     "add-eim",
     "update-eim",
     "download",
+    "ipa-data",
 ]
 
 
@@ -135,6 +136,7 @@ class DownloadOut(BaseModel):
     eim_transaction_id: str | None = Field(description="of the ProfileDownloadTrigger, hex")
     eid: str | None
     activation_code: str | None
+    ctx_params1_by_eim: bool = Field(description="the eIM generated ctxParams1 for the IPA")
 
 
 class EuiccDetail(EuiccOut):
@@ -184,7 +186,8 @@ class EimConfigBody(BaseModel):
 class PackageBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     operation: Operation = Field(
-        description="the PSMO or eCO to queue, or download (a ProfileDownloadTrigger)"
+        description="the PSMO or eCO to queue, download (a ProfileDownloadTrigger) or "
+        "ipa-data (an IpaEuiccDataRequest: EUICCInfo2, DeviceInfo, IpaCapabilities)"
     )
     iccid: str | None = Field(
         default=None,

@@ -495,6 +495,16 @@ async def queue_esim_package(
                 record.eid, body.activation_code, now=time.time(), actor=scope.principal.actor
             )
         return package_json(trigger)
+    if body.operation == "ipa-data":
+        eims = component.eims
+        now, actor = time.time(), scope.principal.actor
+        with _errors(record.eid):
+            asked = await eims.store.write(
+                lambda tx: eims.eim.queue_ipa_data(
+                    eims.ledger(tx), record.eid, now=now, actor=actor
+                )
+            )
+        return package_json(asked)
     operation = operation_of(body, component.eims.eim.deployment)
     with _errors(record.eid):
         package = await component.eims.queue(
@@ -582,7 +592,8 @@ async def queue_esim_selection(
             "activation_code: download needs the activation code (1$SM-DP+ address$ID)",
             field="activation_code",
         )
-    operation = None if body.operation == "download" else operation_of(body, eims.eim.deployment)
+    unsigned = body.operation in ("download", "ipa-data")
+    operation = None if unsigned else operation_of(body, eims.eim.deployment)
     chosen = await selected(context_of(request), scope, body.select)
     wanted_endpoints = set(body.endpoints or ()) | (chosen or set())
     principal = scope.principal
@@ -628,6 +639,8 @@ async def queue_esim_selection(
 
     def write(tx: Tx) -> list[PackageRecord]:
         ledger = eims.ledger(tx)
+        if body.operation == "ipa-data":
+            return [eims.eim.queue_ipa_data(ledger, r.eid, now=now, actor=actor) for r in records]
         if operation is None:
             assert body.activation_code is not None
             return [

@@ -47,11 +47,12 @@ from lifecycle.state.dimensions import (
 )
 from lifecycle.state.tables import DESIRED
 from lwm2m.store import Tx
-from sgp32.asn1 import decode_from_ipa, encode, encode_to_ipa
+from sgp32.asn1 import decode, decode_from_ipa, encode, encode_to_ipa
 from sgp32.eim import Exchange, NotificationHandled, PackageRecord, PackageState, ResultAccepted
 from sgp32.eim.core import DOWNLOAD_TRIGGER
 from sgp32.eim.model import ProfileRecord, ProfileState
 from sgp32.eim.sql import EimStore
+from sgp32.es9plus import EuiccContext
 from sgp32.esipa.relay import RELAYED, Es9Relay, TriggerOrigin
 from sgp32.packages import Enable, ListProfileInfo, Psmo
 
@@ -246,6 +247,8 @@ class EsimComponent:
         self.state = state
         #: The ES9+ relay of indirect profile downloads (None: refused as unsupported).
         self.relay = relay
+        if relay is not None and relay.context is None:
+            relay.context = self.euicc_context
         self.clock = clock
         self._endpoints: set[str] = set()
         self._eids: set[str] = set()
@@ -315,6 +318,25 @@ class EsimComponent:
             ("initiateAuthenticationErrorEsipa", INVALID_EIM_TRANSACTION_ID),
         )
         return refused, None
+
+    async def euicc_context(self, eid: str) -> EuiccContext | None:
+        """The eUICC's certificates and last IpaEuiccData, for the relay (ctxParams1, compact
+        messages)."""
+        eims = self.eims
+
+        def read(tx: Tx) -> EuiccContext | None:
+            ledger = eims.ledger(tx)
+            record = ledger.euicc(eid)
+            if record is None:
+                return None
+            der = ledger.ipa_data(eid)
+            return EuiccContext(
+                record.euicc_certificate,
+                record.eum_certificate,
+                decode("IpaEuiccData", der) if der is not None else None,
+            )
+
+        return await eims.store.read(read)
 
     def desired_changed(self, endpoints: list[str]) -> None:
         self._endpoints.update(endpoints)

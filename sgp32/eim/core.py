@@ -65,6 +65,11 @@ DEVICE_ACTOR = "eim"
 
 DOWNLOAD_TRIGGER = "profileDownloadTrigger"
 """The operation name of a queued ProfileDownloadTrigger (not a PSMO: never signed)."""
+IPA_DATA_REQUEST = "ipaEuiccDataRequest"
+"""The operation name of a queued IpaEuiccDataRequest (not signed either)."""
+IPA_DATA_TAGS = bytes.fromhex("BF20BF22A8A9")
+"""The IpaEuiccData the eIM asks for: euiccInfo1, euiccInfo2, ipaCapabilities, deviceInfo --
+what it needs to generate ctxParams1 and expand compact download messages."""
 
 # ESipa error codes (SGP.32 6.3)
 NO_PACKAGE, EID_NOT_FOUND, INVALID_EID, MISSING_EID, UNDEFINED = 1, 2, 3, 4, 127
@@ -276,6 +281,52 @@ class Eim:
         )
         return package
 
+    def queue_ipa_data(
+        self,
+        ledger: Ledger,
+        eid: str,
+        *,
+        now: float,
+        actor: str,
+        tag_list: bytes = IPA_DATA_TAGS,
+    ) -> PackageRecord:
+        """Put an IpaEuiccDataRequest (SGP.32 2.11.1.2) on `eid`'s queue: the IPA answers
+        with IpaEuiccData (EUICCInfo2, DeviceInfo, IpaCapabilities...), kept per EID. Unsigned;
+        like a download trigger it takes the next counterValue as its place in the queue."""
+        euicc = ledger.euicc(eid)
+        if euicc is None:
+            raise UnknownEuicc(f"EID {eid} is not registered with the eIM; import it first")
+        counter = ledger.next_counter(eid)
+        transaction_id = counter.to_bytes(4, "big") + self._random(4)
+        der = encode(
+            "IpaEuiccDataRequest", {"tagList": tag_list, "eimTransactionId": transaction_id}
+        )
+        package = PackageRecord(
+            eid=eid,
+            counter_value=counter,
+            transaction_id=transaction_id,
+            eim_id=euicc.eim_id,
+            operations=({"op": IPA_DATA_REQUEST, "tag_list": tag_list.hex().upper()},),
+            request_der=der,
+            state=PackageState.QUEUED,
+            created_at=now,
+            actor=actor,
+        )
+        ledger.add_package(package)
+        ledger.audit(
+            actor=actor,
+            action="esim.package.queue",
+            eid=eid,
+            now=now,
+            tenant=euicc.tenant,
+            detail={
+                "counter": counter,
+                "transaction_id": transaction_id.hex(),
+                "operations": list(package.operations),
+            },
+        )
+        return package
+
     # ---- IPA side -----------------------------------------------------------------------------
 
     def handle(self, ledger: Ledger, data: bytes, now: float) -> Exchange:
@@ -352,11 +403,15 @@ class Eim:
                     "transaction_id": package.transaction_id.hex(),
                 },
             )
-        if package.operations and package.operations[0].get("op") == DOWNLOAD_TRIGGER:
+        first = package.operations[0].get("op") if package.operations else None
+        if first == DOWNLOAD_TRIGGER:
             trigger = decode("ProfileDownloadTriggerRequest", package.request_der)
             reply = encode_to_ipa(
                 "getEimPackageResponse", ("profileDownloadTriggerRequest", trigger)
             )
+        elif first == IPA_DATA_REQUEST:
+            asked = decode("IpaEuiccDataRequest", package.request_der)
+            reply = encode_to_ipa("getEimPackageResponse", ("ipaEuiccDataRequest", asked))
         else:
             request = decode("EuiccPackageRequest", package.request_der)
             reply = encode_to_ipa("getEimPackageResponse", ("euiccPackageRequest", request))
@@ -399,6 +454,9 @@ class Eim:
         elif kind == "profileDownloadTriggerResult":
             done = self._download_result(ledger, euicc, value, now)
             return Exchange(answer(("emptyResponse", {})), (done,))
+        elif kind == "ipaEuiccDataResponse":
+            taken = self._ipa_data(ledger, euicc, value, now)
+            return Exchange(answer(("emptyResponse", {})), (taken,))
         elif kind == "eimPackageResultResponseError":
             failed = self._package_error(ledger, euicc, value, now)
             return Exchange(answer(("emptyResponse", {})), (failed,))
@@ -548,6 +606,59 @@ class Eim:
             eid, package.counter_value, tid, result.kind, result.results, result.error_code, state
         )
         return outcome, result.seq_number
+
+    def _ipa_data(
+        self, ledger: Ledger, euicc: EuiccRecord, value: tuple[str, Any], now: float
+    ) -> Outcome:
+        """The IPA's IpaEuiccDataResponse, matched on its eimTransactionId: IpaEuiccData is
+        kept for the EID (the package done), an ipaEuiccDataResponseError fails it."""
+        kind, data = value
+        der = encode("IpaEuiccDataResponse", value)
+        tid = data.get("eimTransactionId")
+        package = ledger.package(euicc.eid, tid) if tid is not None else None
+        if package is None or package.operations[0].get("op") != IPA_DATA_REQUEST:
+            message = f"no IpaEuiccDataRequest with eimTransactionId {tid.hex() if tid else None}"
+            return self._refuse(ledger, euicc, now, Refusal.UNKNOWN_PACKAGE, message, tid, der)
+        if package.state in (PackageState.DONE, PackageState.FAILED):
+            ledger.add_result(
+                ResultRecord(euicc.eid, now, "duplicate", tid, package.counter_value, der, {})
+            )
+            return ResultDuplicate(euicc.eid, package.transaction_id)
+        ok = kind == "ipaEuiccData"
+        results: list[tuple[str, Any]]
+        if ok:
+            ledger.set_ipa_data(euicc.eid, encode("IpaEuiccData", data), now)
+            results = [("ipaEuiccData", sorted(k for k in data if k != "eimTransactionId"))]
+        else:
+            results = [("ipaEuiccDataErrorCode", data["ipaEuiccDataErrorCode"])]
+        summary: dict[str, Any] = {"kind": "ipaEuiccDataResponse", "results": jsonable(results)}
+        state = PackageState.DONE if ok else PackageState.FAILED
+        ledger.update_package(
+            dataclasses.replace(
+                package, state=state, result_at=now, result={**summary, "der": der.hex()}
+            )
+        )
+        ledger.add_result(
+            ResultRecord(euicc.eid, now, "accepted", tid, package.counter_value, der, summary)
+        )
+        ledger.audit(
+            actor=DEVICE_ACTOR,
+            action="esim.ipadata",
+            eid=euicc.eid,
+            now=now,
+            tenant=euicc.tenant,
+            outcome="ok" if ok else "error",
+            detail={"counter": package.counter_value, **summary},
+        )
+        return ResultAccepted(
+            euicc.eid,
+            package.counter_value,
+            package.transaction_id,
+            "ipaEuiccDataResponse",
+            tuple(results),
+            None,
+            state,
+        )
 
     def _package_error(
         self, ledger: Ledger, euicc: EuiccRecord, value: dict[str, Any], now: float

@@ -45,6 +45,12 @@ class Ledger(Protocol):
 
     def replace_profiles(self, eid: str, profiles: Sequence[ProfileRecord]) -> None: ...
 
+    def ipa_data(self, eid: str) -> bytes | None:
+        """DER of the last IpaEuiccData the EID's IPA sent (None: none yet)."""
+        ...
+
+    def set_ipa_data(self, eid: str, der: bytes, now: float) -> None: ...
+
     def audit(
         self,
         *,
@@ -66,6 +72,7 @@ class MemoryLedger:
         self._packages: dict[str, list[PackageRecord]] = {}
         self._results: dict[str, list[ResultRecord]] = {}
         self._profiles: dict[str, list[ProfileRecord]] = {}
+        self._ipa_data: dict[str, bytes] = {}
         self.audit_log: list[dict[str, Any]] = []
 
     def euicc(self, eid: str) -> EuiccRecord | None:
@@ -112,6 +119,12 @@ class MemoryLedger:
 
     def replace_profiles(self, eid: str, profiles: Sequence[ProfileRecord]) -> None:
         self._profiles[eid] = list(profiles)
+
+    def ipa_data(self, eid: str) -> bytes | None:
+        return self._ipa_data.get(eid)
+
+    def set_ipa_data(self, eid: str, der: bytes, now: float) -> None:
+        self._ipa_data[eid] = der
 
     def audit(
         self,

@@ -47,6 +47,10 @@ class DownloadSession:
     eim_transaction_id: bytes | None = None
     eid: str | None = None
     activation_code: str | None = None
+    server_address: str | None = None
+    server_challenge: bytes | None = None
+    ctx_params1: bytes | None = None
+    """DER of the CtxParams1 the eIM generated for this session (None: the IPA's own)."""
 
     def json(self) -> dict[str, Any]:
         return {
@@ -60,6 +64,7 @@ class DownloadSession:
             ),
             "eid": self.eid,
             "activation_code": self.activation_code,
+            "ctx_params1_by_eim": self.ctx_params1 is not None,
         }
 
 
@@ -108,6 +113,11 @@ def _session(row: Row[Any]) -> DownloadSession:
         ),
         eid=row.eid,
         activation_code=row.activation_code,
+        server_address=row.server_address,
+        server_challenge=(
+            bytes(row.server_challenge) if row.server_challenge is not None else None
+        ),
+        ctx_params1=bytes(row.ctx_params1) if row.ctx_params1 is not None else None,
     )
 
 
@@ -149,6 +159,9 @@ class SqlSessions:
                     step=session.step.value,
                     created_at=session.created_at,
                     updated_at=session.updated_at,
+                    server_address=session.server_address,
+                    server_challenge=session.server_challenge,
+                    ctx_params1=session.ctx_params1,
                 )
             )
             self._audit(tx, session, session.created_at)

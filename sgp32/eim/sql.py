@@ -27,7 +27,7 @@ from sgp32.eim.model import (
     ProfileState,
     ResultRecord,
 )
-from sgp32.eim.tables import ENDPOINT, EUICC, PACKAGE, PROFILE, RESULT
+from sgp32.eim.tables import ENDPOINT, EUICC, IPA_DATA, PACKAGE, PROFILE, RESULT
 from sgp32.errors import Sgp32Error, UnknownEuicc
 from sgp32.packages import Eco, Psmo
 
@@ -301,6 +301,16 @@ class SqlLedger:
                     for p in profiles
                 ],
             )
+
+    def ipa_data(self, eid: str) -> bytes | None:
+        der = self._tx.execute(
+            select(IPA_DATA.c.der).where(IPA_DATA.c.eid == eid)
+        ).scalar_one_or_none()
+        return bytes(der) if der is not None else None
+
+    def set_ipa_data(self, eid: str, der: bytes, now: float) -> None:
+        self._tx.execute(delete(IPA_DATA).where(IPA_DATA.c.eid == eid))
+        self._tx.execute(insert(IPA_DATA).values(eid=eid, der=der, received_at=now))
 
     def audit(
         self,

@@ -112,5 +112,22 @@ DOWNLOAD_SESSION = Table(
     Column("step", Text, nullable=False),
     Column("created_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
+    # what a compact AuthenticateServerResponse leaves out and the eIM puts back: the
+    # serverAddress and serverChallenge of serverSigned1, and the ctxParams1 (DER) the eIM
+    # generated and sent to the IPA in InitiateAuthenticationOkEsipa
+    Column("server_address", Text),
+    Column("server_challenge", LargeBinary),
+    Column("ctx_params1", LargeBinary),
     Index("ix_eim_download_session_eid", "eid", "created_at"),
+)
+
+IPA_DATA = Table(
+    "eim_ipa_data",
+    METADATA,
+    # The last IpaEuiccData the IPA sent for an EID (answer to an IpaEuiccDataRequest): its
+    # EUICCInfo2, DeviceInfo and IpaCapabilities are what the eIM needs to generate ctxParams1
+    # and to expand a compact AuthenticateServerResponse for the SM-DP+ (indirect download).
+    Column("eid", Text, primary_key=True),
+    Column("der", LargeBinary, nullable=False),  # DER of IpaEuiccData
+    Column("received_at", Double, nullable=False),
 )

@@ -17,21 +17,24 @@ from __future__ import annotations
 import logging
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from sgp32.asn1 import encode_to_ipa
+from sgp32.asn1 import decode, decode_from_eim, encode, encode_to_ipa
 from sgp32.eim.sessions import SESSION_TTL, DownloadSession, MemorySessions, RelaySessions, Step
 from sgp32.es9plus import (
     ADMIN_PROTOCOL,
     ES9_PATH,
     UNDEFINED,
     Es9Error,
+    EuiccContext,
     answer_for,
     b64,
+    ctx_params1_for,
+    expand_authenticate_response,
     request_for,
 )
 
@@ -97,7 +100,11 @@ class Es9Relay:
         timeout: float = 30.0,
         clock: Callable[[], float] = time.time,
         sessions: RelaySessions | None = None,
+        context: Callable[[str], Awaitable[EuiccContext | None]] | None = None,
     ) -> None:
+        #: What the eIM knows of an EID's eUICC (certificates, IpaEuiccData): for generating
+        #: ctxParams1 and expanding compact messages. None: neither is done.
+        self.context = context
         self._client = httpx.AsyncClient(verify=tls if tls is not None else True, timeout=timeout)
         self.sessions: RelaySessions = sessions if sessions is not None else MemorySessions()
         self._clock = clock
@@ -109,15 +116,17 @@ class Es9Relay:
     async def relay(self, name: str, body: Any, origin: TriggerOrigin | None = None) -> bytes:
         """The ESipa answer (DER) to a relayed message from the IPA. `origin`: the download
         trigger an InitiateAuthentication names (kept with the session)."""
+        now = self._clock()
+        session = None
+        if isinstance(body, dict) and "transactionId" in body:
+            session = await self.sessions.find(body["transactionId"], now)
         try:
+            body = await self._expanded(name, body, session)
             request = request_for(name, body)
         except Es9Error as exc:
             log.warning("ES9+ relay refused the request", extra={"reason": str(exc)})
+            self.calls.append(RelayedCall(_function_of(name), None, str(exc)))
             return _error(_function_of(name))
-        now = self._clock()
-        session = None
-        if request.transaction_id is not None:
-            session = await self.sessions.find(request.transaction_id, now)
         address = request.smdp_address or (session.smdp_address if session else None)
         if address is None:
             self.calls.append(RelayedCall(request.function, None, "unknown transactionId"))
@@ -136,28 +145,60 @@ class Es9Relay:
             return _error(request.function)
         step = _NEXT[request.function] if failure is None else Step.FAILED
         if request.function == "initiateAuthentication" and failure is None:
-            tid_text = response.json().get("transactionId")
-            try:
-                tid = bytes.fromhex(tid_text) if isinstance(tid_text, str) else None
-            except ValueError:
-                tid = None
-            if tid is not None:  # committed before the IPA can take the next step
-                await self.sessions.open(
-                    DownloadSession(
-                        transaction_id=tid,
-                        smdp_address=address,
-                        step=step,
-                        created_at=now,
-                        updated_at=now,
-                        eim_transaction_id=origin.eim_transaction_id if origin else None,
-                        eid=origin.eid if origin else None,
-                        activation_code=origin.activation_code if origin else None,
-                    )
+            ok = decode_from_eim(answer).body[1]
+            signed1 = ok["serverSigned1"]
+            ctx = None
+            if origin is not None and self.context is not None:
+                ctx = ctx_params1_for(origin.activation_code, await self.context(origin.eid))
+            if ctx is not None:  # the eIM's ctxParams1: the IPA may leave it out later
+                ok["ctxParams1"] = ctx
+                answer = encode_to_ipa(
+                    "initiateAuthenticationResponseEsipa", ("initiateAuthenticationOkEsipa", ok)
                 )
+            # committed before the IPA can take the next step
+            await self.sessions.open(
+                DownloadSession(
+                    transaction_id=signed1["transactionId"],
+                    smdp_address=address,
+                    step=step,
+                    created_at=now,
+                    updated_at=now,
+                    eim_transaction_id=origin.eim_transaction_id if origin else None,
+                    eid=origin.eid if origin else None,
+                    activation_code=origin.activation_code if origin else None,
+                    server_address=signed1["serverAddress"],
+                    server_challenge=signed1["serverChallenge"],
+                    ctx_params1=encode("CtxParams1", ctx) if ctx is not None else None,
+                )
+            )
         elif session is not None and request.transaction_id is not None:
             await self.sessions.advance(request.transaction_id, step, now)
         self.calls.append(RelayedCall(request.function, address, failure))
         return answer
+
+    async def _expanded(self, name: str, body: Any, session: DownloadSession | None) -> Any:
+        """A compact AuthenticateServerResponse expanded to the SGP.22 form the SM-DP+ takes
+        (SGP.32 minimizeEsipaBytes): everything else as it came."""
+        if name != "authenticateClientRequestEsipa":
+            return body
+        kind, value = body["authenticateServerResponse"]
+        if kind != "compactAuthenticateResponseOk":
+            return body
+        if session is None:
+            raise Es9Error("compact AuthenticateServerResponse for an unknown transactionId")
+        context = None
+        if session.eid is not None and self.context is not None:
+            context = await self.context(session.eid)
+        ctx = decode("CtxParams1", session.ctx_params1) if session.ctx_params1 else None
+        expanded = expand_authenticate_response(
+            value,
+            transaction_id=session.transaction_id,
+            server_address=session.server_address,
+            server_challenge=session.server_challenge,
+            ctx_params1=ctx,
+            context=context,
+        )
+        return {**body, "authenticateServerResponse": expanded}
 
     async def notify(self, smdp_address: str, pending_notification_der: bytes) -> bool:
         """ES9+ handleNotification: a notification the eUICC addressed to an SM-DP+ (the

@@ -77,6 +77,11 @@ class Es10bDownload:
     ci_key: ec.EllipticCurvePublicKey
     challenge: bytes | None = None
     session: _Session | None = None
+    ext_card_resource: bytes = bytes.fromhex("810100820400012000830200FF")
+    """EUICCInfo2.extCardResource now (installed apps, free memory): it changes over time."""
+
+    def device_info(self) -> dict[str, Any]:
+        return {"tac": b"\x35\x29\x06\x11", "deviceCapabilities": {}}
 
     def euicc_info1(self) -> dict[str, Any]:
         return {
@@ -89,8 +94,17 @@ class Es10bDownload:
         self.challenge = os.urandom(16)
         return self.challenge
 
-    def authenticate_server(self, ok: dict[str, Any], matching_id: str) -> tuple[str, Any]:
-        """AuthenticateServerResponse for an initiateAuthenticationOkEsipa body."""
+    def authenticate_server(
+        self,
+        ok: dict[str, Any],
+        matching_id: str,
+        ctx_params1: Any = None,
+        compact: bool = False,
+    ) -> tuple[str, Any]:
+        """AuthenticateServerResponse for an initiateAuthenticationOkEsipa body. `ctx_params1`:
+        the one the eIM generated (signed as given), else the IPA's own; `compact`: the
+        minimizeEsipaBytes form (compactEuiccSigned1 without ctxParams1 when the eIM made it,
+        no certificates) that the eIM expands for the SM-DP+."""
         signed1 = ok["serverSigned1"]
         tid = signed1["transactionId"]
 
@@ -111,21 +125,29 @@ class Es10bDownload:
             return refuse(2)  # invalidSignature
         if signed1["euiccChallenge"] != self.challenge:
             return refuse(6)  # euiccChallengeMismatch
+        own = ctx_params1 is None
+        if own:
+            ctx_params1 = (
+                "ctxParamsForCommonAuthentication",
+                {"matchingId": matching_id, "deviceInfo": self.device_info()},
+            )
         euicc_signed1 = {
             "transactionId": tid,
             "serverAddress": signed1["serverAddress"],
             "serverChallenge": signed1["serverChallenge"],
             "euiccInfo2": self._euicc_info2(),
-            "ctxParams1": (
-                "ctxParamsForCommonAuthentication",
-                {
-                    "matchingId": matching_id,
-                    "deviceInfo": {"tac": b"\x35\x29\x06\x11", "deviceCapabilities": {}},
-                },
-            ),
+            "ctxParams1": ctx_params1,
         }
         signature = sign_raw(self.euicc.key, encode("EuiccSigned1", euicc_signed1))
         self.session = _Session(tid, signed1["serverAddress"], euicc_signature1=signature)
+        if compact:
+            small: dict[str, Any] = {"extCardResource": self.ext_card_resource}
+            if own:
+                small["ctxParams1"] = ctx_params1
+            return (
+                "compactAuthenticateResponseOk",
+                {"signedData": ("compactEuiccSigned1", small), "euiccSignature1": signature},
+            )
         return (
             "authenticateResponseOk",
             {
@@ -141,7 +163,7 @@ class Es10bDownload:
             "profileVersion": b"\x02\x03\x01",
             "svn": b"\x02\x05\x00",
             "euiccFirmwareVer": b"\x01\x00\x00",
-            "extCardResource": b"",
+            "extCardResource": self.ext_card_resource,
             "uiccCapability": (b"\x00", 0),
             "rspCapability": (b"\x00", 0),
             "euiccCiPKIdListForVerification": [],

@@ -15,6 +15,7 @@ from typing import Any
 
 from sgp32.asn1 import decode_from_eim, encode_to_eim
 from sgp32.identifiers import eid_to_bytes
+from sgp32.packages import bit_string
 from simulators.esim.download import Es10bDownload
 from simulators.esim.euicc import Result, SimEuicc
 
@@ -37,6 +38,8 @@ class _Download:
     step: str = "initiate"  # initiate -> authenticate -> bpp
     transaction_id: bytes | None = None
     body: Any = None
+    ctx_params1: Any = None
+    """The ctxParams1 the eIM generated (InitiateAuthenticationOkEsipa), if any."""
 
 
 @dataclass
@@ -53,6 +56,16 @@ class SimIpa:
     """The eUICC's ES10b download functions; None: a download trigger is answered with an
     error (the device cannot download)."""
     download: _Download | None = None
+    ipa_features: tuple[int, ...] = (1,)
+    """IpaCapabilities.ipaFeatures it reports (1 indirectRspServerCommunication, 3
+    eimCtxParams1Generation, 5 minimizeEsipaBytes)."""
+
+    sent_forms: list[str] = field(default_factory=list)
+    """The AuthenticateServerResponse alternatives it sent (for tests)."""
+
+    @property
+    def compact(self) -> bool:
+        return 5 in self.ipa_features
 
     @property
     def connected(self) -> bool:
@@ -146,7 +159,10 @@ class SimIpa:
                 body["eimTransactionId"] = d.eim_transaction_id
             return encode_to_eim("initiateAuthenticationRequestEsipa", body)
         if d.step == "authenticate":
-            response = self.downloader.authenticate_server(d.body, d.matching_id)
+            response = self.downloader.authenticate_server(
+                d.body, d.matching_id, d.ctx_params1, compact=self.compact
+            )
+            self.sent_forms.append(response[0])
             return encode_to_eim(
                 "authenticateClientRequestEsipa",
                 {"transactionId": d.transaction_id, "authenticateServerResponse": response},
@@ -165,6 +181,7 @@ class SimIpa:
         if name == "initiateAuthenticationResponseEsipa":
             d.transaction_id = value["serverSigned1"]["transactionId"]
             d.step, d.body = "authenticate", value
+            d.ctx_params1 = value.get("ctxParams1")
         elif name == "authenticateClientResponseEsipa":
             d.step, d.body = "bpp", value
         elif name == "getBoundProfilePackageResponseEsipa":
@@ -187,6 +204,11 @@ class SimIpa:
         if kind == "profileDownloadTriggerRequest":
             self._trigger(value)
             return
+        if kind == "ipaEuiccDataRequest":
+            self.pending.append(
+                _PendingResult(self._ipa_euicc_data(value), None, kind="ipaEuiccDataResponse")
+            )
+            return
         if kind != "euiccPackageRequest":
             return
         result = self.euicc.load_package(value)
@@ -195,6 +217,27 @@ class SimIpa:
         self.pending.append(_PendingResult(result, _seq(result)))
         if self.euicc.can_roll_back:
             self.awaiting_since = now
+
+    def _ipa_euicc_data(self, request: dict[str, Any]) -> tuple[str, Any]:
+        """IpaEuiccDataResponse: EUICCInfo2 (with the extCardResource of now), DeviceInfo and
+        IpaCapabilities -- the subset of the request's tagList it has."""
+        tid = request.get("eimTransactionId")
+        if self.downloader is None:
+            error: dict[str, Any] = {"ipaEuiccDataErrorCode": 127}
+            if tid is not None:
+                error["eimTransactionId"] = tid
+            return ("ipaEuiccDataResponseError", error)
+        tags = request["tagList"]
+        data: dict[str, Any] = {}
+        if b"\xbf\x22" in tags:
+            data["euiccInfo2"] = self.downloader._euicc_info2()
+        if b"\xa8" in tags:
+            data["ipaCapabilities"] = {"ipaFeatures": bit_string(self.ipa_features)}
+        if b"\xa9" in tags:
+            data["deviceInfo"] = self.downloader.device_info()
+        if tid is not None:
+            data["eimTransactionId"] = tid
+        return ("ipaEuiccData", data)
 
     def _acknowledged(self, body: tuple[str, Any]) -> None:
         kind, _ = body

@@ -19,9 +19,10 @@ from cryptography.x509.oid import NameOID
 
 from lifecycle.esim import EsimComponent
 from lwm2m.store import Store
-from sgp32.asn1 import decode_from_eim, encode_to_eim
+from sgp32.asn1 import decode, decode_from_eim, encode_to_eim
 from sgp32.eim import PackageState, ProfileState
 from sgp32.eim.schema import create_schema
+from sgp32.eim.sessions import DownloadSession, SqlSessions
 from sgp32.eim.sql import EimStore
 from sgp32.errors import InvalidIdentifier
 from sgp32.esipa.https import EsipaHttpsServer, server_ssl_context
@@ -63,7 +64,8 @@ async def running(
     smdp_server = SmdpServer(smdp, cert, key)
     port = await smdp_server.start()
     smdp.address = f"127.0.0.1:{port}"
-    component = EsimComponent(eims, None, relay=Es9Relay(client_context(ca)))
+    relay = Es9Relay(client_context(ca), sessions=SqlSessions(store))
+    component = EsimComponent(eims, None, relay=relay)
     esipa = EsipaHttpsServer(component.handle, tls=server_ssl_context(cert, key), clock=lambda: T0)
     host, esipa_port = await esipa.start("127.0.0.1", 0)
     try:
@@ -181,3 +183,96 @@ def test_a_download_the_smdp_refuses_fails_the_trigger(
     assert reply.body == ("initiateAuthenticationErrorEsipa", 52)
     with pytest.raises(InvalidIdentifier):
         world.eim.queue_download(None, euicc.eid, "LPA:1$x", now=T0, actor="a")  # type: ignore[arg-type]
+
+
+def test_the_eim_generates_ctxparams1_and_expands_the_compact_authenticate_response(
+    world: World, store: Store, tmp_path: Path
+) -> None:
+    """An IPA with eimCtxParams1Generation and minimizeEsipaBytes: the eIM asks for its
+    IpaEuiccData (IpaEuiccDataRequest), sends ctxParams1 (the trigger's matching ID, the
+    device's DeviceInfo) in InitiateAuthenticationOkEsipa, and expands the IPA's
+    compactAuthenticateResponseOk -- compactEuiccSigned1 without ctxParams1, no
+    certificates -- into the EuiccSigned1 the eUICC signed (session transactionId,
+    serverAddress, serverChallenge; stored EUICCInfo2 with the new extCardResource; its own
+    ctxParams1) and the registered certificates. The SM-DP+ verifies euiccSignature1 over it."""
+    euicc, ipa = world.device(3, served={OLD_CARRIER, "Carrier C"})
+    downloader = Es10bDownload(euicc, world.pki.ci.public_key())  # type: ignore[arg-type]
+    ipa.downloader = downloader
+    ipa.ipa_features = (1, 3, 5)
+
+    async def main() -> list[DownloadSession]:
+        async with running(world, store, tmp_path) as (eims, smdp, url, ca):
+            code = smdp.prepare(PreparedProfile("MATCH-3", NEW_ICCID, "Carrier C"))
+            await eims.register(
+                euicc_certificate=euicc.certificate_der,
+                eum_certificate=euicc.eum_certificate_der,
+                now=T0,
+                actor="alice",
+            )
+            await eims.store.write(
+                lambda tx: eims.eim.queue_ipa_data(eims.ledger(tx), euicc.eid, now=T0, actor="a")
+            )
+            client = client_for(client_context(ca))
+            try:
+                await HttpsIpa(ipa, client, url).settle(T0)
+                downloader.ext_card_resource = bytes.fromhex("810102820400011000830200FF")
+                await eims.queue_download(euicc.eid, code, now=T0, actor="alice")
+                await HttpsIpa(ipa, client, url).settle(T0)
+            finally:
+                await client.aclose()
+            assert smdp.calls == [
+                "initiateAuthentication",
+                "authenticateClient",
+                "getBoundProfilePackage",
+                "handleNotification",
+            ]
+            return await SqlSessions(store).of_eid(euicc.eid)
+
+    sessions = asyncio.run(main())
+    assert ipa.sent_forms == ["compactAuthenticateResponseOk"]
+    assert euicc.profiles[NEW_ICCID].carrier == "Carrier C"
+    assert sessions[0].step.value == "installing" and sessions[0].ctx_params1 is not None
+    ctx = decode("CtxParams1", sessions[0].ctx_params1)
+    assert ctx == (
+        "ctxParamsForCommonAuthentication",
+        {"matchingId": "MATCH-3", "deviceInfo": downloader.device_info()},
+    )
+    with store.transaction() as tx:
+        ledger = EimStore(store, world.eim).ledger(tx)
+        packages = ledger.packages(euicc.eid)
+        stored = ledger.ipa_data(euicc.eid)
+    assert [p.state for p in packages] == [PackageState.DONE, PackageState.DONE]
+    assert stored is not None and "euiccInfo2" in decode("IpaEuiccData", stored)
+
+
+def test_a_compact_response_the_eim_cannot_expand_is_refused_not_relayed(
+    world: World, store: Store, tmp_path: Path
+) -> None:
+    """minimizeEsipaBytes without the eIM knowing the eUICC's EUICCInfo2 (no IpaEuiccData):
+    the AuthenticateClient gets the ESipa error and nothing garbled reaches the SM-DP+."""
+    euicc, ipa = world.device(4, served={OLD_CARRIER, "Carrier C"})
+    ipa.downloader = Es10bDownload(euicc, world.pki.ci.public_key())  # type: ignore[arg-type]
+    ipa.ipa_features = (1, 5)
+
+    async def main() -> list[str]:
+        async with running(world, store, tmp_path) as (eims, smdp, url, ca):
+            code = smdp.prepare(PreparedProfile("MATCH-4", NEW_ICCID, "Carrier C"))
+            await eims.register(
+                euicc_certificate=euicc.certificate_der,
+                eum_certificate=euicc.eum_certificate_der,
+                now=T0,
+                actor="alice",
+            )
+            await eims.queue_download(euicc.eid, code, now=T0, actor="alice")
+            client = client_for(client_context(ca))
+            try:
+                await HttpsIpa(ipa, client, url).settle(T0)
+            finally:
+                await client.aclose()
+            return list(smdp.calls)
+
+    assert asyncio.run(main()) == ["initiateAuthentication"]
+    assert NEW_ICCID not in euicc.profiles
+    with store.transaction() as tx:
+        packages = EimStore(store, world.eim).ledger(tx).packages(euicc.eid)
+    assert packages[0].state == PackageState.FAILED
