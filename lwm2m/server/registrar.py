@@ -296,27 +296,25 @@ class RegistrationInterface(ResourceServing):
         self._refused(endpoint, peer, refused.reason, Code.FORBIDDEN, audited=True)
         self._respond(channel, event, Code.FORBIDDEN, refused.reason)
 
-    def _after_commit(
-        self,
-        future: asyncio.Future[Any],
-        then: Callable[[asyncio.Future[Any]], None],
-    ) -> None:
-        """Run ``then(future)`` once the store's group commit resolved ``future``.
+    def _after_commit(self, then: Callable[[bool, Any], None]) -> Callable[[bool, Any], None]:
+        """``then`` wrapped to run once the store's group commit holding the write resolved:
+        ``then(True, result)`` or ``then(False, error)`` (``GroupCommitBatcher.submit_row_then``).
 
-        Why a callback and not a task per request: a task (creation, first step, wake-up)
-        was a tenth of an Update's server CPU (issue 13). The order is the same: commits
-        resolve in submission order and their callbacks run in that order. A server that
-        stopped meanwhile answers nothing (as the cancelled task did)."""
+        Why a callback and not a task (or a future) per request: a task (creation, first step,
+        wake-up) was a tenth of an Update's server CPU, and a future with its done-callback a
+        few µs more (issue 13). The order is the same: commits resolve in submission order and
+        their callbacks run in that order. A server that stopped meanwhile answers nothing (as
+        the cancelled task did)."""
 
-        def done(fut: asyncio.Future[Any]) -> None:
-            if not self._running or fut.cancelled():
+        def done(ok: bool, value: Any) -> None:
+            if not self._running:
                 return
             try:
-                then(fut)
+                then(ok, value)
             except Exception:
                 logger.exception("server task failed")
 
-        future.add_done_callback(done)
+        return done
 
     def _register(self, channel: Channel, event: RequestReceived, request: RegisterRequest) -> None:
         peer = cast(Peer, event.peer)
@@ -339,11 +337,15 @@ class RegistrationInterface(ResourceServing):
         )
         row: _RegisterRow = (new, rule, self._wall())
         try:
-            future = self.store.batcher.submit_row(self._register_rows, row)
+            self.store.batcher.submit_row_then(
+                self._register_rows,
+                row,
+                self._after_commit(
+                    lambda ok, value: self._registered(channel, event, request, peer, ok, value)
+                ),
+            )
         except StoreError as exc:
             self._register_failed(channel, event, request, exc)
-            return
-        self._after_commit(future, lambda fut: self._registered(channel, event, request, peer, fut))
 
     def _register_failed(
         self, channel: Channel, event: RequestReceived, request: RegisterRequest, exc: Exception
@@ -357,16 +359,16 @@ class RegistrationInterface(ResourceServing):
         event: RequestReceived,
         request: RegisterRequest,
         peer: Peer,
-        future: asyncio.Future[Any],
+        ok: bool,
+        value: Any,
     ) -> None:
         """The Register's row committed (or failed): index the device and answer."""
-        exc = future.exception()
-        if exc is not None:
-            if not isinstance(exc, StoreError):
-                raise exc
-            self._register_failed(channel, event, request, exc)
+        if not ok:
+            if not isinstance(value, StoreError):
+                raise value
+            self._register_failed(channel, event, request, value)
             return
-        outcome: tuple[Registration, Registration | None] | IdentityRefused = future.result()
+        outcome: tuple[Registration, Registration | None] | IdentityRefused = value
         if isinstance(outcome, IdentityRefused):
             self._refuse_identity(channel, event, request.endpoint, peer, outcome)
             return
@@ -435,16 +437,17 @@ class RegistrationInterface(ResourceServing):
         # issue 13. The store applied ``changes`` to its row; the same goes to our copy below.
         now = self._wall()
         try:
-            future = self.store.batcher.submit_row(
-                self.store.registrations.apply_updates, (request.registration_id, changes, now)
+            self.store.batcher.submit_row_then(
+                self.store.registrations.apply_updates,
+                (request.registration_id, changes, now),
+                self._after_commit(
+                    lambda ok, value: self._updated(
+                        channel, event, request, device, peer, changes, now, ok, value
+                    )
+                ),
             )
         except StoreError as exc:
             self._update_failed(channel, event, request, device, exc)
-            return
-        self._after_commit(
-            future,
-            lambda fut: self._updated(channel, event, request, device, peer, changes, now, fut),
-        )
 
     @staticmethod
     def _changes(request: UpdateRequest, device: Device, peer: Peer) -> RegistrationUpdate:
@@ -489,12 +492,12 @@ class RegistrationInterface(ResourceServing):
         peer: Peer,
         changes: RegistrationUpdate,
         now: float,
-        future: asyncio.Future[Any],
+        ok: bool,
+        value: Any,
     ) -> None:
         """The Update committed (or failed): apply it to the in-memory copy and answer."""
-        exc = future.exception()
-        if exc is not None:
-            self._update_failed(channel, event, request, device, exc)
+        if not ok:
+            self._update_failed(channel, event, request, device, value)
             return
         endpoint = device.endpoint
         if self._by_id.get(request.registration_id) is not device:
@@ -548,13 +551,15 @@ class RegistrationInterface(ResourceServing):
         self, channel: Channel, event: RequestReceived, request: DeregisterRequest, device: Device
     ) -> None:
         try:
-            future = self.store.batcher.submit_row(self._remove_rows, request.registration_id)
+            self.store.batcher.submit_row_then(
+                self._remove_rows,
+                request.registration_id,
+                self._after_commit(
+                    lambda ok, value: self._deregistered(channel, event, request, device, ok, value)
+                ),
+            )
         except StoreError as exc:
             self._deregister_failed(channel, event, device, exc)
-            return
-        self._after_commit(
-            future, lambda fut: self._deregistered(channel, event, request, device, fut)
-        )
 
     def _deregister_failed(
         self, channel: Channel, event: RequestReceived, device: Device, exc: BaseException
@@ -570,12 +575,12 @@ class RegistrationInterface(ResourceServing):
         event: RequestReceived,
         request: DeregisterRequest,
         device: Device,
-        future: asyncio.Future[Any],
+        ok: bool,
+        value: Any,
     ) -> None:
         """The De-register committed (or failed): forget the device and answer."""
-        exc = future.exception()
-        if exc is not None:
-            self._deregister_failed(channel, event, device, exc)
+        if not ok:
+            self._deregister_failed(channel, event, device, value)
             return
         if self._by_id.get(request.registration_id) is device:
             self._drop(device, "de-registered", keep_queue=False, rows_gone=True)

@@ -469,3 +469,54 @@ def test_a_write_the_loop_never_hands_over_is_still_committed(store: Store) -> N
         assert committed.wait(2.0)  # blocks the loop: its turn does not end meanwhile
 
     asyncio.run(main())
+
+
+def test_rows_with_a_callback_are_told_in_order_after_the_commit(store: Store) -> None:
+    """submit_row_then: rows share one writer call with submit_row's, each callback gets
+    (ok, value) on the loop once the row is committed (the row is readable by then), in
+    submission order; a callback that raises is logged and the next one is still called."""
+    calls: list[list[str]] = []
+    told: list[tuple[str, bool, Any, bool]] = []
+
+    def register_rows(tx: Tx, rows: list[str]) -> list[Any]:
+        calls.append(list(rows))
+        return [
+            Conflict("refused on purpose")
+            if endpoint == "refused"
+            else store.registrations.register(tx, new(endpoint), 0.0)[0].endpoint
+            for endpoint in rows
+        ]
+
+    def then(name: str) -> Callable[[bool, Any], None]:
+        def call(ok: bool, value: Any) -> None:
+            told.append((name, ok, value, name in endpoints(store)))
+            if name == "b":
+                raise RuntimeError("a broken callback")
+
+        return call
+
+    async def main() -> Any:
+        gate = Gate()
+        gated = await gate.close_behind_writer(store)
+        batcher = store.batcher
+        batcher.submit_row_then(register_rows, "a", then("a"))
+        batcher.submit_row_then(register_rows, "refused", then("refused"))
+        future = batcher.submit_row(register_rows, "b")
+        batcher.submit_row_then(register_rows, "b", then("b"))
+        batcher.submit_row_then(register_rows, "c", then("c"))
+        assert not told
+        gate.released.set()
+        await gated
+        await batcher.flush()
+        return await future
+
+    assert asyncio.run(main()) == "b"
+    assert calls == [["a", "refused", "b", "b", "c"]]
+    assert [(name, ok) for name, ok, _, _ in told] == [
+        ("a", True),
+        ("refused", False),
+        ("b", True),
+        ("c", True),
+    ]
+    assert isinstance(told[1][2], Conflict)
+    assert all(readable for name, _, _, readable in told if name != "refused")
