@@ -304,6 +304,78 @@ def _relay_values(cert: Any) -> list[tuple[str, str, Any]]:
             "EsipaMessageFromIpaToEim",
             ("transferEimPackageResponse", ("eimPackageReceived", None)),
         ),
+        (  # the IPA could not process a package (handled since issue 12's follow-up)
+            "EsipaMessageFromIpaToEim",
+            "EsipaMessageFromIpaToEim",
+            (
+                "provideEimPackageResult",
+                {
+                    "eidValue": b"\x89" * 16,
+                    "eimPackageResult": (
+                        "eimPackageResultResponseError",
+                        {"eimTransactionId": b"\x04" * 8, "eimPackageResultErrorCode": 2},
+                    ),
+                },
+            ),
+        ),
+        (  # a result and the notifications of the same exchange
+            "EsipaMessageFromIpaToEim",
+            "EsipaMessageFromIpaToEim",
+            (
+                "provideEimPackageResult",
+                {
+                    "eimPackageResult": (
+                        "ePRAndNotifications",
+                        {
+                            "euiccPackageResult": (
+                                "euiccPackageErrorUnsigned",
+                                {"eimId": "eim.example.com", "eimTransactionId": b"\x05" * 4},
+                            ),
+                            "notificationList": [
+                                (
+                                    "compactOtherSignedNotification",
+                                    {
+                                        "tbsOtherNotification": notification,
+                                        "euiccNotificationSignature": b"\x17" * 64,
+                                    },
+                                )
+                            ],
+                        },
+                    ),
+                },
+            ),
+        ),
+        (  # what the eIM asks for before generating ctxParams1
+            "EsipaMessageFromEimToIpa",
+            "EsipaMessageFromEimToIpa",
+            (
+                "getEimPackageResponse",
+                (
+                    "ipaEuiccDataRequest",
+                    {"tagList": bytes.fromhex("BF20BF22A8A9"), "eimTransactionId": b"\x06" * 8},
+                ),
+            ),
+        ),
+        (  # minimizeEsipaBytes: compactEuiccSigned1 without ctxParams1, no certificates
+            "EsipaMessageFromIpaToEim",
+            "EsipaMessageFromIpaToEim",
+            (
+                "authenticateClientRequestEsipa",
+                {
+                    "transactionId": b"\x01" * 16,
+                    "authenticateServerResponse": (
+                        "compactAuthenticateResponseOk",
+                        {
+                            "signedData": (
+                                "compactEuiccSigned1",
+                                {"extCardResource": bytes.fromhex("810102")},
+                            ),
+                            "euiccSignature1": b"\x18" * 64,
+                        },
+                    ),
+                },
+            ),
+        ),
         (
             "EsipaMessageFromEimToIpa",
             "EsipaMessageFromEimToIpa",
