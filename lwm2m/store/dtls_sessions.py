@@ -4,7 +4,10 @@ The transport (``lwm2m.transport.parking``) hands over opaque blobs keyed by pee
 this module keeps them in the ``dtls_session`` table (SQLite or PostgreSQL, created with the
 other store tables). A blob holds the session's master secret, so it is sealed like a PSK
 (:mod:`lwm2m.store.secrets`; the row's key is the associated data, so a blob copied onto another
-row does not open).
+row does not open). The column is not in ``secrets.SEALED_COLUMNS``: a blob is sealed whenever
+it is written by a store with a secrets key (``serve`` always has one), and a plaintext blob
+left by a store without one is only a parked session -- it is read as is and replaced at the
+next write, so there is nothing to seal in place.
 
 Two layers, as elsewhere in the store: :class:`DtlsSessionRepository` is synchronous and takes a
 :class:`~lwm2m.store.engine.Tx`; :class:`StoreDtlsSessions` is what the server wiring hands to
@@ -22,7 +25,7 @@ from sqlalchemy import bindparam, delete, select
 
 from lwm2m.store.engine import Tx
 from lwm2m.store.errors import CorruptRecord
-from lwm2m.store.secrets import SealedColumn, register, seal, unseal
+from lwm2m.store.secrets import seal, unseal
 from lwm2m.store.tables import DTLS_SESSION
 
 if TYPE_CHECKING:
@@ -38,9 +41,6 @@ _CHUNK = 500
 def session_context(peer_key: str) -> str:
     """The associated data a session blob is sealed with."""
     return f"dtls_session/{peer_key}"
-
-
-register(SealedColumn(DTLS_SESSION, "session", ("peer_key",), session_context))
 
 
 class DtlsSessionRepository:

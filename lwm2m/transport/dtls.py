@@ -850,6 +850,10 @@ class DtlsServer(asyncio.DatagramProtocol):
     def close_session(self, peer: Peer) -> bool:
         """Close the session of ``peer`` (close_notify sent); ``False`` if there was none."""
         s = self._established.get(peer.address)
+        if s is None:
+            parked = self._parked.get(peer.address)
+            if parked is not None and parked.peer == peer:
+                s = self._unpark(peer.address)  # to say close_notify in it
         if s is None or s.peer != peer:
             return False
         del self._established[peer.address]
