@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.bench_transport [--duration 5] [--window 16] [--devices 4]
         [--repeat 1] [--cases a,a2,c] [--handshake-parallel 16]
+    .venv/bin/python -m benchmarks.bench_transport parking [--sessions 10000]
 
 Runs, in one go and on loopback only: (a) a bare asyncio UDP echo (asyncio's datagram
 endpoint), (a2) the same echo on the socket loop fleetloop's transports use, (b) aiocoap's
@@ -18,6 +19,7 @@ Message ID within a peer, see ``loadgen.ROTATE_AFTER``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -204,7 +206,258 @@ def main_bench(args: argparse.Namespace) -> None:
     print("```")
 
 
+# -- DTLS session parking (issue 13) ------------------------------------------------------------
+
+PARKING_KEY = b"bench-parking-key"
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _trim() -> None:
+    """Return freed heap to the OS (glibc keeps it otherwise), so RSS shows what is held."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+async def _parking_server(port_file: Path, data_dir: Path) -> None:
+    """The server side of ``parking``: a DtlsServer with a SQLite session store, driven by
+    JSON commands on stdin (one per line), answering one JSON line each on stdout."""
+    import asyncio
+
+    from lwm2m.store import Store
+    from lwm2m.store.dtls_sessions import StoreDtlsSessions
+    from lwm2m.transport import DtlsServer, DtlsServerConfig, MappingPskStore, Peer
+    from lwm2m.transport.parking import decode_blob, parked_blob
+
+    class Echo:
+        server: DtlsServer | None = None
+
+        def datagram_received(self, data: bytes, peer: Peer) -> None:
+            assert self.server is not None
+            self.server.send(data, peer)
+
+    _trim()
+    rss_empty = _rss_kib()
+    store = await asyncio.to_thread(Store.open, None, data_dir)
+    await asyncio.to_thread(store.create_schema)
+    sink = Echo()
+    config = DtlsServerConfig(
+        psk_store=MappingPskStore({b"bench": PARKING_KEY}),
+        park_after=None,  # parked on command
+        max_sessions=10**7,
+        max_handshakes=10_000,
+        session_store=StoreDtlsSessions(store),
+        idle_timeout=86_400.0,
+    )
+    _trim()
+    rss_before = _rss_kib()
+    t0 = time.perf_counter()
+    server = await DtlsServer.create(sink, config, "127.0.0.1", 0)
+    load_s = time.perf_counter() - t0
+    sink.server = server
+    _trim()
+    port_file.write_text(str(server.local_address[1]))
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+
+    def answer(**fields: Any) -> None:
+        print(json.dumps(fields), flush=True)
+
+    answer(
+        started=True,
+        rss_kib_empty=rss_empty,
+        rss_kib_before_load=rss_before,
+        rss_kib_after_load=_rss_kib(),
+        loaded=server.parked_count,
+        load_s=load_s,
+    )
+    while line := await reader.readline():
+        command = json.loads(line)
+        op = command["op"]
+        if op == "stats":
+            _trim()
+            answer(live=server.session_count, parked=server.parked_count, rss_kib=_rss_kib())
+        elif op == "park":
+            sessions = list(server._established.values())
+            times = []
+            for s in sessions:
+                t = time.perf_counter()
+                assert server._park(s)
+                times.append(time.perf_counter() - t)
+            entries = list(server._parked.values())
+            blobs = [len(parked_blob(entry)) for entry in entries]
+            conns = [len(decode_blob(parked_blob(entry)).connection) for entry in entries]
+            entry_bytes = [sys.getsizeof(entry) for entry in entries]
+            del entries
+            del sessions, s  # the freed sessions' buffers go now
+            _trim()
+            answer(
+                parked=len(times),
+                park_us=statistics.median(times) * 1e6,
+                conn_bytes=statistics.median(conns),
+                blob_bytes=statistics.median(blobs),
+                entry_bytes=statistics.median(entry_bytes),
+                rss_kib=_rss_kib(),
+            )
+        elif op == "restore":
+            addresses = list(server._parked)[: command["n"]]
+            times = []
+            for addr in addresses:
+                t = time.perf_counter()
+                resumed = server._unpark(addr)
+                times.append(time.perf_counter() - t)
+                assert resumed is not None
+            for addr in addresses:  # back to parked
+                assert server._park(server._established[addr])
+            answer(restored=len(times), restore_us=statistics.median(times) * 1e6)
+        elif op == "close":
+            t = time.perf_counter()
+            server.close()
+            await server.wait_closed()
+            await store.flush()
+            answer(closed=True, write_s=time.perf_counter() - t)
+            break
+    await store.aclose()
+
+
+async def _parking_handshakes(port: int, sessions: int, parallel: int) -> float:
+    """``sessions`` DTLS-PSK devices, each from its own loopback address (127.1.x.y), that
+    handshake, exchange one record and go away (the server keeps their sessions)."""
+    import asyncio
+
+    from lwm2m.transport import DtlsClient, DtlsClientConfig, Peer
+
+    class Sink:
+        def __init__(self) -> None:
+            self.got: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+        def datagram_received(self, data: bytes, peer: Peer) -> None:
+            if not self.got.done():
+                self.got.set_result(data)
+
+    config = DtlsClientConfig(psk=(b"bench", PARKING_KEY))
+
+    async def one(i: int) -> None:
+        sink = Sink()
+        local = (f"127.1.{i // 250}.{i % 250 + 1}", 0)
+        client = await DtlsClient.connect(sink, "127.0.0.1", port, config, local_addr=local)
+        try:
+            client.send(b"\x50\x01\x00\x01hello", client.peer)
+            await asyncio.wait_for(sink.got, 10)
+        finally:
+            client.abort()
+
+    t0 = time.perf_counter()
+    todo = iter(range(sessions))
+
+    async def worker() -> None:
+        for i in todo:
+            await one(i)
+
+    await asyncio.gather(*(worker() for _ in range(parallel)))
+    return time.perf_counter() - t0
+
+
+def main_parking(args: argparse.Namespace) -> None:
+    """Bytes, microseconds and RSS of parked DTLS sessions (see docs/BENCHMARKS.md)."""
+    import asyncio
+
+    with tempfile.TemporaryDirectory() as tmpname:
+        tmp = Path(tmpname)
+
+        def spawn() -> tuple[subprocess.Popen[str], dict[str, Any], int]:
+            port_file = tmp / "parking.port"
+            port_file.unlink(missing_ok=True)
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.bench_transport",
+                    "parking-serve",
+                    str(port_file),
+                    str(tmp),
+                ],
+                cwd=HERE.parent,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert proc.stdout is not None
+            started = json.loads(proc.stdout.readline())
+            return proc, started, int(port_file.read_text())
+
+        def ask(proc: subprocess.Popen[str], **command: Any) -> dict[str, Any]:
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(json.dumps(command) + "\n")
+            proc.stdin.flush()
+            return json.loads(proc.stdout.readline())  # type: ignore[no-any-return]
+
+        proc, started, port = spawn()
+        took = asyncio.run(_parking_handshakes(port, args.sessions, args.handshake_parallel))
+        live = ask(proc, op="stats")
+        parked = ask(proc, op="park")
+        restore = ask(proc, op="restore", n=min(1000, args.sessions))
+        closed = ask(proc, op="close")
+        proc.wait(30)
+        proc2, loaded, _ = spawn()
+        ask(proc2, op="close")
+        proc2.wait(30)
+    n = args.sessions
+    base = started["rss_kib_after_load"]
+    rows = {
+        "sessions": n,
+        "handshakes_per_s": n / took,
+        "live_sessions": live["live"],
+        "rss_live_kib_per_session": (live["rss_kib"] - base) / n,
+        "mbedtls_state_bytes": parked["conn_bytes"],
+        "stored_blob_bytes": parked["blob_bytes"],
+        "parked_entry_object_bytes": parked["entry_bytes"],
+        "park_us": parked["park_us"],
+        "restore_us": restore["restore_us"],
+        "rss_after_parking_kib_per_session": (parked["rss_kib"] - base) / n,
+        "graceful_close_write_s": closed["write_s"],
+        "restart_loaded": loaded["loaded"],
+        "restart_load_s": loaded["load_s"],
+        "rss_restarted_kib_per_session": (
+            loaded["rss_kib_after_load"] - loaded["rss_kib_before_load"]
+        )
+        / n,
+    }
+    print("| figure | value |")
+    print("|---|---:|")
+    for name, value in rows.items():
+        text = f"{value:.2f}" if isinstance(value, float) else str(value)
+        print(f"| {name} | {text} |")
+    print()
+    print("```json")
+    print(json.dumps({"date": datetime.now(UTC).isoformat(timespec="seconds"), **rows}))
+    print("```")
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "parking-serve":
+        import asyncio
+
+        asyncio.run(_parking_server(Path(sys.argv[2]), Path(sys.argv[3])))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "parking":
+        parser = argparse.ArgumentParser(description=main_parking.__doc__)
+        parser.add_argument("parking")
+        parser.add_argument("--sessions", type=int, default=10_000)
+        parser.add_argument("--handshake-parallel", type=int, default=32)
+        main_parking(parser.parse_args())
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "serve":
         from benchmarks.servers import run
 

@@ -107,6 +107,10 @@ from lwm2m.transport.parking import (
     decode_blob,
     encode_blob,
     key_address,
+    pack_parked,
+    parked_blob,
+    parked_last_seen,
+    parked_limit,
     patch_counters,
     peer_key,
     restore_connection,
@@ -252,17 +256,8 @@ class _Session:
         return self.state0 is None or self.buffer._handshake_state == self.state0
 
 
-class _Parked:
-    """A parked session: its saved connection state and what the server needs to resume it."""
-
-    __slots__ = ("conn", "last_seen", "limit", "peer", "reserve")
-
-    def __init__(self, conn: bytes, peer: Peer, last_seen: float, reserve: int, limit: int) -> None:
-        self.conn = conn
-        self.peer = peer
-        self.last_seen = last_seen
-        self.reserve = reserve
-        self.limit = limit
+#: A write in flight: the live session (or parked entry), its address, the reservation written.
+_Issued = tuple["_Session | bytes", Address, int]
 
 
 class DtlsServer(asyncio.DatagramProtocol):
@@ -299,8 +294,8 @@ class DtlsServer(asyncio.DatagramProtocol):
         self._sweeper: asyncio.TimerHandle | None = None
         first_deadline = min(config.idle_timeout, config.park_after or config.idle_timeout)
         self._sweep_interval = max(0.05, min(first_deadline / 4, 5.0))
-        #: Parked sessions by address, oldest first.
-        self._parked: OrderedDict[Address, _Parked] = OrderedDict()
+        #: Parked sessions by address, oldest first (see ``parking.pack_parked``).
+        self._parked: dict[Address, bytes] = {}
         self._store = config.session_store
         self._persist = self._store is not None
         #: Addresses whose stored session must be written (or deleted) at the next flush.
@@ -438,6 +433,8 @@ class DtlsServer(asyncio.DatagramProtocol):
             ):
                 session = self._unpark(addr)
                 if session is not None:
+                    if data[0] == 22:  # a ClientHello inside the session (item 13)
+                        data = hello_in_session_version(data)
                     self._on_established(session, data)
             else:
                 self._on_unknown(data, addr)
@@ -723,7 +720,7 @@ class DtlsServer(asyncio.DatagramProtocol):
         s.fresh = True
         old = self._parked.pop(s.address, None)
         if old is not None:
-            self._ended_peer(old.peer, "replaced")
+            self._ended_peer(self._parked_peer(s.address, old), "replaced")
         self._insert_established(s)
         self.stats.handshakes_completed += 1
         logger.info("DTLS session with %s established (%s)", s.peer, cipher)
@@ -852,7 +849,7 @@ class DtlsServer(asyncio.DatagramProtocol):
         s = self._established.get(peer.address)
         if s is None:
             parked = self._parked.get(peer.address)
-            if parked is not None and parked.peer == peer:
+            if parked is not None and self._parked_peer(peer.address, parked) == peer:
                 s = self._unpark(peer.address)  # to say close_notify in it
         if s is None or s.peer != peer:
             return False
@@ -891,14 +888,15 @@ class DtlsServer(asyncio.DatagramProtocol):
             if expired:
                 logger.info("expired %d idle DTLS session(s)", len(expired))
             gone = []
-            for p in self._parked.values():
-                if p.last_seen > cutoff:
+            wall_cutoff = time.time() - self._config.idle_timeout
+            for addr, entry in self._parked.items():
+                if parked_last_seen(entry) > wall_cutoff:
                     break
-                gone.append(p)
-            for p in gone:
-                del self._parked[p.peer.address]
+                gone.append(addr)
+            for addr in gone:
+                entry = self._parked.pop(addr)
                 self.stats.parked_expired += 1
-                self._ended_peer(p.peer, "expired")
+                self._ended_peer(self._parked_peer(addr, entry), "expired")
             if self._config.park_after is not None:
                 park_cutoff = now - self._config.park_after
                 idle = []
@@ -957,7 +955,7 @@ class DtlsServer(asyncio.DatagramProtocol):
         s = self._established.get(peer.address)
         if s is None and not self._closed:
             parked = self._parked.get(peer.address)
-            if parked is not None and parked.peer == peer:
+            if parked is not None and self._parked_peer(peer.address, parked) == peer:
                 s = self._unpark(peer.address)
         if s is None or (s.peer is not peer and s.peer != peer):
             if self._closed:
@@ -1080,41 +1078,54 @@ class DtlsServer(asyncio.DatagramProtocol):
         reserve = s.reserve
         if self._persist and reserve < out_next + OUT_RESERVATION // 2:
             reserve = out_next + OUT_RESERVATION
+        last_seen = time.time() - (_monotonic() - s.last_seen)
+        blob = encode_blob(last_seen, reserve, 0, s.peer.identity, conn)
         parked = self._parked
-        parked[s.address] = _Parked(conn, s.peer, s.last_seen, reserve, s.limit)
-        parked.move_to_end(s.address)
+        parked.pop(s.address, None)  # (never there: keeps the table in parking order)
+        parked[s.address] = pack_parked(s.limit, blob)
         self.stats.sessions_parked += 1
         if self._persist:
             self._dirty[s.address] = None
         while len(parked) > self._config.max_parked:
-            _, oldest = parked.popitem(last=False)
+            oldest = next(iter(parked))
+            entry = parked.pop(oldest)
             self.stats.parked_evicted += 1
-            self._ended_peer(oldest.peer, "evicted")
+            self._ended_peer(self._parked_peer(oldest, entry), "evicted")
         return True
+
+    @staticmethod
+    def _parked_peer(addr: Address, entry: bytes) -> Peer:
+        try:
+            identity = decode_blob(parked_blob(entry)).identity
+        except ParkingError:
+            identity = None
+        return Peer(addr, identity, True)
 
     def _unpark(self, addr: Address) -> _Session | None:
         """Resume a parked session (it leaves the parked table whatever happens: a saved
         state is restored at most once, so its replay window is never reused)."""
-        p = self._parked.pop(addr)
+        entry = self._parked.pop(addr)
         try:
-            buf = restore_connection(self._context, p.conn)
-            out_next, in_top = counters(p.conn)
+            stored = decode_blob(parked_blob(entry))
+            buf = restore_connection(self._context, stored.connection)
+            out_next, in_top = counters(stored.connection)
         except ParkingError:
             self.stats.park_failures += 1
-            self._log_failed("could not resume the parked DTLS session of %s", p.peer)
-            self._ended_peer(p.peer, "error")
+            peer = self._parked_peer(addr, entry)
+            self._log_failed("could not resume the parked DTLS session of %s", peer)
+            self._ended_peer(peer, "error")
             return None
         buf.setmtu(self._config.mtu)
         buf.setcookieparam(cookie_param(addr))
         s = _Session(addr, buf, _monotonic(), self._config.handshake_timeout_min)
-        s.peer = p.peer
+        s.peer = Peer(addr, stored.identity, True)
         s.max_payload = self._config.mtu - record_overhead(buf.cipher())
         s.fresh = False
-        s.snap = p.conn
+        s.snap = stored.connection
         s.out_next = out_next
         s.in_top = in_top
-        s.reserve = p.reserve
-        s.limit = p.limit
+        s.reserve = stored.out_reservation
+        s.limit = parked_limit(entry)
         self._insert_established(s)
         self.stats.sessions_restored += 1
         return s
@@ -1145,8 +1156,7 @@ class DtlsServer(asyncio.DatagramProtocol):
             logger.exception("could not load the stored DTLS sessions; devices handshake again")
             return
         wall = time.time()
-        now = _monotonic()
-        loaded: list[tuple[float, Address, _Parked]] = []
+        loaded: list[tuple[float, Address, bytes]] = []
         rewrite: dict[str, bytes] = {}
         drop: list[str] = []
         for key, blob in rows:
@@ -1164,9 +1174,9 @@ class DtlsServer(asyncio.DatagramProtocol):
                 drop.append(key)
                 continue
             reserve = stored.out_reservation + OUT_RESERVATION
-            rewrite[key] = encode_blob(stored.last_seen, reserve, 0, stored.identity, conn)
-            peer = Peer(addr, stored.identity, True)
-            loaded.append((now - age, addr, _Parked(conn, peer, now - age, reserve, reserve)))
+            blob = encode_blob(stored.last_seen, reserve, 0, stored.identity, conn)
+            rewrite[key] = blob
+            loaded.append((stored.last_seen, addr, pack_parked(reserve, blob)))
         try:
             if rewrite:
                 await store.save(rewrite)
@@ -1177,8 +1187,8 @@ class DtlsServer(asyncio.DatagramProtocol):
             logger.exception("could not reserve sequence numbers for the stored DTLS sessions")
             return  # without a committed reservation, restoring could repeat sequence numbers
         loaded.sort(key=lambda item: item[0])
-        for _, addr, parked in loaded[-self._config.max_parked :]:
-            self._parked[addr] = parked
+        for _, addr, entry in loaded[-self._config.max_parked :]:
+            self._parked[addr] = entry
         self.stats.sessions_loaded += len(self._parked)
         if loaded:
             logger.info("resumed %d stored DTLS session(s) as parked", len(self._parked))
@@ -1207,14 +1217,13 @@ class DtlsServer(asyncio.DatagramProtocol):
         if self._dirty:
             await self._write(*self._collect())
 
-    def _collect(
-        self,
-    ) -> tuple[dict[str, bytes], list[str], list[tuple[_Session | _Parked, int]]]:
+    def _collect(self) -> tuple[dict[str, bytes], list[str], list[_Issued]]:
         wall = time.time()
         now = _monotonic()
         saves: dict[str, bytes] = {}
         deletes: list[str] = []
-        issued: list[tuple[_Session | _Parked, int]] = []
+        issued: list[_Issued] = []
+        parked = self._parked
         for addr in self._dirty:
             key = peer_key(addr)
             s = self._established.get(addr)
@@ -1222,27 +1231,25 @@ class DtlsServer(asyncio.DatagramProtocol):
                 saves[key] = encode_blob(
                     wall - (now - s.last_seen), s.reserve, s.in_top, s.peer.identity, s.snap
                 )
-                issued.append((s, s.reserve))
+                if s.limit < 0:
+                    s.limit = s.reserve  # its first blob: in the store from now on
+                issued.append((s, addr, s.reserve))
                 continue
-            p = self._parked.get(addr) if s is None else None
-            if p is not None:
-                saves[key] = encode_blob(
-                    wall - (now - p.last_seen), p.reserve, 0, p.peer.identity, p.conn
-                )
-                issued.append((p, p.reserve))
+            entry = parked.get(addr) if s is None else None
+            if entry is not None:
+                blob = parked_blob(entry)
+                saves[key] = blob
+                reserve = decode_blob(blob).out_reservation
+                if parked_limit(entry) < 0:
+                    entry = parked[addr] = pack_parked(reserve, blob)
+                issued.append((entry, addr, reserve))
             else:
                 deletes.append(key)
         self._dirty.clear()
-        for obj, reserve in issued:
-            if obj.limit < 0:
-                obj.limit = reserve  # the first blob of this session: in the store from now on
         return saves, deletes, issued
 
     async def _write(
-        self,
-        saves: dict[str, bytes],
-        deletes: list[str],
-        issued: list[tuple[_Session | _Parked, int]],
+        self, saves: dict[str, bytes], deletes: list[str], issued: list[_Issued]
     ) -> None:
         store = self._store
         assert store is not None
@@ -1255,7 +1262,12 @@ class DtlsServer(asyncio.DatagramProtocol):
             self.stats.session_store_errors += 1
             self._log_internal("could not write DTLS sessions to the store", exc_info=True)
             return
-        for obj, reserve in issued:
-            if reserve > obj.limit:
-                obj.limit = reserve  # committed: records up to it may now be sent
+        # Committed: records below these reservations may now be sent.
+        parked = self._parked
+        for obj, addr, reserve in issued:
+            if isinstance(obj, _Session):
+                if reserve > obj.limit:
+                    obj.limit = reserve
+            elif parked.get(addr) is obj and reserve > parked_limit(obj):
+                parked[addr] = pack_parked(reserve, parked_blob(obj))
         self.stats.sessions_persisted += len(saves)

@@ -268,6 +268,34 @@ def decode_blob(blob: bytes) -> StoredSession:
     )
 
 
+# -- parked entries in memory ---------------------------------------------------------------------
+#
+# A parked session is one ``bytes`` in the server's table: its outgoing-sequence ``limit`` (6
+# bytes, all ones for "none") followed by the blob exactly as the store gets it, so parking
+# costs one object of ~300 bytes and writing it costs a slice.
+
+_NO_LIMIT: Final = _SEQ_MASK
+
+
+def pack_parked(limit: int, blob: bytes) -> bytes:
+    return (limit if 0 <= limit < _NO_LIMIT else _NO_LIMIT).to_bytes(6, "big") + blob
+
+
+def parked_limit(entry: bytes) -> int:
+    """-1 when no blob of the session may be in the store yet."""
+    n = int.from_bytes(entry[:6], "big")
+    return -1 if n == _NO_LIMIT else n
+
+
+def parked_blob(entry: bytes) -> bytes:
+    return entry[6:]
+
+
+def parked_last_seen(entry: bytes) -> int:
+    """Unix seconds of the session's last record."""
+    return int.from_bytes(entry[7:11], "big")
+
+
 __all__ = [
     "OUT_RESERVATION",
     "ParkingError",
@@ -277,6 +305,10 @@ __all__ = [
     "decode_blob",
     "encode_blob",
     "key_address",
+    "pack_parked",
+    "parked_blob",
+    "parked_last_seen",
+    "parked_limit",
     "patch_counters",
     "peer_key",
     "restore_connection",

@@ -18,7 +18,7 @@ import pytest
 
 from lwm2m.store import Store
 from lwm2m.store.dtls_sessions import StoreDtlsSessions
-from lwm2m.transport import DtlsClient, DtlsServer, Peer
+from lwm2m.transport import DtlsClient, DtlsClientConfig, DtlsServer, DtlsServerConfig, Peer
 from lwm2m.transport._common import is_client_hello
 from lwm2m.transport.parking import (
     OUT_RESERVATION,
@@ -34,6 +34,7 @@ from lwm2m.transport.peer import CertificateIdentity, PskIdentity
 from tests.transport.helpers import (
     PSK_IDENTITY,
     Collector,
+    Pki,
     Relay,
     dtls_echo_server,
     echo_roundtrip,
@@ -265,7 +266,7 @@ def test_a_parked_session_takes_a_small_fraction_of_a_live_one() -> None:
                 assert server._park(s)
             after = tracemalloc.take_snapshot()
             tracemalloc.stop()
-            blob_sizes = [len(p.conn) for p in server._parked.values()]
+            blob_sizes = [len(entry) for entry in server._parked.values()]
             diffs = after.compare_to(before, "filename")
             parked_heap = sum(stat.size_diff for stat in diffs if stat.size_diff > 0)
             return max(blob_sizes), parked_heap // len(sessions)
@@ -274,8 +275,8 @@ def test_a_parked_session_takes_a_small_fraction_of_a_live_one() -> None:
                 client.close()
             server.close()
 
-    blob, heap_per_session = run(scenario())
-    assert blob <= 512
+    entry, heap_per_session = run(scenario())
+    assert entry <= 512  # the whole parked entry: header, PSK identity, Mbed TLS state
     assert heap_per_session <= 2048, heap_per_session
 
 
@@ -355,6 +356,56 @@ def test_after_a_crash_sequence_numbers_jump_and_replays_are_refused(tmp_path: P
             await server2.wait_closed()
         finally:
             client.close()
+            relay.close()
+            await store.aclose()
+
+    run(scenario())
+
+
+def test_a_certificate_session_parks_and_survives_a_restart_with_its_identity(
+    tmp_path: Path,
+) -> None:
+    pki = Pki.create()
+    server_x509 = pki.credentials("lwm2m.example.net", pki.ca_pem, dns=("lwm2m.example.net",))
+    device = pki.credentials("urn:dev:cert-1", pki.ca_pem, uris=("urn:dev:cert-1",))
+
+    async def scenario() -> None:
+        store = await asyncio.to_thread(Store.open, None, tmp_path)
+        await asyncio.to_thread(store.create_schema)
+        sessions = StoreDtlsSessions(store)
+        config = DtlsServerConfig(
+            x509=server_x509, park_after=0.2, session_store=sessions, persist_interval=0.1
+        )
+        server, responder = await dtls_echo_server(config)
+        relay, port = await Relay.start(server.local_address)
+        sink = Collector()
+        client = await DtlsClient.connect(
+            sink,
+            "127.0.0.1",
+            port,
+            DtlsClientConfig(x509=device, server_hostname="lwm2m.example.net"),
+            local_addr=("127.0.0.1", 0),
+        )
+        try:
+            echo = b"echo x509:urn:dev:cert-1"
+            assert await echo_roundtrip(client, sink, 1) == echo
+            identity = responder.requests[-1][1].identity
+            await eventually(lambda: server.parked_count == 1, timeout=3)
+            assert await echo_roundtrip(client, sink, 2) == echo
+            assert responder.requests[-1][1].identity == identity
+            server.close()
+            await server.wait_closed()
+            ((_, blob),) = await sessions.load_all()
+            assert len(blob) <= 2048, len(blob)  # 686 bytes: the peer certificate is kept
+            server, responder = await dtls_echo_server(config)
+            relay.server = server.local_address
+            assert await echo_roundtrip(client, sink, 3) == echo
+            assert responder.requests[-1][1].identity == identity  # names and fingerprint
+            assert server.stats.handshakes_started == 0
+        finally:
+            client.close()
+            server.close()
+            await server.wait_closed()
             relay.close()
             await store.aclose()
 
