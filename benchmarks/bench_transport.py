@@ -3,6 +3,7 @@
     .venv/bin/python -m benchmarks.bench_transport [--duration 5] [--window 16] [--devices 4]
         [--repeat 1] [--cases a,a2,c] [--handshake-parallel 16]
     .venv/bin/python -m benchmarks.bench_transport parking [--sessions 10000]
+        [--restart-sessions 100000]
 
 Runs, in one go and on loopback only: (a) a bare asyncio UDP echo (asyncio's datagram
 endpoint), (a2) the same echo on the socket loop fleetloop's transports use, (b) aiocoap's
@@ -369,6 +370,23 @@ async def _parking_handshakes(port: int, sessions: int, parallel: int) -> float:
     return time.perf_counter() - t0
 
 
+def _clone_sessions(database: Path, total: int) -> None:
+    """Fill the session table to ``total`` rows with copies of the real sessions under new
+    peer keys (10.x.y.z): the memory of a large restart without as many handshakes."""
+    import sqlite3
+
+    with sqlite3.connect(database) as db:
+        rows = db.execute("SELECT session, updated_at FROM dtls_session").fetchall()
+        have = len(rows)
+        db.executemany(
+            "INSERT INTO dtls_session (peer_key, session, updated_at) VALUES (?, ?, ?)",
+            (
+                (f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255} 5684", *rows[i % have])
+                for i in range(total - have)
+            ),
+        )
+
+
 def main_parking(args: argparse.Namespace) -> None:
     """Bytes, microseconds and RSS of parked DTLS sessions (see docs/BENCHMARKS.md)."""
     import asyncio
@@ -413,6 +431,12 @@ def main_parking(args: argparse.Namespace) -> None:
         proc2, loaded, _ = spawn()
         ask(proc2, op="close")
         proc2.wait(30)
+        big: dict[str, Any] = {}
+        if args.restart_sessions > args.sessions:
+            _clone_sessions(tmp / "fleetloop.db", args.restart_sessions)
+            proc3, big, _ = spawn()
+            ask(proc3, op="close")
+            proc3.wait(60)
     n = args.sessions
     base = started["rss_kib_after_load"]
     rows = {
@@ -434,6 +458,15 @@ def main_parking(args: argparse.Namespace) -> None:
         )
         / n,
     }
+    if big:
+        rows["restart_big_loaded"] = big["loaded"]
+        rows["restart_big_load_s"] = big["load_s"]
+        rows["rss_restarted_big_kib_per_session"] = (
+            big["rss_kib_after_load"] - big["rss_kib_before_load"]
+        ) / big["loaded"]
+        rows["rss_restarted_big_total_mib"] = (
+            big["rss_kib_after_load"] - big["rss_kib_empty"]
+        ) / 1024
     print("| figure | value |")
     print("|---|---:|")
     for name, value in rows.items():
@@ -456,6 +489,12 @@ def main() -> None:
         parser.add_argument("parking")
         parser.add_argument("--sessions", type=int, default=10_000)
         parser.add_argument("--handshake-parallel", type=int, default=32)
+        parser.add_argument(
+            "--restart-sessions",
+            type=int,
+            default=0,
+            help="also restart with this many stored sessions (copies of the real ones)",
+        )
         main_parking(parser.parse_args())
         return
     if len(sys.argv) > 1 and sys.argv[1] == "serve":
