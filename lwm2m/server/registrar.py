@@ -3,8 +3,9 @@
 What a device sends the server: Register, Update, De-register (``/rd``) and Send (``/dp``).
 Parsing is pure (:mod:`lwm2m.server.registration`), the identity check too
 (:mod:`lwm2m.server.security`); this module runs them, writes through the store and answers.
-Register, Update and De-register run as one short task each because they wait for the store:
-the answer goes out only once the change is committed, so nothing acknowledged is lost.
+Register, Update and De-register wait for the store: the group commit holding the change calls
+them back (``GroupCommitBatcher.submit_row_then``) and only then do they answer, so nothing
+acknowledged is lost.
 """
 
 from __future__ import annotations
