@@ -1268,6 +1268,9 @@ class DtlsServer(asyncio.DatagramProtocol):
         except Exception:
             self.stats.session_store_errors += 1
             self._log_internal("could not write DTLS sessions to the store", exc_info=True)
+            for key in (*saves, *deletes):  # try again at the next flush
+                with contextlib.suppress(ParkingError):
+                    self._dirty.setdefault(key_address(key), None)
             return
         # Committed: records below these reservations may now be sent.
         parked = self._parked
