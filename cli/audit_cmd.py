@@ -19,7 +19,7 @@ import click
 
 from cli.client import CliFailure
 from cli.commands import api, json_option
-from cli.output import print_json, table
+from cli.output import print_json, table, widen
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _CHECKPOINT_FIELDS = ("tree_size", "root_hash", "signature", "key_id")
@@ -105,7 +105,17 @@ def log_cmd(
         )
         for r in result["items"]
     ]
-    click.echo(table(["SEQ", "AT", "ACTOR", "ACTION", "SUBJECT", "DEVICES", "OUTCOME"], rows))
+    headers, rows = widen(
+        ("SEQ", "AT", "ACTOR", "ACTION", "SUBJECT", "DEVICES", "OUTCOME"),
+        rows,
+        result["items"],
+        (
+            ("TENANT", lambda r: r.get("tenant")),
+            ("TOKEN", lambda r: r.get("token_id")),
+            ("DETAIL", lambda r: json.dumps(r.get("detail"), ensure_ascii=False, sort_keys=True)),
+        ),
+    )
+    click.echo(table(headers, rows))
     if result.get("next_after") is not None:
         click.echo(f"(more: --after {result['next_after']})")
 

@@ -40,7 +40,7 @@ from bootstrap.errors import CaError
 from cli.client import CliFailure
 from cli.commands import api, json_option, load_json_arg
 from cli.identities_cmd import actor, move_body, move_options
-from cli.output import print_json, table
+from cli.output import print_json, table, widen
 from lifecycle.api.bootstrap_routes import BootstrapApi
 from lwm2m.store import Store, StoreError
 from lwm2m.store.secrets import SecretsError, bind, load_box
@@ -228,7 +228,16 @@ def policy_list(as_json: bool) -> None:
         return
     items = result["items"]
     if items:
-        click.echo(table(("NAME", "VERSION", "MATCH", "SERVERS", "AUTHOR"), _policy_rows(items)))
+        headers, rows = widen(
+            ("NAME", "VERSION", "MATCH", "SERVERS", "AUTHOR"),
+            _policy_rows(items),
+            items,
+            (
+                ("CREATED", lambda p: p.get("created_at")),
+                ("COMMENT", lambda p: p.get("comment")),
+            ),
+        )
+        click.echo(table(headers, rows))
     else:
         click.echo("no policies")
     default = result["default"]
@@ -405,9 +414,17 @@ def audit(subject: str | None, action: str | None, limit: int, verify: bool, as_
         (r["seq"], r["at"], r["actor"], r["action"], r["subject"], json.dumps(r["detail"])[:80])
         for r in result["items"]
     ]
-    click.echo(
-        table(("SEQ", "AT", "ACTOR", "ACTION", "SUBJECT", "DETAIL"), rows) if rows else "no records"
+    headers, rows = widen(
+        ("SEQ", "AT", "ACTOR", "ACTION", "SUBJECT", "DETAIL"),
+        rows,
+        result["items"],
+        (
+            ("DEVICES", lambda r: ",".join(r.get("endpoints") or [])),
+            ("OUTCOME", lambda r: r.get("outcome")),
+            ("DETAIL (FULL)", lambda r: json.dumps(r.get("detail"), sort_keys=True)),
+        ),
     )
+    click.echo(table(headers, rows) if rows else "no records")
 
 
 @click.command("rebootstrap")

@@ -7,7 +7,6 @@ answer to a table, or printed as is with ``--json``. Failures surface as
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import signal
@@ -17,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import click
@@ -25,7 +24,16 @@ import click
 from cli import checks
 from cli.client import ApiClient, CliFailure, find_server
 from cli.contexts import CONTEXT_KEY
-from cli.output import OUTPUT_KEY, print_json, print_nodes, show_value, table
+from cli.output import OUTPUTS as OUTPUTS  # re-exported: older imports name cli.commands
+from cli.output import json_option as json_option
+from cli.output import output_format as output_format
+from cli.output import (
+    print_json,
+    print_nodes,
+    show_value,
+    table,
+    widen,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -60,45 +68,6 @@ def ep_url(endpoint: str, *parts: str) -> str:
 def path_part(path: str) -> str:
     """An LwM2M path as the URL tail (``/3/0/1`` → ``3/0/1``); a usage error unless it is one."""
     return checks.lwm2m_path(path)
-
-
-OUTPUTS = ("table", "wide", "json", "yaml")
-
-
-def json_option(f: F) -> F:
-    """``--json`` and ``-o/--output table|wide|json|yaml`` on every command that prints data.
-
-    ``-o json`` is ``--json``; ``-o yaml`` prints the same data as YAML; ``-o wide`` adds
-    columns where a table has more to show (``devices list``). The command sees ``as_json``
-    (true for json and yaml); :func:`cli.output.print_json` picks the notation.
-    """
-
-    @functools.wraps(f)
-    def wrapper(*args: Any, output: str | None, **kwargs: Any) -> Any:
-        if output is not None:
-            click.get_current_context().find_root().meta[OUTPUT_KEY] = output
-            if output in ("json", "yaml"):
-                kwargs["as_json"] = True
-        elif kwargs.get("as_json"):
-            click.get_current_context().find_root().meta[OUTPUT_KEY] = "json"
-        return f(*args, **kwargs)
-
-    wrapped = click.option("--json", "as_json", is_flag=True, help="print the API's JSON")(wrapper)
-    wrapped = click.option(
-        "-o",
-        "--output",
-        type=click.Choice(OUTPUTS),
-        help="table (default), wide (more columns), json or yaml",
-    )(wrapped)
-    return cast(F, wrapped)
-
-
-def output_format() -> str:
-    """What ``-o`` asked for in this command (``table`` when nothing)."""
-    current = click.get_current_context(silent=True)
-    if current is None:
-        return "table"
-    return str(current.find_root().meta.get(OUTPUT_KEY, "table"))
 
 
 def op_options(f: F) -> F:
@@ -828,11 +797,17 @@ def observations(endpoint: str | None, select: str | None, as_json: bool) -> Non
         )
         for o in items
     ]
-    click.echo(
-        table(("OBSERVATION", "ENDPOINT", "PATHS", "NOTIFICATIONS", "SINCE"), rows)
-        if rows
-        else "no active observations"
+    headers, rows = widen(
+        ("OBSERVATION", "ENDPOINT", "PATHS", "NOTIFICATIONS", "SINCE"),
+        rows,
+        items,
+        (
+            ("NAMES", lambda o: ", ".join(str(n) for n in o.get("names") or [])),
+            ("COMPOSITE", lambda o: o.get("composite")),
+            ("FORMAT", lambda o: o.get("content_format")),
+        ),
     )
+    click.echo(table(headers, rows) if rows else "no active observations")
 
 
 @click.command()
@@ -849,11 +824,17 @@ def queue(endpoint: str, as_json: bool) -> None:
         (r["id"], r["operation"], " ".join(r["paths"]), r["state"], r["created_at"], r["deadline"])
         for r in items
     ]
-    click.echo(
-        table(("ID", "OPERATION", "PATHS", "STATE", "CREATED", "DEADLINE"), rows)
-        if rows
-        else f"nothing queued for {endpoint}"
+    headers, rows = widen(
+        ("ID", "OPERATION", "PATHS", "STATE", "CREATED", "DEADLINE"),
+        rows,
+        items,
+        (
+            ("FORMAT", lambda r: r.get("content_format")),
+            ("CORRELATION", lambda r: r.get("correlation")),
+            ("RESPONSE", lambda r: r.get("response_code")),
+        ),
     )
+    click.echo(table(headers, rows) if rows else f"nothing queued for {endpoint}")
 
 
 # -- composite -------------------------------------------------------------------------------------
@@ -1072,7 +1053,16 @@ def security_list(select: str | None, as_json: bool) -> None:
     if as_json:
         print_json(items)
         return
-    click.echo(table(_SECURITY_HEADERS, _security_rows(items)) if items else "no security records")
+    headers, rows = widen(
+        _SECURITY_HEADERS,
+        _security_rows(items),
+        items,
+        (
+            ("CERT SHA-256", lambda s: s.get("x509_fingerprint_sha256")),
+            ("NOSEC", lambda s: s.get("allow_nosec")),
+        ),
+    )
+    click.echo(table(headers, rows) if items else "no security records")
 
 
 @security.command("show")

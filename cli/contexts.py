@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from cli.output import print_json, table
+from cli.output import json_option, print_json, table, widen
 
 CONTEXT_KEY = "fleetloop.context"
 """Where ``--context NAME`` leaves the name for this command (``click.Context.meta``)."""
@@ -130,7 +130,7 @@ def use(name: str) -> None:
 
 
 @context.command("list")
-@click.option("--json", "as_json", is_flag=True, help="print JSON (tokens withheld)")
+@json_option
 def list_(as_json: bool) -> None:
     """The contexts; * marks the current one. Tokens are never shown."""
     doc = _load_or_fail(contexts_file())
@@ -142,10 +142,20 @@ def list_(as_json: bool) -> None:
         )
         for name, entry in sorted(doc["contexts"].items())
     ]
-    if as_json:
+    if as_json:  # tokens withheld
         print_json([{"current": r[0] == "*", "name": r[1], "server": r[2]} for r in rows])
         return
-    click.echo(table(("", "NAME", "SERVER"), rows) if rows else "no contexts yet")
+    entries = [entry for _, entry in sorted(doc["contexts"].items())]
+    headers, rows = widen(
+        ("", "NAME", "SERVER"),
+        rows,
+        entries,
+        (
+            ("TOKEN", lambda e: "set" if e.get("token") else "from the data dir"),
+            ("DATA DIR", lambda e: e.get("data_dir")),
+        ),
+    )
+    click.echo(table(headers, rows) if rows else "no contexts yet")
 
 
 @context.command("remove")

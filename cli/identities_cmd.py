@@ -17,7 +17,7 @@ import click
 
 from cli.client import CliFailure
 from cli.commands import api, json_option
-from cli.output import print_json, table
+from cli.output import print_json, table, widen
 
 
 def actor() -> str:
@@ -165,8 +165,19 @@ def list_(
         )
         for i in items
     ]
-    headers = ("ENDPOINT", "MODE", "TENANT", "REGION", "SKU", "GROUP", "SERIAL", "STATUS")
-    click.echo(table(headers, rows))
+    headers, wide_rows = widen(
+        ("ENDPOINT", "MODE", "TENANT", "REGION", "SKU", "GROUP", "SERIAL", "STATUS"),
+        rows,
+        items,
+        (
+            ("COUNTRY", lambda i: i.get("country")),
+            ("CARRIER", lambda i: i.get("carrier")),
+            ("IMEI", lambda i: i.get("imei")),
+            ("BATCH", lambda i: i.get("batch")),
+            ("CREATED", lambda i: i.get("created_at")),
+        ),
+    )
+    click.echo(table(headers, wide_rows))
 
 
 @identities.command("show")

@@ -14,7 +14,7 @@ import click
 
 from cli.client import ApiClient
 from cli.commands import api, json_option
-from cli.output import print_json, table
+from cli.output import print_json, table, widen
 
 SELECT_HELP = "a selector, e.g. region=eu-west,sku=T1,label:pilot,firmware<2.3.0"
 
@@ -68,8 +68,19 @@ def list_(selector: str, as_json: bool) -> None:
          d["firmware"], d["registered"], _labels_text(d["labels"]))
         for d in items
     ]  # fmt: skip
-    headers = ("ENDPOINT", "TENANT", "REGION", "SKU", "CARRIER", "STAGE", "FIRMWARE", "REG",
-               "LABELS")  # fmt: skip
+    headers, rows = widen(
+        ("ENDPOINT", "TENANT", "REGION", "SKU", "CARRIER", "STAGE", "FIRMWARE", "REG", "LABELS"),
+        rows,
+        items,
+        (
+            ("COUNTRY", lambda d: d.get("country")),
+            ("SERIAL", lambda d: d.get("serial")),
+            ("IMEI", lambda d: d.get("imei")),
+            ("MODEL", lambda d: d.get("model")),
+            ("RADIO", lambda d: d.get("radio")),
+            ("LAST SEEN", lambda d: d.get("last_seen")),
+        ),
+    )
     click.echo(table(headers, rows) if rows else "(no devices match)")
     click.echo(f"{first['count']} device(s) match {first['select'] or '(everything)'}")
 
@@ -206,7 +217,13 @@ def list_groups(as_json: bool) -> None:
     if as_json:
         print_json(items)
         return
-    click.echo(table(_GROUP_HEADERS, _group_rows(items)) if items else "(no groups)")
+    headers, rows = widen(
+        _GROUP_HEADERS,
+        _group_rows(items),
+        items,
+        (("CREATED BY", lambda g: g.get("created_by")), ("CREATED", lambda g: g.get("created_at"))),
+    )
+    click.echo(table(headers, rows) if items else "(no groups)")
 
 
 @groups.command("show")

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -21,6 +22,64 @@ OPAQUE_PREVIEW = 32
 
 OUTPUT_KEY = "fleetloop.output"
 """Where ``-o FORMAT`` leaves its choice for this command (``click.Context.meta``)."""
+
+
+OUTPUTS = ("table", "wide", "json", "yaml")
+"""What ``-o`` accepts, on every command that prints data."""
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def json_option(f: F) -> F:
+    """``--json`` and ``-o/--output table|wide|json|yaml`` on every command that prints data.
+
+    ``-o json`` is ``--json``; ``-o yaml`` prints the same data as YAML; ``-o wide`` adds
+    columns where a table has more to show (``devices list``). The command sees ``as_json``
+    (true for json and yaml); :func:`cli.output.print_json` picks the notation.
+    """
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, output: str | None, **kwargs: Any) -> Any:
+        if output is not None:
+            click.get_current_context().find_root().meta[OUTPUT_KEY] = output
+            if output in ("json", "yaml"):
+                kwargs["as_json"] = True
+        elif kwargs.get("as_json"):
+            click.get_current_context().find_root().meta[OUTPUT_KEY] = "json"
+        return f(*args, **kwargs)
+
+    wrapped = click.option("--json", "as_json", is_flag=True, help="print the API's JSON")(wrapper)
+    wrapped = click.option(
+        "-o",
+        "--output",
+        type=click.Choice(OUTPUTS),
+        help="table (default), wide (more columns), json or yaml",
+    )(wrapped)
+    return cast(F, wrapped)
+
+
+def output_format() -> str:
+    """What ``-o`` asked for in this command (``table`` when nothing)."""
+    current = click.get_current_context(silent=True)
+    if current is None:
+        return "table"
+    return str(current.find_root().meta.get(OUTPUT_KEY, "table"))
+
+
+def widen(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    items: Sequence[Mapping[str, Any]],
+    extra: Sequence[tuple[str, Callable[[Mapping[str, Any]], Any]]],
+) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+    """``headers`` and ``rows`` (one per item), with the ``extra`` columns under ``-o wide``:
+    every list command shows more of each item there (the table's columns come first)."""
+    if output_format() != "wide":
+        return tuple(headers), [tuple(r) for r in rows]
+    return (
+        (*headers, *(name for name, _ in extra)),
+        [(*row, *(cell(item) for _, cell in extra)) for row, item in zip(rows, items, strict=True)],
+    )
 
 
 def print_json(data: Any) -> None:

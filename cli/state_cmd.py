@@ -22,7 +22,7 @@ from urllib.parse import quote
 import click
 
 from cli.commands import api, ep_url, json_option, load_json_arg
-from cli.output import print_json, table
+from cli.output import print_json, table, widen
 
 MARK = {
     "drifted": "!",
@@ -234,7 +234,16 @@ def drift(
         )
         for i in items
     ]
-    click.echo(table(("ENDPOINT", "DIMENSION", "DESIRED", "REPORTED", "STATUS", "DETAIL"), rows))
+    headers, rows = widen(
+        ("ENDPOINT", "DIMENSION", "DESIRED", "REPORTED", "STATUS", "DETAIL"),
+        rows,
+        items,
+        (
+            ("DESIRED (FULL)", lambda i: json.dumps(i.get("desired"), sort_keys=True)),
+            ("REPORTED (FULL)", lambda i: json.dumps(i.get("reported"), sort_keys=True)),
+        ),
+    )
+    click.echo(table(headers, rows))
     if found.get("truncated"):
         click.echo(f"(first {limit}; raise --limit or narrow --select)", err=True)
 
@@ -273,7 +282,13 @@ def bundle_list(as_json: bool) -> None:
     rows = [
         (b["name"], b["digest"][:16], b["size"], b["created_by"], b["created_at"]) for b in found
     ]
-    click.echo(table(("NAME", "SHA-256", "BYTES", "BY", "AT"), rows) if rows else "(no bundles)")
+    headers, rows = widen(
+        ("NAME", "SHA-256", "BYTES", "BY", "AT"),
+        rows,
+        found,
+        (("SHA-256 (FULL)", lambda b: b.get("digest")),),
+    )
+    click.echo(table(headers, rows) if rows else "(no bundles)")
 
 
 @bundle.command("show")

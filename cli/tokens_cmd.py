@@ -14,7 +14,7 @@ from urllib.parse import quote
 import click
 
 from cli.commands import api, json_option
-from cli.output import print_json, table
+from cli.output import print_json, table, widen
 
 
 @click.group()
@@ -83,8 +83,13 @@ def list_(revoked: bool, as_json: bool) -> None:
         )
         for t in items
     ]
-    headers = ("ID", "NAME", "ROLE", "TENANTS", "CREATED", "LAST USED", "REVOKED")
-    click.echo(table(headers, rows))
+    headers, wide_rows = widen(
+        ("ID", "NAME", "ROLE", "TENANTS", "CREATED", "LAST USED", "REVOKED"),
+        rows,
+        items,
+        (("CREATED BY", lambda t: t.get("created_by")),),
+    )
+    click.echo(table(headers, wide_rows))
 
 
 @tokens.command("revoke")
