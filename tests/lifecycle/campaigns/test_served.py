@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -33,6 +34,7 @@ from simulators.device.firmware import build_image
 from simulators.fleet.runner import DeviceFleet
 from simulators.identities import endpoint_name
 from simulators.profiles import DeviceProfile
+from tests.cli.harness import invoke
 from tests.lifecycle.api.campaign_world import _start
 
 T = TypeVar("T")
@@ -64,6 +66,7 @@ class Served:
     service: Service
     url: str
     token: str
+    data_dir: Path
     fleets: list[DeviceFleet] = field(default_factory=list)
 
     def call(self, work: Callable[[], Coroutine[Any, Any, T]], timeout: float = 30.0) -> T:
@@ -155,7 +158,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     thread.start()
     data_dir = tmp_path_factory.mktemp("served") / "data"
     service, url, token = asyncio.run_coroutine_threadsafe(_start(data_dir, None), loop).result(30)
-    world = Served(loop, service, url, token)
+    world = Served(loop, service, url, token, data_dir)
     world.api("POST", "/v1/firmware/keys", json={"name": "acme", "public_key": PUBLIC.decode()})
     try:
         yield world
@@ -242,7 +245,11 @@ def test_a_change_of_firmware_config_and_apn_goes_in_order_and_is_rolled_back_in
         assert revert == ["set-apns", "write-apply-config", "push-firmware"], steps
     for endpoint in names["south"]:  # not in the scope: still on the change
         assert served.reported(endpoint)["firmware"]["reported"]["version"] == "2.0.0"
-    served.api("POST", f"/v1/campaigns/{cid}/rollback", json={"scope": "all"})
+    # the rest from the command line
+    assert invoke(served.data_dir, "campaign", "rollback", cid).exit_code == 2  # which?
+    rolled_cli = invoke(served.data_dir, "campaign", "rollback", cid, "--scope", "all")
+    assert rolled_cli.exit_code == 0, rolled_cli.output
+    assert f"rolling back 2 devices of campaign {cid} (all)" in rolled_cli.output
     final = served.until(cid, ("reverted",), timeout=60)
     assert final["counts"] == {"reverted": 4}
     audit = served.api("GET", "/v1/audit", params={"action": "campaign.rollback", "limit": 100})
