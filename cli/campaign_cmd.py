@@ -595,7 +595,7 @@ def rollback(cid: str, scope: str | None, selector: str | None, as_json: bool) -
     if as_json:
         print_json(found)
         return
-    what = ", ".join(f"{k} {v}" for k, v in body.items())
+    what = ", ".join(body.values())
     click.echo(f"rolling back {found['reverting']} devices of campaign {cid} ({what})")
     _show_verb(found["campaign"], "rollback started")
 
