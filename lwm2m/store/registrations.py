@@ -85,6 +85,20 @@ _APPLY_UPDATE = (
         }
     )
 )
+# The common Updates write only the expiry columns, with two or three parameters: an empty
+# one (a lifetime refresh) about half the store CPU of ``_APPLY_UPDATE`` per row (SQLite,
+# 2 000 Updates in batches of 200, commits included: 12.6-16 -> 6.9-7.3 µs, issue 13).
+_LIFETIME = bindparam("b_lifetime", type_=_R.lifetime.type)
+_APPLY_EXTEND = (
+    update(REGISTRATION)
+    .where(_R.id == bindparam("b_id"), _R.expires_at > _NOW)
+    .values({"updated_at": _NOW, "expires_at": _NOW + _R.lifetime})
+)
+_APPLY_LIFETIME = (
+    update(REGISTRATION)
+    .where(_R.id == bindparam("b_id"), _R.expires_at > _NOW)
+    .values({"lifetime": _LIFETIME, "updated_at": _NOW, "expires_at": _NOW + _LIFETIME})
+)
 _UPDATED_AT_BY_IDS = select(_R.id, _R.updated_at).where(_R.id.in_(bindparam("ids", expanding=True)))
 
 
@@ -205,6 +219,18 @@ def _apply_params(rid: str, changes: RegistrationUpdate, now: float) -> dict[str
         "b_host": address.host if address is not None else None,
         "b_port": address.port if address is not None else None,
     }
+
+
+def _refresh_only(changes: RegistrationUpdate) -> bool:
+    """True when ``changes`` carries nothing but (perhaps) a lifetime."""
+    return (
+        changes.binding is None
+        and changes.queue_mode is None
+        and changes.sms_number is None
+        and changes.object_links is None
+        and changes.supported_formats is None
+        and changes.address is None
+    )
 
 
 def applied(old: Registration, changes: RegistrationUpdate, now: float) -> Registration:
@@ -406,10 +432,29 @@ class RegistrationRepository:
                 rounds.append([])
             rounds[occurrence].append(position)
         for positions in rounds:
-            params = [_apply_params(*updates[position]) for position in positions]
+            extend: list[dict[str, Any]] = []
+            lifetime: list[dict[str, Any]] = []
+            full: list[dict[str, Any]] = []
+            for position in positions:
+                rid, changes, now = updates[position]
+                if not _refresh_only(changes):
+                    full.append(_apply_params(rid, changes, now))
+                elif changes.lifetime is None:
+                    extend.append({"b_id": rid, "b_now": now})
+                else:
+                    lifetime.append({"b_id": rid, "b_now": now, "b_lifetime": changes.lifetime})
             # The driver's executemany (no per-row SQLAlchemy processing); both drivers sum
-            # the rowcount over the rows (sqlite3, psycopg 3).
-            if tx.executemany_direct(_APPLY_UPDATE, params) == len(params):
+            # the rowcount over the rows (sqlite3, psycopg 3). An id is at most once per round,
+            # so the statements of a round touch different rows.
+            changed = 0
+            for statement, params in (
+                (_APPLY_EXTEND, extend),
+                (_APPLY_LIFETIME, lifetime),
+                (_APPLY_UPDATE, full),
+            ):
+                if params:
+                    changed += tx.executemany_direct(statement, params)
+            if changed == len(positions):
                 continue
             ids = [updates[position][0] for position in positions]
             stamped: dict[str, float] = {}

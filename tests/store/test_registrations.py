@@ -348,3 +348,34 @@ def test_apply_updates_writes_without_reading_and_matches_the_in_memory_rule(
     with det_store.transaction() as tx:  # all applied: the fast path, no read needed
         assert regs.apply_updates(tx, [(one.id, RegistrationUpdate(lifetime=30), 60.0)]) == [None]
     assert det_store.read_sync(lambda tx: regs.get(tx, one.id)).expires_at == 90.0  # type: ignore[union-attr]
+
+
+def test_apply_updates_mixes_refreshes_new_lifetimes_and_other_changes_in_one_call(
+    det_store: Store,
+) -> None:
+    """An empty Update, one with only a new lifetime and one with other changes each take
+    their own fixed statement; in one call (and one round) they still give the rows
+    ``applied`` computes, and an unknown id among the new lifetimes fails alone."""
+    from lwm2m.store.registrations import applied
+
+    regs = det_store.registrations
+    one = register(det_store, new("ep-1", lifetime=100), now=0)
+    two = register(det_store, new("ep-2", lifetime=100), now=0)
+    three = register(det_store, new("ep-3", lifetime=100), now=0)
+    rows = [
+        (one.id, RegistrationUpdate(lifetime=40), 20.0),
+        (two.id, RegistrationUpdate(), 21.0),
+        ("nope", RegistrationUpdate(lifetime=40), 22.0),
+        (three.id, RegistrationUpdate(lifetime=70, sms_number="+1555"), 23.0),
+        (one.id, RegistrationUpdate(), 24.0),  # second round: on top of the first
+    ]
+    with det_store.transaction() as tx:
+        results = regs.apply_updates(tx, rows)
+    assert results[:2] == [None, None] and results[3:] == [None, None]
+    assert isinstance(results[2], NotFound)
+    expected_one = applied(applied(one, rows[0][1], 20.0), rows[4][1], 24.0)
+    assert (expected_one.lifetime, expected_one.expires_at) == (40, 64.0)
+    with det_store.transaction() as tx:
+        assert regs.get(tx, one.id) == expected_one
+        assert regs.get(tx, two.id) == applied(two, RegistrationUpdate(), 21.0)
+        assert regs.get(tx, three.id) == applied(three, rows[3][1], 23.0)
