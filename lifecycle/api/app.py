@@ -29,6 +29,7 @@ from lifecycle.api.context import ApiContext
 from lifecycle.api.errors import ApiError, unknown_endpoint
 from lifecycle.api.esim_routes import TAGS as ESIM_TAGS
 from lifecycle.api.firmware_routes import TAGS as FIRMWARE_TAGS
+from lifecycle.api.fleet_routes import TAGS as FLEET_TAGS
 from lifecycle.api.inventory_routes import TAGS as INVENTORY_TAGS
 from lifecycle.api.naming import ERROR_RESPONSES, operation_id
 from lifecycle.api.parse import InputError
@@ -58,6 +59,7 @@ TAGS = [
     {"name": "events", "description": "Server-sent events: registrations, notifications."},
     *BOOTSTRAP_TAGS,
     *INVENTORY_TAGS,
+    *FLEET_TAGS,
     *TOKEN_TAGS,
     *STATE_TAGS,
     *ARTIFACT_TAGS,
@@ -182,6 +184,7 @@ def create_app(context: ApiContext) -> FastAPI:
         campaign_routes,
         esim_routes,
         firmware_routes,
+        fleet_routes,
         routes,
         security_routes,
         state_routes,
@@ -224,6 +227,7 @@ def create_app(context: ApiContext) -> FastAPI:
         stream.router,
         bootstrap_routes.router,
         inventory_routes.router,
+        fleet_routes.router,
         token_routes.router,
         state_routes.router,
         artifact_routes.router,

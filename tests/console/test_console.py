@@ -127,6 +127,12 @@ def test_the_overview_shows_the_simulated_fleet(
     expect()(bar(page, "by carrier", "telekom")).to_contain_text("1")
     expect()(bar(page, "by firmware", "1.2.0")).to_contain_text("2")  # reported by the devices
     expect()(bar(page, "by firmware", "1.1.0")).to_contain_text("1")
+    expect()(bar(page, "by sku", "T1")).to_contain_text("2")
+    expect()(page.locator('[data-breakdown="by config bundle"]')).to_have_count(1)
+    # the breakdowns are the server's (GET /v1/fleet/summary), over the whole fleet
+    expect()(page.locator("#fleet-summary-note")).to_contain_text("over all 4 devices")
+    expect()(page.locator(".stat", has_text="out of line")).to_contain_text("1")
+    expect()(page.locator("#drift-summary")).to_contain_text("firmware 1")
     drift = page.locator(".card", has=page.get_by_role("heading", name="Drift"))
     expect()(drift.get_by_role("row", name=re.compile("tracker-us-1.*firmware"))).to_contain_text(
         "1.1.0"

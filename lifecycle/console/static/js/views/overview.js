@@ -2,24 +2,19 @@
 // line with their desired state (drift) and the config bundles; the device list by selector;
 // registrations as they happen.
 //
-// Data: GET /inventory (counts per stage exactly, by selector; the other breakdowns from the
-// first SAMPLE devices), GET /state/drift, GET /config-bundles, GET /events (registrations).
+// Data: GET /fleet/summary (every breakdown and the drift counts, computed by the server over
+// the whole fleet), GET /state/drift (the first rows out of line), GET /config-bundles,
+// GET /inventory (the device list by selector), GET /events (registrations).
 
-import { ApiError, allPages, get, itemsOf, streamEvents } from "../api.js";
+import { ApiError, get, itemsOf, streamEvents } from "../api.js";
 import { ago, badge, card, clear, deviceLink, errorBox, h, liveState, table } from "../dom.js";
 
-const STAGES = ["manufactured", "bootstrapped", "active", "suspended", "retired"];
-const SAMPLE = 10000;
 const PAGE = 50;
 const REGISTRATION_EVENTS = ["registered", "updated", "deregistered", "expired", "registration_refused"];
 
-function counts(items, key) {
-  const out = new Map();
-  for (const item of items) {
-    const value = key(item) ?? "(none)";
-    out.set(value, (out.get(value) || 0) + 1);
-  }
-  return [...out.entries()].sort((a, b) => b[1] - a[1] || String(a[0]).localeCompare(String(b[0])));
+// The server's [{value, count}] as [value, count] pairs (null: "(none)").
+function entries(list) {
+  return (list || []).map(({ value, count }) => [value ?? "(none)", count]);
 }
 
 // One breakdown as labelled bars; a click filters the device list by that value.
@@ -60,21 +55,15 @@ function stat(label, value, hint) {
   return h("div", { class: "stat" }, h("div", { class: "stat-value" }, String(value)), h("div", { class: "stat-label" }, label), hint ? h("div", { class: "muted small" }, hint) : null);
 }
 
-async function stageCounts() {
-  const answers = await Promise.all(STAGES.map((stage) => get("/inventory", { select: `stage=${stage}`, limit: 1 })));
-  return STAGES.map((stage, n) => [stage, answers[n].count]).filter(([, n]) => n > 0);
-}
-
-function driftCard(drift) {
+function driftCard(drift, fleet) {
   const rows = itemsOf(drift);
-  const byKey = counts(rows, (r) => `${r.dimension} ${r.status}`);
-  const summary = byKey.map(([key, n]) => {
-    const [dimension, status] = key.split(" ");
-    return h("li", {}, badge(status), " ", h("strong", {}, dimension), ` ${n}`);
-  });
+  const behind = (fleet.drift || []).filter((d) => d.status !== "applied");
+  const summary = behind.map((d) => h("li", {}, badge(d.status), " ", h("strong", {}, d.dimension), ` ${d.count}`));
   return card(
     "Drift",
-    rows.length ? h("ul", { class: "inline-list" }, summary) : h("p", { class: "ok-text" }, "every device is in line with its desired state"),
+    behind.length
+      ? h("ul", { class: "inline-list", id: "drift-summary" }, summary)
+      : h("p", { class: "ok-text" }, "every device is in line with its desired state"),
     table(
       [
         { title: "Device", cell: (r) => deviceLink(r.endpoint) },
@@ -128,16 +117,13 @@ export async function render(root, view) {
   const noInventory = (err) => {
     throw new ApiError(503, { status: err.kind, message: `${err.message}; the overview needs the inventory` });
   };
-  const [health, stages, sample, drift, bundles] = await Promise.all([
+  const [health, fleet, drift, bundles] = await Promise.all([
     fetch("/health").then((r) => r.json()),
-    unless503(stageCounts(), noInventory),
-    unless503(allPages("/inventory", {}, SAMPLE), noInventory),
+    unless503(get("/fleet/summary"), noInventory),
     unless503(get("/state/drift", { limit: 1000 }), () => ({ items: [], truncated: false })),
     unless503(get("/config-bundles").then(itemsOf), () => []),
   ]);
   if (!view.current()) return;
-  const devices = sample.items;
-  const note = sample.complete ? null : h("p", { class: "muted small" }, `breakdowns from the first ${devices.length} of ${sample.total} devices`);
 
   const list = h("div", { id: "device-list" });
   const selectInput = h("input", { id: "select", type: "search", placeholder: "selector, e.g. region=eu-west,stage=active", spellcheck: "false", "aria-label": "selector" });
@@ -177,28 +163,29 @@ export async function render(root, view) {
   }
 
   const events = h("ol", { class: "events", id: "overview-events" });
-  const registered = devices.filter((d) => d.registered).length;
   clear(
     root,
     h("h1", {}, "Fleet overview"),
     h(
       "div",
       { class: "stats" },
-      stat("devices in inventory", sample.total),
+      stat("devices in inventory", fleet.devices),
       stat("registered now", health.devices),
-      stat("online in inventory", registered, sample.complete ? null : "of the sample"),
-      stat("out of line", new Set(itemsOf(drift).map((r) => r.endpoint)).size, "devices with drift"),
+      stat("online in inventory", fleet.registered),
+      stat("out of line", fleet.out_of_line, "devices with drift"),
     ),
-    note,
     h(
       "div",
       { class: "grid" },
-      bars("By stage", stages, keySelector("stage"), filter),
-      bars("By region", counts(devices, (d) => d.region), keySelector("region"), filter),
-      bars("By carrier", counts(devices, (d) => d.carrier), keySelector("carrier"), filter),
-      bars("By firmware", counts(devices, (d) => d.firmware), keySelector("firmware"), filter),
+      bars("By stage", entries(fleet.stage), keySelector("stage"), filter),
+      bars("By region", entries(fleet.region), keySelector("region"), filter),
+      bars("By carrier", entries(fleet.carrier), keySelector("carrier"), filter),
+      bars("By firmware", entries(fleet.firmware), keySelector("firmware"), filter),
+      bars("By config bundle", entries(fleet.config), () => null, filter),
+      bars("By SKU", entries(fleet.sku), keySelector("sku"), filter),
     ),
-    h("div", { class: "grid grid-2" }, driftCard(drift), bundlesCard(bundles)),
+    h("p", { class: "muted small", id: "fleet-summary-note" }, `counted by the server over all ${fleet.devices} devices${fleet.select ? ` matching ${fleet.select}` : ""}`),
+    h("div", { class: "grid grid-2" }, driftCard(drift, fleet), bundlesCard(bundles)),
     card(
       "Devices",
       h(
