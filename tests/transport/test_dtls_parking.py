@@ -20,6 +20,7 @@ from lwm2m.store import Store
 from lwm2m.store.dtls_sessions import StoreDtlsSessions
 from lwm2m.transport import DtlsClient, DtlsClientConfig, DtlsServer, DtlsServerConfig, Peer
 from lwm2m.transport._common import is_client_hello
+from lwm2m.transport.errors import SendFailed
 from lwm2m.transport.parking import (
     OUT_RESERVATION,
     ParkingError,
@@ -407,6 +408,57 @@ def test_a_certificate_session_parks_and_survives_a_restart_with_its_identity(
             server.close()
             await server.wait_closed()
             relay.close()
+            await store.aclose()
+
+    run(scenario())
+
+
+def test_no_record_is_sent_at_or_above_a_reservation_that_may_be_stored(tmp_path: Path) -> None:
+    """The outgoing counter reaches a stored reservation (white-box: set the limit where the
+    counter is): sends are refused until the next reservation is committed, then resume."""
+
+    async def scenario() -> None:
+        store, _, server = await _restartable(tmp_path)
+        relay, client, sink = await _relayed_client(server)
+        try:
+            assert await echo_roundtrip(client, sink, 1) == ECHO
+            await asyncio.sleep(0.3)  # the settled session's first blob is committed
+            s = next(iter(server._established.values()))
+            assert s.limit >= s.out_next + OUT_RESERVATION // 2
+            peer = s.peer
+            assert peer is not None
+            s.limit = s.reserve = s.out_next  # as if half the reservation were used up
+            with pytest.raises(SendFailed, match="reservation"):
+                server.send(b"\x50\x01\x00\x09", peer)
+            assert server.stats.sends_deferred == 1
+            await eventually(lambda: s.limit > s.out_next, timeout=3)
+            server.send(b"\x50\x01\x00\x0a", peer)
+            data, _ = await sink.get()
+            assert data == b"\x50\x01\x00\x0a"
+        finally:
+            client.close()
+            server.close()
+            await server.wait_closed()
+            relay.close()
+            await store.aclose()
+
+    run(scenario())
+
+
+def test_a_malformed_stored_session_is_dropped_at_start(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = await asyncio.to_thread(Store.open, None, tmp_path)
+        await asyncio.to_thread(store.create_schema)
+        sessions = StoreDtlsSessions(store)
+        await sessions.save({"127.0.0.1 40000": b"\x01junk", "not a key": b"\x01" * 40})
+        server, _ = await dtls_echo_server(psk_server_config(session_store=sessions))
+        try:
+            assert server.parked_count == 0
+            assert server.stats.park_failures == 2
+            assert await sessions.load_all() == []
+        finally:
+            server.close()
+            await server.wait_closed()
             await store.aclose()
 
     run(scenario())
