@@ -494,6 +494,7 @@ async def queue_esim_package(
             trigger = await component.eims.queue_download(
                 record.eid, body.activation_code, now=time.time(), actor=scope.principal.actor
             )
+        component.touch([record.eid])
         return package_json(trigger)
     if body.operation == "ipa-data":
         eims = component.eims
@@ -504,12 +505,14 @@ async def queue_esim_package(
                     eims.ledger(tx), record.eid, now=now, actor=actor
                 )
             )
+        component.touch([record.eid])
         return package_json(asked)
     operation = operation_of(body, component.eims.eim.deployment)
     with _errors(record.eid):
         package = await component.eims.queue(
             record.eid, [operation], now=time.time(), actor=scope.principal.actor
         )
+    component.touch([record.eid])
     return package_json(package)
 
 

@@ -256,6 +256,8 @@ class EsimComponent:
         self._task: asyncio.Task[None] | None = None
         #: Coroutines to run on stop (the object 3443 binding's tasks).
         self.on_stop: list[Callable[[], Awaitable[None]]] = []
+        #: Told the EIDs something was queued for (the object 3443 binding pushes it).
+        self.on_queued: list[Callable[[list[str]], None]] = []
         self.stats = {"queued": 0, "applied": 0, "failed": 0, "judged": 0}
 
     # -- wiring ----------------------------------------------------------------------------
@@ -343,9 +345,19 @@ class EsimComponent:
         self._wakeup.set()
 
     def touch(self, eids: Iterable[str]) -> None:
-        """Judge these eUICCs' devices again (after an operator queued something for them)."""
-        self._eids.update(eids)
+        """Judge these eUICCs' devices again (after an operator queued something for them)
+        and tell the push bindings."""
+        listed = sorted(set(eids))
+        self._eids.update(listed)
         self._wakeup.set()
+        self._queued(listed)
+
+    def _queued(self, eids: list[str]) -> None:
+        for listener in self.on_queued:
+            try:
+                listener(eids)
+            except Exception:
+                log.exception("esim: a push listener failed")
 
     @property
     def idle(self) -> bool:
@@ -457,6 +469,7 @@ class EsimComponent:
 
         await eims.store.write(write)
         self.stats["queued"] += len(items)
+        self._queued([eid for eid, _, _ in items])
 
     async def _queue(self, items: list[tuple[str, Desired, bool]]) -> None:
         """One package per device: the enable with rollbackFlag, preceded by listProfileInfo
@@ -476,6 +489,7 @@ class EsimComponent:
 
         await eims.store.write(write)
         self.stats["queued"] += len(items)
+        self._queued([eid for eid, _, _ in items])
 
     async def _record(
         self, endpoint: str, want: Desired | None, eid: str | None, verdict: Verdict

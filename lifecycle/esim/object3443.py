@@ -5,6 +5,13 @@ message through the same handler as the HTTPS and CoAP bindings (``EsimComponent
 writes its answer, if any, to /3443/0/2 and executes /3443/0/4 to clear /3443/0/3 -- the
 IPA's signal that it may put its next message there (objects/builtin/esim.py).
 
+The eIM also pushes (SGP.32 ESipa.TransferEimPackage, eIM-initiated): when something is queued
+for an eUICC whose device is observed here, its next open package is marked delivered and
+written to /3443/0/2 as a TransferEimPackageRequest, so the IPA need not poll for it; the IPA
+answers in /3443/0/3 (TransferEimPackageResponse eimPackageReceived) and delivers the result
+with ProvideEimPackageResult as usual. A push the device does not take changes nothing: the
+IPA's next poll gets the same package.
+
 One exchange at a time per device (a lock per endpoint): the answer to one message is written
 before the next is read. A device registering with /3443 in its object links is observed; a
 notification that carries an empty /3443/0/3 (cleared) is ignored. An answer the device does
@@ -62,11 +69,38 @@ class Object3443Binding:
         self.timeout = timeout
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._observed: set[str] = set()
         self.exchanges = 0
+        self.pushes = 0
 
     def install(self, service: LifecycleService) -> None:
         service.on(Registered, self._registered)
         service.on(Notification, self._notification)
+        self.component.on_queued.append(self._queued)
+
+    def _queued(self, eids: list[str]) -> None:
+        if self._observed:
+            self._spawn(self._push_many(eids))
+
+    async def _push_many(self, eids: list[str]) -> None:
+        eims = self.component.eims
+        linked = await eims.store.read(lambda tx: eims.ledger(tx).endpoints(eids))
+        for eid, endpoint in linked.items():
+            if endpoint in self._observed:
+                await self._push(endpoint, eid)
+
+    async def _push(self, endpoint: str, eid: str) -> None:
+        lock = self._locks.setdefault(endpoint, asyncio.Lock())
+        async with lock:
+            request = await self.component.eims.push_next(eid, self.clock())
+            if request is None:
+                return
+            node = SingleResource(EIM_MESSAGE.ids[2], Value.opaque(request))
+            written = await self.server.write(endpoint, EIM_MESSAGE, node, timeout=self.timeout)
+            if written.ok:
+                self.pushes += 1
+            else:  # the IPA polls for it
+                log.info("push to /3443/0/2 not taken", extra={"endpoint": endpoint})
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -91,6 +125,7 @@ class Object3443Binding:
         if not result.ok:
             log.warning("cannot observe /3443/0/3", extra={"endpoint": endpoint})
             return
+        self._observed.add(endpoint)
         message = _ipa_message(result.content)
         if message is not None:
             await self._exchange(endpoint, message)

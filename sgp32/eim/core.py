@@ -73,6 +73,8 @@ what it needs to generate ctxParams1 and expand compact download messages."""
 
 # ESipa error codes (SGP.32 6.3)
 NO_PACKAGE, EID_NOT_FOUND, INVALID_EID, MISSING_EID, UNDEFINED = 1, 2, 3, 4, 127
+REPLAY_ERROR = 4
+"""EuiccPackageErrorCode replayError: the eUICC saw this counterValue already."""
 IPA_PACKAGE_ERROR = {1: "invalidPackageFormat", 2: "unknownPackage", 127: "undefinedError"}
 """EimPackageResultErrorCode: the IPA could not process an eIM package."""
 
@@ -338,6 +340,13 @@ class Eim:
             return self._provide_result(ledger, message.body, now)
         if message.name == "handleNotificationEsipa":
             return self._handle_notification(ledger, message.body, now)
+        if message.name == "transferEimPackageResponse" and message.body[0] in (
+            "eimPackageReceived",
+            "eimPackageError",
+        ):
+            # the IPA took (or could not take) a pushed package: its result, if any, comes
+            # with ProvideEimPackageResult like a polled one's; the package stays open
+            return Exchange(None, ())
         refused = ResultRefused(None, Refusal.UNSUPPORTED, f"{message.name} is not served here")
         return Exchange(None, (refused,))
 
@@ -388,6 +397,35 @@ class Eim:
         if package is None:
             reply = encode_to_ipa("getEimPackageResponse", ("eimPackageError", NO_PACKAGE))
             return Exchange(reply, (NoPackage(eid),))
+        reply = encode_to_ipa("getEimPackageResponse", self._deliver(ledger, euicc, package, now))
+        return Exchange(
+            reply, (PackageDelivered(eid, package.counter_value, package.transaction_id),)
+        )
+
+    def push_next(self, ledger: Ledger, eid: str, now: float) -> bytes | None:
+        """The EID's next open package as a TransferEimPackageRequest (the eIM-initiated
+        transfer, SGP.32 ESipa.TransferEimPackage), marked delivered like a polled one; None
+        when nothing is queued. A push the IPA never gets costs nothing: it polls for the same
+        package."""
+        euicc = ledger.euicc(eid)
+        package = ledger.next_package(eid) if euicc is not None else None
+        if euicc is None or package is None:
+            return None
+        return encode_to_ipa(
+            "transferEimPackageRequest", self._deliver(ledger, euicc, package, now, push=True)
+        )
+
+    def _deliver(
+        self,
+        ledger: Ledger,
+        euicc: EuiccRecord,
+        package: PackageRecord,
+        now: float,
+        push: bool = False,
+    ) -> tuple[str, Any]:
+        """Mark `package` delivered (audited once) and give its GetEimPackageResponse /
+        TransferEimPackageRequest alternative."""
+        eid = euicc.eid
         if package.state == PackageState.QUEUED:
             ledger.update_package(
                 dataclasses.replace(package, state=PackageState.DELIVERED, delivered_at=now)
@@ -401,23 +439,18 @@ class Eim:
                 detail={
                     "counter": package.counter_value,
                     "transaction_id": package.transaction_id.hex(),
+                    "pushed": push,
                 },
             )
         first = package.operations[0].get("op") if package.operations else None
         if first == DOWNLOAD_TRIGGER:
-            trigger = decode("ProfileDownloadTriggerRequest", package.request_der)
-            reply = encode_to_ipa(
-                "getEimPackageResponse", ("profileDownloadTriggerRequest", trigger)
+            return (
+                "profileDownloadTriggerRequest",
+                decode("ProfileDownloadTriggerRequest", package.request_der),
             )
-        elif first == IPA_DATA_REQUEST:
-            asked = decode("IpaEuiccDataRequest", package.request_der)
-            reply = encode_to_ipa("getEimPackageResponse", ("ipaEuiccDataRequest", asked))
-        else:
-            request = decode("EuiccPackageRequest", package.request_der)
-            reply = encode_to_ipa("getEimPackageResponse", ("euiccPackageRequest", request))
-        return Exchange(
-            reply, (PackageDelivered(eid, package.counter_value, package.transaction_id),)
-        )
+        if first == IPA_DATA_REQUEST:
+            return ("ipaEuiccDataRequest", decode("IpaEuiccDataRequest", package.request_der))
+        return ("euiccPackageRequest", decode("EuiccPackageRequest", package.request_der))
 
     def _state_changed(
         self, ledger: Ledger, euicc: EuiccRecord, cause: int | None, now: float
@@ -563,6 +596,13 @@ class Eim:
         if package.state in (PackageState.DONE, PackageState.FAILED):
             assert package.result is not None
             if package.result.get("der") == der.hex():
+                ledger.add_result(
+                    ResultRecord(eid, now, "duplicate", tid, package.counter_value, der, {})
+                )
+                return ResultDuplicate(eid, tid), result.seq_number
+            if result.kind == "euiccPackageErrorSigned" and result.error_code == REPLAY_ERROR:
+                # the eUICC, signed, refusing a second copy of this package (pushed and then
+                # polled): the first result stands; acknowledged so the IPA does not retry
                 ledger.add_result(
                     ResultRecord(eid, now, "duplicate", tid, package.counter_value, der, {})
                 )

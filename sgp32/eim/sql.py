@@ -369,6 +369,10 @@ class EimStore:
             lambda tx: self.eim.queue(self.ledger(tx), eid, operations, now=now, actor=actor)
         )
 
+    async def push_next(self, eid: str, now: float) -> bytes | None:
+        """`Eim.push_next` in one committed transaction (delivered before it is sent)."""
+        return await self.store.write(lambda tx: self.eim.push_next(self.ledger(tx), eid, now))
+
     async def queue_download(
         self, eid: str, activation_code: str, *, now: float, actor: str
     ) -> PackageRecord:

@@ -60,6 +60,11 @@ class SimIpa:
     """IpaCapabilities.ipaFeatures it reports (1 indirectRspServerCommunication, 3
     eimCtxParams1Generation, 5 minimizeEsipaBytes)."""
 
+    pushed_transactions: set[bytes] = field(default_factory=set)
+    """eimTransactionIds of the packages pushed to it (one pushed and then polled runs once;
+    a polled package offered again still goes to the eUICC, which refuses the replay)."""
+    pushes: int = 0
+    """TransferEimPackageRequests the eIM pushed (for tests)."""
     sent_forms: list[str] = field(default_factory=list)
     """The AuthenticateServerResponse alternatives it sent (for tests)."""
 
@@ -123,6 +128,21 @@ class SimIpa:
             self._acknowledged(message.body)
         elif self.download is not None:
             self._download_answer(self.download, message.name, message.body)
+
+    def pushed(self, data: bytes, now: float) -> bytes:
+        """A TransferEimPackageRequest the eIM pushed: the package is run like a polled one
+        (its result goes out with ProvideEimPackageResult); the answer is the
+        TransferEimPackageResponse (eimPackageReceived)."""
+        message = decode_from_eim(data)
+        if message.name != "transferEimPackageRequest":
+            return encode_to_eim("transferEimPackageResponse", ("eimPackageError", 1))
+        if message.body[0] != "eimAcknowledgements":
+            self._package(message.body, now)
+            tid = _transaction_of(*message.body)
+            if tid is not None:
+                self.pushed_transactions.add(tid)
+        self.pushes += 1
+        return encode_to_eim("transferEimPackageResponse", ("eimPackageReceived", None))
 
     # ---- indirect profile download (the eIM relays ES9+) -----------------------------------
 
@@ -201,6 +221,9 @@ class SimIpa:
     def _package(self, body: tuple[str, Any], now: float) -> None:
         kind, value = body
         self.last_get_answer = kind if kind != "eimPackageError" else f"eimPackageError:{value}"
+        tid = _transaction_of(kind, value)
+        if tid is not None and tid in self.pushed_transactions:
+            return  # pushed and then polled: run once (its result is on its way)
         if kind == "profileDownloadTriggerRequest":
             self._trigger(value)
             return
@@ -247,6 +270,16 @@ class SimIpa:
         if not done.sent_over_rollback_profile and self.euicc.can_roll_back:
             self.euicc.confirm()  # the result went out over the new profile
             self.awaiting_since = None
+
+
+def _transaction_of(kind: str, value: Any) -> bytes | None:
+    if kind == "euiccPackageRequest":
+        tid: bytes | None = value["euiccPackageSigned"].get("eimTransactionId")
+        return tid
+    if kind in ("profileDownloadTriggerRequest", "ipaEuiccDataRequest"):
+        found: bytes | None = value.get("eimTransactionId")
+        return found
+    return None
 
 
 def _seq(result: Result) -> int | None:

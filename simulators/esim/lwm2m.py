@@ -4,7 +4,9 @@ HTTPS or CoAP of its own, for devices managed only over LwM2M.
 `Object3443Ipa` glues a sans-IO `SimIpa` to the device's object store: the IPA's message goes
 in /3443/0/3 (the server observes it), the eIM's answer arrives as a Write of /3443/0/2, and the
 eIM's Execute of /3443/0/4 clears /3443/0/3 -- then the IPA puts its next message there, unless
-it has nothing but a poll to send right after an empty one (it then waits for `poll`).
+it has nothing but a poll to send right after an empty one (it then waits for `poll`). A
+TransferEimPackageRequest the eIM writes to /3443/0/2 unprompted (a push) is run at once and
+answered in /3443/0/3 (eimPackageReceived); the result follows as usual.
 `esim_template` is the default device model with this object 3443 in place of the
 placeholder.
 """
@@ -31,6 +33,7 @@ ESIM = 3443
 EIM_MESSAGE = Path.of(ESIM, 0, 2)
 IPA_MESSAGE = Path.of(ESIM, 0, 3)
 POLL_TAG = b"\xbf\x4f"
+TRANSFER_TAG = b"\xbf\x4e"
 
 
 @dataclass
@@ -75,6 +78,12 @@ class Object3443Ipa:
 
     def _eim_message(self, device: DeviceActions, path: Path, now: float) -> None:
         answer = device.store.get(EIM_MESSAGE, now)
+        if isinstance(answer, bytes) and answer[:2] == TRANSFER_TAG:  # the eIM pushed
+            response = self.ipa.pushed(answer, now)
+            if self.last_sent is None:  # else its result goes out after the current exchange
+                self.last_sent, self.answered = response, False
+                device.store.set(IPA_MESSAGE, response, now)
+            return
         if self.last_sent is not None and isinstance(answer, bytes) and answer:
             self.ipa.incoming(self.last_sent, answer, now)
             self.answered = True

@@ -433,3 +433,26 @@ def test_a_package_the_ipa_cannot_process_is_failed_not_delivered_again(world: W
     body["eimPackageResult"] = ("eimPackageResultResponseError", unknown)
     refused = world.eim.handle(ledger, encode_to_eim("provideEimPackageResult", body), T0 + 5)
     assert refused.outcomes[0].reason == Refusal.UNKNOWN_PACKAGE  # type: ignore[attr-defined]
+
+
+def test_the_euiccs_replay_error_for_an_answered_package_is_acknowledged(world: World) -> None:
+    """A package delivered twice (pushed, then polled) makes the eUICC answer the second copy
+    with a signed replayError: the first result stands, the copy is acknowledged (the IPA
+    does not retry it forever) and recorded as a duplicate."""
+    ledger = MemoryLedger()
+    euicc, ipa = world.device(1)
+    world.register(ledger, euicc)
+    package = world.eim.queue(ledger, euicc.eid, [ListEim()], now=T0, actor="a")
+    run_until_idle(world, ledger, ipa, T0 + 1)
+    request = decode_from_eim(
+        b"\xbf\x4f" + bytes([len(package.request_der)]) + package.request_der
+        if len(package.request_der) < 128
+        else b"\xbf\x4f\x81" + bytes([len(package.request_der)]) + package.request_der
+    ).body[1]
+    replay = euicc.load_package(request)
+    exchange = world.eim.handle(ledger, _result_message(euicc.eid, replay), T0 + 2)
+    assert exchange.outcomes == (ResultDuplicate(euicc.eid, package.transaction_id),)
+    assert exchange.reply is not None
+    assert decode_from_eim(exchange.reply).body[0] != "provideEimPackageResultError"
+    assert ledger.packages(euicc.eid)[0].state == PackageState.DONE
+    assert ledger.results(euicc.eid)[-1].outcome == "duplicate"

@@ -81,3 +81,54 @@ def test_an_enable_travels_through_object_3443(world: EsimWorld, busy_writes: in
             await asyncio.sleep(0)
 
     run(case(), timeout=60)
+
+
+def test_the_eim_pushes_a_queued_package_through_object_3443(world: EsimWorld) -> None:
+    """No poll from the IPA: the enable queued through the API is pushed (a
+    TransferEimPackageRequest written to /3443/0/2), the IPA answers eimPackageReceived in
+    /3443/0/3, runs it and delivers the signed result -- confirmed without any poll."""
+    euicc, ipa = world.device("61", 7)
+    glue = Object3443Ipa(ipa)
+    endpoint = "esim-3443-push"
+
+    async def case() -> None:
+        api = Api(world.serve)
+        device = SimulatedDevice(
+            endpoint, world.serve.coap_uri, template=glue.template(world.serve.coap_uri)
+        )
+        try:
+            await device.start()
+            await api.post(
+                "/v1/esim/euiccs",
+                {"euiccs": [world.import_item(euicc.eid, endpoint)]},
+                expect=201,
+            )
+
+            async def observed() -> bool:
+                found = await api.get(f"/v1/devices/{endpoint}/observations")
+                items = found["items"] if isinstance(found, dict) else found
+                return any("/3443/0/3" in str(o) for o in items)
+
+            await eventually(observed, timeout=10)
+            await api.post(
+                f"/v1/esim/euiccs/{endpoint}/packages",
+                {"operation": "enable", "iccid": NEW_ICCID},
+                expect=201,
+            )
+
+            async def done() -> bool:
+                shown = await api.get(f"/v1/esim/euiccs/{endpoint}")
+                return bool(shown["packages"] and shown["packages"][0]["state"] == "done")
+
+            await eventually(done, timeout=20)
+            assert ipa.pushes == 1
+            assert euicc.enabled is not None and euicc.enabled.iccid == NEW_ICCID
+            audit = await api.get("/v1/audit", params={"action": "esim.package.deliver"})
+            mine = [e for e in audit["items"] if e["subject"] == f"eid:{euicc.eid}"]
+            assert [e["detail"]["pushed"] for e in mine] == [True]
+        finally:
+            await device.stop()
+            await api.aclose()
+            await asyncio.sleep(0)
+
+    run(case(), timeout=60)
