@@ -187,6 +187,12 @@ def _listen_option(flag: str, help_text: str) -> Callable[[F], F]:
 @click.option("--telemetry-max-age", metavar="DURATION", help="history kept (default 30d; off)")
 @click.option("--telemetry-max-rows", metavar="N", help="history rows per device (100000; off)")
 @click.option("--telemetry-retention-interval", metavar="DURATION", help="default 60s")
+@click.option(
+    "--ephemeral-ports/--no-ephemeral-ports",
+    default=None,
+    help="every listener (CoAP, CoAPs, bootstrap, API, eIM) on a free port; the ready line, "
+    "api.json and `fleetloop status` name the ports bound",
+)
 def serve(config_file: Path | None, **flags: Any) -> None:
     """Run the LwM2M DM server (CoAP + CoAPs) and the management API until SIGINT/SIGTERM.
 

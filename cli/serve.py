@@ -31,7 +31,7 @@ import re
 import signal
 import socket
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,6 +100,11 @@ class Bound:
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def _address_text(bound: Mapping[str, object]) -> str:
+    """``host:port`` (``[v6]:port``) of a bound socket as api.json records it."""
+    return str(Bound(str(bound["host"]), int(str(bound["port"]))))
 
 
 def _bound(address: tuple[object, ...] | None) -> Bound | None:
@@ -353,6 +358,8 @@ class Service:
         app.state.bootstrap = self.bootstrap
         app.state.firmware = self.firmware
         app.state.esim = self.esipa.component if self.esipa else None  # /v1/esim
+        esipa = self.esipa.json() if self.esipa else None
+        app.state.esipa_address = (esipa["host"], esipa["port"]) if esipa else None  # /v1/status
         self.schema_guard = guard_for(self.store)  # recreates a dropped schema; GET /ready
         app.state.readiness = self.schema_guard
         self.schema_guard.start()
@@ -404,6 +411,11 @@ class Service:
                 "console": f"{url}/console/",
                 "coap": str(coap) if coap else "off",
                 "coaps": str(coaps) if coaps else "off",
+                **{
+                    name: _address_text(bound) if bound else "off"
+                    for name, bound in bootstrap_cmd.api_info_extra(self.bootstrap).items()
+                },
+                "esipa_https": _address_text(self.esipa.json()) if self.esipa else "off",
                 "data_dir": str(self.data_dir),
                 "secure_only": settings.secure_only,
             },

@@ -66,6 +66,7 @@ class ServeSettings:
     telemetry_max_age: float | None = 30 * 86400.0
     telemetry_max_rows: int | None = 100_000
     telemetry_retention_interval: float = 60.0
+    ephemeral_ports: bool = False
     config_file: Path | None = None
     sources: Mapping[str, str] = field(default_factory=dict)
     """For each setting, where its value came from: ``flag``, ``env``, ``file`` or ``default``."""
@@ -270,7 +271,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("eim_id", "--eim-id", _text, "eim.fleetloop.local", "the eIM's eimId"),
     Setting("eim_ci", "--eim-ci", _path, None, "CI certificates (PEM) eUICC chains lead to"),
     Setting("eim_identities", "--eim-identities", _path, None, "more eIM identities (JSON)"),
+    Setting(
+        "ephemeral_ports",
+        "--ephemeral-ports",
+        _bool,
+        False,
+        "every listener on a free port (port 0): CoAP, CoAPs, bootstrap, API, eIM",
+    ),
 )
+LISTENERS = ("coap", "coaps", "bs_coap", "bs_coaps", "api", "esipa_https")
+"""The settings that open a socket: ``--ephemeral-ports`` sets each one's port to 0."""
 BY_NAME = {s.name: s for s in SETTINGS}
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
 
@@ -331,6 +341,12 @@ def resolve(
         )
     if values["data_dir"] is None:
         values["data_dir"] = default_data_dir(env)
+    if values["ephemeral_ports"]:
+        # every listener that is on keeps its host and takes a free port; off stays off
+        for name in LISTENERS:
+            listen = values[name]
+            if listen is not None:
+                values[name] = Listen(listen.host, 0)
     _check_ports(values)
     return ServeSettings(**values, config_file=config_file, sources=sources)
 

@@ -844,6 +844,7 @@ async def get_status(ctx: Context, request: Request) -> StatusOut:
             "coaps": _address(ctx.server.coaps_address),
             "bs_coap": _address(getattr(bs_server, "coap_address", None)),
             "bs_coaps": _address(getattr(bs_server, "coaps_address", None)),
+            "esipa_https": _address(getattr(request.app.state, "esipa_address", None)),
         },
         devices_registered=len(registrations),
         devices_sleeping=sum(1 for r in registrations if r.queue_mode),

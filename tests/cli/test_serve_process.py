@@ -189,3 +189,75 @@ def test_a_busy_port_is_reported_with_the_fix(tmp_path: Path, flag: str) -> None
     assert flag in last
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "data" / "api.json").exists()
+
+
+def test_ephemeral_ports_puts_every_listener_on_a_free_port_and_says_which(
+    tmp_path: Path,
+) -> None:
+    """One flag, no port given: DM CoAP/CoAPs, bootstrap CoAP/CoAPs and the API bind free
+    ports (so it starts while another server holds the defaults), and the ready line, api.json
+    and ``fleetloop status`` name the ports actually bound."""
+    data_dir = tmp_path / "data"
+    command = [*fleetloop(), "serve", "--data-dir", str(data_dir), "--ephemeral-ports"]
+    command += ["--log-format", "json"]
+    holders = []
+    for port in (5683, 5684, 5783, 5784):  # hold the defaults where we can: they must not matter
+        holder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            holder.bind(("0.0.0.0", port))
+            holders.append(holder)
+        except OSError:
+            holder.close()  # taken already (another server): just as good
+    process = subprocess.Popen(command, env=clean_env(data_dir), stderr=subprocess.PIPE, text=True)
+    try:
+        info = wait_for_api_json(data_dir, process, 20)
+        assert process.stderr is not None
+        ready: dict[str, Any] = {}
+        while not ready:
+            line = process.stderr.readline()
+            assert line, "serve ended before its ready line"
+            record = json.loads(line)
+            if record.get("msg") == "ready" or record.get("message") == "ready":
+                ready = record
+        bound = {name: info[name]["port"] for name in ("coap", "coaps", "api")}
+        bound.update({name: info["extra"][name]["port"] for name in ("bs_coap", "bs_coaps")})
+        assert all(port not in (0, 5683, 5684, 5783, 5784, 8080) for port in bound.values())
+        for name in ("coap", "coaps", "bs_coap", "bs_coaps"):
+            assert str(ready[name]).endswith(f":{bound[name]}"), (name, ready)
+        assert ready["api"].endswith(f":{bound['api']}") and ready["esipa_https"] == "off"
+        status = subprocess.run(
+            [*fleetloop(), "status", "--json"],
+            env=clean_env(data_dir),
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        assert status.returncode == 0, status.stderr
+        ports = json.loads(status.stdout)["ports"]
+        for name in ("coap", "coaps", "bs_coap", "bs_coaps", "api"):
+            assert ports[name].endswith(f":{bound[name]}"), (name, ports)
+        assert ports["esipa_https"] is None
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(15)
+        for holder in holders:
+            holder.close()
+
+
+def test_ephemeral_ports_covers_the_eim_listener_and_keeps_hosts() -> None:
+    from cli.settings import Listen, resolve
+
+    chosen = resolve(
+        {
+            "ephemeral_ports": True,
+            "api": "0.0.0.0:9000",
+            "esipa_https": "127.0.0.1:8443",
+            "bs_coaps": "off",
+        },
+        {},
+    )
+    assert chosen.api == Listen("0.0.0.0", 0) and chosen.esipa_https == Listen("127.0.0.1", 0)
+    assert chosen.coap.port == 0 and chosen.coaps is not None and chosen.coaps.port == 0
+    assert chosen.bs_coap is not None and chosen.bs_coap.port == 0
+    assert chosen.bs_coaps is None  # off stays off
+    assert resolve({}, {"FLEETLOOP_EPHEMERAL_PORTS": "true"}).api.port == 0
