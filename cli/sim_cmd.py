@@ -191,6 +191,7 @@ async def run_fleet(
             failures = fleet.counters.registration_failures
             answered = (
                 f"{failures} Register attempts were refused or failed"
+                f"{refusals_text(fleet.counters.failure_codes)}"
                 if failures
                 else "nothing answered"
             )
@@ -208,9 +209,36 @@ async def run_fleet(
             raise CliFailure(
                 f"no device registered at {server or bootstrap} in {summary['seconds']:g} s "
                 f"({fleet.counters.registration_failures} Register attempts refused or "
-                f"unanswered, {summary['io']['handshake_failures']} DTLS handshakes failed)"
+                f"unanswered{refusals_text(fleet.counters.failure_codes)}, "
+                f"{summary['io']['handshake_failures']} DTLS handshakes failed)"
             )
         return summary
+
+
+CODE_NAMES = {
+    "4.00": "Bad Request",
+    "4.01": "Unauthorized",
+    "4.03": "Forbidden",
+    "4.04": "Not Found",
+    "4.05": "Method Not Allowed",
+    "4.06": "Not Acceptable",
+    "4.13": "Request Entity Too Large",
+    "4.15": "Unsupported Content-Format",
+    "5.00": "Internal Server Error",
+    "5.03": "Service Unavailable",
+}
+
+
+def refusals_text(failure_codes: dict[str, int]) -> str:
+    """``": 4.03 Forbidden x12, no answer x3"``: why Register attempts failed, by CoAP code."""
+    parts = []
+    for key, count in sorted(failure_codes.items(), key=lambda item: -item[1]):
+        operation, _, code = key.partition(" ")
+        if operation != "register":
+            continue
+        name = CODE_NAMES.get(code)
+        parts.append(f"{code}{f' {name}' if name else ''} x{count}")
+    return f": {', '.join(parts)}" if parts else ""
 
 
 @click.group()
@@ -337,6 +365,7 @@ def run(
         ("lost (link emulation)", counters["dropped_loss"] + counters["dropped_mtu"]),
     ]
     rows.extend((f"outcome {k}", v) for k, v in sorted(counters["outcomes"].items()))
+    rows.extend((f"failed {k}", v) for k, v in sorted(counters["failure_codes"].items()))
     click.echo(table(("SUMMARY", ""), rows))
 
 

@@ -166,13 +166,24 @@ class Counters:
     duplicated: int = 0
     apn_changes: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
+    #: Failed Register / Update / Bootstrap attempts by operation and CoAP response code
+    #: (``"register 4.03"``; ``"register no answer"`` when nothing came back): why devices were
+    #: refused, not only how often.
+    failure_codes: dict[str, int] = field(default_factory=dict)
 
     def snapshot(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            name: getattr(self, name) for name in self.__slots__ if name != "outcomes"
+            name: getattr(self, name)
+            for name in self.__slots__
+            if name not in ("outcomes", "failure_codes")
         }
         out["outcomes"] = dict(self.outcomes)
+        out["failure_codes"] = dict(sorted(self.failure_codes.items()))
         return out
+
+    def failed(self, operation: str, code: str | None) -> None:
+        key = f"{operation} {code or 'no answer'}"
+        self.failure_codes[key] = self.failure_codes.get(key, 0) + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -560,9 +571,12 @@ class FleetEngine:
                 counters.notifications += 1
             elif kind is UpdateFailed:
                 counters.update_failures += 1
+                assert isinstance(event, UpdateFailed)
+                counters.failed("update", event.code)
             elif kind is RegistrationFailed:
                 counters.registration_failures += 1
                 assert isinstance(event, RegistrationFailed)
+                counters.failed("register", event.code)
                 if event.retry_at is None:
                     self.flags[index] |= GAVE_UP
             elif kind is Deregistered:
@@ -577,6 +591,8 @@ class FleetEngine:
                 counters.bootstraps += 1
             elif kind is BootstrapFailed:
                 counters.bootstrap_failures += 1
+                assert isinstance(event, BootstrapFailed)
+                counters.failed("bootstrap", event.code)
             elif kind is BootstrapRequested:
                 pass
             self._record(index, event)

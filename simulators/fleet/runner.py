@@ -618,6 +618,9 @@ class DeviceFleet:
         lost = counters.dropped_loss + counters.dropped_mtu + counters.dropped_nat
         if lost:
             parts.append(f"lost {lost}")
+        if counters.failure_codes:  # why attempts failed: "refused register 4.03 x12"
+            worst = sorted(counters.failure_codes.items(), key=lambda item: -item[1])[:3]
+            parts.append("refused " + ", ".join(f"{key} x{n}" for key, n in worst))
         return "  ".join(parts)
 
     def summary(self) -> dict[str, Any]:

@@ -156,3 +156,32 @@ def test_failure_messages_name_commands_not_api_paths(served: Background) -> Non
     code, _, err = run(served, "groups", "show", "no-such-group")
     assert code == 1, err
     assert "`fleetloop groups list`" in err and "/v1/" not in err
+
+
+def test_sim_run_says_why_devices_were_refused(tmp_path: Path) -> None:
+    """A --secure-only server answers a NoSec Register with 4.03: `sim run` counts the codes
+    (fleet counters), prints them as they come and names them when it gives up."""
+    with background_service(tmp_path / "strict", secure_only=True) as strict:
+        result = invoke(
+            tmp_path,
+            *("sim", "run", "--devices", "2", "--server", strict.coap_uri),
+            *("--give-up-after", "2", "--interval", "0.5"),
+        )
+    assert result.exit_code == 1, result.output
+    assert "no device registered in 2 s" in result.stderr
+    assert "Register attempts were refused or failed: 4.03 Forbidden x" in result.stderr
+    assert "refused register 4.03 x" in result.stderr  # the progress lines
+
+
+def test_the_fleet_counters_keep_a_count_per_coap_code() -> None:
+    from simulators.fleet.engine import Counters
+
+    counters = Counters()
+    for code in ("4.03", "4.03", None):
+        counters.failed("register", code)
+    counters.failed("update", "4.04")
+    assert counters.snapshot()["failure_codes"] == {
+        "register 4.03": 2,
+        "register no answer": 1,
+        "update 4.04": 1,
+    }
