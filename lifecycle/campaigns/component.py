@@ -110,6 +110,7 @@ from lwm2m.store import Store, Tx
 log = logging.getLogger("fleetloop.lifecycle.campaigns")
 
 GATE_INTERVAL_S = 0.2
+_ZERO = (0, 0, 0)
 """Gates are judged at most this often per campaign (every report would cost a pass over the
 wave's outcomes)."""
 
@@ -258,8 +259,8 @@ class CampaignComponent:
         self._pacers: dict[str, Any] = {}
         self._queues: dict[tuple[str, int], deque[str]] = {}
         self._gate_due: dict[str, float] = {}
-        self._gone: dict[str, list[tuple[float, str]]] = {}
-        self._control: dict[str, dict[str, tuple[str, str, str]]] = {}
+        #: endpoint -> the guarded campaigns it is a control device of
+        self._controls: dict[str, set[str]] = {}
         self._subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
         self._lock = asyncio.Lock()
         self._wakeup = asyncio.Event()
@@ -311,6 +312,9 @@ class CampaignComponent:
         if change.endpoint in self._members:
             self._events.append(_Event("status", change.endpoint, change))
             self._wakeup.set()
+        if change.after is Status.FAILED and change.endpoint in self._controls:
+            self._events.append(_Event("control", change.endpoint, detail="error"))
+            self._wakeup.set()
 
     async def _on_registered(self, event: Registered) -> None:
         if event.endpoint in self._members:
@@ -319,11 +323,11 @@ class CampaignComponent:
 
     async def _on_gone(self, event: Deregistered | Expired) -> None:
         kind = "expired" if isinstance(event, Expired) else "deregistered"
-        seen = self._gone.setdefault(event.endpoint, [])
-        seen.append((self.clock(), kind))
-        del seen[:-16]
         if event.endpoint in self._members:
             self._events.append(_Event("gone", event.endpoint, detail=kind))
+            self._wakeup.set()
+        if event.endpoint in self._controls:
+            self._events.append(_Event("control", event.endpoint, detail=kind))
             self._wakeup.set()
 
     def _on_inventory_change(self, tx: Tx, records: Iterable[DeviceRecord]) -> None:
@@ -396,12 +400,14 @@ class CampaignComponent:
         self._writes.clear()
         self._quarantined = quarantined
         self._dynamic = False
+        self._controls.clear()
         for run in runs:
             run.reopened = not run.state.active  # an ended campaign rolling devices back
             self._adopt(run)
-            if run.id not in self._control and _guarded(run.spec):  # the guards' control cohort
+            if run.state.active and _guarded(run.spec):  # the guards' control cohort
                 _, control = await self._members_of(run.spec)
-                self._control[run.id] = {e: k for e, k in control.items() if e not in run.devices}
+                fresh = {e: k for e, k in control.items() if e not in run.devices}
+                self._set_control(run, {**run.control, **fresh})
         # Devices mid-change: the reconciler lost its queue with the process; ask it again
         # (their desired values are committed; nothing is written twice).
         pending = [
@@ -496,6 +502,7 @@ class CampaignComponent:
             if run.counts.get(DeviceState.REVERTING):
                 continue  # ended, still rolling devices back (abort --keep, rollback)
             self._release(run)
+            self._drop_control(run)
             del self.runs[run.id]
         self._dynamic = any(r.spec.membership is Membership.DYNAMIC for r in self.runs.values())
 
@@ -505,7 +512,8 @@ class CampaignComponent:
 
     def _dirty(self) -> bool:
         return bool(self._writes or self._audits or self._extra) or any(
-            r.dirty or r.dirty_devices or r.dirty_waves for r in self.runs.values()
+            r.dirty or r.dirty_devices or r.dirty_waves or r.dirty_telemetry
+            for r in self.runs.values()
         )
 
     # -- events ------------------------------------------------------------------------------------
@@ -515,6 +523,9 @@ class CampaignComponent:
             self.stats["events"] += 1
             if event.kind == "join":
                 self._join(event, now)
+                continue
+            if event.kind == "control":
+                self._control_event(event.endpoint, event.detail, now)
                 continue
             for cid in list(self._members.get(event.endpoint, ())):
                 run = self.runs.get(cid)
@@ -530,6 +541,22 @@ class CampaignComponent:
 
     def _status(self, run: CampaignRun, d: DeviceRun, change: StatusChange, now: float) -> None:
         dim = change.dimension
+        if change.after is Status.FAILED and d.state not in (
+            DeviceState.QUEUED,
+            DeviceState.SKIPPED,
+        ):
+            # an error result (a telemetry guard's input, as for the control cohort), unless
+            # it is the outcome of this campaign's own step, which the failure rules count
+            own = (
+                d.state is DeviceState.DELIVERING
+                and dim is run.component(d.component).dimension
+                and change.generation == d.generation
+            ) or (
+                d.state is DeviceState.REVERTING and change.generation == d.reverts.get(dim.value)
+            )
+            if not own:
+                d.error_results += 1
+                self._telemetry_changed(run, d, now)
         if d.state is DeviceState.DELIVERING:
             component = run.component(d.component)
             if dim is not component.dimension or change.generation != d.generation:
@@ -573,8 +600,6 @@ class CampaignComponent:
                 run.move(d, DeviceState.FAILED, now, f"{dim.value}: {change.detail or 'failed'}")
         elif d.state is DeviceState.VERIFIED:
             if dim in run.spec.dimensions and change.after is not Status.APPLIED:
-                if change.after is Status.FAILED:
-                    d.error_results += 1
                 d.failure = FailureKind.DEVICE_PERMANENT
                 run.move(
                     d,
@@ -619,8 +644,11 @@ class CampaignComponent:
     def _gone_event(self, run: CampaignRun, d: DeviceRun, kind: str, now: float) -> None:
         if d.state in (DeviceState.QUEUED, DeviceState.SKIPPED):
             return
-        d.deregistrations += 1
-        run.mark(d, now)
+        if kind == "expired":
+            d.missed_updates += 1  # its registration lapsed: an Update it did not send
+        else:
+            d.deregistrations += 1
+        self._telemetry_changed(run, d, now)
         if d.state is DeviceState.VERIFIED:
             d.failure = FailureKind.DEVICE_PERMANENT
             what = "registration expired" if kind == "expired" else "deregistered"
@@ -803,7 +831,11 @@ class CampaignComponent:
         writes, self._writes = self._writes, []
         audits, self._audits = self._audits, []
         extra, self._extra = self._extra, []
-        runs = [r for r in self.runs.values() if r.dirty or r.dirty_devices or r.dirty_waves]
+        runs = [
+            r
+            for r in self.runs.values()
+            if r.dirty or r.dirty_devices or r.dirty_waves or r.dirty_telemetry
+        ]
         if not writes and not audits and not runs and not extra:
             return
         state_repo = self.state.repository
@@ -811,7 +843,10 @@ class CampaignComponent:
         store = self.store
         # What to write, fixed now: ``write`` may run more than once (the group commit
         # re-runs a batch without a unit that failed), so it must not consume the marks.
-        marks = [(r, r.dirty, sorted(r.dirty_waves), list(r.dirty_devices)) for r in runs]
+        marks = [
+            (r, r.dirty, sorted(r.dirty_waves), list(r.dirty_devices), sorted(r.dirty_telemetry))
+            for r in runs
+        ]
 
         def write(tx: Tx) -> list[StatusChange]:
             instant: list[StatusChange] = []
@@ -907,8 +942,16 @@ class CampaignComponent:
                             )
                         )
             # 5. the campaign rows (what was dirty when the tick began), then the audit
-            for run, dirty, waves, endpoints in marks:
-                repo.save(tx, run, campaign=dirty, waves=waves, endpoints=endpoints)
+            for run, dirty, waves, endpoints, guards in marks:
+                repo.save(
+                    tx,
+                    run,
+                    campaign=dirty,
+                    waves=waves,
+                    endpoints=endpoints,
+                    telemetry=guards,
+                    now=now,
+                )
             for record in audits:
                 store.audit.append(tx, now=now, **record)
             for op in extra:
@@ -917,9 +960,10 @@ class CampaignComponent:
 
         instant = await store.write(write)
         self.stats["writes"] += 1
-        for run, _, waves, endpoints in marks:  # committed: clear what was written
+        for run, _, waves, endpoints, guards in marks:  # committed: clear what was written
             run.dirty = False
             run.dirty_waves.difference_update(waves)
+            run.dirty_telemetry.difference_update(guards)
             run.dirty_devices.difference_update(endpoints)
             self.stats["rows"] += len(endpoints)
         if writes:
@@ -949,25 +993,60 @@ class CampaignComponent:
         w.run.dirty_devices.add(w.device.endpoint)
 
     # -- gates and waves ----------------------------------------------------------------------
-    def _control_of(self, run: CampaignRun, since: float) -> dict[Scope, dict[str, Telemetry]]:
-        control = self._control.get(run.id)
-        if not control:
+    def _telemetry_changed(self, run: CampaignRun, d: DeviceRun, now: float) -> None:
+        run.mark(d, now)
+        run.dirty_telemetry.add((d.wave, d.endpoint))
+        run.stale = True
+
+    def _set_control(self, run: CampaignRun, control: dict[str, tuple[str, str, str]]) -> None:
+        self._drop_control(run)
+        run.control = control
+        for endpoint in control:
+            self._controls.setdefault(endpoint, set()).add(run.id)
+
+    def _drop_control(self, run: CampaignRun) -> None:
+        for endpoint in run.control:
+            held = self._controls.get(endpoint)
+            if held is not None:
+                held.discard(run.id)
+                if not held:
+                    del self._controls[endpoint]
+
+    def _control_event(self, endpoint: str, kind: str, now: float) -> None:
+        """A control device deregistered, let its registration lapse or reported an error
+        result: counted for the wave running in each campaign it is a control of (written
+        in this tick's transaction, before the gates read it)."""
+        slot = {"deregistered": 0, "expired": 1, "error": 2}[kind]
+        for cid in list(self._controls.get(endpoint, ())):
+            run = self.runs.get(cid)
+            if run is None or run.state is not CampaignState.RUNNING or not run.waves:
+                continue
+            index = min(run.wave, len(run.waves) - 1)
+            if run.waves[index].started_at is None:
+                continue
+            counts = run.control_counts.setdefault((index, endpoint), [0, 0, 0])
+            counts[slot] += 1
+            run.dirty_telemetry.add((index, endpoint))
+            run.stale = True
+
+    def _control_of(self, run: CampaignRun, wave: int) -> dict[Scope, dict[str, Telemetry]]:
+        """The control cohort's telemetry during ``wave``, per cohort scope and key."""
+        if not run.control:
             return {}
         totals: dict[tuple[Scope, str], list[int]] = {}
-        for endpoint, keys in control.items():
-            gone = [k for t, k in self._gone.get(endpoint, ()) if t >= since]
-            dereg = sum(1 for k in gone if k == "deregistered")
-            missed = sum(1 for k in gone if k == "expired")
+        for endpoint, keys in run.control.items():
+            counts = run.control_counts.get((wave, endpoint), _ZERO)
             for scope, key in zip(
                 (Scope.REGION, Scope.CARRIER, Scope.POLICY_GROUP), keys, strict=True
             ):
-                t = totals.setdefault((scope, key), [0, 0, 0])
+                t = totals.setdefault((scope, key), [0, 0, 0, 0])
                 t[0] += 1
-                t[1] += dereg
-                t[2] += missed
+                t[1] += counts[0]
+                t[2] += counts[1]
+                t[3] += counts[2]
         out: dict[Scope, dict[str, Telemetry]] = {}
         for (scope, key), v in totals.items():
-            out.setdefault(scope, {})[key] = Telemetry(v[0], v[1], v[2])
+            out.setdefault(scope, {})[key] = Telemetry(v[0], v[1], v[2], v[3])
         return out
 
     def _gates(self, run: CampaignRun, now: float) -> None:
@@ -1020,7 +1099,7 @@ class CampaignComponent:
         wave_over = not queued and all(
             d.state.final for d in devices if not run.cohort_reverted(d.member)
         )
-        control = self._control_of(run, wave.started_at or now)
+        control = self._control_of(run, wave.index)
         verdicts = evaluate_all(
             run.spec.gates, outcomes, control=control or None, wave_over=wave_over
         )
@@ -1456,8 +1535,9 @@ class CampaignComponent:
                 actor=actor,
                 token_id=token_id,
             )
-            self._control[cid] = control
             self._adopt(run)
+            if _guarded(spec):
+                self._set_control(run, control)
             await self._flush(now)
         self._wakeup.set()
         return cid
@@ -1654,7 +1734,6 @@ class CampaignComponent:
             if ended and run.id not in self.runs:
                 run.reopened = True
                 self._adopt(run)  # holds and events of the devices rolling back
-                self._control.pop(run.id, None)
             elif ended:
                 run.reopened = True
                 for d in changed:

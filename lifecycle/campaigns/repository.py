@@ -19,12 +19,14 @@ from lifecycle.campaigns.codec import dumps_spec, loads_spec
 from lifecycle.campaigns.model import CampaignState, DeviceState
 from lifecycle.campaigns.runs import (
     CampaignRun,
+    adopt_telemetry,
     device_from_row,
     device_row,
+    telemetry_rows,
     wave_from_row,
     wave_row,
 )
-from lifecycle.campaigns.tables import CAMPAIGN, DEVICE, QUARANTINE, STEP, WAVE
+from lifecycle.campaigns.tables import CAMPAIGN, DEVICE, QUARANTINE, STEP, TELEMETRY, WAVE
 from lwm2m.store import Tx
 
 CHUNK = 500
@@ -48,6 +50,7 @@ _UPSERT = {
         ("device", DEVICE, ("campaign", "endpoint")),
         ("wave", WAVE, ("campaign", "index")),
         ("campaign", CAMPAIGN, ("id",)),
+        ("telemetry", TELEMETRY, ("campaign", "wave", "endpoint")),
     )
 }
 
@@ -84,6 +87,8 @@ class CampaignRepository:
         campaign: bool = True,
         waves: Sequence[int] | None = None,
         endpoints: Sequence[str] | None = None,
+        telemetry: Sequence[tuple[int, str]] = (),
+        now: float = 0.0,
     ) -> int:
         """Write ``run``'s campaign row (``campaign``), the ``waves`` and the devices of
         ``endpoints`` (None: all of them). Leaves the dirty marks alone: the group commit may
@@ -101,6 +106,9 @@ class CampaignRepository:
         for start in range(0, len(chosen), CHUNK):
             rows = [device_row(run.devices[e]) for e in chosen[start : start + CHUNK]]
             tx.execute(_UPSERT[(dialect, "device")], rows)
+        guards = telemetry_rows(run, telemetry, now or run.updated_at)
+        for start in range(0, len(guards), CHUNK):
+            tx.execute(_UPSERT[(dialect, "telemetry")], guards[start : start + CHUNK])
         return len(chosen)
 
     def steps_taken(
@@ -199,6 +207,8 @@ class CampaignRepository:
         )
         for d in devices:
             run.add(device_from_row(dict(d._mapping)))
+        for t in tx.execute(select(TELEMETRY).where(TELEMETRY.c.campaign == campaign)):
+            adopt_telemetry(run, dict(t._mapping))
         run.dirty_devices.clear()
         return run
 

@@ -62,6 +62,7 @@ class DeviceRun:
     deregistrations: int = 0
     registrations: int = 0
     error_results: int = 0
+    missed_updates: int = 0  # in lc_campaign_telemetry (the device row predates it)
     admitted_at: float | None = None
     verified_at: float | None = None
     updated_at: float = 0.0
@@ -91,7 +92,7 @@ class DeviceRun:
             self.failure,
             self.acked,
             self.deregistrations,
-            0,
+            self.missed_updates,
             self.error_results,
         )
 
@@ -146,6 +147,14 @@ class CampaignRun:
     flight: set[str] = field(default_factory=set)
     #: Gate outcomes per endpoint, dropped when the device changes (rebuilt on demand).
     outcomes: dict[str, Outcome] = field(default_factory=dict)
+    #: The telemetry guards' control cohort: endpoint -> (region, carrier, policy group) of
+    #: the devices of the campaign's tenant outside its selection (memory: rebuilt from the
+    #: inventory on load), and their counters per (wave, endpoint) as
+    #: [deregistrations, missed updates, error results] (``lc_campaign_telemetry``).
+    control: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    control_counts: dict[tuple[int, str], list[int]] = field(default_factory=dict)
+    #: (wave, endpoint) whose guard counters (wave device or control) are not yet written.
+    dirty_telemetry: set[tuple[int, str]] = field(default_factory=set)
     #: An ended campaign loaded again to roll devices back (memory only: a restart finds it
     #: again by its devices in ``reverting``).
     reopened: bool = False
@@ -306,6 +315,61 @@ def device_from_row(row: Mapping[str, Any]) -> DeviceRun:
     )
 
 
+def telemetry_rows(
+    run: CampaignRun, keys: Iterable[tuple[int, str]], now: float
+) -> list[dict[str, Any]]:
+    """``lc_campaign_telemetry`` rows of ``keys`` (wave, endpoint): a wave device's counters
+    or a control device's in that wave."""
+    rows: list[dict[str, Any]] = []
+    for wave, endpoint in keys:
+        d = run.devices.get(endpoint)
+        if d is not None and d.wave == wave:
+            m = d.member
+            keys3 = (m.region, m.carrier, m.policy_group)
+            counts = [d.deregistrations, d.missed_updates, d.error_results]
+            control = False
+        else:
+            found = run.control_counts.get((wave, endpoint))
+            if found is None:
+                continue
+            keys3 = run.control.get(endpoint, ("", "", ""))
+            counts = found
+            control = True
+        rows.append(
+            {
+                "campaign": run.id,
+                "wave": wave,
+                "endpoint": endpoint,
+                "control": control,
+                "region": keys3[0],
+                "carrier": keys3[1],
+                "policy_group": keys3[2],
+                "deregistrations": counts[0],
+                "missed_updates": counts[1],
+                "error_results": counts[2],
+                "updated_at": now,
+            }
+        )
+    return rows
+
+
+def adopt_telemetry(run: CampaignRun, row: Mapping[str, Any]) -> None:
+    """Counters read back from ``lc_campaign_telemetry`` into ``run``."""
+    counts = [int(row["deregistrations"]), int(row["missed_updates"]), int(row["error_results"])]
+    endpoint, wave = row["endpoint"], int(row["wave"])
+    if not row["control"]:
+        d = run.devices.get(endpoint)
+        if d is not None:
+            d.deregistrations = max(d.deregistrations, counts[0])
+            d.missed_updates = counts[1]
+            d.error_results = max(d.error_results, counts[2])
+        return
+    run.control_counts[(wave, endpoint)] = counts
+    run.control.setdefault(
+        endpoint, (row["region"] or "", row["carrier"] or "", row["policy_group"] or "")
+    )
+
+
 def wave_row(campaign: str, w: WaveRun) -> dict[str, Any]:
     verdicts = [
         {**v, "acted": (v.get("scope"), v.get("key")) in w.acted}
@@ -352,8 +416,10 @@ __all__ = [
     "CampaignRun",
     "DeviceRun",
     "WaveRun",
+    "adopt_telemetry",
     "device_from_row",
     "device_row",
+    "telemetry_rows",
     "wave_from_row",
     "wave_row",
 ]

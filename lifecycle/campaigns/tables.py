@@ -15,6 +15,11 @@ it fails"): a restart rebuilds the runner's memory from these tables alone.
   desired value is written only together with a new key in one transaction, so after a crash
   the engine can tell a write that happened from one that did not.
 * ``lc_quarantine`` -- artifacts no campaign may deliver (quarantining halts their campaigns).
+* ``lc_campaign_telemetry`` -- the telemetry guards' inputs: per (campaign, wave, endpoint)
+  the deregistrations, missed registration updates (expiries) and error results counted for
+  a wave device (``control`` false) or for a device of the control cohort (``control`` true,
+  counted while that wave ran). Written in the tick's transaction before any gate reads
+  them, so a verdict is never decided on counters a ``kill -9`` lost.
 
 Values are JSON text, times ``double precision`` epoch seconds, as in the other ``lc_`` tables.
 """
@@ -120,21 +125,43 @@ class QuarantineRow(LifecycleModel, table=True):
     at: float = Field(sa_type=Double)
 
 
+class CampaignTelemetryRow(LifecycleModel, table=True):
+    """Guard counters of one device in one wave of one campaign (only devices that had
+    telemetry events have a row)."""
+
+    __tablename__ = "lc_campaign_telemetry"
+
+    campaign: str = Field(primary_key=True)
+    wave: int = Field(primary_key=True)
+    endpoint: str = Field(primary_key=True)
+    control: bool = False
+    region: str = ""
+    carrier: str = ""
+    policy_group: str = ""
+    deregistrations: int = 0
+    missed_updates: int = 0
+    error_results: int = 0
+    updated_at: float = Field(sa_type=Double)
+
+
 CAMPAIGN = table_of(CampaignRow)
 WAVE = table_of(CampaignWaveRow)
 DEVICE = table_of(CampaignDeviceRow)
 STEP = table_of(CampaignStepRow)
 QUARANTINE = table_of(QuarantineRow)
+TELEMETRY = table_of(CampaignTelemetryRow)
 
 __all__ = [
     "CAMPAIGN",
     "DEVICE",
     "QUARANTINE",
     "STEP",
+    "TELEMETRY",
     "WAVE",
     "CampaignDeviceRow",
     "CampaignRow",
     "CampaignStepRow",
+    "CampaignTelemetryRow",
     "CampaignWaveRow",
     "QuarantineRow",
 ]

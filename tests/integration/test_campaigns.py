@@ -429,3 +429,167 @@ async def _inventory_ready(store: Store, inventory: InventoryService, endpoints:
         return len(found) == len(endpoints)
 
     await eventually(known, timeout=10)
+
+
+# -- telemetry guards against the control cohort -----------------------------------------------
+
+#: Only the telemetry guards can fail these gates: ACK, verification, failure and timeout
+#: thresholds are off, so a failed verdict is the guards' (a device that de-registers during
+#: the bake also fails as a device, which those thresholds would otherwise count).
+GUARDED = {
+    "min_sample": 3,
+    "min_ack_pct": None,
+    "min_verified_pct": None,
+    "max_failure_pct": None,
+    "max_timeout_pct": None,
+    "max_deregistration_excess_pct": 20,
+    "max_missed_update_excess_pct": 20,
+    "max_error_excess_pct": 20,
+    "cohort_by": ["region"],
+}
+
+
+def _guard_rows(data_dir: Path, database: str | None, cid: str) -> list[tuple[str, bool, int]]:
+    """(endpoint, control, deregistrations) of the campaign's ``lc_campaign_telemetry`` rows."""
+    url = database or f"sqlite:///{data_dir / 'fleetloop.db'}"
+    engine = create_engine(url)
+    try:
+        with engine.connect() as db:
+            rows = db.execute(
+                text(
+                    "SELECT endpoint, control, deregistrations FROM lc_campaign_telemetry "
+                    "WHERE campaign = :c"
+                ),
+                {"c": cid},
+            ).fetchall()
+    finally:
+        engine.dispose()
+    return [(str(e), bool(c), int(n)) for e, c, n in rows]
+
+
+async def _guarded_fleet(api: Api, fleet: DeviceFleet, tag: str) -> tuple[list[int], list[int]]:
+    """16 campaign devices and 12 control devices (not selected), all in one region."""
+    wave = fleet.spawn(16, prefix=f"{tag}-w-")
+    control = fleet.spawn(12, prefix=f"{tag}-c-")
+    await fleet.wait_registered(timeout=30)
+    await _regions(api, {f"{tag}-w-": "north", f"{tag}-c-": "north"})
+    await api.put(f"/v1/config-bundles/{tag}-v2", {"v": 2})
+    return wave, control
+
+
+def _guarded_spec(tag: str, bake: float) -> dict[str, Any]:
+    return _spec(
+        f"{tag} v2", f"endpoint={tag}-w-*", f"{tag}-v2",
+        canary={"per_stratum": 12, "max_devices": 12, "bake": bake},
+        waves=[{"percent": 100, "bake": 0.3}],
+        gates=GUARDED, on_failure="halt",
+    )  # fmt: skip
+
+
+async def _baking(api: Api, cid: str) -> list[str]:
+    """The canary's endpoints, once all of them are verified and baking."""
+    await eventually(
+        lambda: _has_counts(api, cid, {"verified": 12, "queued": 4}), timeout=60
+    )  # the canary is the 12 of one stratum
+    report = await api.get(f"{CAMPAIGNS}/{cid}/report")
+    return sorted(d["endpoint"] for d in report["device_list"] if d["state"] == "verified")
+
+
+async def _has_counts(api: Api, cid: str, counts: dict[str, int]) -> bool:
+    return bool((await _status(api, cid))["counts"] == counts)
+
+
+def test_a_wave_that_deregisters_far_more_than_the_control_fails_on_the_telemetry_guard(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o700)
+    process, info = _start(data_dir, "127.0.0.1:0", None)
+
+    async def case() -> None:
+        serve = Serve(process, data_dir, info)
+        api = Api(serve)
+        async with DeviceFleet(serve.coap_uri, seed=21) as fleet:
+            await _guarded_fleet(api, fleet, "tgf")
+            cid = (await api.post(CAMPAIGNS, _guarded_spec("tgf", 30), expect=201))["id"]
+            canary = await _baking(api, cid)
+            for endpoint in canary[:6]:  # half the canary drops off; the control stays
+                fleet.inject(endpoint, "deregister")
+            status = await _until_state(api, cid, "halted", 30)
+            failed = [v for v in status["waves"][0]["verdicts"] if v["verdict"] == "failed"]
+            assert {(v["scope"], v["key"]) for v in failed} == {("batch", ""), ("region", "north")}
+            for verdict in failed:  # the guard decided it, on the control's figure
+                assert verdict["reasons"] == [
+                    "deregistrations 50.0% per device vs control 0.0% = +50.0 pp > "
+                    "max_deregistration_excess_pct 20.0"
+                ], verdict
+            assert status["counts"] == {"verified": 6, "failed": 6, "queued": 4}
+            # the counters the verdict was decided on are in the tables
+            rows = _guard_rows(data_dir, None, cid)
+            assert sorted(e for e, c, n in rows if not c and n == 1) == canary[:6]
+            assert not [r for r in rows if r[1]]
+        await api.aclose()
+
+    try:
+        run(case(), timeout=90)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=20)
+
+
+def test_the_control_cohorts_telemetry_survives_kill_9_and_a_wave_like_it_passes(
+    tmp_path: Path,
+    database_url: str | None,  # noqa: F811
+) -> None:
+    """A third of the control cohort de-registers, the server is killed (-9) and restarted,
+    then a third of the canary de-registers: no excess over the control, the gate passes.
+    Had the control's counters been lost with the process, the canary's +33 pp would fail it."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o700)
+    process, info = _start(data_dir, "127.0.0.1:0", database_url)
+    processes = [process]
+
+    async def case() -> None:
+        nonlocal process, info
+        serve = Serve(process, data_dir, info)
+        port = serve.port("coap")
+        api = Api(serve)
+        async with DeviceFleet(serve.coap_uri, seed=22) as fleet:
+            _, control = await _guarded_fleet(api, fleet, "tgk")
+            cid = (await api.post(CAMPAIGNS, _guarded_spec("tgk", 8), expect=201))["id"]
+            canary = await _baking(api, cid)
+            gone = [fleet.device(i).endpoint for i in control[:4]]
+            for endpoint in gone:
+                fleet.inject(endpoint, "deregister")
+
+            async def counted() -> bool:
+                rows = _guard_rows(data_dir, database_url, cid)
+                return sorted(e for e, c, n in rows if c and n == 1) == gone
+
+            await eventually(counted, timeout=15)
+            await api.aclose()
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
+            process, info = _start(data_dir, f"127.0.0.1:{port}", database_url)
+            processes.append(process)
+            api = Api(Serve(process, data_dir, info))
+            for endpoint in canary[:4]:
+                fleet.inject(endpoint, "deregister")
+            status = await _until_state(api, cid, "completed", 60)
+            verdicts = {(v["scope"], v["key"]): v for v in status["waves"][0]["verdicts"]}
+            assert verdicts[("region", "north")]["verdict"] == "passed", verdicts
+            assert verdicts[("batch", "")]["verdict"] == "passed", verdicts
+            assert status["counts"] == {"succeeded": 12, "failed": 4}
+            await api.aclose()
+
+    try:
+        run(case(), timeout=120)
+    finally:
+        for proc in processes:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()

@@ -486,3 +486,70 @@ def test_components_apply_in_order_and_a_missing_rollback_target_is_reported(
 
 async def _has(value: Awaitable[Any], expected: Any) -> bool:
     return bool(await value == expected)
+
+
+def test_error_results_count_for_the_wave_and_for_the_control_cohort(store: Store) -> None:
+    """Error results (a FAILED status report) on the control cohort's devices are counted
+    against the wave's -- and written with the campaign before the gate reads them."""
+
+    async def case() -> None:
+        records = _records("er-", {"eu": 8}) + _records("ctl-", {"eu": 6})
+        async with rig(store, records) as r:
+            gates = GateSpec(
+                min_sample=2, min_ack_pct=None, min_verified_pct=None, max_failure_pct=None,
+                max_timeout_pct=None, max_error_excess_pct=20.0, cohort_by=(Scope.REGION,),
+            )  # fmt: skip
+            spec = _spec(
+                "er-",
+                canary=CanarySpec(per_stratum=6, max_devices=6, bake_s=30.0),
+                gates=gates,
+                on_failure=OnFailure.HALT,
+            )
+            cid = await r.campaigns.create(spec, actor="op")
+            await eventually(lambda: _count(r, cid, DeviceState.DELIVERING, 6))
+            canary = await r.devices_in(cid, DeviceState.DELIVERING)
+            await r.verify(canary, V2)
+            await eventually(lambda: _count(r, cid, DeviceState.VERIFIED, 6))
+            # two control devices refuse a change of their own: an error result each, 2/6
+            other = {"v": "other"}
+            ctl = ["ctl-0001", "ctl-0002"]
+            await store.write(
+                lambda tx: r.state.repository.set_desired(
+                    tx, ctl, {Dimension.FLAGS: other}, policy=Policy.ENFORCE, actor="op", now=2.0
+                )
+            )
+            for endpoint in ctl:
+                r.state.observer.forget_state(endpoint)
+            await r.refuse(ctl, "apply result failed (4)", other)
+            run = r.campaigns.runs[cid]
+            await eventually(lambda: _has(_control_errors(store, cid), 2))
+            assert sum(c[2] for c in run.control_counts.values()) == 2
+            # four canary devices fail during the bake (they report a failed apply and another
+            # value): 4/6 = 66.7%, +33.3 pp over the control
+            for endpoint in canary[:4]:
+                await r.state.observer.record(
+                    endpoint,
+                    {Dimension.FLAGS: {"v": "broken"}},
+                    "verify",
+                    failures={Dimension.FLAGS: "apply result failed (4)"},
+                )
+            await eventually(lambda: _state(r, cid, CampaignState.HALTED))
+            verdicts = (await r.campaigns.status(cid))["waves"][0]["verdicts"]
+            north = next(v for v in verdicts if v["scope"] == "region")
+            assert north["verdict"] == "failed"
+            assert north["reasons"] == [
+                "error results 66.7% per device vs control 33.3% = +33.3 pp > "
+                "max_error_excess_pct 20.0"
+            ]
+
+    asyncio.run(asyncio.wait_for(case(), 60))
+
+
+async def _control_errors(store: Store, cid: str) -> int:
+    from lifecycle.campaigns.tables import TELEMETRY
+
+    rows = await store.read(
+        lambda tx: list(tx.execute(select(TELEMETRY.c.error_results).where(
+            TELEMETRY.c.campaign == cid, TELEMETRY.c.control.is_(True))))
+    )  # fmt: skip
+    return sum(int(r.error_results) for r in rows)
