@@ -65,12 +65,14 @@ from lifecycle.api.errors import ApiError
 from lifecycle.api.inventory_routes import import_extras_of, sync_imported
 from lifecycle.api.models import (
     AuditPage,
-    BootstrapAnswer,
+    BootstrapStateOut,
+    ExplanationOut,
     IdentityPage,
     IdentityRecord,
     PolicyDiff,
     PolicyList,
     PolicyOut,
+    RebootstrapOut,
 )
 from lifecycle.api.naming import JSON_ERRORS, seq_cursor
 from lifecycle.api.render import JsonObject, timestamp_fields
@@ -556,7 +558,7 @@ async def retire_policy(
 
 @router.get(
     "/bootstrap/explain/{endpoint}",
-    response_model=BootstrapAnswer,
+    response_model=ExplanationOut,
     response_model_exclude_unset=True,
     tags=["bootstrap"],
     summary="Which policy applies",
@@ -570,7 +572,7 @@ async def explain(bs: Bootstrap, scope: Scoped, endpoint: str) -> JsonObject:
 
 @router.get(
     "/bootstrap/status/{endpoint}",
-    response_model=BootstrapAnswer,
+    response_model=BootstrapStateOut,
     response_model_exclude_unset=True,
     tags=["bootstrap"],
     summary="Bootstrap state",
@@ -593,7 +595,7 @@ class RebootstrapBody(BaseModel):
 
 @router.post(
     "/bootstrap/rebootstrap/{endpoint}",
-    response_model=BootstrapAnswer,
+    response_model=RebootstrapOut,
     response_model_exclude_unset=True,
     tags=["bootstrap"],
     summary="Server-initiated bootstrap",
