@@ -12,6 +12,7 @@ Through the management API (``/v1/campaigns``, ``/v1/artifacts/quarantine``)::
     fleetloop campaign rollback ID --select region=eu
     fleetloop campaign rollback ID --scope region=eu      # also of an ended campaign
     fleetloop campaign quarantine ARTIFACT --reason "boot loops"
+    fleetloop campaign unquarantine ARTIFACT
 
 A spec file is YAML or JSON (the API takes JSON; this command converts). Flags fill in or
 override the file's keys, so the simple case needs no file at all. A spec mistake exits 2 and
@@ -616,3 +617,19 @@ def quarantine(artifact: str, reason: str, as_json: bool) -> None:
         return
     halted = ", ".join(found["halted"]) or "none"
     click.echo(f"quarantined {artifact}: campaigns halted: {halted}")
+
+
+@campaign.command("unquarantine")
+@click.argument("artifact")
+@json_option
+def unquarantine(artifact: str, as_json: bool) -> None:
+    """Lift ARTIFACT's quarantine (bundle:NAME@VERSION, a firmware image id,
+    apn-profile:NAME@rN): new campaigns may use it; campaigns it halted may be resumed
+    (all-tenant token)."""
+    with api() as client:
+        found = client.request("DELETE", f"/artifacts/quarantine/{quote(artifact, safe='')}")
+    if as_json:
+        print_json(found)
+        return
+    resumable = ", ".join(found["resumable"]) or "none"
+    click.echo(f"quarantine of {artifact} lifted; halted campaigns that may resume: {resumable}")

@@ -283,6 +283,15 @@ class QuarantineList(Out):
     items: list[QuarantineOut]
 
 
+class QuarantineLifted(Out):
+    artifact: str
+    lifted: bool = Field(description="true: it was quarantined and no longer is")
+    resumable: list[str] = Field(
+        default_factory=list,
+        description="halted campaigns that deliver it: they may `resume` now",
+    )
+
+
 __all__ = [
     "CAMPAIGN_STATES",
     "AbortIn",

@@ -12,6 +12,7 @@ CampaignComponent`, docs/CAMPAIGNS.md)::
     POST /v1/campaigns/{id}/pause|resume|approve|abort|rollback
     POST /v1/artifacts/quarantine         quarantineArtifact  halts every campaign using it
     GET  /v1/artifacts/quarantine         listQuarantinedArtifacts
+    DELETE /v1/artifacts/quarantine/{artifact}  liftArtifactQuarantine  campaigns may use it again
 
 **One spec, two verbs.** ``plan`` and ``create`` take the same JSON body (the CLI converts
 YAML), parsed by :func:`lifecycle.campaigns.spec.parse_spec` with the artifact resolver of
@@ -62,6 +63,7 @@ from lifecycle.api.campaign_models import (
     CampaignReportOut,
     PlanOut,
     QuarantineIn,
+    QuarantineLifted,
     QuarantineList,
     QuarantineOut,
     RollbackIn,
@@ -73,7 +75,7 @@ from lifecycle.api.parse import InputError
 from lifecycle.api.render import iso8601, timestamp_fields
 from lifecycle.api.scope import Scope, Scoped
 from lifecycle.campaigns.component import CampaignComponent, CampaignConflict, UnknownCampaign
-from lifecycle.campaigns.model import CampaignError, CampaignSpec, Plan
+from lifecycle.campaigns.model import CampaignError, CampaignSpec, CampaignState, Plan
 from lifecycle.campaigns.spec import parse_spec, spec_to_dict
 
 router = APIRouter()
@@ -551,6 +553,41 @@ async def list_quarantined_artifacts(request: Request, scope: Scoped) -> Any:
     engine = _engine(request)
     items = [_quarantine_json(a, e) for a, e in sorted(engine.quarantined().items())]
     return {"items": items}
+
+
+@router.delete(
+    "/artifacts/quarantine/{artifact}",
+    response_model=QuarantineLifted,
+    tags=["campaigns"],
+    summary="Lift an artifact's quarantine: campaigns may use it again",
+    operation_id="liftArtifactQuarantine",
+)
+async def lift_artifact_quarantine(request: Request, scope: Scoped, artifact: str) -> Any:
+    """Any quarantined artifact -- a config bundle version (``bundle:NAME@VERSION``), an APN
+    profile revision (``apn-profile:NAME@rN``), a firmware image (in the firmware repository
+    too) -- may be used by new campaigns again; the campaigns it halted stay halted until an
+    operator resumes them (``resumable``). Audited (``campaign.unquarantine``). 404 when the
+    artifact is not quarantined. Needs an all-tenant token, as quarantining does."""
+    scope.require_all_tenants("lifting a quarantine concerns campaigns of every tenant; it")
+    engine = _engine(request)
+    if artifact not in engine.quarantined():
+        raise ApiError(
+            404,
+            "not_found",
+            f"artifact {artifact!r} is not quarantined; GET /v1/artifacts/quarantine lists "
+            "the quarantined ones",
+            field="artifact",
+        )
+    actor, token = scope.principal.actor, scope.principal.token_id
+    with _errors():
+        lifted = await engine.unquarantine(artifact, actor=actor, token_id=token)
+    await _quarantine_firmware(request, artifact, "", actor)
+    resumable = sorted(
+        run.id
+        for run in engine.runs.values()
+        if run.state is CampaignState.HALTED and artifact in run.artifacts
+    )
+    return {"artifact": artifact, "lifted": lifted, "resumable": resumable}
 
 
 # -- the event stream ------------------------------------------------------------------------------

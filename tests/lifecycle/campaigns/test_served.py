@@ -348,3 +348,43 @@ def test_a_boot_looping_canary_halts_the_campaign_and_quarantines_the_image(
     assert looping in {q["artifact"] for q in listed}
     served.api("POST", f"/v1/campaigns/{cid}/abort", json={"revert": True})
     served.until(cid, ("aborted",), timeout=60)
+
+
+def test_the_quarantine_of_a_bundle_or_apn_profile_is_lifted_by_route_and_cli(
+    served: Served,
+) -> None:
+    served.spawn("unq-", {"north": 2})
+    served.api("PUT", "/v1/config-bundles/unq-v2", json={"bundle": "unq-v2"})
+    spec = {
+        "name": "unq v2",
+        "selector": "endpoint=unq-*",
+        "change": [{"config": "unq-v2"}],
+        **FAST_SPEC,
+        "canary": {"per_stratum": 1, "max_devices": 10, "bake": "0.3s", "approval": True},
+    }
+    cid = served.api("POST", "/v1/campaigns", json=spec)["id"]
+    served.until(cid, ("awaiting_approval",), timeout=40)
+    bundle = "bundle:unq-v2"
+    served.api("POST", "/v1/artifacts/quarantine", json={"artifact": bundle, "reason": "typo"})
+    assert served.status(cid)["state"] == "halted"
+    # lifted from the command line: it names the halted campaign that may resume
+    lifted = invoke(served.data_dir, "campaign", "unquarantine", bundle)
+    assert lifted.exit_code == 0, lifted.output
+    assert f"quarantine of {bundle} lifted" in lifted.output and cid in lifted.output
+    listed = served.api("GET", "/v1/artifacts/quarantine")["items"]
+    assert bundle not in {q["artifact"] for q in listed}
+    audit = served.api("GET", "/v1/audit", params={"action": "campaign.unquarantine"})
+    assert any(r["subject"] == f"artifact:{bundle}" for r in audit["items"]), audit
+    # lifting what is not quarantined: 404 naming the list to look at
+    again = served.request("DELETE", f"/v1/artifacts/quarantine/{bundle}")
+    assert again.status_code == 404 and "is not quarantined" in again.json()["message"]
+    assert invoke(served.data_dir, "campaign", "unquarantine", bundle).exit_code == 1
+    served.api("POST", f"/v1/campaigns/{cid}/resume")  # no longer refused (409)
+    served.api("POST", f"/v1/campaigns/{cid}/abort", json={"revert": False})
+    # an APN profile revision through the route (no campaign uses it)
+    profile = "apn-profile:unq-apn@r1"
+    served.api("POST", "/v1/artifacts/quarantine", json={"artifact": profile, "reason": "x"})
+    done = served.api("DELETE", f"/v1/artifacts/quarantine/{profile}")
+    assert done == {"artifact": profile, "lifted": True, "resumable": []}
+    listed = served.api("GET", "/v1/artifacts/quarantine")["items"]
+    assert profile not in {q["artifact"] for q in listed}
