@@ -2,8 +2,11 @@
 driven over its HTTP API (``/v1/campaigns``), checked on the devices themselves and in the
 server's tables.
 
-* a staged config rollout where one region's devices refuse the bundle: that region's gate
-  fails and only it is reverted to the last-known-good bundle while the others complete;
+* a staged config rollout to 1 000 devices where one region's devices refuse the bundle:
+  that region's gate fails and only it is reverted to the last-known-good bundle while the
+  others complete;
+* telemetry guards: a wave that de-registers far more than its control cohort fails on the
+  guard alone; the control's counters survive ``kill -9`` (SQLite and PostgreSQL);
 * ``kill -9`` of the server mid-wave, twice, and a restart on the same data directory: the
   campaign completes with every device applying the bundle exactly once, none skipped (on
   SQLite and on PostgreSQL);
@@ -115,6 +118,11 @@ async def _regions(api: Api, prefixes: dict[str, str]) -> None:
         await api.post("/v1/inventory/bulk", {"select": f"endpoint={prefix}*", "region": region})
 
 
+#: Devices per region (eu, us, ap) of the staged rollout: the issue's 1 000 in all (18.4 s
+#: and 20.9 s against 6.1 s with 240 on the 2-core machine, load average 2.7-4.8).
+PER_REGION = (340, 330, 330)
+
+
 def test_a_region_that_refuses_the_bundle_fails_its_gate_and_only_it_is_reverted(
     serve: Serve,
 ) -> None:
@@ -124,9 +132,9 @@ def test_a_region_that_refuses_the_bundle_fails_its_gate_and_only_it_is_reverted
         api = Api(serve)
         fleet = DeviceFleet(serve.coap_uri, seed=11, record_events=True)
         async with fleet:
-            eu = fleet.spawn(80, prefix="cr-eu-")
-            us = fleet.spawn(80, prefix="cr-us-")
-            ap = fleet.spawn(80, prefix="cr-ap-", profile=refusing)
+            eu = fleet.spawn(PER_REGION[0], prefix="cr-eu-")
+            us = fleet.spawn(PER_REGION[1], prefix="cr-us-")
+            ap = fleet.spawn(PER_REGION[2], prefix="cr-ap-", profile=refusing)
             await fleet.wait_registered(timeout=30)
             await _regions(api, {"cr-eu-": "eu", "cr-us-": "us", "cr-ap-": "ap"})
             await api.put("/v1/config-bundles/cr-v1", {"v": 1, "region": "any"})
@@ -152,7 +160,10 @@ def test_a_region_that_refuses_the_bundle_fails_its_gate_and_only_it_is_reverted
             canary = status["waves"][0]
             failed = [v for v in canary["verdicts"] if v["verdict"] == "failed"]
             assert {(v["scope"], v["key"]) for v in failed} >= {("region", "ap")}
-            assert status["counts"] == {"succeeded": 160, "reverted": 5, "skipped": 75}
+            skipped = len(ap) - 5  # ap's canary (5) reverted, the rest never admitted
+            assert status["counts"] == {
+                "succeeded": len(eu) + len(us), "reverted": 5, "skipped": skipped
+            }  # fmt: skip
             # on the devices: eu and us run v2, applied once; ap runs v1 still
             for i in eu + us:
                 assert fleet.device(i).read("/32001/0/4") == "cr-v2"
@@ -161,7 +172,7 @@ def test_a_region_that_refuses_the_bundle_fails_its_gate_and_only_it_is_reverted
                 assert fleet.device(i).read("/32001/0/4") == "cr-v1"
             # desired state: ap back on v1 (the 5 reverted) or never changed (the skipped)
             report = await api.get(f"{CAMPAIGNS}/{cid}/report")
-            assert report["by_region"]["ap"] == {"reverted": 5, "skipped": 75}
+            assert report["by_region"]["ap"] == {"reverted": 5, "skipped": skipped}
             reverted = [d["endpoint"] for d in report["device_list"] if d["state"] == "reverted"]
             for endpoint in reverted:
                 state = await api.get(f"/v1/devices/{endpoint}/state")
