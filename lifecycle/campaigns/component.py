@@ -111,6 +111,7 @@ log = logging.getLogger("fleetloop.lifecycle.campaigns")
 
 GATE_INTERVAL_S = 0.2
 _ZERO = (0, 0, 0)
+_FINAL = frozenset(s for s in DeviceState if s.final)
 """Gates are judged at most this often per campaign (every report would cost a pass over the
 wave's outcomes)."""
 
@@ -1097,7 +1098,7 @@ class CampaignComponent:
         ]
         # A reverted cohort does not hold the wave up: the others carry on while it reverts.
         wave_over = not queued and all(
-            d.state.final for d in devices if not run.cohort_reverted(d.member)
+            d.state in _FINAL for d in devices if not run.cohort_reverted(d.member)
         )
         control = self._control_of(run, wave.index)
         verdicts = evaluate_all(

@@ -58,16 +58,18 @@ GUARDS = (
 )
 
 
+_SKIPPED, _FAILED, _TIMED_OUT = DeviceState.SKIPPED, DeviceState.FAILED, DeviceState.TIMED_OUT
+_SUCCEEDED, _VERIFIED = DeviceState.SUCCEEDED, DeviceState.VERIFIED
+#: States whose outcome is known: final ones, and VERIFIED (baking).
+_KNOWN = frozenset(s for s in DeviceState if s.final) | {DeviceState.VERIFIED}
+
+
 def _pct(part: int, whole: int) -> float:
     return 100.0 * part / whole if whole else 0.0
 
 
 def _ratio(what: str, part: int, whole: int) -> str:
     return f"{what} {part}/{whole} = {_pct(part, whole):.1f}%"
-
-
-def _cohort_key(outcome: Outcome, scope: Scope) -> str:
-    return "" if scope is Scope.BATCH else outcome.cohort.get(scope, "")
 
 
 def evaluate(
@@ -81,8 +83,17 @@ def evaluate(
     """One verdict per cohort of ``outcomes`` under ``scope`` (one cohort, key ``""``, for
     the batch), in key order. Rules: module docstring."""
     cohorts: dict[str, list[Outcome]] = {}
-    for outcome in outcomes:
-        cohorts.setdefault(_cohort_key(outcome, scope), []).append(outcome)
+    if scope is Scope.BATCH:
+        if outcomes:
+            cohorts[""] = list(outcomes)
+    else:
+        for outcome in outcomes:
+            key = outcome.cohort.get(scope, "")
+            group = cohorts.get(key)
+            if group is None:
+                cohorts[key] = [outcome]
+            else:
+                group.append(outcome)
     return [_decide(gates, scope, key, cohorts[key], control, wave_over) for key in sorted(cohorts)]
 
 
@@ -154,21 +165,38 @@ def _decide(
     control: Mapping[str, Telemetry] | None,
     wave_over: bool,
 ) -> CohortVerdict:
-    counted = [o for o in outcomes if o.state is not DeviceState.SKIPPED]
-    known = [o for o in counted if o.state.final or o.state is DeviceState.VERIFIED]
-    n, k = len(counted), len(known)
-    failed = sum(1 for o in known if o.state is DeviceState.FAILED)
-    timed_out = sum(1 for o in known if o.state is DeviceState.TIMED_OUT)
-    verified = sum(1 for o in known if o.state in (DeviceState.VERIFIED, DeviceState.SUCCEEDED))
-    acked = sum(1 for o in known if o.acked)
+    # one pass over the cohort (a 10 000-device wave is judged every few tenths of a second)
+    counted: list[Outcome] = []
+    k = failed = timed_out = verified = acked = acked_all = succeeded = 0
+    for o in outcomes:
+        state = o.state
+        if state is _SKIPPED:
+            continue
+        counted.append(o)
+        if o.acked:
+            acked_all += 1
+        if state in _KNOWN:
+            k += 1
+            if o.acked:
+                acked += 1
+            if state is _FAILED:
+                failed += 1
+            elif state is _TIMED_OUT:
+                timed_out += 1
+            elif state is _SUCCEEDED:
+                succeeded += 1
+                verified += 1
+            elif state is _VERIFIED:
+                verified += 1
+    n = len(counted)
     counts = {
         "devices": n,
         "known": k,
-        "succeeded": sum(1 for o in known if o.state is DeviceState.SUCCEEDED),
+        "succeeded": succeeded,
         "verified": verified,
         "failed": failed,
         "timed_out": timed_out,
-        "acked": sum(1 for o in counted if o.acked),
+        "acked": acked_all,
         "pending": n - k,
         "skipped": len(outcomes) - n,
     }

@@ -632,7 +632,7 @@ class Reconciler:
         leaves = self.observer.leaves.get(endpoint, {})
         if want.dimension is Dimension.CONFIG:
             code = leaves.get(CFG_RESULT)
-            if isinstance(code, int) and code in set(FleetConfigResult):
+            if isinstance(code, int) and code in _RESULT_CODES:
                 result = FleetConfigResult(code)
                 if result.is_failure or result is FleetConfigResult.ROLLED_BACK:
                     return False
@@ -683,11 +683,7 @@ class Reconciler:
             return
         leaves = self.observer.leaves.get(endpoint, {})
         code = leaves.get(CFG_RESULT)
-        if (
-            isinstance(code, int)
-            and code in set(FleetConfigResult)
-            and FleetConfigResult(code).is_failure
-        ):
+        if isinstance(code, int) and code in _RESULT_CODES and FleetConfigResult(code).is_failure:
             detail = str(leaves.get(CFG_DETAIL) or "")
             reason = f"apply result {FleetConfigResult(code).name.lower()} ({code})"
             work.failures[Dimension.CONFIG] = f"{reason}: {detail}" if detail else reason
@@ -897,6 +893,10 @@ def _first_instance(object_links: str, object_id: int) -> int:
 
 
 #: The observed paths a notification must carry to verify a dimension (:meth:`_verify`).
+#: Object 32001's result codes (built once: ``set(FleetConfigResult)`` per check was a
+#: measurable share of a 10 000-device campaign's verify loop).
+_RESULT_CODES = frozenset(int(r) for r in FleetConfigResult)
+
 _NOTIFIED: dict[Dimension, tuple[Path, ...]] = {
     Dimension.FLAGS: (CFG_FLAGS,),
     Dimension.CONFIG: (CFG_APPLIED, CFG_RESULT),
