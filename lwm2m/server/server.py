@@ -5,8 +5,9 @@ Shape (docs/SERVER.md has the rules):
 * One :class:`~lwm2m.coap.CoapEndpoint` per socket (plain UDP, DTLS), each driven by a
   :class:`~lwm2m.transport.coap_shell.CoapShell`; every CoAP event of every device arrives in
   :meth:`LwM2MServer._on_coap_event`. There is no task per device: a Register/Update/
-  De-register runs as one short task (it awaits the store's group commit before answering),
-  everything else is handled inline.
+  De-register is answered from a callback the store's group commit runs once the batch
+  holding its row committed (``GroupCommitBatcher.submit_row_then``); everything else is
+  handled inline.
 * Registrations live in memory (dicts by endpoint, by id and by transport peer), written
   through the store's group-commit batcher, and are loaded back at start, so devices that
   Update after a restart are still known. The 2.01 to a Register goes out only once its batch
