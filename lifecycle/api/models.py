@@ -114,6 +114,7 @@ class ReportedValueOut(Out):
     source: str
     iso: str | None = Field(default=None, description="a Time value in ISO 8601")
     encoding: str | None = Field(default=None, description="an Opaque value: base64")
+    label: str | None = Field(default=None, description="an enumerated value's name")
 
 
 class ObservationOut(Out):

@@ -28,7 +28,7 @@ from lifecycle.api.auth import context_of
 from lifecycle.api.context import ApiContext
 from lifecycle.api.errors import unknown_endpoint
 from lifecycle.api.parse import InputError, parse_path
-from lifecycle.api.render import JsonObject, enum_label, resource_name
+from lifecycle.api.render import JsonObject, resource_name
 from lifecycle.api.scope import Scoped
 from lifecycle.api.views import reported_value_json
 from lwm2m.model import Path
@@ -185,8 +185,4 @@ async def _all_at(ctx: ApiContext, endpoint: str, target: Path, at: float) -> li
 
 
 def _value_json(value: ReportedValue, ctx: ApiContext) -> JsonObject:
-    out = reported_value_json(value, ctx.model)
-    label = enum_label(value.path, out.get("value"))
-    if label is not None:
-        out["label"] = label
-    return out
+    return reported_value_json(value, ctx.model)  # with the label of an enumerated value

@@ -13,6 +13,7 @@ from typing import Any
 
 from lifecycle.api.render import (
     JsonObject,
+    enum_label,
     nodes_to_json,
     path_name,
     resource_name,
@@ -103,7 +104,8 @@ def objects_json(reg: Registration, model: ObjectModel) -> list[JsonObject]:
 
 
 def reported_value_json(value: ReportedValue, model: ObjectModel) -> JsonObject:
-    return {
+    """A reported value; an enumerated one carries its ``label`` ("normal") beside the number."""
+    out: JsonObject = {
         "path": str(value.path),
         "name": resource_name(model, value.path),
         "type": value.value.type.value,
@@ -111,6 +113,10 @@ def reported_value_json(value: ReportedValue, model: ObjectModel) -> JsonObject:
         **timestamp_fields("at", value.at),
         "source": value.source.value,
     }
+    label = enum_label(value.path, out.get("value"))
+    if label is not None:
+        out["label"] = label
+    return out
 
 
 def last_values_json(values: Mapping[Path, ReportedValue], model: ObjectModel) -> list[JsonObject]:

@@ -168,3 +168,20 @@ def test_fleetloop_history_prints_the_values_and_pages_on(tmp_path: Path, monkey
             assert bad.exit_code == 2 and "not a resource" in bad.output
 
     run(scenario)
+
+
+def test_last_values_name_enumerated_values(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with running_api(tmp_path) as api, api.device("dev-4") as device:
+            await device.wait_registered()
+            for path in ("5/0/3", "3/0/9"):
+                read = await api.http.get(f"/v1/devices/dev-4/data/{path}")
+                assert read.status_code == 200, read.text
+            await api.store.flush()  # reads are recorded fire-and-forget (group commit)
+            shown = (await api.http.get("/v1/devices/dev-4")).json()
+            state = next(v for v in shown["last_values"] if v["path"] == "/5/0/3")
+            assert (state["value"], state["label"]) == (0, "idle")
+            battery = next(v for v in shown["last_values"] if v["path"] == "/3/0/9")
+            assert "label" not in battery  # not an enumeration
+
+    run(scenario)
