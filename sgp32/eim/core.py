@@ -514,6 +514,29 @@ class Eim:
             return Exchange(answer(("eimAcknowledgements", [seq])), tuple(outcomes))
         return Exchange(answer(("emptyResponse", {})), tuple(outcomes))
 
+    def _open_package(
+        self,
+        ledger: Ledger,
+        euicc: EuiccRecord,
+        now: float,
+        tid: bytes | None,
+        der: bytes,
+        op: str | None,
+        missing: str,
+    ) -> PackageRecord | ResultRefused | ResultDuplicate:
+        """The still-open package an IPA answer names by eimTransactionId (of operation ``op``
+        when given); else the answer is refused with the message ``missing`` (no such package)
+        or recorded as a duplicate (the package already ended)."""
+        package = ledger.package(euicc.eid, tid) if tid is not None else None
+        if package is None or (op is not None and package.operations[0].get("op") != op):
+            return self._refuse(ledger, euicc, now, Refusal.UNKNOWN_PACKAGE, missing, tid, der)
+        if package.state in (PackageState.DONE, PackageState.FAILED):
+            ledger.add_result(
+                ResultRecord(euicc.eid, now, "duplicate", tid, package.counter_value, der, {})
+            )
+            return ResultDuplicate(euicc.eid, package.transaction_id)
+        return package
+
     def _refuse(
         self,
         ledger: Ledger,
@@ -655,15 +678,12 @@ class Eim:
         kind, data = value
         der = encode("IpaEuiccDataResponse", value)
         tid = data.get("eimTransactionId")
-        package = ledger.package(euicc.eid, tid) if tid is not None else None
-        if package is None or package.operations[0].get("op") != IPA_DATA_REQUEST:
-            message = f"no IpaEuiccDataRequest with eimTransactionId {tid.hex() if tid else None}"
-            return self._refuse(ledger, euicc, now, Refusal.UNKNOWN_PACKAGE, message, tid, der)
-        if package.state in (PackageState.DONE, PackageState.FAILED):
-            ledger.add_result(
-                ResultRecord(euicc.eid, now, "duplicate", tid, package.counter_value, der, {})
-            )
-            return ResultDuplicate(euicc.eid, package.transaction_id)
+        package = self._open_package(
+            ledger, euicc, now, tid, der, IPA_DATA_REQUEST,
+            f"no IpaEuiccDataRequest with eimTransactionId {tid.hex() if tid else None}",
+        )  # fmt: skip
+        if not isinstance(package, PackageRecord):
+            return package
         ok = kind == "ipaEuiccData"
         results: list[tuple[str, Any]]
         if ok:
@@ -711,18 +731,13 @@ class Eim:
         der = encode("EimPackageResult", ("eimPackageResultResponseError", value))
         tid = value.get("eimTransactionId")
         code = value["eimPackageResultErrorCode"]
-        package = ledger.package(euicc.eid, tid) if tid is not None else None
-        if package is None:
-            message = (
-                f"IPA error {IPA_PACKAGE_ERROR.get(code, code)} for no known package "
-                f"(eimTransactionId {tid.hex() if tid else None})"
-            )
-            return self._refuse(ledger, euicc, now, Refusal.UNKNOWN_PACKAGE, message, tid, der)
-        if package.state in (PackageState.DONE, PackageState.FAILED):
-            ledger.add_result(
-                ResultRecord(euicc.eid, now, "duplicate", tid, package.counter_value, der, {})
-            )
-            return ResultDuplicate(euicc.eid, package.transaction_id)
+        package = self._open_package(
+            ledger, euicc, now, tid, der, None,
+            f"IPA error {IPA_PACKAGE_ERROR.get(code, code)} for no known package "
+            f"(eimTransactionId {tid.hex() if tid else None})",
+        )  # fmt: skip
+        if not isinstance(package, PackageRecord):
+            return package
         summary: dict[str, Any] = {
             "kind": "eimPackageResultResponseError",
             "results": [["eimPackageResultErrorCode", code]],
@@ -768,15 +783,12 @@ class Eim:
         error. Matched on the trigger's eimTransactionId."""
         der = encode("ProfileDownloadTriggerResult", value)
         tid = value.get("eimTransactionId")
-        package = ledger.package(euicc.eid, tid) if tid is not None else None
-        if package is None or package.operations[0].get("op") != DOWNLOAD_TRIGGER:
-            message = f"no download trigger with eimTransactionId {tid.hex() if tid else None}"
-            return self._refuse(ledger, euicc, now, Refusal.UNKNOWN_PACKAGE, message, tid, der)
-        if package.state in (PackageState.DONE, PackageState.FAILED):
-            ledger.add_result(
-                ResultRecord(euicc.eid, now, "duplicate", tid, package.counter_value, der, {})
-            )
-            return ResultDuplicate(euicc.eid, package.transaction_id)
+        package = self._open_package(
+            ledger, euicc, now, tid, der, DOWNLOAD_TRIGGER,
+            f"no download trigger with eimTransactionId {tid.hex() if tid else None}",
+        )  # fmt: skip
+        if not isinstance(package, PackageRecord):
+            return package
         kind, data = value["profileDownloadTriggerResultData"]
         summary: dict[str, Any] = {"kind": "profileDownloadTriggerResult", "der": der.hex()}
         iccid = None
