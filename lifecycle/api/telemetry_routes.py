@@ -151,7 +151,7 @@ async def device_telemetry(
         "path": str(target),
         "name": resource_name(ctx.model, target),
         "order": order,
-        "items": [_value_json(v, ctx) for v in shown],
+        "items": [reported_value_json(v, ctx.model) for v in shown],
         "next_cursor": repr(shown[-1].at) if more and shown else None,
     }
 
@@ -182,7 +182,3 @@ async def _all_at(ctx: ApiContext, endpoint: str, target: Path, at: float) -> li
         )
 
     return await ctx.store.read(query)
-
-
-def _value_json(value: ReportedValue, ctx: ApiContext) -> JsonObject:
-    return reported_value_json(value, ctx.model)  # with the label of an enumerated value
