@@ -26,7 +26,7 @@ from urllib.parse import quote
 import click
 
 from cli.commands import api, json_option, load_json_arg
-from cli.output import print_json, table
+from cli.output import print_json, table, widen
 
 
 def _q(text: str) -> str:
@@ -125,10 +125,29 @@ def bundle_list(name: str | None, as_json: bool) -> None:
             )
             for v in found
         ]
-        click.echo(table(("VERSION", "SHA-256", "BYTES", "OVERLAYS", "BY", "AT"), rows))
+        headers, rows = widen(
+            ("VERSION", "SHA-256", "BYTES", "OVERLAYS", "BY", "AT"),
+            rows,
+            found,
+            [
+                ("FULL SHA-256", lambda v: v["digest"]),
+                ("DESCRIPTION", lambda v: v["description"] or "-"),
+            ],
+        )
+        click.echo(table(headers, rows))
         return
     names = [(b["name"], b["versions"], b["latest"]) for b in found]
-    click.echo(table(("NAME", "VERSIONS", "LATEST"), names))
+    headers, names = widen(
+        ("NAME", "VERSIONS", "LATEST"),
+        names,
+        found,
+        [
+            ("LATEST SHA-256", lambda b: b["latest_digest"][:16]),
+            ("BY", lambda b: b["latest_published_by"]),
+            ("AT", lambda b: b["latest_published_at"]),
+        ],
+    )
+    click.echo(table(headers, names))
 
 
 def _ref(text: str) -> tuple[str, str]:
@@ -295,9 +314,17 @@ def profile_list(as_json: bool) -> None:
         (p["name"], p["revision"], p["active"], ",".join(p["apns"]), ",".join(p["variants"]) or "-")
         for p in found
     ]
-    click.echo(
-        table(("NAME", "REV", "ACTIVE", "APNS", "VARIANTS"), rows) if rows else "(no profiles)"
+    headers, rows = widen(
+        ("NAME", "REV", "ACTIVE", "APNS", "VARIANTS"),
+        rows,
+        found,
+        [
+            ("UPDATED BY", lambda p: p["updated_by"]),
+            ("UPDATED", lambda p: p["updated_at"]),
+            ("DESCRIPTION", lambda p: p["description"] or "-"),
+        ],
     )
+    click.echo(table(headers, rows) if rows else "(no profiles)")
 
 
 @apn_profile.command("show")

@@ -22,7 +22,7 @@ import click
 
 from cli.client import ApiClient, CliFailure, Response, _body, failure_message
 from cli.commands import api, json_option
-from cli.output import print_json, table
+from cli.output import print_json, table, widen
 
 
 @click.group()
@@ -104,10 +104,15 @@ def key_list(as_json: bool) -> None:
     if as_json:
         print_json(found)
         return
-    rows = [
-        (k["name"], k["fingerprint"][:16], k["added_by"], k["added_at"]) for k in found["items"]
-    ]
-    click.echo(table(("NAME", "FINGERPRINT", "ADDED BY", "ADDED"), rows))
+    items = found["items"]
+    rows = [(k["name"], k["fingerprint"][:16], k["added_by"], k["added_at"]) for k in items]
+    headers, rows = widen(
+        ("NAME", "FINGERPRINT", "ADDED BY", "ADDED"),
+        rows,
+        items,
+        [("FULL FINGERPRINT", lambda k: k["fingerprint"])],
+    )
+    click.echo(table(headers, rows))
 
 
 @firmware.command("sign")
@@ -199,7 +204,19 @@ def list_(version: str | None, sku: str | None, as_json: bool) -> None:
         )
         for i in found["items"]
     ]
-    click.echo(table(("ID", "VERSION", "SKUS", "SIZE", "STATE", "PUBLISHED"), rows))
+    headers, rows = widen(
+        ("ID", "VERSION", "SKUS", "SIZE", "STATE", "PUBLISHED"),
+        rows,
+        found["items"],
+        [
+            ("SHA-256", lambda i: i["sha256"]),
+            ("SIGNER", lambda i: i["signer"]),
+            ("BY", lambda i: i["published_by"]),
+            ("QUARANTINE", lambda i: (i.get("quarantine") or {}).get("reason") or "-"),
+            ("DESCRIPTION", lambda i: i["description"] or "-"),
+        ],
+    )
+    click.echo(table(headers, rows))
 
 
 @firmware.command("show")

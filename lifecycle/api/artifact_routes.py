@@ -130,6 +130,9 @@ class BundleSummary(BaseModel):
     name: str
     versions: int
     latest: str
+    latest_digest: str = Field(description="SHA-256 of the latest version's content (hex)")
+    latest_published_by: str
+    latest_published_at: str
 
 
 class DiffOut(BaseModel):
@@ -253,8 +256,26 @@ async def publish_bundle_version(
     response_model=list[BundleSummary],
 )
 async def list_bundle_names(ctx: Context, scope: Scoped) -> list[BundleSummary]:
-    rows = await ctx.store.read(_bundles.names)
-    return [BundleSummary(name=n, versions=c, latest=latest) for n, c, latest in rows]
+    def read(tx: Tx) -> list[tuple[str, int, BundleVersion]]:
+        out = []
+        for name, count, latest in _bundles.names(tx):
+            found = _bundles.get(tx, name, latest)
+            assert found is not None  # listed in the same transaction
+            out.append((name, count, found))
+        return out
+
+    rows = await ctx.store.read(read)
+    return [
+        BundleSummary(
+            name=n,
+            versions=c,
+            latest=v.version,
+            latest_digest=v.digest,
+            latest_published_by=v.published_by,
+            latest_published_at=iso8601(v.published_at),
+        )
+        for n, c, v in rows
+    ]
 
 
 @router.get(

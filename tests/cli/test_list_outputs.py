@@ -33,12 +33,8 @@ ARGS = {("queue",): ["lst-1"]}
 """Arguments a list command needs."""
 
 NARROW = {
-    ("apn-profile", "list"),
-    ("bundle", "list"),
     ("campaign", "list"),
     ("esim", "list"),
-    ("firmware", "list"),
-    ("firmware", "key", "list"),
 }
 """List commands whose modules other engineers own and that have no extra wide columns yet:
 they accept ``-o wide`` (printing the table); their owners add the columns."""
