@@ -48,6 +48,18 @@ How it works (docs/CAMPAIGNS.md, "How a campaign runs"):
   events the runner sleeps until the next due time (a deadline, a bake end, a pacing slot).
 * **Nothing is excluded from the reconciler.** The state component's ``excluded`` hook
   stays unused: a campaign's devices are the reconciler's to deliver to, like any other.
+* **Phases (an eSIM switch).** A change whose first component is ``esim_download``
+  (:attr:`CampaignSpec.phase_split`) runs each wave in two gated phases: **download** -- the
+  devices are admitted and get the download; one whose download verified waits in STAGED --
+  and, once every device of the wave is staged or final and the wave's gates passed on
+  those outcomes, **enable**: the staged devices go on to the enable with rollbackFlag and
+  the components after it. A download gate that fails halts the campaign (or reverts the
+  cohort) before anything of that wave is enabled, and no device whose download did not
+  verify is ever enabled. The wave's phase and the download gate's verdicts are rows
+  (``lc_campaign_phase``), written in the tick that moves the staged devices on.
+  The enable is verified only when, after the eUICC's signed result, the device registers
+  or updates its registration with the DM server within ``deadlines.registered``
+  (REGISTERING; silence is TIMED_OUT, counted by the gates).
 * **Crash safety.** Every transition is a row before it has effects; a restart rebuilds
   memory from the tables and resumes: devices admitted before the crash have their desired
   value and their key (never written twice), queued ones are admitted once, deadlines are
@@ -85,7 +97,15 @@ from lifecycle.campaigns.model import (
     Verdict,
 )
 from lifecycle.campaigns.repository import CampaignRepository
-from lifecycle.campaigns.runs import CHANGED, IN_FLIGHT, CampaignRun, DeviceRun, WaveRun
+from lifecycle.campaigns.runs import (
+    CHANGED,
+    DOWNLOAD,
+    ENABLE,
+    IN_FLIGHT,
+    CampaignRun,
+    DeviceRun,
+    WaveRun,
+)
 from lifecycle.campaigns.views import report_of, status_of
 from lifecycle.campaigns.zones import utc_offset
 from lifecycle.inventory import DeviceRecord
@@ -104,7 +124,7 @@ from lifecycle.state.dimensions import (
     status,
 )
 from lifecycle.state.observer import StatusChange
-from lwm2m.server import Deregistered, Expired, LwM2MServer, Registered
+from lwm2m.server import Deregistered, Expired, LwM2MServer, Registered, Updated
 from lwm2m.store import Store, Tx
 
 log = logging.getLogger("fleetloop.lifecycle.campaigns")
@@ -211,6 +231,12 @@ def _target(
         if dimension is Dimension.FIRMWARE:
             version = value.get("version")
             return firmware(version) if isinstance(version, str) else None
+        if dimension is Dimension.ESIM:  # the profile it runs, confirmed by the eUICC
+            if value.get("state", "enabled") != "enabled":
+                return None
+            return parse_desired(dimension, {"iccid": value.get("iccid")})
+        if dimension is Dimension.ESIM_DOWNLOAD:
+            return None  # a download is not undone (the profile stays, disabled)
         return parse_desired(dimension, value)
     except StateError:
         return None
@@ -282,6 +308,7 @@ class CampaignComponent:
     def install(self, service: LifecycleService) -> None:
         """Register the event handlers (after the state component's) and the status hook."""
         service.on(Registered, self._on_registered)
+        service.on(Updated, self._on_updated)
         service.on(Deregistered, self._on_gone)
         service.on(Expired, self._on_gone)
         self.state.observer.status_hooks.append(self._on_status)
@@ -322,6 +349,13 @@ class CampaignComponent:
     async def _on_registered(self, event: Registered) -> None:
         if event.endpoint in self._members:
             self._events.append(_Event("registered", event.endpoint))
+            self._wakeup.set()
+
+    async def _on_updated(self, event: Updated) -> None:
+        """A registration Update: only a device waiting to be heard over its new eSIM
+        profile (REGISTERING) cares -- the check here is a set lookup."""
+        if event.endpoint in self._members:
+            self._events.append(_Event("updated", event.endpoint))
             self._wakeup.set()
 
     async def _on_gone(self, event: Deregistered | Expired) -> None:
@@ -421,6 +455,11 @@ class CampaignComponent:
         ]
         if pending:
             await self._recheck(pending)
+        now = self.clock()
+        for run in runs:  # heard over the new eSIM profile while the engine was down?
+            for d in list(run.devices.values()):
+                if d.state is DeviceState.REGISTERING:
+                    self._heard_since(run, d, now)
         self._wakeup.set()
 
     def _adopt(self, run: CampaignRun) -> None:
@@ -537,7 +576,9 @@ class CampaignComponent:
                     continue
                 if event.kind == "status" and event.change is not None:
                     self._status(run, device, event.change, now)
-                elif event.kind == "registered":
+                elif event.kind == "registered" or (
+                    event.kind == "updated" and device.state is DeviceState.REGISTERING
+                ):
                     self._registered(run, device, now)
                 elif event.kind == "gone":
                     self._gone_event(run, device, event.detail, now)
@@ -551,7 +592,7 @@ class CampaignComponent:
             # an error result (a telemetry guard's input, as for the control cohort), unless
             # it is the outcome of this campaign's own step, which the failure rules count
             own = (
-                d.state is DeviceState.DELIVERING
+                d.state in (DeviceState.DELIVERING, DeviceState.REGISTERING)
                 and dim is run.component(d.component).dimension
                 and change.generation == d.generation
             ) or (
@@ -566,49 +607,46 @@ class CampaignComponent:
                 return
             if change.after is Status.APPLIED:
                 d.acked = True
-                if d.component + 1 < len(run.spec.components):
-                    d.component += 1
-                    nxt = run.component(d.component)
-                    d.generation = None
-                    d.deadline = now + self._budget(run, d, nxt.dimension)
-                    run.mark(d, now)
-                    self._writes.append(
-                        _Write(
-                            run,
-                            d,
-                            nxt.dimension,
-                            nxt.value_for(d.member),
-                            f"deliver:{d.component}:{nxt.dimension.value}",
-                            d.attempt,
-                        )
-                    )
-                else:
+                if dim is Dimension.ESIM and run.spec.phase_split:
+                    # the signed result is in; verified once the device is heard again
                     d.verified_at = now
-                    d.deadline = None
-                    d.registrations = 0
-                    bake = run.waves[d.wave].bake_s
-                    if bake <= 0:  # nothing to bake: succeeded now (one row write, not two)
-                        run.move(d, DeviceState.SUCCEEDED, now)
-                        pacer = self._pacers.get(run.id)
-                        if pacer is not None:
-                            pacer.succeeded(1)
-                    else:
-                        run.move(d, DeviceState.VERIFIED, now)
-                        self._due(now + bake)
+                    d.deadline = now + self._registration_budget(run, d)
+                    run.move(d, DeviceState.REGISTERING, now, "")
+                    self._due(d.deadline)
+                    self._heard_since(run, d, now)
+                else:
+                    self._advance(run, d, now)
             elif change.after is Status.FAILED:
                 kind = _classify(dim, change)
                 d.acked = kind is not FailureKind.TRANSIENT
                 d.failure = kind
                 d.deadline = None
                 run.move(d, DeviceState.FAILED, now, f"{dim.value}: {change.detail or 'failed'}")
-        elif d.state is DeviceState.VERIFIED:
-            if dim in run.spec.dimensions and change.after is not Status.APPLIED:
-                d.failure = FailureKind.DEVICE_PERMANENT
+        elif d.state is DeviceState.REGISTERING:
+            component = run.component(d.component)
+            if dim is component.dimension and change.after is not Status.APPLIED:
+                d.failure = (
+                    _classify(dim, change)
+                    if change.after is Status.FAILED
+                    else FailureKind.DEVICE_PERMANENT
+                )
+                d.deadline = None
                 run.move(
                     d,
                     DeviceState.FAILED,
                     now,
-                    f"{dim.value} went {change.after.value} during the bake"
+                    f"{dim.value} went {change.after.value} before the device registered over "
+                    f"it" + (f": {change.detail}" if change.detail else ""),
+                )
+        elif d.state in (DeviceState.VERIFIED, DeviceState.STAGED):
+            if dim in run.spec.dimensions and change.after is not Status.APPLIED:
+                d.failure = FailureKind.DEVICE_PERMANENT
+                when = "during the bake" if d.state is DeviceState.VERIFIED else "while staged"
+                run.move(
+                    d,
+                    DeviceState.FAILED,
+                    now,
+                    f"{dim.value} went {change.after.value} {when}"
                     + (f": {change.detail}" if change.detail else ""),
                 )
         elif d.state is DeviceState.REVERTING:
@@ -631,7 +669,74 @@ class CampaignComponent:
                     d, DeviceState.FAILED, now, f"revert of {dim.value} failed: {change.detail}"
                 )
 
+    def _advance(self, run: CampaignRun, d: DeviceRun, now: float) -> None:
+        """``d``'s current component verified: the next one, STAGED at the end of the
+        download phase while its wave is in it, or VERIFIED / SUCCEEDED after the last."""
+        split = run.spec.phase_split
+        if d.component + 1 == split and run.waves[d.wave].phase == DOWNLOAD:
+            d.deadline = None
+            run.move(d, DeviceState.STAGED, now, "downloaded; waiting for the wave's download gate")
+            return
+        if d.component + 1 < len(run.spec.components):
+            self._next_component(run, d, now)
+            return
+        d.verified_at = now
+        d.deadline = None
+        d.registrations = 0
+        bake = run.waves[d.wave].bake_s
+        if bake <= 0:  # nothing to bake: succeeded now (one row write, not two)
+            run.move(d, DeviceState.SUCCEEDED, now)
+            pacer = self._pacers.get(run.id)
+            if pacer is not None:
+                pacer.succeeded(1)
+        else:
+            run.move(d, DeviceState.VERIFIED, now)
+            self._due(now + bake)
+
+    def _next_component(self, run: CampaignRun, d: DeviceRun, now: float) -> None:
+        d.component += 1
+        nxt = run.component(d.component)
+        d.generation = None
+        d.deadline = now + self._budget(run, d, nxt.dimension)
+        run.move(d, DeviceState.DELIVERING, now)
+        self._writes.append(
+            _Write(
+                run,
+                d,
+                nxt.dimension,
+                nxt.value_for(d.member),
+                f"deliver:{d.component}:{nxt.dimension.value}",
+                d.attempt,
+            )
+        )
+
+    def _registration_budget(self, run: CampaignRun, d: DeviceRun) -> float:
+        return run.spec.deadlines.registered_s + (d.member.wake_interval_s or 0.0)
+
+    def _heard_since(self, run: CampaignRun, d: DeviceRun, now: float) -> None:
+        """A REGISTERING device whose registration was renewed after the signed result (an
+        Update that came while the engine was not running, or before the status hook in
+        the same instant) completes its step now."""
+        registration = self.server.registration(d.endpoint)
+        since = d.verified_at
+        if registration is None or since is None:
+            return
+        if max(registration.registered_at, registration.updated_at) > since:
+            self._registered(run, d, now)
+
     def _registered(self, run: CampaignRun, d: DeviceRun, now: float) -> None:
+        if d.state is DeviceState.REGISTERING:
+            d.registrations = 0
+            d.reason = "registered over the new profile after the eUICC's signed result"
+            self._audit(
+                run,
+                "campaign.esim_registered",
+                now,
+                [d.endpoint],
+                {"wave": d.wave, "after_s": round(now - (d.verified_at or now), 3)},
+            )
+            self._advance(run, d, now)
+            return
         if d.state is DeviceState.VERIFIED:
             d.registrations += 1
             run.mark(d, now)
@@ -725,12 +830,19 @@ class CampaignComponent:
                 if d.deadline <= now:
                     d.failure = FailureKind.TIMED_OUT
                     what = "revert" if d.state is DeviceState.REVERTING else "change"
+                    why = f"{what} not verified before its deadline"
+                    if d.state is DeviceState.REGISTERING:
+                        why = (
+                            "the eUICC confirmed the enable, but the device did not register "
+                            "with the DM server over the new profile within "
+                            f"deadlines.registered ({run.spec.deadlines.registered_s:g} s)"
+                        )
                     d.deadline = None
                     run.move(
                         d,
                         DeviceState.TIMED_OUT if what == "change" else DeviceState.FAILED,
                         now,
-                        f"{what} not verified before its deadline",
+                        why,
                     )
                 else:
                     self._due(d.deadline)
@@ -781,7 +893,7 @@ class CampaignComponent:
             from lifecycle.campaigns.plan import in_window as in_window_fn
 
             in_window = in_window_fn
-        flight = (DeviceState.DELIVERING, DeviceState.VERIFIED)
+        flight = (DeviceState.DELIVERING, DeviceState.REGISTERING, DeviceState.VERIFIED)
         in_flight = sum(run.counts.get(s, 0) for s in flight)
         per_carrier: dict[str, int] = {}
         if run.spec.pacing.per_carrier:
@@ -1092,16 +1204,20 @@ class CampaignComponent:
             for d in run.in_wave(wave.index)
             if d.state is not DeviceState.SKIPPED
             and not (d.state in _BACK and not run.cohort_reverted(d.member))
+            and not run.judged_in_download(d, wave)  # the download gate judged those
         ]
         queued = any(d.state is DeviceState.QUEUED for d in devices)
+        downloading = wave.phase == DOWNLOAD
         outcomes = [
-            run.outcome(d)
+            _staged_ok(run.outcome(d)) if downloading else run.outcome(d)
             for d in devices
             if d.state is not DeviceState.QUEUED and not run.cohort_reverted(d.member)
         ]
         # A reverted cohort does not hold the wave up: the others carry on while it reverts.
+        # In the download phase a staged device is done (its download verified).
+        over = (_FINAL | {DeviceState.STAGED}) if downloading else _FINAL
         wave_over = not queued and all(
-            d.state in _FINAL for d in devices if not run.cohort_reverted(d.member)
+            d.state in over for d in devices if not run.cohort_reverted(d.member)
         )
         control = self._control_of(run, wave.index)
         verdicts = evaluate_all(
@@ -1124,6 +1240,8 @@ class CampaignComponent:
                     and old.get((row["scope"], row["key"])) != row["verdict"]
                 ):
                     detail = {"wave": wave.index, **row}
+                    if wave.phase:
+                        detail["phase"] = wave.phase
                     self._audit(run, "campaign.gate", now, [], detail, outcome=row["verdict"])
         # ARTIFACT_BAD in the canary: quarantine when it is not one cohort's problem
         if wave.index == 0:
@@ -1145,10 +1263,13 @@ class CampaignComponent:
             if v.verdict is Verdict.FAILED:
                 wave.acted.add(key)
                 run.dirty_waves.add(wave.index)
+                phase = f" {wave.phase} phase" if wave.phase else ""
                 why = (
-                    f"wave {wave.index} ({wave.name}): gate failed for {v.scope.value}={v.key}: "
-                    + "; ".join(v.reasons)
+                    f"wave {wave.index} ({wave.name}){phase}: gate failed for "
+                    f"{v.scope.value}={v.key}: " + "; ".join(v.reasons)
                 )
+                if downloading:
+                    why += " (nothing of this wave was enabled)"
                 if run.spec.on_failure is OnFailure.HALT:
                     run.set_state(CampaignState.HALTED, now, why)
                     self._audit(run, "campaign.halt", now, [], {"wave": wave.index, "reason": why})
@@ -1187,6 +1308,9 @@ class CampaignComponent:
         ]
         if undecided:
             return
+        if downloading:
+            self._enter_enable(run, wave, now)
+            return
         wave.state = "done"
         wave.done_at = now
         run.dirty_waves.add(wave.index)
@@ -1200,6 +1324,35 @@ class CampaignComponent:
                 CampaignState.AWAITING_APPROVAL, now, f"{wave.name} done; approve to go on"
             )
             self._publish({"type": "state", "campaign": run.id, "state": run.state.value})
+
+    def _enter_enable(self, run: CampaignRun, wave: WaveRun, now: float) -> None:
+        """The download gate of ``wave`` passed on a complete outcome: the wave enters its
+        enable phase and its staged devices go on to the enable (written in this tick's
+        transaction together with the wave's new phase -- the barrier is a row)."""
+        wave.phase_verdicts = [
+            {**v, "acted": (v["scope"], v["key"]) in wave.acted} for v in wave.verdicts
+        ]
+        wave.verdicts = []
+        wave.acted = set()
+        wave.phase = ENABLE
+        wave.phase_at = now
+        run.dirty_waves.add(wave.index)
+        run.stale = True
+        staged = [
+            d
+            for d in run.in_wave(wave.index)
+            if d.state is DeviceState.STAGED and not run.cohort_reverted(d.member)
+        ]
+        for d in staged:
+            self._next_component(run, d, now)
+        self._audit(
+            run,
+            "campaign.phase",
+            now,
+            [d.endpoint for d in staged],
+            {"wave": wave.index, "name": wave.name, "phase": ENABLE, "enabling": len(staged)},
+        )
+        self._publish({"type": "phase", "campaign": run.id, "wave": wave.index, "phase": ENABLE})
 
     def _artifact_check(self, run: CampaignRun, devices: list[DeviceRun], now: float) -> None:
         bad: dict[str, set[str]] = {}
@@ -1262,6 +1415,20 @@ class CampaignComponent:
             dims = [c.dimension for c in run.spec.components[: d.component + 1]]
             if d.generation is None and dims:
                 dims = dims[:-1]  # the last component was never written
+            # a downloaded profile stays on the eUICC, disabled (docs/CAMPAIGNS.md, "Phases")
+            dims = [dim for dim in dims if dim is not Dimension.ESIM_DOWNLOAD]
+            if not dims:
+                d.deadline = None
+                run.move(
+                    d,
+                    DeviceState.REVERTED,
+                    now,
+                    f"{why}; nothing was enabled: the downloaded profile stays on the eUICC, "
+                    "disabled",
+                )
+                self._release(run, d)
+                reverting.append(d.endpoint)
+                continue
             targets: dict[Dimension, Any] = {
                 dim: d.rollback[dim.value] for dim in dims if d.rollback.get(dim.value) is not None
             }
@@ -1461,6 +1628,9 @@ class CampaignComponent:
     def _check_spec(self, spec: CampaignSpec) -> None:
         if not spec.components:
             raise CampaignError("change", "name at least one component")
+        from lifecycle.campaigns.spec import check_phases
+
+        check_phases(spec.components)
         for c in spec.components:
             if c.artifact and c.artifact in self._quarantined:
                 why = self._quarantined[c.artifact].get("reason", "")
@@ -1506,7 +1676,9 @@ class CampaignComponent:
                 updated_at=now,
             )
             for wp in plan.waves:
-                run.waves.append(WaveRun(wp.index, wp.name, wp.bake_s, wp.approval))
+                wave_run = WaveRun(wp.index, wp.name, wp.bake_s, wp.approval)
+                wave_run.phase = DOWNLOAD if spec.phase_split else ""
+                run.waves.append(wave_run)
                 for endpoint in wp.endpoints:
                     run.add(DeviceRun(cid, by_endpoint[endpoint], wp.index, updated_at=now))
             if not run.devices:
@@ -1612,10 +1784,17 @@ class CampaignComponent:
                 )
             now = self.clock()
             accepted = []
-            if run.state is CampaignState.INCONCLUSIVE and run.wave < len(run.waves):
+            # resuming a halted campaign accepts the failed verdicts of its wave (the batch
+            # may fail beside the cohort that halted it: judged again, it would halt again)
+            open_verdicts = {Verdict.INCONCLUSIVE.value}
+            if run.state is CampaignState.HALTED:
+                open_verdicts.add(Verdict.FAILED.value)
+            if run.state in (CampaignState.INCONCLUSIVE, CampaignState.HALTED) and run.wave < len(
+                run.waves
+            ):
                 wave = run.waves[run.wave]
                 for v in wave.verdicts:
-                    if v["verdict"] == Verdict.INCONCLUSIVE.value:
+                    if v["verdict"] in open_verdicts:
                         wave.acted.add((v["scope"], v["key"]))
                         accepted.append(f"{v['scope']}={v['key']}")
                 run.dirty_waves.add(wave.index)
@@ -2003,6 +2182,13 @@ def _wave_plan(w: WaveRun, endpoints: list[str]) -> Any:
     from lifecycle.campaigns.model import WavePlan
 
     return WavePlan(w.index, w.name, tuple(endpoints), w.bake_s, w.approval)
+
+
+def _staged_ok(outcome: Any) -> Any:
+    """The download gate's view of a device: STAGED (its download verified) succeeded."""
+    if outcome.state is DeviceState.STAGED:
+        return replace(outcome, state=DeviceState.SUCCEEDED)
+    return outcome
 
 
 def _classify(dim: Dimension, change: StatusChange) -> FailureKind:

@@ -85,6 +85,8 @@ class DeviceState(StrEnum):
 
     QUEUED = "queued"  # a member, not yet admitted into its wave
     DELIVERING = "delivering"  # desired value set; not yet verified
+    STAGED = "staged"  # the download phase verified; waits for the wave's download gate
+    REGISTERING = "registering"  # eSIM enable confirmed; waits for a registration over it
     VERIFIED = "verified"  # verified on the campaign's generation; baking
     SUCCEEDED = "succeeded"  # verified and healthy through the bake window
     FAILED = "failed"  # refused for good, or retries exhausted
@@ -283,6 +285,21 @@ class CampaignSpec:
     @property
     def dimensions(self) -> tuple[Dimension, ...]:
         return tuple(c.dimension for c in self.components)
+
+    @property
+    def phase_split(self) -> int:
+        """How many components make up the **download phase** (0: the campaign has one
+        phase). An eSIM switch with an activation code is two gated phases: ``esim_download``
+        (component 0: the profile present on the eUICC, disabled) and then the enable with
+        rollbackFlag and whatever moves with it (docs/CAMPAIGNS.md, "Phases")."""
+        if self.components and self.components[0].dimension is Dimension.ESIM_DOWNLOAD:
+            return 1
+        return 0
+
+    @property
+    def kind(self) -> str:
+        """``esim`` for a two-phase eSIM switch, else ``change``."""
+        return "esim" if self.phase_split else "change"
 
 
 # -- planning ----------------------------------------------------------------------------------

@@ -19,14 +19,24 @@ from lifecycle.campaigns.codec import dumps_spec, loads_spec
 from lifecycle.campaigns.model import CampaignState, DeviceState
 from lifecycle.campaigns.runs import (
     CampaignRun,
+    adopt_phase,
     adopt_telemetry,
     device_from_row,
     device_row,
+    phase_row,
     telemetry_rows,
     wave_from_row,
     wave_row,
 )
-from lifecycle.campaigns.tables import CAMPAIGN, DEVICE, QUARANTINE, STEP, TELEMETRY, WAVE
+from lifecycle.campaigns.tables import (
+    CAMPAIGN,
+    DEVICE,
+    PHASE,
+    QUARANTINE,
+    STEP,
+    TELEMETRY,
+    WAVE,
+)
 from lwm2m.store import Tx
 
 CHUNK = 500
@@ -51,6 +61,7 @@ _UPSERT = {
         ("wave", WAVE, ("campaign", "index")),
         ("campaign", CAMPAIGN, ("id",)),
         ("telemetry", TELEMETRY, ("campaign", "wave", "endpoint")),
+        ("phase", PHASE, ("campaign", "wave")),
     )
 }
 
@@ -102,6 +113,10 @@ class CampaignRepository:
             tx.execute(
                 _UPSERT[(dialect, "wave")], [wave_row(run.id, run.waves[i]) for i in indices]
             )
+            if run.spec.phase_split:  # the barrier between the phases, with the wave
+                tx.execute(
+                    _UPSERT[(dialect, "phase")], [phase_row(run.id, run.waves[i]) for i in indices]
+                )
         chosen = list(run.devices) if endpoints is None else list(endpoints)
         for start in range(0, len(chosen), CHUNK):
             rows = [device_row(run.devices[e]) for e in chosen[start : start + CHUNK]]
@@ -202,6 +217,17 @@ class CampaignRepository:
         )
         waves = tx.execute(select(WAVE).where(WAVE.c.campaign == campaign).order_by(WAVE.c.index))
         run.waves = [wave_from_row(dict(w._mapping)) for w in waves]
+        if run.spec.phase_split:
+            phases = {
+                int(p.wave): dict(p._mapping)
+                for p in tx.execute(select(PHASE).where(PHASE.c.campaign == campaign))
+            }
+            for w in run.waves:
+                found = phases.get(w.index)
+                if found is not None:
+                    adopt_phase(w, found)
+                else:
+                    w.phase = "download"
         devices = tx.execute(
             select(DEVICE).where(DEVICE.c.campaign == campaign).order_by(DEVICE.c.endpoint)
         )

@@ -32,6 +32,8 @@ from lifecycle.state.dimensions import Dimension
 CHANGED = frozenset(
     {
         DeviceState.DELIVERING,
+        DeviceState.STAGED,
+        DeviceState.REGISTERING,
         DeviceState.VERIFIED,
         DeviceState.SUCCEEDED,
         DeviceState.FAILED,
@@ -39,7 +41,16 @@ CHANGED = frozenset(
     }
 )
 #: States still waiting for something (a device report, a deadline, the bake end).
-IN_FLIGHT = frozenset({DeviceState.DELIVERING, DeviceState.VERIFIED, DeviceState.REVERTING})
+IN_FLIGHT = frozenset(
+    {
+        DeviceState.DELIVERING,
+        DeviceState.REGISTERING,
+        DeviceState.VERIFIED,
+        DeviceState.REVERTING,
+    }
+)
+#: The phases of a two-phase campaign's wave (:attr:`CampaignSpec.phase_split`).
+DOWNLOAD, ENABLE = "download", "enable"
 
 
 @dataclass(slots=True)
@@ -65,6 +76,8 @@ class DeviceRun:
     missed_updates: int = 0  # in lc_campaign_telemetry (the device row predates it)
     admitted_at: float | None = None
     verified_at: float | None = None
+    """When it verified (VERIFIED, SUCCEEDED); in REGISTERING: when the eIM accepted the
+    eUICC's signed enable result (a registration after it completes the step)."""
     updated_at: float = 0.0
 
     @property
@@ -112,6 +125,13 @@ class WaveRun:
     #: (scope, key) of verdicts already acted on (a failed cohort reverted, an inconclusive
     #: one accepted by an operator) -- kept in ``verdicts`` as ``"acted": true``.
     acted: set[tuple[str, str]] = field(default_factory=set)
+    #: A two-phase campaign's wave: ``download`` until the download gate passed, then
+    #: ``enable`` ("" for a one-phase campaign); ``lc_campaign_phase``.
+    phase: str = ""
+    #: The download gate's verdicts once the wave left the download phase (``verdicts``
+    #: then holds the enable phase's), and when it did.
+    phase_verdicts: list[dict[str, Any]] = field(default_factory=list)
+    phase_at: float | None = None
 
 
 @dataclass(slots=True)
@@ -214,6 +234,14 @@ class CampaignRun:
 
     def in_wave(self, index: int) -> Iterator[DeviceRun]:
         return iter(self.by_wave.get(index, ()))
+
+    def judged_in_download(self, device: DeviceRun, wave: WaveRun) -> bool:
+        """Whether ``device``'s outcome belongs to ``wave``'s download gate only: it ended
+        (failed, timed out, reverted) before reaching the enable."""
+        split = self.spec.phase_split
+        return bool(
+            split and wave.phase == ENABLE and device.component < split and device.state.final
+        )
 
     def in_flight(self) -> int:
         return sum(self.counts.get(s, 0) for s in (DeviceState.DELIVERING, DeviceState.REVERTING))
@@ -394,6 +422,23 @@ def wave_row(campaign: str, w: WaveRun) -> dict[str, Any]:
     }
 
 
+def phase_row(campaign: str, w: WaveRun) -> dict[str, Any]:
+    """The ``lc_campaign_phase`` row of a two-phase campaign's wave."""
+    return {
+        "campaign": campaign,
+        "wave": w.index,
+        "phase": w.phase,
+        "verdicts": _dumps(w.phase_verdicts),
+        "started_at": w.phase_at,
+    }
+
+
+def adopt_phase(w: WaveRun, row: Mapping[str, Any]) -> None:
+    w.phase = str(row["phase"])
+    w.phase_verdicts = json.loads(row["verdicts"] or "[]")
+    w.phase_at = row["started_at"]
+
+
 def wave_from_row(row: Mapping[str, Any]) -> WaveRun:
     verdicts = json.loads(row["verdicts"] or "[]")
     acted = {(v["scope"], v["key"]) for v in verdicts if v.get("acted")}
@@ -412,13 +457,17 @@ def wave_from_row(row: Mapping[str, Any]) -> WaveRun:
 
 __all__ = [
     "CHANGED",
+    "DOWNLOAD",
+    "ENABLE",
     "IN_FLIGHT",
     "CampaignRun",
     "DeviceRun",
     "WaveRun",
+    "adopt_phase",
     "adopt_telemetry",
     "device_from_row",
     "device_row",
+    "phase_row",
     "telemetry_rows",
     "wave_from_row",
     "wave_row",

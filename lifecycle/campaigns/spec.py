@@ -13,6 +13,13 @@ campaign reloads to the spec it was created from even if the defaults change lat
 
 Durations are seconds: a number, or text ``"30s"``, ``"5m"``, ``"2h"``, ``"1d"``,
 ``"250ms"``.
+
+**The esim kind.** An eSIM switch with an activation code is two gated phases
+(docs/CAMPAIGNS.md, "Phases"): ``{esim: {iccid, activation_code}}`` in ``change`` becomes two
+components -- ``esim_download`` (the profile present on the eUICC, disabled) and ``esim`` (the
+enable with rollbackFlag) -- and must come first; the components after it (an APN, a config
+that must move with the new carrier) follow the enable. ``kind: esim`` with ``esim: {iccid,
+activation_code}`` builds the same change (``change`` then lists only what moves with it).
 """
 
 from __future__ import annotations
@@ -74,7 +81,10 @@ TOP_KEYS = (
     "gates",
     "on_failure",
     "revert_scope",
+    "kind",
+    "esim",
 )
+KINDS = ("change", "esim")
 
 
 # -- small typed readers -------------------------------------------------------------------------
@@ -271,7 +281,74 @@ def _change(raw: Any, resolve: Resolver | None) -> tuple[Component, ...]:
     if len(raw) > MAX_COMPONENTS:
         raise CampaignError("change", f"at most {MAX_COMPONENTS} components")
     seen: set[Dimension] = set()
-    return tuple(_component(c, f"change[{i}]", resolve, seen) for i, c in enumerate(raw))
+    out: list[Component] = []
+    for i, entry in enumerate(raw):
+        component = _component(entry, f"change[{i}]", resolve, seen)
+        resolved = isinstance(entry, Mapping) and bool(_RESOLVED_KEYS & set(entry))
+        if (
+            component.dimension is Dimension.ESIM
+            and "activation_code" in component.value
+            and not resolved  # a persisted spec is taken as it is (already expanded)
+        ):
+            if Dimension.ESIM_DOWNLOAD in seen:
+                raise CampaignError(
+                    f"change[{i}].esim", "the change already has an esim_download component"
+                )
+            seen.add(Dimension.ESIM_DOWNLOAD)
+            out.extend(esim_switch(component))
+        else:
+            out.append(component)
+    check_phases(tuple(out))
+    return tuple(out)
+
+
+def esim_switch(component: Component) -> tuple[Component, Component]:
+    """The two phases of an eSIM switch from ``{iccid, activation_code}``: the download (the
+    profile present on the eUICC, disabled) and the enable (with rollbackFlag)."""
+    iccid = str(component.value["iccid"])
+    code = str(component.value["activation_code"])
+    artifact = component.artifact or f"esim-profile:{iccid}"
+    download = Component(
+        Dimension.ESIM_DOWNLOAD, {"iccid": iccid, "activation_code": code}, artifact
+    )
+    return download, Component(Dimension.ESIM, {"iccid": iccid}, artifact)
+
+
+def check_phases(components: tuple[Component, ...]) -> None:
+    """An ``esim_download`` component is the download phase of an eSIM switch: it comes
+    first, directly followed by the ``esim`` component that enables the same ICCID."""
+    for i, c in enumerate(components):
+        if c.dimension is not Dimension.ESIM_DOWNLOAD:
+            continue
+        nxt = components[i + 1] if i + 1 < len(components) else None
+        if (
+            i != 0
+            or nxt is None
+            or nxt.dimension is not Dimension.ESIM
+            or nxt.value.get("iccid") != c.value.get("iccid")
+            or c.overlays
+            or nxt.overlays
+        ):
+            raise CampaignError(
+                f"change[{i}].esim_download",
+                "the download phase comes first, directly followed by the esim component "
+                "enabling the same ICCID (no overlays); write {esim: {iccid: ..., "
+                "activation_code: ...}} first in change, which builds both",
+            )
+
+
+def _esim_kind(m: Mapping[str, Any]) -> list[Any]:
+    """``kind: esim``: the change built from ``esim: {iccid, activation_code}`` and the
+    components that move with it (``change``, optional)."""
+    raw = m.get("esim")
+    if not isinstance(raw, Mapping) or set(raw) != {"iccid", "activation_code"}:
+        raise CampaignError(
+            "esim", "kind esim needs esim: {iccid: ICCID, activation_code: '1$SM-DP+$ID'}"
+        )
+    extra = m.get("change", [])
+    if not isinstance(extra, list | tuple):
+        raise CampaignError("change", "list the components that move with the switch")
+    return [{"esim": dict(raw)}, *extra]
 
 
 def _canary(raw: Any) -> CanarySpec:
@@ -483,6 +560,13 @@ def parse_spec(raw: Mapping[str, Any], *, resolve: Resolver | None = None) -> Ca
     are taken as they are, without calling ``resolve``.
     """
     m = _keys(raw, "", TOP_KEYS)
+    kind = m.get("kind", "change")
+    if kind not in KINDS:
+        raise CampaignError("kind", f"{_short(kind)} is not one of {', '.join(KINDS)}")
+    if kind == "esim":
+        m = {**m, "change": _esim_kind(m)}
+    elif "esim" in m:
+        raise CampaignError("esim", "esim: {...} goes with kind: esim (or put it in change)")
     for key in ("name", "selector", "change"):
         if key not in m:
             raise CampaignError(key, "missing; every campaign needs name, selector and change")
@@ -588,4 +672,13 @@ def spec_to_dict(spec: CampaignSpec) -> dict[str, Any]:
     }
 
 
-__all__ = ["DAYS", "Resolver", "parse_duration", "parse_spec", "spec_to_dict"]
+__all__ = [
+    "DAYS",
+    "KINDS",
+    "Resolver",
+    "check_phases",
+    "esim_switch",
+    "parse_duration",
+    "parse_spec",
+    "spec_to_dict",
+]

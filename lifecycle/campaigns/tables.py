@@ -144,21 +144,38 @@ class CampaignTelemetryRow(LifecycleModel, table=True):
     updated_at: float = Field(sa_type=Double)
 
 
+class CampaignPhaseRow(LifecycleModel, table=True):
+    """The phase of one wave of a two-phase campaign (an eSIM switch: ``download`` then
+    ``enable``), and the download gate's verdicts once it passed: the barrier between the
+    phases survives a restart (a new table: ``create_all`` adds it to an existing database)."""
+
+    __tablename__ = "lc_campaign_phase"
+
+    campaign: str = Field(primary_key=True)
+    wave: int = Field(primary_key=True)
+    phase: str
+    verdicts: str = Field(default="[]", sa_type=Text)  # JSON: the download gate's verdicts
+    started_at: float | None = Field(default=None, sa_type=Double)  # of the enable phase
+
+
 CAMPAIGN = table_of(CampaignRow)
 WAVE = table_of(CampaignWaveRow)
 DEVICE = table_of(CampaignDeviceRow)
 STEP = table_of(CampaignStepRow)
 QUARANTINE = table_of(QuarantineRow)
 TELEMETRY = table_of(CampaignTelemetryRow)
+PHASE = table_of(CampaignPhaseRow)
 
 __all__ = [
     "CAMPAIGN",
     "DEVICE",
+    "PHASE",
     "QUARANTINE",
     "STEP",
     "TELEMETRY",
     "WAVE",
     "CampaignDeviceRow",
+    "CampaignPhaseRow",
     "CampaignRow",
     "CampaignStepRow",
     "CampaignTelemetryRow",

@@ -38,6 +38,8 @@ def status_of(run: CampaignRun, *, waves: bool = True) -> dict[str, Any]:
                 "index": w.index,
                 "name": w.name,
                 "state": w.state,
+                "phase": w.phase,
+                "download_verdicts": list(w.phase_verdicts),
                 "bake_s": w.bake_s,
                 "approval": w.approval,
                 "started_at": w.started_at,
@@ -51,6 +53,9 @@ def status_of(run: CampaignRun, *, waves: bool = True) -> dict[str, Any]:
     return {
         "id": run.id,
         "name": run.spec.name,
+        "kind": run.spec.kind,
+        "phases": _phases(run),
+        "phase": _current_phase(run),
         "tenant": run.spec.tenant,
         "state": run.state.value,
         "reason": run.reason,
@@ -71,6 +76,26 @@ def status_of(run: CampaignRun, *, waves: bool = True) -> dict[str, Any]:
             {"dimension": c.dimension.value, "artifact": c.artifact} for c in run.spec.components
         ],
     }
+
+
+def _phases(run: CampaignRun) -> list[dict[str, Any]]:
+    """A two-phase campaign's phases and the components of each ([] for one phase)."""
+    split = run.spec.phase_split
+    if not split:
+        return []
+    dims = [c.dimension.value for c in run.spec.components]
+    return [
+        {"name": "download", "components": dims[:split]},
+        {"name": "enable", "components": dims[split:]},
+    ]
+
+
+def _current_phase(run: CampaignRun) -> str:
+    """The phase of the wave the campaign is on ("" for one phase or when every wave is
+    done)."""
+    if not run.spec.phase_split or run.wave >= len(run.waves):
+        return ""
+    return run.waves[run.wave].phase
 
 
 def report_of(run: CampaignRun, *, limit: int = 1000) -> dict[str, Any]:

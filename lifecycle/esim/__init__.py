@@ -1,5 +1,13 @@
-"""The lifecycle side of the eIM: the esim dimension applied through ESipa (docs/ESIM.md)."""
+"""The lifecycle side of the eIM: the esim and esim_download dimensions applied through ESipa
+(docs/ESIM.md)."""
 
-from lifecycle.esim.component import EsimComponent, Verdict, judge
+from lifecycle.esim.component import (
+    EsimComponent,
+    FallbackError,
+    Verdict,
+    check_fallback,
+    judge,
+    judge_download,
+)
 
-__all__ = ["EsimComponent", "Verdict", "judge"]
+__all__ = ["EsimComponent", "FallbackError", "Verdict", "check_fallback", "judge", "judge_download"]

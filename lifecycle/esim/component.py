@@ -21,6 +21,23 @@ Each desired generation gets at most one package, tagged with its generation in 
 actor (``state:esim:g<N>``): a restart finds it again instead of queueing another, and a
 rolled-back generation is not retried until an operator (or a campaign's revert) sets a new
 value. Work is batched: one read transaction per batch of devices, one write for the packages.
+
+The component also applies :attr:`~lifecycle.state.dimensions.Dimension.ESIM_DOWNLOAD` -- the
+first phase of a carrier switch (:func:`judge_download`): the profile is *present* on the
+eUICC (listProfileInfo where the eIM knows no profile, then a ProfileDownloadTrigger relayed
+to the SM-DP+), **applied** once the eUICC's signed installation result (or its signed
+profile list) shows the ICCID; nothing is enabled by it. Its packages carry the actor
+``state:esim_download:g<N>``.
+
+**A fallback profile is always kept.** Where the eIM knows the eUICC's profiles and none
+carries the fallback attribute, the enable's package sets it on the profile enabled now first
+(setFallbackAttribute, then enable with rollbackFlag, in one signed package): whatever the new
+profile does, the eUICC keeps a profile to fall back to. The download phase of a campaign
+always lists the profiles first, so a campaign's enable always knows them; a bare ``esim``
+desired value on an eUICC the eIM knows nothing of keeps the one-package listProfileInfo +
+enable (the rollbackFlag still returns it to the profile it ran). Nothing the state layer or
+a campaign sends disables or deletes a profile, and :func:`check_fallback` refuses an
+operator's disable/delete of the fallback profile.
 """
 
 from __future__ import annotations
@@ -54,12 +71,16 @@ from sgp32.eim.model import ProfileRecord, ProfileState
 from sgp32.eim.sql import EimStore
 from sgp32.es9plus import EuiccContext
 from sgp32.esipa.relay import RELAYED, Es9Relay, TriggerOrigin
-from sgp32.packages import Enable, ListProfileInfo, Psmo
+from sgp32.packages import Delete, Disable, Enable, ListProfileInfo, Psmo, SetFallbackAttribute
 
 log = logging.getLogger("fleetloop.esim")
 
 ACTOR_PREFIX = "state:esim:g"
-"""Actor of the packages the state layer queues: ``state:esim:g<generation>``."""
+"""Actor of the packages the state layer queues: ``state:esim:g<generation>``
+(``state:esim_download:g<generation>`` for the download dimension)."""
+
+#: The dimensions this component applies (it is the reconciler's external applier of each).
+APPLIED = (Dimension.ESIM, Dimension.ESIM_DOWNLOAD)
 
 ENABLE_RESULT = {
     0: "ok",
@@ -80,8 +101,32 @@ BATCH = 200
 INVALID_EIM_TRANSACTION_ID = 52
 
 
-def package_actor(generation: int) -> str:
+def package_actor(generation: int, dimension: Dimension = Dimension.ESIM) -> str:
+    if dimension is Dimension.ESIM_DOWNLOAD:
+        return f"state:esim_download:g{generation}"
     return f"{ACTOR_PREFIX}{generation}"
+
+
+class FallbackError(ValueError):
+    """An operation would leave an eUICC without its fallback profile; the message names the
+    device and the fix (the API answers 409)."""
+
+
+def check_fallback(
+    device: str, profiles: Sequence[ProfileRecord], operations: Sequence[Psmo]
+) -> None:
+    """Refuse a disable or delete of the profile that carries the fallback attribute: the
+    fallback is what an enable with rollbackFlag, or the eUICC on its own, returns to when a
+    profile loses connectivity -- without it a bad profile strands the device for good."""
+    fallback = {p.iccid for p in profiles if p.fallback}
+    for op in operations:
+        if isinstance(op, Disable | Delete) and op.iccid in fallback:
+            verb = "delete" if isinstance(op, Delete) else "disable"
+            raise FallbackError(
+                f"{device}: profile {op.iccid} is the eUICC's fallback profile; refusing to "
+                f"{verb} it. Set the fallback attribute on another profile first "
+                f"(`fleetloop esim fallback {device} ICCID`), then {verb} this one"
+            )
 
 
 @dataclass(frozen=True)
@@ -98,6 +143,9 @@ class Verdict:
     list_profiles: bool = False
     """Queue listProfileInfo alone (before deciding whether a download is needed)."""
     note: str = ""
+    fallback: str | None = None
+    """With ``queue``: set the fallback attribute on this (the enabled) profile first -- no
+    profile carries it yet."""
 
 
 def smdp_notification(name: str, body: Any) -> str | None:
@@ -110,6 +158,42 @@ def smdp_notification(name: str, body: Any) -> str | None:
         return None
     address = value["profileInstallationResultData"]["notificationMetadata"]["notificationAddress"]
     return str(address)
+
+
+def reported_download(profiles: Sequence[ProfileRecord]) -> dict[str, Any] | None:
+    """The esim_download reported value: the ICCIDs present on the eUICC as the eIM knows
+    them (None: it knows no profile yet)."""
+    if not profiles:
+        return None
+    return {"iccids": sorted({p.iccid for p in profiles})}
+
+
+def judge_download(
+    want: Desired | None,
+    current: Reported | None,
+    eid: str | None,
+    profiles: Sequence[ProfileRecord],
+    packages: Sequence[PackageRecord],
+) -> Verdict:
+    """The verdict of the download phase for one device (module docstring): applied once
+    the profile is present; otherwise the profile list, then the download trigger."""
+    reported = reported_download(profiles)
+    if want is None or want.policy is not Policy.ENFORCE:
+        return Verdict(reported)
+    if reported is not None and satisfies(Dimension.ESIM_DOWNLOAD, want.value, reported):
+        return Verdict(reported, note=f"profile {want.value['iccid']} is on the eUICC")
+    if current is not None and current.failed_generation == want.generation:
+        return Verdict(reported, note="failed earlier: waits for a new desired value")
+    if eid is None:
+        return Verdict(reported, failure=NO_EUICC)
+    code = str(want.value["activation_code"])
+    return _download_phase(reported, profiles, packages, want, code)
+
+
+NO_EUICC = (
+    "no eUICC is linked to this device: import its eUICC with the endpoint "
+    "(`fleetloop esim import ... --endpoint EP`)"
+)
 
 
 def reported_of(profiles: Sequence[ProfileRecord]) -> dict[str, Any] | None:
@@ -141,11 +225,7 @@ def judge(
     if current is not None and current.failed_generation == want.generation:
         return Verdict(reported, note="failed earlier: waits for a new desired value")
     if eid is None:
-        return Verdict(
-            reported,
-            failure="no eUICC is linked to this device: import its eUICC with the endpoint "
-            "(`fleetloop esim import ... --endpoint EP`)",
-        )
+        return Verdict(reported, failure=NO_EUICC)
     iccid = want.value["iccid"]
     tagged = [
         p
@@ -157,7 +237,17 @@ def judge(
         code = want.value.get("activation_code")
         if code is not None and iccid not in {p.iccid for p in profiles}:
             return _download_phase(reported, profiles, packages, want, str(code))
-        return Verdict(reported, queue=True, note=f"enable {iccid} with rollbackFlag queued")
+        fallback = None
+        if not any(p.fallback for p in profiles):
+            enabled = [p.iccid for p in profiles if p.state is ProfileState.ENABLED]
+            fallback = enabled[0] if enabled and enabled[0] != iccid else None
+        return Verdict(
+            reported,
+            queue=True,
+            fallback=fallback,
+            note=f"enable {iccid} with rollbackFlag queued"
+            + (f" (fallback attribute set on {fallback} first)" if fallback else ""),
+        )
     package = max(tagged, key=lambda p: p.counter_value)
     if package.state in (PackageState.QUEUED, PackageState.DELIVERED):
         return Verdict(reported, note=f"package {package.counter_value} {package.state.value}")
@@ -203,7 +293,7 @@ def _download_phase(
     """The profile is not on the eUICC as far as the eIM knows: learn the profile list first
     (when the eIM knows none), then download it (ProfileDownloadTrigger, relayed to the
     SM-DP+); the enable follows once the installation result is in."""
-    tag = package_actor(want.generation)
+    tag = package_actor(want.generation, want.dimension)
     mine = [p for p in packages if p.actor == tag]
     if not profiles:
         listing = [
@@ -265,7 +355,8 @@ class EsimComponent:
         """Become the reconciler's external applier for esim and start the worker; every
         enforced esim desired value is judged once (a restart may have missed results)."""
         if self.state is not None:
-            self.state.reconciler.external[Dimension.ESIM] = self
+            for dimension in APPLIED:
+                self.state.reconciler.external[dimension] = self
         self._task = asyncio.create_task(self._run(), name="esim-applier")
 
     async def stop(self) -> None:
@@ -386,7 +477,7 @@ class EsimComponent:
         def read(tx: Tx) -> list[str]:
             rows = tx.execute(
                 select(DESIRED.c.endpoint).where(
-                    DESIRED.c.dimension == Dimension.ESIM.value,
+                    DESIRED.c.dimension.in_([d.value for d in APPLIED]),
                     DESIRED.c.policy == Policy.ENFORCE.value,
                 )
             )
@@ -427,16 +518,21 @@ class EsimComponent:
         if self.state is None:
             return
         observer = self.state.observer
-        verdicts: dict[str, tuple[Desired | None, str | None, Verdict]] = {}
+        verdicts: list[tuple[str, Dimension, Desired | None, str | None, Verdict]] = []
         for endpoint, (eid, profiles, packages) in found.items():
             desired, reported = await observer.state(endpoint)
             want = desired.get(Dimension.ESIM)
             verdict = judge(want, reported.get(Dimension.ESIM), eid, profiles, packages)
-            verdicts[endpoint] = (want, eid, verdict)
+            verdicts.append((endpoint, Dimension.ESIM, want, eid, verdict))
+            staged = desired.get(Dimension.ESIM_DOWNLOAD)
+            if staged is not None:  # reported only where a download is wanted
+                current = reported.get(Dimension.ESIM_DOWNLOAD)
+                found_v = judge_download(staged, current, eid, profiles, packages)
+                verdicts.append((endpoint, Dimension.ESIM_DOWNLOAD, staged, eid, found_v))
             self.stats["judged"] += 1
         extra = [
             (eid, want, v)
-            for want, eid, v in verdicts.values()
+            for _, _, want, eid, v in verdicts
             if (v.download or v.list_profiles) and eid is not None and want is not None
         ]
         if extra:
@@ -446,13 +542,13 @@ class EsimComponent:
             for eid, profiles, _ in found.values()
         }
         to_queue = [
-            (eid, want, known.get(eid, False))
-            for want, eid, v in verdicts.values()
+            (eid, want, known.get(eid, False), v.fallback)
+            for _, _, want, eid, v in verdicts
             if v.queue and eid is not None and want is not None
         ]
         if to_queue:
             await self._queue(to_queue)
-        await asyncio.gather(*(self._record(ep, *item) for ep, item in verdicts.items()))
+        await asyncio.gather(*(self._record(*item) for item in verdicts))
 
     async def _queue_other(self, items: list[tuple[str, Desired, Verdict]]) -> None:
         """The download phase's packages: listProfileInfo alone, or the download trigger."""
@@ -461,7 +557,7 @@ class EsimComponent:
         def write(tx: Tx) -> None:
             ledger = eims.ledger(tx)
             for eid, want, verdict in items:
-                actor = package_actor(want.generation)
+                actor = package_actor(want.generation, want.dimension)
                 if verdict.download is not None:
                     eims.eim.queue_download(ledger, eid, verdict.download, now=now, actor=actor)
                 else:
@@ -471,43 +567,52 @@ class EsimComponent:
         self.stats["queued"] += len(items)
         self._queued([eid for eid, _, _ in items])
 
-    async def _queue(self, items: list[tuple[str, Desired, bool]]) -> None:
+    async def _queue(self, items: list[tuple[str, Desired, bool, str | None]]) -> None:
         """One package per device: the enable with rollbackFlag, preceded by listProfileInfo
         while the eIM does not know every profile's carrier (the answer, taken before the
         enable, names them -- the profile the device falls back to, and one just downloaded,
-        included)."""
+        included), and by setFallbackAttribute on the enabled profile where no profile carries
+        the fallback attribute (module docstring)."""
         eims, now = self.eims, self.clock()
 
         def write(tx: Tx) -> None:
             ledger = eims.ledger(tx)
-            for eid, want, carriers_known in items:
+            for eid, want, carriers_known, fallback in items:
                 enable = Enable(str(want.value["iccid"]), rollback=True)
-                operations: list[Psmo] = [enable] if carriers_known else [ListProfileInfo(), enable]
+                operations: list[Psmo] = [] if carriers_known else [ListProfileInfo()]
+                if fallback is not None:
+                    operations.append(SetFallbackAttribute(fallback))
+                operations.append(enable)
                 eims.eim.queue(
                     ledger, eid, operations, now=now, actor=package_actor(want.generation)
                 )
 
         await eims.store.write(write)
         self.stats["queued"] += len(items)
-        self._queued([eid for eid, _, _ in items])
+        self._queued([item[0] for item in items])
 
     async def _record(
-        self, endpoint: str, want: Desired | None, eid: str | None, verdict: Verdict
+        self,
+        endpoint: str,
+        dimension: Dimension,
+        want: Desired | None,
+        eid: str | None,
+        verdict: Verdict,
     ) -> None:
         assert self.state is not None
         observer = self.state.observer
         values: dict[Dimension, Any] = {}
         if verdict.reported is not None:
-            values[Dimension.ESIM] = verdict.reported
-        failures = {Dimension.ESIM: verdict.failure} if verdict.failure and want else None
+            values[dimension] = verdict.reported
+        failures = {dimension: verdict.failure} if verdict.failure and want else None
         if not values and not failures:
             return
         _, reported = await observer.state(endpoint)
-        before = reported.get(Dimension.ESIM)
+        before = reported.get(dimension)
         newly_applied = (
             want is not None
             and verdict.reported is not None
-            and status(want, Reported(Dimension.ESIM, verdict.reported, want.generation))
+            and status(want, Reported(dimension, verdict.reported, want.generation))
             is Status.APPLIED
             and (before is None or before.observed_generation != want.generation)
         )
@@ -527,7 +632,7 @@ class EsimComponent:
                 store.audit.append(
                     tx,
                     actor="system:eim",
-                    action="state.esim",
+                    action=f"state.{dimension.value}",
                     subject=f"device:{endpoint}",
                     now=now,
                     endpoints=[endpoint],

@@ -2,7 +2,9 @@
 
 A device's state is a handful of **dimensions** (:class:`Dimension`): firmware, config (object
 32001's version + digest), connectivity (the APN set of object 11 and the active APN), feature
-flags, credentials generation, eSIM profile. For each one this module says
+flags, credentials generation, eSIM profile (the enabled one, ``esim``) and the eSIM profiles
+present on the eUICC (``esim_download``: the first phase of a carrier switch). For each one
+this module says
 
 * how an operator's desired value is validated and normalised (:func:`parse_desired`),
 * which device paths report it and how the reported value is read from them
@@ -68,6 +70,10 @@ class Dimension(StrEnum):
     FLAGS = "flags"
     CREDENTIALS = "credentials"
     ESIM = "esim"
+    ESIM_DOWNLOAD = "esim_download"
+    """A profile is *present* on the eUICC (installed, enabled or not): the download phase of
+    a carrier switch, verified by the eUICC's signed installation result / profile list
+    before any enable is sent (docs/ESIM.md, "Switch a region to a new carrier")."""
 
     @classmethod
     def parse(cls, text: str) -> Dimension:
@@ -79,7 +85,12 @@ class Dimension(StrEnum):
             raise StateError(text, f"unknown dimension; use one of {choices}") from None
 
 
-ALIASES = {"apn": "connectivity", "fw": "firmware", "feature-flags": "flags"}
+ALIASES = {
+    "apn": "connectivity",
+    "fw": "firmware",
+    "feature-flags": "flags",
+    "esim-download": "esim_download",
+}
 
 
 class Policy(StrEnum):
@@ -106,8 +117,8 @@ class Status(StrEnum):
         return self in (Status.PENDING, Status.DRIFTED, Status.FAILED, Status.UNKNOWN)
 
 
-#: Dimensions the reconciler's LwM2M pass can apply. The eSIM profile is not among them: the
-#: eUICC is reached through the eIM over ESipa, so the reconciler hands it to an *external
+#: Dimensions the reconciler's LwM2M pass can apply. The eSIM ones are not among them: the
+#: eUICC is reached through the eIM over ESipa, so the reconciler hands them to an *external
 #: applier* (``Reconciler.external``, :mod:`lifecycle.esim` in serve). Credentials are rotated
 #: by re-bootstrap through the reconciler's ``credentials`` hook
 #: (:mod:`lifecycle.artifacts.credentials`; without it: failed, saying so).
@@ -159,6 +170,7 @@ WATCHED: dict[Dimension, tuple[Path, ...]] = {
     Dimension.CONNECTIVITY: (ACTIVE_APN, APN_PROFILES),
     Dimension.CREDENTIALS: (),
     Dimension.ESIM: (),
+    Dimension.ESIM_DOWNLOAD: (),
 }
 
 #: What the state observer observes on a device (when its object links include it): small
@@ -227,7 +239,9 @@ def parse_desired(dimension: Dimension, raw: JsonValue) -> dict[str, JsonValue]:
     this); connectivity ``"apn-a,apn-b"`` (the first is active) or ``{"apns": [...],
     "active": ...}``; flags ``{"name": "value", ...}`` (the whole set); credentials
     ``{"generation": N}``; esim ``"8944..."`` or ``{"iccid": ..., "activation_code": ...}`` (the
-    code downloads the profile first where the eUICC does not have it).
+    code downloads the profile first where the eUICC does not have it); esim_download
+    ``{"iccid": ..., "activation_code": ...}`` (both required: the profile to have on the eUICC,
+    and where to download it from when it is not).
     """
     dim = dimension.value
     if dimension is Dimension.FIRMWARE:
@@ -301,10 +315,18 @@ def parse_desired(dimension: Dimension, raw: JsonValue) -> dict[str, JsonValue]:
         if not isinstance(gen, int) or isinstance(gen, bool) or gen < 0:
             raise StateError(dim, 'give {"generation": N} with N >= 0')
         return {"generation": gen}
+    if dimension is Dimension.ESIM_DOWNLOAD:
+        if not isinstance(raw, dict) or set(raw) != {"iccid", "activation_code"}:
+            raise StateError(dim, 'give {"iccid": ..., "activation_code": "1$SM-DP+$matching ID"}')
+        return _esim_value(dim, raw)
     if isinstance(raw, str):
         raw = {"iccid": raw}
     if not isinstance(raw, dict) or set(raw) - {"iccid", "activation_code"}:
         raise StateError(dim, 'give "ICCID" or {"iccid": ..., "activation_code": "1$..."}')
+    return _esim_value(dim, raw)
+
+
+def _esim_value(dim: str, raw: dict[str, JsonValue]) -> dict[str, JsonValue]:
     iccid = raw.get("iccid")
     if not isinstance(iccid, str) or not _ICCID.match(iccid):
         raise StateError(dim, f"iccid {iccid!r} is not an ICCID (89 and 16..20 digits)")
@@ -415,6 +437,10 @@ def satisfies(dimension: Dimension, desired: Mapping[str, JsonValue], reported: 
         return reported.get("active") == desired.get("active") and all(
             a in have for a in desired.get("apns", [])
         )
+    if dimension is Dimension.ESIM_DOWNLOAD:
+        # Present on the eUICC as the eIM knows it (a verified installation result or the
+        # eUICC's signed profile list): enabled or not.
+        return desired.get("iccid") in (reported.get("iccids") or ())
     if dimension is Dimension.ESIM:
         # Enabled, and confirmed: an enable with rollbackFlag that the eIM has only seen in a
         # notification ("enabled_pending") may still roll back (lifecycle.esim).
