@@ -359,6 +359,9 @@ def show(euicc: str, as_json: bool) -> None:
     click.echo(f"eUICC {e['eid']}  device {e.get('endpoint') or '-'}  eIM {e['eim_id']}")
     click.echo(f"  EUM      {e['eum']}")
     click.echo(f"  counter  {e['counter_value']}")
+    for a in e.get("associations", []):
+        state = "bound" if a["bound"] else "deleted" if a["deleted_at_epoch"] else "associated"
+        click.echo(f"  eIM      {a['eim_id']} ({state}, counter {a['counter_value']})")
     rows = [
         (
             p["iccid"],
@@ -665,6 +668,36 @@ def eim_delete(
 ) -> None:
     """Queue deleteEim EIM_ID on the eUICCs EID|EP...: end their association with it."""
     _queue_eco(euiccs, select, bound_to, {"operation": "delete-eim", "eim_id": eim_id}, as_json)
+
+
+@eim.command("move")
+@click.argument("eim_id")
+@click.argument("euicc")
+@click.option(
+    "--delete-old", is_flag=True, help="also queue deleteEim of the old eIM (signed by the new)"
+)
+@json_option
+def eim_move(eim_id: str, euicc: str, delete_old: bool, as_json: bool) -> None:
+    """Move EID|EP to eIM EIM_ID of this deployment: its packages are signed by that eIM from
+    now on. Only after the eUICC confirmed `esim eim add EIM_ID` (its signed result is in) and
+    while none of its packages waits for a result."""
+    body = {"eim_id": eim_id, "delete_old": delete_old}
+    with api() as client:
+        done = client.request("POST", f"/esim/euiccs/{_ref(euicc)}/eim", json_body=body)
+    if as_json:
+        print_json(done)
+        return
+    e = done["euicc"]
+    click.echo(
+        f"eUICC {e['eid']} moved from eIM {done['moved_from']} to {e['eim_id']} "
+        f"(counter {e['counter_value']})"
+    )
+    p = done["delete_package"]
+    if p is not None:
+        click.echo(
+            f"queued delete-eim {done['moved_from']}: package #{p['counter_value']} "
+            f"(eimTransactionId {p['transaction_id']})"
+        )
 
 
 @eim.command("list")

@@ -64,8 +64,8 @@ class EuiccImportBody(BaseModel):
 class EuiccOut(BaseModel):
     eid: str
     endpoint: str | None = Field(description="the LwM2M device carrying it, when linked")
-    eim_id: str = Field(description="the eIM identity it is associated with")
-    counter_value: int = Field(description="the last counterValue the eIM used for it")
+    eim_id: str = Field(description="the eIM identity it is bound to (signs its packages)")
+    counter_value: int = Field(description="the last counterValue that eIM used for it")
     tenant: str | None
     registered_at: str | None
     registered_at_epoch: float | None
@@ -139,8 +139,21 @@ class DownloadOut(BaseModel):
     ctx_params1_by_eim: bool = Field(description="the eIM generated ctxParams1 for the IPA")
 
 
+class AssociationOut(BaseModel):
+    eim_id: str
+    bound: bool = Field(description="the eIM that signs this eUICC's packages now")
+    counter_value: int = Field(description="the last counterValue this eIM used for it")
+    association_token: int
+    source: str = Field(description="import, migrated, or addEim <eimTransactionId>")
+    confirmed_at_epoch: float
+    deleted_at_epoch: float | None = Field(description="set once the eUICC confirmed deleteEim")
+
+
 class EuiccDetail(EuiccOut):
     eum: str = Field(description="the EUM certificate's subject")
+    associations: list[AssociationOut] = Field(
+        description="the eIMs the eUICC confirmed it is associated with, each its own counter"
+    )
     profiles: list[ProfileOut]
     queue: list[PackageOut] = Field(description="packages waiting for the IPA, oldest first")
     packages: list[PackageOut] = Field(description="the last answered packages, newest first")
@@ -231,6 +244,26 @@ class SelectionPackageBody(PackageBody):
 class SelectionPackageResult(BaseModel):
     items: list[PackageOut]
     missing: list[str] = Field(description="endpoints of the selection without a linked eUICC")
+
+
+class EimMoveBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    eim_id: str = Field(
+        min_length=1,
+        max_length=128,
+        description="the eIM identity of this deployment to bind the eUICC to; the eUICC must "
+        "have confirmed an addEim of it",
+    )
+    delete_old: bool = Field(
+        default=False,
+        description="also queue deleteEim of the old eIM, signed by the new one",
+    )
+
+
+class EimMoveResult(BaseModel):
+    euicc: EuiccOut
+    moved_from: str = Field(description="the eIM it was bound to")
+    delete_package: PackageOut | None = Field(description="the deleteEim queued (delete_old)")
 
 
 class EimIdentityOut(BaseModel):

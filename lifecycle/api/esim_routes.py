@@ -10,6 +10,9 @@
   endpoints, an inventory selector, the eUICCs bound to one eIM) in one transaction.
 * ``GET /v1/esim/eims``: the eIM identities of this deployment (eimId, public key,
   certificate) and how many eUICCs each is bound to.
+* ``POST /v1/esim/euiccs/{euicc}/eim`` moves an eUICC's binding to another eIM identity of
+  this deployment once the eUICC confirmed an addEim of it (docs/SGP32.md, "Moving an eUICC
+  to another eIM").
 
 ``{euicc}`` is an EID (32 digits) or the endpoint of the device the eUICC is linked to. An eUICC
 outside the caller's tenants answers exactly what an unknown one answers. Roles: GET viewer,
@@ -33,6 +36,8 @@ from lifecycle.api.errors import ApiError
 from lifecycle.api.esim_models import (
     EimConfigBody,
     EimIdentityList,
+    EimMoveBody,
+    EimMoveResult,
     EuiccDetail,
     EuiccImportBody,
     EuiccImportResult,
@@ -50,7 +55,9 @@ from lifecycle.api.selection import selected
 from lifecycle.esim import EsimComponent
 from lwm2m.store import Tx
 from sgp32.eim import EimDeployment, EuiccRecord, PackageRecord, ProfileRecord, ResultRecord
+from sgp32.eim.associations import EimMoveRefused
 from sgp32.eim.ledger import OPEN_STATES
+from sgp32.eim.model import AssociationRecord
 from sgp32.eim.sessions import SqlSessions
 from sgp32.eim.sql import ImportRefused, SqlLedger
 from sgp32.errors import EimError, EuiccConflict, Sgp32Error, UnknownEuicc
@@ -127,7 +134,7 @@ def _errors(eid: str | None = None) -> Iterator[None]:
         ) from None
     except UnknownEuicc as err:
         raise ApiError(404, "not_found", str(err), eid=eid) from None
-    except EuiccConflict as err:
+    except (EuiccConflict, EimMoveRefused) as err:
         raise ApiError(409, "conflict", str(err), eid=eid) from None
     except (EimError, Sgp32Error) as err:
         raise ApiError(422, "invalid_input", str(err), eid=eid) from None
@@ -148,6 +155,18 @@ def euicc_json(
         **timestamp_fields("registered_at", record.registered_at),
         "enabled_iccid": enabled,
         "queued": queued,
+    }
+
+
+def association_json(a: AssociationRecord, bound: str) -> JsonObject:
+    return {
+        "eim_id": a.eim_id,
+        "bound": a.eim_id == bound,
+        "counter_value": a.counter_value,
+        "association_token": a.association_token,
+        "source": a.source,
+        "confirmed_at_epoch": a.confirmed_at,
+        "deleted_at_epoch": a.deleted_at,
     }
 
 
@@ -442,16 +461,23 @@ async def show_euicc(request: Request, scope: Scoped, euicc: str) -> JsonObject:
 
     def read(
         tx: Tx,
-    ) -> tuple[str | None, list[ProfileRecord], list[PackageRecord], list[ResultRecord]]:
+    ) -> tuple[
+        str | None,
+        list[ProfileRecord],
+        list[PackageRecord],
+        list[ResultRecord],
+        list[AssociationRecord],
+    ]:
         ledger = eims.ledger(tx)
         return (
             ledger.endpoints([record.eid]).get(record.eid),
             ledger.profiles(record.eid),
             ledger.packages(record.eid),
             ledger.results(record.eid),
+            ledger.associations(record.eid),
         )
 
-    endpoint, profiles, packages, results = await eims.store.read(read)
+    endpoint, profiles, packages, results, associations = await eims.store.read(read)
     downloads = await SqlSessions(eims.store).of_eid(record.eid, RECENT)
     queue = [p for p in packages if p.state in OPEN_STATES]
     answered = [p for p in packages if p.state not in OPEN_STATES][::-1][:RECENT]
@@ -459,6 +485,7 @@ async def show_euicc(request: Request, scope: Scoped, euicc: str) -> JsonObject:
     return {
         **euicc_json(record, endpoint, enabled, len(queue)),
         "eum": _eum_subject(record),
+        "associations": [association_json(a, record.eim_id) for a in associations],
         "profiles": [profile_json(p) for p in profiles],
         "queue": [package_json(p) for p in queue],
         "packages": [package_json(p) for p in answered],
@@ -514,6 +541,46 @@ async def queue_esim_package(
         )
     component.touch([record.eid])
     return package_json(package)
+
+
+@router.post(
+    "/esim/euiccs/{euicc}/eim",
+    response_model=EimMoveResult,
+    tags=["esim"],
+    summary="Move an eUICC to another eIM identity of this deployment",
+)
+async def move_euicc_eim(
+    request: Request, scope: Scoped, euicc: str, body: EimMoveBody
+) -> JsonObject:
+    """From then on its packages are signed by that eIM, carry its eimId and its own counter,
+    and results are verified with its associationToken. Only to an eIM the eUICC confirmed
+    (its signed addEim result is in; 409 otherwise), configured here (422 otherwise), and
+    while no package of the old eIM waits for a result (409). ``delete_old`` queues deleteEim
+    of the old eIM, signed by the new one, in the same transaction."""
+    component = _esim(request)
+    record = await _resolve(component, scope, euicc)
+    with _errors(record.eid):
+        moved, package = await component.eims.move(
+            record.eid,
+            body.eim_id,
+            now=time.time(),
+            actor=scope.principal.actor,
+            delete_old=body.delete_old,
+        )
+    component.touch([record.eid])
+    eims = component.eims
+
+    def read(tx: Tx) -> tuple[str | None, dict[str, str], dict[str, int]]:
+        ledger = eims.ledger(tx)
+        endpoint = ledger.endpoints([moved.eid]).get(moved.eid)
+        return endpoint, ledger.enabled_profiles(), ledger.open_counts()
+
+    endpoint, enabled, counts = await eims.store.read(read)
+    return {
+        "euicc": euicc_json(moved, endpoint, enabled.get(moved.eid), counts.get(moved.eid, 0)),
+        "moved_from": record.eim_id,
+        "delete_package": package_json(package) if package is not None else None,
+    }
 
 
 @router.get(

@@ -25,6 +25,7 @@ from cryptography.x509.oid import NameOID
 
 from sgp32.asn1 import decode, decode_from_ipa, encode, encode_to_ipa
 from sgp32.certificates import verify_euicc_chain
+from sgp32.eim.associations import apply_eco_results, check_move, move
 from sgp32.eim.config import EimDeployment
 from sgp32.eim.ledger import OPEN_STATES, Ledger
 from sgp32.eim.model import (
@@ -52,7 +53,7 @@ from sgp32.errors import (
 )
 from sgp32.identifiers import check_activation_code, eid_from_bytes, iccid_from_bytes
 from sgp32.notifications import verify_other_notification
-from sgp32.packages import Eco, ListProfileInfo, Psmo
+from sgp32.packages import DeleteEim, Eco, ListProfileInfo, Psmo
 from sgp32.signing import (
     NO_ASSOCIATION_TOKEN,
     sign_euicc_package,
@@ -192,10 +193,10 @@ class Eim:
         actor: str,
     ) -> PackageRecord:
         """Sign a package for `eid` with the next counterValue and put it on its queue."""
-        euicc = ledger.euicc(eid)
+        euicc = ledger.lock_euicc(eid)
         if euicc is None:
             raise UnknownEuicc(f"EID {eid} is not registered with the eIM; import it first")
-        counter = ledger.next_counter(eid)
+        counter = ledger.next_counter(eid, euicc.eim_id)
         transaction_id = counter.to_bytes(4, "big") + self._random(4)
         signed = sign_euicc_package(
             self.deployment.identity(euicc.eim_id),
@@ -245,10 +246,10 @@ class Eim:
         its place in the queue -- the eUICC only needs counters to grow, gaps are fine -- and
         an eimTransactionId the result is matched on."""
         check_activation_code(activation_code)
-        euicc = ledger.euicc(eid)
+        euicc = ledger.lock_euicc(eid)
         if euicc is None:
             raise UnknownEuicc(f"EID {eid} is not registered with the eIM; import it first")
-        counter = ledger.next_counter(eid)
+        counter = ledger.next_counter(eid, euicc.eim_id)
         transaction_id = counter.to_bytes(4, "big") + self._random(4)
         der = encode(
             "ProfileDownloadTriggerRequest",
@@ -295,10 +296,10 @@ class Eim:
         """Put an IpaEuiccDataRequest (SGP.32 2.11.1.2) on `eid`'s queue: the IPA answers
         with IpaEuiccData (EUICCInfo2, DeviceInfo, IpaCapabilities...), kept per EID. Unsigned;
         like a download trigger it takes the next counterValue as its place in the queue."""
-        euicc = ledger.euicc(eid)
+        euicc = ledger.lock_euicc(eid)
         if euicc is None:
             raise UnknownEuicc(f"EID {eid} is not registered with the eIM; import it first")
-        counter = ledger.next_counter(eid)
+        counter = ledger.next_counter(eid, euicc.eim_id)
         transaction_id = counter.to_bytes(4, "big") + self._random(4)
         der = encode(
             "IpaEuiccDataRequest", {"tagList": tag_list, "eimTransactionId": transaction_id}
@@ -328,6 +329,33 @@ class Eim:
             },
         )
         return package
+
+    def move_euicc(
+        self,
+        ledger: Ledger,
+        eid: str,
+        eim_id: str,
+        *,
+        now: float,
+        actor: str,
+        delete_old: bool = False,
+    ) -> tuple[EuiccRecord, PackageRecord | None]:
+        """Bind `eid` to another eIM identity of this deployment, one the eUICC confirmed by
+        its signed addEim result (docs/SGP32.md, "Moving an eUICC to another eIM"): from now
+        on its packages carry that eimId, its counter and its associationToken. Refused
+        (`UnknownEim`, `EimMoveRefused`) for an eIM not configured here or not confirmed, and
+        while packages of the old eIM are open. `delete_old` queues deleteEim of the old eIM,
+        signed by the new one, in the same transaction."""
+        euicc = ledger.lock_euicc(eid)
+        if euicc is None:
+            raise UnknownEuicc(f"EID {eid} is not registered with the eIM; import it first")
+        target = check_move(ledger, euicc, eim_id, list(self.deployment.identities))
+        moved = move(ledger, euicc, target, now=now, actor=actor)
+        package = None
+        if delete_old:
+            package = self.queue(ledger, eid, [DeleteEim(euicc.eim_id)], now=now, actor=actor)
+            moved = ledger.euicc(eid) or moved
+        return moved, package
 
     # ---- IPA side -----------------------------------------------------------------------------
 
@@ -577,7 +605,7 @@ class Eim:
         eid = euicc.eid
         try:
             result = verify_euicc_package_result(
-                epr, _public_key(euicc.euicc_certificate), euicc.association_token
+                epr, _public_key(euicc.euicc_certificate), self._token_for(ledger, euicc, epr)
             )
         except SignatureInvalid as exc:
             return self._refuse(
@@ -589,10 +617,15 @@ class Eim:
             return self._refuse(
                 ledger, euicc, now, Refusal.UNAUTHENTICATED, message, tid, der
             ), None
-        if result.eim_id != euicc.eim_id:
-            message = f"result is for eIM {result.eim_id!r}, the eUICC is with {euicc.eim_id!r}"
-            return self._refuse(ledger, euicc, now, Refusal.WRONG_EIM, message, tid, der), None
         package = ledger.package(eid, tid) if tid is not None else None
+        # a result for a package of the eIM the eUICC was bound to before a move is still
+        # matched (the eUICC signed it with that eIM's token); any other eimId is refused
+        signer = package.eim_id if package is not None else euicc.eim_id
+        if result.eim_id != signer:
+            message = f"result is for eIM {result.eim_id!r}, the package is {signer!r}'s"
+            if package is None:
+                message = f"result is for eIM {result.eim_id!r}, the eUICC is with {signer!r}"
+            return self._refuse(ledger, euicc, now, Refusal.WRONG_EIM, message, tid, der), None
         if package is None:
             message = f"no package with eimTransactionId {tid.hex() if tid else None} for EID {eid}"
             refused = self._refuse(
@@ -618,17 +651,14 @@ class Eim:
             return refused, None
         if package.state in (PackageState.DONE, PackageState.FAILED):
             assert package.result is not None
-            if package.result.get("der") == der.hex():
-                ledger.add_result(
-                    ResultRecord(eid, now, "duplicate", tid, package.counter_value, der, {})
-                )
-                return ResultDuplicate(eid, tid), result.seq_number
-            if result.kind == "euiccPackageErrorSigned" and result.error_code == REPLAY_ERROR:
-                # the eUICC, signed, refusing a second copy of this package (pushed and then
-                # polled): the first result stands; acknowledged so the IPA does not retry
-                ledger.add_result(
-                    ResultRecord(eid, now, "duplicate", tid, package.counter_value, der, {})
-                )
+            same = package.result.get("der") == der.hex()
+            if same or (
+                result.kind == "euiccPackageErrorSigned" and result.error_code == REPLAY_ERROR
+            ):
+                # the same result again (the IPA missed our answer), or the eUICC, signed,
+                # refusing a second copy of this package (pushed and then polled, or replayed):
+                # the first result stands; acknowledged so the IPA does not retry
+                self._duplicate(ledger, euicc, package, der, now, replay=not same)
                 return ResultDuplicate(eid, tid), result.seq_number
             message = f"package {tid.hex()} already has a different result: replay refused"
             refused = self._refuse(
@@ -647,12 +677,18 @@ class Eim:
         ledger.update_package(
             dataclasses.replace(package, state=state, result_at=now, result=summary)
         )
+        changes: list[dict[str, Any]] = []
         if signed_ok:
             profiles = apply_results(
                 eid, ledger.profiles(eid), package.operations, result.results, now
             )
             ledger.replace_profiles(eid, profiles)
+            changes = apply_eco_results(ledger, euicc, package, result.results, now)
         detail = {k: v for k, v in summary.items() if k != "der"}
+        if changes:
+            detail["associations"] = changes
+        if package.eim_id != euicc.eim_id:
+            detail["eim_id"] = package.eim_id  # a package of the eIM before a move
         ledger.add_result(
             ResultRecord(eid, now, "accepted", tid, package.counter_value, der, detail)
         )
@@ -669,6 +705,52 @@ class Eim:
             eid, package.counter_value, tid, result.kind, result.results, result.error_code, state
         )
         return outcome, result.seq_number
+
+    def _token_for(self, ledger: Ledger, euicc: EuiccRecord, epr: tuple[str, Any]) -> int:
+        """The associationToken the eUICC signed this result with: that of the eIM the result
+        names (the eIM bound now, or another the eUICC is associated with -- a package of the
+        eIM before a move). Only selects the key to try: the signature decides."""
+        body = epr[1]
+        data = body.get("euiccPackageResultDataSigned") or body.get("euiccPackageErrorDataSigned")
+        named = data.get("eimId") if isinstance(data, dict) else None
+        if isinstance(named, str) and named != euicc.eim_id:
+            other = ledger.association(euicc.eid, named)
+            if other is not None:
+                return other.association_token
+        return euicc.association_token
+
+    def _duplicate(
+        self,
+        ledger: Ledger,
+        euicc: EuiccRecord,
+        package: PackageRecord,
+        der: bytes,
+        now: float,
+        *,
+        replay: bool,
+    ) -> None:
+        """Record a result for an answered package; audited too when the package is of the
+        eIM the eUICC was bound to before a move (nothing arriving late for the old eIM goes
+        unseen: a replay of its package refused by the eUICC shows in the audit log)."""
+        tid = package.transaction_id
+        ledger.add_result(
+            ResultRecord(euicc.eid, now, "duplicate", tid, package.counter_value, der, {})
+        )
+        if package.eim_id != euicc.eim_id:
+            ledger.audit(
+                actor=DEVICE_ACTOR,
+                action="esim.result",
+                eid=euicc.eid,
+                now=now,
+                tenant=euicc.tenant,
+                outcome="duplicate",
+                detail={
+                    "counter": package.counter_value,
+                    "transaction_id": tid.hex(),
+                    "eim_id": package.eim_id,
+                    "replay_error": replay,
+                },
+            )
 
     def _ipa_data(
         self, ledger: Ledger, euicc: EuiccRecord, value: tuple[str, Any], now: float

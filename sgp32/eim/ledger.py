@@ -3,6 +3,9 @@
 The core only ever talks to this protocol, so the same logic runs on `MemoryLedger` (unit tests,
 simulations) and on the store (`sgp32.eim.sql.SqlLedger`, everything inside one database
 transaction: the counter increment, the package and its audit record commit together).
+
+Counters and association tokens are kept per (EID, eimId) (`AssociationRecord`), as the eUICC
+keeps them; `euicc(eid)` gives those of the eIM the eUICC is bound to.
 """
 
 from __future__ import annotations
@@ -11,7 +14,14 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from sgp32.eim.model import EuiccRecord, PackageRecord, PackageState, ProfileRecord, ResultRecord
+from sgp32.eim.model import (
+    AssociationRecord,
+    EuiccRecord,
+    PackageRecord,
+    PackageState,
+    ProfileRecord,
+    ResultRecord,
+)
 
 OPEN_STATES = (PackageState.QUEUED, PackageState.DELIVERED)
 
@@ -19,10 +29,39 @@ OPEN_STATES = (PackageState.QUEUED, PackageState.DELIVERED)
 class Ledger(Protocol):
     def euicc(self, eid: str) -> EuiccRecord | None: ...
 
-    def add_euicc(self, record: EuiccRecord) -> None: ...
+    def lock_euicc(self, eid: str) -> EuiccRecord | None:
+        """`euicc`, its row locked until the transaction ends: a queue and a move of one EID
+        (from two processes on one database) serialise on it."""
+        ...
 
-    def next_counter(self, eid: str) -> int:
-        """Increment the EID's stored counterValue and return the new value (atomically)."""
+    def add_euicc(self, record: EuiccRecord) -> None:
+        """Register the eUICC and its association with `record.eim_id` (counter, token)."""
+        ...
+
+    def next_counter(self, eid: str, eim_id: str) -> int:
+        """Increment the counterValue stored for (EID, eimId) and return it (atomically)."""
+        ...
+
+    def association(self, eid: str, eim_id: str) -> AssociationRecord | None: ...
+
+    def associations(self, eid: str) -> list[AssociationRecord]:
+        """Every eIM the eUICC is (or was) associated with, by eimId."""
+        ...
+
+    def put_association(self, record: AssociationRecord) -> None:
+        """Insert or replace the (EID, eimId) association."""
+        ...
+
+    def bind(self, eid: str, eim_id: str) -> None:
+        """Make `eim_id` the eIM that signs the EID's packages (its association must exist)."""
+        ...
+
+    def open_packages(self, eid: str) -> list[PackageRecord]:
+        """The queued or delivered (unanswered) packages of `eid`, oldest first."""
+        ...
+
+    def top_counter(self, eid: str) -> int:
+        """The highest counterValue of any package of the EID, whichever eIM signed it (0)."""
         ...
 
     def add_package(self, package: PackageRecord) -> None: ...
@@ -69,6 +108,7 @@ class MemoryLedger:
 
     def __init__(self) -> None:
         self._euiccs: dict[str, EuiccRecord] = {}
+        self._associations: dict[tuple[str, str], AssociationRecord] = {}
         self._packages: dict[str, list[PackageRecord]] = {}
         self._results: dict[str, list[ResultRecord]] = {}
         self._profiles: dict[str, list[ProfileRecord]] = {}
@@ -76,15 +116,56 @@ class MemoryLedger:
         self.audit_log: list[dict[str, Any]] = []
 
     def euicc(self, eid: str) -> EuiccRecord | None:
-        return self._euiccs.get(eid)
+        record = self._euiccs.get(eid)
+        if record is None:
+            return None
+        bound = self._associations[(eid, record.eim_id)]
+        return dataclasses.replace(
+            record,
+            counter_value=bound.counter_value,
+            association_token=bound.association_token,
+        )
+
+    def lock_euicc(self, eid: str) -> EuiccRecord | None:
+        return self.euicc(eid)
 
     def add_euicc(self, record: EuiccRecord) -> None:
         self._euiccs[record.eid] = record
+        self._associations[(record.eid, record.eim_id)] = AssociationRecord(
+            record.eid,
+            record.eim_id,
+            record.counter_value,
+            record.association_token,
+            "import",
+            record.registered_at,
+        )
 
-    def next_counter(self, eid: str) -> int:
-        record = self._euiccs[eid]
-        self._euiccs[eid] = dataclasses.replace(record, counter_value=record.counter_value + 1)
-        return record.counter_value + 1
+    def next_counter(self, eid: str, eim_id: str) -> int:
+        record = self._associations[(eid, eim_id)]
+        counter = record.counter_value + 1
+        self._associations[(eid, eim_id)] = dataclasses.replace(record, counter_value=counter)
+        return counter
+
+    def association(self, eid: str, eim_id: str) -> AssociationRecord | None:
+        return self._associations.get((eid, eim_id))
+
+    def associations(self, eid: str) -> list[AssociationRecord]:
+        return sorted(
+            (a for (e, _), a in self._associations.items() if e == eid), key=lambda a: a.eim_id
+        )
+
+    def put_association(self, record: AssociationRecord) -> None:
+        self._associations[(record.eid, record.eim_id)] = record
+
+    def bind(self, eid: str, eim_id: str) -> None:
+        assert (eid, eim_id) in self._associations
+        self._euiccs[eid] = dataclasses.replace(self._euiccs[eid], eim_id=eim_id)
+
+    def open_packages(self, eid: str) -> list[PackageRecord]:
+        return [p for p in self.packages(eid) if p.state in OPEN_STATES]
+
+    def top_counter(self, eid: str) -> int:
+        return max((p.counter_value for p in self._packages.get(eid, [])), default=0)
 
     def add_package(self, package: PackageRecord) -> None:
         self._packages.setdefault(package.eid, []).append(package)

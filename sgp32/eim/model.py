@@ -13,10 +13,12 @@ from typing import Any
 
 @dataclass(frozen=True)
 class EuiccRecord:
-    """One registered eUICC: its verified chain, the eIM it is associated with, its counter.
+    """One registered eUICC: its verified chain, the eIM it is bound to, that eIM's counter.
 
-    `counter_value` is the last counterValue the eIM used for this eUICC; the next package gets
-    `counter_value + 1`. It only ever grows: the eUICC refuses a counter it has seen.
+    `eim_id` is the eIM of the deployment that signs its packages now (import, or a move after
+    a confirmed addEim). `counter_value` and `association_token` are that eIM's (its
+    `AssociationRecord`): the next package gets `counter_value + 1`; it only ever grows, since
+    the eUICC refuses a counter it has seen from that eIM.
     """
 
     eid: str
@@ -27,6 +29,29 @@ class EuiccRecord:
     counter_value: int
     registered_at: float
     tenant: str | None = None
+
+
+@dataclass(frozen=True)
+class AssociationRecord:
+    """One eIM an eUICC is associated with, as the eUICC keeps it (SGP.32 EimConfigurationData):
+    the last counterValue the eIM used for it and the associationToken both signatures cover.
+
+    Counters are per (EID, eimId) because the eUICC checks them per eIM. `source` says how the
+    eIM learnt of it ("import", "migrated", "addEim <eimTransactionId hex>"); `deleted_at` is
+    set once the eUICC confirmed a deleteEim of it.
+    """
+
+    eid: str
+    eim_id: str
+    counter_value: int
+    association_token: int
+    source: str
+    confirmed_at: float
+    deleted_at: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.deleted_at is None
 
 
 class PackageState(StrEnum):

@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy import Row, Select, and_, delete, func, insert, select, update
 
 from lwm2m.store import Store, Tx
 from lwm2m.store.audit import AuditLog
@@ -20,6 +20,7 @@ from sgp32.asn1 import decode_from_ipa
 from sgp32.eim.core import DOWNLOAD_TRIGGER, Eim, Exchange
 from sgp32.eim.ledger import OPEN_STATES
 from sgp32.eim.model import (
+    AssociationRecord,
     EuiccRecord,
     PackageRecord,
     PackageState,
@@ -27,11 +28,35 @@ from sgp32.eim.model import (
     ProfileState,
     ResultRecord,
 )
-from sgp32.eim.tables import ENDPOINT, EUICC, IPA_DATA, PACKAGE, PROFILE, RESULT
+from sgp32.eim.tables import ASSOCIATION, ENDPOINT, EUICC, IPA_DATA, PACKAGE, PROFILE, RESULT
 from sgp32.errors import Sgp32Error, UnknownEuicc
 from sgp32.packages import Eco, Psmo
 
-_E, _P, _R, _F = EUICC.c, PACKAGE.c, RESULT.c, PROFILE.c
+_E, _P, _R, _F, _A = EUICC.c, PACKAGE.c, RESULT.c, PROFILE.c, ASSOCIATION.c
+
+_EUICC_BOUND: Select[Any] = select(
+    _E.eid,
+    _E.eim_id,
+    _E.euicc_certificate,
+    _E.eum_certificate,
+    _A.association_token,
+    _A.counter_value,
+    _E.registered_at,
+    _E.tenant,
+).join_from(EUICC, ASSOCIATION, and_(_A.eid == _E.eid, _A.eim_id == _E.eim_id))
+"""An eUICC with the counter and token of the eIM it is bound to (schema v2: per eIM)."""
+
+
+def _association(row: Row[Any]) -> AssociationRecord:
+    return AssociationRecord(
+        eid=row.eid,
+        eim_id=row.eim_id,
+        counter_value=row.counter_value,
+        association_token=row.association_token,
+        source=row.source,
+        confirmed_at=row.confirmed_at,
+        deleted_at=row.deleted_at,
+    )
 
 
 def _euicc(row: Row[Any]) -> EuiccRecord:
@@ -89,7 +114,15 @@ class SqlLedger:
         self._audit = audit_log
 
     def euicc(self, eid: str) -> EuiccRecord | None:
-        row = self._tx.execute(select(EUICC).where(_E.eid == eid)).one_or_none()
+        row = self._tx.execute(_EUICC_BOUND.where(_E.eid == eid)).one_or_none()
+        return _euicc(row) if row is not None else None
+
+    def lock_euicc(self, eid: str) -> EuiccRecord | None:
+        """``SELECT ... FOR UPDATE OF eim_euicc`` on PostgreSQL; SQLite has one writer."""
+        query = _EUICC_BOUND.where(_E.eid == eid)
+        if self._tx.dialect == "postgresql":
+            query = query.with_for_update(of=EUICC)
+        row = self._tx.execute(query).one_or_none()
         return _euicc(row) if row is not None else None
 
     def euiccs(
@@ -103,7 +136,7 @@ class SqlLedger:
     ) -> list[EuiccRecord]:
         """By EID; `after`/`limit` page through them, `tenants` keeps only those tenants',
         `eim_id` only the eUICCs bound to that eIM."""
-        query = select(EUICC).order_by(_E.eid)
+        query = _EUICC_BOUND.order_by(_E.eid)
         if eim_id is not None:
             query = query.where(_E.eim_id == eim_id)
         if tenant is not None:
@@ -129,6 +162,55 @@ class SqlLedger:
                 tenant=record.tenant,
             )
         )
+        self.put_association(
+            AssociationRecord(
+                record.eid,
+                record.eim_id,
+                record.counter_value,
+                record.association_token,
+                "import",
+                record.registered_at,
+            )
+        )
+
+    # ---- associations: counter and token per (EID, eimId) ---------------------------------
+
+    def association(self, eid: str, eim_id: str) -> AssociationRecord | None:
+        row = self._tx.execute(
+            select(ASSOCIATION).where(_A.eid == eid, _A.eim_id == eim_id)
+        ).one_or_none()
+        return _association(row) if row is not None else None
+
+    def associations(self, eid: str) -> list[AssociationRecord]:
+        rows = self._tx.execute(select(ASSOCIATION).where(_A.eid == eid).order_by(_A.eim_id))
+        return [_association(r) for r in rows]
+
+    def put_association(self, record: AssociationRecord) -> None:
+        values = {
+            "counter_value": record.counter_value,
+            "association_token": record.association_token,
+            "source": record.source,
+            "confirmed_at": record.confirmed_at,
+            "deleted_at": record.deleted_at,
+        }
+        changed = self._tx.execute(
+            update(ASSOCIATION)
+            .where(_A.eid == record.eid, _A.eim_id == record.eim_id)
+            .values(**values)
+        ).rowcount
+        if not changed:
+            self._tx.execute(
+                insert(ASSOCIATION).values(eid=record.eid, eim_id=record.eim_id, **values)
+            )
+
+    def bind(self, eid: str, eim_id: str) -> None:
+        self._tx.execute(update(EUICC).where(_E.eid == eid).values(eim_id=eim_id))
+
+    def top_counter(self, eid: str) -> int:
+        top = self._tx.execute(
+            select(func.max(_P.counter_value)).where(_P.eid == eid)
+        ).scalar_one_or_none()
+        return int(top or 0)
 
     # ---- the device each eUICC is in (for the lifecycle's esim dimension) -------------------
 
@@ -206,13 +288,13 @@ class SqlLedger:
         )
         return {str(r.eid): str(r.iccid) for r in rows}
 
-    def next_counter(self, eid: str) -> int:
+    def next_counter(self, eid: str, eim_id: str) -> int:
         """One UPDATE ... RETURNING: the row lock serialises concurrent queues of one EID."""
         new: int = self._tx.execute(
-            update(EUICC)
-            .where(_E.eid == eid)
-            .values(counter_value=_E.counter_value + 1)
-            .returning(_E.counter_value)
+            update(ASSOCIATION)
+            .where(_A.eid == eid, _A.eim_id == eim_id)
+            .values(counter_value=_A.counter_value + 1)
+            .returning(_A.counter_value)
         ).scalar_one()
         return new
 
@@ -379,6 +461,16 @@ class EimStore:
         return await self.store.write(
             lambda tx: self.eim.queue_download(
                 self.ledger(tx), eid, activation_code, now=now, actor=actor
+            )
+        )
+
+    async def move(
+        self, eid: str, eim_id: str, *, now: float, actor: str, delete_old: bool = False
+    ) -> tuple[EuiccRecord, PackageRecord | None]:
+        """`Eim.move_euicc` in one committed transaction (the deleteEim with it, if asked)."""
+        return await self.store.write(
+            lambda tx: self.eim.move_euicc(
+                self.ledger(tx), eid, eim_id, now=now, actor=actor, delete_old=delete_old
             )
         )
 

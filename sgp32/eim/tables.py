@@ -30,14 +30,35 @@ EUICC = Table(
     "eim_euicc",
     METADATA,
     Column("eid", Text, primary_key=True),
-    Column("eim_id", Text, nullable=False),
+    Column("eim_id", Text, nullable=False),  # the eIM it is bound to: the one that signs
     Column("euicc_certificate", LargeBinary, nullable=False),
     Column("eum_certificate", LargeBinary, nullable=False),
+    # Schema v1 kept the one counter and token of an eUICC here. Since v2 they live per eIM in
+    # eim_association (the v1 values were moved there); these columns stay (SQLite cannot drop
+    # a column in place everywhere) with the values of the import, and nothing reads them.
     Column("association_token", BigInteger, nullable=False),
-    Column("counter_value", BigInteger, nullable=False),  # the last one used; only grows
+    Column("counter_value", BigInteger, nullable=False),
     Column("registered_at", Double, nullable=False),
     Column("tenant", Text),
     Index("ix_eim_euicc_tenant", "tenant"),
+)
+
+ASSOCIATION = Table(
+    "eim_association",
+    METADATA,
+    # What an eUICC keeps per associated eIM (SGP.32 EimConfigurationData) and the eIM needs
+    # to sign for it, per (EID, eimId): the last counterValue used (only grows; the eUICC
+    # refuses one it has seen from that eIM) and the associationToken. A row is written at
+    # import (the eIM the eUICC is bound to) and when the eUICC's signed result confirms an
+    # addEim; a confirmed deleteEim sets deleted_at. `source` says which: "import",
+    # "migrated" (schema v1 -> v2), "addEim <eimTransactionId>".
+    Column("eid", Text, primary_key=True),
+    Column("eim_id", Text, primary_key=True),
+    Column("counter_value", BigInteger, nullable=False),
+    Column("association_token", BigInteger, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("confirmed_at", Double, nullable=False),
+    Column("deleted_at", Double),
 )
 
 PACKAGE = Table(
@@ -119,6 +140,20 @@ DOWNLOAD_SESSION = Table(
     Column("server_challenge", LargeBinary),
     Column("ctx_params1", LargeBinary),
     Index("ix_eim_download_session_eid", "eid", "created_at"),
+)
+
+DOWNLOAD_SESSION_PEER = Table(
+    "eim_download_session_peer",
+    METADATA,
+    # What the SM-DP+ told the eIM in a relayed session that a compact eUICC answer
+    # (SGP.32 minimizeEsipaBytes) leaves out and the eIM puts back before the ES9+ call: the
+    # smdpOid of the SM-DP+'s CERT.DPauth (InitiateAuthentication's serverCertificate; the
+    # eUICC signs it in euiccCancelSessionSigned) and smdpSigned2's bppEuiccOtpk (the otPK a
+    # compactEuiccSigned2 omits when the SM-DP+ asked to reuse it). A table of its own, one row
+    # per eim_download_session row: schema v1 gains it by create_all.
+    Column("transaction_id", LargeBinary, primary_key=True),
+    Column("smdp_oid", Text),
+    Column("bpp_euicc_otpk", LargeBinary),
 )
 
 IPA_DATA = Table(

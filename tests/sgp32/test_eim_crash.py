@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from sgp32.eim import PackageState
 from sgp32.eim.schema import create_schema
 from sgp32.eim.sql import SqlLedger
-from sgp32.eim.tables import EUICC, PACKAGE
+from sgp32.eim.tables import ASSOCIATION, PACKAGE
 from sgp32.packages import Enable, SetFallbackAttribute
 from simulators.esim.https import HttpsIpa, client_for
 from tests.conftest import REPO
@@ -88,7 +88,9 @@ def _kill(child: subprocess.Popen[str]) -> None:
 def _counters_consistent(target: StoreTarget, eid: str) -> int:
     """The stored counter is exactly the number of packages (none lost, none reused)."""
     with target.open() as store, store.transaction() as tx:
-        counter = tx.execute(select(EUICC.c.counter_value).where(EUICC.c.eid == eid)).scalar_one()
+        counter = tx.execute(
+            select(ASSOCIATION.c.counter_value).where(ASSOCIATION.c.eid == eid)
+        ).scalar_one()
         row = tx.execute(
             select(func.count().label("n"), func.max(PACKAGE.c.counter_value).label("top")).where(
                 PACKAGE.c.eid == eid

@@ -12,7 +12,7 @@ from lwm2m.store import Store
 from sgp32.eim import Exchange, PackageState, ProfileState, ResultAccepted
 from sgp32.eim.schema import create_schema
 from sgp32.eim.sql import EimStore, ImportRefused, SqlLedger
-from sgp32.eim.tables import EUICC
+from sgp32.eim.tables import ASSOCIATION
 from sgp32.errors import InvalidIdentifier
 from sgp32.packages import Disable, Enable
 from simulators.esim.ipa import SimIpa
@@ -115,7 +115,7 @@ def test_the_counter_moves_only_with_its_package(world: World, eim_store: Store)
     assert sorted(counters) == list(range(1, 22))
     with store.transaction() as tx:
         ledger = SqlLedger(tx, store.audit)
-        assert tx.execute(select(EUICC.c.counter_value)).scalar_one() == 21
+        assert tx.execute(select(ASSOCIATION.c.counter_value)).scalar_one() == 21
         assert [p.counter_value for p in ledger.packages(euicc.eid)] == list(range(1, 22))
 
 
