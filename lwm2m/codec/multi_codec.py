@@ -97,16 +97,29 @@ class LeafCodec(ABC):
                 content_format=self.content_format,
             )
         leaves = []
+        content_format, quirks = self.content_format, self.quirks
         for item in wire:
-            definition = resource_definition(model, item.path.object_id, item.path.resource_id)
-            value = typed_value(
-                item.raw,
-                definition,
-                where=f"{item.where} ({item.path})",
-                content_format=self.content_format,
-                quirks=self.quirks,
-            )
-            leaves.append(Leaf(item.path, value, absolute_time(item.time, now)))
+            path = item.path
+            definition = resource_definition(model, path.object_id, path.resource_id)
+            try:
+                value = typed_value(
+                    item.raw,
+                    definition,
+                    where=item.where,
+                    content_format=content_format,
+                    quirks=quirks,
+                )
+            except DecodeError:
+                # Again, naming the path too: formatting it for every leaf cost more than
+                # typing the value, and errors are rare (the same call fails the same way).
+                value = typed_value(
+                    item.raw,
+                    definition,
+                    where=f"{item.where} ({path})",
+                    content_format=content_format,
+                    quirks=quirks,
+                )
+            leaves.append(Leaf(path, value, absolute_time(item.time, now)))
         return leaves
 
     def decode(self, payload: bytes, path: Path, model: ObjectModel) -> Node:
@@ -174,9 +187,28 @@ def absolute_time(time: float | None, now: float | None) -> float | None:
     return None if time == 0 else time
 
 
+_PATHS: dict[str, Path] = {}
+_PATHS_MAX = 4096
+
+
+def cached_path(text: str) -> Path | None:
+    """The path a record name parsed to before, if it did (issue 13: a Send of buffered
+    readings names the same few paths in every record; parsing each was a tenth of the
+    decode)."""
+    return _PATHS.get(text)
+
+
 def parse_path(text: str, *, where: str, content_format: int) -> Path:
-    """A path from a record name, as a DecodeError naming the record when it is not one."""
+    """A path from a record name, as a DecodeError naming the record when it is not one.
+    Valid names are remembered (paths are immutable; the cache is emptied when full)."""
+    found = _PATHS.get(text)
+    if found is not None:
+        return found
     try:
-        return Path.parse(text)
+        path = Path.parse(text)
     except ModelError as exc:
         raise DecodeError(str(exc), content_format=content_format, field=where) from None
+    if len(_PATHS) >= _PATHS_MAX:
+        _PATHS.clear()
+    _PATHS[text] = path
+    return path

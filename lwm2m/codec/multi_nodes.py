@@ -23,6 +23,7 @@ from lwm2m.model import (
     Path,
     PathLevel,
     ResourceInstance,
+    SingleResource,
     Value,
     build_node,
     iter_leaves,
@@ -99,11 +100,17 @@ def per_resource(
     check_multiplicity(leaves, model, content_format)
     groups: dict[Path, list[Leaf]] = {}
     for leaf in leaves:
-        groups.setdefault(Path(leaf.path.ids[:3]), []).append(leaf)
+        at = leaf.path if len(leaf.path.ids) == 3 else Path(leaf.path.ids[:3])
+        groups.setdefault(at, []).append(leaf)
     result: dict[Path, Node] = {}
     for resource_path, group in groups.items():
         known = resource_definition(model, resource_path.object_id, resource_path.resource_id)
         lone = group[0].path
+        if len(group) == 1 and len(lone.ids) == 3 and (known is None or not known.multiple):
+            # One value of a single resource (every record of a Send of readings): the node
+            # build_node would make, without its bookkeeping.
+            result[resource_path] = SingleResource(lone.ids[2], group[0].value)
+            continue
         if known is None and len(group) == 1 and lone.is_resource_instance:
             assert lone.resource_instance_id is not None
             result[lone] = ResourceInstance(lone.resource_instance_id, group[0].value)

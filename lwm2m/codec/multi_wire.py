@@ -61,9 +61,29 @@ def load_cbor(payload: bytes, content_format: int) -> object:
     return _plain(item, content_format, 0)
 
 
+_SCALARS = frozenset({type(None), bool, int, str, bytes, float})
+"""Types cbor2 returns that are plain already (exact types: a subclass takes the long way)."""
+
+
 def _plain(item: object, content_format: int, depth: int) -> object:
     if depth > MAX_DEPTH:
         raise DecodeError("CBOR nesting too deep", content_format=content_format)
+    kind = type(item)
+    if kind in _SCALARS:
+        return item
+    if kind is dict:  # the common container first: a SenML record
+        assert isinstance(item, dict)
+        deeper = depth + 1
+        if (
+            deeper <= MAX_DEPTH
+            and all(type(k) in _SCALARS for k in item)
+            and all(type(v) in _SCALARS for v in item.values())
+        ):
+            return item
+        return {
+            _plain(k, content_format, deeper): _plain(v, content_format, deeper)
+            for k, v in item.items()
+        }
     if item is None or isinstance(item, bool | int | str | bytes):
         return item
     if isinstance(item, float):

@@ -23,7 +23,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from lwm2m.codec.errors import DecodeError
-from lwm2m.codec.multi_codec import MAX_LEAVES, LeafCodec, TimedLeaves, WireLeaf, parse_path
+from lwm2m.codec.multi_codec import (
+    MAX_LEAVES,
+    LeafCodec,
+    TimedLeaves,
+    WireLeaf,
+    cached_path,
+    parse_path,
+)
 from lwm2m.codec.multi_values import Fail, Kind, RawValue, b64decode
 from lwm2m.model import Path
 
@@ -84,11 +91,20 @@ def record_from_fields(
                 raise fail(label, f"a name must be a string, got {type(item).__name__}")
             text[label] = item
         elif label in ("bt", "t", "bv"):
-            numbers[label] = _number(item, failing(label))
+            # A plain int (or finite float) needs no checking: skip building the error closure.
+            if type(item) is int or (type(item) is float and math.isfinite(item)):
+                numbers[label] = item
+            else:
+                numbers[label] = _number(item, failing(label))
         elif label in VALUE_LABELS:
             if value is not None:
                 raise fail(label, f"a record holds one value, but has '{value.kind}' too")
-            value = _value(label, item, vd_text, failing(label))
+            if label == "v" and (
+                type(item) is int or (type(item) is float and math.isfinite(item))
+            ):
+                value = RawValue("v", item)
+            else:
+                value = _value(label, item, vd_text, failing(label))
         elif label.endswith("_"):
             raise fail(label, "unknown must-understand label (RFC 8428 §4.4)")
         # other labels (units, sums, extensions) carry nothing LwM2M reads
@@ -142,7 +158,6 @@ def resolve(records: Sequence[Record], content_format: int) -> list[Resolved]:
     base_name, base_time, base_value = "", None, None
     resolved: list[Resolved] = []
     for index, record in enumerate(records):
-        where = f"record {index}"
         if record.bn is not None:
             base_name = record.bn
         if record.bt is not None:
@@ -150,7 +165,9 @@ def resolve(records: Sequence[Record], content_format: int) -> list[Resolved]:
         if record.bv is not None:
             base_value = record.bv
         name = join_name(base_name, record.n or "")
-        path = parse_path(name, where=f"{where} name {name[:60]!r}", content_format=content_format)
+        path = cached_path(name) or parse_path(
+            name, where=f"record {index} name {name[:60]!r}", content_format=content_format
+        )
         time: float | None = None
         value = record.value
         try:
@@ -161,10 +178,14 @@ def resolve(records: Sequence[Record], content_format: int) -> list[Resolved]:
                 value = RawValue("v", base_value + value.raw)
         except OverflowError:
             raise DecodeError(
-                "base time or base value overflows", content_format=content_format, field=where
+                "base time or base value overflows",
+                content_format=content_format,
+                field=f"record {index}",
             ) from None
         if time is not None and not math.isfinite(time):
-            raise DecodeError("time out of range", content_format=content_format, field=where)
+            raise DecodeError(
+                "time out of range", content_format=content_format, field=f"record {index}"
+            )
         resolved.append(Resolved(index, path, time, value))
     return resolved
 

@@ -25,6 +25,10 @@ class PathLevel(IntEnum):
     RESOURCE_INSTANCE = 4
 
 
+_LEVELS = tuple(PathLevel)
+"""``PathLevel`` by id count: indexing is ~10x cheaper than calling the enum (a hot path)."""
+
+
 def _check_id(value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidPath(f"path id must be an integer, got {value!r}")
@@ -78,7 +82,7 @@ class Path:
     # -- inspection -------------------------------------------------------------------------
     @property
     def level(self) -> PathLevel:
-        return PathLevel(len(self.ids))
+        return _LEVELS[len(self.ids)]
 
     @property
     def is_root(self) -> bool:
