@@ -22,6 +22,8 @@ import binascii
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography import x509
+
 from sgp32.asn1 import decode, encode, encode_to_ipa
 from sgp32.errors import Sgp32Error
 
@@ -333,5 +335,74 @@ def expand_authenticate_response(
             "euiccSigned1": euicc_signed1,
             "euiccSignature1": value["euiccSignature1"],
             **certificates,
+        },
+    )
+
+
+def smdp_oid_of(certificate_der: bytes) -> str | None:
+    """The SM-DP+ OID of an RSP server certificate: its subjectAltName registeredID (SGP.22
+    4.5.2.1; the smdpOid the eUICC signs in euiccCancelSessionSigned). None: the certificate
+    has none, or does not parse."""
+    try:
+        certificate = x509.load_der_x509_certificate(certificate_der)
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except (ValueError, x509.ExtensionNotFound):
+        return None
+    for oid in names.value.get_values_for_type(x509.RegisteredID):
+        return oid.dotted_string
+    return None
+
+
+def expand_prepare_download_response(
+    value: dict[str, Any], *, transaction_id: bytes, bpp_euicc_otpk: bytes | None
+) -> tuple[str, Any]:
+    """The SGP.22 downloadResponseOk for a compactDownloadResponseOk from the IPA:
+    EUICCSigned2 = the session's transactionId, the euiccOtpk the IPA sent -- or, when the
+    eUICC reused the one the SM-DP+ named in smdpSigned2.bppEuiccOtpk, that one -- and the
+    hashCc the IPA sent (the eIM hands out none: eimDownloadDataHandling is not done here).
+    The field order is EUICCSigned2's, so the DER is the one the eUICC signed. Raises
+    :class:`Es9Error` when the otPK is known from neither side."""
+    small = value["compactEuiccSigned2"]
+    otpk = small.get("euiccOtpk", bpp_euicc_otpk)
+    if otpk is None:
+        raise Es9Error(
+            "compactEuiccSigned2 without euiccOtpk, and the SM-DP+ named no bppEuiccOtpk in "
+            "this session"
+        )
+    signed2: dict[str, Any] = {"transactionId": transaction_id, "euiccOtpk": otpk}
+    if "hashCc" in small:
+        signed2["hashCc"] = small["hashCc"]
+    return (
+        "downloadResponseOk",
+        {"euiccSigned2": signed2, "euiccSignature2": value["euiccSignature2"]},
+    )
+
+
+def expand_cancel_session_response(
+    value: dict[str, Any], *, transaction_id: bytes, smdp_oid: str | None
+) -> tuple[str, Any]:
+    """The SGP.22 cancelSessionResponseOk for a compactCancelSessionResponseOk from the IPA:
+    euiccCancelSessionSigned = the session's transactionId, the smdpOid of the SM-DP+'s
+    CERT.DPauth (kept from InitiateAuthentication) and the reason the IPA sent. A compact form
+    without a reason is one the IPA may send only when the eIM gave the reason itself
+    (eimProfileMetadataVerification, not done here), so it is refused like a missing smdpOid:
+    :class:`Es9Error`, and nothing half-built goes to the SM-DP+."""
+    if smdp_oid is None:
+        raise Es9Error(
+            "compact CancelSession: the SM-DP+'s certificate named no smdpOid (subjectAltName "
+            "registeredID) to rebuild euiccCancelSessionSigned with"
+        )
+    reason = value["compactEuiccCancelSessionSigned"].get("reason")
+    if reason is None:
+        raise Es9Error("compact CancelSession without a reason: the eIM gave none to put back")
+    return (
+        "cancelSessionResponseOk",
+        {
+            "euiccCancelSessionSigned": {
+                "transactionId": transaction_id,
+                "smdpOid": smdp_oid,
+                "reason": reason,
+            },
+            "euiccCancelSessionSignature": value["euiccCancelSessionSignature"],
         },
     )

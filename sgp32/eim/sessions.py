@@ -19,12 +19,13 @@ from typing import Any, Protocol
 from sqlalchemy import Row, insert, select, update
 
 from lwm2m.store import Store, Tx
-from sgp32.eim.tables import DOWNLOAD_SESSION
+from sgp32.eim.tables import DOWNLOAD_SESSION, DOWNLOAD_SESSION_PEER
 
 SESSION_TTL = 600.0
 """A session untouched for this long is over (the SM-DP+ has given up on it too)."""
 
 _S = DOWNLOAD_SESSION.c
+_P = DOWNLOAD_SESSION_PEER.c
 
 
 class Step(StrEnum):
@@ -51,6 +52,10 @@ class DownloadSession:
     server_challenge: bytes | None = None
     ctx_params1: bytes | None = None
     """DER of the CtxParams1 the eIM generated for this session (None: the IPA's own)."""
+    smdp_oid: str | None = None
+    """The SM-DP+'s OID from its CERT.DPauth (what a compact CancelSession leaves out)."""
+    bpp_euicc_otpk: bytes | None = None
+    """smdpSigned2's bppEuiccOtpk (what a compact PrepareDownloadResponse may leave out)."""
 
     def json(self) -> dict[str, Any]:
         return {
@@ -77,7 +82,16 @@ class RelaySessions(Protocol):
         """The live session of this transactionId (None: unknown or older than the TTL)."""
         ...
 
-    async def advance(self, transaction_id: bytes, step: Step, now: float) -> None: ...
+    async def advance(
+        self,
+        transaction_id: bytes,
+        step: Step,
+        now: float,
+        *,
+        bpp_euicc_otpk: bytes | None = None,
+    ) -> None:
+        """Move the session to `step`; `bpp_euicc_otpk`: smdpSigned2's, kept for later."""
+        ...
 
 
 class MemorySessions:
@@ -95,13 +109,23 @@ class MemorySessions:
                 del self.sessions[tid]
         return self.sessions.get(transaction_id)
 
-    async def advance(self, transaction_id: bytes, step: Step, now: float) -> None:
+    async def advance(
+        self,
+        transaction_id: bytes,
+        step: Step,
+        now: float,
+        *,
+        bpp_euicc_otpk: bytes | None = None,
+    ) -> None:
         found = self.sessions.get(transaction_id)
         if found is not None:
-            self.sessions[transaction_id] = dataclasses.replace(found, step=step, updated_at=now)
+            otpk = bpp_euicc_otpk if bpp_euicc_otpk is not None else found.bpp_euicc_otpk
+            self.sessions[transaction_id] = dataclasses.replace(
+                found, step=step, updated_at=now, bpp_euicc_otpk=otpk
+            )
 
 
-def _session(row: Row[Any]) -> DownloadSession:
+def _session(row: Row[Any], peer: Row[Any] | None = None) -> DownloadSession:
     return DownloadSession(
         transaction_id=bytes(row.transaction_id),
         smdp_address=row.smdp_address,
@@ -118,6 +142,12 @@ def _session(row: Row[Any]) -> DownloadSession:
             bytes(row.server_challenge) if row.server_challenge is not None else None
         ),
         ctx_params1=bytes(row.ctx_params1) if row.ctx_params1 is not None else None,
+        smdp_oid=peer.smdp_oid if peer is not None else None,
+        bpp_euicc_otpk=(
+            bytes(peer.bpp_euicc_otpk)
+            if peer is not None and peer.bpp_euicc_otpk is not None
+            else None
+        ),
     )
 
 
@@ -150,6 +180,17 @@ class SqlSessions:
             # a transactionId the SM-DP+ hands out again replaces the old row
             tx.execute(DOWNLOAD_SESSION.delete().where(_S.transaction_id == session.transaction_id))
             tx.execute(
+                DOWNLOAD_SESSION_PEER.delete().where(_P.transaction_id == session.transaction_id)
+            )
+            if session.smdp_oid is not None or session.bpp_euicc_otpk is not None:
+                tx.execute(
+                    insert(DOWNLOAD_SESSION_PEER).values(
+                        transaction_id=session.transaction_id,
+                        smdp_oid=session.smdp_oid,
+                        bpp_euicc_otpk=session.bpp_euicc_otpk,
+                    )
+                )
+            tx.execute(
                 insert(DOWNLOAD_SESSION).values(
                     transaction_id=session.transaction_id,
                     smdp_address=session.smdp_address,
@@ -173,20 +214,44 @@ class SqlSessions:
             row = tx.execute(
                 select(DOWNLOAD_SESSION).where(_S.transaction_id == transaction_id)
             ).one_or_none()
-            return _session(row) if row is not None else None
+            if row is None:
+                return None
+            peer = tx.execute(
+                select(DOWNLOAD_SESSION_PEER).where(_P.transaction_id == transaction_id)
+            ).one_or_none()
+            return _session(row, peer)
 
         found = await self.store.read(read)
         if found is None or now - found.updated_at > SESSION_TTL:
             return None
         return found
 
-    async def advance(self, transaction_id: bytes, step: Step, now: float) -> None:
+    async def advance(
+        self,
+        transaction_id: bytes,
+        step: Step,
+        now: float,
+        *,
+        bpp_euicc_otpk: bytes | None = None,
+    ) -> None:
         def write(tx: Tx) -> None:
             tx.execute(
                 update(DOWNLOAD_SESSION)
                 .where(_S.transaction_id == transaction_id)
                 .values(step=step.value, updated_at=now)
             )
+            if bpp_euicc_otpk is not None:
+                done = tx.execute(
+                    update(DOWNLOAD_SESSION_PEER)
+                    .where(_P.transaction_id == transaction_id)
+                    .values(bpp_euicc_otpk=bpp_euicc_otpk)
+                )
+                if done.rowcount == 0:
+                    tx.execute(
+                        insert(DOWNLOAD_SESSION_PEER).values(
+                            transaction_id=transaction_id, bpp_euicc_otpk=bpp_euicc_otpk
+                        )
+                    )
             row = tx.execute(
                 select(DOWNLOAD_SESSION).where(_S.transaction_id == transaction_id)
             ).one_or_none()

@@ -35,7 +35,10 @@ from sgp32.es9plus import (
     b64,
     ctx_params1_for,
     expand_authenticate_response,
+    expand_cancel_session_response,
+    expand_prepare_download_response,
     request_for,
+    smdp_oid_of,
 )
 
 log = logging.getLogger("fleetloop.sgp32.relay")
@@ -169,16 +172,44 @@ class Es9Relay:
                     server_address=signed1["serverAddress"],
                     server_challenge=signed1["serverChallenge"],
                     ctx_params1=encode("CtxParams1", ctx) if ctx is not None else None,
+                    smdp_oid=smdp_oid_of(encode("Certificate", ok["serverCertificate"])),
                 )
             )
         elif session is not None and request.transaction_id is not None:
-            await self.sessions.advance(request.transaction_id, step, now)
+            otpk = None
+            if request.function == "authenticateClient" and failure is None:
+                # a later compactEuiccSigned2 may leave out the otPK the SM-DP+ asked to reuse
+                otpk = decode_from_eim(answer).body[1]["smdpSigned2"].get("bppEuiccOtpk")
+            await self.sessions.advance(request.transaction_id, step, now, bpp_euicc_otpk=otpk)
         self.calls.append(RelayedCall(request.function, address, failure))
         return answer
 
     async def _expanded(self, name: str, body: Any, session: DownloadSession | None) -> Any:
-        """A compact AuthenticateServerResponse expanded to the SGP.22 form the SM-DP+ takes
-        (SGP.32 minimizeEsipaBytes): everything else as it came."""
+        """A compact eUICC answer (SGP.32 minimizeEsipaBytes: AuthenticateServerResponse,
+        PrepareDownloadResponse, CancelSessionResponse) expanded to the SGP.22 form the SM-DP+
+        takes, from what the session knows; everything else as it came."""
+        if name == "getBoundProfilePackageRequestEsipa":
+            kind, value = body["prepareDownloadResponse"]
+            if kind != "compactDownloadResponseOk":
+                return body
+            if session is None:
+                raise Es9Error("compact PrepareDownloadResponse for an unknown transactionId")
+            full = expand_prepare_download_response(
+                value,
+                transaction_id=session.transaction_id,
+                bpp_euicc_otpk=session.bpp_euicc_otpk,
+            )
+            return {**body, "prepareDownloadResponse": full}
+        if name == "cancelSessionRequestEsipa":
+            kind, value = body["cancelSessionResponse"]
+            if kind != "compactCancelSessionResponseOk":
+                return body
+            if session is None:
+                raise Es9Error("compact CancelSessionResponse for an unknown transactionId")
+            full = expand_cancel_session_response(
+                value, transaction_id=session.transaction_id, smdp_oid=session.smdp_oid
+            )
+            return {**body, "cancelSessionResponse": full}
         if name != "authenticateClientRequestEsipa":
             return body
         kind, value = body["authenticateServerResponse"]

@@ -67,6 +67,9 @@ class _Session:
     smdp_signature2: bytes = b""
     otpk: ec.EllipticCurvePrivateKey | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    smdp_oid: str = TEST_SMDP_OID
+    """The SM-DP+ OID of its CERT.DPauth (subjectAltName registeredID), signed in
+    euiccCancelSessionSigned and ProfileInstallationResultData."""
 
 
 @dataclass
@@ -79,6 +82,9 @@ class Es10bDownload:
     session: _Session | None = None
     ext_card_resource: bytes = bytes.fromhex("810100820400012000830200FF")
     """EUICCInfo2.extCardResource now (installed apps, free memory): it changes over time."""
+    used_otpks: dict[bytes, ec.EllipticCurvePrivateKey] = field(default_factory=dict)
+    """One-time keys of earlier PrepareDownloads (public point -> key): an SM-DP+ that bound a
+    package to one names it in smdpSigned2.bppEuiccOtpk and the eUICC reuses it."""
 
     def device_info(self) -> dict[str, Any]:
         return {"tac": b"\x35\x29\x06\x11", "deviceCapabilities": {}}
@@ -139,7 +145,12 @@ class Es10bDownload:
             "ctxParams1": ctx_params1,
         }
         signature = sign_raw(self.euicc.key, encode("EuiccSigned1", euicc_signed1))
-        self.session = _Session(tid, signed1["serverAddress"], euicc_signature1=signature)
+        self.session = _Session(
+            tid,
+            signed1["serverAddress"],
+            euicc_signature1=signature,
+            smdp_oid=_registered_id(cert) or TEST_SMDP_OID,
+        )
         if compact:
             small: dict[str, Any] = {"extCardResource": self.ext_card_resource}
             if own:
@@ -173,8 +184,10 @@ class Es10bDownload:
             "ipaMode": 0,
         }
 
-    def prepare_download(self, ok: dict[str, Any]) -> tuple[str, Any]:
-        """PrepareDownloadResponse for an authenticateClientOkDPEsipa body."""
+    def prepare_download(self, ok: dict[str, Any], compact: bool = False) -> tuple[str, Any]:
+        """PrepareDownloadResponse for an authenticateClientOkDPEsipa body. `compact`: the
+        minimizeEsipaBytes form (compactDownloadResponseOk: no transactionId, and no euiccOtpk
+        when the eUICC reused the one smdpSigned2.bppEuiccOtpk names)."""
         session = self.session
         signed2 = ok["smdpSigned2"]
         tid = signed2["transactionId"]
@@ -196,15 +209,49 @@ class Es10bDownload:
         session.smdp_key = key
         session.smdp_signature2 = ok["smdpSignature2"]
         session.metadata = dict(ok.get("profileMetaData") or {})
-        session.otpk = ec.generate_private_key(ec.SECP256R1())
+        reused = self.used_otpks.get(signed2.get("bppEuiccOtpk") or b"")
+        session.otpk = reused or ec.generate_private_key(ec.SECP256R1())
         point = session.otpk.public_key().public_bytes(
             serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
         )
+        self.used_otpks[point] = session.otpk
         signed = {"transactionId": tid, "euiccOtpk": point}
         data = encode_euicc_signed2(signed) + sig_tlv(session.smdp_signature2)
+        signature = sign_raw(self.euicc.key, data)
+        if compact:
+            small = {} if reused is not None else {"euiccOtpk": point}
+            return (
+                "compactDownloadResponseOk",
+                {"compactEuiccSigned2": small, "euiccSignature2": signature},
+            )
+        return ("downloadResponseOk", {"euiccSigned2": signed, "euiccSignature2": signature})
+
+    def cancel_session(self, reason: int, compact: bool = False) -> tuple[str, Any]:
+        """ES10b.CancelSession (SGP.22 5.7.14): the signed euiccCancelSessionSigned
+        (transactionId, the SM-DP+'s OID, reason); the session ends. `compact`: the
+        minimizeEsipaBytes form (only the reason and the signature)."""
+        session = self.session
+        if session is None:
+            return ("cancelSessionResponseError", 5)  # invalidTransactionId
+        signed = {
+            "transactionId": session.transaction_id,
+            "smdpOid": session.smdp_oid,
+            "reason": reason,
+        }
+        signature = sign_raw(self.euicc.key, encode_cancel_session_signed(signed))
+        self.session = None
+        self.challenge = None
+        if compact:
+            return (
+                "compactCancelSessionResponseOk",
+                {
+                    "compactEuiccCancelSessionSigned": {"reason": reason},
+                    "euiccCancelSessionSignature": signature,
+                },
+            )
         return (
-            "downloadResponseOk",
-            {"euiccSigned2": signed, "euiccSignature2": sign_raw(self.euicc.key, data)},
+            "cancelSessionResponseOk",
+            {"euiccCancelSessionSigned": signed, "euiccCancelSessionSignature": signature},
         )
 
     def load_bound_profile_package(self, bpp: dict[str, Any]) -> dict[str, Any]:
@@ -254,7 +301,7 @@ class Es10bDownload:
         data = {
             "transactionId": session.transaction_id,
             "notificationMetadata": notification,
-            "smdpOid": TEST_SMDP_OID,
+            "smdpOid": session.smdp_oid,
             "finalResult": final,
         }
         signature = sign_raw(self.euicc.key, encode("ProfileInstallationResultData", data))
@@ -271,6 +318,30 @@ def encode_euicc_signed2(value: dict[str, Any]) -> bytes:
         ("downloadResponseOk", {"euiccSigned2": value, "euiccSignature2": b"\x00" * 64}),
     )
     return _first_inner(_first_inner(whole))
+
+
+def encode_cancel_session_signed(value: dict[str, Any]) -> bytes:
+    """euiccCancelSessionSigned's DER (what euiccCancelSessionSignature covers): encoded
+    through the CancelSessionResponse CHOICE with the outer tags cut off, as for
+    euiccSigned2."""
+    whole = encode(
+        "CancelSessionResponse",
+        (
+            "cancelSessionResponseOk",
+            {"euiccCancelSessionSigned": value, "euiccCancelSessionSignature": b"\x00" * 64},
+        ),
+    )
+    return _first_inner(_first_inner(whole))
+
+
+def _registered_id(cert: x509.Certificate) -> str | None:
+    """The certificate's subjectAltName registeredID (an RSP server's OID), if any."""
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    found = names.get_values_for_type(x509.RegisteredID)
+    return found[0].dotted_string if found else None
 
 
 def encode_init_unsigned(value: dict[str, Any]) -> bytes:

@@ -35,7 +35,7 @@ class _Download:
     eim_transaction_id: bytes | None
     smdp_address: str
     matching_id: str
-    step: str = "initiate"  # initiate -> authenticate -> bpp
+    step: str = "initiate"  # initiate -> authenticate -> bpp (-> cancel)
     transaction_id: bytes | None = None
     body: Any = None
     ctx_params1: Any = None
@@ -66,7 +66,13 @@ class SimIpa:
     pushes: int = 0
     """TransferEimPackageRequests the eIM pushed (for tests)."""
     sent_forms: list[str] = field(default_factory=list)
-    """The AuthenticateServerResponse alternatives it sent (for tests)."""
+    """The AuthenticateServerResponse / PrepareDownloadResponse / CancelSessionResponse
+    alternatives it sent (for tests)."""
+    cancel: tuple[str, int] | None = None
+    """Cancel the next download (ES10b.CancelSession, then ESipa CancelSession) with this
+    reason instead of taking the step after this answer: ("authenticate", 3) after the
+    AuthenticateClient answer (pprNotAllowed), ("bpp", 5) after the bound profile package
+    (loadBppExecutionError). One-shot."""
 
     @property
     def compact(self) -> bool:
@@ -187,7 +193,15 @@ class SimIpa:
                 "authenticateClientRequestEsipa",
                 {"transactionId": d.transaction_id, "authenticateServerResponse": response},
             )
-        response = self.downloader.prepare_download(d.body)
+        if d.step == "cancel":
+            cancelled = self.downloader.cancel_session(d.body, compact=self.compact)
+            self.sent_forms.append(cancelled[0])
+            return encode_to_eim(
+                "cancelSessionRequestEsipa",
+                {"transactionId": d.transaction_id, "cancelSessionResponse": cancelled},
+            )
+        response = self.downloader.prepare_download(d.body, compact=self.compact)
+        self.sent_forms.append(response[0])
         return encode_to_eim(
             "getBoundProfilePackageRequestEsipa",
             {"transactionId": d.transaction_id, "prepareDownloadResponse": response},
@@ -195,8 +209,16 @@ class SimIpa:
 
     def _download_answer(self, d: _Download, name: str, body: tuple[str, Any]) -> None:
         kind, value = body
-        if kind.endswith("ErrorEsipa"):
+        if kind.endswith("ErrorEsipa") or name == "cancelSessionResponseEsipa":
             self._download_failed(d.eim_transaction_id)
+            return
+        step = {
+            "authenticateClientResponseEsipa": "authenticate",
+            "getBoundProfilePackageResponseEsipa": "bpp",
+        }.get(name)
+        if self.cancel is not None and self.cancel[0] == step:
+            d.step, d.body = "cancel", self.cancel[1]
+            self.cancel = None
             return
         if name == "initiateAuthenticationResponseEsipa":
             d.transaction_id = value["serverSigned1"]["transactionId"]

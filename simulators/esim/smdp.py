@@ -35,7 +35,13 @@ from sgp32.certificates import verify_euicc_chain
 from sgp32.errors import Sgp32Error, SignatureInvalid
 from sgp32.identifiers import iccid_to_bytes
 from sgp32.signing import sign_raw, verify_raw
-from simulators.esim.download import encode_euicc_signed2, encode_init_unsigned, sig_tlv
+from simulators.esim.download import (
+    TEST_SMDP_OID,
+    encode_cancel_session_signed,
+    encode_euicc_signed2,
+    encode_init_unsigned,
+    sig_tlv,
+)
 
 ES9_PATH = "/gsma/rsp2/es9plus/"
 
@@ -60,6 +66,7 @@ class _Session:
     euicc_key: ec.EllipticCurvePublicKey | None = None
     smdp_signature2: bytes = b""
     done: bool = False
+    bpp_euicc_otpk: bytes | None = None
 
 
 def _b64(data: bytes) -> str:
@@ -95,6 +102,11 @@ class LoopbackSmdp:
     sessions: dict[bytes, _Session] = field(default_factory=dict)
     notifications: list[bytes] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
+    bound: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    """(matching ID, EID) -> the eUICC otPK a package was bound to: that eUICC's retry names
+    it in smdpSigned2.bppEuiccOtpk (SGP.22 3.1.3.2) and must be signed with it."""
+    cancelled: list[tuple[bytes, int]] = field(default_factory=list)
+    """(transactionId, reason) of every verified CancelSession."""
     #: The time certificates are checked at (tests with a fixed-date PKI pass theirs).
     at: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
@@ -120,11 +132,51 @@ class LoopbackSmdp:
                 self.notifications.append(base64.b64decode(body["pendingNotification"]))
                 return _ok()
             if function == "cancelSession":
-                self.sessions.pop(bytes.fromhex(body["transactionId"]), None)
-                return _ok()
+                return self._cancel(body)
         except (KeyError, ValueError, TypeError, Sgp32Error) as exc:
             return _failed("8.1", "2.1", f"{function}: malformed request ({exc})")
         return _failed("8.1", "1.1", f"unknown function {function}")
+
+    def oid(self) -> str:
+        """This SM-DP+'s OID: its certificate's subjectAltName registeredID."""
+        try:
+            names = self.certificate.extensions.get_extension_for_class(
+                x509.SubjectAlternativeName
+            ).value
+            found = names.get_values_for_type(x509.RegisteredID)
+        except x509.ExtensionNotFound:
+            found = []
+        return found[0].dotted_string if found else TEST_SMDP_OID
+
+    def _cancel(self, body: dict[str, Any]) -> dict[str, Any]:
+        """ES9+ CancelSession (SGP.22 5.6.5): euiccCancelSessionSignature verified over
+        euiccCancelSessionSigned -- this transactionId and this SM-DP+'s OID -- with the key
+        of the eUICC that authenticated in the session."""
+        tid, session = self._session(body)
+        if session is None:
+            return _failed("8.10.1", "3.9", "unknown transactionId")
+        kind, value = decode(
+            "CancelSessionResponse", base64.b64decode(body["cancelSessionResponse"])
+        )
+        if kind != "cancelSessionResponseOk":
+            return _failed("8.1", "6.1", f"not a signed cancellation: {kind}")
+        signed = value["euiccCancelSessionSigned"]
+        if signed["transactionId"] != tid or signed["smdpOid"] != self.oid():
+            return _failed("8.1", "6.1", "transactionId or smdpOid does not match")
+        if session.euicc_key is None:
+            return _failed("8.1", "6.1", "no authenticated eUICC in this session")
+        try:
+            verify_raw(
+                session.euicc_key,
+                encode_cancel_session_signed(signed),
+                value["euiccCancelSessionSignature"],
+                "euiccCancelSessionSignature",
+            )
+        except SignatureInvalid as exc:
+            return _failed("8.1", "6.1", str(exc))
+        self.sessions.pop(tid, None)
+        self.cancelled.append((tid, signed["reason"]))
+        return _ok()
 
     def _session(self, body: dict[str, Any]) -> tuple[bytes, _Session | None]:
         tid = bytes.fromhex(body["transactionId"])
@@ -184,7 +236,10 @@ class LoopbackSmdp:
         if profile is None:
             return _failed("8.2.6", "3.8", f"no profile prepared for matching id {matching!r}")
         session.matching_id, session.eid, session.euicc_key = matching, verified.eid, key
-        signed2 = {"transactionId": tid, "ccRequiredFlag": False}
+        signed2: dict[str, Any] = {"transactionId": tid, "ccRequiredFlag": False}
+        rebind = self.bound.get((profile.matching_id, verified.eid))
+        if rebind is not None:  # a retry of this eUICC: bind to the same otPK again
+            signed2["bppEuiccOtpk"] = session.bpp_euicc_otpk = rebind
         signed2_der = encode("SmdpSigned2", signed2)
         session.smdp_signature2 = sign_raw(
             self.key, signed2_der + sig_tlv(value["euiccSignature1"])
@@ -217,7 +272,10 @@ class LoopbackSmdp:
             verify_raw(session.euicc_key, data, value["euiccSignature2"], "euiccSignature2")
         except SignatureInvalid as exc:
             return _failed("8.1", "6.1", str(exc))
+        if session.bpp_euicc_otpk is not None and signed["euiccOtpk"] != session.bpp_euicc_otpk:
+            return _failed("8.2.7", "3.8", "bppRebindingRefused: another otPK than bound before")
         profile = self.profiles[session.matching_id]
+        self.bound[(profile.matching_id, session.eid or "")] = signed["euiccOtpk"]
         otpk = ec.generate_private_key(ec.SECP256R1()).public_key()
         init = {
             "remoteOpId": 1,

@@ -229,7 +229,7 @@ def test_the_eim_generates_ctxparams1_and_expands_the_compact_authenticate_respo
             return await SqlSessions(store).of_eid(euicc.eid)
 
     sessions = asyncio.run(main())
-    assert ipa.sent_forms == ["compactAuthenticateResponseOk"]
+    assert ipa.sent_forms == ["compactAuthenticateResponseOk", "compactDownloadResponseOk"]
     assert euicc.profiles[NEW_ICCID].carrier == "Carrier C"
     assert sessions[0].step.value == "installing" and sessions[0].ctx_params1 is not None
     ctx = decode("CtxParams1", sessions[0].ctx_params1)
