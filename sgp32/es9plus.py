@@ -24,7 +24,7 @@ from typing import Any
 
 from cryptography import x509
 
-from sgp32.asn1 import decode, encode, encode_to_ipa
+from sgp32.asn1 import decode, decode_from_eim, encode, encode_to_ipa
 from sgp32.errors import Sgp32Error
 
 ES9_PATH = "/gsma/rsp2/es9plus/"
@@ -255,6 +255,30 @@ class EuiccContext:
 def _has_bit(bits: Any, number: int) -> bool:
     data, length = bits
     return number < length and bool(data[number // 8] & (0x80 >> (number % 8)))
+
+
+MINIMIZE_ESIPA_BYTES = 5
+"""IpaCapabilities.ipaFeatures bit: the IPA sends compact forms and wants lean answers."""
+
+
+def minimizes_esipa_bytes(context: EuiccContext | None) -> bool:
+    """Whether the eUICC's IPA declared minimizeEsipaBytes in its last IpaEuiccData."""
+    data = context.ipa_data if context is not None else None
+    if data is None or "ipaCapabilities" not in data:
+        return False
+    return _has_bit(data["ipaCapabilities"]["ipaFeatures"], MINIMIZE_ESIPA_BYTES)
+
+
+def without_transaction_id(answer: bytes) -> bytes:
+    """An ESipa answer of the relay without its optional transactionId (SGP.32 6.3: for an
+    IPA with minimizeEsipaBytes; the IPA has it from serverSigned1 and keeps it for the
+    session). Error alternatives and answers without one come back unchanged."""
+    message = decode_from_eim(answer)
+    kind, value = message.body
+    if not isinstance(value, dict) or "transactionId" not in value:
+        return answer
+    lean = {k: v for k, v in value.items() if k != "transactionId"}
+    return encode_to_ipa(message.name, (kind, lean))
 
 
 def matching_id_of(activation_code: str | None) -> str | None:

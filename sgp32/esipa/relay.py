@@ -37,8 +37,10 @@ from sgp32.es9plus import (
     expand_authenticate_response,
     expand_cancel_session_response,
     expand_prepare_download_response,
+    minimizes_esipa_bytes,
     request_for,
     smdp_oid_of,
+    without_transaction_id,
 )
 
 log = logging.getLogger("fleetloop.sgp32.relay")
@@ -182,7 +184,14 @@ class Es9Relay:
                 otpk = decode_from_eim(answer).body[1]["smdpSigned2"].get("bppEuiccOtpk")
             await self.sessions.advance(request.transaction_id, step, now, bpp_euicc_otpk=otpk)
         self.calls.append(RelayedCall(request.function, address, failure))
+        eid = origin.eid if origin is not None else session.eid if session is not None else None
+        if failure is None and eid is not None and await self._minimizes(eid):
+            answer = without_transaction_id(answer)
         return answer
+
+    async def _minimizes(self, eid: str) -> bool:
+        """Whether this EID's IPA declared minimizeEsipaBytes (lean answers for it)."""
+        return self.context is not None and minimizes_esipa_bytes(await self.context(eid))
 
     async def _expanded(self, name: str, body: Any, session: DownloadSession | None) -> Any:
         """A compact eUICC answer (SGP.32 minimizeEsipaBytes: AuthenticateServerResponse,

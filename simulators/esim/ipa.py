@@ -68,6 +68,9 @@ class SimIpa:
     sent_forms: list[str] = field(default_factory=list)
     """The AuthenticateServerResponse / PrepareDownloadResponse / CancelSessionResponse
     alternatives it sent (for tests)."""
+    answers_with_transaction_id: list[bool] = field(default_factory=list)
+    """Per relayed ok answer: did it carry the optional transactionId (an eIM leaves it out
+    for an IPA with minimizeEsipaBytes)."""
     cancel: tuple[str, int] | None = None
     """Cancel the next download (ES10b.CancelSession, then ESipa CancelSession) with this
     reason instead of taking the step after this answer: ("authenticate", 3) after the
@@ -212,6 +215,7 @@ class SimIpa:
         if kind.endswith("ErrorEsipa") or name == "cancelSessionResponseEsipa":
             self._download_failed(d.eim_transaction_id)
             return
+        self.answers_with_transaction_id.append("transactionId" in value)
         step = {
             "authenticateClientResponseEsipa": "authenticate",
             "getBoundProfilePackageResponseEsipa": "bpp",

@@ -146,6 +146,8 @@ def test_a_compact_ipa_cancels_then_retries_and_the_eim_rebuilds_both(
         "compactAuthenticateResponseOk",
         "compactDownloadResponseOk",
     ]
+    # lean answers too: the transactionId the IPA knows from serverSigned1 is left out
+    assert ipa.answers_with_transaction_id == [False] * 6
     assert [reason for _, reason in smdp.cancelled] == [5]
     assert smdp.calls.count("getBoundProfilePackage") == 2
     assert euicc.profiles[NEW_ICCID].carrier == "Carrier C"

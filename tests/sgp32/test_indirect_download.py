@@ -108,6 +108,7 @@ def test_a_triggered_download_is_relayed_installed_verified_and_then_enabled(
                 assert smdp.notifications[0][:2] == b"\xbf\x37"  # a ProfileInstallationResult
                 assert euicc.profiles[NEW_ICCID].carrier == "Carrier C"
                 assert not euicc.profiles[NEW_ICCID].enabled
+                assert ipa.answers_with_transaction_id == [True, True, True]
                 await eims.queue(euicc.eid, [Enable(NEW_ICCID, True)], now=T0, actor="alice")
                 await HttpsIpa(ipa, client, url).settle(T0)
             finally:
