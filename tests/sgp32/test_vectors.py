@@ -10,8 +10,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from sgp32.asn1 import decode_from_eim, decode_from_ipa, encode, encode_to_eim, encode_to_ipa
 from sgp32.certificates import load_certificate, verify_euicc_chain
+from sgp32.eim import MemoryLedger
+from sgp32.packages import Enable
 from sgp32.signing import signature_input, verify_euicc_package, verify_euicc_package_result
-from tests.sgp32.pki import NOW
+from tests.sgp32.pki import NOW, MadePki
+from tests.sgp32.world import NEW_ICCID, OLD_CARRIER, T0, make_world, step
 
 EXPECTED_VECTORS = 29
 
@@ -90,3 +93,33 @@ def test_the_vector_certificates_chain_to_the_test_ci(vector_certs: dict[str, by
     assert euicc.eid == "89049032123451234512345678901235"
     eim = load_certificate(vector_certs["CERT_S_EIMsign_ECDSA_NIST"], "eIM")
     eim.verify_directly_issued_by(ci)
+
+
+def test_the_simulated_rollback_result_has_the_reference_vectors_shape(
+    vectors_dir: Path, pki: MadePki
+) -> None:
+    """SGP.32 5.9.16: ProfileRollbackResponse carries eUICCPackageResult [81] -- the rolled-back
+    package's result, re-signed: same eimId, counterValue, eimTransactionId and seqNumber, the
+    enable's own enableResult kept and rollbackResult appended (docs/SGP32.md, "The rolled-back
+    result's shape"). The simulated eUICC answers a rollback in exactly the shape of the
+    independent reference vector."""
+    data = vectors_dir / "vectors" / "i2e-provideEimPackageResult-enable-ok-rolledback.der"
+    reference = decode_from_ipa(data.read_bytes()).body["eimPackageResult"][1]
+    ref_data = reference[1]["euiccPackageResultDataSigned"]
+    world = make_world(pki)
+    ledger = MemoryLedger()
+    euicc, ipa = world.device(1, served={OLD_CARRIER}, rollback_after=30)
+    world.register(ledger, euicc)
+    world.eim.queue(ledger, euicc.eid, [Enable(NEW_ICCID, rollback=True)], now=T0, actor="a")
+    step(world, ledger, ipa, T0)  # the IPA fetched the package; its result cannot leave
+    original = ipa.pending[0].result[1]["euiccPackageResultDataSigned"]
+    kind, rolled = euicc.rollback()
+    assert kind == reference[0] == "euiccPackageResultSigned"
+    data_signed = rolled["euiccPackageResultDataSigned"]
+    assert set(data_signed) == set(ref_data)
+    assert [k for k, _ in data_signed["euiccResult"]] == [k for k, _ in ref_data["euiccResult"]]
+    assert data_signed["euiccResult"] == [*original["euiccResult"], ("rollbackResult", 0)]
+    for field in ("eimId", "counterValue", "eimTransactionId", "seqNumber"):
+        assert data_signed[field] == original[field], field
+    outcome = verify_euicc_package_result((kind, rolled), euicc.key.public_key())
+    assert outcome.authenticated
