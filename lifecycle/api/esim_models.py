@@ -98,6 +98,7 @@ class PackageResultOut(BaseModel):
 
 class PackageOut(BaseModel):
     eid: str
+    eim_id: str = Field(description="the eIM that signed it (its counter numbers it)")
     counter_value: int
     transaction_id: str = Field(description="eimTransactionId, hex")
     state: Literal["queued", "delivered", "done", "failed"]

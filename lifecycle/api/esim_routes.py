@@ -193,6 +193,7 @@ def package_json(p: PackageRecord) -> JsonObject:
         }
     return {
         "eid": p.eid,
+        "eim_id": p.eim_id,
         "counter_value": p.counter_value,
         "transaction_id": p.transaction_id.hex(),
         "state": p.state.value,
