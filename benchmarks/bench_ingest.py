@@ -15,9 +15,10 @@ ports). Two phases, each timed from its first datagram to the moment every value
 * **send**: every device sends ``--messages`` CON Sends (``POST /dp``, SenML-CBOR), each with
   ``--values`` timestamped readings of /3/0/9 (a device flushing buffered readings), at most
   ``--window`` in flight; each Send is answered 2.04 only after its rows are committed;
-* **notify**: the server observes /3/0 on every device; every device sends ``--messages`` NON
+* **notify**: the server observes /3/0 on every device; every device sends ``--messages`` CON
   notifications, each a SenML-CBOR object instance of four resources (9, 10, 20, 21), so four
-  values per notification; paced in rounds of one per device so loopback does not drop them.
+  values per notification, at most ``--window`` unacknowledged in all (closed loop: the
+  server's ACK frees a slot; nothing is lost to a full socket buffer).
 
 Values per second = rows committed / phase seconds; CPU = the server process's utime + stime
 from /proc (every thread: the store's writer and PostgreSQL's client side; the PostgreSQL
@@ -86,10 +87,44 @@ def _send_body(values: int) -> bytes:
 
 class _IngestDevice(_Device):
     """A bench device whose answer to the server's GET (the Observe registration) is the /3/0
-    instance in SenML-CBOR."""
+    instance in SenML-CBOR, and which sends CON notifications (acknowledged: nothing is lost
+    to a full socket buffer, and the window keeps the load closed-loop)."""
+
+    notes: dict[int, asyncio.Future[None]]
+
+    async def notify(self, seq: int) -> None:
+        assert self.transport is not None and self.observed is not None
+        self.mid = (self.mid + 1) % 65536
+        note = Message(code=Code.CONTENT, payload=_instance_body(seq))
+        note.opt.content_format = ContentFormat.SENML_CBOR
+        note.opt.observe = seq
+        note.mtype, note.mid, note.token = Type.CON, self.mid, self.observed
+        data = note.encode()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not hasattr(self, "notes"):
+            self.notes = {}
+        self.notes[self.mid] = future
+        timeout = 2.0
+        try:
+            for attempt in range(5):
+                self.transport.sendto(data)
+                self.retransmissions += attempt > 0
+                try:
+                    return await asyncio.wait_for(asyncio.shield(future), timeout)
+                except TimeoutError:
+                    timeout *= 2
+        finally:
+            self.notes.pop(note.mid, None)
+        raise TimeoutError(f"device {self.index}: notification {seq} not acknowledged")
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         message = Message.decode(data)
+        if message.mtype in (Type.ACK, Type.RST) and message.code == Code.EMPTY:
+            waiting = getattr(self, "notes", {}).get(message.mid)
+            if waiting is not None:
+                if not waiting.done():
+                    waiting.set_result(None)
+                return
         if message.code.is_request():
             reply = Message(code=Code.CONTENT, payload=_instance_body(0))
             reply.opt.content_format = ContentFormat.SENML_CBOR
@@ -149,19 +184,14 @@ async def _load(
     await asyncio.gather(*(send(d) for d in fleet))
     conn.send(("sent", time.perf_counter() - start))
     await loop.run_in_executor(None, conn.recv)  # "notify": every device is observed
-    for seq in range(2, messages + 2):
-        payload = _instance_body(seq)
-        for device in fleet:
-            if device.observed is None or device.transport is None:
-                continue
-            device.mid = (device.mid + 1) % 65536
-            note = Message(code=Code.CONTENT, payload=payload)
-            note.opt.content_format = ContentFormat.SENML_CBOR
-            note.opt.observe = seq
-            note.mtype, note.mid, note.token = Type.NON, device.mid, device.observed
-            device.transport.sendto(note.encode())
-        await asyncio.sleep(0.02)
-    conn.send("notified")
+
+    async def notify(device: _IngestDevice) -> None:
+        for seq in range(2, messages + 2):
+            async with gate:
+                await device.notify(seq)
+
+    await asyncio.gather(*(notify(d) for d in fleet if d.observed is not None))
+    conn.send(("notified", sum(d.retransmissions for d in fleet)))
     await loop.run_in_executor(None, conn.recv)  # "stop"
 
 
@@ -291,7 +321,7 @@ async def _bench_in(args: argparse.Namespace, target: _Target) -> dict[str, Any]
         notes0 = server.stats["notifications"]
         cpu2, start = _cpu(), time.perf_counter()
         parent.send("notify")
-        await loop.run_in_executor(None, parent.recv)
+        _, retransmitted = await loop.run_in_executor(None, parent.recv)
         expected = rows2 + devices * messages * len(NOTIFY_RESOURCES)
         rows3, end = await _until_rows(store, expected, timeout=120)
         cpu_notify, notify_s = _cpu() - cpu2, end - start
@@ -315,6 +345,7 @@ async def _bench_in(args: argparse.Namespace, target: _Target) -> dict[str, Any]
         "send_cpu_us_per_value": round(cpu_send / max(send_values, 1) * 1e6, 1),
         "send_cpu_us_per_message": round(cpu_send / max(devices * messages, 1) * 1e6, 1),
         "notifications": notified,
+        "notify_retransmissions": retransmitted,
         "notify_values": notify_values,
         "notify_values_expected": devices * messages * len(NOTIFY_RESOURCES),
         "notify_values_per_s": round(notify_values / notify_s),

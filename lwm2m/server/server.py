@@ -68,10 +68,10 @@ from lwm2m.server.events import (
 )
 from lwm2m.server.gc_policy import tune_collector
 from lwm2m.server.ingress_limits import install_block1_admission
+from lwm2m.server.notification_decode import decode_notification
 from lwm2m.server.observations import (
     ObservationState,
     leaf_values,
-    report_values,
 )
 from lwm2m.server.operations import (
     AnyOperation,
@@ -80,7 +80,6 @@ from lwm2m.server.operations import (
     QueuedRequestUnreadable,
     Read,
     Response,
-    decode_content,
     from_queued,
 )
 from lwm2m.server.queue import QueuedEntry, is_awake, outcome_state
@@ -556,12 +555,15 @@ class LwM2MServer(RegistrationInterface, DeviceManagementApi):
             self.stats["throttled_notifications"] = self.stats.get("throttled_notifications", 0) + 1
             return  # over its ingest budget (issue 14 item 3): acknowledged, not stored
         try:
-            content, fmt = decode_content(
+            content, _, values, at = decode_notification(
+                device.endpoint,
                 response,
                 obs.paths,
                 self.model,
                 composite=obs.composite,
                 accept=obs.content_format,
+                now=self._wall(),
+                source=Source.NOTIFY,
             )
         except (CodecError, ModelError) as exc:
             self.stats["undecodable_notifications"] += 1
@@ -569,10 +571,6 @@ class LwM2MServer(RegistrationInterface, DeviceManagementApi):
             return
         obs.notifications += 1
         self.stats["notifications"] += 1
-        now = self._wall()
-        values, at = report_values(
-            device.endpoint, response, content, fmt, self.model, now, Source.NOTIFY
-        )
         self._record(values)
         self._emit(Notification(device.endpoint, obs.id, obs.paths, content, at))
 
