@@ -41,6 +41,8 @@ FINAL = ("succeeded", "failed", "timed_out", "reverted", "skipped")
 ORDER = (
     "queued",
     "delivering",
+    "staged",
+    "registering",
     "verified",
     "succeeded",
     "failed",
@@ -56,6 +58,8 @@ FLAG_OF = {
     "selector": "--select",
     "tenant": "--tenant",
     "change": "--config/--firmware/--apn",
+    "kind": "--kind",
+    "esim": "--iccid/--activation-code",
     "canary": "--canary",
     "waves": "--waves",
     "on_failure": "--on-failure",
@@ -146,6 +150,13 @@ def _spec(file: Path | None, flags: dict[str, Any]) -> tuple[dict[str, Any], str
     if flags.get("tenant"):
         put("tenant", flags["tenant"])
     change: list[dict[str, Any]] = []
+    kind = flags.get("kind") or spec.get("kind")
+    if flags.get("kind"):
+        put("kind", flags["kind"])
+    if flags.get("iccid") or flags.get("activation_code"):
+        if kind != "esim":
+            raise click.UsageError("--iccid/--activation-code go with --kind esim")
+        put("esim", {"iccid": flags.get("iccid"), "activation_code": flags.get("activation_code")})
     if flags.get("config"):
         change.append({"config": flags["config"]})
     if flags.get("firmware"):
@@ -156,6 +167,8 @@ def _spec(file: Path | None, flags: dict[str, Any]) -> tuple[dict[str, Any], str
         change.append({"connectivity": f"profile:{apn}" if use_profile else apn})
     if change:
         put("change", change)
+    elif kind == "esim" and "change" not in spec:
+        spec["change"] = []  # the switch alone: nothing moves with it
     bake = flags.get("bake")
     if flags.get("canary") is not None or bake is not None:
         canary = dict(spec.get("canary") or {})
@@ -214,6 +227,18 @@ def spec_options(f: Any) -> Any:
         click.option("--config", metavar="NAME[@VERSION]", help="a config bundle to roll out"),
         click.option("--firmware", metavar="IMAGE", help="a firmware image id or version"),
         click.option("--apn", metavar="PROFILE", help="an APN profile (or apn-a,apn-b)"),
+        click.option(
+            "--kind",
+            type=click.Choice(["change", "esim"]),
+            help="esim: an eSIM switch in two gated phases, download then enable "
+            "(with --iccid and --activation-code; --apn/--config move with it)",
+        ),
+        click.option("--iccid", metavar="ICCID", help="--kind esim: the profile to switch to"),
+        click.option(
+            "--activation-code",
+            metavar="1$SMDP$ID",
+            help="--kind esim: where the eIM downloads the profile from",
+        ),
         click.option("--canary", type=click.IntRange(min=1), help="canary devices at most"),
         click.option("--waves", metavar="10%,50%,100%", help="cumulative shares or counts"),
         click.option("--bake", metavar="DURATION", help="bake time of every wave: 30s, 5m"),
@@ -307,6 +332,10 @@ def show_status(found: dict[str, Any]) -> None:
         + ", ".join(f"{c['dimension']} {c['artifact']}".strip() for c in found["components"])
     )
     click.echo("  " + "   ".join(parts))
+    if found.get("phases"):
+        phases = " -> ".join(f"{p['name']} ({', '.join(p['components'])})" for p in found["phases"])
+        now = f"; now: {found['phase']}" if found.get("phase") else ""
+        click.echo(f"  phases {phases}{now}")
     click.echo(f"  {_bar(found['counts'], found['devices'])}   {_counts(found['counts'])}")
     if found.get("rolling_back"):
         click.echo(f"  rolling back: {found['rolling_back']} devices still reverting")
@@ -320,7 +349,7 @@ def show_status(found: dict[str, Any]) -> None:
         (
             w["index"],
             w["name"],
-            w["state"],
+            f"{w['state']} ({w['phase']})" if w.get("phase") else w["state"],
             w["devices"],
             _bar(w["counts"], w["devices"]),
             _counts(w["counts"]),
@@ -354,6 +383,17 @@ def show_status(found: dict[str, Any]) -> None:
         for w in found["waves"]
         for v in w["verdicts"]
         if v["verdict"] in ("failed", "inconclusive")
+    ]
+    why += [
+        (
+            w["index"],
+            f"{v['scope']}={v['key'] or '-'}",
+            f"download {v['verdict']}",
+            "; ".join(v.get("reasons", [])),
+        )
+        for w in found["waves"]
+        for v in w.get("download_verdicts", [])
+        if v.get("verdict") in ("failed", "inconclusive")
     ]
     if why:
         click.echo("")

@@ -4,8 +4,11 @@ The engine (:class:`lifecycle.campaigns.component.CampaignComponent`) answers pl
 these models are the contract those dicts are checked against and the schema a client
 generates code from. Like :mod:`lifecycle.api.models` they allow extra fields: a newer engine
 may add fields, never remove or retype them. Per-state counts are maps from a device state
-(``queued``, ``delivering``, ``verified``, ``succeeded``, ``failed``, ``timed_out``,
-``reverting``, ``reverted``, ``skipped``) to a number; states with no device are left out.
+(``queued``, ``delivering``, ``staged``, ``registering``, ``verified``, ``succeeded``,
+``failed``, ``timed_out``, ``reverting``, ``reverted``, ``skipped``) to a number; states with
+no device are left out. ``staged`` and ``registering`` occur in an eSIM switch (``kind:
+esim``): the download verified, waiting for the wave's download gate; the enable confirmed by
+the eUICC, waiting for the device to register over the new profile.
 
 Timestamps come in pairs, as everywhere in the API: ``<name>`` (ISO 8601 UTC, for people)
 and ``<name>_epoch`` (seconds, for programs).
@@ -90,7 +93,9 @@ class QuarantineIn(BaseModel):
 
 
 class ComponentOut(Out):
-    dimension: str = Field(description="config, firmware, connectivity, flags, credentials, esim")
+    dimension: str = Field(
+        description="config, firmware, connectivity, flags, credentials, esim, esim_download"
+    )
     artifact: str = Field(description="what is delivered, as quarantine names it ('' if none)")
 
 
@@ -185,6 +190,20 @@ class WaveOut(Out):
     counts: Counts
     cohorts: list[CohortCountsOut] = Field(description="per-cohort counts, by gate scope")
     verdicts: list[VerdictOut]
+    phase: str = Field(
+        default="",
+        description="an eSIM switch's wave: download (until its download gate passed), then "
+        "enable ('' for a one-phase campaign)",
+    )
+    download_verdicts: list[VerdictOut] = Field(
+        default_factory=list,
+        description="the download gate's verdicts, once the wave entered its enable phase",
+    )
+
+
+class PhaseOut(Out):
+    name: str = Field(description="download or enable")
+    components: list[str] = Field(description="the dimensions delivered in this phase")
 
 
 class CampaignSummaryOut(Out):
@@ -218,6 +237,11 @@ class CampaignOut(CampaignSummaryOut):
     devices: int
     counts: Counts
     waves: list[WaveOut]
+    kind: str = Field(default="change", description="change, or esim (two gated phases)")
+    phases: list[PhaseOut] = Field(
+        default_factory=list, description="an eSIM switch's phases and their components"
+    )
+    phase: str = Field(default="", description="the current wave's phase ('' if one phase)")
     reverted_cohorts: list[CohortRef]
     conflicts: int = Field(description="devices left out because another campaign held them")
     rolling_back: int = Field(

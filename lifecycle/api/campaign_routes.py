@@ -96,7 +96,9 @@ STATUS_EVERY_S = 0.5
 SPEC_BODY = Body(
     description="the campaign spec (docs/CAMPAIGNS.md, 'The spec'): name, selector, change, "
     "and optionally tenant, membership, canary, waves, pacing, windows, deadlines, retry, "
-    "gates, on_failure, revert_scope",
+    "gates, on_failure, revert_scope; or kind: esim with esim: {iccid, activation_code} for "
+    "an eSIM switch in two gated phases (download, then enable; change lists what moves "
+    "with it)",
     openapi_examples={
         "config": {
             "summary": "a config bundle to one region, canary then two waves",
@@ -108,7 +110,22 @@ SPEC_BODY = Body(
                 "on_failure": "revert",
                 "revert_scope": "region",
             },
-        }
+        },
+        "esim": {
+            "summary": "switch a region to a new carrier's eSIM profile, with its APN",
+            "value": {
+                "name": "north to carrier B",
+                "kind": "esim",
+                "selector": "region=north",
+                "esim": {
+                    "iccid": "8988247000000000029",
+                    "activation_code": "1$smdp.example.com$ORDER-4711",
+                },
+                "change": [{"apn": "iot.carrier-b"}],
+                "deadlines": {"registered": "2m"},
+                "on_failure": "halt",
+            },
+        },
     },
 )
 SpecBody = Annotated[dict[str, Any], SPEC_BODY]

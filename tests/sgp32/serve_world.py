@@ -1,10 +1,16 @@
 """A real ``fleetloop serve`` with its eIM (``--esipa-https`` over TLS, ``--eim-ci``) and
 simulated eUICCs + IPAs that reach it over the HTTPS ESipa binding: for the API, CLI and
-esim-dimension tests (and benchmarks/bench_esim_switch.py)."""
+esim-dimension tests (and benchmarks/bench_esim_switch.py).
+
+:func:`start_smdp` adds a test SM-DP+ on loopback (certified by the test CI) for downloads;
+:class:`Modem` ties a simulated IPA to the simulated LwM2M device that carries it, as the
+device's modem does: when the eUICC switches to a profile whose carrier serves it, the device
+gets a new address (a new socket) and sends a registration Update over it."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -16,17 +22,22 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from simulators.esim.euicc import EimAssociation, SimEuicc, SimProfile
-from simulators.esim.https import HttpsIpa, client_for
+from simulators.esim.https import EsipaError, HttpsIpa, client_for
 from simulators.esim.ipa import SimIpa
+from simulators.esim.smdp import LoopbackSmdp, SmdpServer
+from simulators.fleet.runner import DeviceFleet
 from tests.integration.conftest import Serve, _wait_for_api_json, fleetloop
-from tests.sgp32.pki import MadePki, eid_with_check, make_euicc, make_pki
+from tests.sgp32.pki import MadePki, eid_with_check, make_cert, make_euicc, make_pki
 from tests.sgp32.tls import client_context, make_tls
 
 EIM_ID = "eim.fleetloop.test"
+DP_AUTH = x509.ObjectIdentifier("2.23.146.1.2.1.4")
 OLD_ICCID = "8988247000000000011"
 NEW_ICCID = "8988247000000000029"
 OLD_CARRIER, NEW_CARRIER = "Carrier A", "Carrier B"
@@ -188,3 +199,66 @@ def esim_serve(folder: Path, extra: Sequence[str] = ()) -> Iterator[EsimWorld]:
         yield world
     finally:
         stop_serve(world)
+
+
+async def start_smdp(files: EsimFiles) -> tuple[LoopbackSmdp, SmdpServer]:
+    """A test SM-DP+ over TLS on 127.0.0.1 (port 0), its certificate from the test CI; serve
+    must trust the TLS CA (``FLEETLOOP_EIM_SMDP_CA``)."""
+    pki = files.pki
+    cert, key, _ = files.tls
+    smdp_key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test SM-DP+")])
+    smdp_cert = make_cert(
+        name,
+        smdp_key,
+        pki.ci.subject,
+        pki.ci_key,
+        ca=False,
+        policy=DP_AUTH,
+        now=pki.ci.not_valid_before_utc,
+    )
+    smdp = LoopbackSmdp("", smdp_key, smdp_cert, pki.ci)
+    server = SmdpServer(smdp, cert, key)
+    smdp.address = f"127.0.0.1:{await server.start()}"
+    return smdp, server
+
+
+@dataclass
+class Modem:
+    """A device's modem: its IPA polls the eIM; after the eUICC enabled another profile that
+    the network serves, the LwM2M client gets a new address and updates its registration
+    (what the campaign's enable waits for). ``updates`` counts those."""
+
+    fleet: DeviceFleet
+    index: int
+    remote: HttpsIpa
+    enabled: str | None = None
+    updates: int = 0
+
+    def __post_init__(self) -> None:
+        profile = self.remote.ipa.euicc.enabled
+        self.enabled = profile.iccid if profile is not None else None
+
+    async def poll(self) -> None:
+        with contextlib.suppress(EsipaError, httpx.HTTPError):  # offline: the next poll retries
+            await self.remote.settle()
+        profile = self.remote.ipa.euicc.enabled
+        iccid = profile.iccid if profile is not None else None
+        if iccid != self.enabled and self.remote.ipa.connected:
+            self.enabled = iccid
+            self.fleet.rebind(self.index)  # the new bearer: a new address
+            self.fleet.device(self.index).trigger_update()
+            self.updates += 1
+        elif not self.remote.ipa.connected:
+            self.enabled = iccid
+
+
+async def run_modems(modems: Sequence[Modem], stop: asyncio.Event, every: float = 0.3) -> None:
+    """Every modem polls until ``stop`` is set (each on its own, as devices do)."""
+
+    async def one(modem: Modem) -> None:
+        while not stop.is_set():
+            await modem.poll()
+            await asyncio.sleep(every)
+
+    await asyncio.gather(*(one(m) for m in modems))
