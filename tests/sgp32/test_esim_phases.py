@@ -29,7 +29,7 @@ import pytest
 
 from simulators.esim.download import Es10bDownload
 from simulators.esim.https import HttpsIpa
-from simulators.esim.smdp import LoopbackSmdp, PreparedProfile
+from simulators.esim.smdp import PreparedProfile
 from simulators.fleet.runner import DeviceFleet
 from tests.integration.conftest import Api, eventually, run
 from tests.sgp32.serve_world import (
@@ -52,13 +52,21 @@ NORTH, SOUTH = 45, 5  # 10 % where carrier B does not serve
 
 
 def _euicc(
-    world: EsimWorld, smdp: LoopbackSmdp, prefix: str, n: int, *, served: bool, download: bool
+    world: EsimWorld,
+    prefix: str,
+    n: int,
+    *,
+    served: bool,
+    download: bool,
+    fallback: bool = True,
 ) -> Any:
-    """eUICC ``n``: only carrier A's profile (enabled, fallback); its IPA downloads over the
-    eIM's relay (unless ``download`` is false: it answers the trigger with an error)."""
+    """eUICC ``n``: only carrier A's profile (enabled; the fallback unless ``fallback`` is
+    false); its IPA downloads over the eIM's relay (unless ``download`` is false: it answers
+    the trigger with an error)."""
     served_by = None if served else {OLD_CARRIER}
     euicc, ipa = world.device(prefix, n, served=served_by, rollback_after=1.0)
     del euicc.profiles[NEW_ICCID]
+    euicc.profiles[OLD_ICCID].fallback = fallback
     if download:
         ipa.downloader = Es10bDownload(euicc, world.pki.ci.public_key())  # type: ignore[arg-type]
     return euicc, ipa
@@ -96,7 +104,9 @@ def test_a_region_switches_in_two_phases_and_the_unserved_one_rolls_back(tmp_pat
                     )
                 modems, items = [], []
                 for n, i in enumerate(north + south):
-                    euicc, ipa = _euicc(world, smdp, "61", n, served=i in north, download=True)
+                    euicc, ipa = _euicc(  # every 5th without a fallback profile yet
+                        world, "61", n, served=i in north, download=True, fallback=n % 5 != 0
+                    )
                     modems.append(Modem(fleet, i, HttpsIpa(ipa, client, world.esipa_url)))
                     items.append(world.import_item(euicc.eid, fleet.device(i).endpoint))
                 await api.post("/v1/esim/euiccs", {"euiccs": items}, expect=201)
@@ -153,7 +163,9 @@ def test_a_region_switches_in_two_phases_and_the_unserved_one_rolls_back(tmp_pat
                     if n < NORTH:  # switched, heard over the new profile
                         assert euicc.enabled.iccid == NEW_ICCID
                         assert modem.updates == 1
-                        assert euicc.profiles[OLD_ICCID].fallback  # the fallback is kept
+                        assert euicc.profiles[OLD_ICCID].fallback  # kept, or set first
+                        ops = await _packages(api, fleet.device(north[n]).endpoint)
+                        assert ("setFallbackAttribute" in ops) == (n % 5 == 0), ops
                     else:  # rolled back by itself (canary) or never touched (skipped)
                         assert euicc.enabled.iccid == OLD_ICCID
                         assert (
@@ -219,7 +231,7 @@ def test_download_failures_halt_before_any_enable_across_a_kill_9(tmp_path: Path
                 endpoints.extend(fleet.device(i).endpoint for i in range(DEVICES))
             items = []
             for n, endpoint in enumerate(endpoints):  # the first three cannot download
-                euicc, ipa = _euicc(world, smdp, "62", n, served=True, download=n >= BROKEN)
+                euicc, ipa = _euicc(world, "62", n, served=True, download=n >= BROKEN)
                 ipas.append(ipa)
                 items.append(world.import_item(euicc.eid, endpoint))
             await api.post("/v1/esim/euiccs", {"euiccs": items}, expect=201)
