@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.bench_transport [--duration 5] [--window 16] [--devices 4]
         [--repeat 1] [--cases a,a2,c] [--handshake-parallel 16]
     .venv/bin/python -m benchmarks.bench_transport parking [--sessions 10000]
-        [--restart-sessions 100000]
+        [--restart-sessions 100000] [--close-live]
 
 Runs, in one go and on loopback only: (a) a bare asyncio UDP echo (asyncio's datagram
 endpoint), (a2) the same echo on the socket loop fleetloop's transports use, (b) aiocoap's
@@ -350,9 +350,10 @@ async def _parking_server(port_file: Path, data_dir: Path) -> None:
         elif op == "close":
             t = time.perf_counter()
             server.close()
+            close_call = time.perf_counter() - t
             await server.wait_closed()
             await store.flush()
-            answer(closed=True, write_s=time.perf_counter() - t)
+            answer(closed=True, write_s=time.perf_counter() - t, close_call_s=close_call)
             break
     await store.aclose()
 
@@ -432,6 +433,9 @@ def main_parking(args: argparse.Namespace) -> None:
         proc, started, port = spawn()
         took = asyncio.run(_parking_handshakes(port, args.sessions, args.handshake_parallel))
         live = ask(proc, op="stats")
+        if args.close_live:
+            main_close_live(args, spawn, ask, proc, live, took)
+            return
         parked = ask(proc, op="park")
         restore = ask(proc, op="restore", n=min(1000, args.sessions))
         persist = [ask(proc, op="persist")["write_us_per_row"] for _ in range(3)]
@@ -489,6 +493,41 @@ def main_parking(args: argparse.Namespace) -> None:
     print("```")
 
 
+def main_close_live(
+    args: argparse.Namespace,
+    spawn: Any,
+    ask: Any,
+    proc: subprocess.Popen[str],
+    live: dict[str, Any],
+    took: float,
+) -> None:
+    """A graceful stop with every session live: how long ``close()`` + ``wait_closed()``
+    take to park and store them all, and whether the next process loads every one."""
+    closed = ask(proc, op="close")
+    proc.wait(60)
+    proc2, loaded, _ = spawn()
+    ask(proc2, op="close")
+    proc2.wait(60)
+    rows = {
+        "sessions": args.sessions,
+        "handshakes_per_s": args.sessions / took,
+        "live_sessions_at_stop": live["live"],
+        "graceful_stop_s": closed["write_s"],
+        "graceful_stop_close_call_s": closed.get("close_call_s", float("nan")),
+        "loaded_by_next_process": loaded["loaded"],
+        "lost": live["live"] - loaded["loaded"],
+    }
+    print("| figure | value |")
+    print("|---|---:|")
+    for name, value in rows.items():
+        text = f"{value:.3f}" if isinstance(value, float) else str(value)
+        print(f"| {name} | {text} |")
+    print()
+    print("```json")
+    print(json.dumps({"date": datetime.now(UTC).isoformat(timespec="seconds"), **rows}))
+    print("```")
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "parking-serve":
         import asyncio
@@ -505,6 +544,11 @@ def main() -> None:
             type=int,
             default=0,
             help="also restart with this many stored sessions (copies of the real ones)",
+        )
+        parser.add_argument(
+            "--close-live",
+            action="store_true",
+            help="instead: stop gracefully with every session live; time it, count the loss",
         )
         main_parking(parser.parse_args())
         return

@@ -18,7 +18,7 @@ once committed, reads run on a reader thread.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Insert, Table, bindparam, delete, select
@@ -97,7 +97,14 @@ class DtlsSessionRepository:
 
 
 class StoreDtlsSessions:
-    """The transport's ``SessionStore`` over a :class:`~lwm2m.store.store.Store`."""
+    """The transport's ``SessionStore`` over a :class:`~lwm2m.store.store.Store`.
+
+    Writes are queued on the store's group commit *when called* (not when awaited): the
+    transport relies on that order. A session's incoming high-water mark queued by
+    :meth:`save_now` before the record is handed to the server commits in the same or an
+    earlier transaction than anything the server writes because of that record, so no
+    effect of a record can survive a crash without the mark that refuses its replay.
+    """
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -109,13 +116,23 @@ class StoreDtlsSessions:
     async def load(self, key: str) -> bytes | None:
         return await self._store.read(lambda tx: self.repository.load(tx, key))
 
-    async def save(self, blobs: Mapping[str, bytes]) -> None:
+    def save(self, blobs: Mapping[str, bytes]) -> Awaitable[None]:
+        """Queue these blobs now, in one write; the result resolves once committed."""
         items = dict(blobs)
-        await self._store.write(lambda tx: self.repository.save(tx, items))
+        return self._store.batcher.submit(lambda tx: self.repository.save(tx, items))
 
-    async def delete(self, keys: Collection[str]) -> None:
+    def delete(self, keys: Collection[str]) -> Awaitable[None]:
         items = list(keys)
-        await self._store.write(lambda tx: self.repository.delete(tx, items))
+        return self._store.batcher.submit(lambda tx: self.repository.delete(tx, items))
+
+    def save_now(self, key: str, blob: bytes) -> None:
+        """Queue one blob now, nobody waiting (consecutive ones share a statement); a failure
+        is logged and counted by the store."""
+        self._store.batcher.submit_row_nowait(self._save_rows, (key, blob))
+
+    def _save_rows(self, tx: Tx, rows: list[tuple[str, bytes]]) -> list[Any]:
+        self.repository.save(tx, dict(rows))  # the last blob of a key wins
+        return [None] * len(rows)
 
 
 __all__ = ["DtlsSessionRepository", "StoreDtlsSessions", "session_context"]

@@ -35,6 +35,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from time import monotonic as _monotonic
 from typing import Any, cast
@@ -101,6 +102,7 @@ from lwm2m.transport.errors import (
 from lwm2m.transport.interface import DatagramSink, SessionClosed
 from lwm2m.transport.parking import (
     OUT_RESERVATION,
+    OrderedSessionStore,
     ParkingError,
     SessionStore,
     counters,
@@ -120,6 +122,14 @@ from lwm2m.transport.peer import Address, CertificateIdentity, Identity, Peer, P
 from lwm2m.transport.stats import TransportStats
 
 logger = logging.getLogger("lwm2m.transport.dtls")
+
+#: A session that settled and then stayed silent this long when the next flush comes is
+#: parked there rather than snapshotted (see ``_save_new``).
+NEW_SESSION_IDLE = 0.25
+#: Most reset Mbed TLS contexts kept for the next handshakes (see ``_save_new``).
+POOL_MAX = 4096
+#: Session blobs per store write when many are written at once (a graceful stop).
+SAVE_CHUNK = 2000
 
 # Session timestamps use time.monotonic directly (the default loop's clock, minus two Python
 # calls per datagram); they are only compared with each other.
@@ -304,8 +314,17 @@ class DtlsServer(asyncio.DatagramProtocol):
         self._store = config.session_store
         self._persist = self._store is not None
         self._track_incoming = self._persist and config.persist_incoming
+        #: The store queues writes in call order with the server's own (see _mark_now).
+        self._ordered = isinstance(self._store, OrderedSessionStore)
         #: Addresses whose stored session must be written (or deleted) at the next flush.
         self._dirty: dict[Address, None] = {}
+        #: Sessions that settled since the last flush and have nothing stored yet.
+        self._unsaved: dict[Address, _Session] = {}
+        #: Reset Mbed TLS contexts of sessions parked by ``_save_new``, for new handshakes;
+        #: at most as many as handshakes started in the last flush interval.
+        self._pool: list[Any] = []
+        self._pool_cap = 0
+        self._handshakes_mark = 0
         self._writer: asyncio.Task[None] | None = None
         self._flusher: asyncio.TimerHandle | None = None
         self._handshake_deadline = 2 * config.handshake_timeout_max + 1.0
@@ -461,10 +480,21 @@ class DtlsServer(asyncio.DatagramProtocol):
         # A datagram holding exactly one record yields at most one message: skip the extra
         # readinto (and its WantReadError) that would only confirm that.
         single = n_data >= 13 and ((data[11] << 8) | data[12]) + 13 == n_data
+        track = self._track_incoming
+        if track and not single and n_data > 13:
+            # Several records: hand them to Mbed TLS one by one, so that each message
+            # delivered has the sequence number of its own (authenticated) record.
+            records = split_records(data, 1)
+            if len(records) > 1:
+                for record in records:
+                    if self._established.get(s.address) is not s:
+                        return  # the session ended on an earlier record
+                    self._on_established(s, record)
+                return
         delivered = 0
         # Once Mbed TLS returns the record's plaintext it is authentic: its sequence number is
         # the incoming high-water mark persisted for restores after a crash.
-        track = single and self._track_incoming
+        track = single and track
         seq = int.from_bytes(data[5:11], "big") if track else 0
         try:
             buf.receive_from_network(data)
@@ -472,7 +502,10 @@ class DtlsServer(asyncio.DatagramProtocol):
                 n = buf.readinto(self._rbuf, MAX_PLAINTEXT)
                 if track and seq > s.in_top:
                     s.in_top = seq
-                    self._dirty[s.address] = None
+                    if self._ordered and s.limit >= 0:
+                        self._mark_now(s)  # before the message goes up: see _mark_now
+                    else:
+                        self._dirty[s.address] = None
                 delivered += 1
                 self.stats.messages_received += 1
                 try:
@@ -513,7 +546,12 @@ class DtlsServer(asyncio.DatagramProtocol):
             return
         buf = self._spare
         if buf is None:
-            buf = self._spare = self._new_buffer()
+            if self._pool:
+                buf = self._pool.pop()
+                buf.setmtu(self._config.mtu)
+            else:
+                buf = self._new_buffer()
+            self._spare = buf
         cookie = cookie_param(addr)
         buf.setcookieparam(cookie)
         buf.receive_from_network(data)
@@ -752,7 +790,7 @@ class DtlsServer(asyncio.DatagramProtocol):
         s.fresh = False
         self._keylog_settled(s)
         if self._persist and not s.fresh and self._established.get(s.address) is s:
-            self._snapshot(s)
+            self._unsaved[s.address] = s  # saved at the next flush (``_save_new``)
 
     def _keylog_settled(self, s: _Session) -> None:
         if self._keylog is None:
@@ -1006,10 +1044,15 @@ class DtlsServer(asyncio.DatagramProtocol):
         devices carry on with the next server process without a handshake."""
         if self._closed:
             return
+        final: list[Awaitable[None]] = []
         if self._persist:
-            for s in list(self._established.values()):
-                if not (s.parkable and not s.fresh and self._park(s)):
-                    self._dirty[s.address] = None
+            try:
+                final = self._persist_all()
+            except Exception:  # the store refused (closed, overloaded): sessions are lost
+                self.stats.session_store_errors += 1
+                logger.exception("could not write the DTLS sessions at stop")
+        self._unsaved.clear()
+        self._pool.clear()
         self._shutdown_tables(notify=True)
         self._closed = True
         if self._sweeper is not None:
@@ -1019,12 +1062,44 @@ class DtlsServer(asyncio.DatagramProtocol):
             self._flusher.cancel()
             self._flusher = None
         if self._persist:
-            self._writer = self._loop.create_task(self._final_write(self._writer))
+            self._writer = self._loop.create_task(self._final_write(self._writer, final))
         if self._transport is not None:
             self._transport.close()
         if self._keylog is not None:
             self._keylog.close()
             self._keylog = None
+
+    def _persist_all(self) -> list[Awaitable[None]]:
+        """Graceful stop: leave every session the next process can resume, in bounded time.
+
+        A session already in the store and unchanged since (the mark of every record it
+        received went out with the record, see ``_mark_now``) needs nothing: the stored
+        blob resumes it. Sessions that changed are written from their snapshot; new ones
+        that were never saved are parked now (a save, ~5-15 us each). Everything is queued
+        on the store *before* this returns, in chunks of ``SAVE_CHUNK`` rows, so the
+        store's own flush at shutdown commits it even if the caller stops waiting for
+        :meth:`wait_closed`. Sessions left this way get no close_notify."""
+        established = self._established
+        for s in list(established.values()):
+            if s.snap is None and not (s.parkable and not s.fresh and self._park(s)):
+                self._dirty[s.address] = None  # cannot be resumed: its stored copy goes
+        saves, deletes, _ = self._collect()
+        for s in list(established.values()):
+            if s.snap is not None and s.peer is not None:
+                del established[s.address]  # stored: resumed by the next process
+        return self._submit(saves, deletes)
+
+    def _submit(self, saves: dict[str, bytes], deletes: list[str]) -> list[Awaitable[None]]:
+        """Queue these writes on the store now (see ``SessionStore``), in order."""
+        store = self._store
+        assert store is not None
+        pending: list[Awaitable[None]] = []
+        keys = list(saves)
+        for start in range(0, len(keys), SAVE_CHUNK):
+            pending.append(store.save({k: saves[k] for k in keys[start : start + SAVE_CHUNK]}))
+        if deletes:
+            pending.append(store.delete(deletes))
+        return pending
 
     def _shutdown_tables(self, *, notify: bool) -> None:
         for s in list(self._handshaking.values()):
@@ -1069,9 +1144,40 @@ class DtlsServer(asyncio.DatagramProtocol):
         s.reserve = s.out_next + OUT_RESERVATION
         self._dirty[s.address] = None
 
-    def _park(self, s: _Session) -> bool:
-        """Save ``s`` and free its context; ``False`` (and ``s`` untouched) if Mbed TLS
-        cannot save it."""
+    def _save_new(self) -> None:
+        """Give the sessions that settled since the last flush something to store.
+
+        A new session that has been silent since (a device that handshook, registered and
+        went quiet: every device of a registration storm) is parked: saving is ~5 us, while
+        a snapshot is a save *and* a reload into a fresh Mbed TLS context (~35 us, mostly
+        allocating and clearing its 2 x 16 KiB record buffers). Its device's next record, or
+        the server's next message to it, restores it -- the reload a snapshot would have done
+        now, and a session idle for ``park_after`` is parked anyway. The parked sessions'
+        contexts (reset by the save) are kept for the next handshakes instead of
+        allocating new ones, at most as many as handshakes started in the last interval.
+        A session still talking is snapshotted, as a parked one would only be restored at
+        once."""
+        started = self.stats.handshakes_started
+        self._pool_cap = min(POOL_MAX, started - self._handshakes_mark)
+        self._handshakes_mark = started
+        del self._pool[self._pool_cap :]
+        unsaved = self._unsaved
+        if not unsaved:
+            return
+        self._unsaved = {}
+        cutoff = _monotonic() - NEW_SESSION_IDLE
+        park = self._config.park_after is not None
+        established = self._established
+        for addr, s in unsaved.items():
+            if established.get(addr) is not s or s.snap is not None:
+                continue  # gone, or restored/snapshotted since (keylog, unpark)
+            if park and s.last_seen <= cutoff and s.parkable and self._park(s, recycle=True):
+                continue
+            self._snapshot(s)
+
+    def _park(self, s: _Session, *, recycle: bool = False) -> bool:
+        """Save ``s`` and free its context (``recycle``: keep the reset context in the pool
+        for a new handshake); ``False`` (and ``s`` untouched) if Mbed TLS cannot save it."""
         if s.peer is None or s.fresh:
             return False
         try:
@@ -1081,6 +1187,9 @@ class DtlsServer(asyncio.DatagramProtocol):
             self.stats.park_failures += 1
             return False
         self._remove_established(s)
+        if recycle and len(self._pool) < self._pool_cap:
+            self._pool.append(s.buffer)  # reset by the save: as good as a new context
+            s.buffer = None
         out_next, _ = counters(conn)
         reserve = s.reserve
         if self._persist and reserve < out_next + OUT_RESERVATION // 2:
@@ -1136,6 +1245,30 @@ class DtlsServer(asyncio.DatagramProtocol):
         self._insert_established(s)
         self.stats.sessions_restored += 1
         return s
+
+    def _mark_now(self, s: _Session) -> None:
+        """Queue ``s``'s blob with its new incoming high-water mark *before* the record's
+        message is handed up. The store commits its writes in queue order, so whatever the
+        server writes because of this record (a registration, an Update, telemetry, an
+        operation's result) commits in the same transaction as the mark or a later one: after
+        a ``kill -9``, a record whose effects survived is refused when replayed, and one whose
+        mark was lost left no effect. Only sessions with a blob that may be in the store
+        (``limit >= 0``) need it: any other is not restored after a crash."""
+        peer = s.peer
+        snap = s.snap
+        if peer is None or snap is None:
+            self._dirty[s.address] = None
+            return
+        wall = time.time()
+        blob = encode_blob(wall, s.reserve, s.in_top, peer.identity, snap)
+        try:
+            self._store.save_now(peer_key(s.address), blob)  # type: ignore[union-attr]
+        except Exception:
+            self.stats.session_store_errors += 1
+            self._log_internal("could not queue a DTLS session mark", exc_info=True)
+            self._dirty[s.address] = None
+            return
+        self.stats.incoming_marks += 1
 
     def _may_send(self, s: _Session) -> bool:
         """Keep outgoing sequence numbers below every reservation that may be stored; ask
@@ -1205,6 +1338,7 @@ class DtlsServer(asyncio.DatagramProtocol):
         if self._closed:
             return
         try:
+            self._save_new()
             self._flush_dirty()
         except Exception:
             self.stats.internal_errors += 1
@@ -1212,17 +1346,32 @@ class DtlsServer(asyncio.DatagramProtocol):
         self._flusher = self._loop.call_later(self._config.persist_interval, self._on_flush_timer)
 
     def _flush_dirty(self) -> None:
-        """Write every changed session to the store (one write in flight at a time, so the
-        store sees them in order)."""
+        """Write every changed session to the store (queued now, so in order with the
+        incoming marks; one flush in flight at a time)."""
         if not self._dirty or (self._writer is not None and not self._writer.done()):
             return
-        self._writer = self._loop.create_task(self._write(*self._collect()))
+        saves, deletes, issued = self._collect()
+        try:
+            pending = self._submit(saves, deletes)
+        except Exception:
+            pending = [self._failed_submit()]
+        self._writer = self._loop.create_task(self._write(pending, saves, deletes, issued))
 
-    async def _final_write(self, previous: asyncio.Task[None] | None) -> None:
+    @staticmethod
+    async def _failed_submit() -> None:
+        raise TransportClosed("the session store refused the write")
+
+    async def _final_write(
+        self, previous: asyncio.Task[None] | None, final: list[Awaitable[None]]
+    ) -> None:
         if previous is not None and not previous.done():
             await asyncio.wait([previous])
-        if self._dirty:
-            await self._write(*self._collect())
+        for write in final:
+            try:
+                await write
+            except Exception:
+                self.stats.session_store_errors += 1
+                self._log_internal("could not write DTLS sessions at stop", exc_info=True)
 
     def _collect(self) -> tuple[dict[str, bytes], list[str], list[_Issued]]:
         wall = time.time()
@@ -1256,15 +1405,15 @@ class DtlsServer(asyncio.DatagramProtocol):
         return saves, deletes, issued
 
     async def _write(
-        self, saves: dict[str, bytes], deletes: list[str], issued: list[_Issued]
+        self,
+        pending: list[Awaitable[None]],
+        saves: dict[str, bytes],
+        deletes: list[str],
+        issued: list[_Issued],
     ) -> None:
-        store = self._store
-        assert store is not None
         try:
-            if saves:
-                await store.save(saves)
-            if deletes:
-                await store.delete(deletes)
+            for write in pending:
+                await write
         except Exception:
             self.stats.session_store_errors += 1
             self._log_internal("could not write DTLS sessions to the store", exc_info=True)

@@ -37,7 +37,7 @@ Blob layout (all big-endian)::
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, runtime_checkable
 
@@ -67,8 +67,9 @@ class SessionStore(Protocol):
     """Where parked DTLS sessions are kept across restarts, by peer key (:func:`peer_key`).
 
     Provided by the server wiring (``lwm2m.store.dtls_sessions`` has SQLite and PostgreSQL);
-    the transport only calls these. ``save`` and ``delete`` return once the change is
-    committed; the transport never waits on them in its receive path.
+    the transport only calls these. ``save`` and ``delete`` queue their write when called
+    (in call order) and the awaitable they return resolves once it is committed; the
+    transport never waits on them in its receive path.
     """
 
     async def load_all(self) -> Sequence[tuple[str, bytes]]:
@@ -77,11 +78,22 @@ class SessionStore(Protocol):
 
     async def load(self, key: str) -> bytes | None: ...
 
-    async def save(self, blobs: Mapping[str, bytes]) -> None:
+    def save(self, blobs: Mapping[str, bytes]) -> Awaitable[None]:
         """Insert or replace these blobs, in one transaction."""
         ...
 
-    async def delete(self, keys: Collection[str]) -> None: ...
+    def delete(self, keys: Collection[str]) -> Awaitable[None]: ...
+
+
+@runtime_checkable
+class OrderedSessionStore(SessionStore, Protocol):
+    """A :class:`SessionStore` that shares one ordered write queue with the server's other
+    writes, so a blob queued before a record is handed on commits no later than what the
+    record causes (see ``DtlsServer`` "replay after a crash")."""
+
+    def save_now(self, key: str, blob: bytes) -> None:
+        """Queue one blob now; nobody waits for it."""
+        ...
 
 
 def peer_key(address: Address) -> str:
@@ -298,6 +310,7 @@ def parked_last_seen(entry: bytes) -> int:
 
 __all__ = [
     "OUT_RESERVATION",
+    "OrderedSessionStore",
     "ParkingError",
     "SessionStore",
     "StoredSession",

@@ -62,6 +62,7 @@ class TransportStats:
     sessions_persisted: int = 0  #: session blobs written to the store
     session_store_errors: int = 0  #: the session store raised (logged, rate-limited)
     sends_deferred: int = 0  #: sends refused until a sequence-number reservation is stored
+    incoming_marks: int = 0  #: blobs queued ahead of a record's message (replay after a crash)
 
     def snapshot(self) -> dict[str, int]:
         """A copy of all counters, for metrics export and tests."""

@@ -5,7 +5,9 @@ The serve is killed with SIGKILL and started again on the same data directory an
 device carries on over its old session: its Update is answered, the server reads a resource
 from it, and the capture holds no ClientHello after the restart. A record captured before the
 crash and replayed afterwards is refused (no answer), and every record the new process sends
-has a higher sequence number than any the old one sent.
+has a higher sequence number than any the old one sent. The kill comes right after the
+Update was answered, well inside the session store's 1 s flush interval: the Update's
+incoming mark was queued before the Update itself, so it is committed with it.
 """
 
 from __future__ import annotations
@@ -50,10 +52,12 @@ def test_a_dtls_device_keeps_its_session_across_kill_9(tmp_path: Path) -> None:
         await device.start()
         try:
             await asyncio.wait_for(device.wait_registered(), 20)
+            await asyncio.sleep(1.5)  # > persist_interval: the new session is in the store
             mark = len(device.events)
             device.trigger_update()
             await device.wait_event(Updated, 10, since=mark)
-            await asyncio.sleep(1.5)  # > persist_interval: the session's counters are stored
+            # kill -9 right after the answer: the Update's record is the newest the server
+            # took, and its replay must still be refused (its mark went out with it)
             hellos = sum(1 for d, data in relay.captured if d == "c2s" and is_client_hello(data))
             update = next(
                 data for d, data in reversed(relay.captured) if d == "c2s" and _app_records([data])

@@ -330,6 +330,58 @@ def test_sessions_survive_a_graceful_restart_with_a_store(tmp_path: Path) -> Non
     run(scenario())
 
 
+def test_a_graceful_stop_queues_every_live_session_before_close_returns(tmp_path: Path) -> None:
+    """Many live sessions in three states at the stop: stored and unchanged since, stored and
+    talked since, and new (never saved). ``close()`` queues what they need on the store before
+    it returns, so the store's own flush at shutdown keeps them all even when the server's
+    owner stops waiting for ``wait_closed()`` (``serve`` waits 2 s); the next process
+    resumes every one without a handshake. (Before, close() parked them all and left the
+    writing to a task, which the store, closed right away, never saw.)"""
+    n = 60
+
+    async def scenario() -> None:
+        store, sessions, server = await _restartable(tmp_path, park_after=None)
+        clients: list[tuple[DtlsClient, Collector]] = []
+        relays: list[tuple[Relay, DtlsClient, Collector]] = []  # every 7th device, relayed
+        try:
+            for i in range(n):
+                if i == n // 2:  # the first half reaches the store, untouched since
+                    await asyncio.sleep(0.4)
+                    assert server.stats.sessions_persisted >= n // 2
+                if i % 7 == 3:
+                    relay, client, sink = await _relayed_client(server)
+                    relays.append((relay, client, sink))
+                else:
+                    client, sink = await psk_client(server.local_address[1])
+                assert await echo_roundtrip(client, sink, 1) == ECHO
+                clients.append((client, sink))
+            for client, sink in clients[:10]:  # stored, then talked again
+                assert await echo_roundtrip(client, sink, 2) == ECHO
+            assert server.session_count == n
+            server.close()
+            store.close()  # at once: no task of the server runs after close() returned
+            store = await asyncio.to_thread(Store.open, None, tmp_path)
+            sessions = StoreDtlsSessions(store)
+            assert len(await sessions.load_all()) == n
+            server, _ = await dtls_echo_server(psk_server_config(session_store=sessions))
+            assert server.parked_count == n
+            for relay, client, sink in relays:  # new, stored, stored and talked since
+                relay.server = server.local_address
+                assert await echo_roundtrip(client, sink, 3) == ECHO
+            assert server.stats.handshakes_started == 0
+            assert server.stats.sessions_restored == len(relays)
+        finally:
+            for client, _ in clients:
+                client.close()
+            for relay, _, _ in relays:
+                relay.close()
+            server.close()
+            await server.wait_closed()
+            await store.aclose()
+
+    run(scenario(), timeout=60)
+
+
 def test_after_a_crash_sequence_numbers_jump_and_replays_are_refused(tmp_path: Path) -> None:
     """A crash is simulated by dropping the server without close(): nothing more is written.
     (tests/hardening/test_dtls_restart.py does it with kill -9 of a real serve.)"""

@@ -60,6 +60,10 @@ def test_the_table_comes_with_the_store_schema(target: StoreTarget) -> None:  # 
     opened = target.open()
     try:
         opened.create_schema(now=0.0)
-        asyncio.run(StoreDtlsSessions(opened).save({"k 1": BLOB_A}))
+
+        async def save() -> None:  # writes are queued on the running loop's store writer
+            await StoreDtlsSessions(opened).save({"k 1": BLOB_A})
+
+        asyncio.run(save())
     finally:
         opened.close()
