@@ -516,6 +516,9 @@ def status(cid: str, watch: bool, as_json: bool) -> None:
     show_status(found)
 
 
+campaign.add_command(status, name="show")  # `campaign show ID`: the same as status
+
+
 @campaign.command("report")
 @click.argument("cid", metavar="ID")
 @click.option("--limit", type=click.IntRange(1, 10000), default=1000, show_default=True)

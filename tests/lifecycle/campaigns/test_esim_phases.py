@@ -306,3 +306,43 @@ def test_a_restart_between_the_phases_resumes_and_the_enable_waits_for_a_registr
             assert actions.count("campaign.esim_registered") == 7
 
     asyncio.run(asyncio.wait_for(case(), 60))
+
+
+def test_the_cli_builds_the_esim_kind_and_shows_the_phases(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import click
+
+    from cli.campaign_cmd import _spec as cli_spec
+    from cli.campaign_cmd import show_status
+    from lifecycle.campaigns.runs import CampaignRun, WaveRun
+    from lifecycle.campaigns.views import status_of
+
+    flags = {
+        "name": "carrier B",
+        "select": "region=north",
+        "kind": "esim",
+        "iccid": NEW,
+        "activation_code": CODE,
+        "apn": "carrier-b-iot",
+    }
+    spec, _, flagged = cli_spec(None, flags)
+    assert spec["kind"] == "esim" and spec["esim"] == {"iccid": NEW, "activation_code": CODE}
+    assert spec["change"] == [{"connectivity": "profile:carrier-b-iot"}]
+    assert {"kind", "esim"} <= flagged
+    alone, _, _ = cli_spec(None, {**flags, "apn": None})
+    parsed = parse_spec(alone)  # the switch alone: download, enable
+    assert [c.dimension for c in parsed.components] == [Dimension.ESIM_DOWNLOAD, Dimension.ESIM]
+    with pytest.raises(click.UsageError, match="--kind esim"):
+        cli_spec(None, {**flags, "kind": None})
+
+    run = CampaignRun("c-1", parsed, CampaignState.RUNNING, "op", 1.0)
+    run.waves = [WaveRun(0, "canary", 0.0, phase="download")]
+    found = status_of(run)
+    found.update(created_at="2026-12-05T08:00:00Z")
+    for wave in found["waves"]:
+        wave["cohorts"] = []
+    show_status(found)
+    out = capsys.readouterr().out
+    assert "phases download (esim_download) -> enable (esim); now: download" in out
+    assert "running (download)" in out or "pending (download)" in out
