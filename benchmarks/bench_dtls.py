@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -45,6 +46,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 BENCH_KEY = bytes.fromhex("00112233445566778899aabbccddeeff")
@@ -266,6 +268,205 @@ def _load_main(
     )
 
 
+# -- Mbed TLS alone -----------------------------------------------------------------------------
+
+
+def mbedtls_costs(n: int) -> dict[str, float]:
+    """The server side of ``n`` DTLS-PSK handshakes with python-mbedtls alone, in memory (no
+    sockets, no asyncio, no fleetloop): microseconds per handshake for each step, so the
+    transport's figures can be read against what Mbed TLS itself must do."""
+    from mbedtls import tls
+    from mbedtls.tls import HelloVerifyRequest, WantReadError, WantWriteError
+
+    over = tls.HandshakeStep.HANDSHAKE_OVER
+    common: dict[str, Any] = {
+        "ciphers": CIPHERS,
+        "lowest_supported_version": tls.DTLSVersion.DTLSv1_2,
+        "highest_supported_version": tls.DTLSVersion.DTLSv1_2,
+        "validate_certificates": False,
+    }
+    server = tls.ServerContext(
+        tls.DTLSConfiguration(anti_replay=True, pre_shared_key_store={"dev": BENCH_KEY}, **common)
+    )
+    client = tls.ClientContext(tls.DTLSConfiguration(pre_shared_key=("dev", BENCH_KEY), **common))
+
+    def step(buf: Any) -> None:
+        while buf._handshake_state is not over:
+            try:
+                buf.do_handshake()
+            except WantWriteError:
+                continue
+            except WantReadError:
+                return
+
+    def out(buf: Any) -> bytes:
+        data: bytes = buf.peek_outgoing(1 << 16)
+        buf.consume_outgoing(len(data))
+        return data
+
+    names = ("context", "cookie", "handshake", "record_in_out", "save", "restore")
+    spent = dict.fromkeys(names, 0.0)
+    clock = time.perf_counter
+    for i in range(n):
+        c = client.wrap_buffers(None)
+        step(c)
+        hello = out(c)
+        t0 = clock()
+        s = server.wrap_buffers()
+        t1 = clock()
+        cookie = b"127.0.0.1:%d" % i
+        s.setcookieparam(cookie)
+        s.receive_from_network(hello)
+        with contextlib.suppress(HelloVerifyRequest):
+            step(s)
+        verify = out(s)
+        t2 = clock()
+        c.receive_from_network(verify)
+        step(c)
+        hello = out(c)
+        t3 = clock()
+        s.setcookieparam(cookie)
+        s.receive_from_network(hello)
+        step(s)
+        flight = out(s)
+        t4 = clock()
+        c.receive_from_network(flight)
+        step(c)
+        finished = out(c)
+        t5 = clock()
+        s.receive_from_network(finished)
+        step(s)
+        flight = out(s)
+        t6 = clock()
+        c.receive_from_network(flight)
+        step(c)
+        c.write(b"\x44\x02\x00\x01" + b"x" * 60)
+        record = out(c)
+        t7 = clock()
+        s.receive_from_network(record)
+        s.read(2048)
+        s.write(b"\x64\x41\x00\x01")
+        out(s)
+        t8 = clock()
+        connection = s.__getstate__()["connection"]  # type: ignore[index]
+        t9 = clock()
+        restored: Any = tls.TLSWrappedBuffer.__new__(tls.TLSWrappedBuffer)
+        restored.__setstate__(
+            {"connection": connection, "context": server, "server_hostname": None}
+        )
+        t10 = clock()
+        spent["context"] += t1 - t0
+        spent["cookie"] += t2 - t1
+        spent["handshake"] += (t4 - t3) + (t6 - t5)
+        spent["record_in_out"] += t8 - t7
+        spent["save"] += t9 - t8
+        spent["restore"] += t10 - t9
+    result = {f"{k}_us": round(v / n * 1e6, 1) for k, v in spent.items()}
+    result["handshake_total_us"] = round(
+        sum(spent[k] for k in ("context", "cookie", "handshake", "record_in_out")) / n * 1e6, 1
+    )
+    return result
+
+
+# -- the transport alone ---------------------------------------------------------------------------
+
+
+def _bare_main(conn: Connection, data_dir: str) -> None:
+    asyncio.run(_bare(conn, data_dir))
+
+
+async def _bare(conn: Connection, data_dir: str) -> None:
+    """``--server transport``: what the DM server's DTLS channel costs without LwM2M: the
+    ``DtlsServer`` with a sealed SQLite session store (as ``serve`` wires it), the CoAP core
+    and shell, and a handler answering every request 2.01 at once (no registration)."""
+    import random
+
+    from aiocoap import Message
+    from aiocoap.numbers.codes import Code
+
+    from benchmarks.bench_fleet import thread_cpu_seconds
+    from lwm2m.coap import CoapEndpoint, Event, RequestReceived
+    from lwm2m.store import Store
+    from lwm2m.store.dtls_sessions import StoreDtlsSessions
+    from lwm2m.store.secrets import bind, load_box
+    from lwm2m.transport import DtlsServer, DtlsServerConfig
+    from lwm2m.transport.coap_shell import CoapShell
+
+    class AnyBenchKey:
+        def lookup(self, identity: bytes) -> bytes | None:
+            return BENCH_KEY if identity.startswith(b"hs") else None
+
+    store = Store.open(None, data_dir)
+    store.create_schema()
+    bind(store, load_box(Path(data_dir)))  # blobs sealed, as in serve
+    core = CoapEndpoint(rng=random.Random(1))
+    shell: CoapShell[Event]
+    answered = 0
+
+    def on_event(event: Event) -> None:
+        nonlocal answered
+        if isinstance(event, RequestReceived):
+            answered += 1
+            core.respond(event.request, Message(code=Code.CREATED), shell.now())
+
+    shell = CoapShell(core, on_event)
+    server = await DtlsServer.create(
+        shell,
+        DtlsServerConfig(psk_store=AnyBenchKey(), session_store=StoreDtlsSessions(store)),
+        "127.0.0.1",
+        0,
+        on_session_closed=shell.session_closed,
+        receive_buffer=4 << 20,
+    )
+    shell.attach(server)
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+
+    def on_command() -> None:
+        command = conn.recv()["cmd"]
+        if command == "ports":
+            conn.send({"coaps": server.local_address[1]})
+        elif command == "stats":
+            conn.send(
+                {
+                    "registrations": answered,
+                    "threads_cpu": thread_cpu_seconds(),
+                    "transport": server.stats.snapshot(),
+                }
+            )
+        elif command == "psk":
+            conn.send({"provisioned": 0})  # every hs* identity has the key
+        elif command == "stop":
+            done.set()
+
+    loop.add_reader(conn.fileno(), on_command)
+    await done.wait()
+    loop.remove_reader(conn.fileno())
+    server.close()
+    await server.wait_closed()
+    await store.aclose()
+    conn.send({"stopped": True})
+
+
+def _transport_server() -> Any:
+    """The bare transport in a ``ServerProcess`` of its own (same interface)."""
+    import tempfile
+
+    from benchmarks.bench_fleet import ServerProcess
+
+    class TransportProcess(ServerProcess):
+        def __init__(self) -> None:
+            self.tmp = tempfile.TemporaryDirectory(prefix="bench-dtls-")
+            context = mp.get_context("spawn")
+            self.conn, child = context.Pipe()
+            self.process = context.Process(target=_bare_main, args=(child, self.tmp.name))
+            self.process.start()
+            self.pid = self.process.pid or 0
+            self.coaps = self.ask({"cmd": "ports"}, timeout=60)["coaps"]
+
+    return TransportProcess()
+
+
 # -- one run ------------------------------------------------------------------------------------
 
 
@@ -276,7 +477,7 @@ def one_run(run: int, args: argparse.Namespace) -> dict[str, Any]:
         args.devices // args.procs + (1 if p < args.devices % args.procs else 0)
         for p in range(args.procs)
     ]
-    server = ServerProcess()
+    server = ServerProcess() if args.server == "lwm2m" else _transport_server()
     try:
         rows = [
             (endpoint(run, p, i), endpoint(run, p, i), BENCH_KEY.hex())
@@ -392,7 +593,26 @@ def main() -> None:
         "--profile", default="", help="py-spy the server over each storm into PREFIX.RUN.txt"
     )
     parser.add_argument("--native", action="store_true", help="py-spy --native")
+    parser.add_argument(
+        "--mbedtls",
+        action="store_true",
+        help="instead: Mbed TLS's own server-side cost per handshake, in memory",
+    )
+    parser.add_argument(
+        "--server",
+        choices=("lwm2m", "transport"),
+        default="lwm2m",
+        help="the DM server (default), or its DTLS channel alone answering 2.01 at once",
+    )
     args = parser.parse_args()
+    if args.mbedtls:
+        costs = [mbedtls_costs(2000) for _ in range(args.repeat)]
+        print("| Mbed TLS, server side, per handshake | median (range), us |")
+        print("|---|---:|")
+        for key in costs[0]:
+            values = [c[key] for c in costs]
+            print(f"| {key} | {statistics.median(values):g} ({min(values):g}-{max(values):g}) |")
+        return
     runs = []
     for run in range(args.repeat):
         base = baseline(args.baseline_seconds)

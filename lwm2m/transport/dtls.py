@@ -105,6 +105,7 @@ from lwm2m.transport.parking import (
     OrderedSessionStore,
     ParkingError,
     SessionStore,
+    blob_reservation,
     counters,
     decode_blob,
     encode_blob,
@@ -321,10 +322,11 @@ class DtlsServer(asyncio.DatagramProtocol):
         #: Sessions that settled since the last flush and have nothing stored yet.
         self._unsaved: dict[Address, _Session] = {}
         #: Reset Mbed TLS contexts of sessions parked by ``_save_new``, for new handshakes;
-        #: at most as many as handshakes started in the last flush interval.
+        #: at most as many as handshakes started in the last two flush intervals.
         self._pool: list[Any] = []
         self._pool_cap = 0
-        self._handshakes_mark = 0
+        #: ``handshakes_started`` at the last two flushes.
+        self._handshake_marks = [0, 0]
         self._writer: asyncio.Task[None] | None = None
         self._flusher: asyncio.TimerHandle | None = None
         self._handshake_deadline = 2 * config.handshake_timeout_max + 1.0
@@ -549,6 +551,7 @@ class DtlsServer(asyncio.DatagramProtocol):
             if self._pool:
                 buf = self._pool.pop()
                 buf.setmtu(self._config.mtu)
+                stats.contexts_reused += 1
             else:
                 buf = self._new_buffer()
             self._spare = buf
@@ -665,7 +668,13 @@ class DtlsServer(asyncio.DatagramProtocol):
                     s.psk_identity = psk.found
                 if psk.errors != store_errors:
                     self.stats.psk_store_errors += psk.errors - store_errors
-        if self._flush(buf, s.address):
+        sent = self._flush(buf, s.address)
+        if over:
+            # No timer: if our last flight is lost, the client resends its own, and Mbed TLS
+            # answers that from the established session (see _on_established).
+            self._promote(s)
+            return
+        if sent:
             # New flight (the peer's flight completed) or a retransmission (our timer fired):
             # Mbed TLS restarted its timer at rto, or at twice the previous one.
             cfg = self._config
@@ -677,8 +686,6 @@ class DtlsServer(asyncio.DatagramProtocol):
         elif from_timer:
             # Mbed TLS's timer had not expired yet (our estimate ran early): look again soon.
             self._arm(s, min(s.rto, 0.25))
-        if over:
-            self._promote(s)
 
     def _arm(self, s: _Session, delay: float) -> None:
         if s.timer is not None:
@@ -1154,24 +1161,31 @@ class DtlsServer(asyncio.DatagramProtocol):
         the server's next message to it, restores it -- the reload a snapshot would have done
         now, and a session idle for ``park_after`` is parked anyway. The parked sessions'
         contexts (reset by the save) are kept for the next handshakes instead of
-        allocating new ones, at most as many as handshakes started in the last interval.
+        allocating new ones, at most as many as handshakes started in the last two
+        intervals (so the pool empties once handshakes stop).
         A session still talking is snapshotted, as a parked one would only be restored at
         once."""
         started = self.stats.handshakes_started
-        self._pool_cap = min(POOL_MAX, started - self._handshakes_mark)
-        self._handshakes_mark = started
+        marks = self._handshake_marks
+        self._pool_cap = min(POOL_MAX, started - marks[0])
+        marks[0], marks[1] = marks[1], started
         del self._pool[self._pool_cap :]
         unsaved = self._unsaved
         if not unsaved:
             return
-        self._unsaved = {}
-        cutoff = _monotonic() - NEW_SESSION_IDLE
+        self._unsaved = later = {}
+        now = _monotonic()
+        cutoff = now - NEW_SESSION_IDLE
+        young = now - self._config.persist_interval
         park = self._config.park_after is not None
         established = self._established
         for addr, s in unsaved.items():
             if established.get(addr) is not s or s.snap is not None:
                 continue  # gone, or restored/snapshotted since (keylog, unpark)
             if park and s.last_seen <= cutoff and s.parkable and self._park(s, recycle=True):
+                continue
+            if s.started > young:
+                later[addr] = s  # still talking but only just begun: look again next time
                 continue
             self._snapshot(s)
 
@@ -1395,7 +1409,7 @@ class DtlsServer(asyncio.DatagramProtocol):
             if entry is not None:
                 blob = parked_blob(entry)
                 saves[key] = blob
-                reserve = decode_blob(blob).out_reservation
+                reserve = blob_reservation(blob)
                 if parked_limit(entry) < 0:
                     entry = parked[addr] = pack_parked(reserve, blob)
                 issued.append((entry, addr, reserve))

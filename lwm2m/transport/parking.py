@@ -261,6 +261,11 @@ def encode_blob(
     )
 
 
+def blob_reservation(blob: bytes) -> int:
+    """The outgoing reservation in a blob's header (no decoding of the rest)."""
+    return int.from_bytes(blob[5:11], "big")
+
+
 def decode_blob(blob: bytes) -> StoredSession:
     """Raises :class:`ParkingError` for anything but a well-formed version-1 blob."""
     if len(blob) < _HEADER_LEN or blob[0] != BLOB_VERSION:
@@ -314,6 +319,7 @@ __all__ = [
     "ParkingError",
     "SessionStore",
     "StoredSession",
+    "blob_reservation",
     "counters",
     "decode_blob",
     "encode_blob",

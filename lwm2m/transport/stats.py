@@ -63,6 +63,7 @@ class TransportStats:
     session_store_errors: int = 0  #: the session store raised (logged, rate-limited)
     sends_deferred: int = 0  #: sends refused until a sequence-number reservation is stored
     incoming_marks: int = 0  #: blobs queued ahead of a record's message (replay after a crash)
+    contexts_reused: int = 0  #: handshakes given the reset context of a session parked new
 
     def snapshot(self) -> dict[str, int]:
         """A copy of all counters, for metrics export and tests."""

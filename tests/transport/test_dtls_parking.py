@@ -34,6 +34,7 @@ from lwm2m.transport.parking import (
 from lwm2m.transport.peer import CertificateIdentity, PskIdentity
 from tests.transport.helpers import (
     PSK_IDENTITY,
+    PSK_KEY,
     Collector,
     Pki,
     Relay,
@@ -224,6 +225,54 @@ def test_over_the_live_cap_the_least_recently_used_session_is_parked_not_evicted
             for client, _ in clients:
                 client.close()
             server.close()
+
+    run(scenario())
+
+
+def test_a_new_silent_session_is_parked_at_the_next_flush_and_its_context_serves_the_next_device(
+    tmp_path: Path,
+) -> None:
+    """A device that handshook, sent one record and went quiet is parked at the next flush
+    (not kept live with a snapshot). Its Mbed TLS context, reset by the save, carries the next
+    device's handshake (another identity): that device gets its own identity, and both
+    sessions keep working, the first one restored without a handshake."""
+    other = (b"urn:dev:other", bytes(range(100, 116)))
+
+    async def scenario() -> None:
+        store = await asyncio.to_thread(Store.open, None, tmp_path)
+        await asyncio.to_thread(store.create_schema)
+        config = psk_server_config(
+            session_store=StoreDtlsSessions(store),
+            persist_interval=0.3,
+            keys={PSK_IDENTITY: PSK_KEY, other[0]: other[1]},
+        )
+        server, responder = await dtls_echo_server(config)
+        relay, first, first_sink = await _relayed_client(server)
+        second: DtlsClient | None = None
+        try:
+            assert await echo_roundtrip(first, first_sink, 1) == ECHO
+            hellos = _client_hellos(relay)  # with the cookie exchange's
+            await eventually(lambda: server.parked_count == 1, timeout=3)
+            assert server.session_count == 0
+            await eventually(lambda: server.stats.sessions_persisted >= 1, timeout=3)
+            second, second_sink = await psk_client(
+                server.local_address[1], identity=other[0], key=other[1]
+            )
+            assert server.stats.contexts_reused == 1
+            assert await echo_roundtrip(second, second_sink, 1) == b"echo psk:" + other[0]
+            assert responder.requests[-1][1].identity == PskIdentity(other[0])
+            assert await echo_roundtrip(first, first_sink, 2) == ECHO
+            assert responder.requests[-1][1].identity == PskIdentity(PSK_IDENTITY)
+            assert server.stats.handshakes_started == 2 and _client_hellos(relay) == hellos
+            assert server.stats.sessions_restored == 1
+        finally:
+            first.close()
+            if second is not None:
+                second.close()
+            server.close()
+            await server.wait_closed()
+            relay.close()
+            await store.aclose()
 
     run(scenario())
 
