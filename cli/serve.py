@@ -344,6 +344,18 @@ class Service:
         except (esim_cmd.EsimSetupError, Sgp32Error, OSError) as err:
             message = f"cannot start the eIM (--esipa-https {settings.esipa_https}): {err}"
             raise ServeError(message) from None
+        if self.esipa is not None:  # eIM push over CoAP to IPAs that declared ipaInjectCoaps
+            from sgp32.esipa.push import CoapPush, SocketTransmit
+
+            dm_coap = self.server.coap_address  # pushes leave from the DM server's host
+            push = CoapPush(
+                self.esipa.eims,
+                self.esipa.component.handle,
+                self.server,
+                SocketTransmit(str(dm_coap[0]) if dm_coap is not None else "0.0.0.0"),
+            )
+            self.esipa.component.on_queued.append(push.queued)
+            self.esipa.component.on_stop.append(push.stop)
         sock = bind_api_socket(settings.api)
         host, port = sock.getsockname()[:2]
         _log_api_exposure(host)

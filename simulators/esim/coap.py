@@ -1,7 +1,9 @@
 """The simulated IPA over the ESipa CoAP binding (``POST /gsma/rsp2/asn1`` on the DM server's
-CoAP socket), with aiocoap as the client: Block1 for a large request, Block2 for a large
-answer, both done by the client library as a device's CoAP stack would
-(``early_block2_szx`` asks for small answer blocks, to have Block2 with small messages)."""
+CoAP socket). `CoapIpa`: aiocoap as the client -- Block1 for a large request, Block2 for a
+large answer, both done by the client library as a device's CoAP stack would
+(``early_block2_szx`` asks for small answer blocks, to have Block2 with small messages).
+`CoapDeviceIpa`: the device and its IPA on one socket of the repository's CoAP core, which
+also takes the eIM's pushes (SGP.32 ipaInjectCoaps)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from collections.abc import Callable
 from aiocoap import POST, Context, Message
 from aiocoap.numbers.codes import Code
 
+from sgp32.esipa.coap import ESIPA_SEGMENTS
+from sgp32.esipa.coap_socket import Address, CoapSocket
 from simulators.esim.https import EsipaError, HttpsIpa
 from simulators.esim.ipa import SimIpa
 
@@ -43,3 +47,54 @@ class CoapIpa(HttpsIpa):
         if response.code != Code.CHANGED:
             raise EsipaError(f"eIM answered {response.code}: {response.payload[:200]!r}")
         return response.payload or None
+
+
+class CoapDeviceIpa(HttpsIpa):
+    """A device whose one CoAP stack (the repository's core on one UDP socket) carries both
+    its LwM2M registration and its IPA: it registers with the DM server, polls the eIM at
+    ``POST /gsma/rsp2/asn1`` on the same server, and serves ``POST /gsma/rsp2/asn1`` for the
+    eIM's pushes (TransferEimPackageRequest, answered with the result when it can be given at
+    once). The eIM pushes only to an IPA that declared ipaInjectCoaps: set
+    ``SimIpa.ipa_protocols`` (e.g. ``(1, 3)``) before the eIM asks for its IpaEuiccData."""
+
+    def __init__(self, ipa: SimIpa, server: Address, clock: Callable[[], float] = time.time):
+        self.ipa = ipa
+        self.server = server
+        self.clock = clock
+        self.socket = CoapSocket(self._serve)
+        self.pushed: list[bytes] = []
+
+    async def open(self, host: str = "127.0.0.1") -> Address:
+        return await self.socket.open(host, 0)
+
+    def close(self) -> None:
+        self.socket.close()
+
+    async def register(self, endpoint: str, lifetime: int = 300) -> Message:
+        message = Message(
+            code=POST,
+            uri_path=("rd",),
+            uri_query=(f"ep={endpoint}", f"lt={lifetime}", "lwm2m=1.1", "b=U"),
+            payload=b"</1/0>,</3/0>",
+        )
+        message.opt.content_format = 40
+        return await self.socket.request(self.server, message, 10.0)
+
+    async def _post(self, sent: bytes) -> bytes | None:
+        message = Message(code=POST, uri_path=ESIPA_SEGMENTS, payload=sent)
+        message.opt.content_format = 42
+        response = await self.socket.request(self.server, message, 10.0)
+        if response.code != Code.CHANGED:
+            raise EsipaError(f"eIM answered {response.code}: {response.payload[:200]!r}")
+        return bytes(response.payload) or None
+
+    def _serve(self, request: Message, peer: Address) -> Message | None:
+        if tuple(request.opt.uri_path) != ESIPA_SEGMENTS:
+            return None
+        if request.code != POST:
+            return Message(code=Code.METHOD_NOT_ALLOWED)
+        self.pushed.append(bytes(request.payload))
+        answer = self.ipa.pushed(bytes(request.payload), self.clock(), with_result=True)
+        reply = Message(code=Code.CHANGED, payload=answer)
+        reply.opt.content_format = 42
+        return reply

@@ -59,6 +59,9 @@ class SimIpa:
     ipa_features: tuple[int, ...] = (1,)
     """IpaCapabilities.ipaFeatures it reports (1 indirectRspServerCommunication, 3
     eimCtxParams1Generation, 5 minimizeEsipaBytes)."""
+    ipa_protocols: tuple[int, ...] = ()
+    """IpaCapabilities.ipaSupportedProtocols it reports (0 ipaRetrieveHttps, 1
+    ipaRetrieveCoaps, 2 ipaInjectHttps, 3 ipaInjectCoaps); empty: the field is left out."""
 
     pushed_transactions: set[bytes] = field(default_factory=set)
     """eimTransactionIds of the packages pushed to it (one pushed and then polled runs once;
@@ -138,20 +141,43 @@ class SimIpa:
         elif self.download is not None:
             self._download_answer(self.download, message.name, message.body)
 
-    def pushed(self, data: bytes, now: float) -> bytes:
-        """A TransferEimPackageRequest the eIM pushed: the package is run like a polled one
-        (its result goes out with ProvideEimPackageResult); the answer is the
-        TransferEimPackageResponse (eimPackageReceived)."""
+    def pushed(self, data: bytes, now: float, with_result: bool = False) -> bytes:
+        """A TransferEimPackageRequest the eIM pushed: the package is run like a polled one;
+        the answer is the TransferEimPackageResponse. Its result goes out with
+        ProvideEimPackageResult (answer eimPackageReceived) -- or, `with_result` and when the
+        IPA can answer at once, in the TransferEimPackageResponse itself (euiccPackageResult,
+        ipaEuiccDataResponse); a signed result stays pending until the eIM acknowledges its
+        seqNumber (an eimAcknowledgements push, or the answer to a later
+        ProvideEimPackageResult). An eimAcknowledgements push is such an acknowledgement."""
         message = decode_from_eim(data)
         if message.name != "transferEimPackageRequest":
             return encode_to_eim("transferEimPackageResponse", ("eimPackageError", 1))
-        if message.body[0] != "eimAcknowledgements":
-            self._package(message.body, now)
-            tid = _transaction_of(*message.body)
-            if tid is not None:
-                self.pushed_transactions.add(tid)
         self.pushes += 1
+        kind, value = message.body
+        if kind == "eimAcknowledgements":
+            for seq in value:
+                self._acknowledge_seq(seq)
+            return encode_to_eim("transferEimPackageResponse", ("eimPackageReceived", None))
+        before = len(self.pending)
+        self._package(message.body, now)
+        tid = _transaction_of(kind, value)
+        if tid is not None:
+            self.pushed_transactions.add(tid)
+        if with_result and self.connected and len(self.pending) == before + 1:
+            entry = self.pending[-1]
+            if entry.kind in ("euiccPackageResult", "ipaEuiccDataResponse"):
+                if entry.seq_number is None:  # nothing to acknowledge it by: delivered now
+                    self.pending.pop()
+                return encode_to_eim("transferEimPackageResponse", (entry.kind, entry.result))
         return encode_to_eim("transferEimPackageResponse", ("eimPackageReceived", None))
+
+    def _acknowledge_seq(self, seq: int) -> None:
+        for entry in list(self.pending):
+            if entry.seq_number == seq:
+                self.pending.remove(entry)
+                if not entry.sent_over_rollback_profile and self.euicc.can_roll_back:
+                    self.euicc.confirm()  # the result reached the eIM over the new profile
+                    self.awaiting_since = None
 
     # ---- indirect profile download (the eIM relays ES9+) -----------------------------------
 
@@ -269,21 +295,25 @@ class SimIpa:
 
     def _ipa_euicc_data(self, request: dict[str, Any]) -> tuple[str, Any]:
         """IpaEuiccDataResponse: EUICCInfo2 (with the extCardResource of now), DeviceInfo and
-        IpaCapabilities -- the subset of the request's tagList it has."""
+        IpaCapabilities -- the subset of the request's tagList it has (without ES10b download
+        functions only the IpaCapabilities; an error when none of what was asked is there)."""
         tid = request.get("eimTransactionId")
-        if self.downloader is None:
+        tags = request["tagList"]
+        data: dict[str, Any] = {}
+        if b"\xbf\x22" in tags and self.downloader is not None:
+            data["euiccInfo2"] = self.downloader._euicc_info2()
+        if b"\xa8" in tags:
+            capabilities: dict[str, Any] = {"ipaFeatures": bit_string(self.ipa_features)}
+            if self.ipa_protocols:
+                capabilities["ipaSupportedProtocols"] = bit_string(self.ipa_protocols)
+            data["ipaCapabilities"] = capabilities
+        if b"\xa9" in tags and self.downloader is not None:
+            data["deviceInfo"] = self.downloader.device_info()
+        if not data:
             error: dict[str, Any] = {"ipaEuiccDataErrorCode": 127}
             if tid is not None:
                 error["eimTransactionId"] = tid
             return ("ipaEuiccDataResponseError", error)
-        tags = request["tagList"]
-        data: dict[str, Any] = {}
-        if b"\xbf\x22" in tags:
-            data["euiccInfo2"] = self.downloader._euicc_info2()
-        if b"\xa8" in tags:
-            data["ipaCapabilities"] = {"ipaFeatures": bit_string(self.ipa_features)}
-        if b"\xa9" in tags:
-            data["deviceInfo"] = self.downloader.device_info()
         if tid is not None:
             data["eimTransactionId"] = tid
         return ("ipaEuiccData", data)

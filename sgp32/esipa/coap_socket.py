@@ -1,0 +1,97 @@
+"""One plain-UDP CoAP socket on the repository's own sans-IO core, both ways: requests out
+(confirmable, retransmitted, Block1/Block2 done by :class:`lwm2m.coap.CoapEndpoint`) and --
+when a handler is given -- requests in.
+
+The eIM's CoAP push (:mod:`sgp32.esipa.push`) sends its TransferEimPackageRequests through
+one; the simulated IPA on the CoAP binding (``simulators.esim.coap``) is one: it registers over
+LwM2M, polls the eIM and answers the eIM's pushes from the same socket, as a device's single
+CoAP stack does. No DTLS here: a CoAPs push needs the device's own DTLS session with the DM
+server (docs/SGP32.md, "eIM push over CoAP").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from typing import Any
+
+from aiocoap import Message
+from aiocoap.numbers.codes import Code
+
+from lwm2m.coap import CoapEndpoint, Event, RequestFailed, RequestReceived, ResponseReceived
+from lwm2m.transport import Peer, UdpTransport
+from lwm2m.transport.coap_shell import CoapShell
+
+Address = tuple[str, int]
+Handler = Callable[[Message, Address], Message | None]
+"""Answers a request that came in (None: not served here, 4.04)."""
+
+
+class CoapSocket:
+    """`open` binds it (port 0: any free port); `request` sends one request and waits for its
+    whole response; `handler` answers what comes in (without one, everything gets 4.04)."""
+
+    def __init__(self, handler: Handler | None = None, rng: random.Random | None = None) -> None:
+        self.handler = handler
+        self.core = CoapEndpoint(rng=rng or random.SystemRandom())
+        self.shell: CoapShell[Event] = CoapShell(self.core, self._on_event)
+        self.transport: UdpTransport | None = None
+        self._futures: dict[Any, asyncio.Future[Message]] = {}
+        self.served = 0
+
+    async def open(self, host: str = "127.0.0.1", port: int = 0) -> Address:
+        self.transport = await UdpTransport.create(self.shell, host=host, port=port)
+        self.shell.attach(self.transport)
+        return self.address
+
+    @property
+    def address(self) -> Address:
+        assert self.transport is not None, "open() first"
+        host, port = self.transport.local_address[:2]
+        return str(host), int(port)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+        for future in self._futures.values():
+            if not future.done():
+                future.cancel()
+        self._futures.clear()
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, RequestReceived):
+            reply = None
+            if self.handler is not None:
+                peer = event.peer
+                where: Any = peer.address if isinstance(peer, Peer) else peer
+                reply = self.handler(event.message, (str(where[0]), int(where[1])))
+                self.served += 1
+            if reply is None:
+                reply = Message(code=Code.NOT_FOUND)
+            self.core.respond(event.request, reply, self.shell.now())
+        elif isinstance(event, ResponseReceived | RequestFailed):
+            future = self._futures.pop(event.request, None)
+            if future is not None and not future.done():
+                if isinstance(event, ResponseReceived):
+                    future.set_result(event.message)
+                else:
+                    future.set_exception(TimeoutError(f"CoAP request failed: {event.reason}"))
+
+    async def request(self, address: Address, message: Message, timeout: float) -> Message:
+        """Send `message` to `address` and wait for the whole response; TimeoutError when
+        there is none in `timeout` seconds (or the core gave up retransmitting)."""
+        assert self.transport is not None, "open() first"
+        peer = Peer((address[0], address[1]))
+        handle = self.core.send_request(peer, message, self.shell.now())
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._futures[handle] = future
+        self.shell.flush()
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            self._futures.pop(handle, None)
+            self.core.cancel_request(handle, self.shell.now())
+            self.shell.flush()
+            raise

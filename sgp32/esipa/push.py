@@ -1,0 +1,254 @@
+"""eIM-initiated ESipa over CoAP (SGP.32 ESipa.TransferEimPackage): push a queued package to
+an IPA that declared it takes one, instead of waiting for its next poll.
+
+Who gets pushes: an eUICC linked to a device registered with the DM server over plain CoAP,
+whose IPA declared ``ipaInjectCoaps`` in ``IpaCapabilities.ipaSupportedProtocols`` (bit 3) in
+the last IpaEuiccData it sent. Everyone else keeps polling -- nothing changes for them. Where
+the push goes: ``POST /gsma/rsp2/asn1`` at the address the device registered from -- the IPA
+shares the device's CoAP stack, as on the CoAP pull binding -- with the
+TransferEimPackageRequest as the body (Content-Format 42, as for the pull binding).
+
+What comes back (TransferEimPackageResponse):
+
+* ``eimPackageReceived``: the IPA runs the package; the result comes with ProvideEimPackageResult
+  as for a polled one (an enable's result has to travel over the new profile anyway).
+* ``euiccPackageResult`` / ``ePRAndNotifications`` / ``ipaEuiccDataResponse``: the result at
+  once. It carries no EID, but the push knows whom it asked: it becomes the ProvideEimPackageResult
+  of that EID and goes through the same handler as every ESipa message (signature, match,
+  audit, the esim dimension). The eIM's acknowledgement (eimAcknowledgements with the result's
+  seqNumber) is pushed back as a TransferEimPackageRequest, so the IPA can forget the result;
+  if that push is lost the IPA delivers the result again by ProvideEimPackageResult and the
+  eIM records a duplicate. Then the next queued package is pushed the same way.
+* ``eimPackageError``: the IPA could not take the package: recorded like the IPA's
+  eimPackageResultResponseError for the pushed package's eimTransactionId (the package fails).
+* no answer, an error code, garbage: logged; the package stays open and the IPA's next poll
+  gets it (the push only marked it delivered).
+
+One push at a time per EID. The sending socket is the eIM's own (:class:`CoapSocket`), not the
+DM server's: this reaches IPAs whose device address is routable from the eIM (no NAT in
+between) over plain CoAP; a push through the device's own DM session (NAT, CoAPs) needs a
+request API on :class:`lwm2m.server.LwM2MServer` that sends a non-LwM2M URI (docs/SGP32.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiocoap import Message
+from aiocoap.numbers.codes import Code
+
+from lwm2m.server import LwM2MServer
+from sgp32.asn1 import decode, decode_from_eim, decode_from_ipa, encode_to_eim, encode_to_ipa
+from sgp32.eim.core import Exchange
+from sgp32.eim.sql import EimStore
+from sgp32.errors import Sgp32Error
+from sgp32.esipa.coap import ESIPA_SEGMENTS
+from sgp32.esipa.coap_socket import Address, CoapSocket
+from sgp32.identifiers import eid_to_bytes
+
+log = logging.getLogger("fleetloop.sgp32.esipa.push")
+
+IPA_INJECT_COAPS = 3
+"""IpaCapabilities.ipaSupportedProtocols bit: the IPA takes eIM-initiated ESipa over CoAP(s)."""
+CONTENT_FORMAT = 42
+MAX_PUSHES = 16
+"""Packages pushed back to back to one EID before leaving the rest to its polls."""
+
+Handler = Callable[[bytes, float], Awaitable[Exchange]]
+_RESULTS = frozenset({"euiccPackageResult", "ePRAndNotifications", "ipaEuiccDataResponse"})
+
+
+class Transmit(Protocol):
+    """Sends one push and returns the IPA's response (None: no answer in time)."""
+
+    async def post(self, address: Address, payload: bytes, timeout: float) -> Message | None: ...
+
+
+class SocketTransmit:
+    """Pushes from the eIM's own UDP socket (opened on first use, port 0 on `host`)."""
+
+    def __init__(self, host: str = "0.0.0.0") -> None:
+        self.host = host
+        self.socket: CoapSocket | None = None
+
+    async def post(self, address: Address, payload: bytes, timeout: float) -> Message | None:
+        if self.socket is None:
+            self.socket = CoapSocket()
+            await self.socket.open(self.host, 0)
+        message = Message(code=Code.POST, payload=payload, uri_path=ESIPA_SEGMENTS)
+        message.opt.content_format = CONTENT_FORMAT
+        try:
+            return await self.socket.request(address, message, timeout)
+        except TimeoutError:
+            return None
+
+    def close(self) -> None:
+        if self.socket is not None:
+            self.socket.close()
+            self.socket = None
+
+
+def injects_coap(ipa_data_der: bytes | None) -> bool:
+    """Whether an IpaEuiccData says the IPA takes pushes over CoAP (ipaInjectCoaps)."""
+    if ipa_data_der is None:
+        return False
+    try:
+        data = decode("IpaEuiccData", ipa_data_der)
+    except Sgp32Error:
+        return False
+    protocols = data.get("ipaCapabilities", {}).get("ipaSupportedProtocols")
+    if protocols is None:
+        return False
+    bits, length = protocols
+    return length > IPA_INJECT_COAPS and bool(bits[0] & (0x80 >> IPA_INJECT_COAPS))
+
+
+@dataclass
+class PushStats:
+    pushed: int = 0
+    received: int = 0
+    results: int = 0
+    refused: int = 0
+    unanswered: int = 0
+
+
+class CoapPush:
+    """The eIM's CoAP push for the devices of one DM server (module docstring). `queued` is
+    the listener for ``EsimComponent.on_queued``; `stop` for ``on_stop``."""
+
+    def __init__(
+        self,
+        eims: EimStore,
+        handle: Handler,
+        server: LwM2MServer,
+        transmit: Transmit | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        timeout: float = 10.0,
+    ) -> None:
+        self.eims = eims
+        self.handle = handle
+        self.server = server
+        self.transmit: Transmit = transmit if transmit is not None else SocketTransmit()
+        self.clock = clock
+        self.timeout = timeout
+        self.stats = PushStats()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def queued(self, eids: list[str]) -> None:
+        self._spawn(self.push(eids))
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        close = getattr(self.transmit, "close", None)
+        if close is not None:
+            close()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def targets(self, eids: Sequence[str]) -> dict[str, Address]:
+        """EID -> the address to push to, for the EIDs whose IPA takes CoAP pushes and whose
+        device is registered over plain CoAP now."""
+        eims = self.eims
+
+        def read(tx: Any) -> dict[str, tuple[str, bytes | None]]:
+            ledger = eims.ledger(tx)
+            return {
+                eid: (endpoint, ledger.ipa_data(eid))
+                for eid, endpoint in ledger.endpoints(eids).items()
+            }
+
+        found: dict[str, Address] = {}
+        for eid, (endpoint, ipa_data) in (await eims.store.read(read)).items():
+            registration = self.server.registration(endpoint)
+            if registration is None or registration.secure or not injects_coap(ipa_data):
+                continue
+            found[eid] = (registration.address.host, registration.address.port)
+        return found
+
+    async def push(self, eids: Sequence[str]) -> None:
+        """Push what is queued for `eids` to those that take pushes (others: nothing)."""
+        for eid, address in (await self.targets(eids)).items():
+            try:
+                await self._push(eid, address)
+            except Exception:  # one device's trouble must not stop the others' pushes
+                log.exception("CoAP push failed", extra={"eid": eid})
+
+    async def _push(self, eid: str, address: Address) -> None:
+        lock = self._locks.setdefault(eid, asyncio.Lock())
+        async with lock:
+            for _ in range(MAX_PUSHES):
+                request = await self.eims.push_next(eid, self.clock())
+                if request is None:
+                    return
+                self.stats.pushed += 1
+                answer = await self.transmit.post(address, request, self.timeout)
+                if answer is None or answer.code != Code.CHANGED:
+                    self.stats.unanswered += 1
+                    code = "no answer" if answer is None else str(answer.code)
+                    log.info("CoAP push not taken; the IPA polls", extra={"eid": eid, "code": code})
+                    return
+                if not await self._answered(eid, address, request, bytes(answer.payload)):
+                    return
+
+    async def _answered(self, eid: str, address: Address, request: bytes, data: bytes) -> bool:
+        """Act on the IPA's TransferEimPackageResponse; True: push the next package now."""
+        try:
+            message = decode_from_ipa(data)
+        except Sgp32Error as exc:
+            log.warning("CoAP push: the IPA's answer does not decode", extra={"reason": str(exc)})
+            self.stats.refused += 1
+            return False
+        if message.name != "transferEimPackageResponse":
+            self.stats.refused += 1
+            return False
+        kind, value = message.body
+        if kind == "eimPackageReceived":
+            self.stats.received += 1
+            return False
+        eid_value = eid_to_bytes(eid)
+        if kind == "eimPackageError":
+            error: dict[str, Any] = {"eimPackageResultErrorCode": value}
+            tid = _transaction_id(request)
+            if tid is not None:
+                error["eimTransactionId"] = tid
+            result: tuple[str, Any] = ("eimPackageResultResponseError", error)
+        elif kind in _RESULTS:
+            result = (kind, value)
+        else:  # pragma: no cover - the CHOICE has no other alternative
+            return False
+        provided = encode_to_eim(
+            "provideEimPackageResult", {"eidValue": eid_value, "eimPackageResult": result}
+        )
+        exchange = await self.handle(provided, self.clock())
+        self.stats.results += 1
+        reply = decode_from_eim(exchange.reply) if exchange.reply else None
+        if reply is not None and reply.body[0] == "eimAcknowledgements" and reply.body[1]:
+            ack = encode_to_ipa("transferEimPackageRequest", reply.body)
+            answer = await self.transmit.post(address, ack, self.timeout)
+            if answer is None or answer.code != Code.CHANGED:
+                return False  # the IPA sends the result again; the eIM acknowledges then
+        return True
+
+
+def _transaction_id(request: bytes) -> bytes | None:
+    """The eimTransactionId of a TransferEimPackageRequest the eIM made."""
+    kind, value = decode_from_eim(request).body
+    if kind == "euiccPackageRequest":
+        found: bytes | None = value["euiccPackageSigned"].get("eimTransactionId")
+        return found
+    if kind in ("ipaEuiccDataRequest", "profileDownloadTriggerRequest"):
+        other: bytes | None = value.get("eimTransactionId")
+        return other
+    return None

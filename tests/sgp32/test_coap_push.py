@@ -1,0 +1,90 @@
+"""eIM-initiated ESipa over CoAP against a real ``fleetloop serve`` (UDP on 127.0.0.1, port 0):
+a device whose IPA declared ipaInjectCoaps gets its package pushed (POST /gsma/rsp2/asn1 to
+the address it registered from), answers with the signed result at once, and is acknowledged
+by a second push -- with no poll at all; a device whose IPA did not declare it is not pushed
+to (its package waits, still queued, for its poll)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from aiocoap.numbers.codes import Code
+
+from sgp32.asn1 import decode_from_eim
+from simulators.esim.coap import CoapDeviceIpa
+from tests.integration.conftest import Api, eventually, run
+from tests.sgp32.serve_world import NEW_ICCID, EsimWorld, esim_serve
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EsimWorld]:
+    with esim_serve(tmp_path_factory.mktemp("esim-push")) as running:
+        yield running
+
+
+def test_an_ipa_that_takes_pushes_is_pushed_to_and_one_that_does_not_polls(
+    world: EsimWorld,
+) -> None:
+    euicc_a, ipa_a = world.device("61", 1)
+    euicc_b, ipa_b = world.device("61", 2)
+    ipa_a.ipa_protocols = (1, 3)  # ipaRetrieveCoaps, ipaInjectCoaps
+    ipa_b.ipa_protocols = (1,)  # polls only
+    server = ("127.0.0.1", world.serve.port("coap"))
+
+    async def case() -> None:
+        api = Api(world.serve)
+        devices = [CoapDeviceIpa(ipa_a, server), CoapDeviceIpa(ipa_b, server)]
+        try:
+            items = []
+            for n, device in enumerate(devices):
+                await device.open()
+                endpoint = f"esim-push-{n}"
+                assert (await device.register(endpoint)).code == Code.CREATED
+                items.append(world.import_item(device.ipa.euicc.eid, endpoint))
+            await api.post("/v1/esim/euiccs", {"euiccs": items}, expect=201)
+            eids = [euicc_a.eid, euicc_b.eid]
+            # the eIM learns the capabilities (IpaEuiccData) on the IPAs' polls
+            await api.post("/v1/esim/packages", {"operation": "ipa-data", "eids": eids}, expect=201)
+            for device in devices:
+                await device.settle()
+            assert devices[0].pushed == devices[1].pushed == []
+
+            await api.post(
+                "/v1/esim/packages",
+                {"operation": "enable", "iccid": NEW_ICCID, "eids": eids},
+                expect=201,
+            )
+
+            async def pushed_and_confirmed() -> bool:
+                shown = await api.get(f"/v1/esim/euiccs/{euicc_a.eid}")
+                return [p["state"] for p in shown["packages"]] == ["done", "done"] and (
+                    not ipa_a.pending
+                )
+
+            await eventually(pushed_and_confirmed, timeout=20)
+            assert euicc_a.enabled is not None and euicc_a.enabled.iccid == NEW_ICCID
+            assert not euicc_a.can_roll_back, "the acknowledgement confirmed the enable"
+            kinds = [decode_from_eim(p).body[0] for p in devices[0].pushed]
+            assert kinds == ["euiccPackageRequest", "eimAcknowledgements"]
+            shown = await api.get(f"/v1/esim/euiccs/{euicc_a.eid}")
+            profiles = {p["iccid"]: p for p in shown["profiles"]}
+            assert profiles[NEW_ICCID]["state"] == "enabled"
+            assert profiles[NEW_ICCID]["note"] == "confirmed"
+
+            # B never declared ipaInjectCoaps: nothing pushed, its package still queued
+            assert devices[1].pushed == []
+            shown_b = await api.get(f"/v1/esim/euiccs/{euicc_b.eid}")
+            assert [p["state"] for p in shown_b["queue"]] == ["queued"]  # never delivered
+            await devices[1].settle()
+            assert euicc_b.enabled is not None and euicc_b.enabled.iccid == NEW_ICCID
+            shown_b = await api.get(f"/v1/esim/euiccs/{euicc_b.eid}")
+            assert [p["state"] for p in shown_b["packages"]] == ["done", "done"]
+        finally:
+            for device in devices:
+                device.close()
+            await api.aclose()
+
+    run(case(), timeout=60)
