@@ -38,6 +38,7 @@ from urllib.parse import quote
 
 import click
 
+from cli.client import EXIT_FAILED
 from cli.commands import api, json_option
 from cli.output import print_json, table
 
@@ -672,31 +673,65 @@ def eim_delete(
 
 @eim.command("move")
 @click.argument("eim_id")
-@click.argument("euicc")
+@click.argument("euiccs", nargs=-1)
 @click.option(
     "--delete-old", is_flag=True, help="also queue deleteEim of the old eIM (signed by the new)"
 )
-@json_option
-def eim_move(eim_id: str, euicc: str, delete_old: bool, as_json: bool) -> None:
-    """Move EID|EP to eIM EIM_ID of this deployment: its packages are signed by that eIM from
-    now on. Only after the eUICC confirmed `esim eim add EIM_ID` (its signed result is in) and
-    while none of its packages waits for a result."""
-    body = {"eim_id": eim_id, "delete_old": delete_old}
-    with api() as client:
-        done = client.request("POST", f"/esim/euiccs/{_ref(euicc)}/eim", json_body=body)
-    if as_json:
-        print_json(done)
+@_targets
+def eim_move(
+    eim_id: str,
+    euiccs: tuple[str, ...],
+    delete_old: bool,
+    select: str | None,
+    bound_to: str | None,
+    as_json: bool,
+) -> None:
+    """Move the eUICCs EID|EP... (or --select/--bound-to) to eIM EIM_ID of this deployment:
+    their packages are signed by that eIM from now on. Only after each eUICC confirmed
+    `esim eim add EIM_ID` (its signed result is in) and while none of its packages waits for
+    a result; with a selection, those that cannot move yet are listed with the reason."""
+    if not euiccs and select is None and bound_to is None:
+        raise click.UsageError("name the eUICCs: EID|EP arguments, --select or --bound-to")
+    body: dict[str, Any] = {"eim_id": eim_id, "delete_old": delete_old}
+    if len(euiccs) == 1 and select is None and bound_to is None:
+        with api() as client:
+            done = client.request("POST", f"/esim/euiccs/{_ref(euiccs[0])}/eim", json_body=body)
+        if as_json:
+            print_json(done)
+            return
+        e = done["euicc"]
+        _moved(e, done["moved_from"], done["delete_package"])
         return
-    e = done["euicc"]
-    click.echo(
-        f"eUICC {e['eid']} moved from eIM {done['moved_from']} to {e['eim_id']} "
-        f"(counter {e['counter_value']})"
-    )
-    p = done["delete_package"]
-    if p is not None:
+    if euiccs:
+        body["eids"] = list(euiccs)
+    if select is not None:
+        body["select"] = select
+    if bound_to is not None:
+        body["bound_to"] = bound_to
+    with api() as client:
+        found = client.request("POST", "/esim/moves", json_body=body)
+    if as_json:
+        print_json(found)
+        return
+    deletes = {p["eid"]: p for p in found["delete_packages"]}
+    for e in found["items"]:
+        _moved(e, None, deletes.get(e["eid"]))
+    for r in found["refused"]:
+        click.echo(f"not moved: {r['message']}", err=True)
+    if found["missing"]:
+        click.echo(f"no linked eUICC: {', '.join(found['missing'])}", err=True)
+    if found["refused"]:
+        raise click.exceptions.Exit(EXIT_FAILED)
+
+
+def _moved(e: dict[str, Any], moved_from: str | None, delete: dict[str, Any] | None) -> None:
+    origin = f" from eIM {moved_from}" if moved_from else ""
+    click.echo(f"eUICC {e['eid']} moved{origin} to {e['eim_id']} (counter {e['counter_value']})")
+    if delete is not None:
+        old = delete["operations"][0].get("eim_id", "")
         click.echo(
-            f"queued delete-eim {done['moved_from']}: package #{p['counter_value']} "
-            f"(eimTransactionId {p['transaction_id']})"
+            f"queued delete-eim {old}: package #{delete['counter_value']} "
+            f"(eimTransactionId {delete['transaction_id']})"
         )
 
 

@@ -227,9 +227,11 @@ class PackageBody(BaseModel):
     )
 
 
-class SelectionPackageBody(PackageBody):
-    """The same package for every eUICC of a selection (one transaction: all or none)."""
+class EuiccSelection(BaseModel):
+    """Which eUICCs: ``eids``, the eUICCs linked to ``endpoints`` or to the devices ``select``
+    names, narrowed (or, alone, given) by ``bound_to``."""
 
+    model_config = ConfigDict(extra="forbid")
     eids: list[str] | None = Field(default=None, max_length=10000)
     endpoints: list[str] | None = Field(
         default=None, max_length=10000, description="devices whose linked eUICCs to address"
@@ -240,6 +242,10 @@ class SelectionPackageBody(PackageBody):
     bound_to: str | None = Field(
         default=None, max_length=128, description="only the eUICCs bound to this eIM identity"
     )
+
+
+class SelectionPackageBody(PackageBody, EuiccSelection):
+    """The same package for every eUICC of a selection (one transaction: all or none)."""
 
 
 class SelectionPackageResult(BaseModel):
@@ -265,6 +271,23 @@ class EimMoveResult(BaseModel):
     euicc: EuiccOut
     moved_from: str = Field(description="the eIM it was bound to")
     delete_package: PackageOut | None = Field(description="the deleteEim queued (delete_old)")
+
+
+class EimMoveSelectionBody(EimMoveBody, EuiccSelection):
+    """Move every eUICC of a selection (one transaction; those that cannot move are listed
+    in ``refused`` with the reason, the others move)."""
+
+
+class MoveRefusedOut(BaseModel):
+    eid: str
+    message: str = Field(description="why it did not move, and the fix")
+
+
+class EimMoveSelectionResult(BaseModel):
+    items: list[EuiccOut] = Field(description="the eUICCs moved")
+    delete_packages: list[PackageOut] = Field(description="the deleteEims queued (delete_old)")
+    refused: list[MoveRefusedOut] = Field(description="the eUICCs left where they were")
+    missing: list[str] = Field(description="endpoints of the selection without a linked eUICC")
 
 
 class EimIdentityOut(BaseModel):

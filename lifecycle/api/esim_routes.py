@@ -12,7 +12,7 @@
   certificate) and how many eUICCs each is bound to.
 * ``POST /v1/esim/euiccs/{euicc}/eim`` moves an eUICC's binding to another eIM identity of
   this deployment once the eUICC confirmed an addEim of it (docs/SGP32.md, "Moving an eUICC
-  to another eIM").
+  to another eIM"); ``POST /v1/esim/moves`` moves every eUICC of a selection.
 
 ``{euicc}`` is an EID (32 digits) or the endpoint of the device the eUICC is linked to. An eUICC
 outside the caller's tenants answers exactly what an unknown one answers. Roles: GET viewer,
@@ -38,10 +38,13 @@ from lifecycle.api.esim_models import (
     EimIdentityList,
     EimMoveBody,
     EimMoveResult,
+    EimMoveSelectionBody,
+    EimMoveSelectionResult,
     EuiccDetail,
     EuiccImportBody,
     EuiccImportResult,
     EuiccList,
+    EuiccSelection,
     PackageBody,
     PackageList,
     PackageOut,
@@ -59,8 +62,8 @@ from sgp32.eim.associations import EimMoveRefused
 from sgp32.eim.ledger import OPEN_STATES
 from sgp32.eim.model import AssociationRecord
 from sgp32.eim.sessions import SqlSessions
-from sgp32.eim.sql import ImportRefused, SqlLedger
-from sgp32.errors import EimError, EuiccConflict, Sgp32Error, UnknownEuicc
+from sgp32.eim.sql import EimStore, ImportRefused, SqlLedger
+from sgp32.errors import EimError, EuiccConflict, Sgp32Error, UnknownEim, UnknownEuicc
 from sgp32.packages import (
     AddEim,
     Delete,
@@ -624,23 +627,12 @@ async def list_esim_results(
     return {"items": [result_json(r) for r in results[::-1][:limit]]}
 
 
-@router.post(
-    "/esim/packages",
-    response_model=SelectionPackageResult,
-    tags=["esim"],
-    summary="Queue a PSMO/eCO for every eUICC of a selection",
-    status_code=201,
-)
-async def queue_esim_selection(
-    request: Request, scope: Scoped, body: SelectionPackageBody
-) -> JsonObject:
-    """The eUICCs: ``eids``, the eUICCs linked to ``endpoints`` or to the devices ``select``
-    names, narrowed (or, alone, given) by ``bound_to`` (an eimId). Every package is signed
-    with its eUICC's own eIM key and counter, all in one transaction: one refusal (an ICCID
-    that does not parse, an unknown eimId) queues nothing. ``missing``: selected devices
-    without a linked eUICC."""
-    component = _esim(request)
-    eims = component.eims
+async def _selection(
+    request: Request, scope: Scope, eims: EimStore, body: EuiccSelection
+) -> tuple[list[EuiccRecord], list[str]]:
+    """The eUICCs a selection names (``eids``, ``endpoints``, ``select``, narrowed or -- alone
+    -- given by ``bound_to``), by EID, and the selected endpoints without a linked eUICC.
+    404 for an EID/endpoint in ``eids`` that names none; 422 when nothing is selected."""
     if not (body.eids or body.endpoints or body.select or body.bound_to):
         raise ApiError(
             422,
@@ -656,15 +648,6 @@ async def queue_esim_selection(
             "(GET /v1/esim/eims)",
             field="bound_to",
         )
-    if body.operation == "download" and body.activation_code is None:
-        raise ApiError(
-            422,
-            "invalid_input",
-            "activation_code: download needs the activation code (1$SM-DP+ address$ID)",
-            field="activation_code",
-        )
-    unsigned = body.operation in ("download", "ipa-data")
-    operation = None if unsigned else operation_of(body, eims.eim.deployment)
     chosen = await selected(context_of(request), scope, body.select)
     wanted_endpoints = set(body.endpoints or ()) | (chosen or set())
     principal = scope.principal
@@ -706,7 +689,37 @@ async def queue_esim_selection(
             f"{', '.join(missing[:10]) or 'none'})",
             field="eids",
         )
-    now, actor = time.time(), principal.actor
+    return records, missing
+
+
+@router.post(
+    "/esim/packages",
+    response_model=SelectionPackageResult,
+    tags=["esim"],
+    summary="Queue a PSMO/eCO for every eUICC of a selection",
+    status_code=201,
+)
+async def queue_esim_selection(
+    request: Request, scope: Scoped, body: SelectionPackageBody
+) -> JsonObject:
+    """The eUICCs: ``eids``, the eUICCs linked to ``endpoints`` or to the devices ``select``
+    names, narrowed (or, alone, given) by ``bound_to`` (an eimId). Every package is signed
+    with its eUICC's own eIM key and counter, all in one transaction: one refusal (an ICCID
+    that does not parse, an unknown eimId) queues nothing. ``missing``: selected devices
+    without a linked eUICC."""
+    component = _esim(request)
+    eims = component.eims
+    if body.operation == "download" and body.activation_code is None:
+        raise ApiError(
+            422,
+            "invalid_input",
+            "activation_code: download needs the activation code (1$SM-DP+ address$ID)",
+            field="activation_code",
+        )
+    unsigned = body.operation in ("download", "ipa-data")
+    operation = None if unsigned else operation_of(body, eims.eim.deployment)
+    records, missing = await _selection(request, scope, eims, body)
+    now, actor = time.time(), scope.principal.actor
 
     def write(tx: Tx) -> list[PackageRecord]:
         ledger = eims.ledger(tx)
@@ -724,6 +737,76 @@ async def queue_esim_selection(
         packages = await eims.store.write(write)
     component.touch([p.eid for p in packages])
     return {"items": [package_json(p) for p in packages], "missing": missing}
+
+
+@router.post(
+    "/esim/moves",
+    response_model=EimMoveSelectionResult,
+    tags=["esim"],
+    summary="Move every eUICC of a selection to another eIM identity of this deployment",
+)
+async def move_esim_selection(
+    request: Request, scope: Scoped, body: EimMoveSelectionBody
+) -> JsonObject:
+    """``POST .../euiccs/{euicc}/eim`` for each eUICC of a selection (``eids``, ``endpoints``,
+    ``select``, ``bound_to`` -- e.g. every eUICC bound to the old eIM), in one transaction.
+    An eUICC that cannot move now (not confirmed, packages open, already there) stays where it
+    is and is listed in ``refused`` with the reason; an eIM not configured here refuses the
+    whole request (422)."""
+    component = _esim(request)
+    eims = component.eims
+    if body.eim_id not in eims.eim.deployment.identities:
+        raise ApiError(
+            422,
+            "invalid_input",
+            f"eim_id: {body.eim_id!r} is no eIM identity of this deployment "
+            "(GET /v1/esim/eims; add one with --eim-identities)",
+            field="eim_id",
+        )
+    records, missing = await _selection(request, scope, eims, body)
+    now, actor = time.time(), scope.principal.actor
+
+    def write(
+        tx: Tx,
+    ) -> tuple[list[EuiccRecord], list[PackageRecord], list[JsonObject]]:
+        ledger = eims.ledger(tx)
+        moved: list[EuiccRecord] = []
+        queued: list[PackageRecord] = []
+        refused: list[JsonObject] = []
+        for record in records:
+            try:  # every refusal is raised before anything of that eUICC is written
+                done, package = eims.eim.move_euicc(
+                    ledger, record.eid, body.eim_id, now=now, actor=actor,
+                    delete_old=body.delete_old,
+                )  # fmt: skip
+            except (EimMoveRefused, UnknownEim) as err:
+                refused.append({"eid": record.eid, "message": str(err)})
+                continue
+            moved.append(done)
+            if package is not None:
+                queued.append(package)
+        return moved, queued, refused
+
+    with _errors():
+        moved, queued, refused = await eims.store.write(write)
+    if moved:
+        component.touch([r.eid for r in moved])
+
+    def read(tx: Tx) -> tuple[dict[str, str], dict[str, str], dict[str, int]]:
+        ledger = eims.ledger(tx)
+        eids = [r.eid for r in moved]
+        return ledger.endpoints(eids), ledger.enabled_profiles(), ledger.open_counts()
+
+    endpoints, enabled, counts = await eims.store.read(read)
+    return {
+        "items": [
+            euicc_json(r, endpoints.get(r.eid), enabled.get(r.eid), counts.get(r.eid, 0))
+            for r in moved
+        ],
+        "delete_packages": [package_json(p) for p in queued],
+        "refused": refused,
+        "missing": missing,
+    }
 
 
 @router.get(

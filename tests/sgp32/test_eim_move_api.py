@@ -4,8 +4,10 @@ HTTPS ESipa binding:
 
 * ``POST /v1/esim/euiccs/{euicc}/eim`` refuses an unknown eIM (422) and, naming the EID and
   the fix, one the eUICC has not confirmed and a move while a package is open (409);
-* after the eUICC's signed addEim result, ``fleetloop esim eim move EIM EP --delete-old``
-  moves it and queues deleteEim of the old eIM signed by the new one; the eUICC executes it;
+* after the eUICC's signed addEim result, ``fleetloop esim eim move EIM --bound-to OLD
+  --delete-old`` (``POST /v1/esim/moves``) moves it and queues deleteEim of the old eIM signed
+  by the new one -- and leaves a second eUICC whose addEim is not answered yet where it is,
+  saying why (exit 1); the eUICC executes the deleteEim;
   later packages are signed by the new eIM with its own counter and accepted; ``esim show``
   and ``GET /v1/esim/euiccs/{eid}`` list the associations; the move is audited.
 """
@@ -30,6 +32,7 @@ def test_move_an_euicc_to_another_eim_through_api_and_cli(tmp_path: Path) -> Non
     identities, _key_two, _cert_two = second_eim(files.folder)
     world = start_serve(files, ["--eim-identities", str(identities)])
     euicc, ipa = world.device("85", 1)
+    late, _late_ipa = world.device("85", 2)  # its IPA never polls: its addEim stays queued
     eid = euicc.eid
     endpoint = "meter-move-1"
     move_path = f"/v1/esim/euiccs/{eid}/eim"
@@ -39,12 +42,13 @@ def test_move_an_euicc_to_another_eim_through_api_and_cli(tmp_path: Path) -> Non
         client = world.client()
         remote = HttpsIpa(ipa, client, world.esipa_url)
         try:
-            body = {"euiccs": [world.import_item(eid, endpoint)]}
-            await api.post("/v1/esim/euiccs", body, expect=201)
+            items = [world.import_item(eid, endpoint), world.import_item(late.eid)]
+            await api.post("/v1/esim/euiccs", {"euiccs": items}, expect=201)
             unknown = await api.post(move_path, {"eim_id": "eim.unknown"}, expect=422)
             never = await api.post(move_path, {"eim_id": EIM_TWO}, expect=409)
             add = {"operation": "add-eim", "eim": {"eim_id": EIM_TWO, "association_token": -1}}
             await api.post(f"/v1/esim/euiccs/{endpoint}/packages", add, expect=201)
+            await api.post(f"/v1/esim/euiccs/{late.eid}/packages", add, expect=201)
             waiting = await api.post(move_path, {"eim_id": EIM_TWO}, expect=409)
             await remote.settle()
             await api.post(f"/v1/esim/euiccs/{eid}/packages", {"operation": "list-eim"}, expect=201)
@@ -88,10 +92,15 @@ def test_move_an_euicc_to_another_eim_through_api_and_cli(tmp_path: Path) -> Non
         assert eid in refused["busy"]["message"] and "#2" in refused["busy"]["message"]
         assert euicc.eims[EIM_TWO].association_token == 1
 
-        moved = world.serve.cli("esim", "eim", "move", EIM_TWO, endpoint, "--delete-old")
-        assert moved.returncode == 0, moved
-        assert f"moved from eIM {EIM_ID} to {EIM_TWO} (counter 3)" in moved.stdout, moved
+        moved = world.serve.cli(
+            "esim", "eim", "move", EIM_TWO, "--bound-to", EIM_ID, "--delete-old"
+        )
+        assert moved.returncode == 1, moved  # one of the two could not move yet
+        assert f"eUICC {eid} moved to {EIM_TWO} (counter 3)" in moved.stdout, moved
         assert f"queued delete-eim {EIM_ID}: package #3" in moved.stdout, moved
+        assert late.eid not in moved.stdout, moved
+        assert f"not moved: EID {late.eid}" in moved.stderr, moved
+        assert "still waiting" in moved.stderr, moved
         again = world.serve.cli("esim", "eim", "move", EIM_TWO, endpoint)
         assert again.returncode == 1 and "already bound" in again.stderr, again
 
@@ -115,7 +124,7 @@ def test_move_an_euicc_to_another_eim_through_api_and_cli(tmp_path: Path) -> Non
         ]
         assert "deleted" in done["back"]["message"] and eid in done["back"]["message"]
         counts = {i["eim_id"]: i["euiccs"] for i in done["eims"]["items"]}
-        assert counts == {EIM_ID: 0, EIM_TWO: 1}
+        assert counts == {EIM_ID: 1, EIM_TWO: 1}
         (entry,) = done["audit"]
         assert entry["subject"] == f"eid:{eid}" and entry["detail"]["to"] == EIM_TWO
 
