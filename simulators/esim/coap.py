@@ -63,6 +63,8 @@ class CoapDeviceIpa(HttpsIpa):
         self.clock = clock
         self.socket = CoapSocket(self._serve)
         self.pushed: list[bytes] = []
+        self.busy_pushes = 0
+        """Pushes to refuse with 5.03 (the IPA busy) before taking one, for tests."""
 
     async def open(self, host: str = "127.0.0.1") -> Address:
         return await self.socket.open(host, 0)
@@ -94,6 +96,9 @@ class CoapDeviceIpa(HttpsIpa):
         if request.code != POST:
             return Message(code=Code.METHOD_NOT_ALLOWED)
         self.pushed.append(bytes(request.payload))
+        if self.busy_pushes > 0:
+            self.busy_pushes -= 1
+            return Message(code=Code.SERVICE_UNAVAILABLE, payload=b"the IPA is busy")
         answer = self.ipa.pushed(bytes(request.payload), self.clock(), with_result=True)
         reply = Message(code=Code.CHANGED, payload=answer)
         reply.opt.content_format = 42

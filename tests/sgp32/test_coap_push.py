@@ -2,7 +2,8 @@
 a device whose IPA declared ipaInjectCoaps gets its package pushed (POST /gsma/rsp2/asn1 to
 the address it registered from), answers with the signed result at once, and is acknowledged
 by a second push -- with no poll at all; a device whose IPA did not declare it is not pushed
-to (its package waits, still queued, for its poll)."""
+to (its package waits, still queued, for its poll); a push the IPA refuses (busy) leaves the
+package to the IPA's next poll."""
 
 from __future__ import annotations
 
@@ -30,13 +31,16 @@ def test_an_ipa_that_takes_pushes_is_pushed_to_and_one_that_does_not_polls(
 ) -> None:
     euicc_a, ipa_a = world.device("61", 1)
     euicc_b, ipa_b = world.device("61", 2)
+    euicc_c, ipa_c = world.device("61", 3)
+    ipa_c.ipa_protocols = (1, 3)
     ipa_a.ipa_protocols = (1, 3)  # ipaRetrieveCoaps, ipaInjectCoaps
     ipa_b.ipa_protocols = (1,)  # polls only
     server = ("127.0.0.1", world.serve.port("coap"))
 
     async def case() -> None:
         api = Api(world.serve)
-        devices = [CoapDeviceIpa(ipa_a, server), CoapDeviceIpa(ipa_b, server)]
+        devices = [CoapDeviceIpa(ipa, server) for ipa in (ipa_a, ipa_b, ipa_c)]
+        devices[2].busy_pushes = 1
         try:
             items = []
             for n, device in enumerate(devices):
@@ -45,12 +49,12 @@ def test_an_ipa_that_takes_pushes_is_pushed_to_and_one_that_does_not_polls(
                 assert (await device.register(endpoint)).code == Code.CREATED
                 items.append(world.import_item(device.ipa.euicc.eid, endpoint))
             await api.post("/v1/esim/euiccs", {"euiccs": items}, expect=201)
-            eids = [euicc_a.eid, euicc_b.eid]
+            eids = [euicc_a.eid, euicc_b.eid, euicc_c.eid]
             # the eIM learns the capabilities (IpaEuiccData) on the IPAs' polls
             await api.post("/v1/esim/packages", {"operation": "ipa-data", "eids": eids}, expect=201)
             for device in devices:
                 await device.settle()
-            assert devices[0].pushed == devices[1].pushed == []
+            assert devices[0].pushed == devices[1].pushed == devices[2].pushed == []
 
             await api.post(
                 "/v1/esim/packages",
@@ -82,6 +86,17 @@ def test_an_ipa_that_takes_pushes_is_pushed_to_and_one_that_does_not_polls(
             assert euicc_b.enabled is not None and euicc_b.enabled.iccid == NEW_ICCID
             shown_b = await api.get(f"/v1/esim/euiccs/{euicc_b.eid}")
             assert [p["state"] for p in shown_b["packages"]] == ["done", "done"]
+
+            # C took pushes but was busy: the package, delivered by the push, goes on a poll
+            async def refused() -> bool:
+                return len(devices[2].pushed) == 1
+
+            await eventually(refused, timeout=20)
+            assert euicc_c.enabled is not None and euicc_c.enabled.iccid != NEW_ICCID
+            await devices[2].settle()
+            shown_c = await api.get(f"/v1/esim/euiccs/{euicc_c.eid}")
+            assert [p["state"] for p in shown_c["packages"]] == ["done", "done"]
+            assert euicc_c.enabled is not None and euicc_c.enabled.iccid == NEW_ICCID
         finally:
             for device in devices:
                 device.close()
