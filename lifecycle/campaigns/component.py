@@ -166,6 +166,10 @@ class _Write:
     attempt: int
     revert: bool = False
     capture: bool = False  # record the rollback targets first (admission)
+    late: bool = False
+    """With ``capture``: record only this dimension's target, where admission found none (an
+    eSIM profile the eIM learns of in the download phase; the campaign has not written this
+    dimension yet, so the value now is still the value before it)."""
 
 
 @dataclass(slots=True)
@@ -707,6 +711,8 @@ class CampaignComponent:
                 nxt.value_for(d.member),
                 f"deliver:{d.component}:{nxt.dimension.value}",
                 d.attempt,
+                capture=d.rollback.get(nxt.dimension.value) is None,
+                late=True,
             )
         )
 
@@ -980,6 +986,16 @@ class CampaignComponent:
 
                 for w in capture:
                     ep = w.device.endpoint
+                    if w.late:
+                        name = w.dimension.value
+                        if w.device.rollback.get(name) is None:
+                            w.device.rollback[name] = _target(
+                                w.dimension,
+                                desired[ep].get(w.dimension),
+                                reported[ep].get(w.dimension),
+                                firmware,
+                            )
+                        continue
                     w.device.rollback = {
                         dim.value: _target(
                             dim, desired[ep].get(dim), reported[ep].get(dim), firmware

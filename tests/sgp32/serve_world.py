@@ -234,6 +234,7 @@ class Modem:
     remote: HttpsIpa
     enabled: str | None = None
     updates: int = 0
+    exchanges: int = 0
 
     def __post_init__(self) -> None:
         profile = self.remote.ipa.euicc.enabled
@@ -241,7 +242,8 @@ class Modem:
 
     async def poll(self) -> None:
         with contextlib.suppress(EsipaError, httpx.HTTPError):  # offline: the next poll retries
-            await self.remote.settle()
+            done = await self.remote.settle()
+            self.exchanges += done
         profile = self.remote.ipa.euicc.enabled
         iccid = profile.iccid if profile is not None else None
         if iccid != self.enabled and self.remote.ipa.connected:

@@ -44,6 +44,7 @@ from tests.lifecycle.api.conftest import database_url  # noqa: F401  (fixture: b
 from tests.lifecycle.campaigns.test_engine import (
     Rig,
     _audit_actions,
+    _audited,
     _records,
     _steps,
     eventually,
@@ -119,8 +120,11 @@ async def _downloaded(r: Rig, endpoints: list[str], ok: bool = True) -> None:
     """What the eIM's applier records: the profile on the eUICC, or the download failed."""
     for endpoint in endpoints:
         await _told(r, endpoint, Dimension.ESIM_DOWNLOAD)
-        if ok:
-            values = {Dimension.ESIM_DOWNLOAD: {"iccids": [NEW, OLD]}}
+        if ok:  # the eIM knows the profiles now: the one enabled is reported too
+            values = {
+                Dimension.ESIM_DOWNLOAD: {"iccids": [NEW, OLD]},
+                Dimension.ESIM: {"iccid": OLD, "state": "enabled", "fallback": True},
+            }
             await r.state.observer.record(endpoint, values, "esim")
         else:
             failure = {Dimension.ESIM_DOWNLOAD: "download of the profile failed: 8 (bppRebinding)"}
@@ -227,8 +231,9 @@ def test_download_failures_halt_before_any_enable_and_resume_enables_only_the_do
                 assert await _desired(r, endpoint, Dimension.ESIM) is None
             staged = await _in_state(r, cid, DeviceState.STAGED)
             assert sorted(staged) == sorted(canary[:2])
-            actions = await _audit_actions(store, cid)
-            assert "campaign.halt" in actions and "campaign.phase" not in actions
+            # (the status is the engine's memory; the tick commits the audit right after)
+            await eventually(lambda: _audited(store, cid, {"campaign.halt", "campaign.gate"}))
+            assert "campaign.phase" not in await _audit_actions(store, cid)
 
             # a restart keeps the barrier: still halted, still nothing enabled
             await r.campaigns.stop()
@@ -286,6 +291,9 @@ def test_a_restart_between_the_phases_resumes_and_the_enable_waits_for_a_registr
             report = await again.report(cid)
             row = next(d for d in report["device_list"] if d["endpoint"] == canary[3])
             assert "did not register" in row["reason"] and "deadlines.registered" in row["reason"]
+            # the enable's rollback target: the profile it ran, learnt before the enable (none
+            # was known at admission); the download has none (it is not undone)
+            assert row["rollback"] == {"esim_download": None, "esim": {"iccid": OLD}}
             # 1/4 timed out = 25 % <= 30 %: the next wave downloads, then enables
             rest = await _wait_state(r, cid, DeviceState.DELIVERING, 4)
             assert not set(rest) & set(canary)
@@ -299,6 +307,7 @@ def test_a_restart_between_the_phases_resumes_and_the_enable_waits_for_a_registr
 
             await eventually(completed)
             assert (await again.status(cid))["counts"] == {"succeeded": 7, "timed_out": 1}
+            await eventually(lambda: _audited(store, cid, {"campaign.complete"}))
             steps = await _steps(store, cid)
             assert len(steps) == len(set(steps)) == 16  # 8 downloads + 8 enables, once each
             actions = await _audit_actions(store, cid)
