@@ -24,10 +24,12 @@ What comes back (TransferEimPackageResponse):
 * no answer, an error code, garbage: logged; the package stays open and the IPA's next poll
   gets it (the push only marked it delivered).
 
-One push at a time per EID. The sending socket is the eIM's own (:class:`CoapSocket`), not the
-DM server's: this reaches IPAs whose device address is routable from the eIM (no NAT in
-between) over plain CoAP; a push through the device's own DM session (NAT, CoAPs) needs a
-request API on :class:`lwm2m.server.LwM2MServer` that sends a non-LwM2M URI (docs/SGP32.md).
+Pushes start when something is queued for the eUICC (``EsimComponent.on_queued``) and when
+its device registers (`on_registered`). One push at a time per EID. The sending socket is
+the eIM's own (:class:`CoapSocket`), not the DM server's: this reaches IPAs whose device
+address is routable from the eIM (no NAT in between) over plain CoAP; a push through the
+device's own DM session (NAT, CoAPs) needs a request API on :class:`lwm2m.server.LwM2MServer`
+that sends a non-LwM2M URI (docs/SGP32.md).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from typing import Any, Protocol
 from aiocoap import Message
 from aiocoap.numbers.codes import Code
 
-from lwm2m.server import LwM2MServer
+from lwm2m.server import LwM2MServer, Registered
 from sgp32.asn1 import decode, decode_from_eim, decode_from_ipa, encode_to_eim, encode_to_ipa
 from sgp32.eim.core import Exchange
 from sgp32.eim.sql import EimStore
@@ -143,6 +145,14 @@ class CoapPush:
 
     def queued(self, eids: list[str]) -> None:
         self._spawn(self.push(eids))
+
+    async def on_registered(self, event: Registered) -> None:
+        """A device (re-)registered: what is open for its eUICC is pushed now, not on its
+        next poll (the registration is where the eIM learns the address to push to)."""
+        eims = self.eims
+        eid = await eims.store.read(lambda tx: eims.ledger(tx).eid_of(event.endpoint))
+        if eid is not None:
+            self._spawn(self.push([eid]))
 
     async def stop(self) -> None:
         for task in list(self._tasks):

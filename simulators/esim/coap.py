@@ -13,6 +13,7 @@ from collections.abc import Callable
 from aiocoap import POST, Context, Message
 from aiocoap.numbers.codes import Code
 
+from sgp32.asn1 import encode_to_eim
 from sgp32.esipa.coap import ESIPA_SEGMENTS
 from sgp32.esipa.coap_socket import Address, CoapSocket
 from simulators.esim.https import EsipaError, HttpsIpa
@@ -65,6 +66,9 @@ class CoapDeviceIpa(HttpsIpa):
         self.pushed: list[bytes] = []
         self.busy_pushes = 0
         """Pushes to refuse with 5.03 (the IPA busy) before taking one, for tests."""
+        self.push_error: int | None = None
+        """Answer pushes with TransferEimPackageResponse eimPackageError(code) instead of
+        running them (e.g. 1 invalidPackageFormat), for tests."""
 
     async def open(self, host: str = "127.0.0.1") -> Address:
         return await self.socket.open(host, 0)
@@ -99,6 +103,11 @@ class CoapDeviceIpa(HttpsIpa):
         if self.busy_pushes > 0:
             self.busy_pushes -= 1
             return Message(code=Code.SERVICE_UNAVAILABLE, payload=b"the IPA is busy")
+        if self.push_error is not None:
+            refused = encode_to_eim(
+                "transferEimPackageResponse", ("eimPackageError", self.push_error)
+            )
+            return Message(code=Code.CHANGED, payload=refused)
         answer = self.ipa.pushed(bytes(request.payload), self.clock(), with_result=True)
         reply = Message(code=Code.CHANGED, payload=answer)
         reply.opt.content_format = 42

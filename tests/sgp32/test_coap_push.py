@@ -3,7 +3,8 @@ a device whose IPA declared ipaInjectCoaps gets its package pushed (POST /gsma/r
 the address it registered from), answers with the signed result at once, and is acknowledged
 by a second push -- with no poll at all; a device whose IPA did not declare it is not pushed
 to (its package waits, still queued, for its poll); a push the IPA refuses (busy) leaves the
-package to the IPA's next poll."""
+package to the IPA's next poll -- or to the push when its device registers again; a package
+the IPA answers with eimPackageError fails."""
 
 from __future__ import annotations
 
@@ -32,15 +33,19 @@ def test_an_ipa_that_takes_pushes_is_pushed_to_and_one_that_does_not_polls(
     euicc_a, ipa_a = world.device("61", 1)
     euicc_b, ipa_b = world.device("61", 2)
     euicc_c, ipa_c = world.device("61", 3)
-    ipa_c.ipa_protocols = (1, 3)
+    euicc_d, ipa_d = world.device("61", 4)
+    euicc_e, ipa_e = world.device("61", 5)
+    for ipa in (ipa_c, ipa_d, ipa_e):
+        ipa.ipa_protocols = (1, 3)
     ipa_a.ipa_protocols = (1, 3)  # ipaRetrieveCoaps, ipaInjectCoaps
     ipa_b.ipa_protocols = (1,)  # polls only
     server = ("127.0.0.1", world.serve.port("coap"))
 
     async def case() -> None:
         api = Api(world.serve)
-        devices = [CoapDeviceIpa(ipa, server) for ipa in (ipa_a, ipa_b, ipa_c)]
-        devices[2].busy_pushes = 1
+        devices = [CoapDeviceIpa(ipa, server) for ipa in (ipa_a, ipa_b, ipa_c, ipa_d, ipa_e)]
+        devices[2].busy_pushes = devices[3].busy_pushes = 1
+        devices[4].push_error = 1  # invalidPackageFormat
         try:
             items = []
             for n, device in enumerate(devices):
@@ -49,12 +54,12 @@ def test_an_ipa_that_takes_pushes_is_pushed_to_and_one_that_does_not_polls(
                 assert (await device.register(endpoint)).code == Code.CREATED
                 items.append(world.import_item(device.ipa.euicc.eid, endpoint))
             await api.post("/v1/esim/euiccs", {"euiccs": items}, expect=201)
-            eids = [euicc_a.eid, euicc_b.eid, euicc_c.eid]
+            eids = [d.ipa.euicc.eid for d in devices]
             # the eIM learns the capabilities (IpaEuiccData) on the IPAs' polls
             await api.post("/v1/esim/packages", {"operation": "ipa-data", "eids": eids}, expect=201)
             for device in devices:
                 await device.settle()
-            assert devices[0].pushed == devices[1].pushed == devices[2].pushed == []
+            assert all(d.pushed == [] for d in devices)
 
             await api.post(
                 "/v1/esim/packages",
@@ -97,6 +102,29 @@ def test_an_ipa_that_takes_pushes_is_pushed_to_and_one_that_does_not_polls(
             shown_c = await api.get(f"/v1/esim/euiccs/{euicc_c.eid}")
             assert [p["state"] for p in shown_c["packages"]] == ["done", "done"]
             assert euicc_c.enabled is not None and euicc_c.enabled.iccid == NEW_ICCID
+
+            # D was busy too; it registers again and the push comes with it, no poll
+            async def d_refused() -> bool:
+                return len(devices[3].pushed) == 1
+
+            await eventually(d_refused, timeout=20)
+            assert (await devices[3].register("esim-push-3")).code == Code.CREATED
+
+            async def d_done() -> bool:
+                shown = await api.get(f"/v1/esim/euiccs/{euicc_d.eid}")
+                return [p["state"] for p in shown["packages"]] == ["done", "done"]
+
+            await eventually(d_done, timeout=20)
+            assert euicc_d.enabled is not None and euicc_d.enabled.iccid == NEW_ICCID
+            assert len(devices[3].pushed) == 3  # refused, package, acknowledgement
+
+            # E answered the push with eimPackageError: the package failed, nothing ran
+            async def e_failed() -> bool:
+                shown = await api.get(f"/v1/esim/euiccs/{euicc_e.eid}")
+                return [p["state"] for p in shown["packages"]] == ["failed", "done"]
+
+            await eventually(e_failed, timeout=20)
+            assert euicc_e.enabled is not None and euicc_e.enabled.iccid != NEW_ICCID
         finally:
             for device in devices:
                 device.close()
