@@ -24,10 +24,12 @@ from typing import Any
 from sgp32.eim.ledger import Ledger
 from sgp32.eim.model import AssociationRecord, EuiccRecord, PackageRecord
 from sgp32.errors import EimError, UnknownEim
+from sgp32.packages import Eco, Psmo, UpdateEim
 from sgp32.signing import NO_ASSOCIATION_TOKEN
 
-ACTOR = "eim"
 OK = 0
+MAX_COUNTER = 0x7FFFFF
+"""The counterValue every eUICC supports (SGP.32: at least up to 8388607)."""
 
 
 class EimMoveRefused(EimError):
@@ -84,6 +86,28 @@ def apply_eco_results(
                 ledger.put_association(dataclasses.replace(known, deleted_at=now))
                 changes.append({"eim_id": known.eim_id, "deleted": True})
     return changes
+
+
+def raise_own_counter(
+    ledger: Ledger, euicc: EuiccRecord, operations: Sequence[Psmo | Eco], counter: int
+) -> None:
+    """An updateEim of the eIM that signs it, setting its counterValue above `counter`: the
+    eUICC will expect counters above that value once it ran the package, so the packages
+    queued after it -- signed now, before its result is in -- must already be numbered above
+    it. Skipping counters costs nothing if the updateEim fails (gaps are fine); a value above
+    what every eUICC supports is left to the result (the eUICC may refuse it)."""
+    wanted = [
+        op.config.counter_value
+        for op in operations
+        if isinstance(op, UpdateEim)
+        and op.config.eim_id == euicc.eim_id
+        and op.config.counter_value is not None
+    ]
+    top = max(wanted, default=0)
+    if counter < top <= MAX_COUNTER:
+        own = ledger.association(euicc.eid, euicc.eim_id)
+        assert own is not None
+        ledger.put_association(dataclasses.replace(own, counter_value=top))
 
 
 def check_move(

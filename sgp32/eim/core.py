@@ -25,7 +25,7 @@ from cryptography.x509.oid import NameOID
 
 from sgp32.asn1 import decode, decode_from_ipa, encode, encode_to_ipa
 from sgp32.certificates import verify_euicc_chain
-from sgp32.eim.associations import apply_eco_results, check_move, move
+from sgp32.eim.associations import apply_eco_results, check_move, move, raise_own_counter
 from sgp32.eim.config import EimDeployment
 from sgp32.eim.ledger import OPEN_STATES, Ledger
 from sgp32.eim.model import (
@@ -218,6 +218,7 @@ class Eim:
             actor=actor,
         )
         ledger.add_package(package)
+        raise_own_counter(ledger, euicc, operations, counter)
         ledger.audit(
             actor=actor,
             action="esim.package.queue",

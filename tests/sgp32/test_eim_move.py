@@ -14,17 +14,27 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import delete, select, update
 
 from lwm2m.store import SchemaMismatch, Store
 from lwm2m.store.tables import SCHEMA_VERSION_TABLE
 from sgp32.asn1 import decode, encode_to_eim
-from sgp32.eim import Eim, EimDeployment, PackageState, ResultDuplicate, ResultRefused
+from sgp32.eim import (
+    Eim,
+    EimDeployment,
+    MemoryLedger,
+    PackageState,
+    ResultDuplicate,
+    ResultRefused,
+)
 from sgp32.eim.associations import EimMoveRefused
 from sgp32.eim.schema import SCHEMA_VERSION, create_schema
 from sgp32.eim.sql import SqlLedger
@@ -38,12 +48,13 @@ from sgp32.packages import (
     GetRat,
     ListEim,
     SetFallbackAttribute,
+    UpdateEim,
 )
 from sgp32.signing import EimIdentity
 from simulators.esim.euicc import EimAssociation, SimEuicc
 from tests.sgp32.pki import MadePki
 from tests.sgp32.test_eim_store import settle
-from tests.sgp32.world import EIM_ID, NEW_ICCID, T0, World, make_world
+from tests.sgp32.world import EIM_ID, NEW_ICCID, T0, World, make_world, run_until_idle
 
 EIM_B = "eim-b.fleetloop.test"
 
@@ -244,3 +255,86 @@ def test_a_v1_store_is_migrated_in_place(pki: MadePki, store: Store) -> None:
         )
     with pytest.raises(SchemaMismatch, match="eIM schema v3"):
         create_schema(store, now=3)
+
+
+EIM_C = "eim-c.fleetloop.test"
+ACTIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("queue")),
+        st.tuples(st.just("settle")),
+        st.tuples(st.just("add"), st.sampled_from([EIM_ID, EIM_B, EIM_C]), st.booleans()),
+        st.tuples(
+            st.just("update"),
+            st.sampled_from([EIM_ID, EIM_B, EIM_C]),
+            st.integers(min_value=0, max_value=40),
+        ),
+        st.tuples(st.just("move"), st.sampled_from([EIM_ID, EIM_B, EIM_C]), st.booleans()),
+    ),
+    min_size=1,
+    max_size=14,
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(actions=ACTIONS)
+def test_any_mix_of_eim_configuration_and_moves_keeps_the_euicc_accepting(
+    pki: MadePki, actions: list[tuple[Any, ...]]
+) -> None:
+    """Whatever operators do -- queue, addEim/updateEim of any of three eIMs (with counters
+    up and down), moves with and without deleteEim, answered or not -- the eUICC never
+    refuses a package the eIM signed (no replayed or stale counter, no unknown key or token),
+    each eIM's counters only grow, packages stay numbered per EID in queue order, and the
+    eIM's counters agree with what the eUICC keeps."""
+    world = make_world(pki)
+    keys = {EIM_ID: world.identity}
+    for eim_id in (EIM_B, EIM_C):
+        keys[eim_id] = EimIdentity(eim_id, ec.generate_private_key(ec.SECP256R1()))
+    numbers = iter(range(1, 10**9))
+    world.eim = Eim(
+        EimDeployment.of(list(keys.values()), [pki.ci]),
+        random_bytes=lambda n: next(numbers).to_bytes(n, "big"),
+    )
+    ledger = MemoryLedger()
+    euicc, ipa = world.device(1)
+    world.register(ledger, euicc)
+    for n, action in enumerate(actions):
+        now = T0 + n
+        kind = action[0]
+        if kind == "queue":
+            world.eim.queue(ledger, euicc.eid, [GetRat()], now=now, actor="a")
+        elif kind == "settle":
+            run_until_idle(world, ledger, ipa, now, limit=200)
+        elif kind == "add":
+            token = -1 if action[2] else None
+            config = EimConfiguration(
+                action[1], public_key_der=spki(keys[action[1]]), association_token=token
+            )
+            world.eim.queue(ledger, euicc.eid, [AddEim(config)], now=now, actor="a")
+        elif kind == "update":
+            config = EimConfiguration(action[1], counter_value=action[2])
+            world.eim.queue(ledger, euicc.eid, [UpdateEim(config)], now=now, actor="a")
+        else:
+            with contextlib.suppress(EimMoveRefused, UnknownEim):  # refusals are tested above
+                world.eim.move_euicc(
+                    ledger, euicc.eid, action[1], now=now, actor="a", delete_old=action[2]
+                )
+    run_until_idle(world, ledger, ipa, T0 + len(actions), limit=200)
+    assert ipa.refused == []
+    packages = ledger.packages(euicc.eid)
+    assert all(p.state == PackageState.DONE for p in packages)
+    # numbered per EID too (the store's key), in the order they were queued
+    assert len({p.counter_value for p in packages}) == len(packages)
+    assert [p.created_at for p in packages] == sorted(p.created_at for p in packages)
+    by_eim: dict[str, list[int]] = {}
+    for p in packages:
+        by_eim.setdefault(p.eim_id, []).append(p.counter_value)
+    for eim_id, counters in by_eim.items():
+        assert counters == sorted(set(counters))
+        association = ledger.association(euicc.eid, eim_id)
+        assert association is not None and association.counter_value >= counters[-1]
+    record = ledger.euicc(euicc.eid)
+    assert record is not None
+    on_card = euicc.eims.get(record.eim_id)
+    if on_card is not None:  # unless the operator deleted the bound eIM itself
+        assert record.counter_value >= on_card.counter_value
+        assert record.association_token == on_card.association_token
