@@ -1087,8 +1087,9 @@ class DtlsServer(asyncio.DatagramProtocol):
         store's own flush at shutdown commits it even if the caller stops waiting for
         :meth:`wait_closed`. Sessions left this way get no close_notify."""
         established = self._established
+        exact = self._track_incoming  # else stored marks lag: park all, as the state is exact
         for s in list(established.values()):
-            if s.snap is None and not (s.parkable and not s.fresh and self._park(s)):
+            if (s.snap is None or not exact) and not (s.parkable and not s.fresh and self._park(s)):
                 self._dirty[s.address] = None  # cannot be resumed: its stored copy goes
         saves, deletes, _ = self._collect()
         for s in list(established.values()):
