@@ -10,7 +10,7 @@ bppEuiccOtpk are stored with it)."""
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,9 @@ SMDP_OID = "2.999.10.7"
 DP_AUTH = x509.ObjectIdentifier("2.23.146.1.2.1.4")
 
 
-def smdp_certificate(pki: MadePki, key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
+def smdp_certificate(
+    pki: MadePki, key: ec.EllipticCurvePrivateKey, now: datetime = NOW
+) -> x509.Certificate:
     """CERT.DPauth-like: issued by the test CI, the SM-DP+ OID as subjectAltName
     registeredID (SGP.22 4.5.2.1), the id-rspRole-dp-auth policy."""
     return (
@@ -62,8 +64,8 @@ def smdp_certificate(pki: MadePki, key: ec.EllipticCurvePrivateKey) -> x509.Cert
         .issuer_name(pki.ci.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - timedelta(days=1))
-        .not_valid_after(NOW + timedelta(days=365))
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=365))
         .add_extension(
             x509.CertificatePolicies([x509.PolicyInformation(DP_AUTH, None)]), critical=True
         )
