@@ -611,8 +611,10 @@ class CampaignComponent:
                 return
             if change.after is Status.APPLIED:
                 d.acked = True
-                if dim is Dimension.ESIM and run.spec.phase_split:
-                    # the signed result is in; verified once the device is heard again
+                switched = d.rollback.get(dim.value) != dict(component.value_for(d.member))
+                if dim is Dimension.ESIM and run.spec.phase_split and switched:
+                    # the signed result is in; verified once the device is heard again (not
+                    # where it ran this profile already: nothing switched, nothing to hear)
                     d.verified_at = now
                     d.deadline = now + self._registration_budget(run, d)
                     run.move(d, DeviceState.REGISTERING, now, "")

@@ -355,3 +355,22 @@ def test_the_cli_builds_the_esim_kind_and_shows_the_phases(
     out = capsys.readouterr().out
     assert "phases download (esim_download) -> enable (esim); now: download" in out
     assert "running (download)" in out or "pending (download)" in out
+
+
+def test_a_device_already_on_the_new_profile_is_not_waited_for(store: Store) -> None:
+    async def case() -> None:
+        records = _records("ea-", {"eu": 2})
+        async with rig(store, records) as r:
+            cid = await r.campaigns.create(_spec("ea-"), actor="op")
+            both = await _wait_state(r, cid, DeviceState.DELIVERING, 2)
+            await _downloaded(r, both[:1])  # runs the old profile
+            on_new = {"iccid": NEW, "state": "enabled", "carrier": "Carrier B"}
+            await _told(r, both[1], Dimension.ESIM_DOWNLOAD)
+            values = {Dimension.ESIM_DOWNLOAD: {"iccids": [NEW, OLD]}, Dimension.ESIM: on_new}
+            await r.state.observer.record(both[1], values, "esim")  # switched before us
+            await _wait_state(r, cid, DeviceState.DELIVERING, 2)
+            await _enabled(r, both)
+            assert await _wait_state(r, cid, DeviceState.SUCCEEDED, 1) == both[1:]
+            assert await _wait_state(r, cid, DeviceState.REGISTERING, 1) == both[:1]
+
+    asyncio.run(asyncio.wait_for(case(), 60))
