@@ -49,7 +49,8 @@ class Ledger(Protocol):
         ...
 
     def put_association(self, record: AssociationRecord) -> None:
-        """Insert or replace the (EID, eimId) association."""
+        """Insert or replace the (EID, eimId) association -- except its counter, which only
+        grows: a stored counter above `record.counter_value` is kept (atomically)."""
         ...
 
     def bind(self, eid: str, eim_id: str) -> None:
@@ -155,6 +156,9 @@ class MemoryLedger:
         )
 
     def put_association(self, record: AssociationRecord) -> None:
+        known = self._associations.get((record.eid, record.eim_id))
+        if known is not None and known.counter_value > record.counter_value:
+            record = dataclasses.replace(record, counter_value=known.counter_value)
         self._associations[(record.eid, record.eim_id)] = record
 
     def bind(self, eid: str, eim_id: str) -> None:

@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Row, Select, and_, delete, func, insert, select, update
+from sqlalchemy import Row, Select, and_, case, delete, func, insert, select, update
 
 from lwm2m.store import Store, Tx
 from lwm2m.store.audit import AuditLog
@@ -186,8 +186,13 @@ class SqlLedger:
         return [_association(r) for r in rows]
 
     def put_association(self, record: AssociationRecord) -> None:
+        """The counter is raised in the UPDATE itself (never lowered), so a concurrent
+        increment from another process is never overwritten by a value read before it."""
         values = {
-            "counter_value": record.counter_value,
+            "counter_value": case(
+                (_A.counter_value < record.counter_value, record.counter_value),
+                else_=_A.counter_value,
+            ),
             "association_token": record.association_token,
             "source": record.source,
             "confirmed_at": record.confirmed_at,
@@ -199,6 +204,7 @@ class SqlLedger:
             .values(**values)
         ).rowcount
         if not changed:
+            values["counter_value"] = record.counter_value
             self._tx.execute(
                 insert(ASSOCIATION).values(eid=record.eid, eim_id=record.eim_id, **values)
             )

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Any
 
 import pytest
@@ -210,6 +211,27 @@ def test_an_eim_the_euicc_did_not_confirm_is_no_move_target(pki: MadePki, eim_st
         assert [a.eim_id for a in ledger.associations(euicc.eid)] == [EIM_ID]
         with pytest.raises(EimMoveRefused, match=rf"EID {euicc.eid}.*fleetloop esim eim add"):
             world.eim.move_euicc(ledger, euicc.eid, EIM_B, now=T0, actor="a")
+
+
+def test_an_association_counter_never_goes_back(pki: MadePki, eim_store: Store) -> None:
+    """put_association raises the counter in the statement itself and never lowers it: a
+    value read before another process's increment cannot overwrite that increment."""
+    world = make_world(pki)
+    euicc, _ = world.device(1)
+    for ledger_of in ("memory", "store"):
+        memory = MemoryLedger()
+        with eim_store.transaction() as tx:
+            ledger: Any = memory if ledger_of == "memory" else SqlLedger(tx, eim_store.audit)
+            if ledger_of == "memory" or ledger.euicc(euicc.eid) is None:
+                world.register(ledger, euicc)
+            stale = ledger.association(euicc.eid, EIM_ID)
+            for _ in range(3):
+                ledger.next_counter(euicc.eid, EIM_ID)
+            ledger.put_association(dataclasses.replace(stale, association_token=9))
+            kept = ledger.association(euicc.eid, EIM_ID)
+            assert (kept.counter_value, kept.association_token) == (3, 9), ledger_of
+            ledger.put_association(dataclasses.replace(stale, counter_value=7))
+            assert ledger.association(euicc.eid, EIM_ID).counter_value == 7, ledger_of
 
 
 def test_a_v1_store_is_migrated_in_place(pki: MadePki, store: Store) -> None:
