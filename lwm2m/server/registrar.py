@@ -646,10 +646,35 @@ class RegistrationInterface(ResourceServing):
             self._respond(channel, event, Code.BAD_REQUEST, f"undecodable Send: {exc}")
             return
         self.stats["sends"] += 1
-        self._respond(channel, event, Code.CHANGED)
-        self._record(timestamped_values(reg.endpoint, groups, now, Source.SEND))
+        # The 2.04 says "stored": a device deletes the readings it buffered once they are
+        # acknowledged, so the answer waits for the COMMIT holding them (a kill -9 between an
+        # early answer and the commit lost them: tests/integration/test_send_durability.py).
+        values = timestamped_values(reg.endpoint, groups, now, Source.SEND)
+        try:
+            stored = self.store.record(values, wait=True)
+        except StoreError as exc:
+            logger.warning("Send of %s not stored: %s", reg.endpoint, exc)
+            self._respond(channel, event, Code.SERVICE_UNAVAILABLE, "store unavailable; retry")
+            return
+        if stored is None:
+            self._respond(channel, event, Code.CHANGED)
+        else:
+            stored.add_done_callback(lambda done: self._send_stored(channel, event, done))
         self._emit(SendReceived(reg.endpoint, newest_content(groups), tuple(groups)))
         self._wake(device)
+
+    def _send_stored(
+        self, channel: Channel, event: RequestReceived, done: asyncio.Future[None]
+    ) -> None:
+        """Answer a Send once its readings are committed (or could not be)."""
+        if not self._running:
+            return  # stopping: the device retransmits to the next process
+        if done.cancelled() or done.exception() is not None:
+            error = "cancelled" if done.cancelled() else done.exception()
+            logger.warning("Send not stored: %s", error)
+            self._respond(channel, event, Code.SERVICE_UNAVAILABLE, "store unavailable; retry")
+            return
+        self._respond(channel, event, Code.CHANGED)
 
 
 __all__ = ["RegistrationInterface"]
