@@ -106,9 +106,18 @@ class _Device:
 
 
 def _load_main(
-    conn: Connection, run: int, proc: int, count: int, port: int, inflight: int, limit: float
+    conn: Connection,
+    run: int,
+    proc: int,
+    count: int,
+    port: int,
+    inflight: int,
+    limit: float,
+    records: int = 0,
 ) -> None:
-    """One load process: ``count`` devices, at most ``inflight`` at once."""
+    """One load process: ``count`` devices, at most ``inflight`` at once; with ``records``,
+    the registered devices keep their sessions and, when told, each sends that many more
+    CON requests, one at a time (``_records_phase``)."""
     from mbedtls import tls
     from mbedtls.exceptions import TLSError
     from mbedtls.tls import WantReadError, WantWriteError
@@ -129,6 +138,7 @@ def _load_main(
     rbuf = bytearray(4096)
     latencies: list[float] = []
     started: dict[int, float] = {}
+    kept: list[_Device] = []
 
     def flush(d: _Device) -> None:
         out = d.buf.peek_outgoing(1 << 16)
@@ -164,7 +174,10 @@ def _load_main(
         d.done = True
         fd = d.sock.fileno()
         sel.unregister(d.sock)
-        d.sock.close()
+        if good and records:
+            kept.append(d)
+        else:
+            d.sock.close()
         del active[fd]
         if good:
             ok += 1
@@ -266,6 +279,87 @@ def _load_main(
             "p99_ms": latencies[int(len(latencies) * 0.99)] * 1e3 if latencies else 0.0,
         }
     )
+    if records:
+        conn.recv()  # go
+        conn.send(_records_phase(kept, records, inflight, limit))
+
+
+def _records_phase(
+    devices: list[_Device], records: int, inflight: int, limit: float
+) -> dict[str, Any]:
+    """Each device sends ``records`` CON GETs over its session, one at a time, ``inflight``
+    devices at once: what a record costs the server on a session that is already stored
+    (parked, so the first record restores it)."""
+    from mbedtls.exceptions import TLSError
+    from mbedtls.tls import WantReadError
+
+    sel = selectors.DefaultSelector()
+    rbuf = bytearray(4096)
+    left = {id(d): records for d in devices}
+    todo = list(reversed(devices))
+    active: set[int] = set()
+    ok = lost = 0
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    stop_at = t0 + limit
+
+    def send(d: _Device) -> None:
+        d.mid = (d.mid + 1) & 0xFFFF
+        request = bytes((0x42, 0x01)) + d.mid.to_bytes(2, "big") + b"rq" + b"\xb5bench"
+        n = d.buf.write(request)
+        out = d.buf.peek_outgoing(n)
+        d.buf.consume_outgoing(n)
+        d.sock.send(out)
+        d.deadline = time.perf_counter() + REGISTER_TIMEOUT
+
+    def start() -> None:
+        while todo and len(active) < inflight:
+            d = todo.pop()
+            active.add(id(d))
+            sel.register(d.sock, selectors.EVENT_READ, d)
+            send(d)
+
+    def done(d: _Device) -> None:
+        active.discard(id(d))
+        sel.unregister(d.sock)
+        d.sock.close()
+
+    start()
+    while active and time.perf_counter() < stop_at:
+        for key, _ in sel.select(TICK):
+            d = key.data
+            try:
+                n = d.sock.recv_into(rbuf)
+                d.buf.receive_from_network(bytes(rbuf[:n]))
+                m = d.buf.readinto(rbuf, len(rbuf))
+            except (BlockingIOError, WantReadError):
+                continue
+            except (OSError, TLSError):
+                lost += left[id(d)]
+                done(d)
+                continue
+            if m >= 4 and ((rbuf[2] << 8) | rbuf[3]) == d.mid:
+                ok += 1
+                left[id(d)] -= 1
+                if left[id(d)]:
+                    send(d)
+                else:
+                    done(d)
+        now = time.perf_counter()
+        for key in list(sel.get_map().values()):
+            d = key.data
+            if d.deadline <= now:
+                lost += 1
+                send(d)  # a new record: the lost one is not resent
+        start()
+    for key in list(sel.get_map().values()):
+        key.data.sock.close()
+    return {
+        "ok": ok,
+        "lost": lost,
+        "seconds": time.perf_counter() - t0,
+        "cpu": time.process_time() - cpu0,
+    }
 
 
 # -- Mbed TLS alone -----------------------------------------------------------------------------
@@ -371,11 +465,11 @@ def mbedtls_costs(n: int) -> dict[str, float]:
 # -- the transport alone ---------------------------------------------------------------------------
 
 
-def _bare_main(conn: Connection, data_dir: str) -> None:
-    asyncio.run(_bare(conn, data_dir))
+def _bare_main(conn: Connection, data_dir: str, marks: bool) -> None:
+    asyncio.run(_bare(conn, data_dir, marks))
 
 
-async def _bare(conn: Connection, data_dir: str) -> None:
+async def _bare(conn: Connection, data_dir: str, marks: bool) -> None:
     """``--server transport``: what the DM server's DTLS channel costs without LwM2M: the
     ``DtlsServer`` with a sealed SQLite session store (as ``serve`` wires it), the CoAP core
     and shell, and a handler answering every request 2.01 at once (no registration)."""
@@ -412,7 +506,11 @@ async def _bare(conn: Connection, data_dir: str) -> None:
     shell = CoapShell(core, on_event)
     server = await DtlsServer.create(
         shell,
-        DtlsServerConfig(psk_store=AnyBenchKey(), session_store=StoreDtlsSessions(store)),
+        DtlsServerConfig(
+            psk_store=AnyBenchKey(),
+            session_store=StoreDtlsSessions(store),
+            persist_incoming=marks,
+        ),
         "127.0.0.1",
         0,
         on_session_closed=shell.session_closed,
@@ -448,7 +546,7 @@ async def _bare(conn: Connection, data_dir: str) -> None:
     conn.send({"stopped": True})
 
 
-def _transport_server() -> Any:
+def _transport_server(marks: bool) -> Any:
     """The bare transport in a ``ServerProcess`` of its own (same interface)."""
     import tempfile
 
@@ -459,7 +557,7 @@ def _transport_server() -> Any:
             self.tmp = tempfile.TemporaryDirectory(prefix="bench-dtls-")
             context = mp.get_context("spawn")
             self.conn, child = context.Pipe()
-            self.process = context.Process(target=_bare_main, args=(child, self.tmp.name))
+            self.process = context.Process(target=_bare_main, args=(child, self.tmp.name, marks))
             self.process.start()
             self.pid = self.process.pid or 0
             self.coaps = self.ask({"cmd": "ports"}, timeout=60)["coaps"]
@@ -477,7 +575,9 @@ def one_run(run: int, args: argparse.Namespace) -> dict[str, Any]:
         args.devices // args.procs + (1 if p < args.devices % args.procs else 0)
         for p in range(args.procs)
     ]
-    server = ServerProcess() if args.server == "lwm2m" else _transport_server()
+    server = (
+        ServerProcess() if args.server == "lwm2m" else _transport_server(marks=not args.no_marks)
+    )
     try:
         rows = [
             (endpoint(run, p, i), endpoint(run, p, i), BENCH_KEY.hex())
@@ -491,7 +591,16 @@ def one_run(run: int, args: argparse.Namespace) -> dict[str, Any]:
             parent, child = context.Pipe()
             process = context.Process(
                 target=_load_main,
-                args=(child, run, p, per_proc[p], server.coaps, args.inflight, args.time_limit),
+                args=(
+                    child,
+                    run,
+                    p,
+                    per_proc[p],
+                    server.coaps,
+                    args.inflight,
+                    args.time_limit,
+                    args.records,
+                ),
             )
             process.start()
             workers.append((process, parent))
@@ -532,6 +641,27 @@ def one_run(run: int, args: argparse.Namespace) -> dict[str, Any]:
         # group commits still queued) counts too: sample again once it is done.
         time.sleep(args.settle)
         settled = server.sample()
+        phase2: dict[str, Any] = {}
+        if args.records:
+            for _, parent in workers:
+                parent.send({"go": True})
+            p2 = [parent.recv() for _, parent in workers]
+            time.sleep(args.settle)
+            ended = server.sample()
+            done = sum(r["ok"] for r in p2)
+            took = max(r["seconds"] for r in p2)
+            cpu2 = ended["cpu"] - settled["cpu"]
+            phase2 = {
+                "records_answered": done,
+                "records_lost": sum(r["lost"] for r in p2),
+                "records_per_s": round(done / took, 1),
+                "server_cpu_us_per_record": round(cpu2 / max(done, 1) * 1e6, 1),
+                "record_threads_cpu_s": {
+                    k: round(v - settled["threads_cpu"].get(k, 0.0), 3)
+                    for k, v in ended["threads_cpu"].items()
+                },
+                "incoming_marks": ended.get("transport", {}).get("incoming_marks"),
+            }
         for process, _ in workers:
             process.join(10)
         server_cpu = settled["cpu"] - before["cpu"]
@@ -562,6 +692,7 @@ def one_run(run: int, args: argparse.Namespace) -> dict[str, Any]:
         "latency_p50_ms": round(statistics.median(r["p50_ms"] for r in results), 1),
         "latency_p99_ms": round(max(r["p99_ms"] for r in results), 1),
         "server_rss_bytes": rss,
+        **phase2,
         "threads_cpu_s": {
             k: round(v - before["threads_cpu"].get(k, 0.0), 3)
             for k, v in settled["threads_cpu"].items()
@@ -593,6 +724,18 @@ def main() -> None:
         "--profile", default="", help="py-spy the server over each storm into PREFIX.RUN.txt"
     )
     parser.add_argument("--native", action="store_true", help="py-spy --native")
+    parser.add_argument(
+        "--records",
+        type=int,
+        default=0,
+        help="then every registered device sends this many CON requests over its (stored,"
+        " parked) session, one at a time: server CPU per record",
+    )
+    parser.add_argument(
+        "--no-marks",
+        action="store_true",
+        help="--server transport with persist_incoming=False (no incoming marks)",
+    )
     parser.add_argument(
         "--mbedtls",
         action="store_true",

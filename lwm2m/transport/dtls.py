@@ -105,7 +105,9 @@ from lwm2m.transport.parking import (
     OrderedSessionStore,
     ParkingError,
     SessionStore,
+    blob_header,
     blob_reservation,
+    blob_tail,
     counters,
     decode_blob,
     encode_blob,
@@ -222,6 +224,7 @@ class _Session:
         "buffer",
         "fresh",
         "in_top",
+        "key",
         "keylog_tries",
         "last_seen",
         "limit",
@@ -236,6 +239,7 @@ class _Session:
         "source",
         "started",
         "state0",
+        "tail",
         "timer",
     )
 
@@ -267,6 +271,9 @@ class _Session:
         self.in_top = 0
         self.reserve = 0
         self.limit = -1
+        #: Cached for the per-record mark: the store key and ``blob_tail`` of ``snap``.
+        self.key: str | None = None
+        self.tail: bytes | None = None
 
     def half_open(self) -> bool:
         return self.state0 is None or self.buffer._handshake_state == self.state0
@@ -1148,6 +1155,7 @@ class DtlsServer(asyncio.DatagramProtocol):
         buf.setcookieparam(cookie_param(s.address))
         s.buffer = buf
         s.snap = conn
+        s.tail = None
         s.out_next, s.in_top = counters(conn)
         s.reserve = s.out_next + OUT_RESERVATION
         self._dirty[s.address] = None
@@ -1274,10 +1282,15 @@ class DtlsServer(asyncio.DatagramProtocol):
         if peer is None or snap is None:
             self._dirty[s.address] = None
             return
-        wall = time.time()
-        blob = encode_blob(wall, s.reserve, s.in_top, peer.identity, snap)
+        tail = s.tail
+        if tail is None:
+            tail = s.tail = blob_tail(peer.identity, snap)
+        key = s.key
+        if key is None:
+            key = s.key = peer_key(s.address)
+        blob = blob_header(time.time(), s.reserve, s.in_top) + tail
         try:
-            self._store.save_now(peer_key(s.address), blob)  # type: ignore[union-attr]
+            self._store.save_now(key, blob)  # type: ignore[union-attr]
         except Exception:
             self.stats.session_store_errors += 1
             self._log_internal("could not queue a DTLS session mark", exc_info=True)
