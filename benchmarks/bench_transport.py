@@ -230,7 +230,7 @@ def _trim() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-async def _parking_server(port_file: Path, data_dir: Path) -> None:
+async def _parking_server(port_file: Path, data_dir: Path, persist_interval: float = 1.0) -> None:
     """The server side of ``parking``: a DtlsServer with a SQLite session store, driven by
     JSON commands on stdin (one per line), answering one JSON line each on stdout."""
     import asyncio
@@ -262,6 +262,7 @@ async def _parking_server(port_file: Path, data_dir: Path) -> None:
         max_handshakes=10_000,
         session_store=session_store,
         idle_timeout=86_400.0,
+        persist_interval=persist_interval,
     )
     _trim()
     rss_before = _rss_kib()
@@ -414,6 +415,7 @@ def main_parking(args: argparse.Namespace) -> None:
                     "parking-serve",
                     str(port_file),
                     str(tmp),
+                    str(args.persist_interval),
                 ],
                 cwd=HERE.parent,
                 stdin=subprocess.PIPE,
@@ -532,7 +534,7 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "parking-serve":
         import asyncio
 
-        asyncio.run(_parking_server(Path(sys.argv[2]), Path(sys.argv[3])))
+        asyncio.run(_parking_server(Path(sys.argv[2]), Path(sys.argv[3]), float(sys.argv[4])))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "parking":
         parser = argparse.ArgumentParser(description=main_parking.__doc__)
@@ -544,6 +546,12 @@ def main() -> None:
             type=int,
             default=0,
             help="also restart with this many stored sessions (copies of the real ones)",
+        )
+        parser.add_argument(
+            "--persist-interval",
+            type=float,
+            default=1.0,
+            help="the server's persist_interval (a long one: every session is new at the stop)",
         )
         parser.add_argument(
             "--close-live",
