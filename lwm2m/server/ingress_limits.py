@@ -383,12 +383,16 @@ class IngestMeter:
                 float(budget.byte_burst),
                 now,
             ]
-        else:
-            elapsed = max(0.0, now - bucket[2])
-            bucket[0] = min(budget.message_burst, bucket[0] + elapsed * budget.messages_per_second)
-            bucket[1] = min(budget.byte_burst, bucket[1] + elapsed * budget.bytes_per_second)
-            bucket[2] = now
-        size = min(size, budget.byte_burst)  # one message larger than the burst still passes
+        else:  # conditionals, not min()/max(): this runs per notification (issue 13)
+            elapsed = now - bucket[2]
+            if elapsed > 0.0:
+                messages = bucket[0] + elapsed * budget.messages_per_second
+                octets = bucket[1] + elapsed * budget.bytes_per_second
+                bucket[0] = messages if messages < budget.message_burst else budget.message_burst
+                bucket[1] = octets if octets < budget.byte_burst else budget.byte_burst
+                bucket[2] = now
+        if size > budget.byte_burst:  # one message larger than the burst still passes
+            size = budget.byte_burst
         if bucket[0] >= 1.0 and bucket[1] >= size:
             bucket[0] -= 1.0
             bucket[1] -= size

@@ -15,7 +15,15 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from lwm2m.codec import CodecError, TimestampedNodes
-from lwm2m.model import ModelError, Node, ObjectModel, Path, iter_leaves
+from lwm2m.model import (
+    ModelError,
+    Node,
+    ObjectModel,
+    Path,
+    ResourceInstance,
+    SingleResource,
+    iter_leaves,
+)
 from lwm2m.server.operations import Response, decode_report, is_multi_format
 from lwm2m.server.results import ObservationInfo
 from lwm2m.store import ReportedValue, Source
@@ -72,11 +80,16 @@ def leaf_values(
     endpoint: str, content: Mapping[Path, Node], at: float, source: Source
 ) -> list[ReportedValue]:
     """Every leaf of ``content`` as a reported value at time ``at``."""
-    return [
-        ReportedValue(endpoint, leaf, value, at, source)
-        for path, node in content.items()
-        for leaf, value in iter_leaves(node, path)
-    ]
+    values: list[ReportedValue] = []
+    for path, node in content.items():
+        if isinstance(node, SingleResource | ResourceInstance):  # a notification's usual node
+            values.append(ReportedValue(endpoint, path, node.value, at, source))
+        else:
+            values.extend(
+                ReportedValue(endpoint, leaf, value, at, source)
+                for leaf, value in iter_leaves(node, path)
+            )
+    return values
 
 
 def timestamped_values(

@@ -22,6 +22,8 @@ from typing import Any, ClassVar
 from aiocoap import Message
 from aiocoap.numbers.codes import Code
 
+from lwm2m.coap.messages import CONTENT_FORMAT as CONTENT_FORMAT_OPTION
+from lwm2m.coap.messages import LOCATION_PATH, option_int, option_strings
 from lwm2m.codec import (
     CodecError,
     TimestampedNodes,
@@ -104,12 +106,13 @@ class Response:
 
     @classmethod
     def from_message(cls, message: Message) -> Response:
-        cf = message.opt.content_format
+        # Options read from aiocoap's map directly and the fields passed by position: this
+        # runs for every notification and every response (issue 13).
         return cls(
-            code=int(message.code),
-            content_format=int(cf) if cf is not None else None,
-            payload=bytes(message.payload),
-            location_path=tuple(message.opt.location_path),
+            int(message.code),
+            option_int(message, CONTENT_FORMAT_OPTION),
+            bytes(message.payload),
+            option_strings(message, LOCATION_PATH),
         )
 
     @property

@@ -45,6 +45,7 @@ from lwm2m.server.registration import (
     SendRequest,
     UpdateRequest,
     code_text,
+    parse_bare_update,
     parse_request,
 )
 from lwm2m.server.resources import ResourceServing
@@ -72,6 +73,7 @@ from lwm2m.store import (
     StoreError,
     Tx,
 )
+from lwm2m.store import Identity as StoredIdentity
 from lwm2m.store.registrations import applied
 from lwm2m.transport import CertificateIdentity, Peer, PskIdentity
 
@@ -93,6 +95,17 @@ _RegisterRow = tuple[NewRegistration, _IdentityRule, float]
 #: The changes of an empty Update from the registration's own address (the common Update: a
 #: lifetime refresh), shared instead of built per Update.
 _NO_CHANGES = RegistrationUpdate()
+_NOSEC = StoredIdentity.nosec()
+
+
+def _same_identity(peer: Peer, device: Device) -> bool:
+    """Whether ``peer`` speaks for ``device``'s registration with the identity it registered
+    with (``stored_identity(peer) == registration.identity``, with the common plain-CoAP case
+    decided without building anything: it runs for every Update and De-register)."""
+    registered = device.registration.identity
+    if peer.identity is None:
+        return registered is _NOSEC or registered == _NOSEC
+    return stored_identity(peer) == registered
 
 
 class RegistrationInterface(ResourceServing):
@@ -106,6 +119,9 @@ class RegistrationInterface(ResourceServing):
     _refusal_log: RefusalLog | None = None
     #: Per-device ingest budget of Sends and notifications; made on first use.
     _ingest_meter: IngestMeter | None = None
+    #: Answers of commit callbacks wait in the cores for one flush (``_hold_answers``).
+    _answers_held: bool = False
+    _channels: list[Channel]
     _loop: asyncio.AbstractEventLoop
     _wall: Callable[[], float]
     _lifetimes: LifetimeRules
@@ -143,7 +159,7 @@ class RegistrationInterface(ResourceServing):
         if self._resources is not None and self._serves(message):
             self._answer_resource(channel, event)  # e.g. a firmware image (resources.py)
             return
-        parsed = parse_request(
+        parsed = parse_bare_update(message) or parse_request(
             message, allowed_versions=self.config.allowed_versions, lifetimes=self._lifetimes
         )
         if isinstance(parsed, Refusal):
@@ -175,7 +191,8 @@ class RegistrationInterface(ResourceServing):
         if location:
             response.opt.location_path = location
         channel.core.respond(event.request, response, channel.now())
-        channel.flush()
+        if not self._answers_held:  # else _send_held_answers sends it
+            channel.flush()
 
     def _refused(
         self, endpoint: str | None, peer: Peer, reason: str, code: Code, *, audited: bool
@@ -310,12 +327,29 @@ class RegistrationInterface(ResourceServing):
         def done(ok: bool, value: Any) -> None:
             if not self._running:
                 return
+            if not self._answers_held:
+                self._hold_answers()
             try:
                 then(ok, value)
             except Exception:
                 logger.exception("server task failed")
 
         return done
+
+    def _hold_answers(self) -> None:
+        """Queue the answers of this group commit's callbacks in the CoAP cores and send them
+        together right after (one flush per socket on the loop's next turn), rather than one
+        flush per answer: a flush runs the shell's whole pass (events, datagrams, timer), and
+        the ~50 callbacks of a commit run back to back in one loop callback (issue 13)."""
+        self._answers_held = True
+        self._loop.call_soon(self._send_held_answers)
+
+    def _send_held_answers(self) -> None:
+        if not self._answers_held:  # sent already (the server stopping)
+            return
+        self._answers_held = False
+        for channel in self._channels:
+            channel.flush()
 
     def _register(self, channel: Channel, event: RequestReceived, request: RegisterRequest) -> None:
         peer = cast(Peer, event.peer)
@@ -403,7 +437,7 @@ class RegistrationInterface(ResourceServing):
         if device is None:
             self._respond(channel, event, Code.NOT_FOUND, "unknown registration; register again")
             return
-        if stored_identity(peer) != device.registration.identity:
+        if not _same_identity(peer, device):
             self._spawn(self._update_checked(channel, event, request, device, peer))
             return
         self._submit_update(channel, event, request, device, peer)
@@ -430,7 +464,9 @@ class RegistrationInterface(ResourceServing):
     ) -> None:
         changes = (
             _NO_CHANGES
-            if request.is_empty and request.binding_queue is None and peer == device.peer
+            if request.is_empty
+            and request.binding_queue is None
+            and (peer is device.peer or peer == device.peer)  # the transport reuses its Peers
             else self._changes(request, device, peer)
         )
         # Every Update, the empty one too, is committed before its 2.04 (group-committed with
@@ -531,7 +567,7 @@ class RegistrationInterface(ResourceServing):
         if device is None:
             self._respond(channel, event, Code.NOT_FOUND, "unknown registration")
             return
-        if stored_identity(peer) != device.registration.identity:
+        if not _same_identity(peer, device):
             self._spawn(self._deregister_checked(channel, event, request, device, peer))
             return
         self._submit_deregister(channel, event, request, device)

@@ -343,6 +343,7 @@ class LwM2MServer(RegistrationInterface, DeviceManagementApi):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._send_held_answers()  # committed writes' answers still waiting for their flush
         for channel in self._channels:
             channel.shell.close()
         for channel in self._channels:
@@ -491,7 +492,7 @@ class LwM2MServer(RegistrationInterface, DeviceManagementApi):
                         QueueState.CANCELLED,
                     )
                 )
-        if channel is not None:
+        if channel is not None and not self._answers_held:  # else flushed with the answers
             channel.flush()
 
     def _cancel_row(self, tx: Tx, request_id: int, now: float) -> None:
@@ -572,7 +573,8 @@ class LwM2MServer(RegistrationInterface, DeviceManagementApi):
         obs.notifications += 1
         self.stats["notifications"] += 1
         self._record(values)
-        self._emit(Notification(device.endpoint, obs.id, obs.paths, content, at))
+        if self._subscribers:  # no event object nobody reads
+            self._emit(Notification(device.endpoint, obs.id, obs.paths, content, at))
 
     def _add_observation(
         self,
@@ -632,7 +634,8 @@ class LwM2MServer(RegistrationInterface, DeviceManagementApi):
         if store_row:
             token = obs.handle.token
             self._store_nowait(lambda tx: self._remove_observation_row(tx, token))
-        self._emit(ObservationEnded(device.endpoint, obs.id, reason))
+        if self._subscribers:
+            self._emit(ObservationEnded(device.endpoint, obs.id, reason))
 
     def _remove_observation_row(self, tx: Tx, token: bytes) -> None:
         if self.store.observations.get(tx, token) is not None:

@@ -237,6 +237,24 @@ def applied(old: Registration, changes: RegistrationUpdate, now: float) -> Regis
     """The registration after :meth:`RegistrationRepository.apply_updates` applied
     ``changes`` at ``now`` to ``old`` (the same rule the database used)."""
     lifetime = changes.lifetime if changes.lifetime is not None else old.lifetime
+    if _refresh_only(changes):  # the common Update: positional, no per-field choice
+        return Registration(
+            old.id,
+            old.endpoint,
+            old.lwm2m_version,
+            lifetime,
+            old.binding,
+            old.queue_mode,
+            old.sms_number,
+            old.address,
+            old.root_path,
+            old.object_links,
+            old.supported_formats,
+            old.registered_at,
+            now,
+            now + lifetime,
+            old.identity,
+        )
     return _apply(old, changes, lifetime, now)
 
 
