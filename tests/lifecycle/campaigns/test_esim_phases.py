@@ -87,7 +87,7 @@ def _spec(prefix: str, **changes: Any) -> CampaignSpec:
             min_verified_pct=None,
             cohort_by=(Scope.REGION,),
         ),
-        deadlines=Deadlines(delivered_s=30.0, applied_s=30.0, registered_s=1.0, verified_s=30.0),
+        deadlines=Deadlines(delivered_s=30.0, applied_s=30.0, registered_s=3.0, verified_s=30.0),
         on_failure=OnFailure.HALT,
     )
     return replace(base, **changes)
@@ -300,6 +300,7 @@ def test_a_restart_between_the_phases_resumes_and_the_enable_waits_for_a_registr
             await _downloaded(r, rest)
             await _wait_state(r, cid, DeviceState.DELIVERING, 4)
             await _enabled(r, rest)
+            await _wait_state(r, cid, DeviceState.REGISTERING, 4)
             await _update(r, again, rest)
 
             async def completed() -> bool:

@@ -103,6 +103,11 @@ def test_a_completed_campaign_is_rolled_back_by_region_then_wholly(store: Store)
             await r.verify(us, V1)
             await eventually(lambda: _state(r, cid, CampaignState.REVERTED))
             assert (await r.campaigns.status(cid))["counts"] == {"reverted": 6}
+
+            async def both_done() -> bool:  # the status is memory; the tick commits the audit
+                return (await _audit_actions(store, cid)).count("campaign.rollback_done") >= 2
+
+            await eventually(both_done)
             actions = await _audit_actions(store, cid)
             assert actions.count("campaign.rollback") >= 3
             assert actions.count("campaign.rollback_done") >= 2
