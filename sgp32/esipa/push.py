@@ -1,9 +1,10 @@
 """eIM-initiated ESipa over CoAP (SGP.32 ESipa.TransferEimPackage): push a queued package to
 an IPA that declared it takes one, instead of waiting for its next poll.
 
-Who gets pushes: an eUICC linked to a device registered with the DM server over plain CoAP,
-whose IPA declared ``ipaInjectCoaps`` in ``IpaCapabilities.ipaSupportedProtocols`` (bit 3) in
-the last IpaEuiccData it sent. Everyone else keeps polling -- nothing changes for them. Where
+Who gets pushes: an eUICC linked to a device registered with the DM server over plain CoAP
+(without object 3443: those get theirs through /3443/0/2), whose IPA declared
+``ipaInjectCoaps`` in ``IpaCapabilities.ipaSupportedProtocols`` (bit 3) in the last
+IpaEuiccData it sent. Everyone else keeps polling -- nothing changes for them. Where
 the push goes: ``POST /gsma/rsp2/asn1`` at the address the device registered from -- the IPA
 shares the device's CoAP stack, as on the CoAP pull binding -- with the
 TransferEimPackageRequest as the body (Content-Format 42, as for the pull binding).
@@ -44,6 +45,7 @@ from typing import Any, Protocol
 from aiocoap import Message
 from aiocoap.numbers.codes import Code
 
+from lwm2m.codec.link import LinkFormatError, parse_links
 from lwm2m.server import LwM2MServer, Registered
 from sgp32.asn1 import decode, decode_from_eim, decode_from_ipa, encode_to_eim, encode_to_ipa
 from sgp32.eim.core import Exchange
@@ -58,6 +60,7 @@ log = logging.getLogger("fleetloop.sgp32.esipa.push")
 IPA_INJECT_COAPS = 3
 """IpaCapabilities.ipaSupportedProtocols bit: the IPA takes eIM-initiated ESipa over CoAP(s)."""
 CONTENT_FORMAT = 42
+ESIM_OBJECT = 3443
 MAX_PUSHES = 16
 """Packages pushed back to back to one EID before leaving the rest to its polls."""
 
@@ -184,6 +187,8 @@ class CoapPush:
             registration = self.server.registration(endpoint)
             if registration is None or registration.secure or not injects_coap(ipa_data):
                 continue
+            if _has_object_3443(registration.object_links):
+                continue  # the object 3443 binding pushes to it (/3443/0/2)
             found[eid] = (registration.address.host, registration.address.port)
         return found
 
@@ -250,6 +255,14 @@ class CoapPush:
             if answer is None or answer.code != Code.CHANGED:
                 return False  # the IPA sends the result again; the eIM acknowledges then
         return True
+
+
+def _has_object_3443(links: str) -> bool:
+    try:
+        parsed = parse_links(links)
+    except LinkFormatError:  # the DM server accepted it, so this does not happen
+        return False
+    return any(link.path is not None and link.path.object_id == ESIM_OBJECT for link in parsed)
 
 
 def _transaction_id(request: bytes) -> bytes | None:
