@@ -62,6 +62,8 @@ IPA_INJECT_COAPS = 3
 CONTENT_FORMAT = 42
 ESIM_OBJECT = 3443
 MAX_PUSHES = 16
+IN_FLIGHT = 64
+"""Devices pushed to at the same time (each waits up to `timeout` for its answer)."""
 """Packages pushed back to back to one EID before leaving the rest to its polls."""
 
 Handler = Callable[[bytes, float], Awaitable[Exchange]]
@@ -145,6 +147,7 @@ class CoapPush:
         self.stats = PushStats()
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight = asyncio.Semaphore(IN_FLIGHT)
 
     def queued(self, eids: list[str]) -> None:
         self._spawn(self.push(eids))
@@ -193,12 +196,18 @@ class CoapPush:
         return found
 
     async def push(self, eids: Sequence[str]) -> None:
-        """Push what is queued for `eids` to those that take pushes (others: nothing)."""
-        for eid, address in (await self.targets(eids)).items():
-            try:
-                await self._push(eid, address)
-            except Exception:  # one device's trouble must not stop the others' pushes
-                log.exception("CoAP push failed", extra={"eid": eid})
+        """Push what is queued for `eids` to those that take pushes (others: nothing), up to
+        `IN_FLIGHT` devices at a time: a device that does not answer holds up only its own."""
+
+        async def one(eid: str, address: Address) -> None:
+            async with self._in_flight:
+                try:
+                    await self._push(eid, address)
+                except Exception:  # one device's trouble must not stop the others' pushes
+                    log.exception("CoAP push failed", extra={"eid": eid})
+
+        targets = await self.targets(eids)
+        await asyncio.gather(*(one(eid, address) for eid, address in targets.items()))
 
     async def _push(self, eid: str, address: Address) -> None:
         lock = self._locks.setdefault(eid, asyncio.Lock())
