@@ -15,6 +15,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from aiocoap import Message
 
 from lwm2m.store import Store
 from lwm2m.store.dtls_sessions import StoreDtlsSessions
@@ -38,6 +39,7 @@ from tests.transport.helpers import (
     Collector,
     Pki,
     Relay,
+    coap_get,
     dtls_echo_server,
     echo_roundtrip,
     eventually,
@@ -429,6 +431,52 @@ def test_a_graceful_stop_queues_every_live_session_before_close_returns(tmp_path
             await store.aclose()
 
     run(scenario(), timeout=60)
+
+
+def test_two_records_in_one_datagram_each_get_their_own_mark(tmp_path: Path) -> None:
+    """A datagram may hold several records (RFC 6347 4.1.1). The server hands them to Mbed
+    TLS one by one, so each message goes up with its own record's mark queued before it; a
+    replay of either record alone is refused afterwards."""
+
+    async def scenario() -> None:
+        store, _, server = await _restartable(tmp_path)
+        held: list[bytes] = []
+        hold = {"on": False}
+
+        def stash(direction: str, datagram: bytes) -> bool:
+            if hold["on"] and direction == "c2s":
+                held.append(datagram)
+                return True
+            return False
+
+        relay, port = await Relay.start(server.local_address, stash)
+        client, sink = await psk_client(port)
+        try:
+            assert await echo_roundtrip(client, sink, 1) == ECHO
+            await eventually(lambda: server.stats.sessions_persisted >= 1, timeout=3)
+            marks = server.stats.incoming_marks
+            hold["on"] = True
+            token2, token3 = b"\x00\x02", b"\x00\x03"
+            client.send(coap_get("echo", 2, token2), client.peer)
+            client.send(coap_get("echo", 3, token3), client.peer)
+            await eventually(lambda: len(held) == 2, timeout=3)
+            relay.transport.sendto(held[0] + held[1], server.local_address)  # one datagram
+            answers = {Message.decode((await sink.get())[0]).token for _ in range(2)}
+            assert answers == {token2, token3}
+            assert server.stats.messages_received == 3
+            assert server.stats.incoming_marks == marks + 2
+            s = next(iter(server._established.values()))
+            assert s.in_top == int.from_bytes(held[1][5:11], "big")
+            for record in held:  # each alone, again: both refused
+                await _replay_is_refused(server, relay, record, seen=3)
+        finally:
+            client.close()
+            server.close()
+            await server.wait_closed()
+            relay.close()
+            await store.aclose()
+
+    run(scenario())
 
 
 def test_after_a_crash_sequence_numbers_jump_and_replays_are_refused(tmp_path: Path) -> None:
