@@ -45,15 +45,18 @@ class Object3443Ipa:
     """Writes of /3443/0/2 to refuse with 5.03 (the IPA busy), for tests of the eIM's retry."""
 
     def template(self, server_uri: str) -> DeviceTemplate:
+        return default_template(server_uri=server_uri).replace(self.object_template())
+
+    def object_template(self) -> ObjectTemplate:
+        """Object 3443 with this IPA behind it (to put into any device model)."""
         instance = InstanceTemplate({0: 0, 1: self.ipa.euicc.eid, 2: b"", 3: b"", 4: None})
-        esim = ObjectTemplate(
+        return ObjectTemplate(
             builtin_definition(ESIM),
             {0: instance},
             handlers={4: self._cleared},
             on_write={2: self._eim_message},
             write_guard=self._guard,
         )
-        return default_template(server_uri=server_uri).replace(esim)
 
     def poll(self, set_value: Callable[[Path, bytes], None], now: float) -> bool:
         """Put the IPA's next message in /3443/0/3 (a poll if nothing else) through

@@ -68,6 +68,7 @@ from simulators.device.events import (
     UpdateFailed,
 )
 from simulators.device.objects import ObjectStore
+from simulators.device.template import DeviceTemplate
 from simulators.fleet.engine import (
     FAILED,
     REGISTERED,
@@ -403,10 +404,13 @@ class DeviceFleet:
         x509: X509Credentials | None = None,
         bootstrap_x509: X509Credentials | None = None,
         start: bool = True,
+        template: DeviceTemplate | None = None,
     ) -> list[int]:
         """Add ``count`` devices named ``<prefix>000001``... (or one per identity) with
         ``profile``; start them (at ``start_rate``) unless ``start`` is false. Returns their
-        indices. A ``coaps://`` server needs PSK identities (or ``x509``)."""
+        indices. A ``coaps://`` server needs PSK identities (or ``x509``). ``template``: a
+        device model of the caller's instead of the fleet's (e.g. ``simulators.esim.fleet``:
+        an object 3443 with an IPA behind it)."""
         engine = self.engine
         profile = profile or DeviceProfile()
         server = ServerUri.parse(server_uri) if server_uri else self.server_uri
@@ -433,7 +437,10 @@ class DeviceFleet:
             if server is None:
                 raise FleetError("no server_uri for these devices")
             group = engine.add_group(
-                profile, server_uri=str(server), security_mode=self._mode(server, x509)
+                profile,
+                server_uri=str(server),
+                security_mode=self._mode(server, x509),
+                template=template,
             )
         self._groups.append(_GroupIO(group, server, bootstrap, x509, bootstrap_x509))
         group_io = len(self._groups) - 1
