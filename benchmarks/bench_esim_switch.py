@@ -196,11 +196,19 @@ async def _campaign(world: Any, files: EsimFiles, args: argparse.Namespace) -> d
             served = fleet.spawn(args.devices - stranded_n, prefix="bench-ph-n-")
             stranded = fleet.spawn(stranded_n, prefix="bench-ph-s-")
             await fleet.wait_registered(timeout=600)
-            for prefix, region in (("bench-ph-n-", "north"), ("bench-ph-s-", "south")):
-                answer = await api.post(
-                    "/v1/inventory/bulk", json={"select": f"endpoint={prefix}*", "region": region}
-                )
-                assert answer.status_code == 200, answer.text
+            for prefix, region, count in (
+                ("bench-ph-n-", "north", len(served)),
+                ("bench-ph-s-", "south", len(stranded)),
+            ):
+                for _ in range(150):  # the inventory records follow the registrations
+                    answer = await api.post(
+                        "/v1/inventory/bulk",
+                        json={"select": f"endpoint={prefix}*", "region": region},
+                    )
+                    assert answer.status_code == 200, answer.text
+                    if answer.json()["count"] >= count:
+                        break
+                    await asyncio.sleep(0.2)
             modems, items = [], []
             for n, i in enumerate(served + stranded):
                 carriers = {OLD_CARRIER} if i in stranded else None

@@ -264,3 +264,19 @@ async def run_modems(modems: Sequence[Modem], stop: asyncio.Event, every: float 
             await asyncio.sleep(every)
 
     await asyncio.gather(*(one(m) for m in modems))
+
+
+async def set_region(api: Any, prefix: str, region: str, count: int, timeout: float = 30.0) -> None:
+    """Move the ``count`` devices named ``prefix*`` to ``region`` in the inventory, once the
+    inventory has a record of each (it is written after the registration is answered)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        moved = await api.post(
+            "/v1/inventory/bulk", {"select": f"endpoint={prefix}*", "region": region}
+        )
+        if moved["count"] >= count:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"only {moved['count']} of {count} {prefix}* in the inventory")
+        await asyncio.sleep(0.2)

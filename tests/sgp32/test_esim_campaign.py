@@ -23,6 +23,7 @@ from tests.sgp32.serve_world import (
     OLD_ICCID,
     EsimWorld,
     esim_serve,
+    set_region,
 )
 
 pytestmark = pytest.mark.integration
@@ -49,10 +50,8 @@ def test_a_campaign_switches_the_served_region_and_reverts_the_stranded_one(
                 north = fleet.spawn(PER_REGION, prefix="esc-n-")
                 south = fleet.spawn(PER_REGION, prefix="esc-s-")
                 await fleet.wait_registered(timeout=30)
-                for prefix, region in (("esc-n-", "north"), ("esc-s-", "south")):
-                    await api.post(
-                        "/v1/inventory/bulk", {"select": f"endpoint={prefix}*", "region": region}
-                    )
+                await set_region(api, "esc-n-", "north", PER_REGION)
+                await set_region(api, "esc-s-", "south", PER_REGION)
                 ipas, items = [], []
                 for n, i in enumerate(north + south):
                     endpoint = fleet.device(i).endpoint

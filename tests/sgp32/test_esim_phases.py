@@ -41,6 +41,7 @@ from tests.sgp32.serve_world import (
     EsimWorld,
     Modem,
     run_modems,
+    set_region,
     start_serve,
     start_smdp,
     stop_serve,
@@ -98,10 +99,8 @@ def test_a_region_switches_in_two_phases_and_the_unserved_one_rolls_back(tmp_pat
                 north = fleet.spawn(NORTH, prefix="ph-n-")
                 south = fleet.spawn(SOUTH, prefix="ph-s-")
                 await fleet.wait_registered(timeout=60)
-                for prefix, region in (("ph-n-", "north"), ("ph-s-", "south")):
-                    await api.post(
-                        "/v1/inventory/bulk", {"select": f"endpoint={prefix}*", "region": region}
-                    )
+                await set_region(api, "ph-n-", "north", NORTH)
+                await set_region(api, "ph-s-", "south", SOUTH)
                 modems, items = [], []
                 for n, i in enumerate(north + south):
                     euicc, ipa = _euicc(  # every 5th without a fallback profile yet
