@@ -25,6 +25,12 @@ Design (the *why*; numbers and counters are in docs/TRANSPORT.md):
   (or give up after ``handshake_timeout_max``).
 * **Steady state** is ``receive_from_network`` + ``readinto`` into one preallocated buffer, and
   ``write`` + ``peek_outgoing`` for sending: no logging, no scans, one ``bytes`` per message.
+* **Sessions outlive the process** (with a ``session_store``; docs/TRANSPORT.md "Parked
+  sessions and restarts"): store writes are queued in call order with the server's own, so
+  a record's incoming mark, queued before its message goes up, commits no later than what
+  the record causes; a graceful stop queues everything before ``close()`` returns. A new
+  session is parked at its first flush when its device went quiet (a storm's devices), and
+  its reset Mbed TLS context carries the next handshake.
 """
 
 from __future__ import annotations
@@ -183,13 +189,15 @@ class DtlsServerConfig:
     #: Where parked sessions (and live sessions' counters) are written so that sessions
     #: survive a restart, graceful or ``kill -9`` (see :mod:`lwm2m.transport.parking`).
     session_store: SessionStore | None = None
-    #: Seconds between writes of changed sessions to ``session_store``. After a crash, a
-    #: replay of a record received in the last ``persist_interval`` before it is accepted once.
+    #: Seconds between writes of changed sessions to ``session_store`` (new sessions,
+    #: reservations, parks); a new session reaches the store within one or two of these.
     persist_interval: float = 1.0
-    #: Write each talking device's incoming high-water mark (every ``persist_interval``: one
-    #: row write per active device, ≈ 20 µs of the store's writer each). Off: a record received
-    #: since the session's last snapshot (when it settled or was last parked) can be replayed
-    #: once after a crash. Outgoing sequence numbers are safe either way.
+    #: Queue a stored session's incoming high-water mark with each record it receives, before
+    #: the record's message goes up (≈ 20 µs per record, half of it the store's writer), so
+    #: that no record whose effects survived a crash can be replayed afterwards (needs an
+    #: ``OrderedSessionStore``; with another store the marks go out every
+    #: ``persist_interval``). Off: a record received since the session's last write can be
+    #: replayed once after a crash. Outgoing sequence numbers are safe either way.
     persist_incoming: bool = True
 
     def __post_init__(self) -> None:
