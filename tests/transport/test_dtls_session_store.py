@@ -38,6 +38,31 @@ def test_blobs_are_saved_replaced_loaded_and_deleted_by_peer_key(store: Store) -
     run(scenario())
 
 
+def test_a_blob_queued_with_save_now_commits_no_later_than_a_write_queued_after_it(
+    store: Store,  # noqa: F811
+) -> None:
+    """What the DTLS server's replay guarantee rests on: a session blob queued by
+    ``save_now`` (the record's mark) is in the database for any write queued after it -- the
+    registration or telemetry the record causes -- in the same transaction or an earlier one.
+    Two blobs of one key queued back to back: the last wins."""
+    sessions = StoreDtlsSessions(store)
+
+    async def scenario() -> None:
+        sessions.save_now("127.0.0.1 5684", BLOB_A)
+        sessions.save_now("127.0.0.1 5684", BLOB_B)
+        sessions.save_now("::1 5684 0 0", BLOB_A)
+        seen = await store.write(
+            lambda tx: (
+                sessions.repository.load(tx, "127.0.0.1 5684"),
+                sessions.repository.load(tx, "::1 5684 0 0"),
+            )
+        )
+        assert seen == (BLOB_B, BLOB_A)
+        assert await sessions.load("127.0.0.1 5684") == BLOB_B
+
+    run(scenario())
+
+
 def test_session_blobs_are_sealed_at_rest(target: StoreTarget) -> None:  # noqa: F811
     opened = target.open()
     opened.create_schema(now=0.0)
