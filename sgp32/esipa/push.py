@@ -155,6 +155,9 @@ class CoapPush:
     async def on_registered(self, event: Registered) -> None:
         """A device (re-)registered: what is open for its eUICC is pushed now, not on its
         next poll (the registration is where the eIM learns the address to push to)."""
+        registration = event.registration
+        if registration.secure or _has_object_3443(registration.object_links):
+            return  # never pushed to here: spare the registration a store read
         eims = self.eims
         eid = await eims.store.read(lambda tx: eims.ledger(tx).eid_of(event.endpoint))
         if eid is not None:
