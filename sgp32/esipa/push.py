@@ -158,10 +158,13 @@ class CoapPush:
         registration = event.registration
         if registration.secure or _has_object_3443(registration.object_links):
             return  # never pushed to here: spare the registration a store read
+        self._spawn(self._push_endpoint(event.endpoint))  # the lifecycle's handlers go on
+
+    async def _push_endpoint(self, endpoint: str) -> None:
         eims = self.eims
-        eid = await eims.store.read(lambda tx: eims.ledger(tx).eid_of(event.endpoint))
+        eid = await eims.store.read(lambda tx: eims.ledger(tx).eid_of(endpoint))
         if eid is not None:
-            self._spawn(self.push([eid]))
+            await self.push([eid])
 
     async def stop(self) -> None:
         for task in list(self._tasks):
