@@ -41,6 +41,10 @@ from lwm2m.coap.state import ACTIVE, DONE, OBSERVING, QUEUED, T_CON, T_NON, Endp
 class ClientSide(EndpointState):
     """Requests this endpoint originates (the LwM2M server commanding devices)."""
 
+    #: The held ACK of the CON notification being processed (defer_notification_acks), until
+    #: it is handed out with its NotificationReceived.
+    _receipt: Received | None = None
+
     def send_request(
         self, peer: Hashable, message: Message, now: float, *, confirmable: bool = True
     ) -> RequestHandle:
@@ -142,7 +146,13 @@ class ClientSide(EndpointState):
             self.stats.unmatched += 1
             record.reply = self._send_rst(ps.peer, mid)
             return
-        if mtype == CON:
+        deferred = (
+            mtype == CON
+            and self.config.defer_notification_acks
+            and handle.state is OBSERVING
+            and token != handle.b2_token
+        )
+        if mtype == CON and not deferred:
             record.reply = data = empty(ACK, mid)
             self._out.append((data, ps.peer))
         tx = handle.tx
@@ -151,7 +161,25 @@ class ClientSide(EndpointState):
             ps.in_flight.pop(tx.mid, None)
             self._timers.cancel(tx)
             handle.tx = None
-        self._on_response_to(handle, message, now)
+        if not deferred:
+            self._on_response_to(handle, message, now)
+            return
+        self._receipt = record
+        try:
+            self._on_response_to(handle, message, now)
+        finally:
+            if self._receipt is not None:  # not handed to the application: acknowledge now
+                self._receipt = None
+                self.acknowledge(record, now)
+
+    def acknowledge(self, receipt: object, now: float) -> None:
+        """Send the ACK held for a notification (``NotificationReceived.ack``); a receipt
+        already acknowledged is ignored. A retransmission that arrives later gets the same ACK
+        again from the deduplication record."""
+        if not isinstance(receipt, Received) or receipt.reply is not None:
+            return
+        receipt.reply = data = empty(ACK, receipt.mid)
+        self._out.append((data, receipt.peer_state.peer))
 
     def _on_response_to(self, handle: RequestHandle, message: Message, now: float) -> None:
         """A response (or notification) matched to ``handle`` by token."""
@@ -196,7 +224,8 @@ class ClientSide(EndpointState):
             self._end_block2(handle)  # the notification being completed is outdated now
         if self._start_block2(handle, message, now, sequence):
             return
-        self._emit(NotificationReceived(handle, message, sequence))
+        receipt, self._receipt = self._receipt, None
+        self._emit(NotificationReceived(handle, message, sequence, receipt))
 
     def _deliver(
         self,

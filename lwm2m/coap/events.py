@@ -75,6 +75,10 @@ class NotificationReceived:
     request: RequestHandle
     message: Message
     sequence: int | None
+    ack: object | None = None
+    """With ``EndpointConfig.defer_notification_acks``, a CON notification's receipt: pass it to
+    ``acknowledge()`` when its content is safe (the ACK goes out then; a retransmission before
+    that gets nothing). None: nothing to acknowledge (NON, or already acknowledged)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -106,6 +106,11 @@ class EndpointConfig:
     notification_con_every: int = 20
     #: Housekeeping (dedup expiry, idle peers, block-wise expiry) runs at most this often.
     housekeeping_interval: float = 1.0
+    #: Hold the empty ACK of a fresh CON notification until the application calls
+    #: ``acknowledge(event.ack)`` -- once what it carried is durable. A device discards a
+    #: notification it stored while offline once it is acknowledged (LwM2M 1.1 "Notification
+    #: Storing"), so the LwM2M server acknowledges only after the commit holding its values.
+    defer_notification_acks: bool = False
 
     def __post_init__(self) -> None:
         if not self.empty_ack_delay >= 0:

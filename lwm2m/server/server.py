@@ -516,7 +516,8 @@ class LwM2MServer(RegistrationInterface, DeviceManagementApi):
             elif event.observing:  # the caller gave up meanwhile: do not leave it observing
                 channel.core.cancel_request(event.request, channel.now())
         elif isinstance(event, NotificationReceived):
-            self._on_notification(event)
+            if not self._on_notification(channel, event) and event.ack is not None:
+                channel.core.acknowledge(event.ack, channel.now())
         elif isinstance(event, RequestFailed):
             pending = self._pending.pop(event.request, None)
             if pending is None:
@@ -543,18 +544,21 @@ class LwM2MServer(RegistrationInterface, DeviceManagementApi):
             logger.error("server task failed", exc_info=task.exception())
 
     # -- notifications and observations ---------------------------------------------------------
-    def _on_notification(self, event: NotificationReceived) -> None:
+    def _on_notification(self, channel: Channel, event: NotificationReceived) -> bool:
+        """Ingest a notification. True: its CON ACK (``event.ack``) is taken care of -- sent
+        once the values are committed, since a device discards what is acknowledged (the
+        caller acknowledges at once otherwise: nothing to store, or nothing storing helps)."""
         obs = self._obs_by_handle.get(event.request)
         if obs is None:
-            return
+            return False
         device: Device = obs.device
         device.last_seen = self._loop.time()
         response = Response.from_message(event.message)
         if not response.success:
-            return  # a final error notification; ObservationCancelled follows
+            return False  # a final error notification; ObservationCancelled follows
         if self._ingest_wait(device.endpoint, len(event.message.payload)) is not None:
             self.stats["throttled_notifications"] = self.stats.get("throttled_notifications", 0) + 1
-            return  # over its ingest budget (issue 14 item 3): acknowledged, not stored
+            return False  # over its ingest budget (issue 14 item 3): acknowledged, not stored
         try:
             content, _, values, at = decode_notification(
                 device.endpoint,
@@ -569,12 +573,33 @@ class LwM2MServer(RegistrationInterface, DeviceManagementApi):
         except (CodecError, ModelError) as exc:
             self.stats["undecodable_notifications"] += 1
             logger.debug("undecodable notification from %s: %s", device.endpoint, exc)
-            return
+            return False
         obs.notifications += 1
         self.stats["notifications"] += 1
-        self._record(values)
+        held = False
+        if event.ack is not None and values:
+            try:
+                stored = self.store.record(values, wait=True)
+            except StoreError as exc:  # not acknowledged: the device sends it again
+                logger.warning("notification of %s not stored: %s", device.endpoint, exc)
+                return True
+            if stored is not None:
+                ack = event.ack
+                stored.add_done_callback(lambda done: self._stored(channel, ack, done))
+                held = True
+        else:
+            self._record(values)
         if self._subscribers:  # no event object nobody reads
             self._emit(Notification(device.endpoint, obs.id, obs.paths, content, at))
+        return held
+
+    def _stored(self, channel: Channel, ack: object, done: asyncio.Future[None]) -> None:
+        """A held notification's values are committed: acknowledge it (not when the commit
+        failed: the device retransmits, and the retransmission is stored again)."""
+        if not self._running or done.cancelled() or done.exception() is not None:
+            return
+        channel.core.acknowledge(ack, channel.now())
+        channel.flush()
 
     def _add_observation(
         self,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable
+from dataclasses import replace
 
 from lwm2m.coap import CoapEndpoint, Event, RequestHandle
 from lwm2m.model import ModelError, Path
@@ -49,7 +50,9 @@ class Channel:
     ) -> None:
         self.handler = handler
         self.secure = secure
-        self.core = CoapEndpoint(rng=random.SystemRandom(), config=config.coap)
+        # A CON notification is acknowledged once its values are committed (server.py).
+        coap = replace(config.coap, defer_notification_acks=True)
+        self.core = CoapEndpoint(rng=random.SystemRandom(), config=coap)
         self.shell: CoapShell[Event] = CoapShell(self.core, self.on_event)
         self.transport: Transport | None = None
         self.dispatching = False
