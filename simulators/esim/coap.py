@@ -66,6 +66,8 @@ class CoapDeviceIpa(HttpsIpa):
         self.pushed: list[bytes] = []
         self.busy_pushes = 0
         """Pushes to refuse with 5.03 (the IPA busy) before taking one, for tests."""
+        self.push_garbage: bytes | None = None
+        """Answer pushes 2.04 with these bytes (not a TransferEimPackageResponse), for tests."""
         self.push_error: int | None = None
         """Answer pushes with TransferEimPackageResponse eimPackageError(code) instead of
         running them (e.g. 1 invalidPackageFormat), for tests."""
@@ -103,6 +105,8 @@ class CoapDeviceIpa(HttpsIpa):
         if self.busy_pushes > 0:
             self.busy_pushes -= 1
             return Message(code=Code.SERVICE_UNAVAILABLE, payload=b"the IPA is busy")
+        if self.push_garbage is not None:
+            return Message(code=Code.CHANGED, payload=self.push_garbage)
         if self.push_error is not None:
             refused = encode_to_eim(
                 "transferEimPackageResponse", ("eimPackageError", self.push_error)

@@ -4,7 +4,8 @@ the address it registered from), answers with the signed result at once, and is 
 by a second push -- with no poll at all; a device whose IPA did not declare it is not pushed
 to (its package waits, still queued, for its poll); a push the IPA refuses (busy) leaves the
 package to the IPA's next poll -- or to the push when its device registers again; a package
-the IPA answers with eimPackageError fails."""
+the IPA answers with eimPackageError fails; an answer that is no TransferEimPackageResponse
+changes nothing."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ def test_an_ipa_that_takes_pushes_is_pushed_to_and_one_that_does_not_polls(
     euicc_c, ipa_c = world.device("61", 3)
     euicc_d, ipa_d = world.device("61", 4)
     euicc_e, ipa_e = world.device("61", 5)
-    for ipa in (ipa_c, ipa_d, ipa_e):
+    euicc_f, ipa_f = world.device("61", 6)
+    for ipa in (ipa_c, ipa_d, ipa_e, ipa_f):
         ipa.ipa_protocols = (1, 3)
     ipa_a.ipa_protocols = (1, 3)  # ipaRetrieveCoaps, ipaInjectCoaps
     ipa_b.ipa_protocols = (1,)  # polls only
@@ -43,7 +45,9 @@ def test_an_ipa_that_takes_pushes_is_pushed_to_and_one_that_does_not_polls(
 
     async def case() -> None:
         api = Api(world.serve)
-        devices = [CoapDeviceIpa(ipa, server) for ipa in (ipa_a, ipa_b, ipa_c, ipa_d, ipa_e)]
+        ipas = (ipa_a, ipa_b, ipa_c, ipa_d, ipa_e, ipa_f)
+        devices = [CoapDeviceIpa(ipa, server) for ipa in ipas]
+        devices[5].push_garbage = bytes.fromhex("3000")  # not a TransferEimPackageResponse
         devices[2].busy_pushes = devices[3].busy_pushes = 1
         devices[4].push_error = 1  # invalidPackageFormat
         try:
@@ -125,6 +129,16 @@ def test_an_ipa_that_takes_pushes_is_pushed_to_and_one_that_does_not_polls(
 
             await eventually(e_failed, timeout=20)
             assert euicc_e.enabled is not None and euicc_e.enabled.iccid != NEW_ICCID
+
+            # F answered garbage: refused, the package left open for F's poll
+            async def f_answered() -> bool:
+                return len(devices[5].pushed) == 1
+
+            await eventually(f_answered, timeout=20)
+            await devices[5].settle()
+            shown_f = await api.get(f"/v1/esim/euiccs/{euicc_f.eid}")
+            assert [p["state"] for p in shown_f["packages"]] == ["done", "done"]
+            assert euicc_f.enabled is not None and euicc_f.enabled.iccid == NEW_ICCID
         finally:
             for device in devices:
                 device.close()
