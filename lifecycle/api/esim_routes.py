@@ -55,10 +55,10 @@ from lifecycle.api.esim_models import (
 from lifecycle.api.render import JsonObject, timestamp_fields
 from lifecycle.api.scope import Scope, Scoped
 from lifecycle.api.selection import selected
-from lifecycle.esim import EsimComponent
+from lifecycle.esim import EsimComponent, FallbackError, check_fallback
 from lwm2m.store import Tx
 from sgp32.eim import EimDeployment, EuiccRecord, PackageRecord, ProfileRecord, ResultRecord
-from sgp32.eim.associations import EimMoveRefused
+from sgp32.eim.associations import EimDeleteRefused, EimMoveRefused
 from sgp32.eim.ledger import OPEN_STATES
 from sgp32.eim.model import AssociationRecord
 from sgp32.eim.sessions import SqlSessions
@@ -137,7 +137,7 @@ def _errors(eid: str | None = None) -> Iterator[None]:
         ) from None
     except UnknownEuicc as err:
         raise ApiError(404, "not_found", str(err), eid=eid) from None
-    except (EuiccConflict, EimMoveRefused) as err:
+    except (EuiccConflict, EimMoveRefused, EimDeleteRefused) as err:
         raise ApiError(409, "conflict", str(err), eid=eid) from None
     except (EimError, Sgp32Error) as err:
         raise ApiError(422, "invalid_input", str(err), eid=eid) from None
@@ -193,6 +193,8 @@ def package_json(p: PackageRecord) -> JsonObject:
             "results": answers,
             "error_code": p.result.get("error_code"),
             "rolled_back": any(a and a[0] == "rollbackResult" for a in answers),
+            "reason": p.result.get("reason"),
+            "message": p.result.get("message"),
         }
     return {
         "eid": p.eid,
@@ -539,6 +541,13 @@ async def queue_esim_package(
         component.touch([record.eid])
         return package_json(asked)
     operation = operation_of(body, component.eims.eim.deployment)
+    if isinstance(operation, Disable | Delete):  # never the fallback profile (docs/ESIM.md)
+        eims = component.eims
+        profiles = await eims.store.read(lambda tx: eims.ledger(tx).profiles(record.eid))
+        try:
+            check_fallback(euicc, profiles, [operation])
+        except FallbackError as err:
+            raise ApiError(409, "conflict", str(err), eid=record.eid) from None
     with _errors(record.eid):
         package = await component.eims.queue(
             record.eid, [operation], now=time.time(), actor=scope.principal.actor
@@ -731,10 +740,18 @@ async def queue_esim_selection(
                 eims.eim.queue_download(ledger, r.eid, body.activation_code, now=now, actor=actor)
                 for r in records
             ]
+        if isinstance(operation, Disable | Delete):  # never the fallback profile
+            for r in records:
+                check_fallback(r.eid, ledger.profiles(r.eid), [operation])
         return [eims.eim.queue(ledger, r.eid, [operation], now=now, actor=actor) for r in records]
 
     with _errors():
-        packages = await eims.store.write(write)
+        try:
+            packages = await eims.store.write(write)
+        except FallbackError as err:
+            raise ApiError(
+                409, "conflict", f"{err}; nothing of this selection was queued"
+            ) from None
     component.touch([p.eid for p in packages])
     return {"items": [package_json(p) for p in packages], "missing": missing}
 

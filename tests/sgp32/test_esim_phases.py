@@ -323,6 +323,18 @@ def test_download_failures_halt_before_any_enable_across_a_kill_9(tmp_path: Path
             actions = [r["action"] for r in await _audit(api, "campaign.")]
             assert {"campaign.halt", "campaign.resume", "campaign.phase"} <= set(actions)
             assert actions.count("campaign.esim_registered") == DEVICES - BROKEN
+            # the old profile is the fallback: an operator's delete/disable of it is refused
+            switched = endpoints[BROKEN]
+            for operation in ("delete", "disable"):
+                body = {"operation": operation, "iccid": OLD_ICCID}
+                refused = await api.post(f"/v1/esim/euiccs/{switched}/packages", body, expect=409)
+                assert "fallback profile" in refused["message"], refused
+                assert f"esim fallback {switched}" in refused["message"], refused
+            many = {"operation": "delete", "iccid": OLD_ICCID, "endpoints": endpoints[BROKEN:]}
+            refused = await api.post("/v1/esim/packages", many, expect=409)
+            assert "nothing of this selection was queued" in refused["message"], refused
+            assert "enable" not in await _packages(api, endpoints[0])
+            assert "delete" not in await _packages(api, switched)
         finally:
             stop.set()
             if polling is not None:
