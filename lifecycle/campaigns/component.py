@@ -700,6 +700,8 @@ class CampaignComponent:
             self._due(now + bake)
 
     def _next_component(self, run: CampaignRun, d: DeviceRun, now: float) -> None:
+        if d.state is DeviceState.STAGED:
+            d.reason = ""  # no longer waiting for the download gate
         d.component += 1
         nxt = run.component(d.component)
         d.generation = None
