@@ -884,6 +884,12 @@ class DtlsServer(asyncio.DatagramProtocol):
         s.rto = self._config.handshake_timeout_min
         s.fresh = True
         s.keylog_tries = 0
+        # Nothing of the new session is saved or stored yet (the old one's row is deleted
+        # at the next flush, see _ended): it is saved afresh once it settles.
+        s.parkable = True
+        s.snap = s.tail = None
+        s.out_next = s.in_top = s.reserve = 0
+        s.limit = -1
         self._admit_handshake(s)
         self._advance(s, from_timer=False)
         s.state0 = s.buffer._handshake_state

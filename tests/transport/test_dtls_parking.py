@@ -512,6 +512,49 @@ def test_after_a_crash_sequence_numbers_jump_and_replays_are_refused(tmp_path: P
     run(scenario())
 
 
+def test_after_a_rehandshake_from_the_same_address_the_new_session_is_what_survives(
+    tmp_path: Path,
+) -> None:
+    """A stored session's device handshakes again from the same address (reboot, NAT): the
+    store must then hold the *new* session (its keys, its marks), so that after a crash the
+    device carries on over it without a handshake."""
+
+    async def scenario() -> None:
+        store, sessions, server = await _restartable(tmp_path, park_after=None)
+        relay, port = await Relay.start(server.local_address)
+        old, old_sink = await psk_client(port)
+        new: DtlsClient | None = None
+        server2: DtlsServer | None = None
+        try:
+            assert await echo_roundtrip(old, old_sink, 1) == ECHO
+            await eventually(lambda: server.stats.sessions_persisted >= 1, timeout=3)
+            old.abort()  # the device reboots; its new socket reaches the relay
+            new, new_sink = await psk_client(port)
+            assert await echo_roundtrip(new, new_sink, 1) == ECHO
+            assert server.stats.reconnects == 1
+            assert await echo_roundtrip(new, new_sink, 2) == ECHO
+            persisted = server.stats.sessions_persisted
+            await eventually(lambda: server.stats.sessions_persisted > persisted, timeout=3)
+            server._transport.abort()  # type: ignore[union-attr]  # "kill -9": no close()
+            server2, _ = await dtls_echo_server(
+                psk_server_config(session_store=sessions, persist_interval=0.1)
+            )
+            assert server2.parked_count == 1
+            relay.server = server2.local_address
+            assert await echo_roundtrip(new, new_sink, 3) == ECHO
+            assert server2.stats.handshakes_started == 0
+        finally:
+            if new is not None:
+                new.close()
+            if server2 is not None:
+                server2.close()
+                await server2.wait_closed()
+            relay.close()
+            await store.aclose()
+
+    run(scenario())
+
+
 def test_a_certificate_session_parks_and_survives_a_restart_with_its_identity(
     tmp_path: Path,
 ) -> None:
