@@ -63,7 +63,7 @@ from lifecycle.schema import create_schema as create_lifecycle_schema
 from lifecycle.service import LifecycleService
 from lifecycle.state.component import StateComponent
 from lifecycle.state.component import config_from_env as state_config_from_env
-from lwm2m.server import LwM2MServer, Registered, ServerConfig
+from lwm2m.server import LwM2MServer, Registered, ServerConfig, Updated
 from lwm2m.store import Store
 from lwm2m.store.secrets import bind as secrets_bind
 from lwm2m.store.secrets import load_box, seal_plaintext
@@ -357,6 +357,7 @@ class Service:
             self.esipa.component.on_queued.append(push.queued)
             self.esipa.component.on_stop.append(push.stop)
             self.lifecycle.on(Registered, push.on_registered)
+            self.lifecycle.on(Updated, push.on_updated)
         sock = bind_api_socket(settings.api)
         host, port = sock.getsockname()[:2]
         _log_api_exposure(host)

@@ -25,12 +25,13 @@ What comes back (TransferEimPackageResponse):
 * no answer, an error code, garbage: logged; the package stays open and the IPA's next poll
   gets it (the push only marked it delivered).
 
-Pushes start when something is queued for the eUICC (``EsimComponent.on_queued``) and when
-its device registers (`on_registered`). One push at a time per EID. The sending socket is
-the eIM's own (:class:`CoapSocket`), not the DM server's: this reaches IPAs whose device
-address is routable from the eIM (no NAT in between) over plain CoAP; a push through the
-device's own DM session (NAT, CoAPs) needs a request API on :class:`lwm2m.server.LwM2MServer`
-that sends a non-LwM2M URI (docs/SGP32.md).
+Pushes start when something is queued for the eUICC (``EsimComponent.on_queued``), when its
+device registers (`on_registered`) and when a queue-mode device wakes up or a device's
+address changes (`on_updated`); a queue-mode device that is asleep is not pushed to. One push
+at a time per EID. The sending socket is the eIM's own (:class:`CoapSocket`), not the DM
+server's: this reaches IPAs whose device address is routable from the eIM (no NAT in between)
+over plain CoAP; a push through the device's own DM session (NAT, CoAPs) needs a request API
+on :class:`lwm2m.server.LwM2MServer` that sends a non-LwM2M URI (docs/SGP32.md).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from aiocoap import Message
 from aiocoap.numbers.codes import Code
 
 from lwm2m.codec.link import LinkFormatError, parse_links
-from lwm2m.server import LwM2MServer, Registered
+from lwm2m.server import LwM2MServer, Registered, Updated
 from sgp32.asn1 import decode, decode_from_eim, decode_from_ipa, encode_to_eim, encode_to_ipa
 from sgp32.eim.core import Exchange
 from sgp32.eim.sql import EimStore
@@ -160,6 +161,17 @@ class CoapPush:
             return  # never pushed to here: spare the registration a store read
         self._spawn(self._push_endpoint(event.endpoint))  # the lifecycle's handlers go on
 
+    async def on_updated(self, event: Updated) -> None:
+        """A queue-mode device woke up (its Update), or a device's address changed (NAT
+        rebinding): what was queued while it could not be reached is pushed now."""
+        registration = event.registration
+        moved = registration.address != event.previous.address
+        if not (registration.queue_mode or moved):
+            return  # an always-on device at the same address got its pushes already
+        if registration.secure or _has_object_3443(registration.object_links):
+            return
+        self._spawn(self._push_endpoint(event.endpoint))
+
     async def _push_endpoint(self, endpoint: str) -> None:
         eims = self.eims
         eid = await eims.store.read(lambda tx: eims.ledger(tx).eid_of(endpoint))
@@ -198,8 +210,16 @@ class CoapPush:
                 continue
             if _has_object_3443(registration.object_links):
                 continue  # the object 3443 binding pushes to it (/3443/0/2)
+            if registration.queue_mode and not self._awake(endpoint):
+                continue  # asleep: pushed when it wakes up (its Update, `on_updated`)
             found[eid] = (registration.address.host, registration.address.port)
         return found
+
+    def _awake(self, endpoint: str) -> bool:
+        try:
+            return self.server.is_awake(endpoint)
+        except Exception:  # gone since the registration was read
+            return False
 
     async def push(self, eids: Sequence[str]) -> None:
         """Push what is queued for `eids` to those that take pushes (others: nothing), up to

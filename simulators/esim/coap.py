@@ -63,6 +63,7 @@ class CoapDeviceIpa(HttpsIpa):
         self.server = server
         self.clock = clock
         self.socket = CoapSocket(self._serve)
+        self.location: tuple[str, ...] = ()
         self.pushed: list[bytes] = []
         self.busy_pushes = 0
         """Pushes to refuse with 5.03 (the IPA busy) before taking one, for tests."""
@@ -78,15 +79,24 @@ class CoapDeviceIpa(HttpsIpa):
     def close(self) -> None:
         self.socket.close()
 
-    async def register(self, endpoint: str, lifetime: int = 300) -> Message:
+    async def register(self, endpoint: str, lifetime: int = 300, binding: str = "U") -> Message:
+        """LwM2M Register from the IPA's socket (``binding`` "UQ": queue mode)."""
         message = Message(
             code=POST,
             uri_path=("rd",),
-            uri_query=(f"ep={endpoint}", f"lt={lifetime}", "lwm2m=1.1", "b=U"),
+            uri_query=(f"ep={endpoint}", f"lt={lifetime}", "lwm2m=1.1", f"b={binding}"),
             payload=b"</1/0>,</3/0>",
         )
         message.opt.content_format = 40
-        return await self.socket.request(self.server, message, 10.0)
+        response = await self.socket.request(self.server, message, 10.0)
+        self.location = tuple(response.opt.location_path)
+        return response
+
+    async def update(self) -> Message:
+        """LwM2M registration Update (a queue-mode device waking up)."""
+        return await self.socket.request(
+            self.server, Message(code=POST, uri_path=self.location), 10.0
+        )
 
     async def _post(self, sent: bytes) -> bytes | None:
         message = Message(code=POST, uri_path=ESIPA_SEGMENTS, payload=sent)

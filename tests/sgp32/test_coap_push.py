@@ -5,7 +5,7 @@ by a second push -- with no poll at all; a device whose IPA did not declare it i
 to (its package waits, still queued, for its poll); a push the IPA refuses (busy) leaves the
 package to the IPA's next poll -- or to the push when its device registers again; a package
 the IPA answers with eimPackageError fails; an answer that is no TransferEimPackageResponse
-changes nothing."""
+changes nothing; a queue-mode device is pushed to again when it wakes up (its Update)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,8 @@ def test_an_ipa_that_takes_pushes_is_pushed_to_and_one_that_does_not_polls(
     euicc_d, ipa_d = world.device("61", 4)
     euicc_e, ipa_e = world.device("61", 5)
     euicc_f, ipa_f = world.device("61", 6)
-    for ipa in (ipa_c, ipa_d, ipa_e, ipa_f):
+    euicc_g, ipa_g = world.device("61", 7)
+    for ipa in (ipa_c, ipa_d, ipa_e, ipa_f, ipa_g):
         ipa.ipa_protocols = (1, 3)
     ipa_a.ipa_protocols = (1, 3)  # ipaRetrieveCoaps, ipaInjectCoaps
     ipa_b.ipa_protocols = (1,)  # polls only
@@ -45,8 +46,9 @@ def test_an_ipa_that_takes_pushes_is_pushed_to_and_one_that_does_not_polls(
 
     async def case() -> None:
         api = Api(world.serve)
-        ipas = (ipa_a, ipa_b, ipa_c, ipa_d, ipa_e, ipa_f)
+        ipas = (ipa_a, ipa_b, ipa_c, ipa_d, ipa_e, ipa_f, ipa_g)
         devices = [CoapDeviceIpa(ipa, server) for ipa in ipas]
+        devices[6].busy_pushes = 1  # and in queue mode: pushed again when it wakes (Update)
         devices[5].push_garbage = bytes.fromhex("3000")  # not a TransferEimPackageResponse
         devices[2].busy_pushes = devices[3].busy_pushes = 1
         devices[4].push_error = 1  # invalidPackageFormat
@@ -55,7 +57,8 @@ def test_an_ipa_that_takes_pushes_is_pushed_to_and_one_that_does_not_polls(
             for n, device in enumerate(devices):
                 await device.open()
                 endpoint = f"esim-push-{n}"
-                assert (await device.register(endpoint)).code == Code.CREATED
+                binding = "UQ" if n == 6 else "U"
+                assert (await device.register(endpoint, binding=binding)).code == Code.CREATED
                 items.append(world.import_item(device.ipa.euicc.eid, endpoint))
             await api.post("/v1/esim/euiccs", {"euiccs": items}, expect=201)
             eids = [d.ipa.euicc.eid for d in devices]
@@ -139,6 +142,20 @@ def test_an_ipa_that_takes_pushes_is_pushed_to_and_one_that_does_not_polls(
             shown_f = await api.get(f"/v1/esim/euiccs/{euicc_f.eid}")
             assert [p["state"] for p in shown_f["packages"]] == ["done", "done"]
             assert euicc_f.enabled is not None and euicc_f.enabled.iccid == NEW_ICCID
+
+            # G (queue mode) was busy; its Update (waking up) brings the push, no poll
+            async def g_refused() -> bool:
+                return len(devices[6].pushed) == 1
+
+            await eventually(g_refused, timeout=20)
+            assert (await devices[6].update()).code == Code.CHANGED
+
+            async def g_done() -> bool:
+                shown = await api.get(f"/v1/esim/euiccs/{euicc_g.eid}")
+                return [p["state"] for p in shown["packages"]] == ["done", "done"]
+
+            await eventually(g_done, timeout=20)
+            assert euicc_g.enabled is not None and euicc_g.enabled.iccid == NEW_ICCID
         finally:
             for device in devices:
                 device.close()
