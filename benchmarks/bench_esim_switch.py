@@ -263,6 +263,12 @@ async def _campaign(world: Any, files: EsimFiles, args: argparse.Namespace) -> d
             out.update(
                 counts=found["counts"],
                 reverted_cohorts=found["reverted_cohorts"],
+                failed_gates=[
+                    f"wave {w['index']} {v['scope']}={v['key']}: {'; '.join(v['reasons'])}"
+                    for w in found["waves"]
+                    for v in [*w["download_verdicts"], *w["verdicts"]]
+                    if v["verdict"] == "failed"
+                ],
                 campaign_seconds=seconds,
                 exchanges=exchanges,
                 server_cpu_s=cpu,
@@ -290,6 +296,8 @@ def _campaign_main(args: argparse.Namespace, results: dict[str, Any]) -> None:
     print("|---|---|")
     print(f"| devices (stranded) | {c['devices']} ({c['stranded']}) |")
     print(f"| outcome | {c['counts']} reverted {c['reverted_cohorts']} |")
+    for why in c["failed_gates"]:
+        print(f"| failed gate | {why} |")
     print(f"| canary download phase | {c.get('canary_download_seconds', 0):.1f} s |")
     print(f"| campaign (two phases, every wave) | {c['campaign_seconds']:.1f} s |")
     print(f"| ESipa exchanges | {c['exchanges']} |")
