@@ -343,6 +343,8 @@ class DtlsServer(asyncio.DatagramProtocol):
         #: ``handshakes_started`` at the last two flushes.
         self._handshake_marks = [0, 0]
         self._writer: asyncio.Task[None] | None = None
+        #: Deletions queued outside the flush (``_forget_stored``), until they settle.
+        self._side_writes: set[asyncio.Task[None]] = set()
         self._flusher: asyncio.TimerHandle | None = None
         self._handshake_deadline = 2 * config.handshake_timeout_max + 1.0
         self._log_internal = RateLimitedLog(logger, logging.ERROR)
@@ -787,6 +789,8 @@ class DtlsServer(asyncio.DatagramProtocol):
         s.fresh = True
         old = self._parked.pop(s.address, None)
         if old is not None:
+            if self._persist and parked_limit(old) >= 0:
+                self._forget_stored(s.address)
             self._ended_peer(self._parked_peer(s.address, old), "replaced")
         self._insert_established(s)
         self.stats.handshakes_completed += 1
@@ -884,8 +888,10 @@ class DtlsServer(asyncio.DatagramProtocol):
         s.rto = self._config.handshake_timeout_min
         s.fresh = True
         s.keylog_tries = 0
-        # Nothing of the new session is saved or stored yet (the old one's row is deleted
-        # at the next flush, see _ended): it is saved afresh once it settles.
+        # Nothing of the new session is saved or stored yet: it is saved afresh once it
+        # settles, and the old session's row goes now (see _forget_stored).
+        if self._persist and s.limit >= 0:
+            self._forget_stored(s.address)
         s.parkable = True
         s.snap = s.tail = None
         s.out_next = s.in_top = s.reserve = 0
@@ -1311,6 +1317,28 @@ class DtlsServer(asyncio.DatagramProtocol):
             self._dirty[s.address] = None
             return
         self.stats.incoming_marks += 1
+
+    def _forget_stored(self, addr: Address) -> None:
+        """A device handshook again while its old session may be stored: queue the old row's
+        deletion now rather than at the next flush, so that a crash in between cannot bring
+        the old session (old keys) back in front of the new one. Queued in order, it lands
+        before anything the new session writes."""
+        try:
+            pending = self._store.delete([peer_key(addr)])  # type: ignore[union-attr]
+        except Exception:
+            self.stats.session_store_errors += 1
+            self._log_internal("could not delete a replaced DTLS session", exc_info=True)
+            return
+        task = self._loop.create_task(self._settle(pending))
+        self._side_writes.add(task)
+        task.add_done_callback(self._side_writes.discard)
+
+    async def _settle(self, write: Awaitable[None]) -> None:
+        try:
+            await write
+        except Exception:
+            self.stats.session_store_errors += 1
+            self._log_internal("could not delete a replaced DTLS session", exc_info=True)
 
     def _may_send(self, s: _Session) -> bool:
         """Keep outgoing sequence numbers below every reservation that may be stored; ask

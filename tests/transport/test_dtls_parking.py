@@ -520,18 +520,25 @@ def test_after_a_rehandshake_from_the_same_address_the_new_session_is_what_survi
     device carries on over it without a handshake."""
 
     async def scenario() -> None:
-        store, sessions, server = await _restartable(tmp_path, park_after=None)
+        store = await asyncio.to_thread(Store.open, None, tmp_path)
+        await asyncio.to_thread(store.create_schema)
+        sessions = StoreDtlsSessions(store)
+        server, _ = await dtls_echo_server(
+            psk_server_config(session_store=sessions, persist_interval=0.5, park_after=None)
+        )
         relay, port = await Relay.start(server.local_address)
         old, old_sink = await psk_client(port)
         new: DtlsClient | None = None
         server2: DtlsServer | None = None
         try:
             assert await echo_roundtrip(old, old_sink, 1) == ECHO
-            await eventually(lambda: server.stats.sessions_persisted >= 1, timeout=3)
+            await eventually(lambda: server.stats.sessions_persisted >= 1, timeout=5)
             old.abort()  # the device reboots; its new socket reaches the relay
             new, new_sink = await psk_client(port)
             assert await echo_roundtrip(new, new_sink, 1) == ECHO
             assert server.stats.reconnects == 1
+            await store.flush()  # the old session's row went at once, not at the next flush
+            assert await sessions.load_all() == []
             assert await echo_roundtrip(new, new_sink, 2) == ECHO
             persisted = server.stats.sessions_persisted
             await eventually(lambda: server.stats.sessions_persisted > persisted, timeout=3)
