@@ -386,6 +386,8 @@ def _result_line(p: dict[str, Any]) -> str:
     if result is None:
         return str(p["state"])
     answers = ", ".join(f"{name}={value}" for name, value in result["results"])
+    if result.get("message"):
+        return f"failed: {result['message']}"
     if result["kind"] == "euiccPackageErrorSigned":
         return f"refused by the eUICC (error {result['error_code']})"
     return answers + (" -- ROLLED BACK" if result["rolled_back"] else "")

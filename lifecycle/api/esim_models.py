@@ -90,10 +90,19 @@ class ProfileOut(BaseModel):
 
 
 class PackageResultOut(BaseModel):
-    kind: str = Field(description="euiccPackageResultSigned or euiccPackageErrorSigned")
+    kind: str = Field(
+        description="euiccPackageResultSigned, euiccPackageErrorSigned, "
+        "euiccPackageErrorUnsigned, or the answer to an unsigned request"
+    )
     results: list[Any] = Field(description="per operation: [name, value], in package order")
     error_code: int | None
     rolled_back: bool = Field(description="the eUICC rolled the enable back (rollbackResult)")
+    reason: str | None = Field(
+        None,
+        description="why a package failed without a signed answer: eim_deleted_on_euicc or "
+        "eim_not_accepted_by_euicc (the eUICC's euiccPackageErrorUnsigned)",
+    )
+    message: str | None = Field(None, description="that failure for an operator: EID and fix")
 
 
 class PackageOut(BaseModel):

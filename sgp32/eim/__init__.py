@@ -22,6 +22,7 @@ from sgp32.eim.model import (
     ResultDuplicate,
     ResultRecord,
     ResultRefused,
+    UnsignedReason,
 )
 
 __all__ = [
@@ -43,4 +44,5 @@ __all__ = [
     "ResultDuplicate",
     "ResultRecord",
     "ResultRefused",
+    "UnsignedReason",
 ]

@@ -24,7 +24,7 @@ from typing import Any
 from sgp32.eim.ledger import Ledger
 from sgp32.eim.model import AssociationRecord, EuiccRecord, PackageRecord
 from sgp32.errors import EimError, UnknownEim
-from sgp32.packages import Eco, Psmo, UpdateEim
+from sgp32.packages import DeleteEim, Eco, Psmo, UpdateEim
 from sgp32.signing import NO_ASSOCIATION_TOKEN
 
 OK = 0
@@ -34,6 +34,11 @@ MAX_COUNTER = 0x7FFFFF
 
 class EimMoveRefused(EimError):
     """The eUICC cannot be moved to that eIM now; the message names the EID and the fix."""
+
+
+class EimDeleteRefused(EimError):
+    """A deleteEim that would cut the eUICC off from the eIM that signs its packages (or from
+    its last eIM); the message names the EID and the fix (move it first)."""
 
 
 def _config(op: dict[str, Any]) -> dict[str, Any]:
@@ -108,6 +113,44 @@ def raise_own_counter(
         own = ledger.association(euicc.eid, euicc.eim_id)
         assert own is not None
         ledger.put_association(dataclasses.replace(own, counter_value=top))
+
+
+def check_delete(ledger: Ledger, euicc: EuiccRecord, operations: Sequence[Psmo | Eco]) -> None:
+    """Refuse (`EimDeleteRefused`) a package deleting the eIM the eUICC is bound to, or the
+    last eIM it would still be associated with (counting deleteEims already queued). After
+    either, every package this deployment signs for it gets the eUICC's *unsigned* error: no
+    eIM could reach the eUICC again. Moving the binding first (`delete_old`) is the way."""
+    doomed = {op.eim_id for op in operations if isinstance(op, DeleteEim)}
+    if not doomed:
+        return
+    eid = euicc.eid
+    fix = (
+        f"move it to another eIM it confirmed first: `fleetloop esim eim move OTHER {eid} "
+        f"--delete-old` (POST /v1/esim/euiccs/{eid}/eim with delete_old) queues this deleteEim "
+        "signed by the new eIM"
+    )
+    if euicc.eim_id in doomed:
+        raise EimDeleteRefused(
+            f"EID {eid} is bound to eIM {euicc.eim_id!r}: deleting it from the eUICC would "
+            f"leave no eIM able to sign its packages; {fix}"
+        )
+    pending = {
+        str(op.get("eim_id"))
+        for p in ledger.open_packages(eid)
+        for op in p.operations
+        if op.get("op") == "deleteEim"
+    }
+    remaining = [
+        a.eim_id
+        for a in ledger.associations(eid)
+        if a.active and a.eim_id not in doomed and a.eim_id not in pending
+    ]
+    if not remaining:
+        raise EimDeleteRefused(
+            f"EID {eid}: deleting eIM {', '.join(sorted(doomed))} would leave the eUICC "
+            f"associated with no eIM at all (it no longer trusts its bound eIM "
+            f"{euicc.eim_id!r}); {fix}"
+        )
 
 
 def check_move(

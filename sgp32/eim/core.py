@@ -23,11 +23,17 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from sgp32.asn1 import decode, decode_from_ipa, encode, encode_to_ipa
+from sgp32.asn1 import EsipaMessage, decode, decode_from_ipa, encode, encode_to_ipa
 from sgp32.certificates import verify_euicc_chain
-from sgp32.eim.associations import apply_eco_results, check_move, move, raise_own_counter
+from sgp32.eim.associations import (
+    apply_eco_results,
+    check_delete,
+    check_move,
+    move,
+    raise_own_counter,
+)
 from sgp32.eim.config import EimDeployment
-from sgp32.eim.ledger import OPEN_STATES, Ledger
+from sgp32.eim.ledger import Ledger
 from sgp32.eim.model import (
     EuiccRecord,
     NoPackage,
@@ -43,6 +49,7 @@ from sgp32.eim.model import (
     ResultDuplicate,
     ResultRecord,
     ResultRefused,
+    UnsignedReason,
 )
 from sgp32.eim.profiles import apply_notification, apply_results
 from sgp32.errors import (
@@ -76,6 +83,7 @@ what it needs to generate ctxParams1 and expand compact download messages."""
 NO_PACKAGE, EID_NOT_FOUND, INVALID_EID, MISSING_EID, UNDEFINED = 1, 2, 3, 4, 127
 REPLAY_ERROR = 4
 """EuiccPackageErrorCode replayError: the eUICC saw this counterValue already."""
+UNSIGNED_ERROR = "euiccPackageErrorUnsigned"
 IPA_PACKAGE_ERROR = {1: "invalidPackageFormat", 2: "unknownPackage", 127: "undefinedError"}
 """EimPackageResultErrorCode: the IPA could not process an eIM package."""
 
@@ -111,6 +119,34 @@ def _public_key(certificate_der: bytes) -> ec.EllipticCurvePublicKey:
     key = x509.load_der_x509_certificate(certificate_der).public_key()
     assert isinstance(key, ec.EllipticCurvePublicKey)  # the chain check made sure at import
     return key
+
+
+def _ended_unsigned(package: PackageRecord) -> bool:
+    """Failed on the eUICC's unsigned error only: a signed result for it still counts (the
+    unsigned error proved nothing -- anyone on the path could have sent it)."""
+    result = package.result or {}
+    return package.state == PackageState.FAILED and result.get("kind") == UNSIGNED_ERROR
+
+
+@functools.lru_cache(maxsize=4096)
+def _subject_eid(certificate_der: bytes) -> str:
+    """The EID in an eUICC certificate's subject serialNumber ("" if none): parsed once per
+    certificate, not per notification."""
+    try:
+        subject = x509.load_der_x509_certificate(certificate_der).subject
+    except ValueError:
+        return ""
+    serials = subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)
+    return str(serials[0].value) if serials else ""
+
+
+def _store_profiles(
+    ledger: Ledger, eid: str, before: Sequence[ProfileRecord], after: Sequence[ProfileRecord]
+) -> None:
+    """Write the EID's profiles only when they changed (a notification or result often
+    confirms what the eIM already recorded: no DELETE and INSERT for nothing)."""
+    if list(before) != list(after):
+        ledger.replace_profiles(eid, after)
 
 
 def _when(now: float) -> datetime:
@@ -196,6 +232,7 @@ class Eim:
         euicc = ledger.lock_euicc(eid)
         if euicc is None:
             raise UnknownEuicc(f"EID {eid} is not registered with the eIM; import it first")
+        check_delete(ledger, euicc, operations)
         counter = ledger.next_counter(eid, euicc.eim_id)
         transaction_id = counter.to_bytes(4, "big") + self._random(4)
         signed = sign_euicc_package(
@@ -360,9 +397,12 @@ class Eim:
 
     # ---- IPA side -----------------------------------------------------------------------------
 
-    def handle(self, ledger: Ledger, data: bytes, now: float) -> Exchange:
-        """Answer one ESipa message from an IPA (dispatched by its outer tag)."""
-        message = decode_from_ipa(data)
+    def handle(
+        self, ledger: Ledger, data: bytes, now: float, *, message: EsipaMessage | None = None
+    ) -> Exchange:
+        """Answer one ESipa message from an IPA (dispatched by its outer tag). ``message``:
+        `data` already decoded by the caller (decoding is a good part of an exchange's CPU)."""
+        message = message if message is not None else decode_from_ipa(data)
         if message.name == "getEimPackageRequest":
             return self._get_package(ledger, message.body, now)
         if message.name == "provideEimPackageResult":
@@ -379,11 +419,13 @@ class Eim:
         refused = ResultRefused(None, Refusal.UNSUPPORTED, f"{message.name} is not served here")
         return Exchange(None, (refused,))
 
-    def quiet_poll(self, ledger: Ledger, data: bytes) -> Exchange | None:
+    def quiet_poll(
+        self, ledger: Ledger, data: bytes, *, message: EsipaMessage | None = None
+    ) -> Exchange | None:
         """The answer to a GetEimPackageRequest that needs no write -- nothing queued for a
         known EID, or an EID error -- else None (the caller then runs :meth:`handle` in a
         write transaction). Most polls find nothing: this keeps them off the write path."""
-        message = decode_from_ipa(data)
+        message = message if message is not None else decode_from_ipa(data)
         if message.name != "getEimPackageRequest" or "notifyStateChange" in message.body:
             return None
         euicc, code, refused = self._euicc(ledger, message.body["eidValue"])
@@ -494,7 +536,7 @@ class Eim:
             tenant=euicc.tenant,
             detail={"cause": cause},
         )
-        pending = [p for p in ledger.packages(euicc.eid) if p.state in OPEN_STATES]
+        pending = ledger.open_packages(euicc.eid)
         if not any(op["op"] == "listProfileInfo" for p in pending for op in p.operations):
             self.queue(ledger, euicc.eid, [ListProfileInfo()], now=now, actor=DEVICE_ACTOR)
 
@@ -614,10 +656,7 @@ class Eim:
             ), None
         tid = result.transaction_id
         if not result.authenticated:
-            message = "unsigned error from the eUICC: recorded, not trusted"
-            return self._refuse(
-                ledger, euicc, now, Refusal.UNAUTHENTICATED, message, tid, der
-            ), None
+            return self._unsigned_error(ledger, euicc, result.eim_id, tid, der, now), None
         package = ledger.package(eid, tid) if tid is not None else None
         # a result for a package of the eIM the eUICC was bound to before a move is still
         # matched (the eUICC signed it with that eIM's token); any other eimId is refused
@@ -650,7 +689,8 @@ class Eim:
                 result.counter_value,
             )
             return refused, None
-        if package.state in (PackageState.DONE, PackageState.FAILED):
+        ended_unsigned = _ended_unsigned(package)
+        if package.state in (PackageState.DONE, PackageState.FAILED) and not ended_unsigned:
             assert package.result is not None
             same = package.result.get("der") == der.hex()
             if same or (
@@ -680,16 +720,17 @@ class Eim:
         )
         changes: list[dict[str, Any]] = []
         if signed_ok:
-            profiles = apply_results(
-                eid, ledger.profiles(eid), package.operations, result.results, now
-            )
-            ledger.replace_profiles(eid, profiles)
+            before = ledger.profiles(eid)
+            after = apply_results(eid, before, package.operations, result.results, now)
+            _store_profiles(ledger, eid, before, after)
             changes = apply_eco_results(ledger, euicc, package, result.results, now)
         detail = {k: v for k, v in summary.items() if k != "der"}
         if changes:
             detail["associations"] = changes
         if package.eim_id != euicc.eim_id:
             detail["eim_id"] = package.eim_id  # a package of the eIM before a move
+        if ended_unsigned:
+            detail["after_unsigned_error"] = True  # the signed result wins
         ledger.add_result(
             ResultRecord(eid, now, "accepted", tid, package.counter_value, der, detail)
         )
@@ -706,6 +747,95 @@ class Eim:
             eid, package.counter_value, tid, result.kind, result.results, result.error_code, state
         )
         return outcome, result.seq_number
+
+    def _unsigned_error(
+        self,
+        ledger: Ledger,
+        euicc: EuiccRecord,
+        eim_id: str,
+        tid: bytes | None,
+        der: bytes,
+        now: float,
+    ) -> Outcome:
+        """euiccPackageErrorUnsigned (SGP.32 5.9.1: it has no error code, only the eimId and
+        eimTransactionId): the eUICC does not know the eIM that signed the package, or that
+        eIM's signature does not verify with the key and associationToken it holds. The same
+        signed bytes get the same answer every time, so the package this names -- delivered,
+        of the eIM named -- is failed with a typed reason (`UnsignedReason`) naming the EID and
+        the fix, never delivered again. Unsigned, so it only ends a package, like the IPA's
+        eimPackageResultResponseError: nothing is confirmed, no association changes, and a
+        signed result arriving for that package later still replaces it. An error
+        naming no delivered package (a replay of an answered one, another eIM) is recorded
+        and audited as `unauthenticated`."""
+        eid = euicc.eid
+        if tid is not None:
+            package = ledger.package(eid, tid)
+        else:  # no eimTransactionId: only the one package of that eIM the IPA holds
+            held = [
+                p
+                for p in ledger.open_packages(eid)
+                if p.state == PackageState.DELIVERED and p.eim_id == eim_id
+            ]
+            package = held[0] if len(held) == 1 else None
+        if package is None or package.state != PackageState.DELIVERED or package.eim_id != eim_id:
+            message = (
+                f"unsigned error from the eUICC for eIM {eim_id!r} (eimTransactionId "
+                f"{tid.hex() if tid else None}) naming no delivered package: recorded, not trusted"
+            )
+            return self._refuse(ledger, euicc, now, Refusal.UNAUTHENTICATED, message, tid, der)
+        tid = package.transaction_id
+        known = ledger.association(eid, eim_id)
+        if known is not None and not known.active:
+            reason = UnsignedReason.EIM_DELETED
+            why = f"the eUICC no longer knows eIM {eim_id!r} (its deleteEim was confirmed)"
+        else:
+            reason = UnsignedReason.EIM_NOT_ACCEPTED
+            why = (
+                f"the eUICC does not accept eIM {eim_id!r}'s signature (it does not know that "
+                "eIM, or holds another key or associationToken for it)"
+            )
+        if eim_id != euicc.eim_id:
+            fix = f"queue it again: it will be signed by the bound eIM {euicc.eim_id!r}"
+        else:
+            fix = (
+                f"move the eUICC to an eIM it confirmed (`fleetloop esim eim move OTHER {eid}`; "
+                f"`fleetloop esim show {eid}` lists them) or restore {eim_id!r} on it, then "
+                "queue it again"
+            )
+        message = (
+            f"EID {eid}: package #{package.counter_value} refused unsigned: {why}; redelivery "
+            f"cannot change that, so it failed; {fix}"
+        )
+        summary: dict[str, Any] = {
+            "kind": UNSIGNED_ERROR,
+            "results": [],
+            "error_code": None,
+            "reason": reason.value,
+            "message": message,
+            "der": der.hex(),
+        }
+        ledger.update_package(
+            dataclasses.replace(package, state=PackageState.FAILED, result_at=now, result=summary)
+        )
+        detail = {k: v for k, v in summary.items() if k != "der"}
+        if eim_id != euicc.eim_id:
+            detail["eim_id"] = eim_id
+        ledger.add_result(
+            ResultRecord(eid, now, "unsigned_error", tid, package.counter_value, der, detail)
+        )
+        ledger.audit(
+            actor=DEVICE_ACTOR,
+            action="esim.result",
+            eid=eid,
+            now=now,
+            tenant=euicc.tenant,
+            outcome="error",
+            detail={"counter": package.counter_value, "transaction_id": tid.hex(), **detail},
+        )
+        return ResultAccepted(
+            eid, package.counter_value, tid, UNSIGNED_ERROR, (), None,
+            PackageState.FAILED,
+        )  # fmt: skip
 
     def _token_for(self, ledger: Ledger, euicc: EuiccRecord, epr: tuple[str, Any]) -> int:
         """The associationToken the eUICC signed this result with: that of the eIM the result
@@ -945,12 +1075,7 @@ class Eim:
         if kind != "otherSignedNotification":
             return NotificationHandled(None, None, (), False, f"{kind} is not handled yet")
         certificate_der = encode("Certificate", body["euiccCertificate"])
-        try:
-            subject = x509.load_der_x509_certificate(certificate_der).subject
-            serials = subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)
-            eid = str(serials[0].value) if serials else ""
-        except ValueError:
-            eid = ""
+        eid = _subject_eid(certificate_der)
         euicc = ledger.euicc(eid) if eid else None
         if euicc is None or euicc.euicc_certificate != certificate_der:
             return NotificationHandled(
@@ -963,12 +1088,12 @@ class Eim:
             return NotificationHandled(eid, None, (), False, str(exc))
         awaiting = any(
             op["op"] == "enable" and op.get("rollback") and op.get("iccid") == notification.iccid
-            for p in ledger.packages(eid)
-            if p.state in OPEN_STATES
+            for p in ledger.open_packages(eid)
             for op in p.operations
         )
-        ledger.replace_profiles(
-            eid, apply_notification(eid, ledger.profiles(eid), notification, awaiting, now)
+        before = ledger.profiles(eid)
+        _store_profiles(
+            ledger, eid, before, apply_notification(eid, before, notification, awaiting, now)
         )
         ledger.audit(
             actor=DEVICE_ACTOR,

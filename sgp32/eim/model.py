@@ -95,13 +95,21 @@ class Refusal(StrEnum):
     UNSUPPORTED = "unsupported"
 
 
+class UnsignedReason(StrEnum):
+    """Why a package the eUICC refused with euiccPackageErrorUnsigned failed (the error has no
+    code: the eIM says what it knows of that eIM on the eUICC)."""
+
+    EIM_DELETED = "eim_deleted_on_euicc"  # its deleteEim was confirmed by the eUICC
+    EIM_NOT_ACCEPTED = "eim_not_accepted_by_euicc"  # unknown to it, or another key/token
+
+
 @dataclass(frozen=True)
 class ResultRecord:
     """Every result the IPA delivered, accepted or not (nothing an IPA sent is lost)."""
 
     eid: str
     received_at: float
-    outcome: str  # "accepted", "duplicate" or a Refusal value
+    outcome: str  # "accepted", "duplicate", "ipa_error", "unsigned_error" or a Refusal value
     transaction_id: bytes | None
     counter_value: int | None
     der: bytes

@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Row, Select, and_, case, delete, func, insert, select, update
+from sqlalchemy import Row, Select, and_, bindparam, case, delete, func, insert, select, update
 
 from lwm2m.store import Store, Tx
 from lwm2m.store.audit import AuditLog
@@ -45,6 +45,40 @@ _EUICC_BOUND: Select[Any] = select(
     _E.tenant,
 ).join_from(EUICC, ASSOCIATION, and_(_A.eid == _E.eid, _A.eim_id == _E.eim_id))
 """An eUICC with the counter and token of the eIM it is bound to (schema v2: per eIM)."""
+
+# The statements of an ESipa exchange, built once with bind parameters: building a statement
+# per call (its bind parameters, its cache key) cost more CPU than running it on SQLite
+# (docs/BENCHMARKS.md "eSIM switch"). Names of SET/VALUES parameters must not be column names.
+_OPEN = [s.value for s in OPEN_STATES]
+_EUICC_BY_EID = _EUICC_BOUND.where(_E.eid == bindparam("k_eid"))
+_EUICC_LOCKED = _EUICC_BY_EID.with_for_update(of=EUICC)
+_ASSOCIATION_ONE = select(ASSOCIATION).where(
+    _A.eid == bindparam("k_eid"), _A.eim_id == bindparam("k_eim_id")
+)
+_NEXT_COUNTER = (
+    update(ASSOCIATION)
+    .where(_A.eid == bindparam("k_eid"), _A.eim_id == bindparam("k_eim_id"))
+    .values(counter_value=_A.counter_value + 1)
+    .returning(_A.counter_value)
+)
+_OPEN_PACKAGES = (
+    select(PACKAGE)
+    .where(_P.eid == bindparam("k_eid"), _P.state.in_(_OPEN))
+    .order_by(_P.counter_value)
+)
+_NEXT_PACKAGE = _OPEN_PACKAGES.limit(1)
+_PACKAGE_BY_TID = select(PACKAGE).where(
+    _P.eid == bindparam("k_eid"), _P.transaction_id == bindparam("k_tid")
+)
+_PACKAGES = select(PACKAGE).where(_P.eid == bindparam("k_eid")).order_by(_P.counter_value)
+_PACKAGE_FIELDS = [c.name for c in PACKAGE.c if c.name not in ("eid", "counter_value")]
+_UPDATE_PACKAGE = (
+    update(PACKAGE)
+    .where(_P.eid == bindparam("k_eid"), _P.counter_value == bindparam("k_counter"))
+    .values({name: bindparam(f"v_{name}") for name in _PACKAGE_FIELDS})
+)
+_PROFILES = select(PROFILE).where(_F.eid == bindparam("k_eid")).order_by(_F.iccid)
+_DELETE_PROFILES = delete(PROFILE).where(_F.eid == bindparam("k_eid"))
 
 
 def _association(row: Row[Any]) -> AssociationRecord:
@@ -114,15 +148,13 @@ class SqlLedger:
         self._audit = audit_log
 
     def euicc(self, eid: str) -> EuiccRecord | None:
-        row = self._tx.execute(_EUICC_BOUND.where(_E.eid == eid)).one_or_none()
+        row = self._tx.execute(_EUICC_BY_EID, {"k_eid": eid}).one_or_none()
         return _euicc(row) if row is not None else None
 
     def lock_euicc(self, eid: str) -> EuiccRecord | None:
         """``SELECT ... FOR UPDATE OF eim_euicc`` on PostgreSQL; SQLite has one writer."""
-        query = _EUICC_BOUND.where(_E.eid == eid)
-        if self._tx.dialect == "postgresql":
-            query = query.with_for_update(of=EUICC)
-        row = self._tx.execute(query).one_or_none()
+        query = _EUICC_LOCKED if self._tx.dialect == "postgresql" else _EUICC_BY_EID
+        row = self._tx.execute(query, {"k_eid": eid}).one_or_none()
         return _euicc(row) if row is not None else None
 
     def euiccs(
@@ -176,9 +208,7 @@ class SqlLedger:
     # ---- associations: counter and token per (EID, eimId) ---------------------------------
 
     def association(self, eid: str, eim_id: str) -> AssociationRecord | None:
-        row = self._tx.execute(
-            select(ASSOCIATION).where(_A.eid == eid, _A.eim_id == eim_id)
-        ).one_or_none()
+        row = self._tx.execute(_ASSOCIATION_ONE, {"k_eid": eid, "k_eim_id": eim_id}).one_or_none()
         return _association(row) if row is not None else None
 
     def associations(self, eid: str) -> list[AssociationRecord]:
@@ -245,11 +275,7 @@ class SqlLedger:
 
     def open_packages(self, eid: str) -> list[PackageRecord]:
         """The queued or delivered (unanswered) packages of `eid`, oldest first."""
-        rows = self._tx.execute(
-            select(PACKAGE)
-            .where(_P.eid == eid, _P.state.in_([s.value for s in OPEN_STATES]))
-            .order_by(_P.counter_value)
-        )
+        rows = self._tx.execute(_OPEN_PACKAGES, {"k_eid": eid})
         return [_package(r) for r in rows]
 
     def open_download_trigger(self, transaction_id: bytes) -> PackageRecord | None:
@@ -296,55 +322,44 @@ class SqlLedger:
 
     def next_counter(self, eid: str, eim_id: str) -> int:
         """One UPDATE ... RETURNING: the row lock serialises concurrent queues of one EID."""
-        new: int = self._tx.execute(
-            update(ASSOCIATION)
-            .where(_A.eid == eid, _A.eim_id == eim_id)
-            .values(counter_value=_A.counter_value + 1)
-            .returning(_A.counter_value)
-        ).scalar_one()
+        new: int = self._tx.execute(_NEXT_COUNTER, {"k_eid": eid, "k_eim_id": eim_id}).scalar_one()
         return new
 
     def add_package(self, package: PackageRecord) -> None:
-        self._tx.execute(insert(PACKAGE).values(**_package_values(package)))
+        self._tx.execute(insert(PACKAGE), _package_values(package))
 
     def next_package(self, eid: str) -> PackageRecord | None:
-        row = self._tx.execute(
-            select(PACKAGE)
-            .where(_P.eid == eid, _P.state.in_([s.value for s in OPEN_STATES]))
-            .order_by(_P.counter_value)
-            .limit(1)
-        ).one_or_none()
+        row = self._tx.execute(_NEXT_PACKAGE, {"k_eid": eid}).one_or_none()
         return _package(row) if row is not None else None
 
     def package(self, eid: str, transaction_id: bytes) -> PackageRecord | None:
         row = self._tx.execute(
-            select(PACKAGE).where(_P.eid == eid, _P.transaction_id == transaction_id)
+            _PACKAGE_BY_TID, {"k_eid": eid, "k_tid": transaction_id}
         ).one_or_none()
         return _package(row) if row is not None else None
 
     def packages(self, eid: str) -> list[PackageRecord]:
-        rows = self._tx.execute(select(PACKAGE).where(_P.eid == eid).order_by(_P.counter_value))
+        rows = self._tx.execute(_PACKAGES, {"k_eid": eid})
         return [_package(r) for r in rows]
 
     def update_package(self, package: PackageRecord) -> None:
         values = _package_values(package)
-        self._tx.execute(
-            update(PACKAGE)
-            .where(_P.eid == package.eid, _P.counter_value == package.counter_value)
-            .values(**{k: v for k, v in values.items() if k not in ("eid", "counter_value")})
-        )
+        params = {f"v_{name}": values[name] for name in _PACKAGE_FIELDS}
+        params.update(k_eid=package.eid, k_counter=package.counter_value)
+        self._tx.execute(_UPDATE_PACKAGE, params)
 
     def add_result(self, result: ResultRecord) -> None:
         self._tx.execute(
-            insert(RESULT).values(
-                eid=result.eid,
-                received_at=result.received_at,
-                outcome=result.outcome,
-                transaction_id=result.transaction_id,
-                counter_value=result.counter_value,
-                der=result.der,
-                detail=json.dumps(result.detail),
-            )
+            insert(RESULT),
+            {
+                "eid": result.eid,
+                "received_at": result.received_at,
+                "outcome": result.outcome,
+                "transaction_id": result.transaction_id,
+                "counter_value": result.counter_value,
+                "der": result.der,
+                "detail": json.dumps(result.detail),
+            },
         )
 
     def results(self, eid: str) -> list[ResultRecord]:
@@ -363,7 +378,7 @@ class SqlLedger:
         ]
 
     def profiles(self, eid: str) -> list[ProfileRecord]:
-        rows = self._tx.execute(select(PROFILE).where(_F.eid == eid).order_by(_F.iccid))
+        rows = self._tx.execute(_PROFILES, {"k_eid": eid})
         return [
             ProfileRecord(
                 r.eid, r.iccid, ProfileState(r.state), r.fallback, r.updated_at, r.carrier, r.note
@@ -372,7 +387,7 @@ class SqlLedger:
         ]
 
     def replace_profiles(self, eid: str, profiles: Sequence[ProfileRecord]) -> None:
-        self._tx.execute(delete(PROFILE).where(_F.eid == eid))
+        self._tx.execute(_DELETE_PROFILES, {"k_eid": eid})
         if profiles:
             self._tx.execute(
                 insert(PROFILE),
@@ -444,11 +459,17 @@ class EimStore:
 
     async def handle(self, data: bytes, now: float) -> Exchange:
         """One ESipa exchange; returns after COMMIT. Garbage raises `CodecError` unwritten."""
-        decode_from_ipa(data)  # refuse garbage before it takes a place in a group commit
-        quiet = await self.store.read(lambda tx: self.eim.quiet_poll(self.ledger(tx), data))
+        # decoded once, here: garbage is refused before it takes a place in a group commit,
+        # and neither the read nor the write decodes it again (it is only read from)
+        message = decode_from_ipa(data)
+        quiet = await self.store.read(
+            lambda tx: self.eim.quiet_poll(self.ledger(tx), data, message=message)
+        )
         if quiet is not None:
             return quiet  # a poll that found nothing: answered from a read
-        return await self.store.write(lambda tx: self.eim.handle(self.ledger(tx), data, now))
+        return await self.store.write(
+            lambda tx: self.eim.handle(self.ledger(tx), data, now, message=message)
+        )
 
     async def queue(
         self, eid: str, operations: Sequence[Psmo | Eco], *, now: float, actor: str

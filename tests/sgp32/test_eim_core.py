@@ -20,6 +20,7 @@ from sgp32.eim import (
     Refusal,
     ResultAccepted,
     ResultDuplicate,
+    ResultRefused,
 )
 from sgp32.eim.profiles import apply_results
 from sgp32.errors import CertificateChainError, EuiccConflict, UnknownEuicc
@@ -240,9 +241,20 @@ def test_results_that_cannot_be_trusted_are_typed_refusals(world: World) -> None
         "euiccPackageErrorUnsigned",
         {"eimId": EIM_ID, "eimTransactionId": package.transaction_id},
     )
-    assert send(unsigned).reason == Refusal.UNAUTHENTICATED  # type: ignore[arg-type, attr-defined]
-    assert isinstance(send(genuine), ResultAccepted)
+    # unsigned: it ends the delivered package (failed, never delivered again) but proves
+    # nothing -- the genuine signed result arriving after it still counts
+    ended = send(unsigned)  # type: ignore[arg-type]
+    assert isinstance(ended, ResultAccepted) and ended.package_state == PackageState.FAILED
+    assert ledger.next_package(euicc.eid) is None
+    confirmed = send(genuine)
+    assert isinstance(confirmed, ResultAccepted) and confirmed.package_state == PackageState.DONE
     assert send(genuine) == ResultDuplicate(euicc.eid, package.transaction_id)
+    assert send(unsigned) == ResultRefused(  # type: ignore[arg-type]
+        euicc.eid,
+        Refusal.UNAUTHENTICATED,
+        f"unsigned error from the eUICC for eIM {EIM_ID!r} (eimTransactionId "
+        f"{package.transaction_id.hex()}) naming no delivered package: recorded, not trusted",
+    )
     other = sign_euicc_package_result(
         euicc.key, "euiccPackageResultSigned", {**data, "euiccResult": [("disableResult", 2)]}
     )
@@ -253,13 +265,17 @@ def test_results_that_cannot_be_trusted_are_typed_refusals(world: World) -> None
         "signature_invalid",
         "unknown_package",
         "counter_mismatch",
-        "unauthenticated",
+        "unsigned_error",
         "accepted",
         "duplicate",
+        "unauthenticated",
         "replay",
     ]
     refused = [a for a in ledger.audit_log if a["action"] == "esim.result" and a["outcome"] != "ok"]
-    assert len(refused) == 5
+    assert len(refused) == 6
+    assert [a for a in ledger.audit_log if a["action"] == "esim.result"][4]["detail"][
+        "after_unsigned_error"
+    ]
 
 
 def test_unknown_invalid_and_missing_eids_get_the_esipa_error_codes(world: World) -> None:

@@ -4,6 +4,8 @@ HTTPS ESipa binding:
 
 * ``POST /v1/esim/euiccs/{euicc}/eim`` refuses an unknown eIM (422) and, naming the EID and
   the fix, one the eUICC has not confirmed and a move while a package is open (409);
+* deleteEim of the eIM an eUICC is bound to is refused (409, ``esim eim delete`` exit 1)
+  naming the EID and the fix (move it first);
 * after the eUICC's signed addEim result, ``fleetloop esim eim move EIM --bound-to OLD
   --delete-old`` (``POST /v1/esim/moves``) moves it and queues deleteEim of the old eIM signed
   by the new one -- and leaves a second eUICC whose addEim is not answered yet where it is,
@@ -54,7 +56,17 @@ def test_move_an_euicc_to_another_eim_through_api_and_cli(tmp_path: Path) -> Non
             await api.post(f"/v1/esim/euiccs/{eid}/packages", {"operation": "list-eim"}, expect=201)
             busy = await api.post(move_path, {"eim_id": EIM_TWO}, expect=409)
             await remote.settle()
-            return {"unknown": unknown, "never": never, "waiting": waiting, "busy": busy}
+            delete = {"operation": "delete-eim", "eim_id": EIM_ID}
+            bound = await api.post(f"/v1/esim/euiccs/{eid}/packages", delete, expect=409)
+            every = await api.post("/v1/esim/packages", {**delete, "bound_to": EIM_ID}, expect=409)
+            return {
+                "unknown": unknown,
+                "never": never,
+                "waiting": waiting,
+                "busy": busy,
+                "bound": bound,
+                "every": every,
+            }
         finally:
             await client.aclose()
             await api.aclose()
@@ -91,6 +103,14 @@ def test_move_an_euicc_to_another_eim_through_api_and_cli(tmp_path: Path) -> Non
         assert "still waiting" in refused["waiting"]["message"]
         assert eid in refused["busy"]["message"] and "#2" in refused["busy"]["message"]
         assert euicc.eims[EIM_TWO].association_token == 1
+        # deleting the eIM the eUICC is bound to is refused, naming the EID and the fix;
+        # nothing is queued (the move below still takes counter 3)
+        assert eid in refused["bound"]["message"] and "bound to" in refused["bound"]["message"]
+        assert "fleetloop esim eim move" in refused["bound"]["message"]
+        assert "bound to" in refused["every"]["message"]
+        cut = world.serve.cli("esim", "eim", "delete", EIM_ID, endpoint)
+        assert cut.returncode == 1 and f"EID {eid} is bound to eIM" in cut.stderr, cut
+        assert "fleetloop esim eim move" in cut.stderr, cut
 
         moved = world.serve.cli(
             "esim", "eim", "move", EIM_TWO, "--bound-to", EIM_ID, "--delete-old"
