@@ -71,6 +71,12 @@ class ServerConfig:
     record_reads: bool = True
     #: Block1 memory per peer and in total (issue 14 item 1, ``lwm2m.server.ingress_limits``).
     ingress: IngressLimits = field(default_factory=IngressLimits)
+    #: While the server runs, what survives a young cyclic-GC collection is frozen (never
+    #: walked again), so no collection walks the whole heap: with 100 000 devices observed one
+    #: full collection stopped the server for 2 s of CPU (``lwm2m.server.gc_policy``). The
+    #: cost: a reference cycle that becomes garbage after being frozen is only reclaimed when
+    #: the server stops (the server's own paths make almost none: docs/BENCHMARKS.md).
+    freeze_gc_survivors: bool = True
 
     def __post_init__(self) -> None:
         for name in ("coap_port", "coaps_port"):

@@ -66,7 +66,7 @@ from lwm2m.server.events import (
     Removed,
     ServerEvent,
 )
-from lwm2m.server.gc_policy import tune_collector
+from lwm2m.server.gc_policy import hold_survivors, release_survivors, tune_collector
 from lwm2m.server.ingress_limits import install_block1_admission
 from lwm2m.server.notification_decode import decode_notification
 from lwm2m.server.observations import (
@@ -262,6 +262,8 @@ class LwM2MServer(RegistrationInterface, DeviceManagementApi):
                     self._by_peer[device.peer] = device
         self._running = True
         tune_collector()  # fewer cyclic-GC passes per request (lwm2m/server/gc_policy.py)
+        if config.freeze_gc_survivors:
+            hold_survivors()  # no collection walks the whole heap (gc_policy.py)
         self._arm_timer()
         self._housekeeping = self._loop.call_later(HOUSEKEEPING_INTERVAL, self._on_housekeeping)
         logger.info(
@@ -324,6 +326,8 @@ class LwM2MServer(RegistrationInterface, DeviceManagementApi):
         if not self._running:
             return
         self._running = False
+        if self.config.freeze_gc_survivors:
+            release_survivors()
         for handle in (self._timer, self._housekeeping):
             if handle is not None:
                 handle.cancel()

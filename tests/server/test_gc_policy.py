@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import gc
+import weakref
 from collections.abc import Iterator
 
 import pytest
 
-from lwm2m.server.gc_policy import YOUNG_THRESHOLD, tune_collector
+from lwm2m.server.gc_policy import (
+    YOUNG_THRESHOLD,
+    _freeze_survivors,
+    hold_survivors,
+    release_survivors,
+    tune_collector,
+)
 
 
 @pytest.fixture
@@ -39,3 +46,63 @@ def test_never_lowers_a_higher_threshold_nor_enables_a_disabled_collector() -> N
     gc.disable()
     assert tune_collector() is False
     assert not gc.isenabled()
+
+
+@pytest.fixture
+def no_freeze() -> Iterator[None]:
+    while _freeze_survivors in gc.callbacks:  # a server another test left running
+        release_survivors()
+    gc.unfreeze()
+    yield
+    while _freeze_survivors in gc.callbacks:
+        release_survivors()
+    gc.unfreeze()
+
+
+class _Node:
+    def __init__(self) -> None:
+        self.other: _Node | None = None
+
+
+@pytest.mark.usefixtures("thresholds", "no_freeze")
+def test_survivors_of_a_young_collection_are_frozen_until_released() -> None:
+    hold_survivors()
+    hold_survivors()  # a second server in the process
+    kept = [_Node() for _ in range(100)]  # alive across the collection: frozen
+    gc.collect(0)
+    assert gc.get_freeze_count() >= len(kept)
+    old = {id(o) for g in (0, 1, 2) for o in gc.get_objects(g)}
+    assert not any(id(n) in old for n in kept)  # no generation holds them: frozen
+    release_survivors()
+    assert _freeze_survivors in gc.callbacks  # the first server still runs
+    release_survivors()
+    assert _freeze_survivors not in gc.callbacks
+    assert gc.get_freeze_count() == 0  # everything back where a full collection reaches it
+    release_survivors()  # more releases than holds: nothing happens
+
+
+@pytest.mark.usefixtures("thresholds", "no_freeze")
+def test_a_cycle_that_dies_young_is_still_collected() -> None:
+    hold_survivors()
+    a, b = _Node(), _Node()
+    a.other, b.other = b, a
+    ref = weakref.ref(a)
+    del a, b
+    gc.collect(0)
+    assert ref() is None
+    release_survivors()
+
+
+@pytest.mark.usefixtures("thresholds", "no_freeze")
+def test_a_cycle_frozen_before_it_died_comes_back_with_the_release() -> None:
+    hold_survivors()
+    a, b = _Node(), _Node()
+    a.other, b.other = b, a
+    ref = weakref.ref(a)
+    gc.collect(0)  # alive now: frozen with the rest
+    del a, b
+    gc.collect()
+    assert ref() is not None  # the documented cost, until the server stops
+    release_survivors()
+    gc.collect()
+    assert ref() is None
