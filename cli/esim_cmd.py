@@ -525,18 +525,15 @@ def _targets(func: Any) -> Any:
     return json_option(func)
 
 
-def _queue_eco(
-    euiccs: tuple[str, ...],
-    select: str | None,
-    bound_to: str | None,
-    body: dict[str, Any],
-    as_json: bool,
-) -> None:
+def _selection(
+    euiccs: tuple[str, ...], select: str | None, bound_to: str | None, body: dict[str, Any]
+) -> dict[str, Any] | None:
+    """`body` with the selection the arguments name (eids, select, bound_to) for the
+    selection routes; None when they name exactly one eUICC (its own route answers)."""
     if not euiccs and select is None and bound_to is None:
         raise click.UsageError("name the eUICCs: EID|EP arguments, --select or --bound-to")
     if len(euiccs) == 1 and select is None and bound_to is None:
-        _queue(euiccs[0], body, as_json)
-        return
+        return None
     selection: dict[str, Any] = dict(body)
     if euiccs:
         selection["eids"] = list(euiccs)
@@ -544,6 +541,20 @@ def _queue_eco(
         selection["select"] = select
     if bound_to is not None:
         selection["bound_to"] = bound_to
+    return selection
+
+
+def _queue_eco(
+    euiccs: tuple[str, ...],
+    select: str | None,
+    bound_to: str | None,
+    body: dict[str, Any],
+    as_json: bool,
+) -> None:
+    selection = _selection(euiccs, select, bound_to, body)
+    if selection is None:
+        _queue(euiccs[0], body, as_json)
+        return
     with api() as client:
         done = client.request("POST", "/esim/packages", json_body=selection)
     if as_json:
@@ -692,10 +703,9 @@ def eim_move(
     their packages are signed by that eIM from now on. Only after each eUICC confirmed
     `esim eim add EIM_ID` (its signed result is in) and while none of its packages waits for
     a result; with a selection, those that cannot move yet are listed with the reason."""
-    if not euiccs and select is None and bound_to is None:
-        raise click.UsageError("name the eUICCs: EID|EP arguments, --select or --bound-to")
     body: dict[str, Any] = {"eim_id": eim_id, "delete_old": delete_old}
-    if len(euiccs) == 1 and select is None and bound_to is None:
+    selection = _selection(euiccs, select, bound_to, body)
+    if selection is None:
         with api() as client:
             done = client.request("POST", f"/esim/euiccs/{_ref(euiccs[0])}/eim", json_body=body)
         if as_json:
@@ -704,14 +714,8 @@ def eim_move(
         e = done["euicc"]
         _moved(e, done["moved_from"], done["delete_package"])
         return
-    if euiccs:
-        body["eids"] = list(euiccs)
-    if select is not None:
-        body["select"] = select
-    if bound_to is not None:
-        body["bound_to"] = bound_to
     with api() as client:
-        found = client.request("POST", "/esim/moves", json_body=body)
+        found = client.request("POST", "/esim/moves", json_body=selection)
     if as_json:
         print_json(found)
         return

@@ -515,45 +515,59 @@ async def queue_esim_package(
     result shows in ``GET .../packages`` once the eUICC's signed result is in."""
     component = _esim(request)
     record = await _resolve(component, scope, euicc)
-    if body.operation == "download":
-        if body.activation_code is None:
-            raise ApiError(
-                422,
-                "invalid_input",
-                "activation_code: download needs the activation code (1$SM-DP+ address$ID)",
-                field="activation_code",
-            )
-        with _errors(record.eid):
-            trigger = await component.eims.queue_download(
-                record.eid, body.activation_code, now=time.time(), actor=scope.principal.actor
-            )
-        component.touch([record.eid])
-        return package_json(trigger)
-    if body.operation == "ipa-data":
-        eims = component.eims
-        now, actor = time.time(), scope.principal.actor
-        with _errors(record.eid):
-            asked = await eims.store.write(
-                lambda tx: eims.eim.queue_ipa_data(
-                    eims.ledger(tx), record.eid, now=now, actor=actor
+    eims = component.eims
+    operation = _operation(body, eims.eim.deployment)
+    now, actor = time.time(), scope.principal.actor
+    with _errors(record.eid):
+        try:
+            package = await eims.store.write(
+                lambda tx: _queue_for(
+                    eims, eims.ledger(tx), record.eid, euicc, body, operation, now, actor
                 )
             )
-        component.touch([record.eid])
-        return package_json(asked)
-    operation = operation_of(body, component.eims.eim.deployment)
-    if isinstance(operation, Disable | Delete):  # never the fallback profile (docs/ESIM.md)
-        eims = component.eims
-        profiles = await eims.store.read(lambda tx: eims.ledger(tx).profiles(record.eid))
-        try:
-            check_fallback(euicc, profiles, [operation])
-        except FallbackError as err:
+        except FallbackError as err:  # never the fallback profile (docs/ESIM.md)
             raise ApiError(409, "conflict", str(err), eid=record.eid) from None
-    with _errors(record.eid):
-        package = await component.eims.queue(
-            record.eid, [operation], now=time.time(), actor=scope.principal.actor
-        )
     component.touch([record.eid])
     return package_json(package)
+
+
+def _operation(body: PackageBody, deployment: EimDeployment) -> Psmo | Eco | None:
+    """The signed PSMO/eCO a queue request asks for, or None for the unsigned requests
+    (download, ipa-data); 422 naming the missing field (a download's activation code)."""
+    if body.operation == "download" and body.activation_code is None:
+        raise ApiError(
+            422,
+            "invalid_input",
+            "activation_code: download needs the activation code (1$SM-DP+ address$ID)",
+            field="activation_code",
+        )
+    if body.operation in ("download", "ipa-data"):
+        return None
+    return operation_of(body, deployment)
+
+
+def _queue_for(
+    eims: EimStore,
+    ledger: SqlLedger,
+    eid: str,
+    name: str,
+    body: PackageBody,
+    operation: Psmo | Eco | None,
+    now: float,
+    actor: str,
+) -> PackageRecord:
+    """One eUICC's package of a queue request, in the caller's transaction: a download
+    trigger, an IpaEuiccDataRequest or the signed `operation`. A disable/delete of its
+    fallback profile raises `FallbackError` (naming it as `name`), checked in the same
+    transaction as the queueing."""
+    if body.operation == "ipa-data":
+        return eims.eim.queue_ipa_data(ledger, eid, now=now, actor=actor)
+    if operation is None:
+        assert body.activation_code is not None
+        return eims.eim.queue_download(ledger, eid, body.activation_code, now=now, actor=actor)
+    if isinstance(operation, Disable | Delete):
+        check_fallback(name, ledger.profiles(eid), [operation])
+    return eims.eim.queue(ledger, eid, [operation], now=now, actor=actor)
 
 
 @router.post(
@@ -718,32 +732,15 @@ async def queue_esim_selection(
     without a linked eUICC."""
     component = _esim(request)
     eims = component.eims
-    if body.operation == "download" and body.activation_code is None:
-        raise ApiError(
-            422,
-            "invalid_input",
-            "activation_code: download needs the activation code (1$SM-DP+ address$ID)",
-            field="activation_code",
-        )
-    unsigned = body.operation in ("download", "ipa-data")
-    operation = None if unsigned else operation_of(body, eims.eim.deployment)
+    operation = _operation(body, eims.eim.deployment)
     records, missing = await _selection(request, scope, eims, body)
     now, actor = time.time(), scope.principal.actor
 
     def write(tx: Tx) -> list[PackageRecord]:
         ledger = eims.ledger(tx)
-        if body.operation == "ipa-data":
-            return [eims.eim.queue_ipa_data(ledger, r.eid, now=now, actor=actor) for r in records]
-        if operation is None:
-            assert body.activation_code is not None
-            return [
-                eims.eim.queue_download(ledger, r.eid, body.activation_code, now=now, actor=actor)
-                for r in records
-            ]
-        if isinstance(operation, Disable | Delete):  # never the fallback profile
-            for r in records:
-                check_fallback(r.eid, ledger.profiles(r.eid), [operation])
-        return [eims.eim.queue(ledger, r.eid, [operation], now=now, actor=actor) for r in records]
+        return [
+            _queue_for(eims, ledger, r.eid, r.eid, body, operation, now, actor) for r in records
+        ]
 
     with _errors():
         try:

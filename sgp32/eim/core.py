@@ -428,34 +428,36 @@ class Eim:
         message = message if message is not None else decode_from_ipa(data)
         if message.name != "getEimPackageRequest" or "notifyStateChange" in message.body:
             return None
-        euicc, code, refused = self._euicc(ledger, message.body["eidValue"])
+        euicc, code, refused, queued = self._euicc(ledger, message.body["eidValue"], polled=True)
         if euicc is None:
             assert refused is not None
             reply = encode_to_ipa("getEimPackageResponse", ("eimPackageError", code))
             return Exchange(reply, (refused,))
-        if ledger.next_package(euicc.eid) is not None:
+        if queued:
             return None
         reply = encode_to_ipa("getEimPackageResponse", ("eimPackageError", NO_PACKAGE))
         return Exchange(reply, (NoPackage(euicc.eid),))
 
     def _euicc(
-        self, ledger: Ledger, eid_value: bytes | None
-    ) -> tuple[EuiccRecord | None, int, ResultRefused | None]:
-        """The registered eUICC of an eidValue, or the ESipa error code and refusal."""
+        self, ledger: Ledger, eid_value: bytes | None, *, polled: bool = False
+    ) -> tuple[EuiccRecord | None, int, ResultRefused | None, bool]:
+        """The registered eUICC of an eidValue, or the ESipa error code and refusal; with
+        `polled`, also whether a package of it is open (same lookup), else False."""
         if eid_value is None:
-            return None, MISSING_EID, ResultRefused(None, Refusal.MISSING_EID, "no eidValue")
+            refused = ResultRefused(None, Refusal.MISSING_EID, "no eidValue")
+            return None, MISSING_EID, refused, False
         try:
             eid = eid_from_bytes(eid_value)
         except InvalidIdentifier as exc:
-            return None, INVALID_EID, ResultRefused(None, Refusal.INVALID_EID, str(exc))
-        euicc = ledger.euicc(eid)
+            return None, INVALID_EID, ResultRefused(None, Refusal.INVALID_EID, str(exc)), False
+        euicc, queued = ledger.euicc_polled(eid) if polled else (ledger.euicc(eid), False)
         if euicc is None:
             message = f"EID {eid} is not registered with the eIM"
-            return None, EID_NOT_FOUND, ResultRefused(eid, Refusal.UNKNOWN_EID, message)
-        return euicc, 0, None
+            return None, EID_NOT_FOUND, ResultRefused(eid, Refusal.UNKNOWN_EID, message), False
+        return euicc, 0, None, queued
 
     def _get_package(self, ledger: Ledger, body: dict[str, Any], now: float) -> Exchange:
-        euicc, code, refused = self._euicc(ledger, body["eidValue"])
+        euicc, code, refused, _ = self._euicc(ledger, body["eidValue"])
         if euicc is None:
             assert refused is not None
             return Exchange(
@@ -544,7 +546,7 @@ class Eim:
         def answer(value: tuple[str, Any]) -> bytes:
             return encode_to_ipa("provideEimPackageResultResponse", value)
 
-        euicc, code, refused = self._euicc(ledger, body.get("eidValue"))
+        euicc, code, refused, _ = self._euicc(ledger, body.get("eidValue"))
         if euicc is None:
             assert refused is not None
             return Exchange(answer(("provideEimPackageResultError", code)), (refused,))
@@ -783,7 +785,6 @@ class Eim:
                 f"{tid.hex() if tid else None}) naming no delivered package: recorded, not trusted"
             )
             return self._refuse(ledger, euicc, now, Refusal.UNAUTHENTICATED, message, tid, der)
-        tid = package.transaction_id
         known = ledger.association(eid, eim_id)
         if known is not None and not known.active:
             reason = UnsignedReason.EIM_DELETED
@@ -814,28 +815,8 @@ class Eim:
             "message": message,
             "der": der.hex(),
         }
-        ledger.update_package(
-            dataclasses.replace(package, state=PackageState.FAILED, result_at=now, result=summary)
-        )
-        detail = {k: v for k, v in summary.items() if k != "der"}
-        if eim_id != euicc.eim_id:
-            detail["eim_id"] = eim_id
-        ledger.add_result(
-            ResultRecord(eid, now, "unsigned_error", tid, package.counter_value, der, detail)
-        )
-        ledger.audit(
-            actor=DEVICE_ACTOR,
-            action="esim.result",
-            eid=eid,
-            now=now,
-            tenant=euicc.tenant,
-            outcome="error",
-            detail={"counter": package.counter_value, "transaction_id": tid.hex(), **detail},
-        )
-        return ResultAccepted(
-            eid, package.counter_value, tid, UNSIGNED_ERROR, (), None,
-            PackageState.FAILED,
-        )  # fmt: skip
+        extra = {"eim_id": eim_id} if eim_id != euicc.eim_id else None
+        return self._fail(ledger, euicc, package, summary, "unsigned_error", der, now, extra)
 
     def _token_for(self, ledger: Ledger, euicc: EuiccRecord, epr: tuple[str, Any]) -> int:
         """The associationToken the eUICC signed this result with: that of the eIM the result
@@ -958,12 +939,29 @@ class Eim:
             "ipa_error": IPA_PACKAGE_ERROR.get(code, str(code)),
             "der": der.hex(),
         }
+        return self._fail(ledger, euicc, package, summary, "ipa_error", der, now)
+
+    def _fail(
+        self,
+        ledger: Ledger,
+        euicc: EuiccRecord,
+        package: PackageRecord,
+        summary: dict[str, Any],
+        outcome: str,
+        der: bytes,
+        now: float,
+        extra: dict[str, Any] | None = None,
+    ) -> ResultAccepted:
+        """End `package` as failed on an answer that proves nothing (unsigned: the IPA's
+        eimPackageResultResponseError, the eUICC's euiccPackageErrorUnsigned): `summary` is
+        its result, recorded under `outcome` (with `extra`) and audited as an error."""
         ledger.update_package(
             dataclasses.replace(package, state=PackageState.FAILED, result_at=now, result=summary)
         )
-        detail = {k: v for k, v in summary.items() if k != "der"}
+        detail = {k: v for k, v in summary.items() if k != "der"} | (extra or {})
+        tid = package.transaction_id
         ledger.add_result(
-            ResultRecord(euicc.eid, now, "ipa_error", tid, package.counter_value, der, detail)
+            ResultRecord(euicc.eid, now, outcome, tid, package.counter_value, der, detail)
         )
         ledger.audit(
             actor=DEVICE_ACTOR,
@@ -972,18 +970,14 @@ class Eim:
             now=now,
             tenant=euicc.tenant,
             outcome="error",
-            detail={
-                "counter": package.counter_value,
-                "transaction_id": package.transaction_id.hex(),
-                **detail,
-            },
+            detail={"counter": package.counter_value, "transaction_id": tid.hex(), **detail},
         )
         return ResultAccepted(
             euicc.eid,
             package.counter_value,
-            package.transaction_id,
-            "eimPackageResultResponseError",
-            (("eimPackageResultErrorCode", code),),
+            tid,
+            summary["kind"],
+            tuple((r[0], r[1]) for r in summary["results"]),
             None,
             PackageState.FAILED,
         )

@@ -61,6 +61,11 @@ class Ledger(Protocol):
         """The queued or delivered (unanswered) packages of `eid`, oldest first."""
         ...
 
+    def euicc_polled(self, eid: str) -> tuple[EuiccRecord | None, bool]:
+        """The eUICC (None: unregistered) and whether any package of it is open -- what a
+        poll needs, in one lookup (most polls find nothing and end here)."""
+        ...
+
     def top_counter(self, eid: str) -> int:
         """The highest counterValue of any package of the EID, whichever eIM signed it (0)."""
         ...
@@ -167,6 +172,9 @@ class MemoryLedger:
 
     def open_packages(self, eid: str) -> list[PackageRecord]:
         return [p for p in self.packages(eid) if p.state in OPEN_STATES]
+
+    def euicc_polled(self, eid: str) -> tuple[EuiccRecord | None, bool]:
+        return self.euicc(eid), self.next_package(eid) is not None
 
     def top_counter(self, eid: str) -> int:
         return max((p.counter_value for p in self._packages.get(eid, [])), default=0)

@@ -12,7 +12,19 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Row, Select, and_, bindparam, case, delete, func, insert, select, update
+from sqlalchemy import (
+    Row,
+    Select,
+    and_,
+    bindparam,
+    case,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
 
 from lwm2m.store import Store, Tx
 from lwm2m.store.audit import AuditLog
@@ -52,6 +64,9 @@ _EUICC_BOUND: Select[Any] = select(
 _OPEN = [s.value for s in OPEN_STATES]
 _EUICC_BY_EID = _EUICC_BOUND.where(_E.eid == bindparam("k_eid"))
 _EUICC_LOCKED = _EUICC_BY_EID.with_for_update(of=EUICC)
+_EUICC_POLLED = _EUICC_BY_EID.add_columns(
+    exists().where(_P.eid == _E.eid, _P.state.in_(_OPEN)).label("has_open")
+)
 _ASSOCIATION_ONE = select(ASSOCIATION).where(
     _A.eid == bindparam("k_eid"), _A.eim_id == bindparam("k_eim_id")
 )
@@ -150,6 +165,10 @@ class SqlLedger:
     def euicc(self, eid: str) -> EuiccRecord | None:
         row = self._tx.execute(_EUICC_BY_EID, {"k_eid": eid}).one_or_none()
         return _euicc(row) if row is not None else None
+
+    def euicc_polled(self, eid: str) -> tuple[EuiccRecord | None, bool]:
+        row = self._tx.execute(_EUICC_POLLED, {"k_eid": eid}).one_or_none()
+        return (_euicc(row), bool(row.has_open)) if row is not None else (None, False)
 
     def lock_euicc(self, eid: str) -> EuiccRecord | None:
         """``SELECT ... FOR UPDATE OF eim_euicc`` on PostgreSQL; SQLite has one writer."""
