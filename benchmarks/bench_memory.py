@@ -14,8 +14,13 @@ Three processes, loopback only, every socket on an ephemeral port:
   nothing else. They register them with at most ``--window`` Registers in flight in all,
   answer every GET (with the Observe option when asked to observe), and then send empty
   Updates open-loop at ``--update-rate`` in all for ``--update-seconds``, timing each from
-  its send to the 2.04;
+  its send to the 2.04 (pre-encoded datagrams, no task per Update: see ``_LeanUpdates``);
 * this process, which drives them and prints one JSON line.
+
+Where an Update's latency goes is measured in the server process (``_Probes``, the ``srv_*``
+fields: kernel receive-queue wait, group-commit wait and commit durations, loop lag, GC
+pauses by generation, socket drops, CPU split) and in the registrars (their lag, GC pauses,
+retransmissions), so a client artefact is told apart from the server's latency.
 
 The figure is RSS after registration minus RSS of the idle server (per device and in all),
 and the absolute RSS against the issue's 1.5 GB target.
