@@ -94,6 +94,10 @@ _UPDATE_PACKAGE = (
 )
 _PROFILES = select(PROFILE).where(_F.eid == bindparam("k_eid")).order_by(_F.iccid)
 _DELETE_PROFILES = delete(PROFILE).where(_F.eid == bindparam("k_eid"))
+_EID_OF = select(ENDPOINT.c.eid).where(ENDPOINT.c.endpoint == bindparam("k_endpoint"))
+_ENDPOINTS = select(ENDPOINT.c.eid, ENDPOINT.c.endpoint)
+_ENDPOINTS_OF = _ENDPOINTS.where(ENDPOINT.c.eid.in_(bindparam("k_eids", expanding=True)))
+_IPA_DATA = select(IPA_DATA.c.der).where(IPA_DATA.c.eid == bindparam("k_eid"))
 
 
 def _association(row: Row[Any]) -> AssociationRecord:
@@ -280,16 +284,15 @@ class SqlLedger:
 
     def endpoints(self, eids: Sequence[str] | None = None) -> dict[str, str]:
         """EID -> endpoint of the linked eUICCs (all, or those of `eids`)."""
-        query = select(ENDPOINT.c.eid, ENDPOINT.c.endpoint)
-        if eids is not None:
-            query = query.where(ENDPOINT.c.eid.in_(list(eids)))
-        return {str(r.eid): str(r.endpoint) for r in self._tx.execute(query)}
+        if eids is None:
+            rows = self._tx.execute(_ENDPOINTS)
+        else:
+            rows = self._tx.execute(_ENDPOINTS_OF, {"k_eids": list(eids)})
+        return {str(r.eid): str(r.endpoint) for r in rows}
 
     def eid_of(self, endpoint: str) -> str | None:
         """The EID of the eUICC linked to `endpoint`, if any."""
-        found = self._tx.execute(
-            select(ENDPOINT.c.eid).where(ENDPOINT.c.endpoint == endpoint)
-        ).scalar_one_or_none()
+        found = self._tx.execute(_EID_OF, {"k_endpoint": endpoint}).scalar_one_or_none()
         return str(found) if found is not None else None
 
     def open_packages(self, eid: str) -> list[PackageRecord]:
@@ -425,9 +428,7 @@ class SqlLedger:
             )
 
     def ipa_data(self, eid: str) -> bytes | None:
-        der = self._tx.execute(
-            select(IPA_DATA.c.der).where(IPA_DATA.c.eid == eid)
-        ).scalar_one_or_none()
+        der = self._tx.execute(_IPA_DATA, {"k_eid": eid}).scalar_one_or_none()
         return bytes(der) if der is not None else None
 
     def set_ipa_data(self, eid: str, der: bytes, now: float) -> None:
