@@ -63,9 +63,12 @@ asyncio.run(main())
 """
 
 
-def _start(target: StoreTarget, files: list[str]) -> tuple[subprocess.Popen[str], int]:
+def start_child(
+    target: StoreTarget, args: list[str], script: str = CHILD
+) -> tuple[subprocess.Popen[str], int]:
+    """Run `script` (an eIM process on `target`'s store) with `args`; its ESipa port."""
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, target.url, str(target.data_dir), *files],
+        [sys.executable, "-c", script, target.url, str(target.data_dir), *args],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -79,7 +82,8 @@ def _start(target: StoreTarget, files: list[str]) -> tuple[subprocess.Popen[str]
     return child, json.loads(line)["port"]
 
 
-def _kill(child: subprocess.Popen[str]) -> None:
+def kill_child(child: subprocess.Popen[str]) -> None:
+    """SIGKILL, and make sure that is how it ended."""
     os.kill(child.pid, signal.SIGKILL)
     child.wait(timeout=30)
     assert child.returncode == -signal.SIGKILL
@@ -136,12 +140,12 @@ def test_kill_9_between_queue_and_result_reuses_no_counter_and_loses_no_result(
         async with client_for() as client:
             await HttpsIpa(ipa, client, f"http://127.0.0.1:{port}").settle(T0 + 2)
 
-    child, port = _start(target, files)
+    child, port = start_child(target, files)
     try:
         asyncio.run(fetch(port))  # package 1 is on the eUICC; its result is still in the IPA
         time.sleep(0.3)
     finally:
-        _kill(child)
+        kill_child(child)
     assert ipa.pending and euicc.enabled is not None and euicc.enabled.iccid == NEW_ICCID
     churned = _counters_consistent(target, churn.eid)
     assert churned > 0
@@ -156,11 +160,11 @@ def test_kill_9_between_queue_and_result_reuses_no_counter_and_loses_no_result(
         )
     assert second.counter_value == 2
 
-    child, port = _start(target, files)
+    child, port = start_child(target, files)
     try:
         asyncio.run(settle(port))  # result 1 delivered late, package 2 fetched and answered
     finally:
-        _kill(child)  # right after the last acknowledgement
+        kill_child(child)  # right after the last acknowledgement
     assert not ipa.pending
     assert _counters_consistent(target, churn.eid) >= churned
     with target.open() as store, store.transaction() as tx:

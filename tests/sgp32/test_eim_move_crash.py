@@ -10,11 +10,6 @@ comes; the other has a package on the eUICC whose result the IPA still holds.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -29,8 +24,8 @@ from sgp32.eim.tables import ASSOCIATION, PACKAGE
 from sgp32.packages import AddEim, EimConfiguration, Enable, SetFallbackAttribute
 from sgp32.signing import EimIdentity
 from simulators.esim.https import HttpsIpa, client_for
-from tests.conftest import REPO
 from tests.sgp32.pki import MadePki
+from tests.sgp32.test_eim_crash import kill_child, start_child
 from tests.sgp32.test_eim_move import EIM_B, spki, two_eims
 from tests.sgp32.test_eim_store import settle
 from tests.sgp32.world import EIM_ID, NEW_ICCID, T0
@@ -77,28 +72,6 @@ def _pem(identity: EimIdentity, path: Path) -> str:
         )
     )
     return str(path)
-
-
-def _start(target: StoreTarget, args: list[str]) -> tuple[subprocess.Popen[str], int]:
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, target.url, str(target.data_dir), *args],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert child.stdout is not None
-    line = child.stdout.readline()
-    if not line:
-        child.kill()
-        raise AssertionError(child.stderr.read() if child.stderr else "child died")
-    return child, json.loads(line)["port"]
-
-
-def _kill(child: subprocess.Popen[str]) -> None:
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait(timeout=30)
-    assert child.returncode == -signal.SIGKILL
 
 
 def _counters(target: StoreTarget, eid: str) -> dict[str, tuple[int, list[int]]]:
@@ -165,12 +138,12 @@ def test_kill_9_after_a_move_reuses_no_counter_of_either_eim(
         async with client_for() as client:
             await HttpsIpa(ipa, client, f"http://127.0.0.1:{port}").settle(T0 + 2)
 
-    child, port = _start(target, args)
+    child, port = start_child(target, args, CHILD)
     try:
         asyncio.run(fetch(port))  # package #2 (eIM B) is on the eUICC; its result in the IPA
         time.sleep(0.3)
     finally:
-        _kill(child)
+        kill_child(child)
     assert ipa.pending and euicc.eims[EIM_B].counter_value == 2
 
     churned = _counters(target, churn.eid)
@@ -185,11 +158,11 @@ def test_kill_9_after_a_move_reuses_no_counter_of_either_eim(
         )  # fmt: skip
     assert (third.counter_value, third.eim_id) == (3, EIM_B)
 
-    child, port = _start(target, args)
+    child, port = start_child(target, args, CHILD)
     try:
         asyncio.run(settle_over(port))  # result #2 delivered late, #3 fetched and answered
     finally:
-        _kill(child)
+        kill_child(child)
     assert not ipa.pending and ipa.refused == []
     assert (euicc.eims[EIM_ID].counter_value, euicc.eims[EIM_B].counter_value) == (1, 3)
     again_b, again_used = _counters(target, churn.eid)[EIM_B]
