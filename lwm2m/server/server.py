@@ -66,7 +66,12 @@ from lwm2m.server.events import (
     Removed,
     ServerEvent,
 )
-from lwm2m.server.gc_policy import hold_survivors, release_survivors, tune_collector
+from lwm2m.server.gc_policy import (
+    FROZEN_YOUNG_THRESHOLD,
+    hold_survivors,
+    release_survivors,
+    tune_collector,
+)
 from lwm2m.server.ingress_limits import install_block1_admission
 from lwm2m.server.notification_decode import decode_notification
 from lwm2m.server.observations import (
@@ -261,9 +266,11 @@ class LwM2MServer(RegistrationInterface, DeviceManagementApi):
                     device.peer = udp_peer(device.registration.address)
                     self._by_peer[device.peer] = device
         self._running = True
-        tune_collector()  # fewer cyclic-GC passes per request (lwm2m/server/gc_policy.py)
         if config.freeze_gc_survivors:
             hold_survivors()  # no collection walks the whole heap (gc_policy.py)
+            tune_collector(FROZEN_YOUNG_THRESHOLD)  # short young pauses
+        else:
+            tune_collector()  # fewer cyclic-GC passes per request (lwm2m/server/gc_policy.py)
         self._arm_timer()
         self._housekeeping = self._loop.call_later(HOUSEKEEPING_INTERVAL, self._on_housekeeping)
         logger.info(
