@@ -258,6 +258,10 @@ def judge(
             failure=f"the IPA could not process the package (eimPackageResultErrorCode "
             f"{result['ipa_error']}); the eUICC never saw it",
         )
+    if package.state is PackageState.FAILED and result.get("reason") and result.get("message"):
+        # An unsigned refusal the eIM ended with a typed reason (the eUICC does not know or
+        # accept this eIM): its message names the EID and what to do.
+        return Verdict(reported, failure=f"the eUICC refused the package: {result['message']}")
     if package.state is PackageState.FAILED:
         code = result.get("error_code")
         name = PACKAGE_ERROR.get(code, str(code)) if isinstance(code, int) else str(code)

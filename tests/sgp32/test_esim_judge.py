@@ -75,6 +75,12 @@ def test_rollback_enable_refusal_and_package_error_fail_with_the_reason() -> Non
     assert "iccidOrAidNotFound" in (judge(WANT, None, EID, profiles(OLD), [refused]).failure or "")
     error = package(PackageState.FAILED, {"error_code": 4})
     assert "replayError" in (judge(WANT, None, EID, profiles(OLD), [error]).failure or "")
+    unsigned = package(
+        PackageState.FAILED,
+        {"reason": "eim_deleted_on_euicc", "message": f"eUICC {EID} no longer knows eIM eim"},
+    )
+    failure = judge(WANT, None, EID, profiles(OLD), [unsigned]).failure or ""
+    assert "no longer knows eIM" in failure and "None" not in failure
 
 
 def test_failed_generation_is_not_retried_and_unlinked_device_fails() -> None:
