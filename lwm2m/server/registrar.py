@@ -686,31 +686,24 @@ class RegistrationInterface(ResourceServing):
         # acknowledged, so the answer waits for the COMMIT holding them (a kill -9 between an
         # early answer and the commit lost them: tests/integration/test_send_durability.py).
         values = timestamped_values(reg.endpoint, groups, now, Source.SEND)
+        then = self._after_commit(lambda ok, error: self._send_stored(channel, event, ok, error))
         try:
-            stored = self.store.record(values, wait=True)
+            self.store.record_then(values, then)
         except StoreError as exc:
-            logger.warning("Send of %s not stored: %s", reg.endpoint, exc)
-            self._respond(channel, event, Code.SERVICE_UNAVAILABLE, "store unavailable; retry")
+            self._send_stored(channel, event, False, exc)
             return
-        if stored is None:
-            self._respond(channel, event, Code.CHANGED)
-        else:
-            stored.add_done_callback(lambda done: self._send_stored(channel, event, done))
         self._emit(SendReceived(reg.endpoint, newest_content(groups), tuple(groups)))
         self._wake(device)
 
     def _send_stored(
-        self, channel: Channel, event: RequestReceived, done: asyncio.Future[None]
+        self, channel: Channel, event: RequestReceived, ok: bool, error: object
     ) -> None:
         """Answer a Send once its readings are committed (or could not be)."""
-        if not self._running:
-            return  # stopping: the device retransmits to the next process
-        if done.cancelled() or done.exception() is not None:
-            error = "cancelled" if done.cancelled() else done.exception()
-            logger.warning("Send not stored: %s", error)
-            self._respond(channel, event, Code.SERVICE_UNAVAILABLE, "store unavailable; retry")
+        if ok:
+            self._respond(channel, event, Code.CHANGED)
             return
-        self._respond(channel, event, Code.CHANGED)
+        logger.warning("Send not stored: %s", error)
+        self._respond(channel, event, Code.SERVICE_UNAVAILABLE, "store unavailable; retry")
 
 
 __all__ = ["RegistrationInterface"]

@@ -587,30 +587,26 @@ class LwM2MServer(RegistrationInterface, DeviceManagementApi):
             return False
         obs.notifications += 1
         self.stats["notifications"] += 1
-        held = False
-        if event.ack is not None and values:
+        held = event.ack is not None and bool(values)
+        if held:
+            ack = event.ack
+            then = self._after_commit(lambda ok, _: self._stored(channel, ack, ok))
             try:
-                stored = self.store.record(values, wait=True)
+                self.store.record_then(values, then)
             except StoreError as exc:  # not acknowledged: the device sends it again
                 logger.warning("notification of %s not stored: %s", device.endpoint, exc)
-                return True
-            if stored is not None:
-                ack = event.ack
-                stored.add_done_callback(lambda done: self._stored(channel, ack, done))
-                held = True
         else:
             self._record(values)
         if self._subscribers:  # no event object nobody reads
             self._emit(Notification(device.endpoint, obs.id, obs.paths, content, at))
         return held
 
-    def _stored(self, channel: Channel, ack: object, done: asyncio.Future[None]) -> None:
+    def _stored(self, channel: Channel, ack: object, ok: bool) -> None:
         """A held notification's values are committed: acknowledge it (not when the commit
-        failed: the device retransmits, and the retransmission is stored again)."""
-        if not self._running or done.cancelled() or done.exception() is not None:
-            return
-        channel.core.acknowledge(ack, channel.now())
-        channel.flush()
+        failed: the device retransmits, and the retransmission is stored again). The ACK goes
+        out with the commit's other answers (``_after_commit``)."""
+        if ok:
+            channel.core.acknowledge(ack, channel.now())
 
     def _add_observation(
         self,

@@ -242,6 +242,14 @@ class GroupCommitBatcher:
         self._enqueue(_Item(None, None, None, writer, list(rows)))
         return None
 
+    def submit_bulk_then(
+        self, writer: BulkWriter[R], rows: Iterable[R], then: Callable[[bool, Any], None]
+    ) -> None:
+        """:meth:`submit_bulk` told through ``then(ok, None | error)`` once the batch holding
+        the rows committed (or failed), like :meth:`submit_row_then`: what an answer that may
+        only go out after the commit (a Send's 2.04, a notification's ACK) waits for."""
+        self._enqueue(_Item(None, then, asyncio.get_running_loop(), writer, list(rows)))
+
     def submit_row(self, writer: RowWriter[R], row: R) -> asyncio.Future[Any]:
         """Queue one ``row`` for ``writer``; the future resolves to this row's result once
         the batch holding it committed. Consecutive rows for the same writer share one call

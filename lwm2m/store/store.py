@@ -231,6 +231,13 @@ class Store:
         """
         return self.batcher.submit_bulk(self.telemetry.append, values, wait=wait)
 
+    def record_then(
+        self, values: Iterable[ReportedValue], then: Callable[[bool, Any], None]
+    ) -> None:
+        """Queue reported values; ``then(ok, None | error)`` runs on this loop after the commit
+        holding them (``GroupCommitBatcher.submit_bulk_then``)."""
+        self.batcher.submit_bulk_then(self.telemetry.append, values, then)
+
     async def read(self, op: Callable[[Tx], T]) -> T:
         """Run ``op`` in a read-only transaction on a reader thread."""
         self._check_open()
