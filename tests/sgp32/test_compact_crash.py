@@ -7,18 +7,16 @@ had to refuse the cancellation."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
 
-from simulators.esim.download import Es10bDownload
 from simulators.esim.https import HttpsIpa
-from simulators.esim.smdp import LoopbackSmdp, PreparedProfile, SmdpServer
+from simulators.esim.smdp import PreparedProfile
 from tests.integration.conftest import Api, run
-from tests.sgp32.serve_world import NEW_CARRIER, NEW_ICCID, EsimFiles, start_serve, stop_serve
-from tests.sgp32.test_compact_download import SMDP_OID, smdp_certificate
+from tests.sgp32.download_rig import download_rig
+from tests.sgp32.serve_world import NEW_CARRIER, NEW_ICCID
+from tests.sgp32.test_compact_download import SMDP_OID
 from tests.store.conftest import StoreTarget
 
 pytestmark = pytest.mark.integration
@@ -27,24 +25,13 @@ pytestmark = pytest.mark.integration
 def test_kill_9_before_a_compact_cancel_the_restarted_eim_rebuilds_it(
     target: StoreTarget, tmp_path: Path
 ) -> None:
-    files = EsimFiles.make(tmp_path / "esim-compact-crash")
-    cert, key, ca = files.tls
-    env = {"FLEETLOOP_EIM_SMDP_CA": str(ca)}
-    extra = ["--database-url", target.url] if target.backend == "postgresql" else []
-    world = start_serve(files, extra, env_extra=env)
-    pki = files.pki
-    smdp_key = ec.generate_private_key(ec.SECP256R1())
-    smdp_cert = smdp_certificate(pki, smdp_key, now=pki.ci.not_valid_before_utc)
-    smdp = LoopbackSmdp("", smdp_key, smdp_cert, pki.ci)
-    euicc, ipa = world.device("84", 1)
-    del euicc.profiles[NEW_ICCID]
-    ipa.downloader = Es10bDownload(euicc, pki.ci.public_key())  # type: ignore[arg-type]
+    rig = download_rig(target, tmp_path / "esim-compact-crash", "84")
+    smdp, euicc, ipa, world = rig.smdp, rig.euicc, rig.ipa, rig.world
     ipa.ipa_features = (1, 5)  # indirect download, minimizeEsipaBytes
     ipa.cancel = ("authenticate", 3)  # pprNotAllowed, after the AuthenticateClient answer
-    worlds = [world]
 
     async def case() -> None:
-        server = SmdpServer(smdp, cert, key)
+        server = rig.smdp_server()
         smdp.address = f"127.0.0.1:{await server.start()}"
         code = smdp.prepare(PreparedProfile("CRASH-C", NEW_ICCID, NEW_CARRIER))
         client = world.client()
@@ -66,11 +53,7 @@ def test_kill_9_before_a_compact_cancel_the_restarted_eim_rebuilds_it(
             assert ipa.download is not None and ipa.download.step == "cancel"
             assert smdp.calls == ["initiateAuthentication", "authenticateClient"]
             await api.aclose()
-            world.serve.process.kill()  # SIGKILL: nothing is flushed or closed
-            world.serve.process.wait()
-
-            again = await asyncio.to_thread(start_serve, files, extra, env)
-            worlds.append(again)
+            again = await rig.restart()
             api = Api(again.serve)
             await HttpsIpa(ipa, client, again.esipa_url).settle()
             assert ipa.sent_forms == [
@@ -92,5 +75,5 @@ def test_kill_9_before_a_compact_cancel_the_restarted_eim_rebuilds_it(
     try:
         run(case(), timeout=120)
     finally:
-        stop_serve(worlds[-1])
+        rig.stop()
     assert smdp.oid() == SMDP_OID

@@ -7,48 +7,28 @@ the transactionId goes and answer undefinedError."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from simulators.esim.download import Es10bDownload
 from simulators.esim.https import HttpsIpa
-from simulators.esim.smdp import LoopbackSmdp, PreparedProfile, SmdpServer
+from simulators.esim.smdp import PreparedProfile
 from tests.integration.conftest import Api, run
-from tests.sgp32.pki import make_cert
-from tests.sgp32.serve_world import NEW_CARRIER, NEW_ICCID, EsimFiles, start_serve, stop_serve
+from tests.sgp32.download_rig import download_rig
+from tests.sgp32.serve_world import NEW_CARRIER, NEW_ICCID
 from tests.store.conftest import StoreTarget
 
 pytestmark = pytest.mark.integration
-
-DP_AUTH = x509.ObjectIdentifier("2.23.146.1.2.1.4")
 
 
 def test_kill_9_mid_download_the_restarted_eim_relays_the_rest(
     target: StoreTarget, tmp_path: Path
 ) -> None:
-    files = EsimFiles.make(tmp_path / "esim-dl-crash")
-    cert, key, ca = files.tls
-    env = {"FLEETLOOP_EIM_SMDP_CA": str(ca)}
-    extra = ["--database-url", target.url] if target.backend == "postgresql" else []
-    world = start_serve(files, extra, env_extra=env)
-    pki = files.pki
-    smdp_key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test SM-DP+")])
-    smdp_cert = make_cert(name, smdp_key, pki.ci.subject, pki.ci_key, ca=False, policy=DP_AUTH,
-                          now=pki.ci.not_valid_before_utc)  # fmt: skip
-    smdp = LoopbackSmdp("", smdp_key, smdp_cert, pki.ci)
-    euicc, ipa = world.device("83", 1)
-    del euicc.profiles[NEW_ICCID]
-    ipa.downloader = Es10bDownload(euicc, pki.ci.public_key())  # type: ignore[arg-type]
-    worlds = [world]
+    rig = download_rig(target, tmp_path / "esim-dl-crash", "83")
+    smdp, euicc, ipa, world = rig.smdp, rig.euicc, rig.ipa, rig.world
 
     async def case() -> None:
-        server = SmdpServer(smdp, cert, key)
+        server = rig.smdp_server()
         smdp.address = f"127.0.0.1:{await server.start()}"
         code = smdp.prepare(PreparedProfile("CRASH-1", NEW_ICCID, NEW_CARRIER))
         client = world.client()
@@ -68,11 +48,7 @@ def test_kill_9_mid_download_the_restarted_eim_relays_the_rest(
             assert ipa.download is not None and ipa.download.step == "authenticate"
             assert smdp.calls == ["initiateAuthentication"]
             await api.aclose()
-            world.serve.process.kill()  # SIGKILL: nothing is flushed or closed
-            world.serve.process.wait()
-
-            again = await asyncio.to_thread(start_serve, files, extra, env)
-            worlds.append(again)
+            again = await rig.restart()  # SIGKILL: nothing is flushed or closed
             api = Api(again.serve)
             await HttpsIpa(ipa, client, again.esipa_url).settle()
             assert smdp.calls == [
@@ -101,4 +77,4 @@ def test_kill_9_mid_download_the_restarted_eim_relays_the_rest(
     try:
         run(case(), timeout=120)
     finally:
-        stop_serve(worlds[-1])
+        rig.stop()
