@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path as FsPath
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -37,40 +39,59 @@ SCRIPT = FsPath(__file__).parent / "node" / "client.js"
 
 @pytest.fixture(scope="session")
 def node_modules() -> FsPath:
-    """``.cache/node-lib/node_modules`` holding lwm2m-node-lib (installed if missing)."""
+    """``.cache/node-lib/node_modules`` holding lwm2m-node-lib (installed if missing).
+
+    Each xdist worker has its own session, so two workers may reach here at once: the install
+    runs under an exclusive file lock, and only a marker written after npm exits cleanly says
+    the tree is complete (``package.json`` appears long before the library's dependencies do,
+    and a client started on a half-installed tree exits at once).
+    """
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         pytest.skip("node and npm are needed for the lwm2m-node-lib interop test")
     modules = CACHE / "node_modules"
-    if not (modules / "lwm2m-node-lib" / "package.json").is_file():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        try:
-            done = subprocess.run(
-                [npm, "install", "--prefix", str(CACHE), "--no-audit", "--no-fund", PACKAGE],
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
-        except subprocess.TimeoutExpired:
-            pytest.skip(f"npm install {PACKAGE} timed out (offline?)")
-        if done.returncode != 0 or not (modules / "lwm2m-node-lib").is_dir():
-            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [""]
-            pytest.skip(f"npm install {PACKAGE} failed: {tail[0]}")
+    marker = CACHE / f"installed-{PACKAGE}"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / "install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not marker.is_file():
+            try:
+                done = subprocess.run(
+                    [npm, "install", "--prefix", str(CACHE), "--no-audit", "--no-fund", PACKAGE],
+                    capture_output=True,
+                    text=True,
+                    timeout=300,
+                )
+            except subprocess.TimeoutExpired:
+                pytest.skip(f"npm install {PACKAGE} timed out (offline?)")
+            if done.returncode != 0 or not (modules / "lwm2m-node-lib").is_dir():
+                tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [""]
+                pytest.skip(f"npm install {PACKAGE} failed: {tail[0]}")
+            marker.touch()
     return modules
 
 
 class NodeClient:
     """The JS client as a subprocess: commands on stdin, JSON events on stdout."""
 
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
+    def __init__(self, process: asyncio.subprocess.Process, stderr: IO[bytes]) -> None:
         self.process = process
+        self.stderr = stderr  # a file, so a chatty client never blocks on a full pipe
+
+    async def stderr_tail(self) -> str:
+        """The client's last lines on stderr, to say why it exited."""
+        await asyncio.wait_for(self.process.wait(), 5)
+        self.stderr.seek(0)
+        lines = self.stderr.read().decode(errors="replace").strip().splitlines()
+        return " | ".join(lines[-5:]) or "(nothing on stderr)"
 
     async def event(self, name: str, timeout: float = 10.0) -> dict[str, Any]:
         assert self.process.stdout is not None
         while True:
             line = await asyncio.wait_for(self.process.stdout.readline(), timeout)
             if not line:
-                raise AssertionError(f"node client exited before {name!r}")
+                why = await self.stderr_tail()
+                raise AssertionError(f"node client exited before {name!r}: {why}")
             try:
                 event = json.loads(line)
             except ValueError:
@@ -92,23 +113,24 @@ async def node_client(
     address = server.coap_address
     assert address is not None
     env = {**os.environ, "NODE_PATH": str(modules)}
-    process = await asyncio.create_subprocess_exec(
-        "node",
-        str(SCRIPT),
-        str(address[0]),
-        str(address[1]),
-        endpoint,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-        env=env,
-    )
-    try:
-        yield NodeClient(process)
-    finally:
-        if process.returncode is None:
-            process.kill()
-        await process.wait()
+    with tempfile.TemporaryFile() as stderr:
+        process = await asyncio.create_subprocess_exec(
+            "node",
+            str(SCRIPT),
+            str(address[0]),
+            str(address[1]),
+            endpoint,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=stderr,
+            env=env,
+        )
+        try:
+            yield NodeClient(process, stderr)
+        finally:
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
 
 
 def test_node_lib_registers_answers_reads_and_moves_with_its_updates(
