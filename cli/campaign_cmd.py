@@ -35,7 +35,7 @@ import click
 
 from cli.client import EXIT_USAGE, ApiClient, CliFailure, Response, failure_message, parse_sse
 from cli.commands import api, json_option, stop_on_sigterm
-from cli.output import print_json, table
+from cli.output import print_json, table, widen
 
 FINAL = ("succeeded", "failed", "timed_out", "reverted", "skipped")
 ORDER = (
@@ -453,14 +453,27 @@ def list_campaigns(states: tuple[str, ...], active: bool, limit: int, as_json: b
     if as_json:
         print_json(found)
         return
+    items = found["items"]
     rows = [
         (c["id"], c["name"], c["state"], c["tenant"], c["created_at"], ", ".join(c["artifacts"]))
-        for c in found["items"]
+        for c in items
     ]
     if not rows:
         click.echo("no campaigns; plan one with `fleetloop campaign plan -f spec.yaml`")
         return
-    click.echo(table(("ID", "NAME", "STATE", "TENANT", "CREATED", "ARTIFACTS"), rows))
+    headers, rows = widen(
+        ("ID", "NAME", "STATE", "TENANT", "CREATED", "ARTIFACTS"),
+        rows,
+        items,
+        [
+            ("WAVE", lambda c: c.get("wave")),
+            ("CREATED BY", lambda c: c.get("created_by")),
+            ("UPDATED", lambda c: c.get("updated_at")),
+            ("FINISHED", lambda c: c.get("finished_at")),
+            ("REASON", lambda c: c.get("reason") or None),
+        ],
+    )
+    click.echo(table(headers, rows))
 
 
 def _watch(client: ApiClient, cid: str, tty: bool) -> dict[str, Any] | None:

@@ -27,6 +27,9 @@ without it the listener only starts on a loopback address. docs/SGP32.md, docs/C
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import json
 import logging
 import os
@@ -40,7 +43,7 @@ import click
 
 from cli.client import EXIT_FAILED
 from cli.commands import api, json_option
-from cli.output import print_json, table
+from cli.output import iso_time, print_json, table, widen
 
 if TYPE_CHECKING:  # the serve side is imported when serve starts it: the CLI stays light
     from cryptography import x509
@@ -323,7 +326,17 @@ def list_(eim_id: str | None, as_json: bool) -> None:
         )
         for e in found["items"]
     ]
-    click.echo(table(("EID", "ENDPOINT", "EIM", "ENABLED", "QUEUED"), rows))
+    headers, rows = widen(
+        ("EID", "ENDPOINT", "EIM", "ENABLED", "QUEUED"),
+        rows,
+        found["items"],
+        [
+            ("COUNTER", lambda e: e.get("counter_value")),
+            ("TENANT", lambda e: e.get("tenant")),
+            ("REGISTERED", lambda e: e.get("registered_at")),
+        ],
+    )
+    click.echo(table(headers, rows))
 
 
 @esim.command("eims")
@@ -344,7 +357,26 @@ def eims(as_json: bool) -> None:
         )
         for i in found["items"]
     ]
-    click.echo(table(("EIM", "CURVE", "CERTIFICATE", "EUICCS"), rows))
+    headers, rows = widen(
+        ("EIM", "CURVE", "CERTIFICATE", "EUICCS"),
+        rows,
+        found["items"],
+        [("KEY SHA-256", lambda i: _pem_sha256(i.get("public_key")))],
+    )
+    click.echo(table(headers, rows))
+
+
+def _pem_sha256(pem: str | None) -> str | None:
+    """The SHA-256 of a PEM block's DER (the eIM's SubjectPublicKeyInfo), hex: what
+    ``openssl pkey -pubin -outform DER | sha256sum`` prints for the same key."""
+    body = "".join(
+        line.strip() for line in (pem or "").splitlines() if line and not line.startswith("-----")
+    )
+    try:
+        der = base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return hashlib.sha256(der).hexdigest() if der else None
 
 
 @esim.command("show")
@@ -490,7 +522,22 @@ def packages(euicc: str, as_json: bool) -> None:
         (p["counter_value"], ", ".join(o["op"] for o in p["operations"]), _result_line(p))
         for p in found["items"]
     ]
-    click.echo(table(("#", "OPERATIONS", "RESULT"), rows))
+    headers, rows = widen(
+        ("#", "OPERATIONS", "RESULT"),
+        rows,
+        found["items"],
+        [
+            ("STATE", lambda p: p.get("state")),
+            ("EID", lambda p: p.get("eid")),
+            ("EIM", lambda p: p.get("eim_id")),
+            ("EIMTRANSACTIONID", lambda p: p.get("transaction_id")),
+            ("BY", lambda p: p.get("actor")),
+            ("QUEUED", lambda p: iso_time(p.get("created_at_epoch"))),
+            ("DELIVERED", lambda p: iso_time(p.get("delivered_at_epoch"))),
+            ("ANSWERED", lambda p: iso_time(p.get("result_at_epoch"))),
+        ],
+    )
+    click.echo(table(headers, rows))
 
 
 @esim.command("results")
@@ -507,7 +554,16 @@ def results(euicc: str, as_json: bool) -> None:
         (r["received_at_epoch"], r["outcome"], r.get("counter_value") or "-", r["detail"])
         for r in found["items"]
     ]
-    click.echo(table(("RECEIVED", "OUTCOME", "COUNTER", "DETAIL"), rows))
+    headers, rows = widen(
+        ("RECEIVED", "OUTCOME", "COUNTER", "DETAIL"),
+        rows,
+        found["items"],
+        [
+            ("RECEIVED AT", lambda r: iso_time(r.get("received_at_epoch"))),
+            ("EIMTRANSACTIONID", lambda r: r.get("transaction_id")),
+        ],
+    )
+    click.echo(table(headers, rows))
 
 
 # ---- eCOs: fleetloop esim eim add|update|delete|list ----------------------------------------

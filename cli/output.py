@@ -11,6 +11,7 @@ import binascii
 import functools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
 import click
@@ -34,8 +35,9 @@ def json_option(f: F) -> F:
     """``--json`` and ``-o/--output table|wide|json|yaml`` on every command that prints data.
 
     ``-o json`` is ``--json``; ``-o yaml`` prints the same data as YAML; ``-o wide`` adds
-    columns where a table has more to show (``devices list``). The command sees ``as_json``
-    (true for json and yaml); :func:`cli.output.print_json` picks the notation.
+    columns where a table has more to show (every list command, through :func:`widen`).
+    The command sees ``as_json`` (true for json and yaml); :func:`cli.output.print_json`
+    picks the notation.
     """
 
     @functools.wraps(f)
@@ -80,6 +82,14 @@ def widen(
         (*headers, *(name for name, _ in extra)),
         [(*row, *(cell(item) for _, cell in extra)) for row, item in zip(rows, items, strict=True)],
     )
+
+
+def iso_time(epoch: float | None) -> str | None:
+    """Seconds since the epoch (an API's ``*_epoch`` field) as ISO 8601 UTC to the second;
+    None (shown as ``-``) when the API has no time."""
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def print_json(data: Any) -> None:
