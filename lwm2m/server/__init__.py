@@ -38,6 +38,13 @@ talks to devices only through this API, never through CoAP::
                                                                      # Notification, SendReceived,
                                                                      # QueueStateChanged,
                                                                      # ObservationEnded
+    response = await server.coap_request(ep, "POST", ("gsma", "rsp2", "asn1"), body,
+                                         content_format=42, timeout=10.0)
+                                                                     # Response: a non-LwM2M
+                                                                     # request over the device's
+                                                                     # own channel (CoAP/DTLS);
+                                                                     # raises RequestTimeout,
+                                                                     # NoResponse
     server.serve_resource("fw", provider)                            # GET /fw/... from devices:
                                                                      # provider(ResourceRequest)
                                                                      # -> ServedResource | None,
@@ -54,7 +61,9 @@ wait for a sleeping queue-mode device; default ``ServerConfig.queue_deadline``).
 Results (:mod:`lwm2m.server.results`) carry ``status`` (:class:`OperationStatus`), ``code``
 (the device's CoAP code as text), ``reason`` and ``ok``. Errors raised *before* anything is
 sent (:mod:`lwm2m.server.errors`): :class:`UnknownEndpoint`, :class:`InvalidRequest`,
-:class:`UnknownObservation`, :class:`ServerNotRunning`, all :class:`ServerError`.
+:class:`UnknownObservation`, :class:`ServerNotRunning`, all :class:`ServerError`; and, for
+``coap_request`` only (it returns the raw :class:`Response`), :class:`NoResponse` and
+:class:`RequestTimeout` when no answer came.
 
 Rules (registration, format choice, queue mode, security check, durability): ``docs/SERVER.md``.
 """
@@ -62,6 +71,8 @@ Rules (registration, format choice, queue mode, security check, durability): ``d
 from lwm2m.server.config import SUPPORTED_VERSIONS, ServerConfig
 from lwm2m.server.errors import (
     InvalidRequest,
+    NoResponse,
+    RequestTimeout,
     ServerError,
     ServerNotRunning,
     UnknownEndpoint,
@@ -81,6 +92,7 @@ from lwm2m.server.events import (
     Updated,
 )
 from lwm2m.server.formats import CLIENT_CHOICE, choose_format
+from lwm2m.server.operations import Response
 from lwm2m.server.resources import (
     ResourceProvider,
     ResourceRequest,
@@ -111,6 +123,7 @@ __all__ = [
     "Expired",
     "InvalidRequest",
     "LwM2MServer",
+    "NoResponse",
     "Notification",
     "ObservationEnded",
     "ObservationInfo",
@@ -126,8 +139,10 @@ __all__ = [
     "RegistrationRefused",
     "Removed",
     "ReportedValue",
+    "RequestTimeout",
     "ResourceProvider",
     "ResourceRequest",
+    "Response",
     "SendReceived",
     "ServedResource",
     "ServerConfig",

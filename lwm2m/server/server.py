@@ -27,10 +27,12 @@ import heapq
 import itertools
 import logging
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from aiocoap import Message
+from aiocoap.numbers.codes import Code
 from sqlalchemy import delete, select
 
 from lwm2m.coap import (
@@ -54,6 +56,8 @@ from lwm2m.server.api import DeviceManagementApi
 from lwm2m.server.config import ServerConfig
 from lwm2m.server.errors import (
     InvalidRequest,
+    NoResponse,
+    RequestTimeout,
     ServerNotRunning,
     UnknownEndpoint,
     UnknownObservation,
@@ -786,6 +790,60 @@ class LwM2MServer(RegistrationInterface, DeviceManagementApi):
             self._record_read(device, op, result)
         return result, response
 
+    async def coap_request(
+        self,
+        endpoint: str,
+        method: int | str,
+        uri_path: Sequence[str],
+        payload: bytes = b"",
+        *,
+        content_format: int | None = None,
+        timeout: float | None = None,
+    ) -> Response:
+        """Send one non-LwM2M CoAP request to a registered device and return its response.
+
+        For applications that share the device's CoAP stack (SGP.32 ESipa's eIM push to
+        ``POST /gsma/rsp2/asn1``): the request goes over the channel the registration came in
+        on -- plain CoAP from the server's CoAP socket, or the device's DTLS session -- to the
+        address it registered (or last updated) from, so it crosses the device's NAT binding
+        and its CoAPs session like any DM request. ``uri_path`` is used as given (segments,
+        e.g. ``("gsma", "rsp2", "asn1")``), not under the device's alternate root path.
+        ``method`` is a CoAP request code (``Code.POST``, 2) or its name (``"POST"``). Bodies
+        larger than a block go Block1 and large answers are fetched Block2 by the CoAP core,
+        retransmitted as confirmable requests are.
+
+        Sent now, never queued: a queue-mode device that is asleep will not answer (check
+        :meth:`is_awake` first). Returns the response whatever its code (``Response.code``,
+        ``content_format``, ``payload``; ``success`` for 2.xx). Raises
+        :class:`~lwm2m.server.errors.UnknownEndpoint` (not registered),
+        :class:`~lwm2m.server.errors.InvalidRequest` (not a request method),
+        :class:`~lwm2m.server.errors.RequestTimeout` (no answer in ``timeout`` seconds,
+        default ``ServerConfig.request_timeout``) and
+        :class:`~lwm2m.server.errors.NoResponse` (no session, RST, registration ended,
+        server stopped)."""
+        code = _request_code(method)
+        device = self._device(endpoint)
+        channel, peer = device.channel, device.peer
+        if channel is None or peer is None:
+            raise NoResponse(
+                endpoint,
+                OperationStatus.UNREACHABLE.value,
+                "no session with the device since the server restarted; it must reconnect "
+                "(DTLS) and Update first",
+            )
+        message = Message(code=code, payload=payload)
+        if uri_path:
+            message.opt.uri_path = tuple(uri_path)
+        if content_format is not None:
+            message.opt.content_format = content_format
+        handle = channel.core.send_request(peer, message, channel.now())
+        outcome = await self._await_handle(device, channel, handle, timeout)
+        if isinstance(outcome, Failure):
+            if outcome.status is OperationStatus.TIMEOUT:
+                raise RequestTimeout(endpoint, outcome.status.value, outcome.reason)
+            raise NoResponse(endpoint, outcome.status.value, outcome.reason)
+        return outcome[0]
+
     def _record_read(self, device: Device, op: AnyOperation, result: OperationResult) -> None:
         content: Mapping[Path, Node] = {}
         if isinstance(result, ReadResult) and result.content is not None and isinstance(op, Read):
@@ -1124,3 +1182,14 @@ class LwM2MServer(RegistrationInterface, DeviceManagementApi):
         store = self.store
         values = await store.read(lambda tx: store.telemetry.latest(tx, endpoint))
         return {v.path: v for v in values}
+
+
+def _request_code(method: int | str) -> Code:
+    """A CoAP request method (``Code.POST``, 2, ``"POST"``) as a :class:`Code`."""
+    try:
+        code = Code[method.upper()] if isinstance(method, str) else Code(method)
+    except (KeyError, ValueError):
+        raise InvalidRequest(f"{method!r} is not a CoAP method") from None
+    if not code.is_request():
+        raise InvalidRequest(f"{method!r} is not a CoAP request method (GET, POST, ...)")
+    return code
