@@ -5,6 +5,10 @@ Every error body is::
     {"status": "<kind>", "message": "<one line: what failed, for which device, what to do>",
      ...kind-specific fields (endpoint, path, operation, coap_code, reason, field)}
 
+Every kind-specific field is declared, typed, in :class:`lifecycle.api.naming.ErrorOut`
+(``extra="forbid"``: the OpenAPI document names them all); a new keyword of ``ApiError``
+must be declared there first (tests/lifecycle/api/test_error_fields.py finds them).
+
 =====================  ======  =======================================================
 status                 HTTP    when
 =====================  ======  =======================================================

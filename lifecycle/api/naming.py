@@ -13,6 +13,8 @@ from typing import Any
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 
+from lifecycle.api.models import ImportReport
+
 RENAMES = {
     "get_health": "getHealth",
     "show_device": "showDevice",
@@ -54,14 +56,85 @@ def operation_id(route: APIRoute) -> str:
     return named or RENAMES.get(route.name) or camel(route.name)
 
 
+class ErrorDetail(BaseModel):
+    """One malformed input field of a request FastAPI refused (``ErrorOut.errors``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    field: str = Field(description="where: `body.resources[1].value`, `query.format`, ...")
+    message: str = Field(description="what is wrong with it")
+
+
 class ErrorOut(BaseModel):
     """Every error answer (``lifecycle.api.errors.ApiError``): a kind, one line for people,
-    and fields that depend on the kind (``endpoint``, ``field``, ``coap_code``, ...)."""
+    and the context fields that depend on the kind -- all of them declared here (an error
+    carries only those that apply; a field the server sets to null means "does not apply
+    to this error", as its absence does)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
     status: str = Field(description="machine-readable kind: unauthorized, invalid_input, ...")
     message: str = Field(description="what failed, for which device, and what to do")
+    # -- invalid input (422) and conflicts naming a field
+    field: str | None = Field(
+        None,
+        description="the input that is wrong or in conflict: `body.resources[1].value`, "
+        "`query.format`, `select`, `cursor`, `euiccs[2]`, `values.config`",
+    )
+    errors: list[ErrorDetail] | None = Field(
+        None, description="every malformed field of a refused request (FastAPI validation)"
+    )
+    position: int | None = Field(
+        None, description="invalid selector: the 0-based character where it breaks"
+    )
+    problem: str | None = Field(None, description="invalid selector: what is wrong there")
+    fix: str | None = Field(
+        None, description="what to do about it (invalid selector, firmware errors)"
+    )
+    report: ImportReport | None = Field(
+        None,
+        description="import_rejected: the whole import report (every rejected row and why); "
+        "nothing was written",
+    )
+    # -- device operations (errors.result_error)
+    endpoint: str | None = Field(None, description="the device the error is about")
+    operation: str | None = Field(
+        None, description="the LwM2M operation that failed: read, write, execute, ..."
+    )
+    path: str | None = Field(None, description="the LwM2M path it addressed, e.g. /3/0/9")
+    coap_code: str | None = Field(
+        None, description="device_error: the CoAP response code the device answered, e.g. 4.04"
+    )
+    reason: str | None = Field(
+        None, description="the device's or the transport's reason (e.g. Not Found, RST)"
+    )
+    queued: bool | None = Field(
+        None, description="the request had waited in the queue of a queue-mode device"
+    )
+    queued_request_id: int | None = Field(
+        None, description="that queued request's id (GET /v1/devices/{endpoint}/queue)"
+    )
+    request_id: int | None = Field(
+        None, description="not_found: the queued request id that is not pending"
+    )
+    observation_id: str | None = Field(
+        None, description="not_found: the observation id that is not active"
+    )
+    # -- records named by the error
+    campaign: str | None = Field(
+        None, description="the campaign: unknown, or holding the device's dimension"
+    )
+    holders: list[str] | None = Field(
+        None, description="conflict: the campaigns already holding the devices"
+    )
+    eid: str | None = Field(None, description="the eUICC (EID) the error is about")
+    euicc: str | None = Field(
+        None, description="not_found: the eUICC reference (EID or endpoint) that names none"
+    )
+    image: str | None = Field(None, description="the firmware image (id or SHA-256)")
+    group: str | None = Field(None, description="not_found: the group name")
+    seq: int | None = Field(None, description="not_found: the audit record sequence number")
+    token: str | None = Field(None, description="not_found: the token name or id")
 
 
 def _error(description: str) -> dict[str, Any]:
