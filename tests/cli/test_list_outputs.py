@@ -32,7 +32,7 @@ LIST_LIKE = {
 }
 """List commands not named ``list``."""
 
-ARGS = {("queue",): ["lst-1"]}
+ARGS: dict[tuple[str, ...], list[str]] = {("queue",): ["lst-1"]}
 """Arguments a list command needs."""
 
 NEEDS_EIM = {
