@@ -345,14 +345,14 @@ class Service:
             message = f"cannot start the eIM (--esipa-https {settings.esipa_https}): {err}"
             raise ServeError(message) from None
         if self.esipa is not None:  # eIM push over CoAP to IPAs that declared ipaInjectCoaps
-            from sgp32.esipa.push import CoapPush, SocketTransmit
+            from sgp32.esipa.push import CoapPush, ServerTransmit
 
-            dm_coap = self.server.coap_address  # pushes leave from the DM server's host
+            # pushes ride each device's own DM session (CoAP or DTLS; through its NAT binding)
             push = CoapPush(
                 self.esipa.eims,
                 self.esipa.component.handle,
                 self.server,
-                SocketTransmit(str(dm_coap[0]) if dm_coap is not None else "0.0.0.0"),
+                ServerTransmit(self.server),
             )
             self.esipa.component.on_queued.append(push.queued)
             self.esipa.component.on_stop.append(push.stop)

@@ -1,13 +1,16 @@
 """eIM-initiated ESipa over CoAP (SGP.32 ESipa.TransferEimPackage): push a queued package to
 an IPA that declared it takes one, instead of waiting for its next poll.
 
-Who gets pushes: an eUICC linked to a device registered with the DM server over plain CoAP
-(without object 3443: those get theirs through /3443/0/2), whose IPA declared
-``ipaInjectCoaps`` in ``IpaCapabilities.ipaSupportedProtocols`` (bit 3) in the last
-IpaEuiccData it sent. Everyone else keeps polling -- nothing changes for them. Where
-the push goes: ``POST /gsma/rsp2/asn1`` at the address the device registered from -- the IPA
-shares the device's CoAP stack, as on the CoAP pull binding -- with the
-TransferEimPackageRequest as the body (Content-Format 42, as for the pull binding).
+Who gets pushes: an eUICC linked to a device registered with the DM server -- over plain CoAP
+or over CoAPs (DTLS) -- without object 3443 (those get theirs through /3443/0/2), whose IPA
+declared ``ipaInjectCoaps`` in ``IpaCapabilities.ipaSupportedProtocols`` (bit 3) in the last
+IpaEuiccData it sent. Everyone else keeps polling -- nothing changes for them. How the push
+travels: ``POST /gsma/rsp2/asn1`` with the TransferEimPackageRequest as the body (Content-Format
+42, as for the pull binding), sent by the DM server itself in the device's own session
+(:meth:`lwm2m.server.LwM2MServer.coap_request`): from the server's CoAP socket to the address
+the device registered (or last updated) from, or inside the device's DTLS session -- the IPA
+shares the device's CoAP stack, as on the CoAP pull binding. So the push crosses the device's
+NAT binding (the same 5-tuple its Updates keep open) and works for CoAPs devices.
 
 What comes back (TransferEimPackageResponse):
 
@@ -28,10 +31,8 @@ What comes back (TransferEimPackageResponse):
 Pushes start when something is queued for the eUICC (``EsimComponent.on_queued``), when its
 device registers (`on_registered`) and when a queue-mode device wakes up or a device's
 address changes (`on_updated`); a queue-mode device that is asleep is not pushed to. One push
-at a time per EID. The sending socket is the eIM's own (:class:`CoapSocket`), not the DM
-server's: this reaches IPAs whose device address is routable from the eIM (no NAT in between)
-over plain CoAP; a push through the device's own DM session (NAT, CoAPs) needs a request API
-on :class:`lwm2m.server.LwM2MServer` that sends a non-LwM2M URI (docs/SGP32.md).
+at a time per EID. A device whose DTLS session the server lost (a restart) cannot be reached
+until it reconnects: that push counts as no answer, and the IPA's next poll gets the package.
 """
 
 from __future__ import annotations
@@ -43,17 +44,15 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from aiocoap import Message
 from aiocoap.numbers.codes import Code
 
 from lwm2m.codec.link import LinkFormatError, parse_links
-from lwm2m.server import LwM2MServer, Registered, Updated
+from lwm2m.server import LwM2MServer, Registered, Response, ServerError, Updated
 from sgp32.asn1 import decode, decode_from_eim, decode_from_ipa, encode_to_eim, encode_to_ipa
 from sgp32.eim.core import Exchange
 from sgp32.eim.sql import EimStore
 from sgp32.errors import Sgp32Error
 from sgp32.esipa.coap import ESIPA_SEGMENTS
-from sgp32.esipa.coap_socket import Address, CoapSocket
 from sgp32.identifiers import eid_to_bytes
 
 log = logging.getLogger("fleetloop.sgp32.esipa.push")
@@ -63,42 +62,41 @@ IPA_INJECT_COAPS = 3
 CONTENT_FORMAT = 42
 ESIM_OBJECT = 3443
 MAX_PUSHES = 16
+"""Packages pushed back to back to one EID before leaving the rest to its polls."""
 IN_FLIGHT = 64
 """Devices pushed to at the same time (each waits up to `timeout` for its answer)."""
-"""Packages pushed back to back to one EID before leaving the rest to its polls."""
 
 Handler = Callable[[bytes, float], Awaitable[Exchange]]
 _RESULTS = frozenset({"euiccPackageResult", "ePRAndNotifications", "ipaEuiccDataResponse"})
 
 
 class Transmit(Protocol):
-    """Sends one push and returns the IPA's response (None: no answer in time)."""
+    """Sends one push to a registered endpoint and returns the IPA's response (None: no
+    answer in time, or no way to reach the device now)."""
 
-    async def post(self, address: Address, payload: bytes, timeout: float) -> Message | None: ...
+    async def post(self, endpoint: str, payload: bytes, timeout: float) -> Response | None: ...
 
 
-class SocketTransmit:
-    """Pushes from the eIM's own UDP socket (opened on first use, port 0 on `host`)."""
+class ServerTransmit:
+    """Pushes through the DM server, in the device's own session (plain CoAP from the
+    server's socket, or its DTLS session): :meth:`LwM2MServer.coap_request`."""
 
-    def __init__(self, host: str = "0.0.0.0") -> None:
-        self.host = host
-        self.socket: CoapSocket | None = None
+    def __init__(self, server: LwM2MServer) -> None:
+        self.server = server
 
-    async def post(self, address: Address, payload: bytes, timeout: float) -> Message | None:
-        if self.socket is None:
-            self.socket = CoapSocket()
-            await self.socket.open(self.host, 0)
-        message = Message(code=Code.POST, payload=payload, uri_path=ESIPA_SEGMENTS)
-        message.opt.content_format = CONTENT_FORMAT
+    async def post(self, endpoint: str, payload: bytes, timeout: float) -> Response | None:
         try:
-            return await self.socket.request(address, message, timeout)
-        except TimeoutError:
+            return await self.server.coap_request(
+                endpoint,
+                Code.POST,
+                ESIPA_SEGMENTS,
+                payload,
+                content_format=CONTENT_FORMAT,
+                timeout=timeout,
+            )
+        except ServerError as exc:  # RequestTimeout, NoResponse, UnknownEndpoint (gone)
+            log.info("CoAP push not delivered", extra={"endpoint": endpoint, "reason": str(exc)})
             return None
-
-    def close(self) -> None:
-        if self.socket is not None:
-            self.socket.close()
-            self.socket = None
 
 
 def injects_coap(ipa_data_der: bytes | None) -> bool:
@@ -142,7 +140,7 @@ class CoapPush:
         self.eims = eims
         self.handle = handle
         self.server = server
-        self.transmit: Transmit = transmit if transmit is not None else SocketTransmit()
+        self.transmit: Transmit = transmit if transmit is not None else ServerTransmit(server)
         self.clock = clock
         self.timeout = timeout
         self.stats = PushStats()
@@ -155,9 +153,8 @@ class CoapPush:
 
     async def on_registered(self, event: Registered) -> None:
         """A device (re-)registered: what is open for its eUICC is pushed now, not on its
-        next poll (the registration is where the eIM learns the address to push to)."""
-        registration = event.registration
-        if registration.secure or _has_object_3443(registration.object_links):
+        next poll (the registration opens the session the push travels in)."""
+        if _has_object_3443(event.registration.object_links):
             return  # never pushed to here: spare the registration a store read
         self._spawn(self._push_endpoint(event.endpoint))  # the lifecycle's handlers go on
 
@@ -168,7 +165,7 @@ class CoapPush:
         moved = registration.address != event.previous.address
         if not (registration.queue_mode or moved):
             return  # an always-on device at the same address got its pushes already
-        if registration.secure or _has_object_3443(registration.object_links):
+        if _has_object_3443(registration.object_links):
             return
         self._spawn(self._push_endpoint(event.endpoint))
 
@@ -191,9 +188,9 @@ class CoapPush:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def targets(self, eids: Sequence[str]) -> dict[str, Address]:
-        """EID -> the address to push to, for the EIDs whose IPA takes CoAP pushes and whose
-        device is registered over plain CoAP now."""
+    async def targets(self, eids: Sequence[str]) -> dict[str, str]:
+        """EID -> the endpoint to push to, for the EIDs whose IPA takes CoAP pushes and whose
+        device is registered (CoAP or CoAPs) and awake now."""
         eims = self.eims
 
         def read(tx: Any) -> dict[str, tuple[str, bytes | None]]:
@@ -203,16 +200,16 @@ class CoapPush:
                 for eid, endpoint in ledger.endpoints(eids).items()
             }
 
-        found: dict[str, Address] = {}
+        found: dict[str, str] = {}
         for eid, (endpoint, ipa_data) in (await eims.store.read(read)).items():
             registration = self.server.registration(endpoint)
-            if registration is None or registration.secure or not injects_coap(ipa_data):
+            if registration is None or not injects_coap(ipa_data):
                 continue
             if _has_object_3443(registration.object_links):
                 continue  # the object 3443 binding pushes to it (/3443/0/2)
             if registration.queue_mode and not self._awake(endpoint):
                 continue  # asleep: pushed when it wakes up (its Update, `on_updated`)
-            found[eid] = (registration.address.host, registration.address.port)
+            found[eid] = endpoint
         return found
 
     def _awake(self, endpoint: str) -> bool:
@@ -225,17 +222,17 @@ class CoapPush:
         """Push what is queued for `eids` to those that take pushes (others: nothing), up to
         `IN_FLIGHT` devices at a time: a device that does not answer holds up only its own."""
 
-        async def one(eid: str, address: Address) -> None:
+        async def one(eid: str, endpoint: str) -> None:
             async with self._in_flight:
                 try:
-                    await self._push(eid, address)
+                    await self._push(eid, endpoint)
                 except Exception:  # one device's trouble must not stop the others' pushes
                     log.exception("CoAP push failed", extra={"eid": eid})
 
         targets = await self.targets(eids)
-        await asyncio.gather(*(one(eid, address) for eid, address in targets.items()))
+        await asyncio.gather(*(one(eid, endpoint) for eid, endpoint in targets.items()))
 
-    async def _push(self, eid: str, address: Address) -> None:
+    async def _push(self, eid: str, endpoint: str) -> None:
         lock = self._locks.setdefault(eid, asyncio.Lock())
         async with lock:
             for _ in range(MAX_PUSHES):
@@ -243,16 +240,16 @@ class CoapPush:
                 if request is None:
                     return
                 self.stats.pushed += 1
-                answer = await self.transmit.post(address, request, self.timeout)
+                answer = await self.transmit.post(endpoint, request, self.timeout)
                 if answer is None or answer.code != Code.CHANGED:
                     self.stats.unanswered += 1
-                    code = "no answer" if answer is None else str(answer.code)
+                    code = "no answer" if answer is None else answer.code_text
                     log.info("CoAP push not taken; the IPA polls", extra={"eid": eid, "code": code})
                     return
-                if not await self._answered(eid, address, request, bytes(answer.payload)):
+                if not await self._answered(eid, endpoint, request, answer.payload):
                     return
 
-    async def _answered(self, eid: str, address: Address, request: bytes, data: bytes) -> bool:
+    async def _answered(self, eid: str, endpoint: str, request: bytes, data: bytes) -> bool:
         """Act on the IPA's TransferEimPackageResponse; True: push the next package now."""
         try:
             message = decode_from_ipa(data)
@@ -286,7 +283,7 @@ class CoapPush:
         reply = decode_from_eim(exchange.reply) if exchange.reply else None
         if reply is not None and reply.body[0] == "eimAcknowledgements" and reply.body[1]:
             ack = encode_to_ipa("transferEimPackageRequest", reply.body)
-            answer = await self.transmit.post(address, ack, self.timeout)
+            answer = await self.transmit.post(endpoint, ack, self.timeout)
             if answer is None or answer.code != Code.CHANGED:
                 return False  # the IPA sends the result again; the eIM acknowledges then
         return True
