@@ -59,7 +59,9 @@ How it works (docs/CAMPAIGNS.md, "How a campaign runs"):
   (``lc_campaign_phase``), written in the tick that moves the staged devices on.
   The enable is verified only when, after the eUICC's signed result, the device registers
   or updates its registration with the DM server within ``deadlines.registered``
-  (REGISTERING; silence is TIMED_OUT, counted by the gates).
+  (REGISTERING; silence is TIMED_OUT, counted by the gates) -- and, where the eIM's applier
+  offers ``check_carrier`` (lifecycle.esim), over the expected network: it reads /4/0/9-10
+  and a PLMN the esim value's ``plmns`` do not list fails the device (counted by the gates).
 * **Crash safety.** Every transition is a row before it has effects; a restart rebuilds
   memory from the tables and resumes: devices admitted before the crash have their desired
   value and their key (never written twice), queued ones are admitted once, deadlines are
@@ -174,7 +176,7 @@ class _Write:
 
 @dataclass(slots=True)
 class _Event:
-    kind: str  # "status" | "registered" | "gone" | "join"
+    kind: str  # "status" | "registered" | "gone" | "join" | "carrier" | "carrier_failed"
     endpoint: str
     change: StatusChange | None = None
     detail: str = ""
@@ -307,6 +309,7 @@ class CampaignComponent:
         self._next_due: float | None = None
         #: Counters for operators, tests and the benchmark.
         self.stats: dict[str, int] = {"ticks": 0, "writes": 0, "rows": 0, "events": 0}
+        self._carrier: dict[str, asyncio.Task[None]] = {}  # endpoint -> its carrier check
 
     # -- wiring ------------------------------------------------------------------------------
     def install(self, service: LifecycleService) -> None:
@@ -334,6 +337,9 @@ class CampaignComponent:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._task = None
+        for check in list(self._carrier.values()):
+            check.cancel()
+        self._carrier.clear()
         for queue in list(self._subscribers):
             queue.put_nowait(None)
 
@@ -586,6 +592,8 @@ class CampaignComponent:
                     self._registered(run, device, now)
                 elif event.kind == "gone":
                     self._gone_event(run, device, event.detail, now)
+                elif event.kind in ("carrier", "carrier_failed"):
+                    self._carrier_checked(run, device, event.kind == "carrier", event.detail, now)
 
     def _status(self, run: CampaignRun, d: DeviceRun, change: StatusChange, now: float) -> None:
         dim = change.dimension
@@ -612,6 +620,9 @@ class CampaignComponent:
             if change.after is Status.APPLIED:
                 d.acked = True
                 switched = d.rollback.get(dim.value) != dict(component.value_for(d.member))
+                if dim is Dimension.ESIM:  # the profile switched (not the carrier check's plmns)
+                    before = d.rollback.get(dim.value) or {}
+                    switched = before.get("iccid") != component.value_for(d.member).get("iccid")
                 if dim is Dimension.ESIM and run.spec.phase_split and switched:
                     # the signed result is in; verified once the device is heard again (not
                     # where it ran this profile already: nothing switched, nothing to hear)
@@ -736,16 +747,9 @@ class CampaignComponent:
 
     def _registered(self, run: CampaignRun, d: DeviceRun, now: float) -> None:
         if d.state is DeviceState.REGISTERING:
-            d.registrations = 0
-            d.reason = "registered over the new profile after the eUICC's signed result"
-            self._audit(
-                run,
-                "campaign.esim_registered",
-                now,
-                [d.endpoint],
-                {"wave": d.wave, "after_s": round(now - (d.verified_at or now), 3)},
-            )
-            self._advance(run, d, now)
+            if d.endpoint in self._carrier or self._check_carrier(run, d):
+                return  # verified (or failed) when the eIM's carrier check answers
+            self._esim_registered(run, d, now, "")
             return
         if d.state is DeviceState.VERIFIED:
             d.registrations += 1
@@ -758,6 +762,58 @@ class CampaignComponent:
                     now,
                     f"reboot loop: registered {d.registrations} times during the bake",
                 )
+
+    def _esim_registered(self, run: CampaignRun, d: DeviceRun, now: float, carrier: str) -> None:
+        d.registrations = 0
+        d.reason = "registered over the new profile after the eUICC's signed result"
+        detail: dict[str, Any] = {"wave": d.wave, "after_s": round(now - (d.verified_at or now), 3)}
+        if carrier:
+            d.reason += f"; {carrier}"
+            detail["carrier"] = carrier
+        self._audit(run, "campaign.esim_registered", now, [d.endpoint], detail)
+        self._advance(run, d, now)
+
+    def _check_carrier(self, run: CampaignRun, d: DeviceRun) -> bool:
+        """Ask the eIM's applier (lifecycle.esim) which network ``d`` registered over, where it
+        offers ``check_carrier``; the answer comes back as a "carrier" event. False: no check
+        (the registration alone verifies)."""
+        applier = self.state.reconciler.external.get(Dimension.ESIM)
+        check = getattr(applier, "check_carrier", None)
+        if check is None or self._loop is None:
+            return False
+        endpoint = d.endpoint
+        value = dict(run.component(d.component).value_for(d.member))
+
+        async def ask() -> None:
+            try:
+                verdict = await check(endpoint, value)
+                ok, why = bool(verdict.ok), str(verdict.reason)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # a broken check must not strand the device
+                log.exception("campaigns: the carrier check failed", extra={"endpoint": endpoint})
+                ok, why = True, f"carrier not checked (the check failed: {err})"
+            finally:
+                self._carrier.pop(endpoint, None)
+            self._events.append(_Event("carrier" if ok else "carrier_failed", endpoint, detail=why))
+            self._wakeup.set()
+
+        self._carrier[endpoint] = self._loop.create_task(ask(), name=f"carrier-{endpoint}")
+        return True
+
+    def _carrier_checked(
+        self, run: CampaignRun, d: DeviceRun, ok: bool, reason: str, now: float
+    ) -> None:
+        if d.state is not DeviceState.REGISTERING:
+            return  # timed out, reverted or aborted meanwhile
+        if ok:
+            self._esim_registered(run, d, now, reason)
+            return
+        d.failure = FailureKind.DEVICE_PERMANENT
+        d.deadline = None
+        run.move(d, DeviceState.FAILED, now, f"esim: {reason}")
+        detail = {"wave": d.wave, "carrier": reason}
+        self._audit(run, "campaign.esim_registered", now, [d.endpoint], detail, outcome="failed")
 
     def _gone_event(self, run: CampaignRun, d: DeviceRun, kind: str, now: float) -> None:
         if d.state in (DeviceState.QUEUED, DeviceState.SKIPPED):

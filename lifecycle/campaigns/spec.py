@@ -311,7 +311,10 @@ def esim_switch(component: Component) -> tuple[Component, Component]:
     download = Component(
         Dimension.ESIM_DOWNLOAD, {"iccid": iccid, "activation_code": code}, artifact
     )
-    return download, Component(Dimension.ESIM, {"iccid": iccid}, artifact)
+    enable: dict[str, Any] = {"iccid": iccid}
+    if component.value.get("plmns"):  # the carrier check's expected networks (lifecycle.esim)
+        enable["plmns"] = component.value["plmns"]
+    return download, Component(Dimension.ESIM, enable, artifact)
 
 
 def check_phases(components: tuple[Component, ...]) -> None:
@@ -341,9 +344,11 @@ def _esim_kind(m: Mapping[str, Any]) -> list[Any]:
     """``kind: esim``: the change built from ``esim: {iccid, activation_code}`` and the
     components that move with it (``change``, optional)."""
     raw = m.get("esim")
-    if not isinstance(raw, Mapping) or set(raw) != {"iccid", "activation_code"}:
+    if not isinstance(raw, Mapping) or set(raw) - {"plmns"} != {"iccid", "activation_code"}:
         raise CampaignError(
-            "esim", "kind esim needs esim: {iccid: ICCID, activation_code: '1$SM-DP+$ID'}"
+            "esim",
+            "kind esim needs esim: {iccid: ICCID, activation_code: '1$SM-DP+$ID'} "
+            "(optional plmns: [MCC-MNC, ...])",
         )
     extra = m.get("change", [])
     if not isinstance(extra, list | tuple):

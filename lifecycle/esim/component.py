@@ -46,12 +46,20 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 
+from lifecycle.esim.carrier import (
+    CarrierVerdict,
+    expected_plmns,
+    has_connectivity_object,
+    judge_carrier,
+    not_checked,
+    served_plmn,
+)
 from lifecycle.state.component import StateComponent
 from lifecycle.state.dimensions import (
     Desired,
@@ -63,6 +71,9 @@ from lifecycle.state.dimensions import (
     status,
 )
 from lifecycle.state.tables import DESIRED
+from lwm2m.codec.errors import CodecError
+from lwm2m.server import LwM2MServer
+from lwm2m.server.errors import ServerError
 from lwm2m.store import Tx
 from sgp32.asn1 import decode, decode_from_ipa, encode, encode_to_ipa
 from sgp32.eim import Exchange, NotificationHandled, PackageRecord, PackageState, ResultAccepted
@@ -336,9 +347,14 @@ class EsimComponent:
         state: StateComponent | None = None,
         clock: Callable[[], float] = time.time,
         relay: Es9Relay | None = None,
+        server: LwM2MServer | None = None,
     ) -> None:
         self.eims = eims
         self.state = state
+        #: The DM server the carrier check reads /4/0 from (default: the reconciler's).
+        self.server = server if server is not None or state is None else state.reconciler.server
+        #: Seconds the carrier check waits for the device's answer to its Read of /4/0.
+        self.carrier_timeout = 30.0
         #: The ES9+ relay of indirect profile downloads (None: refused as unsupported).
         self.relay = relay
         if relay is not None and relay.context is None:
@@ -352,7 +368,7 @@ class EsimComponent:
         self.on_stop: list[Callable[[], Awaitable[None]]] = []
         #: Told the EIDs something was queued for (the object 3443 binding pushes it).
         self.on_queued: list[Callable[[list[str]], None]] = []
-        self.stats = {"queued": 0, "applied": 0, "failed": 0, "judged": 0}
+        self.stats = {"queued": 0, "applied": 0, "failed": 0, "judged": 0, "carrier": 0}
 
     # -- wiring ----------------------------------------------------------------------------
     def attach(self) -> None:
@@ -457,6 +473,71 @@ class EsimComponent:
     @property
     def idle(self) -> bool:
         return not self._endpoints and not self._eids
+
+    # -- the carrier check ------------------------------------------------------------------
+    async def check_carrier(self, endpoint: str, value: Mapping[str, Any]) -> CarrierVerdict:
+        """After the eUICC's signed enable result the device registered (or updated) with the
+        DM server: read its serving network (/4/0/10 SMCC, /4/0/9 SMNC) and compare it with
+        the ``plmns`` of the desired esim ``value`` (:func:`~lifecycle.esim.carrier.
+        judge_carrier`); audited as ``esim.carrier``. Never raises: a device that cannot be
+        asked is "carrier not checked" with the reason."""
+        iccid = str(value.get("iccid", "?"))
+        expected = expected_plmns(value)
+        verdict: CarrierVerdict
+        registration = self.server.registration(endpoint) if self.server is not None else None
+        if not expected or self.server is None or registration is None:
+            has4 = registration is not None and has_connectivity_object(registration.object_links)
+            verdict = judge_carrier(endpoint, iccid, expected, has_object4=has4, plmn=None)
+            if expected and (self.server is None or registration is None):
+                verdict = not_checked(f"{endpoint} is not registered any more", expected)
+        elif not has_connectivity_object(registration.object_links):
+            verdict = judge_carrier(endpoint, iccid, expected, has_object4=False, plmn=None)
+        else:
+            plmn, error = await self._read_plmn(endpoint)
+            verdict = judge_carrier(
+                endpoint, iccid, expected, has_object4=True, plmn=plmn, error=error
+            )
+        self.stats["carrier"] += 1
+        await self._audit_carrier(endpoint, iccid, verdict)
+        return verdict
+
+    async def _read_plmn(self, endpoint: str) -> tuple[tuple[int, int] | None, str | None]:
+        assert self.server is not None
+        try:
+            found = await self.server.read(
+                endpoint, "/4/0", timeout=self.carrier_timeout, queue_deadline=self.carrier_timeout
+            )
+        except (ServerError, CodecError, ValueError) as err:  # not registered any more
+            return None, f"the read of /4/0 failed: {err}"
+        if not found.ok:
+            what = found.code or found.status.value
+            return (
+                None,
+                f"the read of /4/0 failed ({what}{': ' + found.reason if found.reason else ''})",
+            )
+        return served_plmn(found.content), None
+
+    async def _audit_carrier(self, endpoint: str, iccid: str, verdict: CarrierVerdict) -> None:
+        store = self.eims.store
+        outcome = "ok" if verdict.ok else "failed"
+        detail = {"iccid": iccid, **verdict.json()}
+
+        def write(tx: Tx) -> None:
+            store.audit.append(
+                tx,
+                actor="system:eim",
+                action="esim.carrier",
+                subject=f"device:{endpoint}",
+                now=self.clock(),
+                endpoints=[endpoint],
+                detail=detail,
+                outcome=outcome,
+            )
+
+        try:
+            await store.write(write)
+        except Exception:  # the verdict stands; the log says the audit did not
+            log.exception("esim: cannot audit the carrier check", extra={"endpoint": endpoint})
 
     # -- the worker ------------------------------------------------------------------------
     async def _run(self) -> None:

@@ -219,6 +219,7 @@ _APN = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.-]{0,99}$")
 _FLAG = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 _ICCID = re.compile(r"^89[0-9]{16,20}F?$")
 _ACTIVATION_CODE = re.compile(r"^1\$[^$\s/]+\$[^$]*(\$.*)?$")
+_PLMN = re.compile(r"^([0-9]{3})-?([0-9]{2,3})$")
 
 
 def _version(dim: str, text: object, what: str = "version") -> str:
@@ -239,7 +240,8 @@ def parse_desired(dimension: Dimension, raw: JsonValue) -> dict[str, JsonValue]:
     this); connectivity ``"apn-a,apn-b"`` (the first is active) or ``{"apns": [...],
     "active": ...}``; flags ``{"name": "value", ...}`` (the whole set); credentials
     ``{"generation": N}``; esim ``"8944..."`` or ``{"iccid": ..., "activation_code": ...}`` (the
-    code downloads the profile first where the eUICC does not have it); esim_download
+    code downloads the profile first where the eUICC does not have it; optional ``plmns``:
+    ``["MCC-MNC", ...]``, the networks a campaign's carrier check expects); esim_download
     ``{"iccid": ..., "activation_code": ...}`` (both required: the profile to have on the eUICC,
     and where to download it from when it is not).
     """
@@ -321,9 +323,19 @@ def parse_desired(dimension: Dimension, raw: JsonValue) -> dict[str, JsonValue]:
         return _esim_value(dim, raw)
     if isinstance(raw, str):
         raw = {"iccid": raw}
-    if not isinstance(raw, dict) or set(raw) - {"iccid", "activation_code"}:
+    if not isinstance(raw, dict) or set(raw) - {"iccid", "activation_code", "plmns"}:
         raise StateError(dim, 'give "ICCID" or {"iccid": ..., "activation_code": "1$..."}')
-    return _esim_value(dim, raw)
+    esim = _esim_value(dim, raw)
+    if raw.get("plmns") is not None:  # the networks the device must register over (carrier check)
+        plmns = raw["plmns"]
+        if not isinstance(plmns, list) or not 1 <= len(plmns) <= 16:
+            raise StateError(dim, 'plmns lists 1..16 networks, e.g. ["310-260", "310-410"]')
+        found = [_PLMN.match(p) if isinstance(p, str) else None for p in plmns]
+        bad = [p for p, m in zip(plmns, found, strict=True) if m is None]
+        if bad:
+            raise StateError(dim, f"plmns: {bad[0]!r} is not MCC-MNC (3 + 2 or 3 digits)")
+        esim["plmns"] = sorted({f"{m.group(1)}-{m.group(2)}" for m in found if m is not None})
+    return esim
 
 
 def _esim_value(dim: str, raw: dict[str, JsonValue]) -> dict[str, JsonValue]:

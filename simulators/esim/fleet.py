@@ -11,9 +11,12 @@ the three ESipa bindings, instead of the placeholder object 3443.
 * ``"https"``: the IPA polls the eIM's HTTPS listener (`HttpsIpa`).
 
 CoAP and HTTPS devices run the fleet's model without object 3443 (their IPA does not go
-through LwM2M). `EsimFleet.import_items` lists what ``POST /v1/esim/euiccs`` imports, each
-eUICC linked to its device's endpoint; `poll` lets every IPA talk to the eIM until it is
-quiet.
+through LwM2M). Every device's Connectivity Monitoring object reports the network of its
+enabled profile's carrier in /4/0/10 (SMCC) and /4/0/9 (SMNC) (`EsimFleet.network`, a
+:class:`~simulators.esim.network.ServingNetwork`: ``network.roam(endpoint, (310, 410))`` puts
+a device on another network). `EsimFleet.import_items` lists what ``POST /v1/esim/euiccs``
+imports, each eUICC linked to its device's endpoint; `poll` lets every IPA talk to the eIM
+until it is quiet.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from simulators.esim.euicc import SimEuicc
 from simulators.esim.https import HttpsIpa
 from simulators.esim.ipa import SimIpa
 from simulators.esim.lwm2m import ESIM, Object3443Ipa
+from simulators.esim.network import ServingNetwork
 from simulators.fleet.runner import DeviceFleet
 
 BINDINGS = ("3443", "coap", "https")
@@ -64,6 +68,7 @@ class EsimFleet:
         coap_uri: str,
         esipa_url: str | None = None,
         client: httpx.AsyncClient | None = None,
+        network: ServingNetwork | None = None,
     ) -> None:
         self.fleet = fleet
         self.make_ipa = make_ipa
@@ -71,6 +76,8 @@ class EsimFleet:
         self.esipa_url = esipa_url
         self.client = client
         self.devices: list[EsimDevice] = []
+        #: The network serving each device (/4/0/9-10 from its enabled profile's carrier).
+        self.network = network or ServingNetwork()
         self._context: Context | None = None
         self._plain: DeviceTemplate | None = None
 
@@ -89,12 +96,14 @@ class EsimFleet:
                 1, prefix=prefix, server_uri=self.coap_uri, template=template
             )
             endpoint = self.fleet.device(index).endpoint
+            self.network.attach(endpoint, ipa.euicc)
             made.append(EsimDevice(index, endpoint, binding, ipa, behind))
         self.devices.extend(made)
         return made
 
     def _template(self, behind: Object3443Ipa | None) -> DeviceTemplate:
         base = fleet_template(self.fleet.engine, server_uri=self.coap_uri)
+        base = self.network.template(base)
         if behind is not None:
             return base.replace(behind.object_template())
         if self._plain is None:  # shared by every CoAP/HTTPS device
