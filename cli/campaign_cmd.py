@@ -59,7 +59,7 @@ FLAG_OF = {
     "tenant": "--tenant",
     "change": "--config/--firmware/--apn",
     "kind": "--kind",
-    "esim": "--iccid/--activation-code",
+    "esim": "--iccid/--activation-code/--plmn",
     "canary": "--canary",
     "waves": "--waves",
     "on_failure": "--on-failure",
@@ -153,10 +153,13 @@ def _spec(file: Path | None, flags: dict[str, Any]) -> tuple[dict[str, Any], str
     kind = flags.get("kind") or spec.get("kind")
     if flags.get("kind"):
         put("kind", flags["kind"])
-    if flags.get("iccid") or flags.get("activation_code"):
+    if flags.get("iccid") or flags.get("activation_code") or flags.get("plmn"):
         if kind != "esim":
-            raise click.UsageError("--iccid/--activation-code go with --kind esim")
-        put("esim", {"iccid": flags.get("iccid"), "activation_code": flags.get("activation_code")})
+            raise click.UsageError("--iccid/--activation-code/--plmn go with --kind esim")
+        esim = {"iccid": flags.get("iccid"), "activation_code": flags.get("activation_code")}
+        if flags.get("plmn"):  # the carrier check's networks (docs/ESIM.md)
+            esim["plmns"] = list(flags["plmn"])
+        put("esim", esim)
     if flags.get("config"):
         change.append({"config": flags["config"]})
     if flags.get("firmware"):
@@ -238,6 +241,13 @@ def spec_options(f: Any) -> Any:
             "--activation-code",
             metavar="1$SMDP$ID",
             help="--kind esim: where the eIM downloads the profile from",
+        ),
+        click.option(
+            "--plmn",
+            multiple=True,
+            metavar="MCC-MNC",
+            help="--kind esim: a network the devices must be on after the enable (repeat; "
+            "compared with /4/0/10-9 when they re-register; none: not checked)",
         ),
         click.option("--canary", type=click.IntRange(min=1), help="canary devices at most"),
         click.option("--waves", metavar="10%,50%,100%", help="cumulative shares or counts"),

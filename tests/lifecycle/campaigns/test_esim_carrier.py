@@ -213,3 +213,26 @@ def test_the_engine_fails_the_wrong_network_and_the_gate_counts_it(store: Store)
                 }, outcomes
 
     asyncio.run(asyncio.wait_for(case(), 90))
+
+
+def test_the_cli_puts_the_plmns_on_the_esim_value() -> None:
+    import click
+
+    from cli.campaign_cmd import _spec as cli_spec
+
+    flags: dict[str, object] = {
+        "name": "carrier B",
+        "select": "region=north",
+        "kind": "esim",
+        "iccid": NEW,
+        "activation_code": CODE,
+        "plmn": ("310-260", "310410"),
+    }
+    spec, _, flagged = cli_spec(None, flags)
+    assert spec["esim"] == {"iccid": NEW, "activation_code": CODE, "plmns": ["310-260", "310410"]}
+    assert "esim" in flagged
+    assert parse_spec(spec).components[1].value == {"iccid": NEW, "plmns": ["310-260", "310-410"]}
+    without, _, _ = cli_spec(None, {**flags, "plmn": ()})
+    assert "plmns" not in without["esim"]
+    with pytest.raises(click.UsageError, match="--plmn"):
+        cli_spec(None, {"name": "x", "select": "", "plmn": ("310-260",)})
