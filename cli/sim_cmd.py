@@ -6,6 +6,8 @@
     fleetloop sim run --devices 1000 --server coap://127.0.0.1:5683 --profile nbiot
     fleetloop sim run --identities ids.csv --server coaps://dm:5684 --duration 600
     fleetloop sim run --devices 50 --bootstrap coaps://bs:5784 --identities ids.csv
+    fleetloop sim esim-pki lab-esim/                                  # eSIM lab (docs/ESIM.md)
+    fleetloop sim run --devices 5 --server coap://127.0.0.1:5683 --esim lab-esim/
 
 ``run`` prints a progress line (registered / updates / failed) every second -- rewritten in
 place on a terminal -- and a summary at the end; without ``--duration`` it runs until Ctrl-C
@@ -298,6 +300,27 @@ def sim() -> None:
     show_default=True,
     help="seconds without a single registration before the run stops with an error",
 )
+@click.option(
+    "--esim",
+    "esim_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="devices with a simulated eUICC and IPA (ESipa over CoAP to the server's eIM), "
+    "imported and linked to them; DIR: the lab PKI of `fleetloop sim esim-pki DIR`",
+)
+@click.option(
+    "--esim-roaming",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="--esim: the first N devices are served by PLMN 001-01 whatever their profile",
+)
+@click.option(
+    "--esim-poll",
+    type=click.FloatRange(min=0.1),
+    default=2.0,
+    show_default=True,
+    help="--esim: seconds between the IPAs' polls of the eIM",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 def run(
     devices: int | None,
@@ -315,15 +338,29 @@ def run(
     link: tuple[str, ...],
     interval: float,
     give_up_after: float,
+    esim_dir: Path | None,
+    esim_roaming: int,
+    esim_poll: float,
     as_json: bool,
 ) -> None:
     """Run simulated devices against SERVER until --duration or Ctrl-C, then de-register.
 
     Without --identities, devices are <prefix>000001... with PSKs derived from --seed (the
     same as `fleetloop sim identities --seed` writes).
+
+    With --esim DIR each device also has an eUICC (profile 8988247000000000011 of Carrier A
+    enabled, 8988247000000000029 of Carrier B installed) whose IPA polls the eIM over CoAP; the
+    eUICCs are imported (`fleetloop esim import`) and linked to the devices first, and object 4
+    reports the enabled profile's network (Carrier A 262-01, Carrier B 310-260).
     """
     if server is None and bootstrap is None:
         raise click.UsageError("give --server URI (and/or --bootstrap URI)")
+    if esim_dir is not None:
+        _run_esim(
+            server, bootstrap, identities, devices, prefix, seed, rate, duration, interval,
+            give_up_after, esim_dir, esim_roaming, esim_poll, as_json,
+        )  # fmt: skip
+        return
     chosen = build_profile(
         profile, lifetime=lifetime, queue_mode=queue_mode, behaviour=behaviour, link=link
     )
@@ -367,6 +404,198 @@ def run(
     rows.extend((f"outcome {k}", v) for k, v in sorted(counters["outcomes"].items()))
     rows.extend((f"failed {k}", v) for k, v in sorted(counters["failure_codes"].items()))
     click.echo(table(("SUMMARY", ""), rows))
+
+
+def _run_esim(
+    server: str | None,
+    bootstrap: str | None,
+    identities: Path | None,
+    devices: int | None,
+    prefix: str,
+    seed: int,
+    rate: float,
+    duration: float | None,
+    interval: float,
+    give_up_after: float,
+    folder: Path,
+    roaming: int,
+    poll: float,
+    as_json: bool,
+) -> None:
+    """``sim run --esim``: the lab's eUICCs made and imported, then the fleet with its modems."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from cli.commands import api
+    from simulators.esim.lab import LabError, lab_ipa, load_lab_pki
+    from simulators.identities import endpoint_name
+
+    if bootstrap is not None or identities is not None or server is None:
+        raise click.UsageError("--esim runs plain devices: give --server coap://..., no "
+                               "--bootstrap or --identities")  # fmt: skip
+    if not server.startswith("coap://"):
+        raise click.UsageError("--esim needs a coap:// server (the IPAs use ESipa over CoAP)")
+    if devices is None:
+        raise click.UsageError("give --devices N")
+    try:
+        pki = load_lab_pki(folder)
+    except LabError as err:
+        raise CliFailure(str(err), EXIT_USAGE) from None
+    with api() as client:  # the eIM the eUICCs trust: the deployment's default one
+        found = client.request("GET", "/esim/eims")
+        default = next((i for i in found["items"] if i.get("default")), found["items"][0])
+        key = serialization.load_pem_public_key(str(default["public_key"]).encode())
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            raise CliFailure(f"the eIM {default['eim_id']} has no EC public key")
+        endpoints = [endpoint_name(prefix, n + 1) for n in range(devices)]
+        made = [
+            lab_ipa(pki, endpoint, str(default["eim_id"]), key, folder=folder)
+            for endpoint in endpoints
+        ]
+        eum = pki.eum.public_bytes(serialization.Encoding.PEM).decode()
+        items = [
+            {"euicc_certificate": pem, "eum_certificate": eum, "endpoint": endpoint}
+            for endpoint, (_, pem) in zip(endpoints, made, strict=True)
+        ]
+        client.request("POST", "/esim/euiccs", json_body={"euiccs": items})
+    click.echo(
+        f"imported {devices} eUICCs (eIM {default['eim_id']}), linked to {endpoints[0]}"
+        f"{'...' + endpoints[-1] if devices > 1 else ''}",
+        err=True,
+    )
+    summary = asyncio.run(
+        run_esim_fleet(
+            server=server,
+            ipas=[ipa for ipa, _ in made],
+            endpoints=endpoints,
+            prefix=prefix,
+            seed=seed,
+            rate=rate,
+            duration=duration,
+            interval=interval,
+            give_up_after=give_up_after,
+            roaming=roaming,
+            poll=poll,
+            out=sys.stderr,
+        )
+    )
+    if as_json:
+        print_json(summary)
+        return
+    rows: list[tuple[str, Any]] = [
+        ("devices", summary["devices"]),
+        ("seconds", summary["seconds"]),
+        ("registrations", summary["counters"]["registrations"]),
+        ("updates", summary["counters"]["updates"]),
+        ("profile switches (re-attached)", summary["esim"]["switches"]),
+        ("ESipa errors", summary["esim"]["errors"]),
+    ]
+    rows.extend((f"enabled {k}", v) for k, v in sorted(summary["esim"]["enabled"].items()))
+    click.echo(table(("SUMMARY", ""), rows))
+
+
+async def run_esim_fleet(
+    *,
+    server: str,
+    ipas: list[Any],
+    endpoints: list[str],
+    prefix: str,
+    seed: int,
+    rate: float,
+    duration: float | None,
+    interval: float,
+    give_up_after: float,
+    roaming: int,
+    poll: float,
+    out: Any,
+) -> dict[str, Any]:
+    """The eSIM fleet (``sim run --esim``) until ``duration`` or a signal: the devices with
+    their IPAs on the CoAP binding, each IPA polling every ``poll`` s; returns the summary."""
+    from simulators.esim.fleet import EsimFleet
+    from simulators.esim.lab import LabModems
+    from simulators.fleet.runner import DeviceFleet, FleetError
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        fleet = DeviceFleet(server, seed=seed, start_rate=rate)
+    except (FleetError, ValueError) as err:
+        raise CliFailure(str(err), EXIT_USAGE) from None
+    async with fleet:
+        esim = EsimFleet(fleet, lambda n: ipas[n], coap_uri=server)
+        try:
+            spawned = esim.spawn(["coap"] * len(ipas), prefix=prefix)
+        except (FleetError, ValueError, OSError) as err:
+            raise CliFailure(str(err)) from None
+        if [d.endpoint for d in spawned] != endpoints:  # the import linked these names
+            raise CliFailure(
+                f"the fleet named its devices {spawned[0].endpoint}...: not as imported"
+            )
+        for endpoint in endpoints[:roaming]:
+            esim.network.roam(endpoint, (1, 1))
+        modems = LabModems(esim)
+        try:
+            await fleet.wait_registered(timeout=give_up_after)
+        except TimeoutError as err:
+            await modems.close()
+            raise CliFailure(
+                f"{err}; is `fleetloop serve` running at {server} (see `fleetloop status`)?"
+            ) from None
+        polling = asyncio.create_task(modems.run(stop, poll))
+        started = loop.time()
+        deadline = None if duration is None else started + duration
+        tty = out.isatty()
+        while not stop.is_set():
+            wait = interval if deadline is None else min(interval, deadline - loop.time())
+            if wait <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)
+            enabled = " ".join(f"{k[-4:]}:{v}" for k, v in sorted(modems.counts().items()))
+            line = f"{fleet.progress_line()} | profiles {enabled} | switches {modems.switches}"
+            out.write(("\r" + line + "\x1b[K") if tty else line + "\n")
+            out.flush()
+        stop.set()
+        await asyncio.gather(polling, return_exceptions=True)
+        await modems.close()
+        if tty:
+            out.write("\n")
+        out.write("stopping: de-registering the fleet...\n")
+        out.flush()
+        await fleet.close()
+        summary = fleet.summary()
+    summary["esim"] = {
+        "enabled": modems.counts(),
+        "switches": modems.switches,
+        "errors": modems.errors,
+    }
+    return summary
+
+
+@sim.command("esim-pki")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+def esim_pki(folder: Path) -> None:
+    """Make an eSIM lab PKI in FOLDER: a CI (ci.pem: give it to `fleetloop serve --eim-ci`) and
+    an EUM whose certificates `fleetloop sim run --esim FOLDER` gives its devices' eUICCs.
+
+    \b
+    fleetloop sim esim-pki lab-esim/
+    fleetloop serve --esipa-https 127.0.0.1:8443 --eim-id eim.lab --eim-ci lab-esim/ci.pem
+    fleetloop sim run --devices 5 --server coap://127.0.0.1:5683 --esim lab-esim/
+    """
+    from simulators.esim.lab import LabError, make_lab_pki
+
+    try:
+        make_lab_pki(folder)
+    except (LabError, OSError) as err:
+        raise CliFailure(str(err), EXIT_USAGE) from None
+    click.echo(
+        f"wrote the lab CI and EUM to {folder}; start serve with --eim-ci {folder / 'ci.pem'}",
+        err=True,
+    )
 
 
 @sim.command("device")
