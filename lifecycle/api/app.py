@@ -19,6 +19,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from lifecycle.api.artifact_routes import TAGS as ARTIFACT_TAGS
 from lifecycle.api.audit_routes import TAGS as AUDIT_TAGS
@@ -41,6 +42,9 @@ from lwm2m.server import InvalidRequest, ServerError, UnknownEndpoint, UnknownOb
 from lwm2m.store import Conflict, NotFound, StoreError, StoreOverloaded, StoreUnavailable
 
 log = logging.getLogger("fleetloop.api")
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+"""The methods a 405 answer may name in ``Allow``."""
 
 API_PREFIX = "/v1"
 """Every route but ``/health``, ``/openapi.json`` and ``/docs`` lives under this version."""
@@ -71,9 +75,42 @@ TAGS = [
 ]
 
 
-def _error_response(error: ApiError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if error.http_status == 401 else None
+def _error_response(error: ApiError, headers: dict[str, str] | None = None) -> JSONResponse:
+    if error.http_status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
     return JSONResponse(error.body(), status_code=error.http_status, headers=headers)
+
+
+def _invalid_request(request: Request, exc: InvalidRequest) -> ApiError:
+    """400 for a request the server could not build (a path of the wrong level, a format
+    that cannot carry the content, a full queue): the device named (the route's
+    ``{endpoint}``), that nothing reached it, and for a format problem how to pick another."""
+    message = str(exc)
+    fields: dict[str, Any] = {}
+    endpoint = request.path_params.get("endpoint")
+    if isinstance(endpoint, str):
+        fields["endpoint"] = endpoint
+        if endpoint not in message:
+            message = f"device {endpoint!r}: {message}"
+    if "format" in request.query_params and "format" in message:
+        message += (
+            "; ask for another ?format= or leave it out (the server then picks one the "
+            "device supports)"
+        )
+    if isinstance(endpoint, str):
+        message += "; nothing was sent to the device"
+    return ApiError(400, "invalid_request", message, **fields)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods the API serves on this request's path, asked of the router itself (every
+    route whose path matches: Starlette's own ``Allow`` names only the first)."""
+    allowed = []
+    for method in METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
 
 
 def _field_of(location: tuple[Any, ...]) -> str:
@@ -127,8 +164,8 @@ def _install_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(InvalidRequest)
-    async def invalid_request(_: Request, exc: InvalidRequest) -> JSONResponse:
-        return _error_response(ApiError(400, "invalid_request", str(exc)))
+    async def invalid_request(request: Request, exc: InvalidRequest) -> JSONResponse:
+        return _error_response(_invalid_request(request, exc))
 
     @app.exception_handler(ServerError)
     async def server_error(_: Request, exc: ServerError) -> JSONResponse:
@@ -147,7 +184,14 @@ def _install_handlers(app: FastAPI) -> None:
         if isinstance(exc, StoreUnavailable | StoreOverloaded):
             return _error_response(ApiError(503, "store_unavailable", f"{exc}; retry in a moment"))
         log.error("store error: %s", exc)
-        return _error_response(ApiError(500, "store_error", str(exc)))
+        return _error_response(
+            ApiError(
+                500,
+                "store_error",
+                f"{exc}; nothing of this request was written; the server log has the details: "
+                "retry, and report it if it persists",
+            )
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -170,9 +214,21 @@ def _install_handlers(app: FastAPI) -> None:
             )
             return _error_response(ApiError(404, "no_route", message))
         if exc.status_code == 405:
-            message = f"{request.method} is not allowed on {request.url.path}"
-            return _error_response(ApiError(405, "method_not_allowed", message))
-        return _error_response(ApiError(exc.status_code, "http_error", str(exc.detail)))
+            allowed = _allowed_methods(request)
+            use = f"; use {', '.join(allowed)}" if allowed else ""
+            message = (
+                f"{request.method} is not allowed on {request.url.path}{use} (the routes and "
+                "their methods are listed at GET /openapi.json)"
+            )
+            headers = {"Allow": ", ".join(allowed)} if allowed else None
+            return _error_response(ApiError(405, "method_not_allowed", message), headers)
+        return _error_response(
+            ApiError(
+                exc.status_code,
+                "http_error",
+                f"{exc.detail} ({request.method} {request.url.path})",
+            )
+        )
 
 
 def create_app(context: ApiContext) -> FastAPI:

@@ -3,7 +3,7 @@ every context field an error of the API can carry is declared there.
 
 The fields are the keyword arguments of the ``ApiError(...)`` calls in ``lifecycle/api/``
 (the only way an error body is built, docs/API.md), found in the source; a ``**fields``
-argument counts the string keys of the dict literals of its function. A new field an error
+argument counts the string keys its function puts in dicts. A new field an error
 carries without a declaration fails here, before schemathesis meets it."""
 
 from __future__ import annotations
@@ -27,6 +27,20 @@ def _name(call: ast.Call) -> str | None:
     return f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else None
 
 
+def dict_keys(function: ast.AST) -> list[str]:
+    """The string keys a function puts in dicts: ``{"key": ...}`` and ``d["key"] = ...``."""
+    keys: list[str] = []
+    for node in ast.walk(function):
+        if isinstance(node, ast.Dict):
+            found = list(node.keys)
+        elif isinstance(node, ast.Assign):
+            found = [t.slice for t in node.targets if isinstance(t, ast.Subscript)]
+        else:
+            continue
+        keys += [k.value for k in found if isinstance(k, ast.Constant) and isinstance(k.value, str)]
+    return keys
+
+
 def error_fields() -> dict[str, str]:
     """Every context field some ``ApiError(...)`` of the API passes -> one place that does."""
     found: dict[str, str] = {}
@@ -44,14 +58,8 @@ def error_fields() -> dict[str, str]:
                     if keyword.arg is not None:
                         found.setdefault(keyword.arg, where)
                         continue
-                    keys = [
-                        key.value
-                        for d in ast.walk(function)
-                        if isinstance(d, ast.Dict)
-                        for key in d.keys
-                        if isinstance(key, ast.Constant) and isinstance(key.value, str)
-                    ]
-                    assert keys, f"{where}: **fields without a dict literal to read them from"
+                    keys = dict_keys(function)
+                    assert keys, f"{where}: **fields without a dict key to read them from"
                     for key in keys:
                         found.setdefault(key, where)
     return found
