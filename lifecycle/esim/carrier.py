@@ -48,6 +48,9 @@ class CarrierVerdict:
     reason: str
     seen: str | None = None
     expected: tuple[str, ...] = ()
+    source: str = ""
+    """Where ``seen`` came from: ``reported`` (an observation or Send since the registration)
+    or ``read`` (a Read of /4/0 after it)."""
 
     def json(self) -> dict[str, Any]:
         return {
@@ -56,6 +59,7 @@ class CarrierVerdict:
             "seen": self.seen,
             "expected": list(self.expected),
             "reason": self.reason,
+            "source": self.source,
         }
 
 

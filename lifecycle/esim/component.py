@@ -47,12 +47,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import select
 
 from lifecycle.esim.carrier import (
+    SMCC,
+    SMNC,
     CarrierVerdict,
     expected_plmns,
     has_connectivity_object,
@@ -72,6 +74,7 @@ from lifecycle.state.dimensions import (
 )
 from lifecycle.state.tables import DESIRED
 from lwm2m.codec.errors import CodecError
+from lwm2m.model import Path
 from lwm2m.server import LwM2MServer
 from lwm2m.server.errors import ServerError
 from lwm2m.store import Tx
@@ -477,8 +480,9 @@ class EsimComponent:
     # -- the carrier check ------------------------------------------------------------------
     async def check_carrier(self, endpoint: str, value: Mapping[str, Any]) -> CarrierVerdict:
         """After the eUICC's signed enable result the device registered (or updated) with the
-        DM server: read its serving network (/4/0/10 SMCC, /4/0/9 SMNC) and compare it with
-        the ``plmns`` of the desired esim ``value`` (:func:`~lifecycle.esim.carrier.
+        DM server: its serving network (/4/0/10 SMCC, /4/0/9 SMNC) -- as it reported them
+        (an observation, a Send) since that registration, else read from it now -- compared
+        with the ``plmns`` of the desired esim ``value`` (:func:`~lifecycle.esim.carrier.
         judge_carrier`); audited as ``esim.carrier``. Never raises: a device that cannot be
         asked is "carrier not checked" with the reason."""
         iccid = str(value.get("iccid", "?"))
@@ -493,13 +497,34 @@ class EsimComponent:
         elif not has_connectivity_object(registration.object_links):
             verdict = judge_carrier(endpoint, iccid, expected, has_object4=False, plmn=None)
         else:
-            plmn, error = await self._read_plmn(endpoint)
+            since = max(registration.registered_at, registration.updated_at)
+            plmn, source = await self._reported_plmn(endpoint, since), "reported"
+            error = None
+            if plmn is None:
+                (plmn, error), source = await self._read_plmn(endpoint), "read"
             verdict = judge_carrier(
                 endpoint, iccid, expected, has_object4=True, plmn=plmn, error=error
             )
+            verdict = replace(verdict, source=source if plmn is not None else "")
         self.stats["carrier"] += 1
         await self._audit_carrier(endpoint, iccid, verdict)
         return verdict
+
+    async def _reported_plmn(self, endpoint: str, since: float) -> tuple[int, int] | None:
+        """SMCC and SMNC as the device reported them (observation, Send) at or after
+        ``since``; None where either is older or missing."""
+        store = self.eims.store
+        prefix = Path.parse("/4/0")
+        found = await store.read(lambda tx: store.telemetry.latest(tx, endpoint, prefix))
+        fresh = {
+            v.path.ids[-1]: v.value.value
+            for v in found
+            if v.path.level == 3 and v.path.ids[-1] in (SMCC, SMNC) and v.at >= since
+        }
+        mcc, mnc = fresh.get(SMCC), fresh.get(SMNC)
+        if isinstance(mcc, int) and isinstance(mnc, int):
+            return mcc, mnc
+        return None
 
     async def _read_plmn(self, endpoint: str) -> tuple[tuple[int, int] | None, str | None]:
         assert self.server is not None

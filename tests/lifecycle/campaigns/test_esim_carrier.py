@@ -6,7 +6,8 @@ The engine rig is ``test_engine``'s (a real LwM2M server, store, state component
 with the real :class:`~lifecycle.esim.component.EsimComponent` as the esim applier (its worker
 not started: the eIM's verdicts are recorded by the test, as in ``test_esim_phases``) and real
 simulated devices registered with the server, whose object 4 the check reads: one on the
-expected network, one on another network, one without object 4.
+expected network, one on another network, one without object 4, and one that reported its
+network in a Send after registering (the check takes that, and does not read).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from lifecycle.esim.carrier import (
 from lifecycle.esim.component import EsimComponent
 from lifecycle.schema import create_schema
 from lifecycle.state.dimensions import Dimension, StateError, parse_desired
+from lwm2m.model import Path as LwPath
 from lwm2m.model.nodes import ObjectInstance, SingleResource
 from lwm2m.model.values import DataType, Value
 from lwm2m.server import Updated
@@ -142,8 +144,8 @@ def store(database_url: str | None, tmp_path: Path) -> Iterator[Store]:  # noqa:
 
 def test_the_engine_fails_the_wrong_network_and_the_gate_counts_it(store: Store) -> None:
     async def case() -> None:
-        records = _records("ec-", {"eu": 3})
-        on_net, roaming, bare = (r.endpoint for r in records)
+        records = _records("ec-", {"eu": 4})
+        on_net, roaming, bare, sender = (r.endpoint for r in records)
         async with rig(store, records) as r:
             identity = EimIdentity("eim.test", ec.generate_private_key(ec.SECP256R1()))
             eims = EimStore(store, Eim(EimDeployment.of([identity], [])))
@@ -155,6 +157,7 @@ def test_the_engine_fails_the_wrong_network_and_the_gate_counts_it(store: Store)
             network = ServingNetwork()
             network.roam(on_net, (310, 260))
             network.roam(roaming, (310, 410))
+            network.roam(sender, (310, 260))
             async with DeviceFleet(uri, seed=5) as fleet:
                 base = network.template(fleet_template(fleet.engine, server_uri=uri))
                 without4 = DeviceTemplate(
@@ -162,7 +165,18 @@ def test_the_engine_fails_the_wrong_network_and_the_gate_counts_it(store: Store)
                 )
                 fleet.spawn(identities=[Identity(on_net), Identity(roaming)], template=base)
                 fleet.spawn(identities=[Identity(bare)], template=without4)
+                [sending] = fleet.spawn(identities=[Identity(sender)], template=base)
                 await fleet.wait_registered(timeout=30)
+                fleet.device(sending).send(["/4/0/9", "/4/0/10"])  # on 310-260 then
+
+                async def sent() -> bool:
+                    found = await store.read(
+                        lambda tx: store.telemetry.latest(tx, sender, LwPath.parse("/4/0"))
+                    )
+                    return len(found) == 2
+
+                await eventually(sent, timeout=10)
+                network.roam(sender, (310, 410))  # a Read now would see another network
 
                 download, enable = esim_switch(
                     Component(
@@ -173,16 +187,16 @@ def test_the_engine_fails_the_wrong_network_and_the_gate_counts_it(store: Store)
                 spec = _spec(
                     "ec-",
                     components=(download, enable),
-                    gates=replace(_spec("ec-").gates, min_sample=3),
+                    gates=replace(_spec("ec-").gates, min_sample=4, max_failure_pct=20.0),
                     deadlines=replace(_spec("ec-").deadlines, registered_s=30.0),
                 )
                 assert isinstance(spec.gates, GateSpec)
                 cid = await r.campaigns.create(spec, actor="op")
-                devices = await _wait_state(r, cid, DeviceState.DELIVERING, 3)
+                devices = await _wait_state(r, cid, DeviceState.DELIVERING, 4)
                 await _downloaded(r, devices)
-                await _wait_state(r, cid, DeviceState.DELIVERING, 3)
+                await _wait_state(r, cid, DeviceState.DELIVERING, 4)
                 await _enabled(r, devices)
-                await _wait_state(r, cid, DeviceState.REGISTERING, 3)
+                await _wait_state(r, cid, DeviceState.REGISTERING, 4)
                 for endpoint in devices:  # each device updates its registration
                     reg = r.server.registration(endpoint)
                     assert reg is not None
@@ -193,8 +207,8 @@ def test_the_engine_fails_the_wrong_network_and_the_gate_counts_it(store: Store)
 
                 await eventually(halted, timeout=30)
                 status = await r.campaigns.status(cid)
-                assert status["counts"] == {"succeeded": 2, "failed": 1}, status["counts"]
-                assert "failures 1/3" in status["reason"], status["reason"]
+                assert status["counts"] == {"succeeded": 3, "failed": 1}, status["counts"]
+                assert "failures 1/4" in status["reason"], status["reason"]
                 report = await r.campaigns.report(cid)
                 rows = {d["endpoint"]: d for d in report["device_list"]}
                 assert "310-410" in rows[roaming]["reason"] and roaming in rows[roaming]["reason"]
@@ -205,11 +219,15 @@ def test_the_engine_fails_the_wrong_network_and_the_gate_counts_it(store: Store)
                 audits = await store.read(
                     lambda tx: store.audit.list(tx, action_prefix="esim.carrier", limit=10)
                 )
-                outcomes = {a.endpoints[0]: (a.outcome, a.detail["checked"]) for a in audits}
+                outcomes = {
+                    a.endpoints[0]: (a.outcome, a.detail["checked"], a.detail["source"])
+                    for a in audits
+                }
                 assert outcomes == {
-                    on_net: ("ok", True),
-                    roaming: ("failed", True),
-                    bare: ("ok", False),
+                    on_net: ("ok", True, "read"),
+                    roaming: ("failed", True, "read"),
+                    bare: ("ok", False, ""),
+                    sender: ("ok", True, "reported"),
                 }, outcomes
 
     asyncio.run(asyncio.wait_for(case(), 90))
