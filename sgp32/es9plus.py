@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +29,20 @@ from sgp32.asn1 import decode, decode_from_eim, encode, encode_to_ipa
 from sgp32.errors import Sgp32Error
 
 ES9_PATH = "/gsma/rsp2/es9plus/"
-ADMIN_PROTOCOL = "gsma/rsp/v2.5.0"
+ADMIN_PROTOCOL = "gsma/rsp/v2.1.0"
+"""The SGP.22 version the relay speaks: 2.1.0, what osmo-smdpp and onomondo-eim send and answer,
+and a version every SGP.22 v2.x SM-DP+ takes (a v2.2 SM-DP+ may refuse a newer one)."""
+USER_AGENT = "gsma-rsp-lpad; fleetloop-eim"
+"""SGP.22 6.5.1's User-Agent of the ES9+ client (in indirect download the eIM makes the LPAd's
+ES9+ calls; pySim's ES9+ client sends the same token)."""
+JSON_CONTENT_TYPE = "application/json;charset=UTF-8"
+ES9_HEADERS = {
+    "Content-Type": JSON_CONTENT_TYPE,
+    "X-Admin-Protocol": ADMIN_PROTOCOL,
+    "User-Agent": USER_AGENT,
+    "Accept": "application/json",
+}
+"""The request headers of every ES9+ call (SGP.22 6.5.1)."""
 SIGNATURE_TAG = b"\x5f\x37"
 UNDEFINED = 127
 
@@ -53,8 +67,11 @@ def b64(data: bytes) -> str:
 
 
 def unb64(text: Any, field: str) -> bytes:
+    """Base64 from an SM-DP+; line breaks (MIME-style encoders) and missing padding tolerated."""
     if not isinstance(text, str):
         raise Es9Error(f"ES9+ answer: {field} is missing or not a string")
+    text = "".join(text.split())
+    text += "=" * (-len(text) % 4)
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
@@ -93,17 +110,42 @@ def transaction_hex(tid: bytes) -> str:
     return tid.hex().upper()
 
 
+def json_body(body: dict[str, Any]) -> bytes:
+    """An ES9+ request body: UTF-8 JSON, as the Content-Type says."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def notification_accepted(status: int, content: bytes) -> str | None:
+    """None when an SM-DP+ took a handleNotification, else why not. SGP.22 6.5.1: 204 No
+    Content; also taken: 200 with no body or with a header whose functionExecutionStatus is
+    Executed-* (osmo-smdpp answers so); a 200 JSON "Failed" or any other status is a refusal."""
+    if status == 204 or (status == 200 and not content.strip()):
+        return None
+    if status != 200:
+        return f"HTTP {status}"
+    try:
+        failure = _failed(json.loads(content))
+    except (ValueError, Es9Error, AttributeError) as exc:
+        return f"the answer is not an ES9+ status ({exc})"
+    return failure
+
+
 def request_for(name: str, body: Any) -> Es9Request:
     """The ES9+ call for an ESipa message from the IPA (`decode_from_ipa`'s name and body)."""
     if name == "initiateAuthenticationRequestEsipa":
-        json_body: dict[str, Any] = {"euiccChallenge": b64(body["euiccChallenge"])}
-        if "euiccInfo1" in body:
-            json_body["euiccInfo1"] = b64(encode("EUICCInfo1", body["euiccInfo1"]))
+        # ES9+ has all three mandatory (SGP.22 6.5.2.6; osmo-smdpp fails without euiccInfo1);
+        # the relay fills in what ESipa let the IPA leave out before it gets here
         address = body.get("smdpAddress")
         if address is None:
-            raise Es9Error("initiateAuthentication: no smdpAddress (no default SM-DP+ here)")
-        json_body["smdpAddress"] = address
-        return Es9Request("initiateAuthentication", json_body, address)
+            raise Es9Error("initiateAuthentication: no smdpAddress, and no trigger names one")
+        if "euiccInfo1" not in body:
+            raise Es9Error("initiateAuthentication: no euiccInfo1, and the eIM has none")
+        request: dict[str, Any] = {
+            "euiccChallenge": b64(body["euiccChallenge"]),
+            "euiccInfo1": b64(encode("EUICCInfo1", body["euiccInfo1"])),
+            "smdpAddress": address,
+        }
+        return Es9Request("initiateAuthentication", request, address)
     if name == "authenticateClientRequestEsipa":
         tid = body["transactionId"]
         response = encode("AuthenticateServerResponse", body["authenticateServerResponse"])
@@ -131,7 +173,9 @@ def request_for(name: str, body: Any) -> Es9Request:
     raise Es9Error(f"{name} is not relayed to an SM-DP+")
 
 
-def _failed(answer: dict[str, Any]) -> str | None:
+def _failed(answer: Any) -> str | None:
+    if not isinstance(answer, dict):
+        raise Es9Error("ES9+ answer: not a JSON object")
     header = answer.get("header")
     status = header.get("functionExecutionStatus") if isinstance(header, dict) else None
     if not isinstance(status, dict):
@@ -279,6 +323,29 @@ def without_transaction_id(answer: bytes) -> bytes:
         return answer
     lean = {k: v for k, v in value.items() if k != "transactionId"}
     return encode_to_ipa(message.name, (kind, lean))
+
+
+def euicc_info1_of(context: EuiccContext | None) -> Any | None:
+    """EUICCInfo1 for an InitiateAuthentication whose IPA left it out (SGP.32: optional in
+    ESipa, mandatory in ES9+): the one of the IPA's last IpaEuiccData, else the same three
+    fields of its EUICCInfo2. None: the eIM has neither."""
+    data = context.ipa_data if context is not None else None
+    if data is None:
+        return None
+    if "euiccInfo1" in data:
+        return data["euiccInfo1"]
+    info2 = data.get("euiccInfo2")
+    if info2 is None:
+        return None
+    return {
+        k: info2[k] for k in ("svn", "euiccCiPKIdListForVerification", "euiccCiPKIdListForSigning")
+    }
+
+
+def smdp_address_of(activation_code: str | None) -> str | None:
+    """The SM-DP+ address of an activation code ``1$address$...`` (None: none)."""
+    parts = (activation_code or "").split("$")
+    return parts[1] if len(parts) >= 2 and parts[1] else None
 
 
 def matching_id_of(activation_code: str | None) -> str | None:

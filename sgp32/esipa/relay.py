@@ -26,7 +26,7 @@ import httpx
 from sgp32.asn1 import decode, decode_from_eim, encode, encode_to_ipa
 from sgp32.eim.sessions import SESSION_TTL, DownloadSession, MemorySessions, RelaySessions, Step
 from sgp32.es9plus import (
-    ADMIN_PROTOCOL,
+    ES9_HEADERS,
     ES9_PATH,
     UNDEFINED,
     Es9Error,
@@ -34,11 +34,15 @@ from sgp32.es9plus import (
     answer_for,
     b64,
     ctx_params1_for,
+    euicc_info1_of,
     expand_authenticate_response,
     expand_cancel_session_response,
     expand_prepare_download_response,
+    json_body,
     minimizes_esipa_bytes,
+    notification_accepted,
     request_for,
+    smdp_address_of,
     smdp_oid_of,
     without_transaction_id,
 )
@@ -126,7 +130,7 @@ class Es9Relay:
         if isinstance(body, dict) and "transactionId" in body:
             session = await self.sessions.find(body["transactionId"], now)
         try:
-            body = await self._expanded(name, body, session)
+            body = await self._expanded(name, body, session, origin)
             request = request_for(name, body)
         except Es9Error as exc:
             log.warning("ES9+ relay refused the request", extra={"reason": str(exc)})
@@ -139,10 +143,10 @@ class Es9Relay:
         url = f"https://{address}{ES9_PATH}{request.function}"
         try:
             response = await self._client.post(
-                url,
-                json=request.body,
-                headers={"X-Admin-Protocol": ADMIN_PROTOCOL},
+                url, content=json_body(request.body), headers=ES9_HEADERS
             )
+            if response.status_code != 200:  # ES9+ answers every outcome with 200 + header
+                raise Es9Error(f"ES9+ {request.function}: HTTP {response.status_code}")
             answer, failure = answer_for(request.function, response.json())
         except (httpx.HTTPError, ValueError, Es9Error) as exc:
             log.warning("ES9+ call failed", extra={"smdp": address, "function": request.function})
@@ -193,10 +197,29 @@ class Es9Relay:
         """Whether this EID's IPA declared minimizeEsipaBytes (lean answers for it)."""
         return self.context is not None and minimizes_esipa_bytes(await self.context(eid))
 
-    async def _expanded(self, name: str, body: Any, session: DownloadSession | None) -> Any:
+    async def _expanded(
+        self,
+        name: str,
+        body: Any,
+        session: DownloadSession | None,
+        origin: TriggerOrigin | None = None,
+    ) -> Any:
         """A compact eUICC answer (SGP.32 minimizeEsipaBytes: AuthenticateServerResponse,
         PrepareDownloadResponse, CancelSessionResponse) expanded to the SGP.22 form the SM-DP+
-        takes, from what the session knows; everything else as it came."""
+        takes, from what the session knows; an InitiateAuthentication without smdpAddress or
+        euiccInfo1 (optional in ESipa, mandatory in ES9+) completed from the trigger's
+        activation code and the eUICC's IpaEuiccData; everything else as it came."""
+        if name == "initiateAuthenticationRequestEsipa":
+            body = dict(body)
+            if "smdpAddress" not in body and origin is not None:
+                address = smdp_address_of(origin.activation_code)
+                if address is not None:
+                    body["smdpAddress"] = address
+            if "euiccInfo1" not in body and origin is not None and self.context is not None:
+                info1 = euicc_info1_of(await self.context(origin.eid))
+                if info1 is not None:
+                    body["euiccInfo1"] = info1
+            return body
         if name == "getBoundProfilePackageRequestEsipa":
             kind, value = body["prepareDownloadResponse"]
             if kind != "compactDownloadResponseOk":
@@ -247,18 +270,14 @@ class Es9Relay:
         url = f"https://{smdp_address}{ES9_PATH}handleNotification"
         body = {"pendingNotification": b64(pending_notification_der)}
         try:
-            response = await self._client.post(
-                url, json=body, headers={"X-Admin-Protocol": ADMIN_PROTOCOL}
-            )
-            ok = response.status_code in (200, 204)
+            response = await self._client.post(url, content=json_body(body), headers=ES9_HEADERS)
         except httpx.HTTPError as exc:
             log.warning("ES9+ handleNotification failed", extra={"smdp": smdp_address})
             self.calls.append(RelayedCall("handleNotification", smdp_address, str(exc)))
             return False
-        self.calls.append(
-            RelayedCall("handleNotification", smdp_address, None if ok else "refused")
-        )
-        return ok
+        refused = notification_accepted(response.status_code, response.content)
+        self.calls.append(RelayedCall("handleNotification", smdp_address, refused))
+        return refused is None
 
 
 def _function_of(name: str) -> str:

@@ -10,6 +10,13 @@ the matching id of a prepared profile. What it does not do (a test double, see
 `simulators.esim.download`): SCP03t -- the bound profile package carries the profile's metadata
 in the clear and a placeholder for the profile elements; one key and certificate stand for
 both CERT.DPauth and CERT.DPpb.
+
+HTTP as a real SM-DP+ does it (osmo-smdpp's validate_request_headers/set_headers, SGP.22 6.5.1):
+a request whose Content-Type is not application/json, or whose X-Admin-Protocol is not
+``gsma/rsp/v...``, fails with 1.2.1/1.2.2 (status "Failed", HTTP 200); answers carry
+``Content-Type: application/json;charset=UTF-8`` and ``X-Admin-Protocol: gsma/rsp/v2.1.0``;
+handleNotification is answered 204 No Content; initiateAuthentication without euiccInfo1 fails.
+Each request's function and headers are kept (`SmdpServer.requests`).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import os
 import socket
 import ssl
@@ -44,6 +52,11 @@ from simulators.esim.download import (
 )
 
 ES9_PATH = "/gsma/rsp2/es9plus/"
+ADMIN_PROTOCOL = "gsma/rsp/v2.1.0"
+RESPONSE_HEADERS = {
+    "Content-Type": "application/json;charset=UTF-8",
+    "X-Admin-Protocol": ADMIN_PROTOCOL,
+}
 
 
 @dataclass(frozen=True)
@@ -130,7 +143,7 @@ class LoopbackSmdp:
                 return self._bpp(body)
             if function == "handleNotification":
                 self.notifications.append(base64.b64decode(body["pendingNotification"]))
-                return _ok()
+                return _ok()  # SmdpServer: 204 No Content
             if function == "cancelSession":
                 return self._cancel(body)
         except (KeyError, ValueError, TypeError, Sgp32Error) as exc:
@@ -185,6 +198,7 @@ class LoopbackSmdp:
     def _initiate(self, body: dict[str, Any], now: float) -> dict[str, Any]:
         if body.get("smdpAddress") != self.address:
             return _failed("8.8.1", "3.8", f"this is {self.address}, not {body.get('smdpAddress')}")
+        decode("EUICCInfo1", base64.b64decode(body["euiccInfo1"]))  # mandatory in ES9+
         tid = os.urandom(16)
         session = _Session(base64.b64decode(body["euiccChallenge"]), os.urandom(16), now)
         self.sessions[tid] = session
@@ -311,19 +325,34 @@ class SmdpServer:
         import uvicorn
         from starlette.applications import Starlette
         from starlette.requests import Request
-        from starlette.responses import JSONResponse
+        from starlette.responses import Response
         from starlette.routing import Route
 
         self.smdp = smdp
+        #: (function, request headers with lower-case names) of every request, in order.
+        self.requests: list[tuple[str, dict[str, str]]] = []
 
-        async def es9(request: Request) -> JSONResponse:
+        def answer(body: dict[str, Any]) -> Response:
+            return Response(json.dumps(body), media_type=None, headers=RESPONSE_HEADERS)
+
+        async def es9(request: Request) -> Response:
             function = request.path_params["function"]
+            headers = {k.lower(): v for k, v in request.headers.items()}
+            self.requests.append((function, headers))
+            if not headers.get("content-type", "").startswith("application/json"):
+                return answer(_failed("1.2.1", "2.1", "Invalid Content-Type header"))
+            admin = headers.get("x-admin-protocol")
+            if admin is not None and not admin.startswith("gsma/rsp/v"):
+                return answer(_failed("1.2.2", "2.1", "Unsupported X-Admin-Protocol version"))
             try:
-                body = await request.json()
+                body = json.loads(await request.body())
             except ValueError:
-                return JSONResponse(_failed("8.1", "2.1", "body is not JSON"), status_code=200)
-            answer = smdp.handle(function, body, asyncio.get_running_loop().time())
-            return JSONResponse(answer, headers={"X-Admin-Protocol": "gsma/rsp/v2.5.0"})
+                return answer(_failed("8.1", "2.1", "body is not JSON"))
+            result = smdp.handle(function, body, asyncio.get_running_loop().time())
+            executed = result["header"]["functionExecutionStatus"]["status"] == "Executed-Success"
+            if function == "handleNotification" and executed:
+                return Response(status_code=204, headers={"X-Admin-Protocol": ADMIN_PROTOCOL})
+            return answer(result)
 
         app = Starlette(routes=[Route(ES9_PATH + "{function}", es9, methods=["POST"])])
         self._config = uvicorn.Config(

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sgp32.asn1 import decode_from_eim
+from sgp32.asn1 import decode_from_eim, encode
 from sgp32.es9plus import Es9Error, answer_for, request_for, tlv, untlv
 
 FUNCTIONS = ["initiateAuthentication", "authenticateClient", "getBoundProfilePackage"]
@@ -77,14 +77,25 @@ def test_tlv_round_trip_and_requests() -> None:
         assert untlv(tlv(b"\x5f\x37", value), b"\x5f\x37", "x") == value
     with pytest.raises(Es9Error):
         untlv(b"\x04\x05ab", b"\x04", "x")
+    info1 = {
+        "svn": b"\x02\x01\x00",
+        "euiccCiPKIdListForVerification": [],
+        "euiccCiPKIdListForSigning": [],
+    }
     request = request_for(
         "initiateAuthenticationRequestEsipa",
-        {"euiccChallenge": b"\x01" * 16, "smdpAddress": "smdp.example"},
+        {"euiccChallenge": b"\x01" * 16, "smdpAddress": "smdp.example", "euiccInfo1": info1},
     )
     assert request.function == "initiateAuthentication"
     assert request.body == {
         "euiccChallenge": base64.b64encode(b"\x01" * 16).decode(),
+        "euiccInfo1": base64.b64encode(encode("EUICCInfo1", info1)).decode(),
         "smdpAddress": "smdp.example",
     }
+    with pytest.raises(Es9Error, match="euiccInfo1"):  # mandatory in ES9+ (SGP.22 6.5.2.6)
+        request_for(
+            "initiateAuthenticationRequestEsipa",
+            {"euiccChallenge": b"\x01" * 16, "smdpAddress": "smdp.example"},
+        )
     with pytest.raises(Es9Error):
         request_for("initiateAuthenticationRequestEsipa", {"euiccChallenge": b"\x01" * 16})
