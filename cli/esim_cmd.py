@@ -326,6 +326,13 @@ def list_(eim_id: str | None, as_json: bool) -> None:
         )
         for e in found["items"]
     ]
+    if not rows:
+        bound = f" bound to eIM {eim_id}" if eim_id else ""
+        click.echo(
+            f"no eUICCs{bound}; import them with `fleetloop esim import EUICC.pem --eum EUM.pem`"
+            + (" (see `fleetloop esim eims` for the eIM identities)" if eim_id else "")
+        )
+        return
     headers, rows = widen(
         ("EID", "ENDPOINT", "EIM", "ENABLED", "QUEUED"),
         rows,
@@ -522,6 +529,12 @@ def packages(euicc: str, as_json: bool) -> None:
         (p["counter_value"], ", ".join(o["op"] for o in p["operations"]), _result_line(p))
         for p in found["items"]
     ]
+    if not rows:
+        click.echo(
+            f"no packages for eUICC {euicc}; queue one with `fleetloop esim list-profiles "
+            f"{euicc}` (or enable, disable, download)"
+        )
+        return
     headers, rows = widen(
         ("#", "OPERATIONS", "RESULT"),
         rows,
@@ -554,6 +567,12 @@ def results(euicc: str, as_json: bool) -> None:
         (r["received_at_epoch"], r["outcome"], r.get("counter_value") or "-", r["detail"])
         for r in found["items"]
     ]
+    if not rows:
+        click.echo(
+            f"no results from eUICC {euicc} yet; its IPA delivers them when it polls the eIM "
+            f"(`fleetloop esim packages {euicc}` shows what waits for it)"
+        )
+        return
     headers, rows = widen(
         ("RECEIVED", "OUTCOME", "COUNTER", "DETAIL"),
         rows,

@@ -53,6 +53,16 @@ def test_wide_esim_lists_show_ids_counters_states_and_times(
     (tmp_path / "euicc.pem").write_text(euicc_pem)
     (tmp_path / "eum.pem").write_text(eum_pem)
     cli(world, "esim", "import", str(tmp_path / "euicc.pem"), "--eum", str(tmp_path / "eum.pem"))
+    # nothing queued yet: a message naming the eUICC and what to do, not an empty table
+    assert cli(world, "esim", "packages", euicc.eid, "-o", "wide").startswith(
+        f"no packages for eUICC {euicc.eid}; queue one with `fleetloop esim list-profiles"
+    )
+    assert cli(world, "esim", "results", euicc.eid).startswith(
+        f"no results from eUICC {euicc.eid} yet"
+    )
+    assert cli(world, "esim", "list", "--eim-id", "eim.nowhere").startswith(
+        "no eUICCs bound to eIM eim.nowhere; import them with `fleetloop esim import"
+    )
     cli(world, "esim", "enable", euicc.eid, NEW_ICCID)
 
     async def answer() -> None:
