@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from lwm2m.codec import decode
 from lwm2m.codec.formats import ContentFormat
 from lwm2m.codec.multi_codec import LeafCodec
 from lwm2m.codec.registry import multi_codec_for
@@ -57,6 +58,13 @@ def decode_notification(
                 values = timestamped_values(endpoint, groups, now, source)
                 return nodes, fmt, values, max(times, default=now)
             return nodes, fmt, leaf_values(endpoint, nodes, now, source), now
-    nodes, fmt = decode_content(response, paths, model, composite=composite, accept=accept)
-    values, at = report_values(endpoint, response, nodes, fmt, model, now, source)
-    return nodes, fmt, values, at
+    if composite or is_multi_format(fmt):
+        nodes, fmt = decode_content(response, paths, model, composite=composite, accept=accept)
+        values, at = report_values(endpoint, response, nodes, fmt, model, now, source)
+        return nodes, fmt, values, at
+    # One value, untimed (text, opaque, CBOR, TLV): what ``decode_content`` decodes with the
+    # format chosen above, and ``report_values``' rows for a single-path format, stamped
+    # ``now``, without choosing the format and testing it again (issue 13).
+    path = paths[0]
+    nodes = {path: decode(fmt, response.payload, path, model)}
+    return nodes, fmt, leaf_values(endpoint, nodes, now, source), now

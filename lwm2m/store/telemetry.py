@@ -78,8 +78,25 @@ _PG_UPSERT_LATEST = text(
 _COLUMNS = ("endpoint", "path", "value", "at", "source")
 
 
-def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    return {name: [row[name] for row in rows] for name in _COLUMNS}
+def _columns(rows: Sequence[tuple[Any, ...]]) -> dict[str, list[Any]]:
+    return {name: [row[i] for row in rows] for i, name in enumerate(_COLUMNS)}
+
+
+_SOURCE_TEXT = {source: source.value for source in Source}
+_PATH_TEXTS: dict[Path, str] = {}
+_PATH_TEXTS_MAX = 4096
+
+
+def _path_text(path: Path) -> str:
+    """``str(path)``, remembered: a fleet reports the same few paths over and over, and
+    formatting one was a few percent of the writer's CPU per value (issue 13). Bounded:
+    emptied when full."""
+    text = _PATH_TEXTS.get(path)
+    if text is None:
+        if len(_PATH_TEXTS) >= _PATH_TEXTS_MAX:
+            _PATH_TEXTS.clear()
+        text = _PATH_TEXTS[path] = str(path)
+    return text
 
 
 def _from_row(row: Row[Any]) -> ReportedValue:
@@ -111,30 +128,31 @@ class TelemetryRepository:
         """Store ``values`` (any endpoints, any order); ``history=False`` updates latest only."""
         if not values:
             return
-        rows: list[dict[str, Any]] = [
-            {
-                "endpoint": v.endpoint,
-                "path": str(v.path),
-                "value": value_to_json(v.value),
-                "at": v.at,
-                "source": v.source.value,
-            }
+        path_text = _path_text
+        rows: list[tuple[str, str, str, float, str]] = [
+            (v.endpoint, path_text(v.path), value_to_json(v.value), v.at, _SOURCE_TEXT[v.source])
             for v in values
         ]
-        newest: dict[tuple[str, str], dict[str, Any]] = {}
-        for row in rows:  # one row per key: PostgreSQL refuses to touch a row twice per statement
-            key = (row["endpoint"], row["path"])
-            seen = newest.get(key)
-            if seen is None or row["at"] >= seen["at"]:
-                newest[key] = row
+        # One row per key (PostgreSQL refuses to touch a row twice per statement): the newest,
+        # the later one of equal times, as the upsert's ``excluded.at >= at`` would leave it.
+        latest = rows
+        if len(rows) > 1:
+            newest: dict[tuple[str, str], tuple[str, str, str, float, str]] = {}
+            for row in rows:
+                key = (row[0], row[1])
+                seen = newest.get(key)
+                if seen is None or row[3] >= seen[3]:
+                    newest[key] = row
+            if len(newest) < len(rows):
+                latest = list(newest.values())
         if tx.dialect == "postgresql":
             if history:
                 tx.execute(_PG_INSERT_HISTORY, _columns(rows))
-            tx.execute(_PG_UPSERT_LATEST, _columns(list(newest.values())))
+            tx.execute(_PG_UPSERT_LATEST, _columns(latest))
             return
         if history:
-            tx.executemany_direct(_INSERT_HISTORY, rows)
-        tx.executemany_direct(_SQLITE_UPSERT_LATEST, list(newest.values()))
+            tx.executemany_tuples(_INSERT_HISTORY, _COLUMNS, rows)
+        tx.executemany_tuples(_SQLITE_UPSERT_LATEST, _COLUMNS, latest)
 
     def latest(self, tx: Tx, endpoint: str, prefix: Path = ROOT) -> list[ReportedValue]:
         """The latest value of every path of ``endpoint`` at or under ``prefix``, path order."""
