@@ -120,6 +120,7 @@ SPEC_BODY = Body(
                 "esim": {
                     "iccid": "8988247000000000029",
                     "activation_code": "1$smdp.example.com$ORDER-4711",
+                    "plmns": ["310-260"],
                 },
                 "change": [{"apn": "iot.carrier-b"}],
                 "deadlines": {"registered": "2m"},

@@ -12,7 +12,7 @@ import httpx
 from simulators.esim.ipa import SimIpa
 
 ESIPA_PATH = "/gsma/rsp2/asn1"
-HEADERS = {"content-type": "application/x-gsma-rsp-asn1", "x-admin-protocol": "gsma/rsp/v2.5.0"}
+HEADERS = {"content-type": "application/x-gsma-rsp-asn1", "x-admin-protocol": "gsma/rsp/v2.1.0"}
 
 
 class EsipaError(RuntimeError):
