@@ -27,6 +27,7 @@ from lwm2m.model import (
     Value,
     resource_definition,
 )
+from lwm2m.model.nodes import leaf_node
 
 # Pairs that share one wire form in every format, so a value of one may be written where the
 # model declares the other (a server writing Value.integer to a Time resource means the time).
@@ -123,9 +124,7 @@ def parse_objlnk(text: str) -> ObjLink | None:
 
 def make_node(path: Path, value: Value) -> SingleResource | ResourceInstance:
     """The node holding ``value`` at a resource or resource-instance ``path``."""
-    if path.is_resource_instance:
-        return ResourceInstance(path.ids[3], value)
-    return SingleResource(path.ids[2], value)
+    return leaf_node(path, value)
 
 
 def _error(content_format: int, message: str, encoding: bool) -> CodecError:

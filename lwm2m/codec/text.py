@@ -18,7 +18,7 @@ import re
 from lwm2m.codec.errors import DecodeError, EncodeError
 from lwm2m.codec.scalar import make_node, node_value, parse_objlnk, value_definition
 from lwm2m.model import DataType, ModelError, Node, ObjectModel, ObjLink, Path, Value
-from lwm2m.model.values import INT64_MAX, INT64_MIN, UINT64_MAX
+from lwm2m.model.values import INT64_MAX, INT64_MIN, UINT64_MAX, trusted_value
 
 CONTENT_FORMAT = 0
 
@@ -69,11 +69,11 @@ def parse_text_value(data_type: DataType, payload: bytes) -> Value:
     if data_type in (DataType.INTEGER, DataType.TIME, DataType.UNSIGNED_INTEGER):
         return _parse_integer(data_type, payload)
     if data_type is DataType.FLOAT:
-        return Value.float_(_parse_float(payload))
+        return trusted_value(DataType.FLOAT, _parse_float(payload))  # always a float
     if data_type is DataType.BOOLEAN:
         if payload not in (b"0", b"1"):
             raise _fail(f"a Boolean is '0' or '1', got {payload[:20]!r}")
-        return Value.boolean(payload == b"1")
+        return trusted_value(DataType.BOOLEAN, payload == b"1")
     return _parse_objlnk(payload)
 
 
@@ -89,7 +89,7 @@ def _parse_integer(data_type: DataType, payload: bytes) -> Value:
     low, high = (0, UINT64_MAX) if unsigned else (INT64_MIN, INT64_MAX)
     if not low <= number <= high:
         raise _fail(f"{data_type.value} {number} out of range {low}..{high}")
-    return Value(data_type, number)
+    return trusted_value(data_type, number)  # an int in range: what Value() would check
 
 
 def _parse_float(payload: bytes) -> float:

@@ -47,7 +47,8 @@ def decode_notification(
             fmt = int(ContentFormat.SENML_CBOR)
     else:
         fmt = _response_format(response, accept, paths[0])
-    if is_multi_format(fmt):
+    multi = is_multi_format(fmt)
+    if multi:
         codec = multi_codec_for(fmt)
         if isinstance(codec, LeafCodec):
             nodes, groups = codec.decode_report_and_nodes(
@@ -58,7 +59,7 @@ def decode_notification(
                 values = timestamped_values(endpoint, groups, now, source)
                 return nodes, fmt, values, max(times, default=now)
             return nodes, fmt, leaf_values(endpoint, nodes, now, source), now
-    if composite or is_multi_format(fmt):
+    if composite or multi:
         nodes, fmt = decode_content(response, paths, model, composite=composite, accept=accept)
         values, at = report_values(endpoint, response, nodes, fmt, model, now, source)
         return nodes, fmt, values, at
