@@ -51,19 +51,21 @@ def value_definition(
     instance or multiple-resource path), and a Decode/EncodeError when ``path`` addresses an
     instance of a resource the model declares single.
     """
-    if path.level < 3:
+    ids = path.ids  # the id tuple read directly: this runs once per notified value (issue 13)
+    depth = len(ids)
+    if depth < 3:
         raise UnsupportedContentFormat(
             content_format, f"{path} is not a resource path; this format carries one value"
         )
-    definition = resource_definition(model, path.object_id, path.resource_id)
+    definition = resource_definition(model, ids[0], ids[2])
     if definition is None:
         return None
-    if path.is_resource and definition.multiple:
+    if depth == 3 and definition.multiple:
         raise UnsupportedContentFormat(
             content_format,
             f"{path} ({definition.name}) is a multiple resource; this format carries one value",
         )
-    if path.is_resource_instance and not definition.multiple:
+    if depth == 4 and not definition.multiple:
         message = f"{path.parent} ({definition.name}) is a single resource; it has no instances"
         raise _error(content_format, message, encoding)
     return definition

@@ -35,6 +35,9 @@ _SPECIAL_FLOATS = {
 _BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 
 
+_INTEGER_TYPES = frozenset({DataType.INTEGER, DataType.TIME, DataType.UNSIGNED_INTEGER})
+
+
 def _fail(message: str, offset: int = 0) -> DecodeError:
     return DecodeError(message, content_format=CONTENT_FORMAT, offset=offset)
 
@@ -49,6 +52,8 @@ def _first_outside(payload: bytes, allowed: bytes) -> int:
 
 def parse_text_value(data_type: DataType, payload: bytes) -> Value:
     """The ``data_type`` value ``payload`` spells; :class:`DecodeError` if it spells none."""
+    if data_type in _INTEGER_TYPES:  # first: most telemetry is numeric (issue 13)
+        return _parse_integer(data_type, payload)
     if data_type in (DataType.STRING, DataType.CORELNK):
         try:
             return Value(data_type, payload.decode("utf-8"))
@@ -66,8 +71,6 @@ def parse_text_value(data_type: DataType, payload: bytes) -> Value:
         if payload:
             raise _fail("an executable resource has no value; expected an empty payload")
         return Value.none()
-    if data_type in (DataType.INTEGER, DataType.TIME, DataType.UNSIGNED_INTEGER):
-        return _parse_integer(data_type, payload)
     if data_type is DataType.FLOAT:
         return trusted_value(DataType.FLOAT, _parse_float(payload))  # always a float
     if data_type is DataType.BOOLEAN:
