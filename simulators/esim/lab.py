@@ -22,17 +22,17 @@ import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aiocoap import Context
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from sgp32.certificates import POLICY_CI, POLICY_EUICC, POLICY_EUM
 from simulators.device.esim import eid_for
+from simulators.esim.certs import make_cert, x509_name
 from simulators.esim.coap import CoapIpa
 from simulators.esim.euicc import EimAssociation, SimEuicc, SimProfile
 from simulators.esim.fleet import EsimDevice, EsimFleet
@@ -56,60 +56,8 @@ class LabPki:
     eum: x509.Certificate
 
 
-def _name(*attrs: tuple[x509.ObjectIdentifier, str]) -> x509.Name:
-    return x509.Name([x509.NameAttribute(oid, value) for oid, value in attrs])
-
-
-def _cert(
-    subject: x509.Name,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: x509.Name,
-    issuer_key: ec.EllipticCurvePrivateKey,
-    *,
-    ca: bool,
-    policy: x509.ObjectIdentifier,
-    permitted: x509.Name | None = None,
-) -> x509.Certificate:
-    now = datetime.now(UTC)
-    usage = dict.fromkeys(
-        (
-            "digital_signature",
-            "content_commitment",
-            "key_encipherment",
-            "data_encipherment",
-            "key_agreement",
-            "key_cert_sign",
-            "crl_sign",
-            "encipher_only",
-            "decipher_only",
-        ),
-        False,
-    )
-    usage["key_cert_sign" if ca else "digital_signature"] = True
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=3650))
-        .add_extension(x509.KeyUsage(**usage), critical=True)
-        .add_extension(
-            x509.CertificatePolicies([x509.PolicyInformation(policy, None)]), critical=True
-        )
-    )
-    if ca:
-        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-    if permitted is not None:
-        builder = builder.add_extension(
-            x509.NameConstraints([x509.DirectoryName(permitted)], None), critical=True
-        )
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-_CI_NAME = _name((NameOID.COMMON_NAME, "fleetloop lab CI"))
-_EUM_NAME = _name((NameOID.COMMON_NAME, "Lab EUM"), (NameOID.ORGANIZATION_NAME, "Lab EUM"))
+_CI_NAME = x509_name((NameOID.COMMON_NAME, "fleetloop lab CI"))
+_EUM_NAME = x509_name((NameOID.COMMON_NAME, "Lab EUM"), (NameOID.ORGANIZATION_NAME, "Lab EUM"))
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -130,9 +78,11 @@ def make_lab_pki(folder: Path) -> LabPki:
         ec.generate_private_key(ec.SECP256R1()),
         ec.generate_private_key(ec.SECP256R1()),
     )
-    ci = _cert(_CI_NAME, ci_key, _CI_NAME, ci_key, ca=True, policy=POLICY_CI)
-    permitted = _name((NameOID.SERIAL_NUMBER, EUM_PREFIX), (NameOID.ORGANIZATION_NAME, "Lab EUM"))
-    eum = _cert(
+    ci = make_cert(_CI_NAME, ci_key, _CI_NAME, ci_key, ca=True, policy=POLICY_CI)
+    permitted = x509_name(
+        (NameOID.SERIAL_NUMBER, EUM_PREFIX), (NameOID.ORGANIZATION_NAME, "Lab EUM")
+    )
+    eum = make_cert(
         _EUM_NAME, eum_key, _CI_NAME, ci_key, ca=True, policy=POLICY_EUM, permitted=permitted
     )
     for name, data in (
@@ -182,12 +132,12 @@ def _euicc_identity(
         if isinstance(key, ec.EllipticCurvePrivateKey):
             return key, cert
     key = ec.generate_private_key(ec.SECP256R1())
-    subject = _name(
+    subject = x509_name(
         (NameOID.COMMON_NAME, "Lab eUICC"),
         (NameOID.SERIAL_NUMBER, eid),
         (NameOID.ORGANIZATION_NAME, "Lab EUM"),
     )
-    cert = _cert(subject, key, pki.eum.subject, pki.eum_key, ca=False, policy=POLICY_EUICC)
+    cert = make_cert(subject, key, pki.eum.subject, pki.eum_key, ca=False, policy=POLICY_EUICC)
     if base is not None:
         base.mkdir(exist_ok=True)
         (base / f"{eid}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))

@@ -1,16 +1,18 @@
-"""A CI -> EUM -> eUICC chain made by the tests, shaped like the SGP.26 test chain."""
+"""A CI -> EUM -> eUICC chain made by the tests, shaped like the SGP.26 test chain, at a fixed
+test time (certificates by :func:`simulators.esim.certs.make_cert`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from sgp32.certificates import POLICY_CI, POLICY_EUICC, POLICY_EUM
+from simulators.esim import certs
+from simulators.esim.certs import x509_name
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 TEST_EID = "89049032123451234512345678901235"
@@ -28,10 +30,6 @@ class MadePki:
     euicc: x509.Certificate
 
 
-def _name(*attrs: tuple[x509.ObjectIdentifier, str]) -> x509.Name:
-    return x509.Name([x509.NameAttribute(oid, value) for oid, value in attrs])
-
-
 def make_cert(
     subject: x509.Name,
     key: ec.EllipticCurvePrivateKey,
@@ -44,41 +42,18 @@ def make_cert(
     permitted: x509.Name | None = None,
     now: datetime = NOW,
 ) -> x509.Certificate:
-    usage = dict.fromkeys(
-        [
-            "digital_signature",
-            "content_commitment",
-            "key_encipherment",
-            "data_encipherment",
-            "key_agreement",
-            "key_cert_sign",
-            "crl_sign",
-            "encipher_only",
-            "decipher_only",
-        ],
-        False,
+    """:func:`simulators.esim.certs.make_cert` at the fixed test time unless told."""
+    return certs.make_cert(
+        subject,
+        key,
+        issuer,
+        issuer_key,
+        ca=ca,
+        policy=policy,
+        not_after=not_after,
+        permitted=permitted,
+        now=now,
     )
-    usage["key_cert_sign" if ca else "digital_signature"] = True
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(not_after or now + timedelta(days=3650))
-        .add_extension(x509.KeyUsage(**usage), critical=True)
-        .add_extension(
-            x509.CertificatePolicies([x509.PolicyInformation(policy, None)]), critical=True
-        )
-    )
-    if ca:
-        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-    if permitted is not None:
-        builder = builder.add_extension(
-            x509.NameConstraints([x509.DirectoryName(permitted)], None), critical=True
-        )
-    return builder.sign(issuer_key, hashes.SHA256())
 
 
 def make_pki(
@@ -91,14 +66,16 @@ def make_pki(
     running server passes the real time)."""
     curve = curve or ec.SECP256R1()
     ci_key, eum_key, euicc_key = (ec.generate_private_key(curve) for _ in range(3))
-    ci_name = _name((NameOID.COMMON_NAME, "fleetloop test CI"))
-    eum_name = _name((NameOID.COMMON_NAME, "Test EUM"), (NameOID.ORGANIZATION_NAME, "Test EUM"))
-    euicc_name = _name(
+    ci_name = x509_name((NameOID.COMMON_NAME, "fleetloop test CI"))
+    eum_name = x509_name((NameOID.COMMON_NAME, "Test EUM"), (NameOID.ORGANIZATION_NAME, "Test EUM"))
+    euicc_name = x509_name(
         (NameOID.COMMON_NAME, "Test eUICC"),
         (NameOID.SERIAL_NUMBER, eid),
         (NameOID.ORGANIZATION_NAME, "Test EUM"),
     )
-    permitted = _name((NameOID.SERIAL_NUMBER, eum_prefix), (NameOID.ORGANIZATION_NAME, "Test EUM"))
+    permitted = x509_name(
+        (NameOID.SERIAL_NUMBER, eum_prefix), (NameOID.ORGANIZATION_NAME, "Test EUM")
+    )
     ci = make_cert(ci_name, ci_key, ci_name, ci_key, ca=True, policy=POLICY_CI, now=now)
     eum = make_cert(
         eum_name,
@@ -121,7 +98,7 @@ def make_euicc(
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     """Another eUICC under the same EUM (the EID must start with the EUM's prefix 89049032)."""
     key = ec.generate_private_key(curve or ec.SECP256R1())
-    subject = _name(
+    subject = x509_name(
         (NameOID.COMMON_NAME, "Test eUICC"),
         (NameOID.SERIAL_NUMBER, eid),
         (NameOID.ORGANIZATION_NAME, "Test EUM"),
