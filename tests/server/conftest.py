@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import pytest
 from aiocoap import Message
 from aiocoap.numbers.codes import Code
+from aiocoap.numbers.types import Type
 
 from lwm2m.coap import (
     CoapEndpoint,
@@ -288,6 +289,29 @@ class RawClient:
         if self.shell is not None:
             self.shell.close()
             self.shell = None
+
+
+@contextlib.asynccontextmanager
+async def resetting_peer(port: int) -> AsyncIterator[None]:
+    """A peer on 127.0.0.1:``port`` that answers every request with a CoAP Reset -- what a
+    device that rebooted and lost its exchange state does."""
+    loop = asyncio.get_running_loop()
+
+    class Resetter(asyncio.DatagramProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            request = Message.decode(data)
+            rst = Message(code=Code.EMPTY)
+            rst.mtype, rst.mid = Type.RST, request.mid
+            self.transport.sendto(rst.encode(), addr)  # type: ignore[attr-defined]
+
+    transport, _ = await loop.create_datagram_endpoint(Resetter, local_addr=("127.0.0.1", port))
+    try:
+        yield
+    finally:
+        transport.close()
 
 
 def location(response: Message) -> str:

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from aiocoap import Message
 from aiocoap.numbers.codes import Code
-from aiocoap.numbers.types import Type
 
 from lwm2m.coap import Event, RequestReceived
 from lwm2m.server import (
@@ -24,7 +23,14 @@ from lwm2m.server import (
     UnknownEndpoint,
 )
 from lwm2m.store import Store
-from tests.server.conftest import Handler, RawClient, grant_psk, run, running_server
+from tests.server.conftest import (
+    Handler,
+    RawClient,
+    grant_psk,
+    resetting_peer,
+    run,
+    running_server,
+)
 
 KEY = bytes(range(16))
 SEGMENTS = ("gsma", "rsp2", "asn1")
@@ -135,28 +141,11 @@ def test_silence_is_a_request_timeout_and_rst_is_no_response(store: Store) -> No
             port = client.local_port
             client.close()
             await asyncio.sleep(0.05)
-            loop = asyncio.get_running_loop()
-
-            class Resetter(asyncio.DatagramProtocol):
-                def connection_made(self, transport: asyncio.BaseTransport) -> None:
-                    self.transport = transport
-
-                def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-                    request = Message.decode(data)
-                    rst = Message(code=Code.EMPTY)
-                    rst.mtype, rst.mid = Type.RST, request.mid
-                    self.transport.sendto(rst.encode(), addr)  # type: ignore[attr-defined]
-
-            transport, _ = await loop.create_datagram_endpoint(
-                Resetter, local_addr=("127.0.0.1", port)
-            )
-            try:
+            async with resetting_peer(port):
                 with pytest.raises(NoResponse) as reset:
                     await server.coap_request("mute", "POST", SEGMENTS, b"x", timeout=5.0)
                 assert not isinstance(reset.value, RequestTimeout)
                 assert reset.value.status == "unreachable"
-            finally:
-                transport.close()
             assert server.handler_errors == 0
 
     run(scenario())

@@ -9,13 +9,19 @@ from collections.abc import Callable
 
 from aiocoap import Message
 from aiocoap.numbers.codes import Code
-from aiocoap.numbers.types import Type
 
 from lwm2m.codec.link import Attributes, AttributeUpdate
 from lwm2m.model import Path, SingleResource, Value
 from lwm2m.server import LwM2MServer, Notification, OperationStatus
 from lwm2m.store import Store
-from tests.server.conftest import RawClient, collecting, eventually, run, running_server
+from tests.server.conftest import (
+    RawClient,
+    collecting,
+    eventually,
+    resetting_peer,
+    run,
+    running_server,
+)
 
 EP = "raw-dev"
 
@@ -113,26 +119,9 @@ def test_silence_is_a_timeout_and_rst_is_unreachable(store: Store) -> None:
             port = client.local_port
             client.close()
             await asyncio.sleep(0.05)
-            loop = asyncio.get_running_loop()
-
-            class Resetter(asyncio.DatagramProtocol):
-                def connection_made(self, transport: asyncio.BaseTransport) -> None:
-                    self.transport = transport
-
-                def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-                    request = Message.decode(data)
-                    rst = Message(code=Code.EMPTY)
-                    rst.mtype, rst.mid = Type.RST, request.mid
-                    self.transport.sendto(rst.encode(), addr)  # type: ignore[attr-defined]
-
-            transport, _ = await loop.create_datagram_endpoint(
-                Resetter, local_addr=("127.0.0.1", port)
-            )
-            try:
+            async with resetting_peer(port):
                 reset = await server.read(EP, "/3/0/0")
                 assert reset.status is OperationStatus.UNREACHABLE
-            finally:
-                transport.close()
 
     run(scenario())
 
