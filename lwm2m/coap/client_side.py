@@ -29,9 +29,11 @@ from lwm2m.coap.messages import (
     CONTINUE,
     FETCH,
     GET,
+    OBSERVE,
     REQUEST_ENTITY_TOO_LARGE,
     empty,
     is_success,
+    option_int,
 )
 from lwm2m.coap.observe import is_fresh
 from lwm2m.coap.peer import PeerState
@@ -209,7 +211,7 @@ class ClientSide(EndpointState):
         self._deliver(handle, message, now, observing, sequence)
 
     def _on_notification(self, handle: RequestHandle, message: Message, now: float) -> None:
-        sequence = message.opt.observe
+        sequence = option_int(message, OBSERVE)  # message.opt.observe, without its property
         if sequence is None or not is_success(message.code):
             self._emit(NotificationReceived(handle, message, None))
             self._finish(handle, now)

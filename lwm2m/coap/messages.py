@@ -138,6 +138,10 @@ _OPTION_KINDS: dict[int, tuple[OptionNumber, Any]] = {
     int(n): (n, n.format) for n in OptionNumber.__members__.values()
 }
 _new = Message.__new__
+#: Raw Content-Format option value -> aiocoap's decoded ContentFormat (see ``decode``); at most
+#: this many are kept, so odd values from a hostile peer cannot grow it without bound.
+_CONTENT_FORMATS: dict[bytes, Any] = {}
+_CONTENT_FORMATS_KEPT = 256
 _INCOMING = Direction.INCOMING
 _OUTGOING = Direction.OUTGOING
 
@@ -179,7 +183,19 @@ def decode(data: bytes) -> Message:
         if kind is None:
             return Message.decode(data)
         option = kind[1](kind[0])
-        option.decode(data[pos:end])
+        if number == CONTENT_FORMAT:
+            # aiocoap's decode builds the ContentFormat through the enum's call (a pseudo-member
+            # for a number it does not name): remembered per raw value instead, once each.
+            raw = data[pos:end]
+            known = _CONTENT_FORMATS.get(raw)
+            if known is None:
+                option.decode(raw)
+                if len(_CONTENT_FORMATS) < _CONTENT_FORMATS_KEPT:
+                    _CONTENT_FORMATS[raw] = option._value
+            else:
+                option._value = known
+        else:
+            option.decode(data[pos:end])
         existing = table.get(number)
         if existing is None:
             table[kind[0]] = [option]
@@ -240,6 +256,7 @@ URI_PATH = int(OptionNumber.URI_PATH)
 URI_QUERY = int(OptionNumber.URI_QUERY)
 CONTENT_FORMAT = int(OptionNumber.CONTENT_FORMAT)
 LOCATION_PATH = int(OptionNumber.LOCATION_PATH)
+OBSERVE = int(OptionNumber.OBSERVE)
 
 
 def option_strings(message: Message, number: int) -> tuple[str, ...]:

@@ -173,3 +173,15 @@ def test_encoding_without_a_type_or_an_id_fails_as_aiocoap_does() -> None:
     message.mtype, message.mid = Type.ACK, 70000
     with pytest.raises(struct.error):
         encode(message)
+
+
+@pytest.mark.parametrize("raw", [b"", b"\x00", b"\x3c", b"\x2d\x16", b"\x00\x70", b"\xfd\xe8"])
+def test_content_format_decoded_again_is_aiocoaps(raw: bytes) -> None:
+    """The second decode of a Content-Format value comes from the remembered one: same value,
+    same type, same bytes as aiocoap's decode, every time."""
+    data = _datagram(2, 69, 7, b"t", [(12, raw), (6, b"\x05")], b"42")
+    for _ in range(3):
+        ours = decode(data).opt.content_format
+        theirs = Message.decode(data).opt.content_format
+        assert ours == theirs and type(ours) is type(theirs) and int(ours) == int(theirs)
+        _same(data)
