@@ -62,6 +62,9 @@ class LinkProfile:
     nat_timeout: float = 0.0
     #: Seconds a device needs to re-attach (new PDN context, new IP) after an APN change.
     attach_time: float = 2.0
+    #: The APNs give the device a static IP and no NAT: re-attaching keeps its address and
+    #: source port, so its client sees nothing to tell the server (no registration Update).
+    static_address: bool = False
 
     def __post_init__(self) -> None:
         for name in ("loss", "duplicate", "reorder"):

@@ -37,6 +37,7 @@ _ENV = {
     "concurrency": "FLEETLOOP_RECONCILE_CONCURRENCY",
     "request_timeout": "FLEETLOOP_RECONCILE_TIMEOUT",
     "verify_wait": "FLEETLOOP_RECONCILE_VERIFY_WAIT",
+    "reattach_wait": "FLEETLOOP_RECONCILE_REATTACH_WAIT",
 }
 
 

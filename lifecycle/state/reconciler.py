@@ -287,6 +287,23 @@ class ReconcilerConfig:
     #: Seconds a pass waits for the notification that verifies its change before it reads
     #: the value back instead (module docstring).
     verify_wait: float = 3.0
+    #: Seconds a connectivity change waits for the device to come back after the APN link
+    #: write (an Update from a new address, or a notification naming the new APN active);
+    #: past it the pass reads the device back where it is registered -- the write's answer
+    #: may have been lost, or the device re-attached on a static IP and its report was lost.
+    reattach_wait: float = 60.0
+
+
+@dataclass(slots=True)
+class _Reattach:
+    """A device told to switch its APN: where it was registered, the APN it should come back
+    on, until when a pass waits for it, and whether it showed it is back (an Update from a
+    new address, or a report of the new APN as its active one)."""
+
+    address: Address
+    apn: str
+    deadline: float
+    returned: bool = False
 
 
 @dataclass(slots=True)
@@ -357,7 +374,7 @@ class Reconciler:
         self._attempts: dict[str, int] = {}
         self._attempted: dict[tuple[str, Dimension], int] = {}
         self._stale: dict[str, set[Dimension]] = {}
-        self._reattach: dict[str, Address] = {}
+        self._reattach: dict[str, _Reattach] = {}
         self._switches: dict[tuple[str, Dimension], tuple[int, int]] = {}
         self._bundles: dict[str, ConfigBundle] = {}  # immutable once registered
         self._bundle_lock = asyncio.Lock()
@@ -389,10 +406,25 @@ class Reconciler:
     def wake(self, endpoint: str) -> None:
         """``endpoint`` talked to the server: run its parked work (and re-verify what it was
         changing when it went away)."""
+        pending = self._reattach.get(endpoint)
+        if pending is not None and self._attached_on(endpoint, pending.apn):
+            # It reports the new APN as active (a notification from its address): it is
+            # back, even where the address did not change (a static-IP APN).
+            pending.returned = True
         if self.queue.wake(endpoint):
             self._wakeup.set()
         elif self._stale.get(endpoint):
             self.schedule(endpoint, RECONCILE)  # runs after the current pass if one is on
+
+    def _reattach_overdue(self, endpoint: str, pending: _Reattach) -> None:
+        """The re-attach wait of ``endpoint`` ran out: look at the device again (the pass
+        reads it back) -- nothing else would, if it never comes back."""
+        if (
+            self._reattach.get(endpoint) is pending
+            and not pending.returned
+            and self.queue.push(endpoint, RECONCILE)
+        ):
+            self._wakeup.set()
 
     def desired_changed(self, endpoints: Iterable[str]) -> None:
         """Desired values of ``endpoints`` changed (after the commit)."""
@@ -558,12 +590,30 @@ class Reconciler:
         bundle = await self._bundle(desired)
         self.stats["passes"] += 1
         registration = self.server.registration(endpoint)
-        since = self._reattach.get(endpoint)
-        if since is not None and registration is not None and registration.address == since:
-            # A new APN is being attached: the device is unreachable until an Update from its
-            # new address says it is back (that Update wakes this endpoint again).
+        pending = self._reattach.get(endpoint)
+        away = (
+            pending is not None
+            and not pending.returned
+            and registration is not None
+            and registration.address == pending.address
+        )
+        overdue = pending is not None and self._loop_time() >= pending.deadline
+        if away and not overdue:
+            # A new APN is being attached: the device is unreachable until it shows it is
+            # back (that wakes this endpoint again; the deadline's timer if nothing does).
             return
         self._reattach.pop(endpoint, None)
+        work = _Pass()
+        if away and pending is not None:
+            work.steps.append(
+                {
+                    "dimension": Dimension.CONNECTIVITY.value,
+                    "step": "no-reattach",
+                    "reason": f"no sign of the device on APN {pending.apn} within "
+                    f"{self.config.reattach_wait:g} s (no Update from a new address, no report "
+                    "of the APN): read back at its registered address",
+                }
+            )
         stale = self._stale.pop(endpoint, set())
         # A drift seen in a notification is confirmed by a read before it is corrected: a
         # notification overtaken by our own read-back must not undo a change.
@@ -575,7 +625,6 @@ class Reconciler:
             # The device was changing these when it went away: see where it stands first.
             _status_outcome(await self.observer.read_back(endpoint, _paths(refresh)), "read back")
         leaves = self.observer.leaves.get(endpoint, {})
-        work = _Pass()
         for dim in sorted(drifted, key=lambda d: d.value):
             value = self.observer.values_of(endpoint, [dim]).get(dim)
             if not satisfies(dim, desired[dim].value, value):
@@ -758,7 +807,15 @@ class Reconciler:
                 # mark it before the write, so an Update that beats this pass is not missed.
                 registration = self.server.registration(endpoint)
                 if registration is not None:
-                    self._reattach[endpoint] = registration.address
+                    pending = _Reattach(
+                        registration.address,
+                        step.active,
+                        self._loop_time() + self.config.reattach_wait,
+                    )
+                    self._reattach[endpoint] = pending
+                    asyncio.get_running_loop().call_later(
+                        self.config.reattach_wait, self._reattach_overdue, endpoint, pending
+                    )
                 self._stale.setdefault(endpoint, set()).add(dim)
                 await self._set_apns(endpoint, step, record, ops)
             elif isinstance(step, PullFirmware):

@@ -12,10 +12,12 @@ new /11 profile, points /1/0/10 at it (or rewrites /11/x/1, or toggles /11/x/3).
 write calls :meth:`DeviceServices.network_changed` after the answer went out; the fleet then
 detaches the device, re-attaches it after the link's ``attach_time`` -- with a new IP address,
 so the next datagram leaves from a new source port -- and the device sends a Registration
-Update from there. Whether the new APN reaches the server is the fleet's decision
-(``DeviceProfile.reachable_apns``, ``Behaviour.apn_loss``); a device that lost connectivity
-falls back to the last APN that worked (:func:`fall_back`) after ``Behaviour.apn_fallback``
-seconds, as modems with an APN watchdog do.
+Update from there. On a link with ``static_address`` (a private APN with a static IP) the
+address stays and the client, seeing nothing changed, sends no Update. Whether the new APN
+reaches the server is the fleet's decision (``DeviceProfile.reachable_apns``,
+``Behaviour.apn_loss``); a device that lost connectivity falls back to the last APN that
+worked (:func:`fall_back`) after ``Behaviour.apn_fallback`` seconds, as modems with an APN
+watchdog do.
 """
 
 from __future__ import annotations

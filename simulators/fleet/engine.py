@@ -843,8 +843,10 @@ class FleetEngine:
                 else:
                     self._apn[index] = apn
                 cellular.attached(client.store, apn, at)
-                self.wire.rebind(index)  # a new PDN context: new IP, new source port
                 self.report(client, "apn_changed", at)
+                if profile.link.static_address:
+                    return  # same address: the client has nothing to tell the server
+                self.wire.rebind(index)  # a new PDN context: new IP, new source port
                 client.trigger_update(at)
                 return
             self.report(client, "apn_lost", at)

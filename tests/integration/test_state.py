@@ -69,7 +69,11 @@ async def _in_line(api: Api, endpoints: list[str], timeout: float) -> None:
     except AssertionError:
         drift = await api.get("/v1/state/drift", params={"endpoint": endpoints, "limit": 10_000})
         left = [(i["endpoint"], i["dimension"], i["status"], i["detail"]) for i in drift["items"]]
-        raise AssertionError(f"{len(left)} out of line, e.g. {left[:5]}") from None
+        trail: list[Any] = []
+        if left:  # what the server did about the first one (the reconciler's audit records)
+            found = await api.get("/v1/audit", params={"endpoint": left[0][0], "limit": 50})
+            trail = [(r["action"], r["outcome"], r["detail"]) for r in found["items"]]
+        raise AssertionError(f"{len(left)} out of line, e.g. {left[:5]}; audit {trail}") from None
 
 
 def test_desired_config_flags_and_apn_for_150_devices_are_applied_with_their_generation(
