@@ -28,6 +28,12 @@ back. The device sends that notification anyway; the read-back was a second roun
 second decode for the same fact. Device state and desired state come from the observer's
 memory, not from a store read per pass.
 
+APN switches. The device detaches on the link write and re-attaches; the pass waits until it
+is back (an Update from a new address, or a notification naming the new APN active: a
+static-IP APN keeps the address) or ``reattach_wait`` ran out, then reads it back. A device
+that comes back before the write's answer arrived had that answer lost: the write is
+cancelled rather than sat out to the request timeout.
+
 Failures: a timeout, an unreachable device or a 5.03 is transient -- the pass is retried with
 exponential backoff up to ``max_attempts``, then the dimension is marked failed ("gave up");
 a 4.xx answer or a device result such as Apply Result 3 (invalid bundle) is permanent for
@@ -304,6 +310,12 @@ class _Reattach:
     apn: str
     deadline: float
     returned: bool = False
+    #: Set when it has returned: a link write whose answer was lost need not wait longer.
+    back: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def came_back(self) -> None:
+        self.returned = True
+        self.back.set()
 
 
 @dataclass(slots=True)
@@ -407,10 +419,13 @@ class Reconciler:
         """``endpoint`` talked to the server: run its parked work (and re-verify what it was
         changing when it went away)."""
         pending = self._reattach.get(endpoint)
-        if pending is not None and self._attached_on(endpoint, pending.apn):
-            # It reports the new APN as active (a notification from its address): it is
-            # back, even where the address did not change (a static-IP APN).
-            pending.returned = True
+        if pending is not None and not pending.returned:
+            registration = self.server.registration(endpoint)
+            moved = registration is not None and registration.address != pending.address
+            # An Update from a new address, or a report of the new APN as active (from the
+            # same address: a static-IP APN): it is back.
+            if moved or self._attached_on(endpoint, pending.apn):
+                pending.came_back()
         if self.queue.wake(endpoint):
             self._wakeup.set()
         elif self._stale.get(endpoint):
@@ -817,7 +832,7 @@ class Reconciler:
                         self.config.reattach_wait, self._reattach_overdue, endpoint, pending
                     )
                 self._stale.setdefault(endpoint, set()).add(dim)
-                await self._set_apns(endpoint, step, record, ops)
+                await self._set_apns(endpoint, step, record, ops, pending)
             elif isinstance(step, PullFirmware):
                 _check(
                     await server.write(
@@ -896,7 +911,12 @@ class Reconciler:
         return isinstance(value, dict) and value.get("active") == apn
 
     async def _set_apns(
-        self, endpoint: str, step: SetApns, record: dict[str, Any], ops: dict[str, Any]
+        self,
+        endpoint: str,
+        step: SetApns,
+        record: dict[str, Any],
+        ops: dict[str, Any],
+        pending: _Reattach | None = None,
     ) -> None:
         instances = dict(step.existing)
         for apn in step.create:
@@ -915,7 +935,11 @@ class Reconciler:
         link = Path.of(1, server_instance, 10)
         target = instances[step.active]
         node = SingleResource(10, Value(DataType.OBJLNK, ObjLink(11, target)))
-        _check(await self.server.write(endpoint, link, node, **ops), "write APN link")
+        written = await _unless_back(self.server.write(endpoint, link, node, **ops), pending)
+        if written is None:
+            record["answer"] = "lost: the device came back on the new APN first"
+        else:
+            _check(written, "write APN link")
         record.update(
             step="set-apns", created=list(step.create), active=step.active, profile=target
         )
@@ -938,6 +962,27 @@ class Reconciler:
             )
 
         return append
+
+
+async def _unless_back(
+    write: Awaitable[OperationResult], pending: _Reattach | None
+) -> OperationResult | None:
+    """The link write's result, or None when the device came back on the new APN before the
+    answer did (the answer was lost: the device acted on the write, and waiting for the
+    request's timeout would only hold the pass). The write is then cancelled."""
+    if pending is None:
+        return await write
+    task = asyncio.ensure_future(write)
+    back = asyncio.ensure_future(pending.back.wait())
+    try:
+        await asyncio.wait({task, back}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        back.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    return None if task.cancelled() else task.result()
 
 
 def _first_instance(object_links: str, object_id: int) -> int:
