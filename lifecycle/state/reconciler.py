@@ -309,13 +309,12 @@ class _Reattach:
     address: Address
     apn: str
     deadline: float
-    returned: bool = False
-    #: Set when it has returned: a link write whose answer was lost need not wait longer.
+    #: Set once it is back: a link write whose answer was lost need not wait any longer.
     back: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def came_back(self) -> None:
-        self.returned = True
-        self.back.set()
+    @property
+    def returned(self) -> bool:
+        return self.back.is_set()
 
 
 @dataclass(slots=True)
@@ -425,7 +424,7 @@ class Reconciler:
             # An Update from a new address, or a report of the new APN as active (from the
             # same address: a static-IP APN): it is back.
             if moved or self._attached_on(endpoint, pending.apn):
-                pending.came_back()
+                pending.back.set()
         if self.queue.wake(endpoint):
             self._wakeup.set()
         elif self._stale.get(endpoint):
@@ -605,26 +604,23 @@ class Reconciler:
         bundle = await self._bundle(desired)
         self.stats["passes"] += 1
         registration = self.server.registration(endpoint)
-        pending = self._reattach.get(endpoint)
-        away = (
-            pending is not None
-            and not pending.returned
-            and registration is not None
-            and registration.address == pending.address
-        )
-        overdue = pending is not None and self._loop_time() >= pending.deadline
-        if away and not overdue:
+        away = self._reattach.pop(endpoint, None)
+        if away is not None and (
+            away.returned or registration is None or registration.address != away.address
+        ):
+            away = None  # back (or gone): nothing to wait for
+        if away is not None and self._loop_time() < away.deadline:
             # A new APN is being attached: the device is unreachable until it shows it is
             # back (that wakes this endpoint again; the deadline's timer if nothing does).
+            self._reattach[endpoint] = away
             return
-        self._reattach.pop(endpoint, None)
         work = _Pass()
-        if away and pending is not None:
+        if away is not None:  # the wait ran out
             work.steps.append(
                 {
                     "dimension": Dimension.CONNECTIVITY.value,
                     "step": "no-reattach",
-                    "reason": f"no sign of the device on APN {pending.apn} within "
+                    "reason": f"no sign of the device on APN {away.apn} within "
                     f"{self.config.reattach_wait:g} s (no Update from a new address, no report "
                     "of the APN): read back at its registered address",
                 }
